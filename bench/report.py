@@ -1,0 +1,396 @@
+#!/usr/bin/env python3
+"""Turns one run of bench/run.sh into bench/results/: latest.md (the table)
+and a PNG chart per workload (w1.png, w2.png, w3.png, ceilings.png).
+
+    report.py RAW META OUTDIR
+
+RAW: JSON lines {"system", "workload", "level", "result"} written by run.sh;
+META: tab-separated key/value lines (machine, versions, times)."""
+import json
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+SYSTEMS = ["sluice", "redis", "rabbit", "beanstalk", "nats", "azurite"]
+NAMES = {
+    "sluice": "Sluice (embedded SQLite)",
+    "sluice-longpoll": "Sluice, long-poll receive",
+    "redis": "Redis 7 (AOF always)",
+    "rabbit": "RabbitMQ",
+    "beanstalk": "beanstalkd (-f0)",
+    "nats": "NATS JetStream",
+    "azurite": "Azurite Queue",
+}
+DURABLE = {
+    "sluice": "yes: fsync (group commit) before the answer",
+    "redis": "yes: appendfsync always (AOF fsync before replies)",
+    "rabbit": "yes: durable queue, persistent messages, publisher confirms",
+    "beanstalk": "yes: binlog, -f0 (fsync every write)",
+    "nats": "**no**: nats-server 2.9 does not fsync per message",
+    "azurite": "**no**: metadata in LokiJS, saved every 5 s",
+}
+CLIENTS = {
+    "sluice": "bench/loadgen (C, epoll, keep-alive HTTP/1.1)",
+    "redis": "bench/peerbench, hiredis (C); LPUSH, BLMOVE/LMOVE into a processing list, LREM",
+    "rabbit": "bench/peerbench, librabbitmq (C); confirms, basic.consume, manual ack, prefetch = batch",
+    "beanstalk": "bench/peerbench, own C client over the text protocol; put, reserve-with-timeout, delete",
+    "nats": "bench/peerbench, libnats (C); js_Publish (waits for PubAck), pull Fetch, AckSync",
+    "azurite": "bench/loadgen (C), the Azure Queue REST API with an account SAS",
+}
+
+
+def load(raw_path, meta_path):
+    rows = [json.loads(l) for l in open(raw_path) if l.strip()]
+    meta = {}
+    for l in open(meta_path):
+        if "\t" in l:
+            k, v = l.rstrip("\n").split("\t", 1)
+            meta[k] = v
+    return rows, meta
+
+
+def find(rows, system, workload, level=None):
+    out = [r for r in rows if r["system"] == system and r["workload"] == workload
+           and (level is None or str(r.get("level")) == str(level))]
+    return out
+
+
+def one(rows, system, workload, level=None):
+    f = find(rows, system, workload, level)
+    return f[-1]["result"] if f else None
+
+
+def op(r, name, key):
+    if not r:
+        return None
+    o = r.get("ops", {}).get(name)
+    return o.get(key) if o else None
+
+
+def fmt(v, digits=0):
+    if v is None:
+        return "n/a"
+    if digits == 0:
+        return f"{v:,.0f}"
+    return f"{v:,.{digits}f}"
+
+
+def errs(r):
+    return sum(v.get("errors", 0) for v in r.get("ops", {}).values())
+
+
+def lat(r, name):
+    p50, p99 = op(r, name, "p50_ms"), op(r, name, "p99_ms")
+    if p50 is None:
+        return "n/a"
+    return f"{p50:.2f} / {p99:.2f}"
+
+
+def main():
+    raw, meta_path, out = sys.argv[1:4]
+    rows, meta = load(raw, meta_path)
+    os.makedirs(out, exist_ok=True)
+    L = []
+    w = L.append
+    quick = meta.get("quick") == "1"
+    w("# Sluice benchmarks: latest run")
+    w("")
+    if quick:
+        w("**A `--quick` smoke run: short runs and a small W3. Not for comparison; take a full run.**")
+        w("")
+    w(f"Run {meta.get('started')} to {meta.get('finished')} (UTC) by `bench/run.sh{' --quick' if quick else ''}`; "
+      f"load average before {meta.get('load_before')}, after {meta.get('load_after')}. "
+      "Every figure below comes from this one run on this one machine; all load on 127.0.0.1. "
+      f"Quiet machine before measuring: {meta.get('quiet', '?')}.")
+    w("")
+    w("## Machine")
+    w("")
+    w("| | |")
+    w("|---|---|")
+    for k, label in [("nproc", "cores (nproc)"), ("cpu", "CPU"), ("mem", "memory"), ("kernel", "kernel"),
+                     ("os", "OS"), ("disk", "disk of the data dirs")]:
+        w(f"| {label} | {meta.get(k, '?')} |")
+    w("")
+    w("## Systems, versions, clients, durability")
+    w("")
+    w("| system | version | client | durable per message |")
+    w("|---|---|---|---|")
+    vers = {"sluice": meta.get("sluice_version", "?") + ", " + meta.get("mhd_version", "") + ", " +
+            meta.get("sqlite_version", ""),
+            "redis": meta.get("redis_version"), "rabbit": meta.get("rabbit_version"),
+            "beanstalk": meta.get("beanstalk_version"), "nats": meta.get("nats_version"),
+            "azurite": meta.get("azurite_version")}
+    for s in SYSTEMS:
+        w(f"| {NAMES[s]} | {vers.get(s)} | {CLIENTS[s]} | {DURABLE[s]} |")
+    w(f"| wrk | {meta.get('wrk_version')} | `wrk -t2 -c64 --latency` | |")
+    w("")
+
+    # --- ceilings
+    fs = one(rows, "disk", "fsync")
+    hello_lg = [r["result"] for r in find(rows, "hello", "loadgen")]
+    hello_wrk = [r["result"] for r in find(rows, "hello", "wrk")]
+    lg_rates = [op(r, "hello", "per_s") for r in hello_lg]
+    wrk_rates = [op(r, "hello", "per_s") for r in hello_wrk]
+    hello_best = max(lg_rates + wrk_rates) if (lg_rates or wrk_rates) else None
+    w("## Ceilings of this machine")
+    w("")
+    w("| ceiling | rate | p50 / p99 ms |")
+    w("|---|---|---|")
+    if fs:
+        w(f"| disk: append 100 B + fdatasync, one thread, {fs['seconds']:.0f} s | {fmt(fs['per_s'])}/s | "
+          f"{fs['p50_ms']:.3f} / {fs['p99_ms']:.3f} |")
+    for i, (a, b) in enumerate(zip(hello_lg, hello_wrk)):
+        w(f"| HTTP hello-world (libmicrohttpd, Sluice's flags), round {i + 1}: **bench/loadgen** | "
+          f"{fmt(op(a, 'hello', 'per_s'))} req/s | {lat(a, 'hello')} |")
+        w(f"| HTTP hello-world, round {i + 1}: **wrk** | {fmt(op(b, 'hello', 'per_s'))} req/s | {lat(b, 'hello')} |")
+    hl, hw = one(rows, "sluice-health", "loadgen"), one(rows, "sluice-health", "wrk")
+    if hl and hw:
+        w(f"| Sluice `GET /health` (pings the store): **bench/loadgen** | {fmt(op(hl, 'hello', 'per_s'))} req/s | "
+          f"{lat(hl, 'hello')} |")
+        w(f"| Sluice `GET /health`: **wrk** | {fmt(op(hw, 'hello', 'per_s'))} req/s | {lat(hw, 'hello')} |")
+    w("")
+    if lg_rates and wrk_rates:
+        ratio = (sum(lg_rates) / len(lg_rates)) / (sum(wrk_rates) / len(wrk_rates))
+        w(f"loadgen / wrk on the hello-world endpoint, requests/s, mean of the rounds: **{ratio:.2f}** "
+          f"(both 64 connections, 2 threads, keep-alive, no pipelining; loadgen also records every latency "
+          f"in a histogram).")
+
+        def cpu_per_k(rs):
+            v = [r["gen_cpu_ms"] / (op(r, "hello", "n") / 1000.0) for r in rs
+                 if r.get("gen_cpu_ms") and op(r, "hello", "n")]
+            return sum(v) / len(v) if v else None
+        cl, cw = cpu_per_k(hello_lg), cpu_per_k(hello_wrk)
+        if cl and cw:
+            w(f"CPU time each generator spent (user + system, perf stat task-clock) per 1,000 requests: "
+              f"loadgen **{cl:.1f} ms**, wrk **{cw:.1f} ms** (loadgen/wrk {cl / cw:.2f}; lower is cheaper). "
+              f"Both share the 2 cores with the server, so the cheaper generator leaves the server more CPU.")
+        w("")
+
+    # --- W1
+    w("## W1 lifecycle: put, receive (1), ack, 100-byte messages")
+    w("")
+    w("P producers and C consumers, each a closed loop on its own connection. lifecycles/s = messages acked per "
+      "second in the measured window; puts/s can exceed it (the backlog grows). Latencies in ms, p50 / p99. "
+      "Sluice consumers receive with `waitSeconds: 0` (as a client polling); the peers' receives block up to "
+      "1 s (BLMOVE, reserve-with-timeout, Fetch, a pushed delivery), so their receive latency includes any wait.")
+    w("")
+    w("| system | P+C | lifecycles/s | puts/s | put | receive | ack | empty receives | errors |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    w1_rates = {}
+    for s in SYSTEMS + ["sluice-longpoll"]:
+        for r in find(rows, s, "w1"):
+            res, lvl = r["result"], r["level"]
+            w1_rates.setdefault(s, {})[str(lvl)] = res["lifecycles_per_s"]
+            w(f"| {NAMES[s]} | {lvl}+{lvl} | **{fmt(res['lifecycles_per_s'])}** | {fmt(res['put_msgs_per_s'])} | "
+              f"{lat(res, 'put')} | {lat(res, 'receive')} | {lat(res, 'ack')} | {fmt(res.get('empty_receives'))} | "
+              f"{fmt(errs(res))} |")
+    half = one(rows, "sluice", "w1-half")
+    if half:
+        w(f"| Sluice at half the peak (puts paced at {fmt(half['rate_target'], 1)}/s; an empty receive polls again after 1 ms) | 64+64 | "
+          f"{fmt(half['lifecycles_per_s'])} | {fmt(half['put_msgs_per_s'])} | {lat(half, 'put')} | "
+          f"{lat(half, 'receive')} | {lat(half, 'ack')} | {fmt(half.get('empty_receives'))} | {fmt(errs(half))} |")
+    w("")
+    w("Azurite's consumers poll like Sluice's (no wait, no backoff); its single node.js thread then spends "
+      "itself on empty receives, which starves the producers at 16+16 and 64+64. "
+      "RabbitMQ's ack is basic.ack, which the broker does not answer: its latency is the time to send it. "
+      "errors: requests answered with anything but success (for Sluice, mostly 429 from its load shedding), "
+      "not counted in the rates or latencies.")
+    w("")
+
+    # --- W2
+    w("## W2 batched lifecycle: put 10, receive 10, ack 10 per request")
+    w("")
+    w("| system | P+C | messages/s (acked) | puts msgs/s | put (10) | receive (10) | ack (10) | errors |")
+    w("|---|---|---|---|---|---|---|---|")
+    w2_rates = {}
+    for s in SYSTEMS:
+        res = one(rows, s, "w2")
+        if not res:
+            if s == "azurite":
+                w(f"| {NAMES[s]} | | not supported: the Azure Queue API has no batch put or batch delete | | | | | |")
+            continue
+        w2_rates[s] = res["lifecycles_per_s"]
+        w(f"| {NAMES[s]} | {res['producers']}+{res['consumers']} | **{fmt(res['lifecycles_per_s'])}** | "
+          f"{fmt(res['put_msgs_per_s'])} | {lat(res, 'put')} | {lat(res, 'receive')} | {lat(res, 'ack')} | "
+          f"{fmt(errs(res))} |")
+    w("")
+    w("Batches: Sluice uses its batch put, receive maxMessages 10 and batch ack routes; Redis one LPUSH of 10 and "
+      "pipelined LMOVE/LREM; beanstalkd pipelined commands; RabbitMQ 10 publishes then their confirms, prefetch 10, "
+      "ack multiple; NATS 10 async publishes then their acks, Fetch 10.")
+    w("")
+
+    # --- W3
+    w("## W3 drain: a full queue, consumers only (receive 10 + ack 10)")
+    w("")
+    w("| system | messages | consumers | drain messages/s | drain time s | receive | ack | fill msgs/s |")
+    w("|---|---|---|---|---|---|---|---|")
+    w3_rates = {}
+    for s in SYSTEMS:
+        res = one(rows, s, "w3")
+        fill = one(rows, s, "w3-fill")
+        if not res:
+            continue
+        w3_rates[s] = res["lifecycles_per_s"]
+        done = res["messages_acked"]
+        lvl = find(rows, s, "w3")[-1]["level"]
+        note = "" if str(done) == str(lvl) or done >= int(lvl) else f" (only {fmt(done)} acked before the time limit)"
+        w(f"| {NAMES[s]} | {fmt(int(lvl))}{note} | {res['consumers']} | **{fmt(res['lifecycles_per_s'])}** | "
+          f"{res['seconds']:.1f} | {lat(res, 'receive')} | {lat(res, 'ack')} | "
+          f"{fmt(fill['put_msgs_per_s']) if fill else 'n/a'} |")
+    w("")
+    w("Azurite's W3 is small on purpose: its receive scans the whole queue, so 100,000 queued messages would "
+      "take hours.")
+    w("")
+
+    # --- RSS
+    w("## Server memory during W1 (1+1, 16+16, 64+64)")
+    w("")
+    w("| system | peak VmRSS sampled every 0.2 s | VmHWM after W1 |")
+    w("|---|---|---|")
+    rss = {}
+    for s in SYSTEMS:
+        r = one(rows, s, "rss")
+        if r:
+            rss[s] = r
+            w(f"| {NAMES[s]} | {r['vmrss_peak_kib'] / 1024:.1f} MiB | {r['vmhwm_kib'] / 1024:.1f} MiB |")
+    w("")
+    w("RabbitMQ: the beam.smp process only (not epmd). Azurite: the node process.")
+    w("")
+
+    # --- ratios and targets
+    s64 = w1_rates.get("sluice", {}).get("64")
+    s_best = max(w1_rates.get("sluice", {}).values() or [0])
+    durable_peers = ["redis", "rabbit", "beanstalk"]
+    best_peer, best_peer_rate = None, 0
+    for p in durable_peers:
+        v = w1_rates.get(p, {}).get("64")
+        if v and v > best_peer_rate:
+            best_peer, best_peer_rate = p, v
+    w("## Sluice against the ceilings")
+    w("")
+    if s64 is not None and hello_best:
+        w(f"- W1 64+64: {fmt(s64)} lifecycles/s = {3 * s64:,.0f} HTTP requests/s = **{3 * s64 / hello_best:.3f}** "
+          f"of the hello-world rate ({fmt(hello_best)} req/s, the best of loadgen and wrk). The target, half of "
+          f"(hello-world / 3), is a ratio of 0.5.")
+    if s64 is not None and fs:
+        w(f"- W1 64+64: {fmt(s64)} lifecycles/s = **{s64 / fs['per_s']:.3f}** of the disk's single-thread "
+          f"fdatasync rate ({fmt(fs['per_s'])}/s); a lifecycle is 3 durable operations (put, lease, ack), "
+          f"{3 * s64 / fs['per_s']:.3f} x that rate (group commit lets it exceed 1).")
+    if w2_rates.get("sluice") and fs:
+        w(f"- W2: {fmt(w2_rates['sluice'])} messages/s = {w2_rates['sluice'] / fs['per_s']:.3f} x the fdatasync rate.")
+    w("")
+    w("## Targets (goals, not pass/fail)")
+    w("")
+    w("| target | figure | met? |")
+    w("|---|---|---|")
+    if s64 is not None:
+        w(f"| W1 64+64 >= best durable peer at 64+64 ({NAMES.get(best_peer, '?')}: {fmt(best_peer_rate)}) | "
+          f"{fmt(s64)} | {'yes' if s64 >= best_peer_rate else 'no'} |")
+        if hello_best:
+            goal = hello_best / 3 / 2
+            w(f"| W1 64+64 >= half of (hello-world / 3) = {fmt(goal)} | {fmt(s64)} | {'yes' if s64 >= goal else 'no'} |")
+    if w2_rates.get("sluice") and s_best:
+        w(f"| W2 >= 5 x W1 in messages/s (best W1: {fmt(s_best)}) | {fmt(w2_rates['sluice'])} = "
+          f"{w2_rates['sluice'] / s_best:.1f} x | {'yes' if w2_rates['sluice'] >= 5 * s_best else 'no'} |")
+    if half:
+        p99 = op(half, "receive", "p99_ms")
+        w(f"| p99 of receive at half the peak load < 5 ms | {fmt(p99, 2)} ms | "
+          f"{'yes' if p99 is not None and p99 < 5 else 'no'} |")
+    if "sluice" in rss:
+        m = max(rss["sluice"]["vmrss_peak_kib"], rss["sluice"]["vmhwm_kib"]) / 1024
+        w(f"| Sluice RSS under W1 < 64 MiB | {m:.1f} MiB (VmHWM) | {'yes' if m < 64 else 'no'} |")
+    w("| W4 lifecycles/s >= 0.25 x raw CQL INSERT/s | not measured (see W4) | n/a |")
+    w("")
+    w("## W4 (Cassandra): placeholder")
+    w("")
+    w("**Not measured yet: a placeholder.** W4 is W1 on the Cassandra backend, beside the raw rates of the same CQL "
+      "client on the same node at the same concurrency (single-row INSERT/s and lightweight-transaction UPDATE/s); "
+      "target: lifecycles/s >= 0.25 x the raw INSERT/s. bench/ does not start a Cassandra node or drive the CQL "
+      "backend yet (the backend landed while this harness was built). No figure here is estimated.")
+    w("")
+    w("## Charts")
+    w("")
+    for c in ["w1", "w2", "w3", "ceilings"]:
+        w(f"![{c}]({c}.png)")
+    w("")
+    w("The profile of Sluice under W1 64+64 is in [profile.md](profile.md) (analysis) and "
+      "[profile-top.txt](profile-top.txt) (perf output of this run).")
+    open(os.path.join(out, "latest.md"), "w").write("\n".join(L) + "\n")
+
+    charts(rows, w1_rates, w2_rates, w3_rates, lg_rates, wrk_rates, fs, out, quick)
+
+
+def bar_chart(path, title, labels, values, ylabel, quick, colors=None, note=None):
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    bars = ax.bar(range(len(labels)), values, color=colors)
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title + (" (quick run)" if quick else ""))
+    for b, v in zip(bars, values):
+        ax.annotate(f"{v:,.0f}", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom",
+                    fontsize=7)
+    if note:
+        fig.text(0.01, 0.01, note, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def charts(rows, w1, w2, w3, lg_rates, wrk_rates, fs, out, quick):
+    # W1: grouped bars, one group per system, one bar per level
+    systems = [s for s in SYSTEMS + ["sluice-longpoll"] if s in w1]
+    levels = ["1", "16", "64"]
+    fig, ax = plt.subplots(figsize=(10, 5))
+    width = 0.26
+    for i, lvl in enumerate(levels):
+        vals = [w1[s].get(lvl, 0) for s in systems]
+        bars = ax.bar([x + (i - 1) * width for x in range(len(systems))], vals, width, label=f"{lvl}+{lvl}")
+        for b, v in zip(bars, vals):
+            if v:
+                ax.annotate(f"{v:,.0f}", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center",
+                            va="bottom", fontsize=6, rotation=90)
+    ax.set_xticks(range(len(systems)))
+    ax.set_xticklabels([NAMES[s] for s in systems], rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("lifecycles/s (put + receive + ack)")
+    ax.set_title("W1 lifecycle, 100-byte messages, producers+consumers" + (" (quick run)" if quick else ""))
+    ax.legend()
+    fig.text(0.01, 0.01, "NATS and Azurite do not fsync each message; the others do.", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "w1.png"), dpi=110)
+    plt.close(fig)
+    def col(s):
+        return "tab:orange" if s.startswith("sluice") else ("tab:gray" if s in ("nats", "azurite") else "tab:blue")
+    s2 = [s for s in SYSTEMS if s in w2]
+    bar_chart(os.path.join(out, "w2.png"), "W2 batched lifecycle (batches of 10), 16+16", [NAMES[s] for s in s2],
+              [w2[s] for s in s2], "messages/s", quick, colors=[col(x) for x in s2],
+              note="Orange: Sluice. Gray: no fsync per message (NATS). Azurite: no batch API.")
+    s3 = [s for s in SYSTEMS if s in w3]
+    bar_chart(os.path.join(out, "w3.png"), "W3 drain (receive 10 + ack 10), 16 consumers", [NAMES[s] for s in s3],
+              [w3[s] for s in s3], "messages/s", quick, colors=[col(x) for x in s3],
+              note="Orange: Sluice. Gray: no fsync per message. Azurite drains a smaller queue (its receive scans it).")
+    labels, vals = [], []
+    for i, v in enumerate(lg_rates):
+        labels.append(f"hello: loadgen #{i + 1}")
+        vals.append(v)
+    for i, v in enumerate(wrk_rates):
+        labels.append(f"hello: wrk #{i + 1}")
+        vals.append(v)
+    if fs:
+        labels.append("disk fdatasync/s")
+        vals.append(fs["per_s"])
+    if "sluice" in w1:
+        for lvl in levels:
+            if lvl in w1["sluice"]:
+                labels.append(f"Sluice W1 {lvl}+{lvl} req/s")
+                vals.append(3 * w1["sluice"][lvl])
+    bar_chart(os.path.join(out, "ceilings.png"), "Ceilings of this machine and Sluice's W1 request rate", labels,
+              vals, "per second", quick)
+
+
+if __name__ == "__main__":
+    main()

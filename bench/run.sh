@@ -1,0 +1,473 @@
+#!/usr/bin/env bash
+# bench/run.sh: Sluice against its peers and the machine's ceilings, in one
+# run, on this machine. Installs what is missing (Debian packages, azurite
+# from npm into ~/.cache/sluice/azurite, matplotlib from PyPI), builds the
+# tools and Sluice under bench/build/, starts every server on 127.0.0.1 with
+# its data in a temporary directory, runs the workloads, stops each server by
+# its PID, and writes bench/results/: latest.md (the table), w1.png, w2.png,
+# w3.png, ceilings.png, profile-top.txt (perf, Sluice under W1 64+64), and
+# latest.raw (every measurement as JSON lines, not committed).
+#
+#   bench/run.sh            the full run (about 15 minutes; results worth committing)
+#   bench/run.sh --quick    a smoke run of about a minute (short runs, small W3)
+#   options: --no-peers  --no-profile  --no-install  --no-wait  --worktree
+#   (Sluice is built from the committed HEAD unless --worktree says the work tree)
+#
+# All load goes to 127.0.0.1, every run is bounded in time and count.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+B=$ROOT/bench/build
+RES=$ROOT/bench/results
+QUICK=0 PEERS=1 PROFILE=1 INSTALL=1 WAITQ=1 WORKTREE=0
+for a in "$@"; do
+    case $a in
+    --quick) QUICK=1 WAITQ=0 ;;
+    --no-wait) WAITQ=0 ;;
+    --worktree) WORKTREE=1 ;;
+    --no-peers) PEERS=0 ;;
+    --no-profile) PROFILE=0 ;;
+    --no-install) INSTALL=0 ;;
+    *) echo "usage: bench/run.sh [--quick] [--no-peers] [--no-profile] [--no-install] [--no-wait] [--worktree]" >&2; exit 2 ;;
+    esac
+done
+if ((QUICK)); then
+    DUR=1.5 WARM=0.5 W3N=3000 AZW3N=200 CEIL=2 ROUNDS=1 FSYNC_S=1 PROF_S=3 LEVELS="1 64" MAXS=8
+else
+    DUR=10 WARM=2 W3N=100000 AZW3N=2000 CEIL=10 ROUNDS=2 FSYNC_S=5 PROF_S=15 LEVELS="1 16 64" MAXS=120
+fi
+W2PC=16       # producers and consumers in W2
+W3C=16        # consumers in W3
+# MAXS: no single load run lasts longer (a W3 drain that stalls ends there)
+AZDIR=${AZURITE_DIR:-$HOME/.cache/sluice/azurite}
+
+log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+# --- Install -----------------------------------------------------------------
+install_deps() {
+    local need=()
+    command -v wrk >/dev/null || need+=(wrk)
+    command -v redis-server >/dev/null || need+=(redis-server)
+    command -v rabbitmq-server >/dev/null || need+=(rabbitmq-server)
+    command -v beanstalkd >/dev/null || need+=(beanstalkd)
+    command -v nats-server >/dev/null || need+=(nats-server)
+    command -v perf >/dev/null || need+=(linux-perf)
+    [ -e /usr/include/hiredis/hiredis.h ] || need+=(libhiredis-dev)
+    [ -e /usr/include/amqp.h ] || need+=(librabbitmq-dev)
+    [ -e /usr/include/nats/nats.h ] || need+=(libnats-dev)
+    [ -e /usr/include/microhttpd.h ] || need+=(libmicrohttpd-dev)
+    if ((${#need[@]})); then
+        log "installing ${need[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    fi
+    if [ ! -x "$AZDIR/node_modules/.bin/azurite-queue" ]; then
+        log "installing azurite into $AZDIR"
+        mkdir -p "$AZDIR"
+        (cd "$AZDIR" && npm i --silent azurite >/dev/null)
+    fi
+    python3 -c 'import matplotlib' 2>/dev/null || { log "installing matplotlib"; pip install -q matplotlib >/dev/null; }
+}
+((INSTALL)) && install_deps
+
+# --- Build ---------------------------------------------------------------------
+mkdir -p "$B" "$RES"
+make -s -C bench tools
+# Sluice itself: by default the committed HEAD (git archive into bench/build/head,
+# built there), so that a run measures an identified commit and never a file
+# someone is half-way through editing; --worktree builds the work tree instead
+# (into bench/build/sluice-obj, falling back to HEAD if it does not build).
+# bench/build/src-at-run keeps the src/ that was built: perf's file:line refer to it.
+build_head() {
+    local h=$B/head
+    rm -rf "$h" && mkdir -p "$h"
+    git archive --format=tar HEAD | tar -x -C "$h"
+    make -s -C "$h" B="$h/build" "$h/build/sluice" >"$B/sluice-build.log" 2>&1 || return 1
+    SLUICE=$h/build/sluice
+    SRC_STAMP="git $(git rev-parse --short HEAD) (committed HEAD)"
+    rm -rf "$B/src-at-run" && cp -r "$h/src" "$B/src-at-run"
+}
+SLUICE=
+if ((WORKTREE)); then
+    SRC_STAMP="work tree at git $(git rev-parse --short HEAD), $(git diff --quiet HEAD -- src && echo 'no uncommitted changes in src/' || echo "uncommitted changes in src/ (diff sha1 $(git diff HEAD -- src | sha1sum | cut -c1-12))")"
+    rm -rf "$B/src-at-run" && cp -r src "$B/src-at-run"
+    if make -s B=bench/build/sluice-obj bench/build/sluice-obj/sluice >"$B/sluice-build.log" 2>&1; then
+        SLUICE=$B/sluice-obj/sluice
+    else
+        log "the work tree does not build (bench/build/sluice-build.log); measuring HEAD"
+    fi
+fi
+if [ -z "$SLUICE" ] && ! build_head; then
+    log "HEAD does not build either (bench/build/sluice-build.log); using build/sluice as it is"
+    SLUICE=$ROOT/build/sluice
+    SRC_STAMP="build/sluice as found (source unknown)"
+fi
+[ -x "$SLUICE" ] || { echo "no Sluice binary" >&2; exit 1; }
+
+# --- Servers -----------------------------------------------------------------------
+TMP=$(mktemp -d /tmp/sluice-bench.XXXXXX)
+chmod 755 "$TMP"
+RAW=$RES/latest.raw
+META=$TMP/meta.env
+: >"$RAW"
+: >"$META"
+SERVER_PIDS=()
+SAMPLER_PID=
+
+stop_pid() { # PID: TERM, wait up to 15 s, then KILL
+    local p=$1 i
+    kill "$p" 2>/dev/null || return 0
+    for ((i = 0; i < 150; i++)); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+}
+cleanup() {
+    [ -n "$SAMPLER_PID" ] && kill "$SAMPLER_PID" 2>/dev/null || true
+    local p
+    for p in "${SERVER_PIDS[@]}"; do stop_pid "$p"; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { # PORT SECONDS
+    local i
+    for ((i = 0; i < $2 * 10; i++)); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+meta() { printf '%s\t%s\n' "$1" "$2" >>"$META"; }
+
+# RSS of a server, sampled every 0.2 s while W1 runs: the peak VmRSS seen, and VmHWM.
+rss_start() { # PID OUTFILE
+    local pid=$1 out=$2
+    (
+        max=0
+        for ((i = 0; i < 36000; i++)); do
+            r=$(awk '/^VmRSS/{print $2}' "/proc/$pid/status" 2>/dev/null) || break
+            [ -n "$r" ] && ((r > max)) && max=$r && echo "$max" >"$out.tmp" && mv "$out.tmp" "$out"
+            sleep 0.2
+        done
+    ) &
+    SAMPLER_PID=$!
+}
+rss_stop() { # SYSTEM PID OUTFILE
+    kill "$SAMPLER_PID" 2>/dev/null || true
+    wait "$SAMPLER_PID" 2>/dev/null || true
+    SAMPLER_PID=
+    local hwm peak
+    hwm=$(awk '/^VmHWM/{print $2}' "/proc/$2/status" 2>/dev/null || true)
+    peak=$(cat "$3" 2>/dev/null || true)
+    echo "{\"system\":\"$1\",\"workload\":\"rss\",\"result\":{\"vmrss_peak_kib\":${peak:-0},\"vmhwm_kib\":${hwm:-0}}}" >>"$RAW"
+}
+
+record() { # SYSTEM WORKLOAD LEVEL JSON
+    [ -n "$4" ] || { log "  $1 $2 $3: no result"; return 0; }
+    echo "{\"system\":\"$1\",\"workload\":\"$2\",\"level\":\"$3\",\"result\":$4}" >>"$RAW"
+    python3 - "$4" <<'EOF' >&2 || true
+import json, sys
+r = json.loads(sys.argv[1])
+ops = r.get("ops", {})
+s = " ".join(f"{k}:p50={v['p50_ms']:.2f}/p99={v['p99_ms']:.2f}ms" for k, v in ops.items())
+print(f"           acked/s={r.get('lifecycles_per_s', 0):.0f} put/s={r.get('put_msgs_per_s', 0):.0f} {s}")
+EOF
+}
+
+LG() { timeout $((MAXS + 30)) "$B/loadgen" --max-seconds "$MAXS" "$@" || true; }
+PB() { timeout $((MAXS + 30)) "$B/peerbench" --max-seconds "$MAXS" "$@" || true; }
+
+# --- A quiet machine: a full run waits (up to 10 minutes) for a 1-minute load average below 0.7
+QUIET="not checked (--quick or --no-wait)"
+if ((WAITQ)); then
+    for ((i = 0; i <= 30; i++)); do
+        l1=$(cut -d' ' -f1 /proc/loadavg)
+        if python3 -c "import sys; sys.exit(0 if $l1 < 0.7 else 1)"; then QUIET="yes: 1-minute load $l1 at the start"; break; fi
+        QUIET="**no**: 1-minute load still $l1 after waiting 10 minutes"
+        ((i < 30)) && { log "waiting for a quiet machine: 1-minute load $l1 (>= 0.7)"; sleep 20; }
+    done
+fi
+meta quiet "$QUIET"
+
+# --- Machine -------------------------------------------------------------------------------
+meta nproc "$(nproc)"
+meta cpu "$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)"
+meta mem "$(free -h | awk '/^Mem:/{print $2}')"
+meta kernel "$(uname -r)"
+meta os "$(. /etc/os-release && echo "$PRETTY_NAME")"
+dev=$(df --output=source "$TMP" | tail -1)
+meta disk "$dev ($(df --output=fstype "$TMP" | tail -1), $(df -h --output=size "$TMP" | tail -1 | tr -d ' '); rotational=$(cat /sys/block/"$(basename "$dev")"/queue/rotational 2>/dev/null || echo '?'))"
+meta load_before "$(cut -d' ' -f1-3 /proc/loadavg)"
+meta started "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+meta quick "$QUICK"
+meta sluice_version "$("$SLUICE" version 2>/dev/null | head -1) ($SRC_STAMP)"
+meta mhd_version "libmicrohttpd $(dpkg-query -W -f='${Version}' libmicrohttpd12 2>/dev/null || echo '?')"
+meta sqlite_version "SQLite $(dpkg-query -W -f='${Version}' libsqlite3-0 2>/dev/null || echo '?')"
+meta wrk_version "$(dpkg-query -W -f='wrk ${Version}' wrk 2>/dev/null)"
+meta redis_version "$(redis-server --version | awk '{print $3}' | sed 's/v=//') (hiredis $(dpkg-query -W -f='${Version}' 'libhiredis0.14' 2>/dev/null || dpkg-query -W -f='${Version}' libhiredis-dev))"
+meta rabbit_version "$(dpkg-query -W -f='${Version}' rabbitmq-server) (Erlang $(dpkg-query -W -f='${Version}' erlang-base 2>/dev/null || echo '?'), librabbitmq $(dpkg-query -W -f='${Version}' librabbitmq-dev))"
+meta beanstalk_version "$(beanstalkd -v | awk '{print $2}') (own C client over its text protocol)"
+meta nats_version "$(nats-server --version | awk '{print $2}') (libnats $(dpkg-query -W -f='${Version}' libnats-dev))"
+meta azurite_version "$(cd "$AZDIR" && node -p 'require("azurite/package.json").version') (node $(node --version); loadgen over its REST API)"
+
+# --- Ceilings ---------------------------------------------------------------------------------
+log "ceiling: append 100 B + fdatasync for ${FSYNC_S}s in $TMP"
+echo "{\"system\":\"disk\",\"workload\":\"fsync\",\"level\":\"1\",\"result\":$("$B/fsync_rate" "$TMP" "$FSYNC_S")}" >>"$RAW"
+
+log "ceiling: libmicrohttpd hello-world (same flags as src/http/server.c), loadgen vs wrk, 64 connections, 2 threads"
+"$B/mhd_hello" "$TMP/hello.port" &
+HELLO_PID=$!
+SERVER_PIDS+=("$HELLO_PID")
+for ((i = 0; i < 50; i++)); do [ -s "$TMP/hello.port" ] && break; sleep 0.1; done
+HP=$(cat "$TMP/hello.port")
+wrk_json() { # URL -> JSON like loadgen's hello op
+    local out
+    out=$(cpu_of "$TMP/wrk.cpu" wrk -t2 -c64 -d"${CEIL}s" --latency "$1")
+    python3 - "$out" <<'EOF'
+import json, re, sys
+t = sys.argv[1]
+def ms(v):
+    n, u = re.match(r"([\d.]+)(\w+)", v).groups()
+    return float(n) * {"us": 1e-3, "ms": 1, "s": 1e3, "m": 6e4}[u]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+p50 = ms(re.search(r"^\s+50%\s+(\S+)", t, re.M).group(1))
+p99 = ms(re.search(r"^\s+99%\s+(\S+)", t, re.M).group(1))
+n = int(re.search(r"(\d+) requests in", t).group(1))
+print(json.dumps({"proto": "wrk", "conns": 64, "threads": 2, "ops": {"hello": {"n": n, "per_s": rps, "p50_ms": p50, "p99_ms": p99}}}))
+EOF
+}
+# CPU time (user + system, ms) a generator used: perf stat's task-clock, written to FILE
+cpu_of() { # FILE CMD...
+    local f=$1
+    shift
+    if perf stat -x, -e task-clock -o "$f.raw" true >/dev/null 2>&1; then
+        perf stat -x, -e task-clock -o "$f.raw" "$@"
+        awk -F, '/task-clock/{print $1}' "$f.raw" >"$f"
+    else
+        "$@"
+        echo 0 >"$f"
+    fi
+}
+with_cpu() { # JSON CPUFILE -> JSON with "gen_cpu_ms"
+    python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["gen_cpu_ms"]=float(open(sys.argv[2]).read() or 0); print(json.dumps(d))' "$1" "$2" 2>/dev/null || echo "$1"
+}
+for ((round = 1; round <= ROUNDS; round++)); do
+    j=$(cpu_of "$TMP/lg.cpu" "$B/loadgen" --proto hello --port "$HP" --path / --conns 64 --threads 2 --duration "$CEIL" --max-seconds 60 || true)
+    record hello loadgen "$round" "$(with_cpu "$j" "$TMP/lg.cpu")"
+    j=$(wrk_json "http://127.0.0.1:$HP/")
+    record hello wrk "$round" "$(with_cpu "$j" "$TMP/wrk.cpu")"
+done
+stop_pid "$HELLO_PID"
+
+# --- Sluice ---------------------------------------------------------------------------------------
+start_sluice() { # DATADIR -> sets SP, SPID
+    mkdir -p "$1"
+    "$SLUICE" dev --port 0 --admin-port 0 --data "$1" >"$1.log" 2>&1 &
+    SPID=$!
+    SERVER_PIDS+=("$SPID")
+    SP=
+    for ((i = 0; i < 100; i++)); do
+        SP=$(sed -n 's/^listening on http:\/\/[^:]*:\([0-9]*\).*/\1/p' "$1.log" | head -1)
+        [ -n "$SP" ] && break
+        sleep 0.1
+    done
+    [ -n "$SP" ] || { cat "$1.log" >&2; echo "Sluice did not start" >&2; exit 1; }
+    # the account key that `sluice dev` prints, sent as "Authorization: Key ..." (the cheapest scheme)
+    SKEY=$(sed -n 's/^ *primary key: *\([A-Za-z0-9_-]*\).*/\1/p' "$1.log" | head -1)
+    AUTH=()
+    [ -n "$SKEY" ] && AUTH=(--header "Authorization: Key $SKEY")
+}
+mkq() { curl -sf -o /dev/null ${SKEY:+-H "Authorization: Key $SKEY"} -X POST "http://127.0.0.1:$SP/api/v1/accounts/dev/queues" -d "{\"queueName\":\"$1\"}"; }
+
+log "sluice: $SLUICE"
+start_sluice "$TMP/sluice"
+for q in w1-1 w1-16 w1-64 w1-64-lp w1-half w2 w3; do mkq "$q"; done
+log "sluice: GET /health, loadgen vs wrk"
+record sluice-health loadgen 1 "$(LG --proto hello --port "$SP" --path /health --conns 64 --threads 2 --duration "$CEIL")"
+record sluice-health wrk 1 "$(wrk_json "http://127.0.0.1:$SP/health")"
+rss_start "$SPID" "$TMP/rss.sluice"
+for n in $LEVELS; do
+    log "sluice W1 $n+$n"
+    record sluice w1 "$n" "$(LG "${AUTH[@]}" --port "$SP" --queue "w1-$n" --producers "$n" --consumers "$n" --duration "$DUR" --warmup "$WARM" --label "w1-$n")"
+done
+log "sluice W1 64+64, long-poll receive (waitSeconds 1)"
+record sluice-longpoll w1 64 "$(LG "${AUTH[@]}" --port "$SP" --queue w1-64-lp --producers 64 --consumers 64 --wait 1 --duration "$DUR" --warmup "$WARM" --label w1-64-lp)"
+rss_stop sluice "$SPID" "$TMP/rss.sluice"
+# p99 of receive at half the peak load: producers paced at half the best W1 rate
+PEAK=$(python3 - "$RAW" <<'EOF'
+import json, sys
+best = 0
+for l in open(sys.argv[1]):
+    d = json.loads(l)
+    if d["system"] == "sluice" and d["workload"] == "w1":
+        best = max(best, d["result"]["lifecycles_per_s"])
+print(f"{best:.1f}")
+EOF
+)
+HALF=$(python3 -c "print(max(1.0, $PEAK / 2))")
+log "sluice W1 64+64 at half the peak ($HALF puts/s)"
+# (a consumer that finds the queue empty polls again after 1 ms, so that the load is the paced puts, not polling)
+record sluice w1-half 64 "$(LG "${AUTH[@]}" --port "$SP" --queue w1-half --producers 64 --consumers 64 --rate "$HALF" --backoff-us 1000 --duration "$DUR" --warmup "$WARM" --label w1-half)"
+log "sluice W2 $W2PC+$W2PC, batches of 10"
+record sluice w2 "$W2PC" "$(LG "${AUTH[@]}" --port "$SP" --queue w2 --producers "$W2PC" --consumers "$W2PC" --batch 10 --recv-max 10 --duration "$DUR" --warmup "$WARM" --label w2)"
+log "sluice W3: fill $W3N (batch put of 100), then drain with $W3C consumers"
+record sluice w3-fill "$W3N" "$(LG "${AUTH[@]}" --port "$SP" --queue w3 --producers 4 --consumers 0 --batch 100 --put-count "$W3N" --duration "$MAXS" --label w3-fill)"
+record sluice w3 "$W3N" "$(LG "${AUTH[@]}" --port "$SP" --queue w3 --producers 0 --consumers "$W3C" --recv-max 10 --drain "$W3N" --duration "$MAXS" --label w3)"
+stop_pid "$SPID"
+
+# --- Peers -------------------------------------------------------------------------------------------
+peer_runs() { # SYSTEM PORT PID
+    local sys=$1 port=$2 pid=$3 n
+    rss_start "$pid" "$TMP/rss.$sys"
+    for n in $LEVELS; do
+        log "$sys W1 $n+$n"
+        record "$sys" w1 "$n" "$(PB --peer "$sys" --port "$port" --queue "w1p$n" --producers "$n" --consumers "$n" --duration "$DUR" --warmup "$WARM")"
+    done
+    rss_stop "$sys" "$pid" "$TMP/rss.$sys"
+    log "$sys W2 $W2PC+$W2PC"
+    record "$sys" w2 "$W2PC" "$(PB --peer "$sys" --port "$port" --queue w2 --producers "$W2PC" --consumers "$W2PC" --batch 10 --recv-max 10 --duration "$DUR" --warmup "$WARM")"
+    log "$sys W3: fill $W3N, drain with $W3C consumers"
+    record "$sys" w3-fill "$W3N" "$(PB --peer "$sys" --port "$port" --queue w3 --producers 4 --consumers 0 --batch 100 --put-count "$W3N" --duration "$MAXS")"
+    record "$sys" w3 "$W3N" "$(PB --peer "$sys" --port "$port" --queue w3 --producers 0 --consumers "$W3C" --recv-max 10 --drain "$W3N" --duration "$MAXS")"
+}
+
+if ((PEERS)); then
+    # Redis 7, AOF with appendfsync always (RDB snapshots off)
+    d=$TMP/redis && mkdir -p "$d" && port=$(free_port)
+    redis-server --bind 127.0.0.1 --port "$port" --dir "$d" --appendonly yes --appendfsync always --save '' \
+        --daemonize no --logfile "$d/log" &
+    pid=$!
+    SERVER_PIDS+=("$pid")
+    wait_port "$port" 10 && peer_runs redis "$port" "$pid" || log "redis did not start"
+    stop_pid "$pid"
+
+    # beanstalkd, binlog with fsync after every write (-f0)
+    d=$TMP/beanstalk && mkdir -p "$d" && port=$(free_port)
+    beanstalkd -l 127.0.0.1 -p "$port" -b "$d" -f0 &
+    pid=$!
+    SERVER_PIDS+=("$pid")
+    wait_port "$port" 10 && peer_runs beanstalk "$port" "$pid" || log "beanstalkd did not start"
+    stop_pid "$pid"
+
+    # RabbitMQ as the rabbitmq user, its own epmd on its own port
+    d=$TMP/rabbit && mkdir -p "$d" && chown rabbitmq: "$d"
+    port=$(free_port) dport=$(free_port) eport=$(free_port)
+    su rabbitmq -s /bin/sh -c "cd '$d' && HOME='$d' RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 ERL_EPMD_ADDRESS=127.0.0.1 \
+        ERL_EPMD_PORT=$eport RABBITMQ_NODE_PORT=$port RABBITMQ_DIST_PORT=$dport RABBITMQ_NODENAME=bench@localhost \
+        RABBITMQ_MNESIA_BASE='$d/mnesia' RABBITMQ_LOG_BASE='$d/log' RABBITMQ_PID_FILE='$d/pid' \
+        RABBITMQ_ENABLED_PLUGINS_FILE='$d/enabled_plugins' RABBITMQ_CONFIG_FILE='$d/none' \
+        exec rabbitmq-server" >"$d/out.log" 2>&1 &
+    SUPID=$!
+    SERVER_PIDS+=("$SUPID")
+    if wait_port "$port" 60; then
+        sleep 2
+        pid=$(cat "$d/pid")
+        SERVER_PIDS+=("$pid")
+        peer_runs rabbit "$port" "$pid"
+        stop_pid "$pid"
+    else
+        log "rabbitmq did not start"
+    fi
+    # the epmd it started: found by the port we gave it, stopped by PID
+    epid=$(ss -Htlnp "sport = :$eport" 2>/dev/null | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -1)
+    [ -n "$epid" ] && stop_pid "$epid"
+    stop_pid "$SUPID"
+
+    # NATS JetStream (file storage; does not fsync each message)
+    d=$TMP/nats && mkdir -p "$d" && port=$(free_port)
+    nats-server -a 127.0.0.1 -p "$port" -js -sd "$d" >"$d/log" 2>&1 &
+    pid=$!
+    SERVER_PIDS+=("$pid")
+    wait_port "$port" 10 && peer_runs nats "$port" "$pid" || log "nats did not start"
+    stop_pid "$pid"
+
+    # Azurite Queue (HTTP API; W2 has no equivalent; W3 kept small: its receive scans the queue)
+    d=$TMP/azurite && mkdir -p "$d" && port=$(free_port)
+    "$AZDIR/node_modules/.bin/azurite-queue" --queueHost 127.0.0.1 --queuePort "$port" -l "$d" \
+        --skipApiVersionCheck --disableTelemetry -s >"$d/log" 2>&1 &
+    pid=$!
+    SERVER_PIDS+=("$pid")
+    if wait_port "$port" 30; then
+        SAS=$(python3 bench/azure_sas.py "$port" w1p1 w1p16 w1p64 w3q)
+        AZ=(--proto azure --port "$port" --account devstoreaccount1 --sas "$SAS")
+        rss_start "$pid" "$TMP/rss.azurite"
+        for n in $LEVELS; do
+            log "azurite W1 $n+$n"
+            record azurite w1 "$n" "$(LG "${AZ[@]}" --queue "w1p$n" --producers "$n" --consumers "$n" --duration "$DUR" --warmup "$WARM")"
+        done
+        rss_stop azurite "$pid" "$TMP/rss.azurite"
+        log "azurite W3: fill $AZW3N, drain with $W3C consumers"
+        record azurite w3-fill "$AZW3N" "$(LG "${AZ[@]}" --queue w3q --producers 16 --consumers 0 --put-count "$AZW3N" --duration "$MAXS")"
+        record azurite w3 "$AZW3N" "$(LG "${AZ[@]}" --queue w3q --producers 0 --consumers "$W3C" --recv-max 10 --drain "$AZW3N" --duration "$MAXS")"
+    else
+        log "azurite did not start"
+    fi
+    stop_pid "$pid"
+fi
+
+# --- Profile: Sluice under W1 64+64 ---------------------------------------------------------------------
+if ((PROFILE)) && perf stat -e instructions true >/dev/null 2>&1; then
+    log "profile: perf record on Sluice under W1 64+64 for ${PROF_S}s"
+    start_sluice "$TMP/sluice-prof"
+    mkq prof
+    LG "${AUTH[@]}" --port "$SP" --queue prof --producers 64 --consumers 64 --duration $((PROF_S + 3)) --label prof >"$TMP/prof.json" &
+    LGPID=$!
+    sleep 1
+    # how many fsyncs the store issues meanwhile: commits per second, hence requests per group commit
+    perf stat -x, -e syscalls:sys_enter_fdatasync,syscalls:sys_enter_fsync -p "$SPID" -o "$TMP/fsyncs.csv" \
+        -- sleep "$PROF_S" >/dev/null 2>&1 &
+    STATPID=$!
+    perf stat --per-thread -e task-clock -p "$SPID" -o "$TMP/threads.txt" -- sleep "$PROF_S" >/dev/null 2>&1 &
+    THRPID=$!
+    perf record -q -F 299 --call-graph dwarf,32768 -p "$SPID" -o "$B/perf.data" -- sleep "$PROF_S" >/dev/null 2>&1 || true
+    wait "$STATPID" || true
+    wait "$THRPID" || true
+    wait "$LGPID" || true
+    FSYNCS=$(awk -F, '/sys_enter_f/{s += $1} END {print s + 0}' "$TMP/fsyncs.csv" 2>/dev/null || echo 0)
+    record sluice-profiled w1 64 "$(cat "$TMP/prof.json")"
+    stop_pid "$SPID"
+    set +o pipefail # head closes the pipes early
+    {
+        echo "# perf: Sluice ($SLUICE) under W1 64+64, ${PROF_S}s, 299 Hz, dwarf call graphs (32 KiB stacks)"
+        echo "# run: $(date -u +%Y-%m-%dT%H:%M:%SZ)  result: $(cat "$TMP/prof.json")"
+        echo "# source lines refer to the tree Sluice was built from: $SRC_STAMP (copy: bench/build/src-at-run)"
+        python3 - "$TMP/prof.json" "$FSYNCS" "$PROF_S" <<'PYEOF' || true
+import json, sys
+r = json.load(open(sys.argv[1]))
+f, secs = float(sys.argv[2]), float(sys.argv[3])
+reqs = sum(v["per_s"] for v in r["ops"].values())
+lc = r["lifecycles_per_s"]
+print(f"# fsync + fdatasync calls by Sluice while profiled: {f / secs:,.0f}/s; requests {reqs:,.0f}/s, lifecycles {lc:,.0f}/s:"
+      f" {reqs / max(f / secs, 1e-9):.2f} requests per fsync, {(f / secs) / max(lc, 1e-9):.2f} fsyncs per lifecycle")
+PYEOF
+        echo
+        echo "## CPU by thread (perf stat --per-thread, task-clock; 1.00 = one core busy all the time)"
+        awk -v secs="$PROF_S" '/task-clock/ && $2 ~ /^[0-9.]+$/ {n = $1; sub(/-[0-9]+$/, "", n); ms[n] += $2; k[n]++; if ($2 > top[n]) top[n] = $2}
+            END {for (n in ms) printf "%-14s threads %3d  cores used %.2f  busiest thread %.2f\n", n, k[n], ms[n] / 1000 / secs, top[n] / 1000 / secs}' \
+            "$TMP/threads.txt" 2>/dev/null | sort -k5 -rn || true
+        echo
+        echo "## Sluice's own functions and source lines (bench/perf_lines.py)"
+        perf script -i "$B/perf.data" -F tid,ip,sym,dso 2>/dev/null | python3 bench/perf_lines.py "$SLUICE" 45
+        echo
+        echo "## self time by shared object"
+        perf report -i "$B/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -15
+        echo
+        echo "## self time by symbol (top 40)"
+        perf report -i "$B/perf.data" --no-children --sort dso,symbol --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40
+        echo
+        echo "## inclusive time by symbol (top 60, Sluice and libraries)"
+        perf report -i "$B/perf.data" --children --sort symbol --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -60
+        echo
+        echo "## callers of the top symbols (caller graph, 2% threshold)"
+        perf report -i "$B/perf.data" --no-children --sort symbol --stdio -g caller,2,callee --percent-limit 3 2>/dev/null | grep -v '^$' | head -250
+    } >"$RES/profile-top.txt"
+    set -o pipefail
+else
+    log "profile skipped"
+fi
+
+meta finished "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+meta load_after "$(cut -d' ' -f1-3 /proc/loadavg)"
+python3 bench/report.py "$RAW" "$META" "$RES"
+log "wrote $RES/latest.md"

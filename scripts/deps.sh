@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what this machine lacks: with no argument, what building and
+# running Sluice needs (`make dev`); with --test, also what the tests need
+# (`make test`): cmocka, clang for the fuzz targets, a JDK and Maven for the
+# tests' Cassandra, and the Python test tools. Debian packages with apt-get,
+# Python packages with pip. Idempotent and quiet when nothing is missing.
+set -euo pipefail
+test_deps=0
+[ "${1:-}" = "--test" ] && test_deps=1
+
+debs=(build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libssl-dev liblz4-dev curl)
+[ $test_deps = 1 ] && debs+=(libcmocka-dev python3 python3-pip clang)
+missing=()
+for p in "${debs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# The tests' Cassandra (scripts/cassandra.sh) runs on a JDK 17 and fetches
+# its jars with mvn; any java 17+ and mvn on the PATH will do.
+if [ $test_deps = 1 ]; then
+    command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+    command -v mvn >/dev/null || missing+=(maven)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "deps: installing ${missing[*]}" >&2
+    sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+[ $test_deps = 1 ] || exit 0
+pyneed=()
+python3 -c 'import pytest' 2>/dev/null || pyneed+=(pytest)
+python3 -c 'import requests' 2>/dev/null || pyneed+=(requests)
+python3 -c 'import botocore' 2>/dev/null || pyneed+=(botocore)
+# Property-based tests of the API from its OpenAPI document; pinned, since
+# its checks and generation change between releases.
+python3 -c 'import schemathesis, sys; sys.exit(schemathesis.__version__ != "4.32.5")' 2>/dev/null ||
+    pyneed+=(schemathesis==4.32.5)
+if [ ${#pyneed[@]} -gt 0 ]; then
+    echo "deps: pip installing ${pyneed[*]}" >&2
+    python3 -m pip install -q "${pyneed[@]}" 2>/dev/null ||
+        python3 -m pip install -q --break-system-packages "${pyneed[@]}"
+fi

@@ -1,0 +1,379 @@
+/* admin.c: the admin API of API.md ("Admin API"), served by its own
+ * sl_http server on the admin port (127.0.0.1 by default).
+ *
+ * Every route but /openapi.json needs "Authorization: Bearer <token>", the
+ * token configured at start. The comparison hashes both strings with SHA-256
+ * and compares the digests with CRYPTO_memcmp, so its time depends on
+ * neither the token's content nor its length.
+ *
+ * Choices where API.md is silent (also in openapi-admin.json):
+ *  - GET /accounts answers [{"accountName", "createdAt"}] sorted by name.
+ *  - GET /accounts/{a} answers {"accountName", "createdAt", "keys": {name:
+ *    key}}: the admin sees the keys, as the POST that made them did.
+ *  - DELETE /accounts/{a} answers {"accountName", "deleted": true,
+ *    "queuesDeleted": n}; the queues are marked deleted before it answers
+ *    and their data goes in the background.
+ *  - POST /accounts/{a}/keys with a name the account already has is 409
+ *    KeyAlreadyExists: to rotate a key, delete it and create it again (or
+ *    move clients to the other of primary and secondary first). An account
+ *    has at most SL_ACCT_MAX_KEYS keys (400 TooManyKeys beyond).
+ *  - Signed URLs: levels is required; startTime and endTime are ISO-8601 UTC;
+ *    endTime must be after startTime; keyName defaults to "primary". */
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "api.h"
+
+#define BASE "/admin/api/v1/accounts"
+#define NROUTES 8
+#define BODY_MAX 16384
+#define TOKEN_MAX 1024
+
+struct sl_admin {
+    sl_admin_config cfg;
+    unsigned char token_hash[32];
+    sl_http_route routes[NROUTES];
+    size_t nroutes;
+};
+
+static void sha256(const char *s, size_t n, unsigned char out[32]) {
+    unsigned int len = 0;
+    EVP_Digest(s, n, out, &len, EVP_sha256(), NULL);
+}
+
+/* 0 when the request carries the admin token, else answers 401. */
+static int admin_auth(sl_admin *a, sl_http_req *r) {
+    const char *h = sl_http_header(r, "Authorization");
+    unsigned char got[32];
+    int ok = 0;
+    if (h && strncasecmp(h, "Bearer ", 7) == 0) {
+        const char *t = h + 7;
+        t += strspn(t, " \t");
+        size_t n = strlen(t);
+        if (n > 0 && n <= TOKEN_MAX) {
+            sha256(t, n, got);
+            ok = CRYPTO_memcmp(got, a->token_hash, sizeof got) == 0;
+        }
+    }
+    if (ok) return 0;
+    sl_http_error(r, 401, "AuthenticationFailed", "%s",
+                  h ? "the admin token is not valid" : "Authorization: Bearer <admin token> is required");
+    sl_http_add_header(r, "WWW-Authenticate", "Bearer realm=\"sluice-admin\"");
+    return -1;
+}
+
+static int store_error(sl_http_req *r, int rc) {
+    if (rc == SL_ENOMEM || rc == SL_EUNAVAILABLE || rc == SL_ETIMEOUT || rc == SL_EIO || rc == SL_EUNKNOWN) {
+        sl_http_error(r, 503, "ServiceUnavailable", "the store is unavailable (%s); retry", sl_strerror(rc));
+        sl_http_add_header(r, "Retry-After", "1");
+        return SL_HTTP_DONE;
+    }
+    sl_log(SL_ERR, "admin: unexpected code %s [%s]", sl_strerror(rc), sl_http_request_id(r));
+    return sl_http_error(r, 500, "InternalError", "internal error (%s)", sl_strerror(rc));
+}
+
+static int account_not_found(sl_http_req *r, const char *account) {
+    return sl_http_error(r, 404, "AccountNotFound", "account '%s' does not exist", account);
+}
+
+static int name_ok(const char *s) {
+    return sl_name_valid(s) && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
+}
+
+/* The auth check and the account name of the path. Returns the name, or
+ * NULL after answering. */
+static const char *begin(sl_admin *a, sl_http_req *r) {
+    if (admin_auth(a, r)) return NULL;
+    const char *account = sl_http_param(r, "a");
+    if (account && !sl_name_valid(account)) {
+        sl_http_error(r, 400, "InvalidAccountName", "account names match [A-Za-z0-9_.-]{1,80}");
+        return NULL;
+    }
+    return account ? account : "";
+}
+
+/* The body as a JSON object, or NULL after answering 400. */
+static json_t *body_object(sl_http_req *r) {
+    size_t len;
+    const char *b = sl_http_body(r, &len);
+    json_error_t err;
+    json_t *j = json_loadb(b, len, JSON_REJECT_DUPLICATES, &err);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        sl_http_error(r, 400, "InvalidJson", "the body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+/* An optional string field: 0 absent (*out NULL), 1 present, -1 after
+ * answering 400 for a wrong type or an embedded NUL. */
+static int field_str(sl_http_req *r, json_t *o, const char *key, const char **out) {
+    json_t *v = json_object_get(o, key);
+    *out = NULL;
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v)) {
+        sl_http_error(r, 400, "InvalidParameter", "field '%s' must be a string", key);
+        return -1;
+    }
+    *out = json_string_value(v);
+    return 1;
+}
+
+static void iso_time(int64_t ms, char out[32]) {
+    sl_auth_time_format(ms - ms % 1000, out);
+}
+
+static json_t *keys_object(const struct sl_auth_key *k, size_t n) {
+    json_t *o = json_object();
+    for (size_t i = 0; o && i < n; i++)
+        json_object_set_new(o, k[i].name, json_string(k[i].secret));
+    return o;
+}
+
+/* --- Routes ------------------------------------------------------------- */
+
+static int h_openapi(sl_http_req *r, void *ctx) {
+    (void)ctx;
+    return sl_http_respond(r, 200, "application/json", sl_openapi_admin_json, sl_openapi_admin_json_len);
+}
+
+static int h_create(sl_http_req *r, void *ctx) {
+    sl_admin *a = ctx;
+    if (!begin(a, r)) return SL_HTTP_DONE;
+    json_t *b = body_object(r);
+    if (!b) return SL_HTTP_DONE;
+    const char *name;
+    char account[SL_NAME_MAX + 1];
+    int have = field_str(r, b, "accountName", &name);
+    if (have == 0 || (have == 1 && !name_ok(name))) {
+        json_decref(b);
+        return sl_http_error(r, 400, "InvalidAccountName",
+                             "field 'accountName' is required and must match [A-Za-z0-9_.-]{1,80}, "
+                             "except . and ..");
+    }
+    if (have < 0) {
+        json_decref(b);
+        return SL_HTTP_DONE;
+    }
+    snprintf(account, sizeof account, "%s", name);
+    json_decref(b);
+    struct sl_auth_key keys[2];
+    int rc = sl_acct_create(a->cfg.acct, account, keys);
+    if (rc == SL_EEXISTS)
+        return sl_http_error(r, 409, "AccountAlreadyExists", "account '%s' already exists", account);
+    if (rc) return store_error(r, rc);
+    json_t *j = json_pack("{s:s,s:o}", "accountName", account, "keys", keys_object(keys, 2));
+    OPENSSL_cleanse(keys, sizeof keys);
+    return sl_http_json(r, 201, j);
+}
+
+static int h_list(sl_http_req *r, void *ctx) {
+    sl_admin *a = ctx;
+    if (!begin(a, r)) return SL_HTTP_DONE;
+    char(*names)[SL_NAME_MAX + 1];
+    int64_t *created;
+    size_t n;
+    int rc = sl_acct_list(a->cfg.acct, &names, &created, &n);
+    if (rc) return store_error(r, rc);
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < n; i++) {
+        char at[32];
+        iso_time(created[i], at);
+        json_array_append_new(arr, json_pack("{s:s,s:s}", "accountName", names[i], "createdAt", at));
+    }
+    free(names);
+    free(created);
+    return sl_http_json(r, 200, arr);
+}
+
+static int h_get(sl_http_req *r, void *ctx) {
+    sl_admin *a = ctx;
+    const char *account = begin(a, r);
+    if (!account) return SL_HTTP_DONE;
+    struct sl_auth_key keys[SL_ACCT_MAX_KEYS];
+    int64_t created[SL_ACCT_MAX_KEYS];
+    size_t n;
+    int rc = sl_acct_keys_read(a->cfg.acct, account, keys, created, SL_ACCT_MAX_KEYS, &n);
+    if (rc == SL_ENOTFOUND) return account_not_found(r, account);
+    if (rc) return store_error(r, rc);
+    json_t *j = json_pack("{s:s,s:o}", "accountName", account, "keys", keys_object(keys, n));
+    OPENSSL_cleanse(keys, sizeof keys);
+    return sl_http_json(r, 200, j);
+}
+
+static int h_delete(sl_http_req *r, void *ctx) {
+    sl_admin *a = ctx;
+    const char *account = begin(a, r);
+    if (!account) return SL_HTTP_DONE;
+    size_t queues = 0;
+    int rc = sl_acct_delete(a->cfg.acct, account, &queues);
+    if (rc == SL_ENOTFOUND) return account_not_found(r, account);
+    if (rc) return store_error(r, rc);
+    return sl_http_json(r, 200,
+                        json_pack("{s:s,s:b,s:I}", "accountName", account, "deleted", 1, "queuesDeleted",
+                                  (json_int_t)queues));
+}
+
+static int h_key_create(sl_http_req *r, void *ctx) {
+    sl_admin *a = ctx;
+    const char *account = begin(a, r);
+    if (!account) return SL_HTTP_DONE;
+    json_t *b = body_object(r);
+    if (!b) return SL_HTTP_DONE;
+    const char *name;
+    char key_name[SL_NAME_MAX + 1];
+    int have = field_str(r, b, "keyName", &name);
+    if (have == 0 || (have == 1 && !name_ok(name))) {
+        json_decref(b);
+        return sl_http_error(
+            r, 400, "InvalidKeyName",
+            "field 'keyName' is required and must match [A-Za-z0-9_.-]{1,80}, except . and ..");
+    }
+    if (have < 0) {
+        json_decref(b);
+        return SL_HTTP_DONE;
+    }
+    snprintf(key_name, sizeof key_name, "%s", name);
+    json_decref(b);
+    struct sl_auth_key k;
+    int rc = sl_acct_key_create(a->cfg.acct, account, key_name, &k);
+    if (rc == SL_ENOTFOUND) return account_not_found(r, account);
+    if (rc == SL_EEXISTS)
+        return sl_http_error(r, 409, "KeyAlreadyExists", "account '%s' already has a key '%s'", account,
+                             key_name);
+    if (rc == SL_ETOOBIG)
+        return sl_http_error(r, 400, "TooManyKeys", "an account has at most %d keys", SL_ACCT_MAX_KEYS);
+    if (rc) return store_error(r, rc);
+    json_t *j = json_pack("{s:s,s:s}", "keyName", key_name, "key", k.secret);
+    OPENSSL_cleanse(&k, sizeof k);
+    return sl_http_json(r, 201, j);
+}
+
+static int h_key_delete(sl_http_req *r, void *ctx) {
+    sl_admin *a = ctx;
+    const char *account = begin(a, r);
+    if (!account) return SL_HTTP_DONE;
+    const char *key_name = sl_http_param(r, "k");
+    int rc = sl_acct_key_delete(a->cfg.acct, account, key_name);
+    if (rc == SL_ENOTFOUND) {
+        if (sl_account_exists(a->cfg.engine, account) == SL_ENOTFOUND) return account_not_found(r, account);
+        return sl_http_error(r, 404, "KeyNotFound", "account '%s' has no key '%s'", account, key_name);
+    }
+    if (rc) return store_error(r, rc);
+    return sl_http_respond(r, 204, NULL, NULL, 0);
+}
+
+/* Parses an optional time field into *ms (-1 when absent). */
+static int field_time(sl_http_req *r, json_t *b, const char *key, int64_t *ms) {
+    const char *s;
+    *ms = -1;
+    int have = field_str(r, b, key, &s);
+    if (have <= 0) return have;
+    if (sl_auth_time_parse(s, strlen(s), ms) != 0) {
+        sl_http_error(r, 400, "InvalidParameter",
+                      "field '%s' must be an ISO-8601 UTC time like 2026-11-21T10:00:00Z", key);
+        return -1;
+    }
+    return 0;
+}
+
+static int h_signed_url(sl_http_req *r, void *ctx) {
+    sl_admin *a = ctx;
+    const char *account = begin(a, r);
+    if (!account) return SL_HTTP_DONE;
+    json_t *b = body_object(r);
+    if (!b) return SL_HTTP_DONE;
+    const char *levels_s, *queue, *key_name;
+    unsigned levels = 0;
+    int64_t st, et;
+    int bad = 0;
+    char qbuf[SL_NAME_MAX + 1] = "", kbuf[SL_NAME_MAX + 1] = "primary";
+    int hl = field_str(r, b, "levels", &levels_s);
+    if (hl < 0) {
+        bad = 1;
+    } else if (hl == 0 || sl_auth_levels_parse(levels_s, strlen(levels_s), &levels) != 0) {
+        bad = 1;
+        sl_http_error(r, 400, "InvalidParameter",
+                      "field 'levels' is required: distinct letters of rpuagcd, like \"rp\"");
+    } else if (field_str(r, b, "queueName", &queue) < 0) {
+        bad = 1;
+    } else if (queue && !name_ok(queue)) {
+        bad = 1;
+        sl_http_error(r, 400, "InvalidQueueName", "queue names match [A-Za-z0-9_.-]{1,80}, except . and ..");
+    } else if (field_str(r, b, "keyName", &key_name) < 0) {
+        bad = 1;
+    } else if (key_name && !sl_name_valid(key_name)) {
+        bad = 1;
+        sl_http_error(r, 400, "InvalidKeyName", "key names match [A-Za-z0-9_.-]{1,80}");
+    } else if (field_time(r, b, "startTime", &st) || field_time(r, b, "endTime", &et)) {
+        bad = 1;
+    } else if (st >= 0 && et >= 0 && et <= st) {
+        bad = 1;
+        sl_http_error(r, 400, "InvalidParameter", "endTime must be after startTime");
+    } else {
+        if (queue) snprintf(qbuf, sizeof qbuf, "%s", queue);
+        if (key_name) snprintf(kbuf, sizeof kbuf, "%s", key_name);
+    }
+    json_decref(b);
+    if (bad) return SL_HTTP_DONE;
+
+    struct sl_auth_key keys[SL_ACCT_MAX_KEYS];
+    size_t n;
+    int rc = sl_acct_keys_read(a->cfg.acct, account, keys, NULL, SL_ACCT_MAX_KEYS, &n);
+    if (rc == SL_ENOTFOUND) return account_not_found(r, account);
+    if (rc) return store_error(r, rc);
+    struct sl_auth_keyring ring = {account, keys, n};
+    char out[1024];
+    rc = sl_auth_url_sign(&ring, kbuf, levels, qbuf[0] ? qbuf : NULL, st, et, out, sizeof out);
+    OPENSSL_cleanse(keys, sizeof keys);
+    if (rc == SL_ENOTFOUND)
+        return sl_http_error(r, 404, "KeyNotFound", "account '%s' has no key '%s'", account, kbuf);
+    if (rc == SL_EINVAL)
+        return sl_http_error(r, 400, "InvalidParameter", "the signed URL parameters are not valid");
+    if (rc) return store_error(r, rc);
+    return sl_http_json(r, 200, json_pack("{s:s}", "queryString", out));
+}
+
+/* --- Setup -------------------------------------------------------------- */
+
+int sl_api_admin_open(const sl_admin_config *cfg, sl_admin **out) {
+    *out = NULL;
+    if (!cfg->token || strlen(cfg->token) < 16 || strlen(cfg->token) > TOKEN_MAX) return SL_EINVAL;
+    sl_admin *a = calloc(1, sizeof *a);
+    if (!a) return SL_ENOMEM;
+    a->cfg = *cfg;
+    a->cfg.token = NULL; /* only its hash is kept */
+    sha256(cfg->token, strlen(cfg->token), a->token_hash);
+    const sl_http_route routes[] = {
+        {"GET", "/openapi.json", h_openapi, 0},
+        {"POST", BASE, h_create, BODY_MAX},
+        {"GET", BASE, h_list, BODY_MAX},
+        {"GET", BASE "/{a}", h_get, BODY_MAX},
+        {"DELETE", BASE "/{a}", h_delete, BODY_MAX},
+        {"POST", BASE "/{a}/keys", h_key_create, BODY_MAX},
+        {"DELETE", BASE "/{a}/keys/{k}", h_key_delete, BODY_MAX},
+        {"POST", BASE "/{a}/signedUrls", h_signed_url, BODY_MAX},
+    };
+    a->nroutes = sizeof routes / sizeof routes[0];
+    memcpy(a->routes, routes, sizeof routes);
+    *out = a;
+    return 0;
+}
+
+void sl_api_admin_routes(sl_admin *a, const sl_http_route **routes, size_t *n) {
+    *routes = a->routes;
+    *n = a->nroutes;
+}
+
+void sl_api_admin_close(sl_admin *a) {
+    if (!a) return;
+    OPENSSL_cleanse(a->token_hash, sizeof a->token_hash);
+    free(a);
+}

@@ -1,0 +1,61 @@
+/* api.h: the HTTP APIs, each a routing table over the server in http/.
+ *
+ * native.c serves the queue API of API.md ("Queue API" and its extensions)
+ * plus /health and /openapi.json. It validates every input before it calls
+ * the engine, so that bad input always gets a 4xx, and maps engine codes to
+ * statuses; a 500 means a bug. */
+#ifndef SL_API_H
+#define SL_API_H
+
+#include <stddef.h>
+
+#include "../account/account.h"
+#include "../http/server.h"
+#include "../queue/queue.h"
+#include "../store/store.h"
+
+typedef struct {
+    sl_engine *engine;        /* borrowed, must outlive the API */
+    sl_store *store;          /* borrowed, for /health */
+    sl_acct *acct;            /* borrowed: accounts and keys */
+    int64_t skew_ms;          /* allowed request-time skew; 0 means 60 s */
+    size_t max_message_bytes; /* 0 means SL_MSG_MAX_DEFAULT (256 KiB) */
+    size_t max_json_bytes;    /* 0 means 1 MiB */
+} sl_api_config;
+
+typedef struct sl_api sl_api;
+
+/* Builds the native API. Returns 0, SL_ENOMEM, or SL_EINTERNAL when the
+ * embedded OpenAPI document is not valid JSON. */
+int sl_api_native_open(const sl_api_config *cfg, sl_api **out);
+/* The routing table (owned by a, valid until sl_api_native_close); pass a
+ * itself as the server's ctx. */
+void sl_api_native_routes(sl_api *a, const sl_http_route **routes, size_t *n);
+void sl_api_native_close(sl_api *a);
+
+/* The admin API of API.md on its own server: accounts, keys, signed URLs,
+ * behind "Authorization: Bearer <token>". */
+typedef struct {
+    sl_engine *engine; /* borrowed */
+    sl_acct *acct;     /* borrowed */
+    const char *token; /* the admin token, copied */
+} sl_admin_config;
+
+typedef struct sl_admin sl_admin;
+
+/* Returns 0, SL_EINVAL (no token or one shorter than 16 bytes), SL_ENOMEM. */
+int sl_api_admin_open(const sl_admin_config *cfg, sl_admin **out);
+/* The routing table; pass a itself as the server's ctx. */
+void sl_api_admin_routes(sl_admin *a, const sl_http_route **routes, size_t *n);
+void sl_api_admin_close(sl_admin *a);
+
+/* The OpenAPI 3 document of the admin API (src/api/openapi-admin.json). */
+extern const char sl_openapi_admin_json[];
+extern const size_t sl_openapi_admin_json_len;
+
+/* The OpenAPI 3 document of the native API (src/api/openapi.json, embedded
+ * at build time by openapi.c), NUL-terminated. */
+extern const char sl_openapi_json[];
+extern const size_t sl_openapi_json_len;
+
+#endif

@@ -1,0 +1,122 @@
+/* server.h: the HTTP server glue over libmicrohttpd, and the routing table.
+ *
+ * An API (api/native.c, later admin.c, sqs.c) is a table of routes: a
+ * method, a path pattern whose "{name}" segments capture parameters, the
+ * handler and the largest request body it accepts. The server matches each
+ * request against the table (404 NotFound, or 405 with an Allow header when
+ * only the method is wrong), reads the body up to the route's limit (413
+ * beyond it), then calls the handler once the whole body is in, on one of the
+ * server's threads. Handlers may block (on the store); the thread pool is
+ * sized for that.
+ *
+ * A handler answers by setting a response (sl_http_json, sl_http_error,
+ * sl_http_respond) and returning SL_HTTP_DONE, or returns SL_HTTP_WAIT to
+ * park the request without holding a thread: the connection is suspended
+ * until someone calls sl_http_wake() from any thread, and then the handler is
+ * called again from the start. Every response carries an X-Request-Id.
+ *
+ * Ownership: request-scoped memory comes from sl_http_alloc() and is freed
+ * with the request; the user state set by sl_http_set_user() is freed by its
+ * destructor when the request completes, whatever the outcome. */
+#ifndef SL_HTTP_SERVER_H
+#define SL_HTTP_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+
+#include "../sluice.h"
+
+typedef struct sl_http_server sl_http_server;
+typedef struct sl_http_req sl_http_req;
+
+/* What a handler returns. */
+enum { SL_HTTP_DONE = 0, SL_HTTP_WAIT = 1 };
+
+typedef int (*sl_http_fn)(sl_http_req *r, void *ctx);
+
+#define SL_HTTP_MAX_PARAMS 4
+
+typedef struct {
+    const char *method;  /* "GET", "POST", ... */
+    const char *pattern; /* "/api/v1/accounts/{account}/queues/{q}" */
+    sl_http_fn fn;
+    size_t body_max; /* bytes; 0 means the server's default (1 MiB) */
+} sl_http_route;
+
+typedef struct {
+    const char *host;   /* address or name to bind; NULL or "" means 0.0.0.0 */
+    int port;           /* 0 picks a free port; see sl_http_port() */
+    int threads;        /* thread pool size; 0 means 32 */
+    int conn_timeout_s; /* idle keep-alive connections close after this; 0 means 60 */
+    const sl_http_route *routes;
+    size_t nroutes;
+    void *ctx; /* passed to every handler */
+} sl_http_config;
+
+/* Starts listening. The config's routes must outlive the server. Returns 0,
+ * SL_EINVAL for a bad host or route pattern, or SL_EIO when the daemon could
+ * not start (port in use); the reason is logged. */
+int sl_http_start(const sl_http_config *cfg, sl_http_server **out);
+/* The port actually bound (useful with port 0). */
+int sl_http_port(const sl_http_server *s);
+/* Stops accepting, answers every parked request (handlers see
+ * sl_http_stopping() true and must not park again), waits for in-flight
+ * handlers to finish, and frees the server. */
+void sl_http_stop(sl_http_server *s);
+
+/* --- Inside a handler --------------------------------------------------- */
+
+const char *sl_http_method(const sl_http_req *r);
+/* The path parameter named in the route's pattern, or NULL. */
+const char *sl_http_param(const sl_http_req *r, const char *name);
+/* A query parameter (decoded), NULL when absent, "" when given without a value. */
+const char *sl_http_query(const sl_http_req *r, const char *name);
+const char *sl_http_header(const sl_http_req *r, const char *name);
+/* The request target exactly as sent on the wire, split at the first '?'
+ * (no percent-decoding, no normalization): what signatures are computed
+ * over. *query is "" when there is none. */
+void sl_http_raw_target(const sl_http_req *r, const char **path, size_t *path_len, const char **query,
+                        size_t *query_len);
+
+/* One request header as received; strings live as long as the request. */
+typedef struct {
+    const char *name;
+    const char *value;
+} sl_http_kv;
+/* Stores up to cap headers, in the order received (a repeated header once
+ * per occurrence), and returns how many the request has in all. */
+size_t sl_http_headers(const sl_http_req *r, sl_http_kv *out, size_t cap);
+/* The request body; NUL-terminated after len bytes for convenience. */
+const char *sl_http_body(const sl_http_req *r, size_t *len);
+/* This request's id (16 hex chars), also sent as X-Request-Id. */
+const char *sl_http_request_id(const sl_http_req *r);
+/* How many times the handler was called again after sl_http_wake(). */
+int sl_http_resumes(const sl_http_req *r);
+/* True once sl_http_stop() began: answer now, do not park. */
+int sl_http_stopping(const sl_http_req *r);
+
+/* Request-scoped memory, zeroed, freed with the request. NULL when out of memory. */
+void *sl_http_alloc(sl_http_req *r, size_t n);
+/* Attaches handler state that lives across SL_HTTP_WAIT; destroy(user) runs
+ * when the request completes (also when the client went away). */
+void sl_http_set_user(sl_http_req *r, void *user, void (*destroy)(void *user));
+void *sl_http_user(const sl_http_req *r);
+
+/* Responses. Each replaces a response set earlier. body is copied. */
+int sl_http_respond(sl_http_req *r, int status, const char *content_type, const void *body, size_t len);
+/* Serializes j (compact) as application/json and releases the reference. */
+int sl_http_json(sl_http_req *r, int status, json_t *j);
+/* {"error":{"code":...,"message":...,"requestId":...}} */
+int sl_http_error(sl_http_req *r, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Adds a response header (copied); at most 8 per response. */
+void sl_http_add_header(sl_http_req *r, const char *name, const char *value);
+
+/* Wakes a request parked with SL_HTTP_WAIT so that its handler runs again.
+ * Safe from any thread and more than once; a wake that arrives while the
+ * handler is still running makes the server call it again at once instead of
+ * parking. */
+void sl_http_wake(sl_http_req *r);
+
+#endif

@@ -1,0 +1,793 @@
+/* main.c: subcommands, configuration, signals and wiring.
+ *
+ *   sluice dev    [--data DIR] [--port N] [--host ADDR] ...
+ *   sluice serve  [--config FILE] [--data DIR] [--port N] [--host ADDR] ...
+ *   sluice queue|put|get|ack ...   (client commands, client/client.c)
+ *   sluice schema [--create-keyspace] [--replication MAP] ...
+ *   sluice version | help
+ *
+ * Configuration comes from flags, then SLUICE_* environment variables, then
+ * a config file of "key = value" lines, in that order of precedence. A key
+ * may be written data_dir, data-dir or SLUICE_DATA_DIR alike. The Cassandra
+ * settings use the operators' names (CONTACT_POINTS, KEYSPACE, ...); when
+ * contact points are set, the store is Cassandra instead of SQLite.
+ *
+ * Shutdown on SIGINT or SIGTERM runs in dependency order: the HTTP server
+ * stops accepting and drains in-flight handlers (so commits they started
+ * finish), then the engine stops its threads, then the store closes. */
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include <openssl/crypto.h>
+
+#include "sluice.h"
+#include "account/account.h"
+#include "api/api.h"
+#include "client/client.h"
+#include "cql/client.h"
+#include "http/server.h"
+#include "queue/queue.h"
+#include "store/store.h"
+
+#define EXIT_USAGE 2
+
+typedef struct {
+    char data_dir[PATH_MAX];
+    char host[256];
+    int port;
+    int threads;
+    long long max_message_bytes;
+    long long max_json_bytes;
+    int log_level;
+    int max_pending_writes;
+    int max_waiters;
+    char admin_host[256];
+    int admin_port;
+    char admin_token[1025];
+    int auth_skew_s;
+    /* Cassandra: used when contact_points is set. */
+    char contact_points[1024];
+    char keyspace[64];
+    char username[256], password[256];
+    uint16_t consistency, serial_consistency;
+    int cassandra_port;
+    int use_ssl, ssl_verify_host;
+    char ssl_ca_file[PATH_MAX];
+    char data_center[128];
+    char cluster_name[256];
+    int request_timeout_ms;
+} config;
+
+static void usage(FILE *f) {
+    fprintf(f, "usage:\n"
+               "  sluice dev   [--data DIR] [--port N] [--host ADDR] [options]\n"
+               "      A local server on the embedded store, in DIR or a new temporary\n"
+               "      directory, with an account 'dev'. Binds 127.0.0.1:8080 by default.\n"
+               "  sluice serve [--config FILE] [--data DIR] [--port N] [--host ADDR] [options]\n"
+               "      The server on the embedded store in DIR. Binds 0.0.0.0:8080 by default.\n"
+               "  sluice schema [--create-keyspace] [--replication MAP] [options]\n"
+               "      Creates or migrates the Cassandra schema in KEYSPACE (needs CONTACT_POINTS);\n"
+               "      --create-keyspace also creates the keyspace, by default with\n"
+               "      {'class':'SimpleStrategy','replication_factor':1}.\n"
+               "  sluice queue create|list|stats|delete [NAME]   client commands, see\n"
+               "  sluice put QUEUE MESSAGE | get QUEUE | ack QUEUE RECEIPT   `sluice help client`\n"
+               "  sluice version\n"
+               "  sluice help\n"
+               "\n"
+               "options (flag, environment, config file key):\n"
+               "  --data DIR               SLUICE_DATA_DIR           data_dir\n"
+               "  --port N                 SLUICE_PORT               port (8080; 0 picks a free one)\n"
+               "  --host ADDR              SLUICE_HOST               host\n"
+               "  --threads N              SLUICE_THREADS            threads (HTTP thread pool, 32)\n"
+               "  --max-message-bytes N    SLUICE_MAX_MESSAGE_BYTES  max_message_bytes (262144)\n"
+               "  --max-json-bytes N       SLUICE_MAX_JSON_BYTES     max_json_bytes (1048576)\n"
+               "  --log-level L            SLUICE_LOG_LEVEL          log_level (error, info, debug or 0-2)\n"
+               "  --max-pending-writes N   SLUICE_MAX_PENDING_WRITES max_pending_writes (10000; then 429)\n"
+               "  --max-waiters N          SLUICE_MAX_WAITERS        max_waiters (10000 long polls; then 429)\n"
+               "  --admin-port N           SLUICE_ADMIN_PORT         admin_port (8081; 0 picks a free one)\n"
+               "  --admin-host ADDR        SLUICE_ADMIN_HOST         admin_host (127.0.0.1)\n"
+               "  --admin-token T          SLUICE_ADMIN_TOKEN        admin_token (16 to 1024 characters;\n"
+               "                           serve requires one, dev makes one up; prefer the\n"
+               "                           environment or the file: flags show in ps)\n"
+               "  --auth-skew-seconds N    SLUICE_AUTH_SKEW_SECONDS  auth_skew_seconds (60)\n"
+               "  --config FILE            a file of \"key = value\" lines; flags override the\n"
+               "                           environment, which overrides the file.\n"
+               "\n"
+               "Cassandra (the store is Cassandra when contact points are set):\n"
+               "  --contact-points LIST    CONTACT_POINTS            contact_points (host[:port],...)\n"
+               "  --cassandra-port N       CASSANDRA_PORT            cassandra_port (9042)\n"
+               "  --keyspace NAME          KEYSPACE                  keyspace (sluice)\n"
+               "                           USERNAME, PASSWORD        username, password (PasswordAuthenticator)\n"
+               "  --consistency-level CL   CONSISTENCY_LEVEL         consistency_level (LOCAL_QUORUM)\n"
+               "  --serial-consistency-level CL\n"
+               "                           SERIAL_CONSISTENCY_LEVEL  serial_consistency_level (LOCAL_SERIAL)\n"
+               "  --data-center DC         DATA_CENTER               data_center (the local DC)\n"
+               "                           CLUSTER_NAME              cluster_name (checked, informational)\n"
+               "                           USE_SSL, SSL_CA_FILE      use_ssl, ssl_ca_file\n"
+               "                           SSL_VERIFY_HOST           ssl_verify_host (check the node's name/IP)\n"
+               "  --request-timeout-ms N   SLUICE_REQUEST_TIMEOUT_MS request_timeout_ms (5000)\n");
+}
+
+/* --- Configuration ------------------------------------------------------ */
+
+/* data-dir, DATA_DIR, SLUICE_DATA_DIR -> data_dir. */
+static void normalize_key(const char *in, char *out, size_t cap) {
+    size_t o = 0;
+    if (strncasecmp(in, "sluice_", 7) == 0) in += 7;
+    for (; *in && o + 1 < cap; in++)
+        out[o++] = *in == '-' ? '_' : (char)tolower((unsigned char)*in);
+    out[o] = '\0';
+}
+
+static int parse_bool(const char *v, int *out) {
+    if (strcasecmp(v, "1") == 0 || strcasecmp(v, "true") == 0 || strcasecmp(v, "yes") == 0 ||
+        strcasecmp(v, "on") == 0)
+        *out = 1;
+    else if (strcasecmp(v, "0") == 0 || strcasecmp(v, "false") == 0 || strcasecmp(v, "no") == 0 ||
+             strcasecmp(v, "off") == 0 || !*v)
+        *out = 0;
+    else
+        return -1;
+    return 0;
+}
+
+/* Copies a string setting; -1 when it does not fit. */
+static int set_str(char *dst, size_t cap, const char *v) {
+    if (strlen(v) >= cap) return -1;
+    snprintf(dst, cap, "%s", v);
+    return 0;
+}
+
+static int parse_num(const char *v, long long lo, long long hi, long long *out) {
+    char *end;
+    if (!*v || !isdigit((unsigned char)*v)) return -1;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (errno || *end || n < lo || n > hi) return -1;
+    *out = n;
+    return 0;
+}
+
+/* Applies one setting. Returns 0, or -1 after printing what is wrong. */
+static int set_key(config *c, const char *rawkey, const char *v, const char *from) {
+    char key[64];
+    long long n;
+    normalize_key(rawkey, key, sizeof key);
+    if (strcmp(key, "data_dir") == 0 || strcmp(key, "data") == 0) {
+        if (!*v || strlen(v) >= sizeof c->data_dir) goto bad;
+        snprintf(c->data_dir, sizeof c->data_dir, "%s", v);
+    } else if (strcmp(key, "host") == 0) {
+        if (!*v || strlen(v) >= sizeof c->host) goto bad;
+        snprintf(c->host, sizeof c->host, "%s", v);
+    } else if (strcmp(key, "port") == 0) {
+        if (parse_num(v, 0, 65535, &n)) goto bad;
+        c->port = (int)n;
+    } else if (strcmp(key, "threads") == 0) {
+        if (parse_num(v, 1, 1024, &n)) goto bad;
+        c->threads = (int)n;
+    } else if (strcmp(key, "max_message_bytes") == 0) {
+        if (parse_num(v, 1, 64 << 20, &n)) goto bad;
+        c->max_message_bytes = n;
+    } else if (strcmp(key, "max_json_bytes") == 0) {
+        if (parse_num(v, 1024, 256 << 20, &n)) goto bad;
+        c->max_json_bytes = n;
+    } else if (strcmp(key, "max_pending_writes") == 0) {
+        if (parse_num(v, 1, 1 << 24, &n)) goto bad;
+        c->max_pending_writes = (int)n;
+    } else if (strcmp(key, "max_waiters") == 0) {
+        if (parse_num(v, 1, 1 << 24, &n)) goto bad;
+        c->max_waiters = (int)n;
+    } else if (strcmp(key, "log_level") == 0) {
+        if (strcasecmp(v, "error") == 0)
+            c->log_level = SL_ERR;
+        else if (strcasecmp(v, "info") == 0)
+            c->log_level = SL_INFO;
+        else if (strcasecmp(v, "debug") == 0)
+            c->log_level = SL_DEBUG;
+        else if (parse_num(v, 0, 2, &n) == 0)
+            c->log_level = (int)n;
+        else
+            goto bad;
+    } else if (strcmp(key, "admin_host") == 0) {
+        if (!*v || strlen(v) >= sizeof c->admin_host) goto bad;
+        snprintf(c->admin_host, sizeof c->admin_host, "%s", v);
+    } else if (strcmp(key, "admin_port") == 0) {
+        if (parse_num(v, 0, 65535, &n)) goto bad;
+        c->admin_port = (int)n;
+    } else if (strcmp(key, "admin_token") == 0) {
+        if (strlen(v) < 16 || strlen(v) >= sizeof c->admin_token) {
+            fprintf(stderr, "sluice: %s: the admin token must be 16 to 1024 characters\n", from);
+            return -1;
+        }
+        snprintf(c->admin_token, sizeof c->admin_token, "%s", v);
+    } else if (strcmp(key, "auth_skew_seconds") == 0) {
+        if (parse_num(v, 1, 3600, &n)) goto bad;
+        c->auth_skew_s = (int)n;
+    } else if (strcmp(key, "contact_points") == 0) {
+        if (set_str(c->contact_points, sizeof c->contact_points, v)) goto bad;
+    } else if (strcmp(key, "keyspace") == 0) {
+        if (!*v || set_str(c->keyspace, sizeof c->keyspace, v)) goto bad;
+    } else if (strcmp(key, "username") == 0) {
+        if (set_str(c->username, sizeof c->username, v)) goto bad;
+    } else if (strcmp(key, "password") == 0) {
+        if (set_str(c->password, sizeof c->password, v)) goto bad;
+    } else if (strcmp(key, "consistency_level") == 0 || strcmp(key, "consistency") == 0) {
+        uint16_t cl = sl_cql_consistency_parse(v);
+        if (!cl || cl == SL_CQL_SERIAL || cl == SL_CQL_LOCAL_SERIAL) goto bad;
+        c->consistency = cl;
+    } else if (strcmp(key, "serial_consistency_level") == 0 || strcmp(key, "serial_consistency") == 0) {
+        uint16_t cl = sl_cql_consistency_parse(v);
+        if (cl != SL_CQL_SERIAL && cl != SL_CQL_LOCAL_SERIAL) goto bad;
+        c->serial_consistency = cl;
+    } else if (strcmp(key, "cassandra_port") == 0) {
+        if (parse_num(v, 1, 65535, &n)) goto bad;
+        c->cassandra_port = (int)n;
+    } else if (strcmp(key, "use_ssl") == 0) {
+        if (parse_bool(v, &c->use_ssl)) goto bad;
+    } else if (strcmp(key, "ssl_verify_host") == 0) {
+        if (parse_bool(v, &c->ssl_verify_host)) goto bad;
+    } else if (strcmp(key, "ssl_ca_file") == 0) {
+        if (set_str(c->ssl_ca_file, sizeof c->ssl_ca_file, v)) goto bad;
+    } else if (strcmp(key, "data_center") == 0) {
+        if (set_str(c->data_center, sizeof c->data_center, v)) goto bad;
+    } else if (strcmp(key, "cluster_name") == 0) {
+        if (set_str(c->cluster_name, sizeof c->cluster_name, v)) goto bad;
+    } else if (strcmp(key, "request_timeout_ms") == 0) {
+        if (parse_num(v, 100, 600000, &n)) goto bad;
+        c->request_timeout_ms = (int)n;
+    } else {
+        fprintf(stderr, "sluice: %s: unknown setting '%s'\n", from, rawkey);
+        return -1;
+    }
+    return 0;
+bad:
+    fprintf(stderr, "sluice: %s: bad value '%s' for %s\n", from, v, rawkey);
+    return -1;
+}
+
+static char *trim(char *s) {
+    while (isspace((unsigned char)*s))
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && isspace((unsigned char)s[n - 1]))
+        s[--n] = '\0';
+    return s;
+}
+
+/* "key = value" lines; blank lines and lines starting with '#' are skipped.
+ * A value may be quoted with double quotes. */
+static int load_file(config *c, const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "sluice: cannot read config file %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char line[4096], from[PATH_MAX + 32];
+    int lineno = 0, rc = 0;
+    while (rc == 0 && fgets(line, sizeof line, f)) {
+        lineno++;
+        char *s = trim(line);
+        if (!*s || *s == '#') continue;
+        snprintf(from, sizeof from, "%s:%d", path, lineno);
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            fprintf(stderr, "sluice: %s: expected key = value\n", from);
+            rc = -1;
+            break;
+        }
+        *eq = '\0';
+        char *k = trim(s), *v = trim(eq + 1);
+        size_t vn = strlen(v);
+        if (vn >= 2 && v[0] == '"' && v[vn - 1] == '"') {
+            v[vn - 1] = '\0';
+            v++;
+        }
+        rc = set_key(c, k, v, from);
+    }
+    fclose(f);
+    return rc;
+}
+
+static const char *const env_keys[] = {
+    "SLUICE_DATA_DIR", "SLUICE_HOST", "SLUICE_PORT", "SLUICE_THREADS", "SLUICE_MAX_MESSAGE_BYTES",
+    "SLUICE_MAX_JSON_BYTES", "SLUICE_LOG_LEVEL", "SLUICE_MAX_PENDING_WRITES", "SLUICE_MAX_WAITERS",
+    "SLUICE_ADMIN_HOST", "SLUICE_ADMIN_PORT", "SLUICE_ADMIN_TOKEN", "SLUICE_AUTH_SKEW_SECONDS",
+    /* Cassandra, under the names operators use. */
+    "CONTACT_POINTS", "KEYSPACE", "USERNAME", "PASSWORD", "CONSISTENCY_LEVEL", "SERIAL_CONSISTENCY_LEVEL",
+    "CASSANDRA_PORT", "USE_SSL", "SSL_CA_FILE", "SSL_VERIFY_HOST", "DATA_CENTER", "CLUSTER_NAME",
+    "SLUICE_REQUEST_TIMEOUT_MS"};
+
+/* The flags of both server subcommands, as (key, value) pairs; --config is
+ * returned apart since it must be read first. */
+typedef struct {
+    const char *key[32], *val[32];
+    int n;
+    const char *config_file;
+} flags;
+
+static int parse_flags(int argc, char **argv, flags *fl) {
+    static const struct {
+        const char *flag, *key;
+    } known[] = {{"--data", "data_dir"},
+                 {"--data-dir", "data_dir"},
+                 {"--port", "port"},
+                 {"--host", "host"},
+                 {"--threads", "threads"},
+                 {"--max-message-bytes", "max_message_bytes"},
+                 {"--max-json-bytes", "max_json_bytes"},
+                 {"--log-level", "log_level"},
+                 {"--max-pending-writes", "max_pending_writes"},
+                 {"--max-waiters", "max_waiters"},
+                 {"--admin-host", "admin_host"},
+                 {"--admin-port", "admin_port"},
+                 {"--admin-token", "admin_token"},
+                 {"--auth-skew-seconds", "auth_skew_seconds"},
+                 {"--contact-points", "contact_points"},
+                 {"--cassandra-port", "cassandra_port"},
+                 {"--keyspace", "keyspace"},
+                 {"--consistency-level", "consistency_level"},
+                 {"--serial-consistency-level", "serial_consistency_level"},
+                 {"--data-center", "data_center"},
+                 {"--request-timeout-ms", "request_timeout_ms"},
+                 {"--config", NULL}};
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *val = NULL;
+        size_t alen = strcspn(a, "=");
+        if (a[alen] == '=') val = a + alen + 1;
+        size_t k = 0;
+        for (; k < sizeof known / sizeof known[0]; k++)
+            if (strlen(known[k].flag) == alen && strncmp(a, known[k].flag, alen) == 0) break;
+        if (k == sizeof known / sizeof known[0]) {
+            if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+                usage(stdout);
+                exit(0);
+            }
+            fprintf(stderr, "sluice: unknown option '%s'\n", a);
+            return -1;
+        }
+        if (!val) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "sluice: %s needs a value\n", a);
+                return -1;
+            }
+            val = argv[++i];
+        }
+        if (!known[k].key) {
+            fl->config_file = val;
+        } else if (fl->n < 32) {
+            fl->key[fl->n] = known[k].key;
+            fl->val[fl->n++] = val;
+        }
+    }
+    return 0;
+}
+
+/* Builds the configuration: defaults, then the file, then the environment,
+ * then the flags. */
+static int load_config(config *c, int argc, char **argv, int dev) {
+    memset(c, 0, sizeof *c);
+    snprintf(c->host, sizeof c->host, "%s", dev ? "127.0.0.1" : "0.0.0.0");
+    c->port = 8080;
+    c->threads = 32;
+    c->max_message_bytes = SL_MSG_MAX_DEFAULT;
+    c->max_json_bytes = 1024 * 1024;
+    c->log_level = SL_INFO;
+    c->max_pending_writes = 10000;
+    c->max_waiters = 10000;
+    snprintf(c->admin_host, sizeof c->admin_host, "127.0.0.1");
+    c->admin_port = 8081;
+    c->auth_skew_s = 60;
+    snprintf(c->keyspace, sizeof c->keyspace, "sluice");
+    flags fl = {0};
+    if (parse_flags(argc, argv, &fl)) return -1;
+    if (fl.config_file && load_file(c, fl.config_file)) return -1;
+    for (size_t i = 0; i < sizeof env_keys / sizeof env_keys[0]; i++) {
+        const char *v = getenv(env_keys[i]);
+        if (v && *v && set_key(c, env_keys[i], v, "environment")) return -1;
+    }
+    for (int i = 0; i < fl.n; i++)
+        if (set_key(c, fl.key[i], fl.val[i], "command line")) return -1;
+    return 0;
+}
+
+/* --- Running ------------------------------------------------------------ */
+
+static void cql_config_of(const config *c, sl_cql_config *q) {
+    memset(q, 0, sizeof *q);
+    q->contact_points = c->contact_points;
+    q->port = c->cassandra_port;
+    q->keyspace = c->keyspace;
+    q->username = c->username[0] ? c->username : NULL;
+    q->password = c->password[0] ? c->password : NULL;
+    q->consistency = c->consistency;
+    q->serial_consistency = c->serial_consistency;
+    q->use_ssl = c->use_ssl;
+    q->ssl_ca_file = c->ssl_ca_file[0] ? c->ssl_ca_file : NULL;
+    q->ssl_verify_host = c->ssl_verify_host;
+    q->data_center = c->data_center[0] ? c->data_center : NULL;
+    q->cluster_name = c->cluster_name[0] ? c->cluster_name : NULL;
+    q->request_timeout_ms = c->request_timeout_ms;
+}
+
+static const char *cl_name(uint16_t cl, const char *dflt) {
+    static const char *names[] = {"ANY",          "ONE",         "TWO",    "THREE",        "QUORUM",   "ALL",
+                                  "LOCAL_QUORUM", "EACH_QUORUM", "SERIAL", "LOCAL_SERIAL", "LOCAL_ONE"};
+    return cl == 0 ? dflt : cl == 0xFFFF ? "ANY" : cl < sizeof names / sizeof names[0] ? names[cl] : "?";
+}
+
+/* Opens the store the configuration names; for Cassandra, dev creates the
+ * keyspace (SimpleStrategy, RF 1) and the tables first. */
+/* Every table of the schema: the engine's and the account module's. One
+ * list, so that `sluice schema` creates exactly what the server needs. */
+static const sl_table *const *schema_tables(size_t *n) {
+    static const sl_table *all[64];
+    static size_t count;
+    if (!count) {
+        size_t ne;
+        const sl_table *const *e = sl_engine_tables(&ne);
+        for (size_t i = 0; i < ne && count < 64; i++) all[count++] = e[i];
+        for (size_t i = 0; i < sl_acct_ntables && count < 64; i++) all[count++] = sl_acct_tables[i];
+    }
+    *n = count;
+    return all;
+}
+
+static int open_store(const config *c, int dev, sl_store **st, char *desc, size_t cap) {
+    if (!c->contact_points[0]) {
+        snprintf(desc, cap, "embedded SQLite in %s", c->data_dir);
+        int rc = sl_store_sqlite_open(c->data_dir, st);
+        if (rc) fprintf(stderr, "sluice: cannot open the store in %s: %s\n", c->data_dir, sl_strerror(rc));
+        return rc;
+    }
+    snprintf(desc, cap, "Cassandra at %s (port %d), keyspace %s, consistency %s, serial %s%s",
+             c->contact_points, c->cassandra_port ? c->cassandra_port : 9042, c->keyspace,
+             cl_name(c->consistency, "LOCAL_QUORUM"), cl_name(c->serial_consistency, "LOCAL_SERIAL"),
+             c->use_ssl ? ", TLS" : "");
+    sl_cql_config q;
+    cql_config_of(c, &q);
+    int rc = sl_store_cql_open(&q, st);
+    if (rc) {
+        fprintf(stderr, "sluice: cannot connect to Cassandra at %s: %s\n", c->contact_points,
+                sl_strerror(rc));
+        return rc;
+    }
+    if (dev) {
+        size_t n;
+        const sl_table *const *t = schema_tables(&n);
+        rc = sl_store_cql_schema(*st, t, n, 1, "{'class':'SimpleStrategy','replication_factor':1}");
+        if (rc)
+            fprintf(stderr, "sluice: cannot create the schema in keyspace %s: %s\n", c->keyspace,
+                    sl_strerror(rc));
+    }
+    return rc;
+}
+
+/* Long polls hold a descriptor each; use all the process may have. */
+static void raise_fd_limit(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* The URL a client on this machine uses: a wildcard bind is reached via
+ * loopback, and IPv6 literals need brackets. */
+static void client_url(const char *host, int port, char *out, size_t cap) {
+    if (strcmp(host, "0.0.0.0") == 0)
+        host = "127.0.0.1";
+    else if (strcmp(host, "::") == 0)
+        host = "::1";
+    if (strchr(host, ':'))
+        snprintf(out, cap, "http://[%s]:%d", host, port);
+    else
+        snprintf(out, cap, "http://%s:%d", host, port);
+}
+
+static void dev_banner(const config *c, int port, int admin_port, int temp_dir, const char *key,
+                       const char *store_desc) {
+    char url[300], admin[300];
+    client_url(c->host, port, url, sizeof url);
+    client_url(c->admin_host, admin_port, admin, sizeof admin);
+    printf("Sluice %s dev server\n"
+           "  URL:         %s\n"
+           "  admin API:   %s/admin/api/v1 (Authorization: Bearer <admin token>)\n"
+           "  store:       %s%s\n"
+           "  account:     dev\n"
+           "  primary key: %s\n"
+           "  admin token: %s\n"
+           "  API docs:    %s/openapi.json, %s/openapi.json\n"
+           "\n"
+           "Try it (bash):\n"
+           "  KEY='%s'\n"
+           "  ADMIN='%s'\n"
+           "  B=%s/api/v1/accounts/dev/queues\n"
+           "  curl -s -H \"Authorization: Key $KEY\" -X POST $B -d '{\"queueName\":\"orders\"}'; echo\n"
+           "  curl -s --aws-sigv4 aws:amz:us-east-1:sqs --user \"dev:$KEY\" -X POST $B/orders/messages"
+           " -d 'hello, sluice'; echo\n"
+           "  R=$(curl -s -H \"Authorization: Key $KEY\" -X POST $B/orders/messages/receive"
+           " -d '{\"waitSeconds\":5}' | tee /dev/stderr | sed -E 's/.*\"popReceipt\":\"([^\"]*)\".*/\\1/'); "
+           "echo\n"
+           "  curl -s -H \"Authorization: Key $KEY\" -X POST $B/orders/messages/ack"
+           " -d \"{\\\"popReceipts\\\":[\\\"$R\\\"]}\"; echo\n"
+           "  curl -s --aws-sigv4 aws:amz:us-east-1:sqs --user \"dev:$KEY\" $B/orders/statistics; echo\n"
+           "  curl -s -H \"Authorization: Bearer $ADMIN\" %s/admin/api/v1/accounts; echo\n"
+           "\n"
+           "The client commands (sluice help client):\n"
+           "  export SLUICE_URL=%s SLUICE_ACCOUNT=dev SLUICE_KEY=\"$KEY\"\n"
+           "  sluice queue list; sluice put orders hi; sluice get orders\n"
+           "\n",
+           SL_VERSION, url, admin, store_desc,
+           temp_dir ? " (a new temporary directory; delete it when done)" : "", key, c->admin_token, url,
+           admin, key, c->admin_token, url, admin, url);
+}
+
+/* SLUICE_TEST_FAULTS="seed=N,fail=PPM,unknown_applied=PPM,unknown_dropped=PPM"
+ * injects store faults into a running server, for the black-box tests of
+ * what clients see when the store misbehaves (503s, never 500s, nothing
+ * lost). Not for production; the server says so loudly when it is set. */
+static int test_faults(sl_store *st, sl_fault_random_cfg *f) {
+    const char *spec = getenv("SLUICE_TEST_FAULTS");
+    if (!spec || !*spec) return 0;
+    memset(f, 0, sizeof *f);
+    f->seed = 1;
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", spec);
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(tok, '=');
+        long long n;
+        if (!eq || parse_num(eq + 1, 0, 1000000, &n)) {
+            fprintf(stderr, "sluice: SLUICE_TEST_FAULTS: bad entry '%s'\n", tok);
+            return -1;
+        }
+        *eq = 0;
+        if (strcmp(tok, "seed") == 0) f->seed = (uint64_t)n;
+        else if (strcmp(tok, "fail") == 0) f->fail_ppm = (uint32_t)n;
+        else if (strcmp(tok, "unknown_applied") == 0) f->unknown_applied_ppm = (uint32_t)n;
+        else if (strcmp(tok, "unknown_dropped") == 0) f->unknown_dropped_ppm = (uint32_t)n;
+        else {
+            fprintf(stderr, "sluice: SLUICE_TEST_FAULTS: unknown fault '%s'\n", tok);
+            return -1;
+        }
+    }
+    sl_log(SL_ERR, "SLUICE_TEST_FAULTS is set: injecting store faults (%s); never do this in production", spec);
+    sl_store_sqlite_set_fault(st, sl_fault_random, f);
+    return 0;
+}
+
+static int run(const config *c, int dev, int temp_dir) {
+    static sl_fault_random_cfg faults;
+    sl_log_level = c->log_level;
+    raise_fd_limit();
+
+    /* Signals are taken synchronously by this thread with sigwait; block them
+     * before any thread starts so that every thread inherits the mask. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    sl_store *st = NULL;
+    sl_engine *e = NULL;
+    sl_api *api = NULL;
+    sl_acct *acct = NULL;
+    sl_admin *admin = NULL;
+    sl_http_server *srv = NULL, *admin_srv = NULL;
+    struct sl_auth_key dev_key = {0};
+    char store_desc[PATH_MAX + 1500];
+    int rc = open_store(c, dev, &st, store_desc, sizeof store_desc);
+    if (rc) goto out;
+    sl_log(SL_INFO, "store: %s", store_desc);
+    if (!c->contact_points[0]) {
+        /* Load shedding and fault injection are embedded-store hooks. */
+        sl_store_sqlite_set_max_pending(st, c->max_pending_writes);
+        if ((rc = test_faults(st, &faults)) != 0) goto out;
+    }
+    sl_engine_config ec;
+    memset(&ec, 0, sizeof ec);
+    ec.background = 1;
+    ec.max_watches = c->max_waiters;
+    ec.extra_tables = sl_acct_tables;
+    ec.n_extra_tables = sl_acct_ntables;
+    rc = sl_engine_open(st, &ec, &e);
+    if (rc) {
+        fprintf(stderr, "sluice: cannot open the queue engine: %s%s\n", sl_strerror(rc),
+                rc == SL_ENOTFOUND && c->contact_points[0] ? " (the schema is missing: run `sluice schema`)"
+                                                           : "");
+        goto out;
+    }
+    if ((rc = sl_acct_open(st, e, &acct)) != 0) goto out;
+    if (dev) {
+        /* sl_acct_ensure only writes what is missing, so a restart on the
+         * same data does not need the store to accept writes. */
+        rc = sl_acct_ensure(acct, "dev", &dev_key);
+        if (rc) {
+            fprintf(stderr, "sluice: cannot create the account 'dev': %s\n", sl_strerror(rc));
+            goto out;
+        }
+    }
+    sl_admin_config adc = {.engine = e, .acct = acct, .token = c->admin_token};
+    if ((rc = sl_api_admin_open(&adc, &admin)) != 0) {
+        fprintf(stderr, "sluice: cannot set up the admin API: %s\n", sl_strerror(rc));
+        goto out;
+    }
+    sl_http_config ahc = {.host = c->admin_host, .port = c->admin_port, .threads = 4, .ctx = admin};
+    sl_api_admin_routes(admin, &ahc.routes, &ahc.nroutes);
+    rc = sl_http_start(&ahc, &admin_srv);
+    if (rc) {
+        fprintf(stderr, "sluice: cannot start the admin API on %s:%d\n", c->admin_host, c->admin_port);
+        goto out;
+    }
+    sl_api_config ac = {.engine = e,
+                        .store = st,
+                        .acct = acct,
+                        .skew_ms = (int64_t)c->auth_skew_s * 1000,
+                        .max_message_bytes = (size_t)c->max_message_bytes,
+                        .max_json_bytes = (size_t)c->max_json_bytes};
+    rc = sl_api_native_open(&ac, &api);
+    if (rc) {
+        fprintf(stderr, "sluice: cannot set up the API: %s\n", sl_strerror(rc));
+        goto out;
+    }
+    sl_http_config hc = {.host = c->host, .port = c->port, .threads = c->threads, .ctx = api};
+    sl_api_native_routes(api, &hc.routes, &hc.nroutes);
+    rc = sl_http_start(&hc, &srv);
+    if (rc) {
+        fprintf(stderr, "sluice: cannot start the HTTP server on %s:%d\n", c->host, c->port);
+        goto out;
+    }
+    int port = sl_http_port(srv), admin_port = sl_http_port(admin_srv);
+    if (dev) dev_banner(c, port, admin_port, temp_dir, dev_key.secret, store_desc);
+    OPENSSL_cleanse(&dev_key, sizeof dev_key);
+    if (strchr(c->admin_host, ':'))
+        printf("admin API listening on http://[%s]:%d\n", c->admin_host, admin_port);
+    else
+        printf("admin API listening on http://%s:%d\n", c->admin_host, admin_port);
+    if (strchr(c->host, ':'))
+        printf("listening on http://[%s]:%d\n", c->host, port);
+    else
+        printf("listening on http://%s:%d\n", c->host, port);
+    fflush(stdout);
+    sl_log(SL_INFO, "sluice %s listening on %s:%d, store: %s", SL_VERSION, c->host, port, store_desc);
+
+    int sig = 0;
+    while (sigwait(&sigs, &sig) != 0) {
+    }
+    sl_log(SL_INFO, "%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+out:
+    sl_http_stop(srv);
+    sl_http_stop(admin_srv);
+    if (e) sl_engine_close(e);
+    if (api) sl_api_native_close(api);
+    sl_api_admin_close(admin);
+    sl_acct_close(acct);
+    sl_store_close(st);
+    if (rc == 0) sl_log(SL_INFO, "stopped");
+    return rc == 0 ? 0 : 1;
+}
+
+static int cmd_server(int argc, char **argv, int dev) {
+    config c;
+    if (load_config(&c, argc, argv, dev)) return EXIT_USAGE;
+    if (!c.admin_token[0]) {
+        if (!dev) {
+            fprintf(stderr, "sluice: serve needs an admin token (16 to 1024 characters) for the admin API:\n"
+                            "  set SLUICE_ADMIN_TOKEN, admin_token in the config file, or --admin-token.\n"
+                            "  For example: SLUICE_ADMIN_TOKEN=$(openssl rand -base64 32)\n");
+            return EXIT_USAGE;
+        }
+        unsigned char raw[32];
+        if (sl_random_bytes(raw, sizeof raw) != 0) {
+            fprintf(stderr, "sluice: cannot read random bytes for the admin token\n");
+            return 1;
+        }
+        sl_b64url_encode(raw, sizeof raw, c.admin_token);
+        OPENSSL_cleanse(raw, sizeof raw);
+    }
+    int temp_dir = 0;
+    if (!c.data_dir[0] && !c.contact_points[0]) {
+        if (!dev) {
+            fprintf(stderr, "sluice: serve needs a data directory (--data DIR, SLUICE_DATA_DIR or data_dir) "
+                            "or Cassandra contact points (CONTACT_POINTS)\n");
+            return EXIT_USAGE;
+        }
+        const char *tmp = getenv("TMPDIR");
+        snprintf(c.data_dir, sizeof c.data_dir, "%s/sluice-dev-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+        if (!mkdtemp(c.data_dir)) {
+            fprintf(stderr, "sluice: cannot create a temporary directory: %s\n", strerror(errno));
+            return 1;
+        }
+        temp_dir = 1;
+    }
+    return run(&c, dev, temp_dir);
+}
+
+/* sluice schema: creates or migrates the Cassandra schema. Its own flags
+ * are taken out before the common ones are parsed. */
+static int cmd_schema(int argc, char **argv) {
+    int create_ks = 0;
+    const char *replication = NULL;
+    char **rest = calloc((size_t)argc + 1, sizeof *rest);
+    int nrest = 0;
+    if (!rest) return 1;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--create-keyspace") == 0) {
+            create_ks = 1;
+        } else if (strncmp(argv[i], "--replication=", 14) == 0) {
+            replication = argv[i] + 14;
+        } else if (strcmp(argv[i], "--replication") == 0) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "sluice: --replication needs a value\n");
+                free(rest);
+                return EXIT_USAGE;
+            }
+            replication = argv[++i];
+        } else {
+            rest[nrest++] = argv[i];
+        }
+    }
+    config c;
+    int rc = load_config(&c, nrest, rest, 0);
+    free(rest);
+    if (rc) return EXIT_USAGE;
+    sl_log_level = c.log_level;
+    if (!c.contact_points[0]) {
+        fprintf(stderr, "sluice: schema needs Cassandra contact points: CONTACT_POINTS, --contact-points or "
+                        "contact_points in the config file\n");
+        return EXIT_USAGE;
+    }
+    sl_cql_config q;
+    cql_config_of(&c, &q);
+    sl_store *st = NULL;
+    if ((rc = sl_store_cql_open(&q, &st))) {
+        fprintf(stderr, "sluice: cannot connect to Cassandra at %s: %s\n", c.contact_points, sl_strerror(rc));
+        return 1;
+    }
+    size_t n;
+    const sl_table *const *t = schema_tables(&n);
+    rc = sl_store_cql_schema(st, t, n, create_ks, replication);
+    sl_store_close(st);
+    if (rc) {
+        fprintf(stderr, "sluice: schema in keyspace %s: %s%s\n", c.keyspace, sl_strerror(rc),
+                rc == SL_ENOTFOUND ? " (no such keyspace: --create-keyspace creates it)" : "");
+        return 1;
+    }
+    printf("schema version 1 is in place in keyspace %s (%zu tables)\n", c.keyspace, n);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "dev") == 0) return cmd_server(argc - 2, argv + 2, 1);
+    if (strcmp(cmd, "serve") == 0) return cmd_server(argc - 2, argv + 2, 0);
+    if (sl_client_is_command(cmd)) return sl_client_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "schema") == 0) return cmd_schema(argc - 2, argv + 2);
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("sluice %s\n", SL_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        if (argc > 2 && strcmp(argv[2], "client") == 0)
+            sl_client_usage(stdout);
+        else
+            usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "sluice: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return EXIT_USAGE;
+}

@@ -1,0 +1,603 @@
+/* engine.c: the engine's tables, its node-local queue cache, the
+ * compare-and-set helper that resolves unknown outcomes, pointers, counters,
+ * accounts, watches (long polling) and the background threads. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "queue_int.h"
+
+const sl_table sl_t_accounts = {"accounts", 1, 0, 2, {{"name", SL_TEXT}, {"created", SL_INT}}};
+const sl_table sl_t_queues = {"queues",
+                              1,
+                              1,
+                              8,
+                              {{"account", SL_TEXT},
+                               {"name", SL_TEXT},
+                               {"version", SL_INT},
+                               {"status", SL_INT},
+                               {"opts", SL_TEXT},
+                               {"created", SL_INT},
+                               {"nonce", SL_INT},
+                               {"secret", SL_BLOB}}};
+const sl_table sl_t_queue_index = {"queue_index",
+                                   1,
+                                   1,
+                                   6,
+                                   {{"shard", SL_INT},
+                                    {"qkey", SL_TEXT},
+                                    {"account", SL_TEXT},
+                                    {"name", SL_TEXT},
+                                    {"status", SL_INT},
+                                    {"bsize", SL_INT}}};
+const sl_table sl_t_monoton = {"monoton", 1, 0, 3, {{"qkey", SL_TEXT}, {"next", SL_INT}, {"nonce", SL_INT}}};
+const sl_table sl_t_pointers = {
+    "pointers", 1, 1, 4, {{"qkey", SL_TEXT}, {"name", SL_TEXT}, {"value", SL_INT}, {"nonce", SL_INT}}};
+const sl_table sl_t_messages = {"messages",
+                                2,
+                                1,
+                                15,
+                                {{"qkey", SL_TEXT},
+                                 {"bucket", SL_INT},
+                                 {"id", SL_INT},
+                                 {"mid", SL_TEXT},
+                                 {"body", SL_BLOB},
+                                 {"attrs", SL_TEXT},
+                                 {"tag", SL_TEXT},
+                                 {"put_ms", SL_INT},
+                                 {"exp_ms", SL_INT},
+                                 {"visible_ms", SL_INT},
+                                 {"version", SL_INT},
+                                 {"dcount", SL_INT},
+                                 {"state", SL_INT},
+                                 {"nonce", SL_INT},
+                                 {"dest", SL_TEXT}}};
+const sl_table sl_t_leases = {
+    "leases",
+    2,
+    2,
+    5,
+    {{"qkey", SL_TEXT}, {"minute", SL_INT}, {"due", SL_INT}, {"id", SL_INT}, {"version", SL_INT}}};
+const sl_table sl_t_counters = {
+    "counters", 1, 1, 4, {{"qkey", SL_TEXT}, {"name", SL_TEXT}, {"value", SL_INT}, {"nonce", SL_INT}}};
+const sl_table sl_t_repair_lease = {
+    "repair_lease", 1, 0, 3, {{"qkey", SL_TEXT}, {"owner", SL_TEXT}, {"nonce", SL_INT}}};
+
+static const sl_table *const all_tables[] = {&sl_t_accounts, &sl_t_queues,   &sl_t_queue_index,
+                                             &sl_t_monoton,  &sl_t_pointers, &sl_t_messages,
+                                             &sl_t_leases,   &sl_t_counters, &sl_t_repair_lease};
+
+const sl_table *const *sl_engine_tables(size_t *n) {
+    *n = sizeof all_tables / sizeof all_tables[0];
+    return all_tables;
+}
+
+int64_t eng_nonce(void) {
+    int64_t n = (int64_t)(sl_random_u64() >> 1);
+    return n ? n : 1;
+}
+
+int eng_write(sl_engine *e, const sl_write *w, size_t n) {
+    return sl_store_apply(e->st, w, n, NULL);
+}
+
+static int val_eq(const sl_val *a, const sl_val *b, sl_type t) {
+    int anull = !a->set || a->null, bnull = !b->set || b->null;
+    if (anull || bnull) return anull == bnull;
+    if (t == SL_INT) return a->i == b->i;
+    return a->n == b->n && (a->n == 0 || memcmp(a->p, b->p, a->n) == 0);
+}
+
+/* Runs a compare-and-set and resolves "outcome unknown". Every CAS the
+ * engine makes writes a fresh nonce into nonce_col, so after SL_EUNKNOWN a
+ * SERIAL read tells whether this CAS applied (the nonce is ours), or did not
+ * and can be retried (the condition still holds), or did not and cannot
+ * (someone else changed the row). A write parked by the fault hook that
+ * applies later finds its condition false, as a late Paxos round would.
+ * Returns 0 (applied), SL_ENOTAPPLIED, or a store error. */
+int eng_cas(sl_engine *e, sl_write *w, int nonce_col, sl_result *cur) {
+    const sl_table *t = w->t;
+    int64_t nonce = w->row.v[nonce_col].i;
+    for (int attempt = 0; attempt < 4; attempt++) {
+        if (cur) sl_result_free(cur);
+        int rc = sl_store_apply(e->st, w, 1, cur);
+        if (rc != SL_EUNKNOWN) return rc;
+        sl_result r;
+        sl_result_init(&r);
+        rc = sl_store_get(e->st, t, w->row.v, SL_READ_SERIAL, &r);
+        if (rc != 0 && rc != SL_ENOTFOUND) {
+            sl_result_free(&r);
+            continue; /* could not learn the outcome: ask again */
+        }
+        if (rc == 0 && r.rows[0].v[nonce_col].set && r.rows[0].v[nonce_col].i == nonce) {
+            sl_result_free(&r);
+            return 0;
+        }
+        int holds;
+        if (w->kind == SL_W_INSERT_IF_NOT_EXISTS) {
+            holds = (rc == SL_ENOTFOUND);
+        } else {
+            holds = (rc == 0);
+            for (int i = 0; holds && i < w->ncond; i++)
+                holds = val_eq(&r.rows[0].v[w->cond[i].col], &w->cond[i].v, t->cols[w->cond[i].col].type);
+        }
+        sl_result_free(&r);
+        if (!holds) return SL_ENOTAPPLIED;
+        sl_log(SL_DEBUG, "cas on %s: outcome unknown, condition holds, retrying", t->name);
+    }
+    return SL_EUNAVAILABLE;
+}
+
+/* --- Pointers and counters ---------------------------------------------- */
+
+static void ptr_key(sl_write *w, const sl_table *t, const char *qkey, const char *name) {
+    memset(w, 0, sizeof *w);
+    w->t = t;
+    w->row.v[0] = sl_vtext(qkey);
+    w->row.v[1] = sl_vtext(name);
+}
+
+int eng_pointer_get(sl_engine *e, const char *qkey, const char *name, int64_t *out) {
+    sl_val key[2] = {sl_vtext(qkey), sl_vtext(name)};
+    sl_result r;
+    sl_result_init(&r);
+    int rc = sl_store_get(e->st, &sl_t_pointers, key, SL_READ_DEFAULT, &r);
+    if (rc == 0) *out = r.rows[0].v[PT_VALUE].i;
+    if (rc == SL_ENOTFOUND) {
+        *out = 0;
+        rc = 0;
+    }
+    sl_result_free(&r);
+    return rc;
+}
+
+/* Moves a pointer from `from` to `to` if nobody moved it first; creates the
+ * row when from == 0 and it does not exist. Returns 0 when it now stands at
+ * `to` or beyond. */
+int eng_pointer_advance(sl_engine *e, const char *qkey, const char *name, int64_t from, int64_t to) {
+    sl_write w;
+    ptr_key(&w, &sl_t_pointers, qkey, name);
+    w.row.v[PT_VALUE] = sl_vint(to);
+    w.row.v[PT_NONCE] = sl_vint(eng_nonce());
+    w.kind = SL_W_UPDATE_IF;
+    w.cond[0] = (sl_cond){PT_VALUE, sl_vint(from)};
+    w.ncond = 1;
+    int rc = eng_cas(e, &w, PT_NONCE, NULL);
+    if (rc == SL_ENOTAPPLIED) {
+        int64_t now;
+        rc = eng_pointer_get(e, qkey, name, &now);
+        if (rc == 0 && now < to) {
+            if (now == 0 && from == 0) {
+                w.kind = SL_W_INSERT_IF_NOT_EXISTS;
+                w.ncond = 0;
+                rc = eng_cas(e, &w, PT_NONCE, NULL);
+                return rc == SL_ENOTAPPLIED ? 0 : rc;
+            }
+            return SL_ENOTAPPLIED;
+        }
+    }
+    return rc;
+}
+
+/* Raises a pointer to at least value (never lowers it). */
+int eng_pointer_max(sl_engine *e, const char *qkey, const char *name, int64_t value) {
+    for (int i = 0; i < 8; i++) {
+        int64_t cur;
+        int rc = eng_pointer_get(e, qkey, name, &cur);
+        if (rc) return rc;
+        if (cur >= value) return 0;
+        rc = eng_pointer_advance(e, qkey, name, cur, value);
+        if (rc != SL_ENOTAPPLIED) return rc;
+    }
+    return SL_EUNAVAILABLE;
+}
+
+int eng_counter_add(sl_engine *e, const char *qkey, const char *name, int64_t delta) {
+    for (int i = 0; i < 16; i++) {
+        sl_val key[2] = {sl_vtext(qkey), sl_vtext(name)};
+        sl_result r;
+        sl_result_init(&r);
+        int rc = sl_store_get(e->st, &sl_t_counters, key, SL_READ_SERIAL, &r);
+        if (rc != 0 && rc != SL_ENOTFOUND) {
+            sl_result_free(&r);
+            return rc;
+        }
+        sl_write w;
+        ptr_key(&w, &sl_t_counters, qkey, name);
+        w.row.v[C_NONCE] = sl_vint(eng_nonce());
+        if (rc == SL_ENOTFOUND) {
+            w.kind = SL_W_INSERT_IF_NOT_EXISTS;
+            w.row.v[C_VALUE] = sl_vint(delta);
+        } else {
+            w.kind = SL_W_UPDATE_IF;
+            w.row.v[C_VALUE] = sl_vint(r.rows[0].v[C_VALUE].i + delta);
+            w.cond[0] = (sl_cond){C_VALUE, sl_vint(r.rows[0].v[C_VALUE].i)};
+            w.ncond = 1;
+        }
+        sl_result_free(&r);
+        rc = eng_cas(e, &w, C_NONCE, NULL);
+        if (rc != SL_ENOTAPPLIED) return rc;
+    }
+    return SL_EUNAVAILABLE;
+}
+
+/* --- Accounts ------------------------------------------------------------ */
+
+int sl_account_create(sl_engine *e, const char *account) {
+    if (!sl_name_valid(account)) return SL_EINVAL;
+    sl_write w = {0};
+    w.t = &sl_t_accounts;
+    w.kind = SL_W_INSERT_IF_NOT_EXISTS;
+    w.row.v[ACC_NAME] = sl_vtext(account);
+    w.row.v[ACC_CREATED] = sl_vint(sl_now_ms());
+    int rc = sl_store_apply(e->st, &w, 1, NULL);
+    if (rc == SL_EUNKNOWN) {
+        /* Creating an account is idempotent for the caller: if it exists
+         * now, either this call or an earlier one made it. */
+        rc = sl_account_exists(e, account);
+        return rc == SL_ENOTFOUND ? SL_EUNAVAILABLE : rc;
+    }
+    return rc == SL_ENOTAPPLIED ? SL_EEXISTS : rc;
+}
+
+int sl_account_delete(sl_engine *e, const char *account) {
+    if (!sl_name_valid(account)) return 0;
+    sl_write w = {0};
+    w.t = &sl_t_accounts;
+    w.kind = SL_W_DELETE_ROW;
+    w.row.v[ACC_NAME] = sl_vtext(account);
+    int rc = sl_store_apply(e->st, &w, 1, NULL);
+    /* Forget it here even when the outcome is unknown: a stale "exists" is
+     * the one answer this node must not give after a delete. */
+    unsigned h = 5381;
+    for (const char *p = account; *p; p++) h = h * 33 + (unsigned char)*p;
+    pthread_mutex_lock(&e->mu);
+    if (strcmp(e->acct[h % 64].name, account) == 0) e->acct[h % 64].until_ms = 0;
+    pthread_mutex_unlock(&e->mu);
+    return rc;
+}
+
+/* Accounts are read on every request, so a positive answer is cached for
+ * two seconds; API.md allows revocation to take up to five. */
+int sl_account_exists(sl_engine *e, const char *account) {
+    if (!sl_name_valid(account)) return SL_ENOTFOUND;
+    int64_t now = sl_now_ms();
+    unsigned h = 5381;
+    for (const char *p = account; *p; p++) h = h * 33 + (unsigned char)*p;
+    struct acct_cache *c = &e->acct[h % 64];
+    pthread_mutex_lock(&e->mu);
+    int hit = c->until_ms > now && strcmp(c->name, account) == 0;
+    pthread_mutex_unlock(&e->mu);
+    if (hit) return 0;
+    sl_val key[1] = {sl_vtext(account)};
+    sl_result r;
+    sl_result_init(&r);
+    int rc = sl_store_get(e->st, &sl_t_accounts, key, SL_READ_DEFAULT, &r);
+    sl_result_free(&r);
+    if (rc == 0) {
+        pthread_mutex_lock(&e->mu);
+        snprintf(c->name, sizeof c->name, "%s", account);
+        c->until_ms = now + 2000;
+        pthread_mutex_unlock(&e->mu);
+    }
+    return rc;
+}
+
+/* --- The queue cache ----------------------------------------------------- */
+
+int sl_queue_opts_parse(const char *json, sl_queue_opts *o); /* queue.c */
+
+static qstate *qstate_new(const char *account, const char *name, int64_t version) {
+    qstate *q = calloc(1, sizeof *q);
+    if (!q) return NULL;
+    snprintf(q->account, sizeof q->account, "%s", account);
+    snprintf(q->name, sizeof q->name, "%s", name);
+    snprintf(q->qkey, sizeof q->qkey, "%s/%s/%lld", account, name, (long long)version);
+    q->version = version;
+    q->reader = -1;
+    q->lcur_due = -1;
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_cond_init(&q->claimed, NULL);
+    return q;
+}
+
+/* Finds the live incarnation of account/name. The queue row is re-read when
+ * the cached copy is older than a second, so a delete on another node is
+ * seen within a second. */
+int eng_queue(sl_engine *e, const char *account, const char *name, qstate **out) {
+    if (!sl_name_valid(account) || !sl_name_valid(name)) return SL_ENOTFOUND;
+    int64_t now = sl_now_ms();
+    pthread_mutex_lock(&e->mu);
+    qstate *q = e->queues;
+    for (; q; q = q->next)
+        if (!q->dead && strcmp(q->account, account) == 0 && strcmp(q->name, name) == 0) break;
+    if (q && now - q->checked_ms < 1000) {
+        pthread_mutex_unlock(&e->mu);
+        *out = q;
+        return 0;
+    }
+    pthread_mutex_unlock(&e->mu);
+
+    sl_val key[2] = {sl_vtext(account), sl_vtext(name)};
+    sl_result r;
+    sl_result_init(&r);
+    int rc = sl_store_get(e->st, &sl_t_queues, key, SL_READ_DEFAULT, &r);
+    if (rc != 0) {
+        sl_result_free(&r);
+        if (rc == SL_ENOTFOUND && q) eng_queue_forget(e, q);
+        return rc;
+    }
+    sl_row *row = &r.rows[0];
+    if (row->v[QU_STATUS].i != Q_ACTIVE) {
+        sl_result_free(&r);
+        if (q) eng_queue_forget(e, q);
+        return SL_ENOTFOUND;
+    }
+    int64_t version = row->v[QU_VERSION].i;
+    pthread_mutex_lock(&e->mu);
+    if (q && q->version == version) {
+        q->checked_ms = now;
+        pthread_mutex_unlock(&e->mu);
+        sl_result_free(&r);
+        *out = q;
+        return 0;
+    }
+    if (q) q->dead = 1;
+    /* Another thread may have loaded this version meanwhile. */
+    for (q = e->queues; q; q = q->next)
+        if (!q->dead && q->version == version && strcmp(q->account, account) == 0 && strcmp(q->name, name) == 0)
+            break;
+    if (!q) {
+        q = qstate_new(account, name, version);
+        if (!q) {
+            pthread_mutex_unlock(&e->mu);
+            sl_result_free(&r);
+            return SL_ENOMEM;
+        }
+        char opts[4096];
+        if (sl_val_str(&row->v[QU_OPTS], opts, sizeof opts) < 0 || sl_queue_opts_parse(opts, &q->opts) != 0) {
+            sl_log(SL_ERR, "queue %s has unreadable options", q->qkey);
+            sl_queue_opts_default(&q->opts);
+        }
+        snprintf(q->opts.name, sizeof q->opts.name, "%s", name);
+        q->created_ms = row->v[QU_CREATED].i;
+        const sl_val *sec = &row->v[QU_SECRET];
+        if (sec->set && !sec->null && sec->n == sizeof q->secret) memcpy(q->secret, sec->p, sizeof q->secret);
+        q->next = e->queues;
+        e->queues = q;
+    }
+    q->checked_ms = now;
+    pthread_mutex_unlock(&e->mu);
+    sl_result_free(&r);
+    *out = q;
+    return 0;
+}
+
+/* Marks an incarnation dead and wakes its watchers, which then find the
+ * queue gone. The qstate itself lives until the engine closes. */
+void eng_queue_forget(sl_engine *e, qstate *q) {
+    pthread_mutex_lock(&e->mu);
+    q->dead = 1;
+    pthread_mutex_unlock(&e->mu);
+    eng_notify(e, q);
+}
+
+/* --- Watches ------------------------------------------------------------- */
+
+int sl_watch_add(sl_engine *e, const char *account, const char *queue, int64_t deadline_ms, void (*fn)(void *),
+                 void *arg, sl_watch **out) {
+    qstate *q;
+    int rc = eng_queue(e, account, queue, &q);
+    if (rc) return rc;
+    sl_watch *w = calloc(1, sizeof *w);
+    if (!w) return SL_ENOMEM;
+    w->q = q;
+    w->deadline_ms = deadline_ms;
+    w->fn = fn;
+    w->arg = arg;
+    pthread_mutex_lock(&e->mu);
+    if (e->cfg.max_watches > 0 && e->nwatches >= e->cfg.max_watches) {
+        pthread_mutex_unlock(&e->mu);
+        free(w);
+        return SL_EBUSY;
+    }
+    e->nwatches++;
+    w->next = e->watches;
+    e->watches = w;
+    pthread_cond_broadcast(&e->wake);
+    pthread_mutex_unlock(&e->mu);
+    *out = w;
+    return 0;
+}
+
+/* Fires and unlinks the watches of q (all of them when q is NULL and
+ * `expired_only` is 0; with expired_only, those past their deadline). The
+ * callbacks run with e->mu held, which is what lets sl_watch_cancel promise
+ * that a callback is not running once it returns; callbacks only flag and
+ * resume a connection, so holding the lock is cheap. */
+static void fire(sl_engine *e, qstate *q, int expired_only, int64_t now) {
+    pthread_mutex_lock(&e->mu);
+    for (sl_watch **pp = &e->watches; *pp;) {
+        sl_watch *w = *pp;
+        int hit = expired_only ? w->deadline_ms <= now : (q == NULL || w->q == q);
+        if (hit) {
+            *pp = w->next;
+            e->nwatches--;
+            w->fired = 1;
+            w->next = NULL;
+            w->fn(w->arg);
+        } else {
+            pp = &w->next;
+        }
+    }
+    pthread_mutex_unlock(&e->mu);
+}
+
+int sl_watch_cancel(sl_engine *e, sl_watch *w) {
+    pthread_mutex_lock(&e->mu);
+    int fired = w->fired;
+    if (!fired) {
+        for (sl_watch **pp = &e->watches; *pp; pp = &(*pp)->next)
+            if (*pp == w) {
+                *pp = w->next;
+                e->nwatches--;
+                break;
+            }
+    }
+    pthread_mutex_unlock(&e->mu);
+    free(w);
+    return fired;
+}
+
+void eng_notify(sl_engine *e, qstate *q) {
+    fire(e, q, 0, 0);
+}
+
+/* The poller wakes watchers for what this node cannot see happen: a put on
+ * another node, and leases that ran out. It checks only queues that have
+ * watchers, every 200 ms, with a few bounded reads (msg_has_visible), and
+ * wakes the waiters only when there is something to receive. */
+static void *poller_main(void *arg) {
+    sl_engine *e = arg;
+    pthread_mutex_lock(&e->mu);
+    while (!e->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 200 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&e->wake, &e->mu, &ts);
+        if (e->stopping) break;
+        /* Collect the distinct queues with watchers (a few; bounded). */
+        qstate *qs[64];
+        int nq = 0;
+        for (sl_watch *w = e->watches; w && nq < 64; w = w->next) {
+            int seen = 0;
+            for (int i = 0; i < nq; i++) seen |= qs[i] == w->q;
+            if (!seen) qs[nq++] = w->q;
+        }
+        pthread_mutex_unlock(&e->mu);
+        for (int i = 0; i < nq; i++) {
+            qstate *q = qs[i];
+            int wake = q->dead || msg_has_visible(e, q);
+            if (wake) eng_notify(e, q);
+        }
+        fire(e, NULL, 1, sl_now_ms());
+        pthread_mutex_lock(&e->mu);
+    }
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
+}
+
+/* --- Background work ----------------------------------------------------- */
+
+/* One pass of background work: the repair worker of every active queue
+ * whose poll interval has passed, and the deletion of deleted queues. */
+int sl_engine_tick(sl_engine *e) {
+    sl_slice s = {0};
+    s.t = &sl_t_queue_index;
+    s.pk[0] = sl_vint(0);
+    s.limit = 1000;
+    int64_t now = sl_now_ms();
+    char last[QKEY_MAX] = "";
+    for (;;) {
+        sl_result r;
+        sl_result_init(&r);
+        int rc = sl_store_slice(e->st, &s, &r);
+        if (rc) {
+            sl_result_free(&r);
+            return rc;
+        }
+        for (size_t i = 0; i < r.n && !e->stopping; i++) {
+            sl_row *row = &r.rows[i];
+            char qkey[QKEY_MAX], account[SL_NAME_MAX + 1], name[SL_NAME_MAX + 1];
+            sl_val_str(&row->v[QI_QKEY], qkey, sizeof qkey);
+            sl_val_str(&row->v[QI_ACCOUNT], account, sizeof account);
+            sl_val_str(&row->v[QI_NAME], name, sizeof name);
+            snprintf(last, sizeof last, "%s", qkey);
+            if (row->v[QI_STATUS].i == Q_DELETED) {
+                repair_delete_queue(e, qkey, row->v[QI_BSIZE].i);
+                continue;
+            }
+            qstate *q;
+            if (eng_queue(e, account, name, &q) != 0 || strcmp(q->qkey, qkey) != 0) continue;
+            if (q->repair_next_ms > now) continue;
+            q->repair_next_ms = now + (int64_t)q->opts.repair_poll_s * 1000;
+            rc = repair_queue(e, q);
+            if (rc && rc != SL_ENOTFOUND) sl_log(SL_INFO, "repair of %s: %s", qkey, sl_strerror(rc));
+        }
+        int more = r.more;
+        sl_result_free(&r);
+        if (!more || !last[0]) break;
+        s.from[0] = sl_vtext(last);
+        s.nfrom = 1;
+        s.from_excl = 1;
+    }
+    return 0;
+}
+
+static void *bg_main(void *arg) {
+    sl_engine *e = arg;
+    while (!__atomic_load_n(&e->stopping, __ATOMIC_ACQUIRE)) {
+        sl_engine_tick(e);
+        for (int i = 0; i < 5 && !__atomic_load_n(&e->stopping, __ATOMIC_ACQUIRE); i++) usleep(100 * 1000);
+    }
+    return NULL;
+}
+
+int sl_engine_open(sl_store *st, const sl_engine_config *cfg, sl_engine **out) {
+    enum { NOWN = sizeof all_tables / sizeof all_tables[0], NMAX = NOWN + 16 };
+    const sl_table *tables[NMAX];
+    size_t n = NOWN, extra = cfg ? cfg->n_extra_tables : 0;
+    if (extra > NMAX - NOWN) return SL_EINVAL;
+    memcpy(tables, all_tables, sizeof all_tables);
+    for (size_t i = 0; i < extra; i++) tables[n++] = cfg->extra_tables[i];
+    int rc = sl_store_ensure(st, tables, n);
+    if (rc) return rc;
+    sl_engine *e = calloc(1, sizeof *e);
+    if (!e) return SL_ENOMEM;
+    e->st = st;
+    if (cfg) e->cfg = *cfg;
+    if (e->cfg.lease_grace_ms <= 0) e->cfg.lease_grace_ms = 2000;
+    if (!e->cfg.node_id[0]) {
+        unsigned char b[8];
+        sl_random_bytes(b, sizeof b);
+        for (int i = 0; i < 8; i++) snprintf(e->cfg.node_id + 2 * i, 3, "%02x", b[i]);
+    }
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->wake, NULL);
+    if (pthread_create(&e->poller, NULL, poller_main, e) != 0) {
+        free(e);
+        return SL_ENOMEM;
+    }
+    if (e->cfg.background) {
+        if (pthread_create(&e->bg, NULL, bg_main, e) == 0) e->bg_started = 1;
+    }
+    *out = e;
+    return 0;
+}
+
+void sl_engine_close(sl_engine *e) {
+    if (!e) return;
+    pthread_mutex_lock(&e->mu);
+    __atomic_store_n(&e->stopping, 1, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&e->wake);
+    pthread_mutex_unlock(&e->mu);
+    pthread_join(e->poller, NULL);
+    if (e->bg_started) pthread_join(e->bg, NULL);
+    /* Wake whoever still waits, so no watch outlives the engine. */
+    fire(e, NULL, 0, 0);
+    for (qstate *q = e->queues, *n; q; q = n) {
+        n = q->next;
+        pthread_mutex_destroy(&q->mu);
+        pthread_cond_destroy(&q->claimed);
+        free(q);
+    }
+    pthread_cond_destroy(&e->wake);
+    pthread_mutex_destroy(&e->mu);
+    free(e);
+}

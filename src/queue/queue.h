@@ -1,0 +1,181 @@
+/* queue.h: the queue engine's whole interface.
+ *
+ * The engine implements the queue algorithm (buckets, pointers, reader,
+ * repair worker, leases, dead-lettering, deletion) on top of the table
+ * contract in store/store.h and knows nothing of HTTP or of the backend.
+ * All functions are thread-safe. Strings are borrowed; results that carry
+ * memory are freed by the matching sl_*_free function. */
+#ifndef SL_QUEUE_H
+#define SL_QUEUE_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include "../sluice.h"
+#include "../store/store.h"
+
+/* Limits that the API enforces and the engine checks again. */
+#define SL_MSG_MAX_DEFAULT (256 * 1024)
+#define SL_BATCH_MAX 100
+#define SL_RECEIVE_MAX 32
+#define SL_INVIS_MAX 604800         /* 7 days */
+#define SL_WAIT_MAX 20
+#define SL_ATTRS_MAX 10             /* attributes per message */
+#define SL_ATTR_KEY_MAX 128
+#define SL_ATTR_VAL_MAX 1024
+#define SL_RECEIPT_MAX 128          /* buffer size for a pop receipt */
+#define SL_MSGID_LEN 32             /* hex chars of a message id */
+#define SL_TAG_MAX 40
+
+typedef struct sl_engine sl_engine;
+
+typedef struct {
+    char node_id[40];        /* this node's name; random when empty */
+    int lease_grace_ms;      /* how long missing ids wait before a bucket is sealed; default 2000 */
+    int background;          /* run the repair and deletion threads (1 in the server, 0 in tests) */
+    int max_watches;         /* long polls waiting at once; past it sl_watch_add says SL_EBUSY; 0: no cap */
+    /* Tables of other modules (the account keys) created with the engine's
+     * own in one sl_store_ensure call, so that one place makes the whole
+     * schema. The array and the tables are static data of their module. */
+    const sl_table *const *extra_tables;
+    size_t n_extra_tables;
+} sl_engine_config;
+
+/* Opens the engine over an open store (the caller keeps ownership of it and
+ * closes it after sl_engine_close). Creates the tables it needs. */
+int sl_engine_open(sl_store *st, const sl_engine_config *cfg, sl_engine **out);
+/* Stops the background threads and frees the engine. */
+void sl_engine_close(sl_engine *e);
+/* The engine's table definitions (static data), for `sluice schema`. */
+const sl_table *const *sl_engine_tables(size_t *n);
+
+/* --- Accounts ---------------------------------------------------------- */
+
+int sl_account_create(sl_engine *e, const char *account); /* 0 or SL_EEXISTS */
+int sl_account_exists(sl_engine *e, const char *account);  /* 0 or SL_ENOTFOUND */
+/* Deletes the account row and forgets it in this node's cache, so that it
+ * is gone at once here (other nodes: within the 2 s cache lifetime). Its
+ * queues are the caller's business: delete them first, while the account
+ * still exists. 0 (also when it did not exist) or a store error. */
+int sl_account_delete(sl_engine *e, const char *account);
+
+/* --- Queues ------------------------------------------------------------ */
+
+typedef struct {
+    char name[SL_NAME_MAX + 1];
+    int bucket_size;                 /* 1..1000, default 20 */
+    int max_delivery_count;          /* 1..1000, default 5 */
+    char dlq[SL_NAME_MAX + 1];       /* empty: no DLQ */
+    int repair_poll_s;               /* 1..3600, default 5 */
+    int finalize_timeout_s;          /* 1..3600, default 15 */
+    int delete_buckets;              /* default 1 */
+    int64_t retention_s;             /* 60..1209600 (14 days), default 1209600 */
+    int strict_fifo;                 /* default 0 */
+} sl_queue_opts;
+
+/* Fills opts with the defaults of API.md (name left empty). */
+void sl_queue_opts_default(sl_queue_opts *o);
+/* Checks every field's range and the name; returns 0 or SL_EINVAL with a
+ * message for the client in err (cap bytes). */
+int sl_queue_opts_check(const sl_queue_opts *o, char *err, size_t cap);
+
+typedef struct {
+    sl_queue_opts opts;
+    int64_t version;     /* bumps each time the name is created again after a delete */
+    int64_t created_ms;
+} sl_queue_info;
+
+/* Creates a queue. Returns 0 when created, SL_EEXISTS when a queue of that
+ * name already exists (whatever its options), SL_ENOTFOUND for an unknown
+ * account, SL_EINVAL for bad options or a DLQ that does not exist (err says
+ * which). */
+int sl_queue_create(sl_engine *e, const char *account, const sl_queue_opts *o, char *err, size_t cap);
+int sl_queue_get(sl_engine *e, const char *account, const char *name, sl_queue_info *out);
+/* Lists an account's active queues, sorted by name. *out is malloc'ed; the
+ * caller frees it with free(). */
+int sl_queue_list(sl_engine *e, const char *account, sl_queue_info **out, size_t *n);
+/* Marks the queue deleted at once (it disappears from every route) and
+ * removes its data in the background. */
+int sl_queue_delete(sl_engine *e, const char *account, const char *name);
+
+typedef struct {
+    int64_t size, visible, in_flight, delayed, dead_lettered;
+    int64_t oldest_age_s; /* 0 when empty */
+} sl_queue_statistics;
+int sl_queue_stats(sl_engine *e, const char *account, const char *name, sl_queue_statistics *out);
+/* Removes every message enqueued before the call. */
+int sl_queue_purge(sl_engine *e, const char *account, const char *name);
+/* Moves every message of the queue dlq to the queue to, resetting delivery
+ * counts; *moved counts them. */
+int sl_queue_redrive(sl_engine *e, const char *account, const char *dlq, const char *to, int64_t *moved);
+
+/* --- Messages ---------------------------------------------------------- */
+
+typedef struct {
+    char key[SL_ATTR_KEY_MAX + 1];
+    char *val; /* NUL-terminated */
+} sl_attr;
+
+typedef struct {
+    const void *body;
+    size_t len;
+    int delay_s;           /* initial invisibility, 0..SL_INVIS_MAX */
+    const char *attrs_json;/* a JSON object of string values, or NULL */
+} sl_put;
+
+/* Puts n (1..SL_BATCH_MAX) messages. ids receives n message ids, each
+ * SL_MSGID_LEN+1 bytes. Returns 0 only when every message is durable. */
+int sl_msg_put(sl_engine *e, const char *account, const char *queue, const sl_put *msgs, size_t n,
+               char (*ids)[SL_MSGID_LEN + 1]);
+
+typedef struct {
+    char id[SL_MSGID_LEN + 1];
+    char receipt[SL_RECEIPT_MAX]; /* empty for peek */
+    char tag[SL_TAG_MAX];
+    void *body;                   /* malloc'ed, NUL-terminated after len bytes */
+    size_t len;
+    int64_t delivery_count;
+    int64_t enqueued_ms;
+    char *attrs_json;             /* malloc'ed JSON object text, never NULL */
+} sl_message;
+
+void sl_messages_free(sl_message *m, size_t n); /* frees the array too */
+
+/* Leases up to max (1..SL_RECEIVE_MAX) visible messages for invis_s
+ * seconds. *out is malloc'ed (free with sl_messages_free); *n may be 0. */
+int sl_msg_receive(sl_engine *e, const char *account, const char *queue, int max, int invis_s,
+                   sl_message **out, size_t *n);
+/* Like receive, without leasing: no receipt, delivery counts unchanged. */
+int sl_msg_peek(sl_engine *e, const char *account, const char *queue, int max, sl_message **out,
+                size_t *n);
+/* Acks: 0, SL_ECONFLICT for a stale receipt (or a message already acked),
+ * SL_EINVAL for a receipt that is not one of ours. */
+int sl_msg_ack(sl_engine *e, const char *account, const char *queue, const char *receipt);
+/* Extends, shortens or ends (invis_s == 0) a lease, optionally replacing
+ * the body (body != NULL). Writes the new receipt and the message tag. */
+int sl_msg_update(sl_engine *e, const char *account, const char *queue, const char *receipt,
+                  const void *body, size_t len, int invis_s, char new_receipt[SL_RECEIPT_MAX],
+                  char tag[SL_TAG_MAX]);
+
+/* --- Waiting for messages (long polling) ------------------------------- */
+
+/* A watch calls fn(arg) once, from some engine or store thread, when a
+ * message may have become visible on the queue (a put on this node, a lease
+ * that ran out, or a put seen on another node by polling), or when it times
+ * out at deadline_ms. fn must not call back into the engine; it should only
+ * wake the waiter, which then calls sl_msg_receive. sl_watch_cancel
+ * guarantees fn is not running and will not run once it returns, unless it
+ * already ran (then it returns 1). Every watch is freed by sl_watch_cancel,
+ * whether it fired or not. sl_watch_add returns SL_EBUSY when
+ * max_watches watches are waiting already. */
+typedef struct sl_watch sl_watch;
+int sl_watch_add(sl_engine *e, const char *account, const char *queue, int64_t deadline_ms,
+                 void (*fn)(void *arg), void *arg, sl_watch **out);
+int sl_watch_cancel(sl_engine *e, sl_watch *w);
+
+/* --- Background work, callable by hand in tests ------------------------ */
+
+/* Runs one pass of the repair worker over every queue this node owns the
+ * repair lease of, and of queue deletion. Returns 0 or a store error. */
+int sl_engine_tick(sl_engine *e);
+
+#endif

@@ -1,0 +1,179 @@
+/* queue_int.h: what the engine's files share. Not part of the interface.
+ *
+ * Storage layout (version 1). Every table is partitioned so that no
+ * partition grows without bound; qkey is "account/name/version", so a queue
+ * that is deleted and created again starts on fresh partitions.
+ *
+ *   accounts    (name)                 created
+ *   queues      (account) name         version status opts created nonce
+ *                                      secret (16 random bytes per incarnation:
+ *                                      the key of its pop receipts' MAC)
+ *   queue_index (shard) qkey           account name status bsize [work list]
+ *   monoton     (qkey)                 next nonce             [id blocks]
+ *   pointers    (qkey) name            value nonce            [reader, repair, purge, lease]
+ *   messages    ((qkey, bucket)) id    mid body attrs tag put_ms exp_ms
+ *                                      visible_ms version dcount state
+ *                                      nonce dest
+ *               the row id = -1 of a bucket is its seal marker: state
+ *               SEALED or FINALIZED, put_ms = when it was sealed.
+ *   leases      ((qkey, minute)) due id   version     [when a waiting
+ *               message becomes visible: leases, delays, returns]
+ *   counters    (qkey) name            value nonce
+ *   repair_lease(qkey)                 owner nonce    [TTL: repair ownership]
+ *
+ * A message's id is claimed from monoton in blocks of one bucket
+ * (bucket_size ids, bucket-aligned), so a put is one plain write in steady
+ * state and each bucket is written by one node. Message state transitions
+ * are compare-and-sets on (version, state); every CAS writes a fresh random
+ * nonce so that an outcome-unknown CAS is resolved by reading the row back at
+ * SERIAL consistency. */
+#ifndef SL_QUEUE_INT_H
+#define SL_QUEUE_INT_H
+
+#include <pthread.h>
+
+#include "queue.h"
+
+/* Message states. */
+enum {
+    MS_READY = 0,    /* visible, never leased since written: found by the bucket scan */
+    MS_WAITING = 1,  /* invisible until visible_ms: leased, delayed or returned;
+                        tracked by an entry in leases */
+    MS_ACKED = 2,
+    MS_MOVING = 3,   /* being copied to dest; repair or the mover completes it */
+    MS_MOVED = 4,    /* copied elsewhere (republished or redriven) */
+    MS_DEAD = 5,     /* copied to the dead-letter queue */
+    MS_SEALED = 10,  /* marker row: bucket sealed */
+    MS_FINAL = 11    /* marker row: bucket finalized */
+};
+
+enum { Q_ACTIVE = 0, Q_DELETED = 1 };
+
+/* Column indexes of the tables, matching the sl_table definitions. */
+enum { ACC_NAME, ACC_CREATED };
+enum { QU_ACCOUNT, QU_NAME, QU_VERSION, QU_STATUS, QU_OPTS, QU_CREATED, QU_NONCE, QU_SECRET };
+enum { QI_SHARD, QI_QKEY, QI_ACCOUNT, QI_NAME, QI_STATUS, QI_BSIZE };
+enum { MO_QKEY, MO_NEXT, MO_NONCE };
+enum { PT_QKEY, PT_NAME, PT_VALUE, PT_NONCE };
+enum {
+    M_QKEY, M_BUCKET, M_ID, M_MID, M_BODY, M_ATTRS, M_TAG, M_PUT, M_EXP, M_VISIBLE, M_VERSION, M_DCOUNT,
+    M_STATE, M_NONCE, M_DEST
+};
+enum { L_QKEY, L_MINUTE, L_DUE, L_ID, L_VERSION };
+enum { C_QKEY, C_NAME, C_VALUE, C_NONCE };
+enum { R_QKEY, R_OWNER, R_NONCE };
+
+extern const sl_table sl_t_accounts, sl_t_queues, sl_t_queue_index, sl_t_monoton, sl_t_pointers,
+    sl_t_messages, sl_t_leases, sl_t_counters, sl_t_repair_lease;
+
+#define QKEY_MAX (2 * SL_NAME_MAX + 24)
+#define READ_WINDOW 8          /* non-empty buckets the reader looks ahead of its pointer */
+#define READ_SCAN_MAX 64       /* buckets it reads at most to find them */
+#define LEASE_SWEEP_MS 5000    /* how often the durable lease cursor is saved */
+#define LEASE_SCAN_MINUTES 120 /* lease partitions one scan walks at most */
+#define MAX_CANDIDATES 256
+#define SEEN_RING 64
+#define MAX_CLAIMED 1024
+
+/* A due redelivery found by the lease scan, not yet taken. */
+typedef struct {
+    int64_t id, version;
+} cand;
+
+/* The node-local state of one incarnation (qkey) of a queue. Created on
+ * first use and kept until the engine closes, so that pointers to it stay
+ * valid without reference counting; an incarnation that was deleted is
+ * marked dead and no longer found by name. */
+typedef struct qstate {
+    struct qstate *next;
+    char account[SL_NAME_MAX + 1], name[SL_NAME_MAX + 1];
+    char qkey[QKEY_MAX];
+    int64_t version, created_ms;
+    sl_queue_opts opts;
+    unsigned char secret[16]; /* pop receipts are MACed with it */
+    int64_t checked_ms;   /* when the queue row was last confirmed */
+    int dead;
+
+    pthread_mutex_t mu;   /* guards everything below */
+    int64_t id_next, id_end, block_ms; /* the id block this node writes to */
+    int claiming;             /* a thread is claiming a new block */
+    pthread_cond_t claimed;   /* signalled when that claim ends */
+    int64_t reader;       /* cached reader pointer (bucket), -1 unknown */
+    int64_t head;         /* monoton next as last seen: ids below it are claimed */
+    int64_t gap_bucket[READ_SCAN_MAX], gap_since[READ_SCAN_MAX], gap_present[READ_SCAN_MAX];
+    int64_t purge_ms, purge_checked_ms;
+    int64_t lcur_due, lcur_id;  /* lease scan cursor: entries up to here were seen */
+    int64_t lsweep_ms;          /* when the cursor was last wound back */
+    int lscanning;
+    int sealing;          /* a thread of this node is sealing a bucket */
+    cand cands[MAX_CANDIDATES];
+    int ncands;
+    int64_t seen[SEEN_RING][2]; /* lease entries already taken, see seen_recently */
+    int64_t leasing[MAX_CLAIMED]; /* ids this node's threads are leasing right now */
+    int nleasing;
+    int seen_pos;
+    int64_t repair_next_ms;
+} qstate;
+
+struct sl_watch {
+    struct sl_watch *next;
+    qstate *q;
+    int64_t deadline_ms;
+    void (*fn)(void *);
+    void *arg;
+    int fired;
+};
+
+struct sl_engine {
+    sl_store *st;
+    sl_engine_config cfg;
+    pthread_mutex_t mu; /* guards the lists below */
+    qstate *queues;
+    sl_watch *watches;
+    int nwatches;
+    pthread_cond_t wake;
+    struct acct_cache {
+        char name[SL_NAME_MAX + 1];
+        int64_t until_ms;
+    } acct[64];
+    int stopping;
+    pthread_t bg, poller;
+    int bg_started;
+};
+
+/* engine.c */
+int eng_queue(sl_engine *e, const char *account, const char *name, qstate **out);
+void eng_queue_forget(sl_engine *e, qstate *q);
+int eng_cas(sl_engine *e, sl_write *w, int nonce_col, sl_result *cur);
+int64_t eng_nonce(void);
+int eng_write(sl_engine *e, const sl_write *w, size_t n);
+int eng_pointer_get(sl_engine *e, const char *qkey, const char *name, int64_t *out);
+int eng_pointer_advance(sl_engine *e, const char *qkey, const char *name, int64_t from, int64_t to);
+int eng_pointer_max(sl_engine *e, const char *qkey, const char *name, int64_t value);
+int eng_counter_add(sl_engine *e, const char *qkey, const char *name, int64_t delta);
+void eng_notify(sl_engine *e, qstate *q);
+void eng_set_key(sl_write *w, const sl_table *t);
+
+/* message.c */
+int msg_claim(sl_engine *e, qstate *q, int64_t *id);
+int msg_write_new(sl_engine *e, qstate *q, const sl_row *proto, int64_t *id_out);
+int msg_move(sl_engine *e, qstate *src, const sl_row *row, qstate *dst, int reset, int dead);
+int msg_complete_move(sl_engine *e, qstate *src, const sl_row *row);
+int msg_scan_bucket(sl_engine *e, qstate *q, int64_t bucket, sl_result *out);
+int msg_purged(qstate *q, const sl_row *r);
+int msg_lease_entry(sl_engine *e, qstate *q, int64_t id, int64_t version, int64_t due, int64_t exp_ms, int async);
+void msg_refresh_purge(sl_engine *e, qstate *q, int force);
+int msg_head(sl_engine *e, qstate *q, int64_t *head);
+int msg_has_visible(sl_engine *e, qstate *q);
+int msg_lease_scan(sl_engine *e, qstate *q, int64_t now);
+
+/* repair.c */
+int repair_queue(sl_engine *e, qstate *q);
+int repair_delete_queue(sl_engine *e, const char *qkey, int64_t bucket_size);
+
+static inline int64_t ttl_left_s(int64_t exp_ms, int64_t now) {
+    int64_t s = (exp_ms - now + 999) / 1000;
+    return s < 1 ? 1 : s;
+}
+
+#endif

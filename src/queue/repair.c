@@ -1,0 +1,153 @@
+/* repair.c: the repair worker and the deletion of deleted queues.
+ *
+ * The repair worker follows the reader over sealed buckets. Once a bucket
+ * has been sealed for the finalize timeout, every write that was in flight
+ * when it was sealed has landed or never will, so the worker republishes
+ * what is still undelivered in it (late writes, and leases that ran out long
+ * ago), completes moves that a crash interrupted, then finalizes the bucket
+ * and, when the queue says so, deletes it. One node at a time runs a queue's
+ * worker: it holds a lease row, taken with insert-if-not-exists and renewed
+ * with a CAS, both with a TTL, so another node takes over when the owner
+ * stops renewing. */
+#include <stdio.h>
+#include <string.h>
+
+#include "queue_int.h"
+
+static int own_repair(sl_engine *e, qstate *q) {
+    int ttl = q->opts.repair_poll_s * 3;
+    if (ttl < 10) ttl = 10;
+    sl_write w = {0};
+    w.t = &sl_t_repair_lease;
+    w.kind = SL_W_INSERT_IF_NOT_EXISTS;
+    w.ttl = ttl;
+    w.row.v[R_QKEY] = sl_vtext(q->qkey);
+    w.row.v[R_OWNER] = sl_vtext(e->cfg.node_id);
+    w.row.v[R_NONCE] = sl_vint(eng_nonce());
+    int rc = eng_cas(e, &w, R_NONCE, NULL);
+    if (rc == 0) return 1;
+    if (rc != SL_ENOTAPPLIED) return 0;
+    w.kind = SL_W_UPDATE_IF;
+    w.row.v[R_NONCE] = sl_vint(eng_nonce());
+    w.cond[0] = (sl_cond){R_OWNER, sl_vtext(e->cfg.node_id)};
+    w.ncond = 1;
+    return eng_cas(e, &w, R_NONCE, NULL) == 0;
+}
+
+int repair_queue(sl_engine *e, qstate *q) {
+    /* Keep this node's lease cursor near now even when nobody receives, so
+     * the first receive after a quiet spell finds due leases at once. */
+    msg_lease_scan(e, q, sl_now_ms());
+    if (!own_repair(e, q)) return 0;
+    int64_t P, R;
+    int rc;
+    if ((rc = eng_pointer_get(e, q->qkey, "repair", &P)) != 0) return rc;
+    if ((rc = eng_pointer_get(e, q->qkey, "reader", &R)) != 0) return rc;
+    msg_refresh_purge(e, q, 1);
+    for (; P < R && !e->stopping; P++) {
+        int64_t now = sl_now_ms();
+        sl_result r;
+        sl_result_init(&r);
+        if ((rc = msg_scan_bucket(e, q, P, &r)) != 0) {
+            sl_result_free(&r);
+            return rc;
+        }
+        /* The marker (id -1) sorts first. */
+        sl_row *mk = r.n > 0 && r.rows[0].v[M_ID].i < 0 ? &r.rows[0] : NULL;
+        int final = mk && mk->v[M_STATE].i == MS_FINAL;
+        if (!mk || (!final && now < mk->v[M_PUT].i + (int64_t)q->opts.finalize_timeout_s * 1000)) {
+            sl_result_free(&r);
+            break;
+        }
+        int blocked = 0;
+        for (size_t i = 0; !final && i < r.n && rc == 0; i++) {
+            sl_row *m = &r.rows[i];
+            int64_t st = m->v[M_STATE].i;
+            if (m->v[M_ID].i < 0 || msg_purged(q, m)) continue;
+            if (st == MS_READY || (st == MS_WAITING && m->v[M_VISIBLE].i <= now)) {
+                rc = msg_move(e, q, m, q, 0, 0);
+                if (rc == 0) sl_log(SL_DEBUG, "repair %s: republished id %lld", q->qkey, (long long)m->v[M_ID].i);
+            } else if (st == MS_WAITING) {
+                blocked = 1; /* leased or delayed: its time has not come */
+            } else if (st == MS_MOVING) {
+                rc = msg_complete_move(e, q, m);
+            }
+            if (rc == SL_ENOTAPPLIED) {
+                blocked = 1; /* it changed under us: look again next time */
+                rc = 0;
+            }
+        }
+        if (rc || blocked) {
+            sl_result_free(&r);
+            return rc;
+        }
+        if (!final) {
+            sl_write w = {0};
+            w.t = &sl_t_messages;
+            w.kind = SL_W_UPDATE_IF;
+            w.row.v[M_QKEY] = sl_vtext(q->qkey);
+            w.row.v[M_BUCKET] = sl_vint(P);
+            w.row.v[M_ID] = sl_vint(-1);
+            w.row.v[M_STATE] = sl_vint(MS_FINAL);
+            w.row.v[M_NONCE] = sl_vint(eng_nonce());
+            w.cond[0] = (sl_cond){M_STATE, sl_vint(MS_SEALED)};
+            w.ncond = 1;
+            w.ttl = (int)(q->opts.retention_s + 86400);
+            rc = eng_cas(e, &w, M_NONCE, NULL);
+            if (rc && rc != SL_ENOTAPPLIED) {
+                sl_result_free(&r);
+                return rc;
+            }
+        }
+        sl_result_free(&r);
+        if ((rc = eng_pointer_max(e, q->qkey, "repair", P + 1)) != 0) return rc;
+        if (q->opts.delete_buckets) {
+            sl_write d = {0};
+            d.t = &sl_t_messages;
+            d.kind = SL_W_DELETE_PARTITION;
+            d.row.v[M_QKEY] = sl_vtext(q->qkey);
+            d.row.v[M_BUCKET] = sl_vint(P);
+            if ((rc = eng_write(e, &d, 1)) != 0) return rc;
+        }
+    }
+    return 0;
+}
+
+/* Removes everything of a deleted incarnation. Each step is idempotent, so
+ * two nodes doing it at once, or one doing it again after a crash, is fine;
+ * the index row goes last, so the work is found again until it is done. */
+int repair_delete_queue(sl_engine *e, const char *qkey, int64_t bucket_size) {
+    sl_val key[1] = {sl_vtext(qkey)};
+    sl_result r;
+    sl_result_init(&r);
+    int rc = sl_store_get(e->st, &sl_t_monoton, key, SL_READ_DEFAULT, &r);
+    int64_t head = rc == 0 ? r.rows[0].v[MO_NEXT].i : 0;
+    sl_result_free(&r);
+    if (rc && rc != SL_ENOTFOUND) return rc;
+    int64_t first = 0;
+    if (rc == 0) eng_pointer_get(e, qkey, "repair", &first);
+    sl_write d = {0};
+    d.t = &sl_t_messages;
+    d.kind = SL_W_DELETE_PARTITION;
+    d.row.v[M_QKEY] = sl_vtext(qkey);
+    if (bucket_size < 1) bucket_size = 1;
+    for (int64_t b = first; b * bucket_size < head && !e->stopping; b++) {
+        d.row.v[M_BUCKET] = sl_vint(b);
+        if ((rc = eng_write(e, &d, 1)) != 0) return rc;
+    }
+    if (e->stopping) return 0;
+    const sl_table *per_queue[] = {&sl_t_pointers, &sl_t_counters, &sl_t_monoton, &sl_t_repair_lease};
+    for (size_t i = 0; i < sizeof per_queue / sizeof per_queue[0]; i++) {
+        sl_write w = {0};
+        w.t = per_queue[i];
+        w.kind = SL_W_DELETE_PARTITION;
+        w.row.v[0] = sl_vtext(qkey);
+        if ((rc = eng_write(e, &w, 1)) != 0) return rc;
+    }
+    sl_write x = {0};
+    x.t = &sl_t_queue_index;
+    x.kind = SL_W_DELETE_ROW;
+    x.row.v[QI_SHARD] = sl_vint(0);
+    x.row.v[QI_QKEY] = sl_vtext(qkey);
+    return eng_write(e, &x, 1);
+}

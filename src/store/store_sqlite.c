@@ -1,0 +1,1135 @@
+/* store_sqlite.c: the embedded backend of the table contract (store.h).
+ *
+ * On-disk layout, version 1 (stored as PRAGMA user_version = 1; a database
+ * with a larger version is refused, one with 0 is new and gets 1):
+ *
+ *   DIR/sluice.db   one SQLite database, journal_mode=WAL, synchronous=FULL
+ *                   (with its -wal and -shm companions).
+ *
+ *   Every sl_table T becomes
+ *
+ *     CREATE TABLE "T" ("pk1" <ty>, .., "ck1" <ty>, .., "col" <ty>, ..,
+ *                       "_exp" INTEGER NOT NULL DEFAULT 0,
+ *                       PRIMARY KEY ("pk1", .., "ck1", ..)) WITHOUT ROWID;
+ *     CREATE INDEX "T__exp" ON "T"("_exp") WHERE "_exp" <> 0;
+ *
+ *   where <ty> is INTEGER, TEXT or BLOB for SL_INT, SL_TEXT, SL_BLOB. A
+ *   column that is not set is NULL. "_exp" is the row's expiry in
+ *   milliseconds since the epoch (as sl_now_ms() counts), 0 for never; a row
+ *   whose expiry has passed is treated as absent by every read and CAS and
+ *   is deleted lazily by the writer. Regular columns added to a table
+ *   definition later are added with ALTER TABLE by ensure().
+ *
+ * TTLs are kept per row, not per cell as Cassandra does: each write sets the
+ * row's expiry from its own TTL (now + ttl, or never for ttl 0). The contract
+ * asks callers that want a row to expire to pass its remaining TTL on every
+ * write, and for such callers the two are the same.
+ *
+ * Threads. One writer thread owns the write connection. apply() enqueues a
+ * request and sleeps until the writer answers it. The writer takes every
+ * pending request (up to GROUP_MAX), runs them in one transaction, each in a
+ * savepoint of its own so that a failing request does not undo the others,
+ * commits (fsync, because synchronous=FULL) and only then wakes the callers
+ * (group commit). Reads use a pool of reader connections; WAL lets them run
+ * beside the writer, and each read statement starts a fresh read
+ * transaction, so it sees every commit that finished before it began. */
+#include <errno.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "store_int.h"
+
+#define LAYOUT_VERSION 1
+#define GROUP_MAX 512              /* requests in one transaction */
+#define PURGE_EVERY 16             /* groups between purges of expired rows */
+#define PURGE_ROWS 256             /* expired rows deleted per table per purge */
+#define READERS_IDLE_MAX 32        /* idle reader connections kept open */
+#define BUSY_TIMEOUT_MS 5000
+#define BUSY_RETRIES 20
+
+/* Statement shapes: the operation in the low 4 bits, its variant above. */
+enum { OP_GET = 1, OP_SLICE, OP_UPSERT, OP_DEL_ROW, OP_DEL_PART, OP_PURGE };
+
+/* A connection and its prepared statements, keyed by (table, shape). */
+typedef struct {
+    const sl_table *t;
+    uint32_t shape;
+    sqlite3_stmt *st;
+} cent;
+
+typedef struct conn {
+    sqlite3 *db;
+    cent *tab;
+    size_t cap, n;
+    struct conn *next; /* in the idle reader list */
+} conn;
+
+/* One apply() (or ensure()) waiting for the writer. It lives on the
+ * caller's stack; the writer fills rc and cur, then sets done under the
+ * queue mutex and never touches it again. An apply_async() request (owned
+ * != NULL) lives on the heap instead, nobody waits for it, and the writer
+ * frees it once it is committed. */
+typedef struct req {
+    const sl_write *w;
+    size_t n;
+    const sl_table *const *tables; /* ensure() when not NULL */
+    size_t ntables;
+    int rc;
+    int done;
+    sl_result cur;
+    pthread_cond_t cv;
+    struct req *next;
+    void *owned; /* apply_async(): the heap copy of the writes, freed with the req */
+} req;
+
+/* A delayed apply(): a deep copy of its writes in one allocation. */
+typedef struct parked {
+    struct parked *next;
+    size_t n;
+    sl_write *w;
+} parked;
+
+typedef struct {
+    sl_store base;
+    char *path;
+
+    conn *wc; /* the writer's connection: writer thread only */
+    pthread_t thr;
+    int thr_started;
+    const sl_table **tables; /* ensured tables, for purging: writer only */
+    size_t ntables, tcap;
+    uint64_t groups;
+
+    pthread_mutex_t mu; /* guards the queue below */
+    pthread_cond_t cv;  /* signals the writer */
+    req *head, *tail;
+    int stopping;
+    int npending;    /* requests queued or being committed */
+    int max_pending; /* beyond this, apply() sheds load: 0 means no limit */
+
+    pthread_mutex_t rmu; /* guards readers */
+    conn *readers;       /* idle reader connections */
+    int nidle;
+
+    pthread_mutex_t fmu; /* serializes the fault hook */
+    sl_fault_fn fault;
+    void *fault_ctx;
+
+    pthread_mutex_t pmu; /* guards the parked list */
+    parked *phead, *ptail;
+} sq_store;
+
+static const sl_store_type sq_type;
+
+static int map_err(int rc) {
+    switch (rc & 0xff) {
+    case SQLITE_OK:
+    case SQLITE_ROW:
+    case SQLITE_DONE:
+        return 0;
+    case SQLITE_NOMEM:
+        return SL_ENOMEM;
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+    case SQLITE_CANTOPEN:
+    case SQLITE_READONLY:
+    case SQLITE_PROTOCOL:
+        return SL_EIO;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return SL_ETIMEOUT;
+    case SQLITE_TOOBIG:
+        return SL_ETOOBIG;
+    case SQLITE_ERROR:
+    case SQLITE_CONSTRAINT:
+    case SQLITE_MISMATCH:
+    case SQLITE_RANGE:
+        return SL_EINVAL;
+    }
+    return SL_EINTERNAL;
+}
+
+/* --- SQL text ------------------------------------------------------------ */
+
+static void sb_num(sbuf *b, long v) {
+    char tmp[24];
+    sb_addn(b, tmp, (size_t)snprintf(tmp, sizeof tmp, "%ld", v));
+}
+
+/* A quoted identifier: "name" with embedded quotes doubled. */
+static void sb_ident2(sbuf *b, const char *name, const char *suffix) {
+    sb_add(b, "\"");
+    for (const char *q = name; *q; q++) {
+        sb_addn(b, q, 1);
+        if (*q == '"') sb_addn(b, q, 1);
+    }
+    if (suffix) sb_add(b, suffix);
+    sb_add(b, "\"");
+}
+
+static void sb_ident(sbuf *b, const char *name) {
+    sb_ident2(b, name, NULL);
+}
+
+/* "c[from]", .., "c[to-1]" */
+static void sb_cols(sbuf *b, const sl_table *t, int from, int to) {
+    for (int i = from; i < to; i++) {
+        if (i > from) sb_add(b, ",");
+        sb_ident(b, t->cols[i].name);
+    }
+}
+
+/* "c0"=? AND .. for the first n columns. */
+static void sb_eq(sbuf *b, const sl_table *t, int n) {
+    for (int i = 0; i < n; i++) {
+        if (i) sb_add(b, " AND ");
+        sb_ident(b, t->cols[i].name);
+        sb_add(b, "=?");
+    }
+}
+
+static const char *live = " AND (\"_exp\"=0 OR \"_exp\">?)";
+
+static void build_sql(sbuf *b, const sl_table *t, uint32_t shape) {
+    int nkey = t->npk + t->nck;
+    switch (shape & 15) {
+    case OP_GET:
+        sb_add(b, "SELECT ");
+        sb_cols(b, t, 0, t->ncol);
+        sb_add(b, " FROM ");
+        sb_ident(b, t->name);
+        sb_add(b, " WHERE ");
+        sb_eq(b, t, nkey);
+        sb_add(b, live);
+        break;
+    case OP_SLICE: {
+        int nfrom = (shape >> 4) & 3, nto = (shape >> 6) & 3;
+        int fexcl = (shape >> 8) & 1, texcl = (shape >> 9) & 1, desc = (shape >> 10) & 1;
+        sb_add(b, "SELECT ");
+        sb_cols(b, t, 0, t->ncol);
+        sb_add(b, " FROM ");
+        sb_ident(b, t->name);
+        sb_add(b, " WHERE ");
+        sb_eq(b, t, t->npk);
+        sb_add(b, live);
+        for (int side = 0; side < 2; side++) {
+            int nb = side ? nto : nfrom;
+            if (!nb) continue;
+            sb_add(b, " AND (");
+            sb_cols(b, t, t->npk, t->npk + nb);
+            sb_add(b, side ? (texcl ? ")<(" : ")<=(") : (fexcl ? ")>(" : ")>=("));
+            for (int i = 0; i < nb; i++)
+                sb_add(b, i ? ",?" : "?");
+            sb_add(b, ")");
+        }
+        for (int i = 0; i < t->nck; i++) {
+            sb_add(b, i ? "," : " ORDER BY ");
+            sb_ident(b, t->cols[t->npk + i].name);
+            sb_add(b, desc ? " DESC" : " ASC");
+        }
+        sb_add(b, " LIMIT ?");
+        break;
+    }
+    case OP_UPSERT: {
+        /* Parameters: ?1 now, ?2 expiry, then the key and the set columns.
+         * A column the write leaves alone keeps its value, unless the row
+         * it conflicts with has expired: then it reads as never written. */
+        uint32_t mask = shape >> 4;
+        int np = 2;
+        sb_add(b, "INSERT INTO ");
+        sb_ident(b, t->name);
+        sb_add(b, "(");
+        for (int i = 0; i < t->ncol; i++)
+            if (i < nkey || (mask >> i & 1)) sb_ident(b, t->cols[i].name), sb_add(b, ",");
+        sb_add(b, "\"_exp\") VALUES(");
+        for (int i = 0; i < t->ncol; i++)
+            if (i < nkey || (mask >> i & 1)) sb_add(b, "?"), sb_num(b, ++np), sb_add(b, ",");
+        sb_add(b, "?2) ON CONFLICT(");
+        sb_cols(b, t, 0, nkey);
+        sb_add(b, ") DO UPDATE SET ");
+        for (int i = nkey; i < t->ncol; i++) {
+            sb_ident(b, t->cols[i].name);
+            if (mask >> i & 1) {
+                sb_add(b, "=excluded.");
+                sb_ident(b, t->cols[i].name);
+            } else {
+                sb_add(b, "=CASE WHEN \"_exp\"<>0 AND \"_exp\"<=?1 THEN NULL ELSE ");
+                sb_ident(b, t->cols[i].name);
+                sb_add(b, " END");
+            }
+            sb_add(b, ",");
+        }
+        sb_add(b, "\"_exp\"=excluded.\"_exp\"");
+        break;
+    }
+    case OP_DEL_ROW:
+    case OP_DEL_PART:
+        sb_add(b, "DELETE FROM ");
+        sb_ident(b, t->name);
+        sb_add(b, " WHERE ");
+        sb_eq(b, t, (shape & 15) == OP_DEL_ROW ? nkey : t->npk);
+        break;
+    case OP_PURGE:
+        sb_add(b, "DELETE FROM ");
+        sb_ident(b, t->name);
+        sb_add(b, " WHERE (");
+        sb_cols(b, t, 0, nkey);
+        sb_add(b, ") IN (SELECT ");
+        sb_cols(b, t, 0, nkey);
+        sb_add(b, " FROM ");
+        sb_ident(b, t->name);
+        sb_add(b, " WHERE \"_exp\"<>0 AND \"_exp\"<=?1 LIMIT ?2)");
+        break;
+    }
+}
+
+/* --- Connections and the statement cache --------------------------------- */
+
+static uint64_t cent_hash(const sl_table *t, uint32_t shape) {
+    uint64_t h = (uint64_t)(uintptr_t)t * 0x9E3779B97F4A7C15ULL ^ (uint64_t)shape * 0xC2B2AE3D27D4EB4FULL;
+    return h ^ (h >> 31);
+}
+
+/* Returns the cached statement for (t, shape), preparing it on first use.
+ * The statement belongs to the connection; callers reset it after use.
+ * Statements are keyed by the table definition's address, which store.h
+ * makes static data; a definition must not change while a store is open. */
+static int stmt_get(conn *c, const sl_table *t, uint32_t shape, sqlite3_stmt **out) {
+    if ((c->n + 1) * 2 > c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 64;
+        cent *tab = calloc(cap, sizeof *tab);
+        if (!tab) return SL_ENOMEM;
+        for (size_t i = 0; i < c->cap; i++) {
+            if (!c->tab[i].t) continue;
+            size_t j = cent_hash(c->tab[i].t, c->tab[i].shape) & (cap - 1);
+            while (tab[j].t)
+                j = (j + 1) & (cap - 1);
+            tab[j] = c->tab[i];
+        }
+        free(c->tab);
+        c->tab = tab;
+        c->cap = cap;
+    }
+    size_t j = cent_hash(t, shape) & (c->cap - 1);
+    for (; c->tab[j].t; j = (j + 1) & (c->cap - 1)) {
+        if (c->tab[j].t == t && c->tab[j].shape == shape) {
+            *out = c->tab[j].st;
+            return 0;
+        }
+    }
+    sbuf b = {0};
+    build_sql(&b, t, shape);
+    if (b.oom) {
+        free(b.p);
+        return SL_ENOMEM;
+    }
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v3(c->db, b.p, (int)b.n, SQLITE_PREPARE_PERSISTENT, &st, NULL);
+    if (rc != SQLITE_OK) {
+        sl_log(SL_DEBUG, "store: prepare %s: %s", b.p, sqlite3_errmsg(c->db));
+        free(b.p);
+        return map_err(rc);
+    }
+    free(b.p);
+    c->tab[j] = (cent){t, shape, st};
+    c->n++;
+    *out = st;
+    return 0;
+}
+
+static void conn_free(conn *c) {
+    if (!c) return;
+    for (size_t i = 0; i < c->cap; i++)
+        if (c->tab[i].t) sqlite3_finalize(c->tab[i].st);
+    free(c->tab);
+    sqlite3_close(c->db);
+    free(c);
+}
+
+/* Runs SQL that returns no rows we need, retrying while the database is
+ * busy (another process, or a checkpoint). */
+static int exec(sqlite3 *db, const char *sql) {
+    int rc;
+    for (int i = 0; (rc = sqlite3_exec(db, sql, NULL, NULL, NULL)) == SQLITE_BUSY && i < BUSY_RETRIES; i++) {
+    }
+    if (rc != SQLITE_OK) sl_log(SL_DEBUG, "store: %s: %s", sql, sqlite3_errmsg(db));
+    return map_err(rc);
+}
+
+static int conn_open(const char *path, int writer, conn **out) {
+    conn *c = calloc(1, sizeof *c);
+    if (!c) return SL_ENOMEM;
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (writer ? SQLITE_OPEN_CREATE : 0);
+    int rc = map_err(sqlite3_open_v2(path, &c->db, flags, NULL));
+    if (rc == 0) rc = map_err(sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS));
+    if (rc == 0 && writer) {
+        sqlite3_stmt *st = NULL;
+        rc = map_err(sqlite3_prepare_v2(c->db, "PRAGMA journal_mode=WAL", -1, &st, NULL));
+        if (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
+            const char *mode = (const char *)sqlite3_column_text(st, 0);
+            if (!mode || strcmp(mode, "wal") != 0) rc = SL_EIO;
+        } else if (rc == 0) {
+            rc = map_err(sqlite3_errcode(c->db));
+            if (rc == 0) rc = SL_EIO;
+        }
+        sqlite3_finalize(st);
+        if (rc == 0) rc = exec(c->db, "PRAGMA synchronous=FULL");
+    } else if (rc == 0) {
+        rc = exec(c->db, "PRAGMA query_only=1");
+    }
+    if (rc) {
+        if (c->db) sl_log(SL_ERR, "store: open %s: %s", path, sqlite3_errmsg(c->db));
+        conn_free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+/* Readers come from a pool that grows to the number of concurrent readers
+ * and keeps up to READERS_IDLE_MAX idle ones; a connection is used by one
+ * thread at a time. */
+static int reader_take(sq_store *s, conn **out) {
+    pthread_mutex_lock(&s->rmu);
+    conn *c = s->readers;
+    if (c) {
+        s->readers = c->next;
+        s->nidle--;
+    }
+    pthread_mutex_unlock(&s->rmu);
+    if (c) {
+        *out = c;
+        return 0;
+    }
+    return conn_open(s->path, 0, out);
+}
+
+static void reader_put(sq_store *s, conn *c) {
+    pthread_mutex_lock(&s->rmu);
+    int keep = s->nidle < READERS_IDLE_MAX;
+    if (keep) {
+        c->next = s->readers;
+        s->readers = c;
+        s->nidle++;
+    }
+    pthread_mutex_unlock(&s->rmu);
+    if (!keep) conn_free(c);
+}
+
+/* --- Values -------------------------------------------------------------- */
+
+static int bind_val(sqlite3_stmt *st, int i, sl_type ty, const sl_val *v) {
+    if (!v->set || v->null) return sqlite3_bind_null(st, i);
+    switch (ty) {
+    case SL_INT:
+        return sqlite3_bind_int64(st, i, v->i);
+    case SL_TEXT:
+        return sqlite3_bind_text64(st, i, v->n ? v->p : "", v->n, SQLITE_STATIC, SQLITE_UTF8);
+    case SL_BLOB:
+        return v->n ? sqlite3_bind_blob64(st, i, v->p, v->n, SQLITE_STATIC) : sqlite3_bind_zeroblob(st, i, 0);
+    }
+    return SQLITE_MISUSE;
+}
+
+/* Appends the statement's current row to r, copying text and blobs into r's
+ * arena. Text is also NUL-terminated there, for callers that print it. */
+static int read_row(sqlite3_stmt *st, const sl_table *t, sl_result *r) {
+    sl_row *row = sl_result_add_row(r);
+    if (!row) return SL_ENOMEM;
+    for (int i = 0; i < t->ncol; i++) {
+        sl_val *v = &row->v[i];
+        if (sqlite3_column_type(st, i) == SQLITE_NULL) continue;
+        if (t->cols[i].type == SL_INT) {
+            *v = sl_vint(sqlite3_column_int64(st, i));
+            continue;
+        }
+        const void *p = t->cols[i].type == SL_TEXT ? (const void *)sqlite3_column_text(st, i)
+                                                   : sqlite3_column_blob(st, i);
+        size_t n = (size_t)sqlite3_column_bytes(st, i);
+        if (!p && n == 0 && sqlite3_errcode(sqlite3_db_handle(st)) == SQLITE_NOMEM) return SL_ENOMEM;
+        char *copy = sl_result_alloc(r, n + 1);
+        if (!copy) return SL_ENOMEM;
+        if (n) memcpy(copy, p, n);
+        copy[n] = '\0';
+        *v = sl_vbytes(copy, n);
+    }
+    return 0;
+}
+
+static int step(sqlite3_stmt *st) {
+    int rc;
+    for (int i = 0; (rc = sqlite3_step(st)) == SQLITE_BUSY && i < BUSY_RETRIES; i++)
+        sqlite3_reset(st);
+    return rc;
+}
+
+/* Runs a statement that returns no rows and resets it. */
+static int run(sqlite3_stmt *st) {
+    int rc = step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : map_err(rc);
+}
+
+/* --- Input checks (in the caller's thread, before anything is queued) ----- */
+
+/* Key values must be set and not null, like Cassandra's. */
+/* --- The writer ---------------------------------------------------------- */
+
+/* Reads the live row with w's key into cur; *found says whether there is one. */
+static int read_current(conn *c, const sl_write *w, int64_t now, sl_result *cur, int *found) {
+    const sl_table *t = w->t;
+    int nkey = t->npk + t->nck;
+    sqlite3_stmt *st;
+    int rc = stmt_get(c, t, OP_GET, &st);
+    if (rc) return rc;
+    for (int i = 0; i < nkey; i++)
+        bind_val(st, i + 1, t->cols[i].type, &w->row.v[i]);
+    sqlite3_bind_int64(st, nkey + 1, now);
+    int src = step(st);
+    *found = src == SQLITE_ROW;
+    rc = src == SQLITE_ROW ? read_row(st, t, cur) : src == SQLITE_DONE ? 0 : map_err(src);
+    sqlite3_reset(st);
+    return rc;
+}
+
+static int conds_hold(const sl_write *w, const sl_row *row) {
+    for (int i = 0; i < w->ncond; i++) {
+        const sl_cond *c = &w->cond[i];
+        const sl_val *v = &row->v[c->col];
+        if (c->v.null ? v->set : !v->set || !sl_store_val_eq(w->t->cols[c->col].type, v, &c->v)) return 0;
+    }
+    return 1;
+}
+
+static int write_one(conn *c, const sl_write *w, int64_t now) {
+    const sl_table *t = w->t;
+    int nkey = t->npk + t->nck;
+    sqlite3_stmt *st;
+    int rc;
+    if (w->kind == SL_W_DELETE_ROW || w->kind == SL_W_DELETE_PARTITION) {
+        int nb = w->kind == SL_W_DELETE_ROW ? nkey : t->npk;
+        if ((rc = stmt_get(c, t, w->kind == SL_W_DELETE_ROW ? OP_DEL_ROW : OP_DEL_PART, &st))) return rc;
+        for (int i = 0; i < nb; i++)
+            bind_val(st, i + 1, t->cols[i].type, &w->row.v[i]);
+        return run(st);
+    }
+    uint32_t mask = 0;
+    for (int i = nkey; i < t->ncol; i++)
+        if (w->row.v[i].set) mask |= 1u << i;
+    if ((rc = stmt_get(c, t, OP_UPSERT | mask << 4, &st))) return rc;
+    int np = 2;
+    sqlite3_bind_int64(st, 1, now);
+    sqlite3_bind_int64(st, 2, w->ttl > 0 ? now + (int64_t)w->ttl * 1000 : 0);
+    for (int i = 0; i < t->ncol; i++)
+        if (i < nkey || (mask >> i & 1)) bind_val(st, ++np, t->cols[i].type, &w->row.v[i]);
+    return run(st);
+}
+
+/* Executes one apply() inside the group's transaction. Conditions are all
+ * checked before anything is written, so a batch that is not applied leaves
+ * no trace, and every condition sees the state before the batch, as in a
+ * Cassandra batch. */
+static int do_writes(sq_store *s, req *r) {
+    int64_t now = sl_now_ms();
+    int rc, ok = 1;
+    if (sl_write_is_cas(r->w, r->n)) {
+        for (size_t k = 0; k < r->n; k++) {
+            const sl_write *w = &r->w[k];
+            if (w->kind != SL_W_INSERT_IF_NOT_EXISTS && w->kind != SL_W_UPDATE_IF) continue;
+            int found = 0;
+            if ((rc = read_current(s->wc, w, now, &r->cur, &found))) return rc;
+            if (w->kind == SL_W_INSERT_IF_NOT_EXISTS ? found
+                                                     : !found || !conds_hold(w, &r->cur.rows[r->cur.n - 1]))
+                ok = 0;
+        }
+        if (!ok) return SL_ENOTAPPLIED;
+        sl_result_free(&r->cur);
+    }
+    for (size_t k = 0; k < r->n; k++)
+        if ((rc = write_one(s->wc, &r->w[k], now))) return rc;
+    return 0;
+}
+
+static int has_column(sqlite3 *db, const char *table, const char *col, int *found) {
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_table_info(?1) WHERE name=?2", -1, &st, NULL);
+    if (rc != SQLITE_OK) return map_err(rc);
+    sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, col, -1, SQLITE_STATIC);
+    rc = step(st);
+    *found = rc == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : map_err(rc);
+}
+
+static int ensure_one(sqlite3 *db, const sl_table *t) {
+    static const char *tyname[] = {"", " INTEGER", " TEXT", " BLOB"};
+    sbuf b = {0};
+    int rc;
+    sb_add(&b, "CREATE TABLE IF NOT EXISTS ");
+    sb_ident(&b, t->name);
+    sb_add(&b, "(");
+    for (int i = 0; i < t->ncol; i++) {
+        sb_ident(&b, t->cols[i].name);
+        sb_add(&b, tyname[t->cols[i].type]);
+        sb_add(&b, ",");
+    }
+    sb_add(&b, "\"_exp\" INTEGER NOT NULL DEFAULT 0,PRIMARY KEY(");
+    sb_cols(&b, t, 0, t->npk + t->nck);
+    sb_add(&b, ")) WITHOUT ROWID;CREATE INDEX IF NOT EXISTS ");
+    sb_ident2(&b, t->name, "__exp");
+    sb_add(&b, " ON ");
+    sb_ident(&b, t->name);
+    sb_add(&b, "(\"_exp\") WHERE \"_exp\"<>0");
+    rc = b.oom ? SL_ENOMEM : exec(db, b.p);
+    /* Columns added to the definition since the table was created. */
+    for (int i = t->npk + t->nck; rc == 0 && i < t->ncol; i++) {
+        int found = 0;
+        if ((rc = has_column(db, t->name, t->cols[i].name, &found)) || found) continue;
+        b.n = 0;
+        sb_add(&b, "ALTER TABLE ");
+        sb_ident(&b, t->name);
+        sb_add(&b, " ADD COLUMN ");
+        sb_ident(&b, t->cols[i].name);
+        sb_add(&b, tyname[t->cols[i].type]);
+        rc = b.oom ? SL_ENOMEM : exec(db, b.p);
+    }
+    free(b.p);
+    return rc;
+}
+
+static int do_ensure(sq_store *s, req *r) {
+    for (size_t i = 0; i < r->ntables; i++) {
+        int rc = ensure_one(s->wc->db, r->tables[i]);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* Called after the ensure() request's transaction committed. */
+static void remember_tables(sq_store *s, const req *r) {
+    for (size_t i = 0; i < r->ntables; i++) {
+        size_t j = 0;
+        while (j < s->ntables && strcmp(s->tables[j]->name, r->tables[i]->name) != 0)
+            j++;
+        if (j < s->ntables) continue;
+        if (s->ntables == s->tcap) {
+            size_t cap = s->tcap ? s->tcap * 2 : 16;
+            const sl_table **p = realloc(s->tables, cap * sizeof *p);
+            if (!p) return; /* only purging is affected */
+            s->tables = p;
+            s->tcap = cap;
+        }
+        s->tables[s->ntables++] = r->tables[i];
+    }
+}
+
+/* Deletes a bounded number of expired rows, so that expired data does not
+ * pile up and no single group pays for all of it. Failures are harmless:
+ * expired rows are invisible anyway. */
+static void purge(sq_store *s) {
+    int64_t now = sl_now_ms();
+    if (exec(s->wc->db, "SAVEPOINT purge")) return;
+    for (size_t i = 0; i < s->ntables; i++) {
+        sqlite3_stmt *st;
+        if (stmt_get(s->wc, s->tables[i], OP_PURGE, &st)) continue;
+        sqlite3_bind_int64(st, 1, now);
+        sqlite3_bind_int(st, 2, PURGE_ROWS);
+        if (run(st)) {
+            exec(s->wc->db, "ROLLBACK TO purge");
+            break;
+        }
+    }
+    exec(s->wc->db, "RELEASE purge");
+}
+
+static void run_group(sq_store *s, req *group) {
+    sqlite3 *db = s->wc->db;
+    int rc = exec(db, "BEGIN IMMEDIATE");
+    for (req *r = group; r && rc == 0; r = r->next) {
+        /* A request of one write is one statement, which SQLite makes
+         * atomic by itself; only longer ones need a savepoint to fail alone. */
+        int sp = r->tables || r->n > 1;
+        if (sp && (rc = exec(db, "SAVEPOINT r"))) break;
+        r->rc = r->tables ? do_ensure(s, r) : do_writes(s, r);
+        if (r->rc < 0 && r->rc != SL_ENOTAPPLIED) {
+            sl_result_free(&r->cur);
+            /* IO errors, a full disk or no memory can roll back the whole
+             * transaction; then the group fails together. */
+            if (sqlite3_get_autocommit(db)) {
+                rc = r->rc;
+                break;
+            }
+            if (sp && (rc = exec(db, "ROLLBACK TO r"))) break;
+        }
+        if (sp) rc = exec(db, "RELEASE r");
+    }
+    if (rc == 0 && ++s->groups % PURGE_EVERY == 0) purge(s);
+    /* A COMMIT that fails (an fsync error, say) may still have reached the
+     * disk: its outcome is unknown, and callers must treat it so. A failure
+     * before COMMIT rolled everything back: nothing was applied. */
+    int at_commit = 0;
+    if (rc == 0) at_commit = (rc = exec(db, "COMMIT")) != 0;
+    if (rc) {
+        sl_log(SL_ERR, "store: group commit failed: %s", sl_strerror(rc));
+        if (!sqlite3_get_autocommit(db)) exec(db, "ROLLBACK");
+        for (req *r = group; r; r = r->next) {
+            r->rc = at_commit ? SL_EUNKNOWN : SL_EIO;
+            sl_result_free(&r->cur);
+        }
+        return;
+    }
+    for (req *r = group; r; r = r->next)
+        if (r->tables && r->rc == 0) remember_tables(s, r);
+}
+
+static void *writer_main(void *arg) {
+    sq_store *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (!s->head && !s->stopping)
+            pthread_cond_wait(&s->cv, &s->mu);
+        req *group = s->head, *last = group;
+        if (!group) {
+            pthread_mutex_unlock(&s->mu);
+            break; /* stopping, and nothing is left to do */
+        }
+        for (int i = 1; i < GROUP_MAX && last->next; i++)
+            last = last->next;
+        s->head = last->next;
+        if (!s->head) s->tail = NULL;
+        last->next = NULL;
+        pthread_mutex_unlock(&s->mu);
+
+        run_group(s, group);
+
+        pthread_mutex_lock(&s->mu);
+        for (req *r = group, *next; r; r = next) {
+            next = r->next;
+            if (r->owned) {
+                if (r->rc < 0 && r->rc != SL_ENOTAPPLIED)
+                    sl_log(SL_INFO, "store: an asynchronous write failed: %s", sl_strerror(r->rc));
+                s->npending--;
+                sl_result_free(&r->cur);
+                free(r->owned);
+                free(r);
+                continue;
+            }
+            r->done = 1;
+            pthread_cond_signal(&r->cv);
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    return NULL;
+}
+
+/* Hands a request to the writer and waits for its answer. current, when not
+ * NULL, receives the current rows of a CAS that was not applied. */
+static int submit(sq_store *s, const sl_write *w, size_t n, const sl_table *const *tables, size_t ntables,
+                  sl_result *current) {
+    req r = {.w = w, .n = n, .tables = tables, .ntables = ntables};
+    sl_result_init(&r.cur);
+    if (pthread_cond_init(&r.cv, NULL)) return SL_ENOMEM;
+    pthread_mutex_lock(&s->mu);
+    if (s->stopping) {
+        pthread_mutex_unlock(&s->mu);
+        pthread_cond_destroy(&r.cv);
+        return SL_EUNAVAILABLE;
+    }
+    /* When the disk cannot keep up, a longer queue only adds latency: say
+     * "busy" at once (nothing was applied) and let the client back off. */
+    if (s->max_pending > 0 && s->npending >= s->max_pending) {
+        pthread_mutex_unlock(&s->mu);
+        pthread_cond_destroy(&r.cv);
+        return SL_EBUSY;
+    }
+    s->npending++;
+    if (s->tail)
+        s->tail->next = &r;
+    else
+        s->head = &r;
+    s->tail = &r;
+    pthread_cond_signal(&s->cv);
+    while (!r.done)
+        pthread_cond_wait(&r.cv, &s->mu);
+    s->npending--;
+    pthread_mutex_unlock(&s->mu);
+    pthread_cond_destroy(&r.cv);
+    if (r.rc == SL_ENOTAPPLIED && current)
+        *current = r.cur;
+    else
+        sl_result_free(&r.cur);
+    return r.rc;
+}
+
+/* --- Delayed writes ------------------------------------------------------ */
+
+static size_t val_bytes(const sl_val *v) {
+    return v->set && !v->null ? v->n : 0;
+}
+
+static void val_copy(sl_val *v, char **dst) {
+    if (!v->set || v->null || v->n == 0) {
+        v->p = NULL;
+        return;
+    }
+    memcpy(*dst, v->p, v->n);
+    v->p = *dst;
+    *dst += v->n;
+}
+
+/* Parks a deep copy of w[0..n): the caller's values are only borrowed. */
+/* A deep copy of n writes in one allocation (values are borrowed). */
+static parked *copy_writes(const sl_write *w, size_t n) {
+    size_t bytes = sizeof(parked) + n * sizeof(sl_write);
+    for (size_t k = 0; k < n; k++) {
+        for (int i = 0; i < w[k].t->ncol; i++)
+            bytes += val_bytes(&w[k].row.v[i]);
+        for (int i = 0; i < w[k].ncond; i++)
+            bytes += val_bytes(&w[k].cond[i].v);
+    }
+    parked *p = malloc(bytes);
+    if (!p) return NULL;
+    p->next = NULL;
+    p->n = n;
+    p->w = (sl_write *)(p + 1);
+    memcpy(p->w, w, n * sizeof(sl_write));
+    char *dst = (char *)(p->w + n);
+    for (size_t k = 0; k < n; k++) {
+        for (int i = 0; i < w[k].t->ncol; i++)
+            val_copy(&p->w[k].row.v[i], &dst);
+        for (int i = 0; i < w[k].ncond; i++)
+            val_copy(&p->w[k].cond[i].v, &dst);
+    }
+    return p;
+}
+
+static int park(sq_store *s, const sl_write *w, size_t n) {
+    parked *p = copy_writes(w, n);
+    if (!p) return SL_ENOMEM;
+    pthread_mutex_lock(&s->pmu);
+    if (s->ptail)
+        s->ptail->next = p;
+    else
+        s->phead = p;
+    s->ptail = p;
+    pthread_mutex_unlock(&s->pmu);
+    return 0;
+}
+
+int sl_store_sqlite_release_delayed(sl_store *st) {
+    if (!st || st->type != &sq_type) return SL_EINVAL;
+    sq_store *s = (sq_store *)st;
+    pthread_mutex_lock(&s->pmu);
+    parked *p = s->phead;
+    s->phead = s->ptail = NULL;
+    pthread_mutex_unlock(&s->pmu);
+    int count = 0, err = 0;
+    while (p) {
+        parked *next = p->next;
+        int rc = submit(s, p->w, p->n, NULL, 0, NULL);
+        if (rc < 0 && rc != SL_ENOTAPPLIED && !err) err = rc;
+        count++;
+        free(p);
+        p = next;
+    }
+    return err ? err : count;
+}
+
+void sl_store_sqlite_set_fault(sl_store *st, sl_fault_fn fn, void *ctx) {
+    if (!st || st->type != &sq_type) return;
+    sq_store *s = (sq_store *)st;
+    pthread_mutex_lock(&s->fmu);
+    s->fault = fn;
+    s->fault_ctx = ctx;
+    pthread_mutex_unlock(&s->fmu);
+}
+
+/* --- The contract -------------------------------------------------------- */
+
+static int sq_ensure(sl_store *st, const sl_table *const *tables, size_t n) {
+    if (!tables && n) return SL_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (sl_store_check_table(tables[i])) return SL_EINVAL;
+    return n ? submit((sq_store *)st, NULL, 0, tables, n, NULL) : 0;
+}
+
+static int sq_apply(sl_store *st, const sl_write *w, size_t n, sl_result *current) {
+    sq_store *s = (sq_store *)st;
+    if (current) sl_result_free(current);
+    if (n == 0) return 0;
+    int cas, one_partition;
+    int rc = sl_store_check_writes(w, n, &cas, &one_partition);
+    if (rc) return rc;
+    sl_fault_action act = SL_FAULT_NONE;
+    pthread_mutex_lock(&s->fmu);
+    if (s->fault) act = s->fault(s->fault_ctx, w, n);
+    pthread_mutex_unlock(&s->fmu);
+    switch (act) {
+    case SL_FAULT_NONE:
+        break;
+    case SL_FAULT_FAIL:
+        return SL_EUNAVAILABLE;
+    case SL_FAULT_UNKNOWN_DROPPED:
+        return SL_EUNKNOWN;
+    case SL_FAULT_DELAY:
+        return (rc = park(s, w, n)) ? rc : SL_EUNKNOWN;
+    case SL_FAULT_UNKNOWN_APPLIED:
+        submit(s, w, n, NULL, 0, NULL);
+        return SL_EUNKNOWN;
+    }
+    return submit(s, w, n, NULL, 0, current);
+}
+
+void sl_store_sqlite_set_max_pending(sl_store *st, int max) {
+    sq_store *s = (sq_store *)st;
+    pthread_mutex_lock(&s->mu);
+    s->max_pending = max;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Queues writes for the next group commit and returns without waiting for
+ * it; the caller learns nothing of the outcome. The fault hook applies as
+ * for apply() (a parked or dropped write is simply not written). */
+static int sq_apply_async(sl_store *st, const sl_write *w, size_t n) {
+    sq_store *s = (sq_store *)st;
+    if (n == 0) return 0;
+    int cas, one_partition;
+    int rc = sl_store_check_writes(w, n, &cas, &one_partition);
+    if (rc) return rc;
+    sl_fault_action act = SL_FAULT_NONE;
+    pthread_mutex_lock(&s->fmu);
+    if (s->fault) act = s->fault(s->fault_ctx, w, n);
+    pthread_mutex_unlock(&s->fmu);
+    if (act == SL_FAULT_FAIL || act == SL_FAULT_UNKNOWN_DROPPED) return act == SL_FAULT_FAIL ? SL_EUNAVAILABLE : 0;
+    if (act == SL_FAULT_DELAY) return park(s, w, n);
+    parked *p = copy_writes(w, n);
+    req *r = calloc(1, sizeof *r);
+    if (!p || !r) {
+        free(p);
+        free(r);
+        return SL_ENOMEM;
+    }
+    r->w = p->w;
+    r->n = n;
+    r->owned = p;
+    sl_result_init(&r->cur);
+    pthread_mutex_lock(&s->mu);
+    if (s->stopping || (s->max_pending > 0 && s->npending >= s->max_pending)) {
+        rc = s->stopping ? SL_EUNAVAILABLE : SL_EBUSY;
+        pthread_mutex_unlock(&s->mu);
+        free(p);
+        free(r);
+        return rc;
+    }
+    s->npending++;
+    if (s->tail)
+        s->tail->next = r;
+    else
+        s->head = r;
+    s->tail = r;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+int sl_store_sqlite_flush(sl_store *st) {
+    /* The writer takes requests in order, so an empty one is answered only
+     * after everything queued before it was committed. */
+    return submit((sq_store *)st, NULL, 0, NULL, 0, NULL);
+}
+
+static int sq_get(sl_store *st, const sl_table *t, const sl_val *key, int consistency, sl_result *out) {
+    sq_store *s = (sq_store *)st;
+    (void)consistency; /* every read is linearizable here: one writer, WAL */
+    sl_result_free(out);
+    if (sl_store_check_table(t) || !key || sl_store_check_key(key, t->npk + t->nck)) return SL_EINVAL;
+    conn *c;
+    sqlite3_stmt *q;
+    int rc = reader_take(s, &c);
+    if (rc) return rc;
+    if ((rc = stmt_get(c, t, OP_GET, &q)) == 0) {
+        int nkey = t->npk + t->nck;
+        for (int i = 0; i < nkey; i++)
+            bind_val(q, i + 1, t->cols[i].type, &key[i]);
+        sqlite3_bind_int64(q, nkey + 1, sl_now_ms());
+        int src = step(q);
+        rc = src == SQLITE_ROW ? read_row(q, t, out) : src == SQLITE_DONE ? SL_ENOTFOUND : map_err(src);
+        sqlite3_reset(q);
+    }
+    reader_put(s, c);
+    if (rc && rc != SL_ENOTFOUND) sl_result_free(out);
+    return rc;
+}
+
+static int sq_slice(sl_store *st, const sl_slice *q, sl_result *out) {
+    sq_store *s = (sq_store *)st;
+    sl_result_free(out);
+    if (!q || sl_store_check_table(q->t)) return SL_EINVAL;
+    const sl_table *t = q->t;
+    if (q->nfrom < 0 || q->nfrom > t->nck || q->nto < 0 || q->nto > t->nck || q->limit < 0 ||
+        sl_store_check_key(q->pk, t->npk) || sl_store_check_key(q->from, q->nfrom) || sl_store_check_key(q->to, q->nto))
+        return SL_EINVAL;
+    uint32_t shape = OP_SLICE | (uint32_t)q->nfrom << 4 | (uint32_t)q->nto << 6 |
+                     (q->nfrom && q->from_excl) << 8 | (q->nto && q->to_excl) << 9 |
+                     (t->nck && q->desc) << 10;
+    conn *c;
+    sqlite3_stmt *qs;
+    int rc = reader_take(s, &c);
+    if (rc) return rc;
+    if ((rc = stmt_get(c, t, shape, &qs)) == 0) {
+        int np = 0;
+        for (int i = 0; i < t->npk; i++)
+            bind_val(qs, ++np, t->cols[i].type, &q->pk[i]);
+        sqlite3_bind_int64(qs, ++np, sl_now_ms());
+        for (int i = 0; i < q->nfrom; i++)
+            bind_val(qs, ++np, t->cols[t->npk + i].type, &q->from[i]);
+        for (int i = 0; i < q->nto; i++)
+            bind_val(qs, ++np, t->cols[t->npk + i].type, &q->to[i]);
+        sqlite3_bind_int64(qs, ++np, q->limit > 0 ? (int64_t)q->limit + 1 : -1);
+        int src;
+        while ((src = step(qs)) == SQLITE_ROW) {
+            if (q->limit > 0 && out->n == (size_t)q->limit) {
+                out->more = 1;
+                break;
+            }
+            if ((rc = read_row(qs, t, out))) break;
+        }
+        if (rc == 0 && src != SQLITE_ROW && src != SQLITE_DONE) rc = map_err(src);
+        sqlite3_reset(qs);
+    }
+    reader_put(s, c);
+    if (rc) sl_result_free(out);
+    return rc;
+}
+
+static int sq_ping(sl_store *st) {
+    sq_store *s = (sq_store *)st;
+    conn *c;
+    int rc = reader_take(s, &c);
+    if (rc) return rc;
+    rc = exec(c->db, "SELECT 1");
+    reader_put(s, c);
+    return rc;
+}
+
+/* Drains the writer (queued requests still get their answers), then frees
+ * everything. Delayed writes that were never released are dropped. */
+static void sq_close(sl_store *st) {
+    sq_store *s = (sq_store *)st;
+    if (s->thr_started) {
+        pthread_mutex_lock(&s->mu);
+        s->stopping = 1;
+        pthread_cond_signal(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->thr, NULL);
+    }
+    for (parked *p = s->phead, *next; p; p = next) {
+        next = p->next;
+        free(p);
+    }
+    for (conn *c = s->readers, *next; c; c = next) {
+        next = c->next;
+        conn_free(c);
+    }
+    conn_free(s->wc);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->rmu);
+    pthread_mutex_destroy(&s->fmu);
+    pthread_mutex_destroy(&s->pmu);
+    free(s->tables);
+    free(s->path);
+    free(s);
+}
+
+static const sl_store_type sq_type = {
+    .name = "sqlite",
+    .ensure = sq_ensure,
+    .get = sq_get,
+    .slice = sq_slice,
+    .apply = sq_apply,
+    .apply_async = sq_apply_async,
+    .ping = sq_ping,
+    .close = sq_close,
+};
+
+/* Reads the layout version, stamps a new database with ours, and refuses
+ * one written by a newer Sluice. */
+static int check_layout(sqlite3 *db) {
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
+    if (rc != SQLITE_OK) return map_err(rc);
+    rc = step(st);
+    int version = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : -1;
+    sqlite3_finalize(st);
+    if (version < 0) return map_err(rc);
+    if (version == 0) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA user_version=%d", LAYOUT_VERSION);
+        return exec(db, sql);
+    }
+    if (version > LAYOUT_VERSION) {
+        sl_log(SL_ERR, "store: database layout %d is newer than this build's %d", version, LAYOUT_VERSION);
+        return SL_EINVAL;
+    }
+    return 0;
+}
+
+/* Creates dir and its missing parents, like mkdir -p. */
+static int mkdir_p(const char *dir) {
+    char *p = strdup(dir);
+    if (!p) return SL_ENOMEM;
+    int rc = 0;
+    for (char *q = p + 1;; q++) {
+        if (*q != '/' && *q != '\0') continue;
+        char c = *q;
+        *q = '\0';
+        if (mkdir(p, 0700) != 0 && errno != EEXIST) {
+            sl_log(SL_ERR, "store: mkdir %s: %s", p, strerror(errno));
+            rc = SL_EIO;
+            break;
+        }
+        *q = c;
+        if (!c) break;
+    }
+    free(p);
+    return rc;
+}
+
+int sl_store_sqlite_open(const char *dir, sl_store **out) {
+    if (!dir || !*dir || !out) return SL_EINVAL;
+    if (!sqlite3_threadsafe()) return SL_EINTERNAL;
+    int rc = mkdir_p(dir);
+    if (rc) return rc;
+    sq_store *s = calloc(1, sizeof *s);
+    if (!s) return SL_ENOMEM;
+    s->base.type = &sq_type;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    pthread_mutex_init(&s->rmu, NULL);
+    pthread_mutex_init(&s->fmu, NULL);
+    pthread_mutex_init(&s->pmu, NULL);
+    rc = SL_ENOMEM;
+    size_t len = strlen(dir) + sizeof "/sluice.db";
+    if (!(s->path = malloc(len))) goto fail;
+    snprintf(s->path, len, "%s/sluice.db", dir);
+    if ((rc = conn_open(s->path, 1, &s->wc))) goto fail;
+    if ((rc = check_layout(s->wc->db))) goto fail;
+    if (pthread_create(&s->thr, NULL, writer_main, s)) {
+        rc = SL_ENOMEM;
+        goto fail;
+    }
+    s->thr_started = 1;
+    *out = &s->base;
+    return 0;
+fail:
+    sq_close(&s->base);
+    return rc;
+}

@@ -1,0 +1,120 @@
+"""The `sluice` client commands, end to end against a dev server: the
+binary signs its requests with SLUICE_KEY, with SigV4 (its default) or the
+Signed scheme, and the server verifies them."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from sluice_client import BINARY, unique_name
+
+
+def run(server, *args, key=None, account="dev", url=None, stdin=None, env_extra=None):
+    env = dict(os.environ)
+    env.update({"SLUICE_URL": url or server.base_url, "SLUICE_ACCOUNT": account,
+                "SLUICE_KEY": key if key is not None else server.key})
+    env.update(env_extra or {})
+    p = subprocess.run([BINARY, *args], capture_output=True, text=True, env=env, input=stdin, timeout=60)
+    return p.returncode, p.stdout, p.stderr
+
+
+@pytest.fixture(params=["sigv4", "signed"])
+def scheme(request, monkeypatch):
+    monkeypatch.setenv("SLUICE_AUTH_SCHEME", request.param)
+    return request.param
+
+
+def test_queue_put_get_ack_round_trip(server, client, scheme):
+    q = unique_name("cli")
+    rc, out, err = run(server, "queue", "create", q)
+    assert rc == 0 and f"created queue {q}" in out, (rc, out, err)
+    rc, out, err = run(server, "queue", "create", q)
+    assert rc == 0 and "already exists" in out, (rc, out, err)
+    rc, out, err = run(server, "queue", "list")
+    assert rc == 0 and q in out.split(), (rc, out, err)
+    rc, out, err = run(server, "put", q, "hello from the terminal")
+    assert rc == 0 and len(out.strip()) == 32, (rc, out, err)
+    rc, out, err = run(server, "queue", "stats", q)
+    assert rc == 0 and "size" in out and " 1" in out, (rc, out, err)
+    rc, out, err = run(server, "get", q, "--json")
+    assert rc == 0, (rc, out, err)
+    m = json.loads(out)["messages"][0]
+    assert m["message"] == "hello from the terminal"
+    rc, out, err = run(server, "ack", q, m["popReceipt"])
+    assert rc == 0 and "acked" in out, (rc, out, err)
+    # The same receipt again: stale (409), exit 1.
+    rc, out, err = run(server, "ack", q, m["popReceipt"])
+    assert rc == 1 and "409" in err, (rc, out, err)
+    assert client.stats_json(q)["size"] == 0
+    rc, out, err = run(server, "queue", "delete", q)
+    assert rc == 0 and "deleted" in out, (rc, out, err)
+
+
+def test_get_human_output_and_empty_queue(server, client, scheme):
+    q = client.new_queue("clih")
+    rc, out, err = run(server, "get", q)
+    assert rc == 1 and "no message" in err, (rc, out, err)
+    rc, out, err = run(server, "put", q, "-", stdin="from stdin\n")
+    assert rc == 0, (rc, out, err)
+    rc, out, err = run(server, "get", q, "--wait", "1", "--invisibility", "60")
+    assert rc == 0 and out == "from stdin\n\n" and "receipt: " in err, (rc, out, err)
+    # A message the shell would split, and one with JSON in it.
+    for text in ("two words & a {brace}", '{"json": "body"}'):
+        rc, out, err = run(server, "put", q, text)
+        assert rc == 0, (rc, out, err)
+    assert sorted(m["message"] for m in client.drain(q)) == sorted(["two words & a {brace}", '{"json": "body"}'])
+
+
+def test_get_waits_for_a_message(server, client):
+    q = client.new_queue("cliw")
+    p = subprocess.Popen([BINARY, "get", q, "--wait", "10"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=dict(os.environ, SLUICE_URL=server.base_url, SLUICE_ACCOUNT="dev",
+                                             SLUICE_KEY=server.key))
+    try:
+        client.put_ok(q, "late")
+        out, err = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0 and out.startswith("late"), (p.returncode, out, err)
+
+
+def test_exit_codes(server, admin_other_key, scheme):
+    # not found
+    rc, out, err = run(server, "queue", "stats", unique_name("missing"))
+    assert rc == 1 and "QueueNotFound" in err, (rc, out, err)
+    # usage
+    assert run(server)[0] != 0
+    assert run(server, "queue")[0] == 2
+    assert run(server, "queue", "frobnicate", "x")[0] == 2
+    assert run(server, "put", "only-queue")[0] == 2
+    assert run(server, "get", "q", "--wait", "99")[0] == 2
+    assert run(server, "queue", "create", "bad/name")[0] == 2
+    assert run(server, "queue", "list", key="not-a-key")[0] == 2
+    assert run(server, "queue", "list", url="https://example.invalid")[0] == 2
+    assert run(server, "queue", "list", env_extra={"SLUICE_AUTH_SCHEME": "basic"})[0] == 2
+    # auth: a well-formed key that is not dev's, or another account's key
+    rc, out, err = run(server, "queue", "list", key="A" * 85 + "A")
+    assert rc == 3 and "401" in err, (rc, out, err)
+    rc, out, err = run(server, "queue", "list", key=admin_other_key)
+    assert rc == 3, (rc, out, err)
+    # server down: nothing listens on this port (the admin port of a closed socket)
+    rc, out, err = run(server, "queue", "list", url="http://127.0.0.1:1")
+    assert rc == 4 and "cannot connect" in err, (rc, out, err)
+
+
+def test_help(server):
+    p = subprocess.run([BINARY, "help", "client"], capture_output=True, text=True)
+    assert p.returncode == 0 and "SLUICE_KEY" in p.stdout
+
+
+@pytest.fixture(scope="module")
+def admin_other_key(server):
+    a = server.admin()
+    name = unique_name("clio")
+    r = a.create_account(name)
+    assert r.status_code == 201
+    yield r.json()["keys"]["primary"]
+    a.close()

@@ -1,0 +1,1006 @@
+/* Engine tests: the queue algorithm on the embedded store, with the clock
+ * driven by hand and faults injected through the store's hook. Each test
+ * gets its own data directory. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <pthread.h>
+
+#include "queue/queue_int.h"
+
+typedef struct {
+    char dir[64];
+    sl_store *st;
+    sl_engine *e;
+} fx;
+
+static int rm_rf(const char *dir) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd);
+}
+
+static void open_engine(fx *f) {
+    assert_int_equal(sl_store_sqlite_open(f->dir, &f->st), 0);
+    sl_engine_config cfg = {0};
+    snprintf(cfg.node_id, sizeof cfg.node_id, "test-node");
+    cfg.lease_grace_ms = 2000;
+    assert_int_equal(sl_engine_open(f->st, &cfg, &f->e), 0);
+}
+
+static void close_engine(fx *f) {
+    sl_engine_close(f->e);
+    sl_store_close(f->st);
+    f->e = NULL;
+    f->st = NULL;
+}
+
+static int setup(void **state) {
+    fx *f = calloc(1, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/sluice-engine-XXXXXX");
+    if (!mkdtemp(f->dir)) return -1;
+    sl_clock_manual(1);
+    sl_clock_set_ms(1800000000000LL);
+    sl_log_level = getenv("SLUICE_TEST_LOG") ? SL_DEBUG : SL_ERR;
+    open_engine(f);
+    assert_int_equal(sl_account_create(f->e, "acct"), 0);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fx *f = *state;
+    if (f->e) close_engine(f);
+    rm_rf(f->dir);
+    sl_clock_manual(0);
+    free(f);
+    return 0;
+}
+
+static void mkqueue(fx *f, const char *name, int bucket, int maxdc, const char *dlq) {
+    sl_queue_opts o;
+    sl_queue_opts_default(&o);
+    snprintf(o.name, sizeof o.name, "%s", name);
+    o.bucket_size = bucket;
+    o.max_delivery_count = maxdc;
+    o.finalize_timeout_s = 1;
+    o.repair_poll_s = 1;
+    if (dlq) snprintf(o.dlq, sizeof o.dlq, "%s", dlq);
+    char err[128];
+    assert_int_equal(sl_queue_create(f->e, "acct", &o, err, sizeof err), 0);
+}
+
+static int put(fx *f, const char *q, const char *body, int delay) {
+    sl_put p = {body, strlen(body), delay, NULL};
+    char ids[1][SL_MSGID_LEN + 1];
+    return sl_msg_put(f->e, "acct", q, &p, 1, ids);
+}
+
+/* Receives one message; returns 1 and fills m, or 0 when none is visible. */
+static int recv1(fx *f, const char *q, int invis, sl_message *m) {
+    sl_message *v;
+    size_t n;
+    /* Lease entries are written without waiting: let them land (an
+     * update's before, this receive's after), so that the hand-driven clock
+     * alone decides what is due. */
+    assert_int_equal(sl_store_sqlite_flush(f->st), 0);
+    assert_int_equal(sl_msg_receive(f->e, "acct", q, 1, invis, &v, &n), 0);
+    assert_int_equal(sl_store_sqlite_flush(f->st), 0);
+    if (n == 0) {
+        free(v);
+        return 0;
+    }
+    *m = v[0];
+    free(v); /* the body and attrs now belong to *m */
+    return 1;
+}
+
+static void msg_clear(sl_message *m) {
+    free(m->body);
+    free(m->attrs_json);
+    memset(m, 0, sizeof *m);
+}
+
+static int64_t qsize(fx *f, const char *q) {
+    sl_queue_statistics s;
+    assert_int_equal(sl_queue_stats(f->e, "acct", q, &s), 0);
+    return s.size;
+}
+
+/* --- The basics ------------------------------------------------------------ */
+
+static void test_put_receive_ack(void **state) {
+    fx *f = *state;
+    mkqueue(f, "q", 20, 5, NULL);
+    assert_int_equal(put(f, "q", "hello", 0), 0);
+    sl_message m;
+    assert_int_equal(recv1(f, "q", 30, &m), 1);
+    assert_string_equal(m.body, "hello");
+    assert_int_equal(m.delivery_count, 1);
+    assert_true(m.receipt[0] != 0);
+    assert_int_equal(sl_msg_ack(f->e, "acct", "q", m.receipt), 0);
+    /* Acked: never again, however long we wait. */
+    sl_clock_advance_ms(3600 * 1000);
+    sl_message m2;
+    assert_int_equal(recv1(f, "q", 30, &m2), 0);
+    assert_int_equal(sl_msg_ack(f->e, "acct", "q", m.receipt), SL_ECONFLICT);
+    assert_int_equal(qsize(f, "q"), 0);
+    msg_clear(&m);
+}
+
+static void test_initial_invisibility(void **state) {
+    fx *f = *state;
+    mkqueue(f, "q", 20, 5, NULL);
+    assert_int_equal(put(f, "q", "later", 10), 0);
+    assert_int_equal(put(f, "q", "now", 0), 0);
+    sl_message m;
+    assert_int_equal(recv1(f, "q", 30, &m), 1);
+    assert_string_equal(m.body, "now");
+    msg_clear(&m);
+    assert_int_equal(recv1(f, "q", 30, &m), 0);
+    sl_queue_statistics s;
+    assert_int_equal(sl_queue_stats(f->e, "acct", "q", &s), 0);
+    assert_int_equal(s.delayed, 1);
+    assert_int_equal(s.in_flight, 1);
+    sl_clock_advance_ms(9999);
+    assert_int_equal(recv1(f, "q", 30, &m), 0);
+    sl_clock_advance_ms(1);
+    assert_int_equal(recv1(f, "q", 30, &m), 1);
+    assert_string_equal(m.body, "later");
+    assert_int_equal(m.delivery_count, 1);
+    msg_clear(&m);
+}
+
+static void test_redelivery_counts(void **state) {
+    fx *f = *state;
+    mkqueue(f, "q", 20, 5, NULL);
+    assert_int_equal(put(f, "q", "x", 0), 0);
+    char first[SL_RECEIPT_MAX] = "";
+    for (int i = 1; i <= 4; i++) {
+        sl_message m;
+        assert_int_equal(recv1(f, "q", 5, &m), 1);
+        assert_int_equal(m.delivery_count, i);
+        if (i == 1) snprintf(first, sizeof first, "%s", m.receipt);
+        /* Invisible for the lease, visible right after. */
+        sl_message none;
+        sl_clock_advance_ms(4999);
+        assert_int_equal(recv1(f, "q", 5, &none), 0);
+        sl_clock_advance_ms(1);
+        msg_clear(&m);
+    }
+    /* The first receipt is stale after redeliveries. */
+    assert_int_equal(sl_msg_ack(f->e, "acct", "q", first), SL_ECONFLICT);
+}
+
+static void test_ack_after_lease_expired_before_redelivery(void **state) {
+    fx *f = *state;
+    mkqueue(f, "q", 20, 5, NULL);
+    assert_int_equal(put(f, "q", "x", 0), 0);
+    sl_message m;
+    assert_int_equal(recv1(f, "q", 5, &m), 1);
+    sl_clock_advance_ms(60000);
+    assert_int_equal(sl_msg_ack(f->e, "acct", "q", m.receipt), 0);
+    sl_message n;
+    assert_int_equal(recv1(f, "q", 5, &n), 0);
+    msg_clear(&m);
+}
+
+static void test_stale_receipt_conflicts(void **state) {
+    fx *f = *state;
+    mkqueue(f, "q", 20, 5, NULL);
+    assert_int_equal(put(f, "q", "x", 0), 0);
+    sl_message a, b;
+    assert_int_equal(recv1(f, "q", 1, &a), 1);
+    sl_clock_advance_ms(1000);
+    assert_int_equal(recv1(f, "q", 30, &b), 1);
+    char nr[SL_RECEIPT_MAX], tag[SL_TAG_MAX];
+    assert_int_equal(sl_msg_ack(f->e, "acct", "q", a.receipt), SL_ECONFLICT);
+    assert_int_equal(sl_msg_update(f->e, "acct", "q", a.receipt, NULL, 0, 10, nr, tag), SL_ECONFLICT);
+    assert_int_equal(sl_msg_ack(f->e, "acct", "q", "garbage!"), SL_EINVAL);
+    assert_int_equal(sl_msg_ack(f->e, "acct", "q", b.receipt), 0);
+    msg_clear(&a);
+    msg_clear(&b);
+}
+
+static void test_update_extends_and_returns(void **state) {
+    fx *f = *state;
+    mkqueue(f, "q", 20, 5, NULL);
+    assert_int_equal(put(f, "q", "v1", 0), 0);
+    sl_message m, n;
+    assert_int_equal(recv1(f, "q", 5, &m), 1);
+    char r2[SL_RECEIPT_MAX], tag[SL_TAG_MAX];
+    /* Extend to 100 s: still invisible after the original 5 s. */
+    assert_int_equal(sl_msg_update(f->e, "acct", "q", m.receipt, NULL, 0, 100, r2, tag), 0);
+    assert_string_equal(tag, m.tag);
+    sl_clock_advance_ms(50000);
+    assert_int_equal(recv1(f, "q", 5, &n), 0);
+    /* The old receipt is dead, the new one works; body replaced; back now. */
+    char r3[SL_RECEIPT_MAX];
+    assert_int_equal(sl_msg_update(f->e, "acct", "q", m.receipt, NULL, 0, 0, r3, tag), SL_ECONFLICT);
+    assert_int_equal(sl_msg_update(f->e, "acct", "q", r2, "v2", 2, 0, r3, tag), 0);
+    assert_string_not_equal(tag, m.tag);
+    assert_int_equal(recv1(f, "q", 5, &n), 1);
+    assert_string_equal(n.body, "v2");
+    assert_int_equal(n.delivery_count, 2);
+    assert_int_equal(sl_msg_ack(f->e, "acct", "q", r3), SL_ECONFLICT);
+    assert_int_equal(sl_msg_ack(f->e, "acct", "q", n.receipt), 0);
+    msg_clear(&m);
+    msg_clear(&n);
+}
+
+/* A 1-hour lease on one message must not delay the redelivery of a 1-second
+ * lease on a message in a later bucket. */
+static void test_long_lease_does_not_block(void **state) {
+    fx *f = *state;
+    mkqueue(f, "q", 1, 100, NULL);
+    assert_int_equal(put(f, "q", "long", 0), 0);
+    assert_int_equal(put(f, "q", "short", 0), 0);
+    sl_message a, b, c;
+    assert_int_equal(recv1(f, "q", 3600, &a), 1);
+    assert_int_equal(recv1(f, "q", 1, &b), 1);
+    assert_string_not_equal(a.body, b.body);
+    sl_message *lng = strcmp(a.body, "long") == 0 ? &a : &b;
+    sl_message *sht = lng == &a ? &b : &a;
+    /* Whichever came first, give the long one an hour. */
+    char r[SL_RECEIPT_MAX], tag[SL_TAG_MAX];
+    assert_int_equal(sl_msg_update(f->e, "acct", "q", lng->receipt, NULL, 0, 3600, r, tag), 0);
+    char r2[SL_RECEIPT_MAX];
+    assert_int_equal(sl_msg_update(f->e, "acct", "q", sht->receipt, NULL, 0, 1, r2, tag), 0);
+    sl_clock_advance_ms(1001);
+    assert_int_equal(recv1(f, "q", 30, &c), 1);
+    assert_string_equal(c.body, "short");
+    assert_int_equal(c.delivery_count, 2);
+    msg_clear(&a);
+    msg_clear(&b);
+    msg_clear(&c);
+}
+
+/* A put that claimed an id and crashed before writing leaves a gap; the
+ * queue goes on delivering, and the bucket is sealed after the grace. */
+static void test_claimed_id_never_written(void **state) {
+    fx *f = *state;
+    mkqueue(f, "q", 4, 5, NULL);
+    qstate *q;
+    assert_int_equal(eng_queue(f->e, "acct", "q", &q), 0);
+    int64_t lost;
+    assert_int_equal(msg_claim(f->e, q, &lost), 0); /* the crashed writer's id */
+    assert_int_equal(lost, 0);
+    for (int i = 0; i < 7; i++) {
+        char b[16];
+        snprintf(b, sizeof b, "m%d", i);
+        assert_int_equal(put(f, "q", b, 0), 0);
+        /* A new block after the first fills, the next bucket. */
+    }
+    int got = 0;
+    sl_message m;
+    while (recv1(f, "q", 30, &m)) {
+        assert_int_equal(sl_msg_ack(f->e, "acct", "q", m.receipt), 0);
+        msg_clear(&m);
+        got++;
+    }
+    assert_int_equal(got, 7);
+    int64_t reader;
+    assert_int_equal(eng_pointer_get(f->e, q->qkey, "reader", &reader), 0);
+    assert_int_equal(reader, 0); /* bucket 0 waits for the missing id */
+    sl_clock_advance_ms(2000);
+    assert_int_equal(recv1(f, "q", 30, &m), 0);
+    assert_int_equal(eng_pointer_get(f->e, q->qkey, "reader", &reader), 0);
+    assert_true(reader >= 1);
+    /* And new messages still flow. */
+    assert_int_equal(put(f, "q", "after", 0), 0);
+    assert_int_equal(recv1(f, "q", 30, &m), 1);
+    assert_string_equal(m.body, "after");
+    msg_clear(&m);
+}
+
+/* Messages carry a TTL of retentionSeconds: an expired message is never
+ * delivered, is not counted, and does not hold up the queue. */
+static void test_retention_expires_messages(void **state) {
+    fx *f = *state;
+    sl_queue_opts o;
+    sl_queue_opts_default(&o);
+    snprintf(o.name, sizeof o.name, "short");
+    o.bucket_size = 4;
+    o.retention_s = 60;
+    char err[64];
+    assert_int_equal(sl_queue_create(f->e, "acct", &o, err, sizeof err), 0);
+    assert_int_equal(put(f, "short", "old", 0), 0);
+    assert_int_equal(put(f, "short", "leased", 0), 0);
+    sl_message m;
+    assert_int_equal(recv1(f, "short", 30, &m), 1); /* one is in flight when it expires */
+    msg_clear(&m);
+    sl_clock_advance_ms(59000);
+    assert_int_equal(qsize(f, "short"), 2);
+    sl_clock_advance_ms(1001);
+    assert_int_equal(qsize(f, "short"), 0);
+    assert_int_equal(recv1(f, "short", 30, &m), 0);
+    assert_int_equal(put(f, "short", "fresh", 0), 0);
+    assert_int_equal(recv1(f, "short", 30, &m), 1);
+    assert_string_equal(m.body, "fresh");
+    msg_clear(&m);
+}
+
+/* After a day with nobody receiving (and no repair tick: all nodes down),
+ * a new message is delivered at once, and a lease that ran out meanwhile is
+ * found within a bounded number of receives, each doing bounded work. */
+static void test_lease_found_after_long_idle(void **state) {
+    fx *f = *state;
+    mkqueue(f, "q", 20, 5, NULL);
+    assert_int_equal(put(f, "q", "leased", 0), 0);
+    sl_message m;
+    /* Due in 20 hours: its entry lies far past the cursor's first steps. */
+    assert_int_equal(recv1(f, "q", 20 * 3600, &m), 1);
+    msg_clear(&m);
+    sl_clock_advance_ms(24LL * 3600 * 1000);
+    assert_int_equal(put(f, "q", "fresh", 0), 0);
+    assert_int_equal(recv1(f, "q", 30, &m), 1);
+    assert_string_equal(m.body, "fresh");
+    msg_clear(&m);
+    int tries = 0, found = 0;
+    while (!found && tries++ < 24 * 60 / LEASE_SCAN_MINUTES + 2) {
+        if (recv1(f, "q", 30, &m)) {
+            assert_string_equal(m.body, "leased");
+            assert_int_equal(m.delivery_count, 2);
+            msg_clear(&m);
+            found = 1;
+        }
+    }
+    assert_true(found);
+}
+
+/* Empty buckets (blocks of ids claimed and never used, by crashed or idle
+ * writers) between the reader and new messages must not delay them: with
+ * the clock frozen, so no gap grace passes, the message is received at once. */
+static void test_gaps_do_not_starve_delivery(void **state) {
+    fx *f = *state;
+    mkqueue(f, "q", 2, 5, NULL);
+    qstate *q;
+    assert_int_equal(eng_queue(f->e, "acct", "q", &q), 0);
+    sl_write w = {0};
+    w.t = &sl_t_monoton;
+    w.kind = SL_W_UPSERT;
+    w.row.v[MO_QKEY] = sl_vtext(q->qkey);
+    w.row.v[MO_NEXT] = sl_vint(60); /* 30 empty buckets */
+    assert_int_equal(sl_store_apply(f->st, &w, 1, NULL), 0);
+    assert_int_equal(put(f, "q", "after-the-gaps", 0), 0);
+    sl_message m;
+    assert_int_equal(recv1(f, "q", 30, &m), 1);
+    assert_string_equal(m.body, "after-the-gaps");
+    msg_clear(&m);
+}
+
+/* A write that lands after its bucket was sealed is republished by the
+ * repair worker, and delivered. */
+static sl_fault_action delay_first_message_write(void *ctx, const sl_write *w, size_t n) {
+    int *armed = ctx;
+    (void)n;
+    if (*armed && w->t == &sl_t_messages && w->kind == SL_W_UPSERT) {
+        *armed = 0;
+        return SL_FAULT_DELAY;
+    }
+    return SL_FAULT_NONE;
+}
+
+static void test_late_write_republished(void **state) {
+    fx *f = *state;
+    mkqueue(f, "q", 4, 5, NULL);
+    int armed = 1;
+    sl_store_sqlite_set_fault(f->st, delay_first_message_write, &armed);
+    assert_int_equal(put(f, "q", "late", 0), SL_EUNAVAILABLE); /* outcome unknown to the client */
+    for (int i = 0; i < 3; i++) assert_int_equal(put(f, "q", "on-time", 0), 0);
+    sl_message m;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(recv1(f, "q", 30, &m), 1);
+        assert_string_equal(m.body, "on-time");
+        assert_int_equal(sl_msg_ack(f->e, "acct", "q", m.receipt), 0);
+        msg_clear(&m);
+    }
+    sl_clock_advance_ms(2000);
+    assert_int_equal(recv1(f, "q", 30, &m), 0); /* seals bucket 0 */
+    qstate *q;
+    assert_int_equal(eng_queue(f->e, "acct", "q", &q), 0);
+    int64_t reader;
+    assert_int_equal(eng_pointer_get(f->e, q->qkey, "reader", &reader), 0);
+    assert_int_equal(reader, 1);
+    assert_int_equal(sl_store_sqlite_release_delayed(f->st), 1); /* the late write lands */
+    assert_int_equal(recv1(f, "q", 30, &m), 0);                 /* behind the reader */
+    assert_int_equal(qsize(f, "q"), 1);                          /* but counted */
+    sl_clock_advance_ms(1000);                                   /* the finalize timeout */
+    assert_int_equal(sl_engine_tick(f->e), 0);
+    assert_int_equal(recv1(f, "q", 30, &m), 1);
+    assert_string_equal(m.body, "late");
+    assert_int_equal(sl_msg_ack(f->e, "acct", "q", m.receipt), 0);
+    msg_clear(&m);
+    assert_int_equal(qsize(f, "q"), 0);
+}
+
+static void test_dead_letter_and_redrive(void **state) {
+    fx *f = *state;
+    mkqueue(f, "dlq", 20, 5, NULL);
+    mkqueue(f, "q", 20, 2, "dlq");
+    assert_int_equal(put(f, "q", "poison", 0), 0);
+    sl_message m;
+    for (int i = 1; i <= 2; i++) {
+        assert_int_equal(recv1(f, "q", 1, &m), 1);
+        assert_int_equal(m.delivery_count, i);
+        msg_clear(&m);
+        sl_clock_advance_ms(1000);
+    }
+    /* The third attempt moves it instead of delivering it. */
+    assert_int_equal(recv1(f, "q", 1, &m), 0);
+    sl_queue_statistics s;
+    assert_int_equal(sl_queue_stats(f->e, "acct", "q", &s), 0);
+    assert_int_equal(s.dead_lettered, 1);
+    assert_int_equal(s.size, 0);
+    assert_int_equal(qsize(f, "dlq"), 1);
+    assert_int_equal(recv1(f, "dlq", 1, &m), 1);
+    assert_string_equal(m.body, "poison");
+    assert_int_equal(m.delivery_count, 3);
+    msg_clear(&m);
+    sl_clock_advance_ms(1000);
+    int64_t moved;
+    assert_int_equal(sl_queue_redrive(f->e, "acct", "dlq", "q", &moved), 0);
+    assert_int_equal(moved, 1);
+    assert_int_equal(qsize(f, "dlq"), 0);
+    assert_int_equal(recv1(f, "q", 30, &m), 1);
+    assert_string_equal(m.body, "poison");
+    assert_int_equal(m.delivery_count, 1);
+    msg_clear(&m);
+}
+
+/* The copy to the DLQ is keyed by the source message: a crash between the
+ * copy and marking the source done leaves a MOVING row, and finishing it
+ * again makes no second copy. */
+static void test_dead_letter_crash_no_duplicate(void **state) {
+    fx *f = *state;
+    mkqueue(f, "dlq", 20, 5, NULL);
+    mkqueue(f, "q", 20, 1, "dlq");
+    assert_int_equal(put(f, "q", "p", 0), 0);
+    sl_message m;
+    assert_int_equal(recv1(f, "q", 1, &m), 1);
+    msg_clear(&m);
+    sl_clock_advance_ms(1000);
+    qstate *q, *d;
+    assert_int_equal(eng_queue(f->e, "acct", "q", &q), 0);
+    assert_int_equal(eng_queue(f->e, "acct", "dlq", &d), 0);
+    sl_result r;
+    sl_result_init(&r);
+    assert_int_equal(msg_scan_bucket(f->e, q, 0, &r), 0);
+    assert_int_equal(r.n, 1);
+    /* Move, then pretend the final CAS never happened by moving it back to
+     * MOVING through a plain store write, and complete it twice. */
+    assert_int_equal(msg_move(f->e, q, &r.rows[0], d, 0, 1), 0);
+    sl_result_free(&r);
+    sl_result_init(&r);
+    assert_int_equal(msg_scan_bucket(f->e, q, 0, &r), 0);
+    assert_int_equal(r.rows[0].v[M_STATE].i, MS_DEAD);
+    sl_write w = {0};
+    w.t = &sl_t_messages;
+    w.kind = SL_W_UPSERT;
+    w.row.v[M_QKEY] = sl_vtext(q->qkey);
+    w.row.v[M_BUCKET] = sl_vint(0);
+    w.row.v[M_ID] = r.rows[0].v[M_ID];
+    w.row.v[M_STATE] = sl_vint(MS_MOVING);
+    w.row.v[M_VERSION] = sl_vint(r.rows[0].v[M_VERSION].i - 1);
+    assert_int_equal(sl_store_apply(f->st, &w, 1, NULL), 0);
+    sl_result_free(&r);
+    sl_result_init(&r);
+    assert_int_equal(msg_scan_bucket(f->e, q, 0, &r), 0);
+    assert_int_equal(msg_complete_move(f->e, q, &r.rows[0]), 0);
+    sl_result_free(&r);
+    assert_int_equal(qsize(f, "dlq"), 1);
+    assert_int_equal(recv1(f, "dlq", 30, &m), 1);
+    msg_clear(&m);
+    assert_int_equal(recv1(f, "dlq", 30, &m), 0);
+}
+
+static void test_purge_peek_stats(void **state) {
+    fx *f = *state;
+    mkqueue(f, "q", 3, 5, NULL);
+    for (int i = 0; i < 7; i++) assert_int_equal(put(f, "q", "old", 0), 0);
+    sl_message *v;
+    size_t n;
+    assert_int_equal(sl_msg_peek(f->e, "acct", "q", 32, &v, &n), 0);
+    assert_int_equal(n, 7);
+    assert_string_equal(v[0].receipt, "");
+    sl_messages_free(v, n);
+    sl_message m;
+    assert_int_equal(recv1(f, "q", 30, &m), 1);
+    assert_int_equal(m.delivery_count, 1);
+    msg_clear(&m);
+    sl_queue_statistics s;
+    assert_int_equal(sl_queue_stats(f->e, "acct", "q", &s), 0);
+    assert_int_equal(s.size, 7);
+    assert_int_equal(s.visible, 6);
+    assert_int_equal(s.in_flight, 1);
+    sl_clock_advance_ms(1);
+    assert_int_equal(sl_queue_purge(f->e, "acct", "q"), 0);
+    sl_clock_advance_ms(1);
+    assert_int_equal(qsize(f, "q"), 0);
+    assert_int_equal(recv1(f, "q", 30, &m), 0);
+    sl_clock_advance_ms(60000);
+    assert_int_equal(recv1(f, "q", 30, &m), 0); /* the in-flight one is purged too */
+    assert_int_equal(put(f, "q", "new", 0), 0);
+    assert_int_equal(recv1(f, "q", 30, &m), 1);
+    assert_string_equal(m.body, "new");
+    msg_clear(&m);
+}
+
+static void test_strict_fifo_order(void **state) {
+    fx *f = *state;
+    sl_queue_opts o;
+    sl_queue_opts_default(&o);
+    snprintf(o.name, sizeof o.name, "fifo");
+    o.bucket_size = 5;
+    o.strict_fifo = 1;
+    char err[64];
+    assert_int_equal(sl_queue_create(f->e, "acct", &o, err, sizeof err), 0);
+    for (int i = 0; i < 23; i++) {
+        char b[16];
+        snprintf(b, sizeof b, "%d", i);
+        assert_int_equal(put(f, "fifo", b, 0), 0);
+    }
+    for (int i = 0; i < 23; i++) {
+        sl_message m;
+        assert_int_equal(recv1(f, "fifo", 30, &m), 1);
+        assert_int_equal(atoi(m.body), i);
+        assert_int_equal(sl_msg_ack(f->e, "acct", "fifo", m.receipt), 0);
+        msg_clear(&m);
+    }
+}
+
+static void test_queue_delete_and_recreate(void **state) {
+    fx *f = *state;
+    mkqueue(f, "q", 20, 5, NULL);
+    assert_int_equal(put(f, "q", "x", 0), 0);
+    char err[64];
+    sl_queue_opts o;
+    sl_queue_opts_default(&o);
+    snprintf(o.name, sizeof o.name, "q");
+    assert_int_equal(sl_queue_create(f->e, "acct", &o, err, sizeof err), SL_EEXISTS);
+    assert_int_equal(sl_queue_delete(f->e, "acct", "q"), 0);
+    assert_int_equal(sl_queue_delete(f->e, "acct", "q"), SL_ENOTFOUND);
+    assert_int_equal(put(f, "q", "x", 0), SL_ENOTFOUND);
+    sl_queue_info *list;
+    size_t n;
+    assert_int_equal(sl_queue_list(f->e, "acct", &list, &n), 0);
+    assert_int_equal(n, 0);
+    free(list);
+    assert_int_equal(sl_queue_create(f->e, "acct", &o, err, sizeof err), 0);
+    sl_queue_info qi;
+    assert_int_equal(sl_queue_get(f->e, "acct", "q", &qi), 0);
+    assert_int_equal(qi.version, 2);
+    sl_message m;
+    assert_int_equal(recv1(f, "q", 30, &m), 0); /* the old message went with the old queue */
+    /* The background job removes the old incarnation's data. */
+    assert_int_equal(sl_engine_tick(f->e), 0);
+    sl_result r;
+    sl_result_init(&r);
+    sl_val key[3] = {sl_vtext("acct/q/1"), sl_vint(0), sl_vint(0)};
+    assert_int_equal(sl_store_get(f->st, &sl_t_messages, key, SL_READ_DEFAULT, &r), SL_ENOTFOUND);
+    sl_result_free(&r);
+    assert_int_equal(sl_queue_create(f->e, "nope", &o, err, sizeof err), SL_ENOTFOUND);
+    snprintf(o.name, sizeof o.name, "bad/name");
+    assert_int_equal(sl_queue_create(f->e, "acct", &o, err, sizeof err), SL_EINVAL);
+    snprintf(o.name, sizeof o.name, "r");
+    snprintf(o.dlq, sizeof o.dlq, "missing");
+    assert_int_equal(sl_queue_create(f->e, "acct", &o, err, sizeof err), SL_EINVAL);
+}
+
+/* The repair worker finalizes and deletes buckets once every message in
+ * them is done, and follows the reader. */
+static void test_repair_finalizes_and_deletes(void **state) {
+    fx *f = *state;
+    mkqueue(f, "q", 2, 5, NULL);
+    for (int i = 0; i < 6; i++) assert_int_equal(put(f, "q", "m", 0), 0);
+    sl_message m;
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(recv1(f, "q", 30, &m), 1);
+        assert_int_equal(sl_msg_ack(f->e, "acct", "q", m.receipt), 0);
+        msg_clear(&m);
+    }
+    assert_int_equal(recv1(f, "q", 30, &m), 0);
+    qstate *q;
+    assert_int_equal(eng_queue(f->e, "acct", "q", &q), 0);
+    sl_clock_advance_ms(1000);
+    assert_int_equal(sl_engine_tick(f->e), 0);
+    int64_t repair;
+    assert_int_equal(eng_pointer_get(f->e, q->qkey, "repair", &repair), 0);
+    assert_int_equal(repair, 3);
+    sl_result r;
+    sl_result_init(&r);
+    assert_int_equal(msg_scan_bucket(f->e, q, 0, &r), 0);
+    assert_int_equal(r.n, 0);
+    sl_result_free(&r);
+}
+
+/* A second engine (a second node) on the same store does not run the repair
+ * worker of a queue while the first holds its lease, and takes over once the
+ * lease runs out. */
+static void test_repair_lease_single_owner(void **state) {
+    fx *f = *state;
+    mkqueue(f, "q", 20, 5, NULL);
+    sl_engine_config cfg = {0};
+    snprintf(cfg.node_id, sizeof cfg.node_id, "other-node");
+    sl_engine *e2;
+    assert_int_equal(sl_engine_open(f->st, &cfg, &e2), 0);
+    assert_int_equal(sl_engine_tick(f->e), 0);
+    sl_val key[1] = {sl_vtext("acct/q/1")};
+    sl_result r;
+    sl_result_init(&r);
+    assert_int_equal(sl_store_get(f->st, &sl_t_repair_lease, key, SL_READ_SERIAL, &r), 0);
+    char owner[40];
+    sl_val_str(&r.rows[0].v[R_OWNER], owner, sizeof owner);
+    assert_string_equal(owner, "test-node");
+    sl_result_free(&r);
+    sl_clock_advance_ms(5000);
+    assert_int_equal(sl_engine_tick(e2), 0);
+    sl_result_init(&r);
+    assert_int_equal(sl_store_get(f->st, &sl_t_repair_lease, key, SL_READ_SERIAL, &r), 0);
+    sl_val_str(&r.rows[0].v[R_OWNER], owner, sizeof owner);
+    assert_string_equal(owner, "test-node"); /* still held */
+    sl_result_free(&r);
+    sl_clock_advance_ms(11000); /* the first node stopped renewing */
+    assert_int_equal(sl_engine_tick(e2), 0);
+    sl_result_init(&r);
+    assert_int_equal(sl_store_get(f->st, &sl_t_repair_lease, key, SL_READ_SERIAL, &r), 0);
+    sl_val_str(&r.rows[0].v[R_OWNER], owner, sizeof owner);
+    assert_string_equal(owner, "other-node");
+    sl_result_free(&r);
+    sl_engine_close(e2);
+}
+
+/* Durability: messages survive closing and reopening the store (the
+ * embedded store fsyncs before a put returns). */
+static void test_durable_across_reopen(void **state) {
+    fx *f = *state;
+    mkqueue(f, "q", 20, 5, NULL);
+    assert_int_equal(put(f, "q", "kept", 0), 0);
+    close_engine(f);
+    open_engine(f);
+    sl_message m;
+    assert_int_equal(recv1(f, "q", 30, &m), 1);
+    assert_string_equal(m.body, "kept");
+    msg_clear(&m);
+}
+
+/* --- Outcome unknown on every CAS ------------------------------------------ */
+
+typedef struct {
+    sl_fault_action action;
+    int every;   /* fault every n-th CAS */
+    int count;
+    int injected;
+} cas_fault;
+
+static sl_fault_action fault_every_cas(void *ctx, const sl_write *w, size_t n) {
+    cas_fault *c = ctx;
+    if (!sl_write_is_cas(w, n)) return SL_FAULT_NONE;
+    if (++c->count % c->every != 0) return SL_FAULT_NONE;
+    c->injected++;
+    return c->action;
+}
+
+/* Runs the whole life of a queue (create, put, receive, update, ack,
+ * redelivery, dead-lettering, repair, purge, delete) with an unknown outcome
+ * injected on every n-th CAS, and checks every guarantee along the way. */
+static void lifecycle_with_unknowns(fx *f, sl_fault_action action, int every) {
+    cas_fault c = {action, every, 0, 0};
+    sl_store_sqlite_set_fault(f->st, fault_every_cas, &c);
+    mkqueue(f, "dlq", 4, 5, NULL);
+    mkqueue(f, "q", 4, 2, "dlq");
+    for (int i = 0; i < 10; i++) {
+        char b[16];
+        snprintf(b, sizeof b, "%d", i);
+        assert_int_equal(put(f, "q", b, 0), 0);
+        if (action == SL_FAULT_DELAY) sl_store_sqlite_release_delayed(f->st);
+    }
+    int seen[10] = {0}, acked[10] = {0}, deliveries = 0;
+    for (int round = 0; round < 200; round++) {
+        sl_message m;
+        if (!recv1(f, "q", 1, &m)) {
+            if (action == SL_FAULT_DELAY) sl_store_sqlite_release_delayed(f->st);
+            sl_clock_advance_ms(1000);
+            assert_int_equal(sl_engine_tick(f->e), 0);
+            int done = 1;
+            for (int i = 0; i < 10; i++) done &= acked[i] || seen[i] >= 2;
+            if (done && qsize(f, "q") == 0) break;
+            continue;
+        }
+        int i = atoi(m.body);
+        assert_false(acked[i]); /* guarantee 3 */
+        seen[i]++;
+        deliveries++;
+        if (action == SL_FAULT_DELAY) sl_store_sqlite_release_delayed(f->st);
+        if (i % 3 == 0) {
+            /* Never acked: dead-lettered after two deliveries. */
+            msg_clear(&m);
+            continue;
+        }
+        if (i % 3 == 1) {
+            char r[SL_RECEIPT_MAX], tag[SL_TAG_MAX];
+            assert_int_equal(sl_msg_update(f->e, "acct", "q", m.receipt, NULL, 0, 5, r, tag), 0);
+            /* Guarantee 4: only the newest receipt is valid. */
+            assert_int_equal(sl_msg_ack(f->e, "acct", "q", m.receipt), SL_ECONFLICT);
+            snprintf(m.receipt, sizeof m.receipt, "%s", r);
+        }
+        assert_int_equal(sl_msg_ack(f->e, "acct", "q", m.receipt), 0);
+        acked[i] = 1;
+        msg_clear(&m);
+    }
+    for (int i = 0; i < 10; i++) {
+        if (i % 3 == 0) {
+            assert_int_equal(seen[i], 2);
+        } else {
+            assert_int_equal(seen[i], 1);
+            assert_true(acked[i]);
+        }
+    }
+    assert_int_equal(qsize(f, "q"), 0);
+    assert_int_equal(qsize(f, "dlq"), 4);
+    sl_queue_statistics s;
+    assert_int_equal(sl_queue_stats(f->e, "acct", "q", &s), 0);
+    assert_int_equal(s.dead_lettered, 4);
+    assert_int_equal(sl_queue_purge(f->e, "acct", "dlq"), 0);
+    sl_clock_advance_ms(1);
+    assert_int_equal(qsize(f, "dlq"), 0);
+    assert_int_equal(sl_queue_delete(f->e, "acct", "q"), 0);
+    sl_message *v;
+    size_t n;
+    assert_int_equal(sl_msg_receive(f->e, "acct", "q", 1, 1, &v, &n), SL_ENOTFOUND);
+    assert_true(c.injected > 0);
+    sl_store_sqlite_set_fault(f->st, NULL, NULL);
+    sl_store_sqlite_release_delayed(f->st);
+}
+
+static void test_unknown_applied_every_cas(void **state) {
+    lifecycle_with_unknowns(*state, SL_FAULT_UNKNOWN_APPLIED, 1);
+}
+static void test_unknown_dropped_every_cas(void **state) {
+    lifecycle_with_unknowns(*state, SL_FAULT_UNKNOWN_DROPPED, 2);
+}
+static void test_unknown_dropped_every_third_cas(void **state) {
+    lifecycle_with_unknowns(*state, SL_FAULT_UNKNOWN_DROPPED, 3);
+}
+static void test_delayed_every_other_cas(void **state) {
+    lifecycle_with_unknowns(*state, SL_FAULT_DELAY, 2);
+}
+
+/* Receiving many messages leases rows of one bucket in one conditional
+ * batch; with the batch's outcome unknown (applied or not), each message is
+ * still handed out exactly once. */
+static void receive_many(fx *f, sl_fault_action action) {
+    mkqueue(f, "q", 10, 5, NULL);
+    for (int i = 0; i < 30; i++) {
+        char b[16];
+        snprintf(b, sizeof b, "%d", i);
+        assert_int_equal(put(f, "q", b, 0), 0);
+    }
+    cas_fault c = {action, 1, 0, 0};
+    if (action != SL_FAULT_NONE) sl_store_sqlite_set_fault(f->st, fault_every_cas, &c);
+    int seen[30] = {0}, total = 0;
+    for (int round = 0; round < 10 && total < 30; round++) {
+        sl_message *v;
+        size_t n;
+        assert_int_equal(sl_msg_receive(f->e, "acct", "q", 7, 30, &v, &n), 0);
+        for (size_t i = 0; i < n; i++) {
+            int id = atoi(v[i].body);
+            assert_int_equal(seen[id], 0);
+            seen[id] = 1;
+            total++;
+        }
+        sl_messages_free(v, n);
+    }
+    sl_store_sqlite_set_fault(f->st, NULL, NULL);
+    assert_int_equal(total, 30);
+    if (action != SL_FAULT_NONE) assert_true(c.injected > 0);
+    sl_queue_statistics s;
+    assert_int_equal(sl_queue_stats(f->e, "acct", "q", &s), 0);
+    assert_int_equal(s.in_flight, 30);
+}
+
+static void test_receive_many_distinct(void **state) {
+    receive_many(*state, SL_FAULT_NONE);
+}
+static void test_receive_many_unknown_applied(void **state) {
+    receive_many(*state, SL_FAULT_UNKNOWN_APPLIED);
+}
+
+/* Real threads: 8 consumers share 400 messages; each is delivered exactly
+ * once (the clock is frozen, so no lease runs out) and every ack succeeds. */
+typedef struct {
+    fx *f;
+    int *owner;
+    pthread_mutex_t *mu;
+    int acked;
+} worker;
+
+static void *consume(void *arg) {
+    worker *w = arg;
+    for (int idle = 0; idle < 3;) {
+        sl_message *v;
+        size_t n;
+        if (sl_msg_receive(w->f->e, "acct", "q", 4, 30, &v, &n) != 0) break;
+        idle = n == 0 ? idle + 1 : 0;
+        for (size_t i = 0; i < n; i++) {
+            int id = atoi(v[i].body);
+            pthread_mutex_lock(w->mu);
+            w->owner[id]++;
+            pthread_mutex_unlock(w->mu);
+            if (sl_msg_ack(w->f->e, "acct", "q", v[i].receipt) == 0) w->acked++;
+        }
+        sl_messages_free(v, n);
+    }
+    return NULL;
+}
+
+static void test_concurrent_consumers(void **state) {
+    fx *f = *state;
+    mkqueue(f, "q", 20, 5, NULL);
+    enum { N = 400, T = 8 };
+    for (int i = 0; i < N; i++) {
+        char b[16];
+        snprintf(b, sizeof b, "%d", i);
+        assert_int_equal(put(f, "q", b, 0), 0);
+    }
+    static int owner[N];
+    memset(owner, 0, sizeof owner);
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    worker w[T];
+    pthread_t th[T];
+    for (int i = 0; i < T; i++) {
+        w[i] = (worker){f, owner, &mu, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, consume, &w[i]), 0);
+    }
+    int acked = 0;
+    for (int i = 0; i < T; i++) {
+        pthread_join(th[i], NULL);
+        acked += w[i].acked;
+    }
+    for (int i = 0; i < N; i++) assert_int_equal(owner[i], 1);
+    assert_int_equal(acked, N);
+    assert_int_equal(qsize(f, "q"), 0);
+}
+
+/* --- Random faults ------------------------------------------------------------ */
+
+/* A seeded soak: random puts, receives, acks, updates and clock steps with
+ * random store faults on every write. Afterwards, with faults off, the queue
+ * is drained; every put that returned 0 must have been delivered, and no
+ * message acked successfully may be delivered after its ack. */
+static void soak(fx *f, uint64_t seed) {
+    enum { N = 300 };
+    mkqueue(f, "q", 5, 1000, NULL);
+    sl_fault_random_cfg rc = {0};
+    rc.seed = seed;
+    rc.fail_ppm = 20000;
+    rc.unknown_applied_ppm = 30000;
+    rc.unknown_dropped_ppm = 30000;
+    rc.delay_ppm = 20000;
+    sl_store_sqlite_set_fault(f->st, sl_fault_random, &rc);
+    static int durable[N], delivered[N], acked[N];
+    memset(durable, 0, sizeof durable);
+    memset(delivered, 0, sizeof delivered);
+    memset(acked, 0, sizeof acked);
+    uint64_t x = seed * 2654435761u + 1;
+    int next = 0;
+    char held[8][SL_RECEIPT_MAX];
+    int held_id[8], nheld = 0;
+    for (int step = 0; step < 1500; step++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        int op = (int)(x % 10);
+        if (op < 3 && next < N) {
+            char b[16];
+            snprintf(b, sizeof b, "%d", next);
+            if (put(f, "q", b, 0) == 0) durable[next] = 1;
+            next++;
+        } else if (op < 6) {
+            sl_message *v;
+            size_t n;
+            if (sl_msg_receive(f->e, "acct", "q", 3, 2, &v, &n) == 0) {
+                for (size_t i = 0; i < n; i++) {
+                    int id = atoi(v[i].body);
+                    assert_false(acked[id]);
+                    delivered[id] = 1;
+                    if (nheld < 8) {
+                        snprintf(held[nheld], SL_RECEIPT_MAX, "%s", v[i].receipt);
+                        held_id[nheld++] = id;
+                    }
+                }
+                sl_messages_free(v, n);
+            }
+        } else if (op < 8 && nheld > 0) {
+            int k = (int)(x % (uint64_t)nheld);
+            if (sl_msg_ack(f->e, "acct", "q", held[k]) == 0) acked[held_id[k]] = 1;
+            held[k][0] = 0;
+            memmove(&held[k], &held[k + 1], (size_t)(nheld - k - 1) * SL_RECEIPT_MAX);
+            memmove(&held_id[k], &held_id[k + 1], (size_t)(nheld - k - 1) * sizeof(int));
+            nheld--;
+        } else if (op == 8) {
+            sl_clock_advance_ms((int64_t)(x % 3000));
+            sl_engine_tick(f->e);
+        } else {
+            sl_store_sqlite_release_delayed(f->st);
+        }
+    }
+    assert_true(rc.injected > 0);
+    sl_store_sqlite_set_fault(f->st, NULL, NULL);
+    sl_store_sqlite_release_delayed(f->st);
+    /* Drain with faults off. Acked messages must not come back; every
+     * durable message not acked must be delivered. */
+    for (int round = 0; round < 400; round++) {
+        sl_message *v;
+        size_t n;
+        assert_int_equal(sl_msg_receive(f->e, "acct", "q", 32, 1, &v, &n), 0);
+        for (size_t i = 0; i < n; i++) {
+            int id = atoi(v[i].body);
+            assert_false(acked[id]);
+            delivered[id] = 1;
+            if (sl_msg_ack(f->e, "acct", "q", v[i].receipt) == 0) acked[id] = 1;
+        }
+        sl_messages_free(v, n);
+        if (n == 0) {
+            sl_clock_advance_ms(2500);
+            assert_int_equal(sl_engine_tick(f->e), 0);
+            if (qsize(f, "q") == 0) break;
+        }
+    }
+    for (int i = 0; i < N; i++)
+        if (durable[i]) assert_true(delivered[i]);
+    assert_int_equal(qsize(f, "q"), 0);
+}
+
+static void test_soak_seed_1(void **state) {
+    soak(*state, 1);
+}
+static void test_soak_seed_2(void **state) {
+    soak(*state, 2);
+}
+static void test_soak_seed_3(void **state) {
+    soak(*state, 3);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_put_receive_ack, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_initial_invisibility, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_redelivery_counts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ack_after_lease_expired_before_redelivery, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stale_receipt_conflicts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_update_extends_and_returns, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_long_lease_does_not_block, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_claimed_id_never_written, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retention_expires_messages, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gaps_do_not_starve_delivery, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lease_found_after_long_idle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_late_write_republished, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dead_letter_and_redrive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dead_letter_crash_no_duplicate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_purge_peek_stats, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_strict_fifo_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_delete_and_recreate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repair_finalizes_and_deletes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repair_lease_single_owner, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_durable_across_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_applied_every_cas, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_dropped_every_cas, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_dropped_every_third_cas, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delayed_every_other_cas, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_receive_many_distinct, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_receive_many_unknown_applied, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_consumers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_soak_seed_1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_soak_seed_2, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_soak_seed_3, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
