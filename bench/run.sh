@@ -5,13 +5,19 @@
 # tools and Sluice under bench/build/, starts every server on 127.0.0.1 with
 # its data in a temporary directory, runs the workloads, stops each server by
 # its PID, and writes bench/results/: latest.md (the table), w1.png, w2.png,
-# w3.png, ceilings.png, profile-top.txt (perf, Sluice under W1 64+64), and
-# latest.raw (every measurement as JSON lines, not committed).
+# w3.png, w4.png, ceilings.png, profile-top.txt (perf, Sluice under W1 64+64),
+# and latest.raw (every measurement as JSON lines, not committed).
 #
 #   bench/run.sh            the full run (about 15 minutes; results worth committing)
-#   bench/run.sh --quick    a smoke run of about a minute (short runs, small W3)
+#   bench/run.sh --quick    a smoke run of about two minutes (short runs, small W3)
 #   options: --no-peers  --no-profile  --no-install  --no-wait  --worktree
+#            --no-cassandra (no W4)  --only-w4 (W4 alone, for working on it)
 #   (Sluice is built from the committed HEAD unless --worktree says the work tree)
+#
+# W4 runs last, so that Cassandra's JVM disturbs no other measurement: a
+# throwaway node (scripts/cassandra.sh, in the temporary directory, stopped by
+# its PID even when the run fails), Sluice on it, and the raw rates of the
+# same CQL client (tests/live/store_bench.c through the store layer).
 #
 # All load goes to 127.0.0.1, every run is bounded in time and count.
 set -euo pipefail
@@ -19,7 +25,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 B=$ROOT/bench/build
 RES=$ROOT/bench/results
-QUICK=0 PEERS=1 PROFILE=1 INSTALL=1 WAITQ=1 WORKTREE=0
+QUICK=0 PEERS=1 PROFILE=1 INSTALL=1 WAITQ=1 WORKTREE=0 CASS=1 ONLYW4=0
 for a in "$@"; do
     case $a in
     --quick) QUICK=1 WAITQ=0 ;;
@@ -28,15 +34,22 @@ for a in "$@"; do
     --no-peers) PEERS=0 ;;
     --no-profile) PROFILE=0 ;;
     --no-install) INSTALL=0 ;;
-    *) echo "usage: bench/run.sh [--quick] [--no-peers] [--no-profile] [--no-install] [--no-wait] [--worktree]" >&2; exit 2 ;;
+    --no-cassandra) CASS=0 ;;
+    --only-w4) ONLYW4=1 PEERS=0 PROFILE=0 WAITQ=0 ;;
+    *) echo "usage: bench/run.sh [--quick] [--no-peers] [--no-profile] [--no-install] [--no-wait] [--worktree]" \
+        "[--no-cassandra] [--only-w4]" >&2; exit 2 ;;
     esac
 done
+((ONLYW4 && !CASS)) && { echo "--only-w4 and --no-cassandra exclude each other" >&2; exit 2; }
 if ((QUICK)); then
-    DUR=1.5 WARM=0.5 W3N=3000 AZW3N=200 CEIL=2 ROUNDS=1 FSYNC_S=1 PROF_S=3 LEVELS="1 64" MAXS=8
+    DUR=1.5 WARM=0.5 W3N=3000 AZW3N=200 CEIL=2 ROUNDS=1 FSYNC_S=1 PROF_S=3 LEVELS="1 64" MAXS=8 CWARM_S=3
 else
-    DUR=10 WARM=2 W3N=100000 AZW3N=2000 CEIL=10 ROUNDS=2 FSYNC_S=5 PROF_S=15 LEVELS="1 16 64" MAXS=120
+    DUR=10 WARM=2 W3N=100000 AZW3N=2000 CEIL=10 ROUNDS=2 FSYNC_S=5 PROF_S=15 LEVELS="1 16 64" MAXS=120 CWARM_S=15
 fi
+# CWARM_S: seconds of raw CQL writes (16 threads, each op kind) that warm Cassandra's JIT before W4 measures
+CASS_HEAP=${CASSANDRA_HEAP:-1g}
 W2PC=16       # producers and consumers in W2
+W1REPS=$((QUICK ? 1 : 3)) # W1 64+64 runs this often per system; the report shows the median
 W3C=16        # consumers in W3
 # MAXS: no single load run lasts longer (a W3 drain that stalls ends there)
 AZDIR=${AZURITE_DIR:-$HOME/.cache/sluice/azurite}
@@ -52,6 +65,10 @@ install_deps() {
     command -v beanstalkd >/dev/null || need+=(beanstalkd)
     command -v nats-server >/dev/null || need+=(nats-server)
     command -v perf >/dev/null || need+=(linux-perf)
+    if ((CASS)); then # scripts/cassandra.sh: the JDK runs the node, mvn fetches its jars
+        command -v java >/dev/null || need+=(openjdk-17-jre-headless)
+        command -v mvn >/dev/null || need+=(maven)
+    fi
     [ -e /usr/include/hiredis/hiredis.h ] || need+=(libhiredis-dev)
     [ -e /usr/include/amqp.h ] || need+=(librabbitmq-dev)
     [ -e /usr/include/nats/nats.h ] || need+=(libnats-dev)
@@ -84,6 +101,7 @@ build_head() {
     git archive --format=tar HEAD | tar -x -C "$h"
     make -s -C "$h" B="$h/build" "$h/build/sluice" >"$B/sluice-build.log" 2>&1 || return 1
     SLUICE=$h/build/sluice
+    SLUICE_TREE=$h SLUICE_OBJ=$h/build
     SRC_STAMP="git $(git rev-parse --short HEAD) (committed HEAD)"
     rm -rf "$B/src-at-run" && cp -r "$h/src" "$B/src-at-run"
 }
@@ -93,6 +111,7 @@ if ((WORKTREE)); then
     rm -rf "$B/src-at-run" && cp -r src "$B/src-at-run"
     if make -s B=bench/build/sluice-obj bench/build/sluice-obj/sluice >"$B/sluice-build.log" 2>&1; then
         SLUICE=$B/sluice-obj/sluice
+        SLUICE_TREE=$ROOT SLUICE_OBJ=bench/build/sluice-obj
     else
         log "the work tree does not build (bench/build/sluice-build.log); measuring HEAD"
     fi
@@ -101,8 +120,20 @@ if [ -z "$SLUICE" ] && ! build_head; then
     log "HEAD does not build either (bench/build/sluice-build.log); using build/sluice as it is"
     SLUICE=$ROOT/build/sluice
     SRC_STAMP="build/sluice as found (source unknown)"
+    SLUICE_TREE=$ROOT SLUICE_OBJ=bench/build/store-bench-obj
 fi
 [ -x "$SLUICE" ] || { echo "no Sluice binary" >&2; exit 1; }
+# W4's raw CQL rates: tests/live/store_bench.c of the work tree (a bench tool, like
+# loadgen), built against the CQL client and store of the tree Sluice was built from.
+STORE_BENCH=
+if ((CASS)); then
+    [ "$SLUICE_TREE" != "$ROOT" ] && cp tests/live/store_bench.c "$SLUICE_TREE/tests/live/store_bench.c"
+    if make -s -C "$SLUICE_TREE" B="$SLUICE_OBJ" "$SLUICE_OBJ/tests/store_bench" >"$B/store-bench-build.log" 2>&1; then
+        STORE_BENCH=$(cd "$SLUICE_TREE" && realpath "$SLUICE_OBJ/tests/store_bench")
+    else
+        log "tests/live/store_bench.c does not build (bench/build/store-bench-build.log): W4 without the raw CQL rates"
+    fi
+fi
 
 # --- Servers -----------------------------------------------------------------------
 TMP=$(mktemp -d /tmp/sluice-bench.XXXXXX)
@@ -112,7 +143,8 @@ META=$TMP/meta.env
 : >"$RAW"
 : >"$META"
 SERVER_PIDS=()
-SAMPLER_PID=
+declare -A SAMPLERS=() # RSS sampler PID by its output file
+CASS_RUN=              # set while W4's Cassandra node may run: cleanup stops it
 
 stop_pid() { # PID: TERM, wait up to 15 s, then KILL
     local p=$1 i
@@ -121,9 +153,11 @@ stop_pid() { # PID: TERM, wait up to 15 s, then KILL
     kill -9 "$p" 2>/dev/null || true
 }
 cleanup() {
-    [ -n "$SAMPLER_PID" ] && kill "$SAMPLER_PID" 2>/dev/null || true
     local p
+    for p in "${SAMPLERS[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${SERVER_PIDS[@]}"; do stop_pid "$p"; done
+    # Cassandra by the PID in its run dir (cassandra.sh stop: TERM, up to 60 s, then KILL)
+    [ -n "$CASS_RUN" ] && { scripts/cassandra.sh stop --run-dir "$CASS_RUN" >/dev/null 2>&1 || true; }
     rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -151,12 +185,12 @@ rss_start() { # PID OUTFILE
             sleep 0.2
         done
     ) &
-    SAMPLER_PID=$!
+    SAMPLERS[$out]=$!
 }
 rss_stop() { # SYSTEM PID OUTFILE
-    kill "$SAMPLER_PID" 2>/dev/null || true
-    wait "$SAMPLER_PID" 2>/dev/null || true
-    SAMPLER_PID=
+    local sp=${SAMPLERS[$3]:-}
+    unset 'SAMPLERS[$3]'
+    [ -n "$sp" ] && { kill "$sp" 2>/dev/null || true; wait "$sp" 2>/dev/null || true; }
     local hwm peak
     hwm=$(awk '/^VmHWM/{print $2}' "/proc/$2/status" 2>/dev/null || true)
     peak=$(cat "$3" 2>/dev/null || true)
@@ -171,7 +205,10 @@ import json, sys
 r = json.loads(sys.argv[1])
 ops = r.get("ops", {})
 s = " ".join(f"{k}:p50={v['p50_ms']:.2f}/p99={v['p99_ms']:.2f}ms" for k, v in ops.items())
-print(f"           acked/s={r.get('lifecycles_per_s', 0):.0f} put/s={r.get('put_msgs_per_s', 0):.0f} {s}")
+if "lifecycles_per_s" in r:
+    print(f"           acked/s={r['lifecycles_per_s']:.0f} put/s={r.get('put_msgs_per_s', 0):.0f} {s}")
+else:
+    print("           " + " ".join(f"{k}={v['per_s']:.0f}/s" for k, v in ops.items()) + " " + s)
 EOF
 }
 
@@ -212,6 +249,7 @@ meta nats_version "$(nats-server --version | awk '{print $2}') (libnats $(dpkg-q
 meta azurite_version "$(cd "$AZDIR" && node -p 'require("azurite/package.json").version') (node $(node --version); loadgen over its REST API)"
 
 # --- Ceilings ---------------------------------------------------------------------------------
+if ((!ONLYW4)); then
 log "ceiling: append 100 B + fdatasync for ${FSYNC_S}s in $TMP"
 echo "{\"system\":\"disk\",\"workload\":\"fsync\",\"level\":\"1\",\"result\":$("$B/fsync_rate" "$TMP" "$FSYNC_S")}" >>"$RAW"
 
@@ -259,37 +297,46 @@ for ((round = 1; round <= ROUNDS; round++)); do
     record hello wrk "$round" "$(with_cpu "$j" "$TMP/wrk.cpu")"
 done
 stop_pid "$HELLO_PID"
+fi
 
 # --- Sluice ---------------------------------------------------------------------------------------
-start_sluice() { # DATADIR -> sets SP, SPID
-    mkdir -p "$1"
-    "$SLUICE" dev --port 0 --admin-port 0 --data "$1" >"$1.log" 2>&1 &
+start_sluice() { # DATADIR [more sluice dev flags] -> sets SP, SPID
+    local d=$1
+    shift
+    mkdir -p "$d"
+    "$SLUICE" dev --port 0 --admin-port 0 --data "$d" "$@" >"$d.log" 2>&1 &
     SPID=$!
     SERVER_PIDS+=("$SPID")
     SP=
-    for ((i = 0; i < 100; i++)); do
-        SP=$(sed -n 's/^listening on http:\/\/[^:]*:\([0-9]*\).*/\1/p' "$1.log" | head -1)
+    # up to 60 s: on Cassandra `sluice dev` first creates its keyspace and tables
+    for ((i = 0; i < 600; i++)); do
+        SP=$(sed -n 's/^listening on http:\/\/[^:]*:\([0-9]*\).*/\1/p' "$d.log" | head -1)
         [ -n "$SP" ] && break
+        kill -0 "$SPID" 2>/dev/null || break
         sleep 0.1
     done
-    [ -n "$SP" ] || { cat "$1.log" >&2; echo "Sluice did not start" >&2; exit 1; }
+    [ -n "$SP" ] || { cat "$d.log" >&2; echo "Sluice did not start" >&2; return 1; }
     # the account key that `sluice dev` prints, sent as "Authorization: Key ..." (the cheapest scheme)
-    SKEY=$(sed -n 's/^ *primary key: *\([A-Za-z0-9_-]*\).*/\1/p' "$1.log" | head -1)
+    SKEY=$(sed -n 's/^ *primary key: *\([A-Za-z0-9_-]*\).*/\1/p' "$d.log" | head -1)
     AUTH=()
     [ -n "$SKEY" ] && AUTH=(--header "Authorization: Key $SKEY")
 }
 mkq() { curl -sf -o /dev/null ${SKEY:+-H "Authorization: Key $SKEY"} -X POST "http://127.0.0.1:$SP/api/v1/accounts/dev/queues" -d "{\"queueName\":\"$1\"}"; }
 
 log "sluice: $SLUICE"
-start_sluice "$TMP/sluice"
-for q in w1-1 w1-16 w1-64 w1-64-lp w1-half w2 w3; do mkq "$q"; done
+if ((!ONLYW4)); then
+start_sluice "$TMP/sluice" || exit 1
+for q in w1-1 w1-16 w1-64 w1-64-2 w1-64-3 w1-64-lp w1-half w2 w3; do mkq "$q"; done
 log "sluice: GET /health, loadgen vs wrk"
 record sluice-health loadgen 1 "$(LG --proto hello --port "$SP" --path /health --conns 64 --threads 2 --duration "$CEIL")"
 record sluice-health wrk 1 "$(wrk_json "http://127.0.0.1:$SP/health")"
 rss_start "$SPID" "$TMP/rss.sluice"
 for n in $LEVELS; do
-    log "sluice W1 $n+$n"
-    record sluice w1 "$n" "$(LG "${AUTH[@]}" --port "$SP" --queue "w1-$n" --producers "$n" --consumers "$n" --duration "$DUR" --warmup "$WARM" --label "w1-$n")"
+    for ((rep = 1; rep <= (n == 64 ? W1REPS : 1); rep++)); do
+        qn=w1-$n && ((rep > 1)) && qn=w1-$n-$rep
+        log "sluice W1 $n+$n ($qn)"
+        record sluice w1 "$n" "$(LG "${AUTH[@]}" --port "$SP" --queue "$qn" --producers "$n" --consumers "$n" --duration "$DUR" --warmup "$WARM" --label "$qn")"
+    done
 done
 log "sluice W1 64+64, long-poll receive (waitSeconds 1)"
 record sluice-longpoll w1 64 "$(LG "${AUTH[@]}" --port "$SP" --queue w1-64-lp --producers 64 --consumers 64 --wait 1 --duration "$DUR" --warmup "$WARM" --label w1-64-lp)"
@@ -315,14 +362,17 @@ log "sluice W3: fill $W3N (batch put of 100), then drain with $W3C consumers"
 record sluice w3-fill "$W3N" "$(LG "${AUTH[@]}" --port "$SP" --queue w3 --producers 4 --consumers 0 --batch 100 --put-count "$W3N" --duration "$MAXS" --label w3-fill)"
 record sluice w3 "$W3N" "$(LG "${AUTH[@]}" --port "$SP" --queue w3 --producers 0 --consumers "$W3C" --recv-max 10 --drain "$W3N" --duration "$MAXS" --label w3)"
 stop_pid "$SPID"
+fi
 
 # --- Peers -------------------------------------------------------------------------------------------
 peer_runs() { # SYSTEM PORT PID
     local sys=$1 port=$2 pid=$3 n
     rss_start "$pid" "$TMP/rss.$sys"
     for n in $LEVELS; do
-        log "$sys W1 $n+$n"
-        record "$sys" w1 "$n" "$(PB --peer "$sys" --port "$port" --queue "w1p$n" --producers "$n" --consumers "$n" --duration "$DUR" --warmup "$WARM")"
+        for ((rep = 1; rep <= (n == 64 ? W1REPS : 1); rep++)); do
+            log "$sys W1 $n+$n (run $rep)"
+            record "$sys" w1 "$n" "$(PB --peer "$sys" --port "$port" --queue "w1p$n-$rep" --producers "$n" --consumers "$n" --duration "$DUR" --warmup "$WARM")"
+        done
     done
     rss_stop "$sys" "$pid" "$TMP/rss.$sys"
     log "$sys W2 $W2PC+$W2PC"
@@ -409,7 +459,7 @@ fi
 # --- Profile: Sluice under W1 64+64 ---------------------------------------------------------------------
 if ((PROFILE)) && perf stat -e instructions true >/dev/null 2>&1; then
     log "profile: perf record on Sluice under W1 64+64 for ${PROF_S}s"
-    start_sluice "$TMP/sluice-prof"
+    start_sluice "$TMP/sluice-prof" || exit 1
     mkq prof
     LG "${AUTH[@]}" --port "$SP" --queue prof --producers 64 --consumers 64 --duration $((PROF_S + 3)) --label prof >"$TMP/prof.json" &
     LGPID=$!
@@ -465,6 +515,97 @@ PYEOF
     set -o pipefail
 else
     log "profile skipped"
+fi
+
+# --- W4: W1 on Sluice's Cassandra store, beside the raw rates of its CQL client ---------------------------
+# Last, so that the JVM disturbs nothing else. One throwaway node in $TMP (scripts/cassandra.sh: 5.0.x
+# from Maven Central, heap $CASS_HEAP, commit log synced every 10 s, Cassandra's default), Sluice on it
+# (`sluice dev` with --contact-points), and at each W1 level P+P the raw rates at the same concurrency:
+# 2P threads of tests/live/store_bench.c, one request in flight each (as the 2P loadgen connections),
+# single-row INSERTs then LWT UPDATEs, through the same CQL client and store layer that Sluice uses.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; } # PID: user + system, in clock ticks
+w4() {
+    local port cpid n j s0 c0 s1 c1
+    CASS_RUN=$TMP/cassandra
+    port=$(scripts/cassandra.sh free-port --run-dir "$CASS_RUN") || { log "W4: no free port pair for Cassandra"; return 1; }
+    log "W4: starting Cassandra on 127.0.0.1:$port (heap $CASS_HEAP; the first run fetches its jars with mvn)"
+    if ! scripts/cassandra.sh start --port "$port" --run-dir "$CASS_RUN" --heap "$CASS_HEAP" >"$TMP/cassandra-start.txt" 2>&1; then
+        tail -20 "$TMP/cassandra-start.txt" >&2
+        log "W4: Cassandra did not start"
+        return 1
+    fi
+    cpid=$(cat "$CASS_RUN/cassandra.pid")
+    log "W4: $(grep -o 'CQL up.*' "$TMP/cassandra-start.txt" | head -1) (pid $cpid)"
+    meta cassandra_version "Apache Cassandra $(grep -m1 -o 'Cassandra version: [^ ]*' "$CASS_RUN/logs/system.log" | sed 's/.*: //')\
+ (cassandra-all from Maven Central via scripts/cassandra.sh; $(java -version 2>&1 | head -1 | tr -d '"'); heap $CASS_HEAP;\
+ commitlog_sync periodic, 10 s)"
+    meta cassandra_heap "$CASS_HEAP"
+    if [ -n "$STORE_BENCH" ]; then
+        log "W4: warming Cassandra up: raw INSERTs then LWT UPDATEs, 16 threads, ${CWARM_S}s each (not recorded)"
+        timeout $((2 * CWARM_S + 60)) "$STORE_BENCH" "$port" 16 "$CWARM_S" --op upsert,cas --body 100 \
+            --keyspace sluice_raw --json >"$TMP/w4-warmup.json" 2>&1 || log "W4: warm-up failed: $(head -c 300 "$TMP/w4-warmup.json")"
+    fi
+    start_sluice "$TMP/sluice-cass" --contact-points 127.0.0.1 --cassandra-port "$port" --keyspace sluice_w4 || return 1
+    log "W4: sluice on Cassandra at 127.0.0.1:$SP"
+    for n in $LEVELS; do mkq "w4-$n"; done
+    rss_start "$SPID" "$TMP/rss.sluice-cassandra"
+    rss_start "$cpid" "$TMP/rss.cassandra"
+    for n in $LEVELS; do
+        log "sluice on Cassandra W1 $n+$n"
+        s0=$(cpu_ticks "$SPID") c0=$(cpu_ticks "$cpid")
+        j=$(LG "${AUTH[@]}" --port "$SP" --queue "w4-$n" --producers "$n" --consumers "$n" --duration "$DUR" \
+            --warmup "$WARM" --label "w4-$n" 2>"$TMP/w4-lg-$n.err")
+        s1=$(cpu_ticks "$SPID") c1=$(cpu_ticks "$cpid")
+        # the CPU time Sluice and the JVM used over the whole loadgen run (warm-up included), as cores busy
+        j=$(python3 -c 'import json, sys
+d = json.loads(sys.argv[1]); a = [float(x) for x in sys.argv[2:6]]
+secs = d["seconds"] + a[3]
+d["server_cores"] = {"sluice": a[0] / a[2] / secs, "cassandra": a[1] / a[2] / secs}
+print(json.dumps(d))' "$j" $((s1 - s0)) $((c1 - c0)) "$(getconf CLK_TCK)" "$WARM" 2>/dev/null || echo "$j")
+        record sluice-cassandra w1 "$n" "$j"
+        # loadgen prints its first few non-2xx answers: keep their statuses
+        if [ -s "$TMP/w4-lg-$n.err" ]; then
+            head -5 "$TMP/w4-lg-$n.err" | cut -c1-200 >&2
+            python3 -c '
+import json, re, sys
+print(json.dumps({"system": "sluice-cassandra", "workload": "w1-errors", "level": sys.argv[2],
+                  "result": {"answers": re.findall(r"answered (\d+)", open(sys.argv[1]).read())}}))' \
+                "$TMP/w4-lg-$n.err" "$n" >>"$RAW" || true
+        fi
+        if [ -n "$STORE_BENCH" ]; then
+            log "raw CQL, $((2 * n)) threads (one request in flight each): INSERT, then LWT UPDATE"
+            j=$(timeout $((2 * MAXS + 60)) "$STORE_BENCH" "$port" $((2 * n)) "$DUR" --warmup "$WARM" --op upsert,cas \
+                --body 100 --keyspace sluice_raw --json 2>"$TMP/w4-raw-$n.err" || true)
+            [ -s "$TMP/w4-raw-$n.err" ] && head -5 "$TMP/w4-raw-$n.err" >&2
+            python3 -c 'import json, sys; json.loads(sys.argv[1])' "$j" 2>/dev/null || j= # a cut-short run
+            record cql w4-raw "$n" "$j"
+        fi
+    done
+    rss_stop sluice-cassandra "$SPID" "$TMP/rss.sluice-cassandra"
+    rss_stop cassandra "$cpid" "$TMP/rss.cassandra"
+    # what Sluice logged after its start (store errors behind 503s, say): lines by level, the commonest
+    python3 -c '
+import collections, json, re, sys
+c, started = collections.Counter(), False
+for l in open(sys.argv[1], errors="replace"):
+    m = re.match(r"\S+Z (\w+) (.*)", l)
+    if m and started and " listening on " not in l:
+        c[(m.group(1), re.sub(r"\d+", "N", m.group(2))[:160])] += 1
+    started = started or " listening on " in l
+lv = collections.Counter()
+for (level, _), v in c.items():
+    lv[level] += v
+top = [{"level": k[0], "message": k[1], "count": v} for k, v in c.most_common(5)]
+print(json.dumps({"system": "sluice-cassandra", "workload": "log", "result": {"lines": dict(lv), "top": top}}))' \
+        "$TMP/sluice-cass.log" >>"$RAW" || true
+    stop_pid "$SPID"
+    scripts/cassandra.sh stop --run-dir "$CASS_RUN" >/dev/null 2>&1 || true
+    CASS_RUN=
+}
+if ((CASS)); then
+    w4 || log "W4 incomplete (see above)"
+else
+    log "W4 skipped (--no-cassandra)"
 fi
 
 meta finished "$(date -u +%Y-%m-%dT%H:%M:%SZ)"

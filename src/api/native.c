@@ -895,23 +895,36 @@ static int h_ack_batch(sl_http_req *r, void *ctx) {
         json_decref(b);
         return SL_HTTP_DONE;
     }
-    json_t *results = json_array();
-    for (size_t i = 0; results && i < json_array_size(arr); i++) {
+    /* Receipts too long to be ours are answered 400 without asking the
+     * engine; the others are acked together. */
+    size_t n = json_array_size(arr), k = 0;
+    const char *rcpts[SL_BATCH_MAX];
+    int rcs[SL_BATCH_MAX], at[SL_BATCH_MAX];
+    for (size_t i = 0; i < n; i++) {
         const char *rcpt = json_string_value(json_array_get(arr, i));
-        int rc = strlen(rcpt) >= SL_RECEIPT_MAX ? SL_EINVAL : sl_msg_ack(a->cfg.engine, account, q, rcpt);
-        if (rc == SL_ENOTFOUND) {
-            /* The queue went away under us: nothing more can succeed. */
-            json_decref(results);
-            json_decref(b);
-            return fail(r, rc, account, q);
+        at[i] = -1;
+        if (strlen(rcpt) < SL_RECEIPT_MAX) {
+            at[i] = (int)k;
+            rcpts[k++] = rcpt;
         }
-        int status = rc == 0              ? 204
-                     : rc == SL_ECONFLICT ? 409
-                     : rc == SL_EINVAL    ? 400
-                     : rc == SL_EBUSY     ? 429
-                     : rc == SL_EINTERNAL ? 500
-                                          : 503;
-        json_array_append_new(results, json_pack("{s:s,s:i}", "popReceipt", rcpt, "status", status));
+    }
+    int rc = k ? sl_msg_ack_many(a->cfg.engine, account, q, rcpts, k, rcs) : 0;
+    if (rc) {
+        /* The queue went away under us: nothing can succeed. */
+        json_decref(b);
+        return fail(r, rc, account, q);
+    }
+    json_t *results = json_array();
+    for (size_t i = 0; results && i < n; i++) {
+        int one = at[i] < 0 ? SL_EINVAL : rcs[at[i]];
+        int status = one == 0              ? 204
+                     : one == SL_ECONFLICT ? 409
+                     : one == SL_EINVAL    ? 400
+                     : one == SL_EBUSY     ? 429
+                     : one == SL_EINTERNAL ? 500
+                                           : 503;
+        json_array_append_new(results, json_pack("{s:s,s:i}", "popReceipt", json_string_value(json_array_get(arr, i)),
+                                                 "status", status));
     }
     json_decref(b);
     return sl_http_json(r, 200, json_pack("{s:o}", "results", results));

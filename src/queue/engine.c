@@ -1,6 +1,8 @@
 /* engine.c: the engine's tables, its node-local queue cache, the
  * compare-and-set helper that resolves unknown outcomes, pointers, counters,
  * accounts, watches (long polling) and the background threads. */
+#include <semaphore.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,6 +130,200 @@ int eng_cas(sl_engine *e, sl_write *w, int nonce_col, sl_result *cur) {
         sl_log(SL_DEBUG, "cas on %s: outcome unknown, condition holds, retrying", t->name);
     }
     return SL_EUNAVAILABLE;
+}
+
+/* --- Combined compare-and-sets -------------------------------------------- */
+
+/* Concurrent compare-and-sets of one queue's rows (leases, acks) are
+ * combined, on stores that ask for it (combine_cas): while one round is with the store, the next requests queue up,
+ * and the thread that leads the next round sends each partition's writes as
+ * one conditional batch (one commit on the embedded store, one Paxos round
+ * on Cassandra, where single-row rounds on one bucket would contend with
+ * each other). A batch is all or nothing, so when one of its conditions
+ * fails (another node took a row, a receipt is stale) or its outcome is
+ * unknown, each of its writes is settled on its own with eng_cas(). The
+ * same row twice in one round is settled on its own too, after the batch
+ * that holds it once: a batch evaluates all its conditions before applying
+ * any, and would apply both. */
+typedef struct cas_req {
+    sl_write *w;     /* the caller's writes, */
+    int *rcs;        /* and their results, */
+    const size_t *ix; /* of which this request holds w[ix[0..n)] */
+    size_t n;
+    int nonce_col;
+    int lead;   /* set by the previous leader before it posts sem: lead the next round */
+    int first;  /* the combiner was idle when this request came: it leads at once */
+    sem_t sem;
+    struct cas_req *next, *wnext;
+} cas_req;
+
+static int same_key(const sl_write *a, const sl_write *b, int ncols) {
+    for (int i = 0; i < ncols; i++)
+        if (!val_eq(&a->row.v[i], &b->row.v[i], a->t->cols[i].type)) return 0;
+    return 1;
+}
+
+/* Which of a queue's combiners takes a write: by its partition, so that
+ * rounds for different partitions (buckets) run side by side. */
+static int cas_slot(const sl_write *w) {
+    uint64_t h = 1469598103934665603ULL;
+    for (int i = 0; i < w->t->npk; i++) {
+        const sl_val *v = &w->row.v[i];
+        if (w->t->cols[i].type == SL_INT) {
+            h = (h ^ (uint64_t)v->i) * 1099511628211ULL;
+            continue;
+        }
+        for (size_t k = 0; k < v->n; k++) h = (h ^ ((const unsigned char *)v->p)[k]) * 1099511628211ULL;
+    }
+    return (int)(h % CAS_SLOTS);
+}
+
+/* Was the CAS w, whose outcome was unknown, applied? Its nonce tells. */
+static int cas_landed(sl_engine *e, const sl_write *w, int nonce_col) {
+    sl_result r;
+    sl_result_init(&r);
+    int landed = sl_store_get(e->st, w->t, w->row.v, SL_READ_SERIAL, &r) == 0 &&
+                 r.rows[0].v[nonce_col].i == w->row.v[nonce_col].i;
+    sl_result_free(&r);
+    return landed;
+}
+
+static void cas_round(sl_engine *e, cas_req *list) {
+    size_t total = 0;
+    for (cas_req *r = list; r; r = r->next) total += r->n;
+    struct item {
+        sl_write *w;
+        int nonce_col, *rc, done;
+    } *it = calloc(total, sizeof *it);
+    sl_write *batch = calloc(total, sizeof *batch);
+    size_t *idx = calloc(total, sizeof *idx);
+    if (!it || !batch || !idx) {
+        for (cas_req *r = list; r; r = r->next)
+            for (size_t i = 0; i < r->n; i++) r->rcs[r->ix[i]] = eng_cas(e, &r->w[r->ix[i]], r->nonce_col, NULL);
+        free(it);
+        free(batch);
+        free(idx);
+        return;
+    }
+    size_t k = 0;
+    for (cas_req *r = list; r; r = r->next)
+        for (size_t i = 0; i < r->n; i++)
+            it[k++] = (struct item){&r->w[r->ix[i]], r->nonce_col, &r->rcs[r->ix[i]], 0};
+    for (size_t i = 0; i < total; i++) {
+        if (it[i].done) continue;
+        const sl_table *t = it[i].w->t;
+        /* A batch: the first pending write and every later one of the same
+         * partition, each row once. */
+        size_t nb = 0;
+        for (size_t j = i; j < total && nb < SL_BATCH_MAX; j++) {
+            if (it[j].done || it[j].w->t != t || !same_key(it[j].w, it[i].w, t->npk)) continue;
+            int dup = 0;
+            for (size_t x = 0; x < nb && !dup; x++) dup = same_key(it[idx[x]].w, it[j].w, t->npk + t->nck);
+            if (dup) continue;
+            idx[nb] = j;
+            batch[nb++] = *it[j].w;
+            it[j].done = 1;
+        }
+        int brc = nb > 1 ? sl_store_apply(e->st, batch, nb, NULL) : SL_ENOTAPPLIED;
+        for (size_t x = 0; x < nb; x++) {
+            struct item *m = &it[idx[x]];
+            if (brc == 0 || (brc == SL_EUNKNOWN && cas_landed(e, m->w, m->nonce_col)))
+                *m->rc = 0;
+            else if (brc != SL_ENOTAPPLIED && brc != SL_EUNKNOWN)
+                *m->rc = brc;
+            else
+                *m->rc = eng_cas(e, m->w, m->nonce_col, NULL);
+        }
+    }
+    free(it);
+    free(batch);
+    free(idx);
+}
+
+/* Waits for the round that settles r, or leads it. */
+static void cas_settle(sl_engine *e, qstate *q, int slot, cas_req *r) {
+    struct cas_slot *c = &q->cas[slot];
+    if (!r->first) {
+        while (sem_wait(&r->sem) != 0) {
+        } /* EINTR */
+    }
+    if (!r->first && !r->lead) {
+        if (r->wnext) sem_post(&r->wnext->sem);
+        return;
+    }
+    /* Lead one round: everything queued so far, r included. */
+    pthread_mutex_lock(&q->mu);
+    cas_req *list = c->head;
+    c->head = c->tail = NULL;
+    pthread_mutex_unlock(&q->mu);
+    cas_round(e, list);
+    /* Hand the lead to the first request that came meanwhile, then wake
+     * this round's others, each waking the next. A request is not touched
+     * once its semaphore is posted. */
+    pthread_mutex_lock(&q->mu);
+    cas_req *next_lead = c->head;
+    if (next_lead)
+        next_lead->lead = 1;
+    else
+        c->busy = 0;
+    cas_req *done = NULL, **tail = &done;
+    for (cas_req *x = list; x; x = x->next)
+        if (x != r) {
+            *tail = x;
+            tail = &x->wnext;
+        }
+    *tail = NULL;
+    pthread_mutex_unlock(&q->mu);
+    if (next_lead) sem_post(&next_lead->sem);
+    if (done) sem_post(&done->sem);
+}
+
+int eng_cas_many(sl_engine *e, qstate *q, sl_write *w, size_t n, int nonce_col, int *rcs) {
+    if (n == 0) return 0;
+    size_t *ix = malloc(n * sizeof *ix);
+    if (!ix) return SL_ENOMEM;
+    int combine = e->cfg.combine_cas ? e->cfg.combine_cas > 0 : e->st->type->combine_cas;
+    if (!combine) { /* this request's writes alone (see sl_store_type) */
+        for (size_t i = 0; i < n; i++) ix[i] = i;
+        cas_req r = {.w = w, .rcs = rcs, .ix = ix, .n = n, .nonce_col = nonce_col};
+        cas_round(e, &r);
+        free(ix);
+        return 0;
+    }
+    /* One request per combiner the writes go to, in slot order: a thread
+     * waits only after leading its lower slots, so waits never form a
+     * cycle. */
+    size_t cnt[CAS_SLOTS] = {0}, off[CAS_SLOTS];
+    for (size_t i = 0; i < n; i++) cnt[cas_slot(&w[i])]++;
+    for (size_t sl = 0, o = 0; sl < CAS_SLOTS; sl++) {
+        off[sl] = o;
+        o += cnt[sl];
+    }
+    for (size_t i = 0; i < n; i++) ix[off[cas_slot(&w[i])]++] = i;
+    cas_req sub[CAS_SLOTS];
+    memset(sub, 0, sizeof sub);
+    pthread_mutex_lock(&q->mu);
+    for (size_t sl = 0, o = 0; sl < CAS_SLOTS; o += cnt[sl], sl++) {
+        if (!cnt[sl]) continue;
+        cas_req *r = &sub[sl];
+        *r = (cas_req){.w = w, .rcs = rcs, .ix = ix + o, .n = cnt[sl], .nonce_col = nonce_col};
+        sem_init(&r->sem, 0, 0); /* cannot fail for a process-private semaphore */
+        struct cas_slot *c = &q->cas[sl];
+        if (c->tail)
+            c->tail->next = r;
+        else
+            c->head = r;
+        c->tail = r;
+        if (!c->busy) c->busy = r->first = 1;
+    }
+    pthread_mutex_unlock(&q->mu);
+    for (int sl = 0; sl < CAS_SLOTS; sl++) {
+        if (!cnt[sl]) continue;
+        cas_settle(e, q, sl, &sub[sl]);
+        sem_destroy(&sub[sl].sem);
+    }
+    free(ix);
+    return 0;
 }
 
 /* --- Pointers and counters ---------------------------------------------- */
@@ -298,8 +494,10 @@ static qstate *qstate_new(const char *account, const char *name, int64_t version
     q->version = version;
     q->reader = -1;
     q->lcur_due = -1;
+    q->fresh_dirty = 1;
     pthread_mutex_init(&q->mu, NULL);
     pthread_cond_init(&q->claimed, NULL);
+    pthread_cond_init(&q->fresh_cv, NULL);
     return q;
 }
 
@@ -381,6 +579,7 @@ void eng_queue_forget(sl_engine *e, qstate *q) {
     pthread_mutex_lock(&e->mu);
     q->dead = 1;
     pthread_mutex_unlock(&e->mu);
+    msg_fresh_drop(q);
     eng_notify(e, q);
 }
 
@@ -417,11 +616,23 @@ int sl_watch_add(sl_engine *e, const char *account, const char *queue, int64_t d
  * callbacks run with e->mu held, which is what lets sl_watch_cancel promise
  * that a callback is not running once it returns; callbacks only flag and
  * resume a connection, so holding the lock is cheap. */
-static void fire(sl_engine *e, qstate *q, int expired_only, int64_t now) {
+static void fire_n(sl_engine *e, qstate *q, int expired_only, int64_t now, size_t max) {
     pthread_mutex_lock(&e->mu);
+    /* The list is newest first: pass over the newest matches, so that the
+     * max that are woken are the ones that waited longest. */
+    size_t skip = 0;
+    if (max != SIZE_MAX) {
+        size_t n = 0;
+        for (sl_watch *w = e->watches; w; w = w->next) n += expired_only ? w->deadline_ms <= now : (q == NULL || w->q == q);
+        skip = n > max ? n - max : 0;
+    }
     for (sl_watch **pp = &e->watches; *pp;) {
         sl_watch *w = *pp;
         int hit = expired_only ? w->deadline_ms <= now : (q == NULL || w->q == q);
+        if (hit && skip > 0) {
+            skip--;
+            hit = 0;
+        }
         if (hit) {
             *pp = w->next;
             e->nwatches--;
@@ -451,8 +662,32 @@ int sl_watch_cancel(sl_engine *e, sl_watch *w) {
     return fired;
 }
 
+static void fire(sl_engine *e, qstate *q, int expired_only, int64_t now) {
+    fire_n(e, q, expired_only, now, SIZE_MAX);
+}
+
 void eng_notify(sl_engine *e, qstate *q) {
     fire(e, q, 0, 0);
+}
+
+/* After n messages became visible: wakes n waiters of q, not all of them,
+ * which would all run a receive for n messages. A woken waiter that finds
+ * nothing (another consumer was quicker) waits again; one that goes away
+ * without receiving leaves the message to the next receive, or to the
+ * poller, which wakes every waiter of a queue with anything visible. */
+void eng_notify_n(sl_engine *e, qstate *q, size_t n) {
+    fire_n(e, q, 0, 0, n);
+}
+
+/* Writes the deferred lease entries of every queue whose time came, or all
+ * of them (at close). Queues are never freed before the engine, and new
+ * ones are added at the head, so the list is walked from a head read under
+ * the lock. */
+static void flush_lease_entries(sl_engine *e, int all) {
+    pthread_mutex_lock(&e->mu);
+    qstate *head = e->queues;
+    pthread_mutex_unlock(&e->mu);
+    for (qstate *q = head; q; q = q->next) msg_lease_flush(e, q, all ? INT64_MAX : sl_now_ms(), all);
 }
 
 /* The poller wakes watchers for what this node cannot see happen: a put on
@@ -487,6 +722,7 @@ static void *poller_main(void *arg) {
             if (wake) eng_notify(e, q);
         }
         fire(e, NULL, 1, sl_now_ms());
+        flush_lease_entries(e, 0);
         pthread_mutex_lock(&e->mu);
     }
     pthread_mutex_unlock(&e->mu);
@@ -591,10 +827,16 @@ void sl_engine_close(sl_engine *e) {
     if (e->bg_started) pthread_join(e->bg, NULL);
     /* Wake whoever still waits, so no watch outlives the engine. */
     fire(e, NULL, 0, 0);
+    flush_lease_entries(e, 1);
     for (qstate *q = e->queues, *n; q; q = n) {
         n = q->next;
+        msg_fresh_drop(q);
+        free(q->fresh);
+        free(q->pend);
+        free(q->dues);
         pthread_mutex_destroy(&q->mu);
         pthread_cond_destroy(&q->claimed);
+        pthread_cond_destroy(&q->fresh_cv);
         free(q);
     }
     pthread_cond_destroy(&e->wake);

@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "queue_int.h"
 
@@ -137,6 +138,17 @@ static int claim(sl_engine *e, qstate *q, int64_t *id, int64_t *block_ms) {
             return 0;
         }
         q->claiming = 1;
+        /* Blocks grow while they are used up fast (each claim is a serial
+         * read and a compare-and-set on the queue's one monoton row, which
+         * would cap the put rate) and shrink when one expires unused, since
+         * its unused ids become gaps that the reader waits out. */
+        if (q->id_end > 0 && q->id_next >= q->id_end && now - q->block_ms < CLAIM_FAST_MS) {
+            if (q->claim_k < CLAIM_MAX_BUCKETS) q->claim_k *= 2;
+        } else if (q->id_next < q->id_end && q->claim_k > 1) {
+            q->claim_k /= 2;
+        }
+        if (q->claim_k < 1) q->claim_k = 1;
+        int64_t len = q->claim_k * S;
         pthread_mutex_unlock(&q->mu);
         sl_val key[1] = {sl_vtext(q->qkey)};
         sl_result r;
@@ -150,7 +162,7 @@ static int claim(sl_engine *e, qstate *q, int64_t *id, int64_t *block_ms) {
             w.t = &sl_t_monoton;
             w.kind = SL_W_UPDATE_IF;
             w.row.v[MO_QKEY] = sl_vtext(q->qkey);
-            w.row.v[MO_NEXT] = sl_vint(start + S);
+            w.row.v[MO_NEXT] = sl_vint(start + len);
             w.row.v[MO_NONCE] = sl_vint(eng_nonce());
             w.cond[0] = (sl_cond){MO_NEXT, sl_vint(old)};
             w.ncond = 1;
@@ -160,9 +172,14 @@ static int claim(sl_engine *e, qstate *q, int64_t *id, int64_t *block_ms) {
         q->claiming = 0;
         if (rc == 0) {
             q->id_next = start;
-            q->id_end = start + S;
+            q->id_end = start + len;
             q->block_ms = now;
-            if (start + S > q->head) q->head = start + S;
+            for (int64_t b = start / S; b < (start + len) / S; b++) {
+                int slot = (int)(b % READ_SCAN_MAX);
+                q->claim_bucket[slot] = b + 1; /* +1: zero means "no bucket" */
+                q->claim_ms[slot] = now;
+            }
+            if (start + len > q->head) q->head = start + len;
         }
         pthread_cond_broadcast(&q->claimed);
         pthread_mutex_unlock(&q->mu);
@@ -205,17 +222,154 @@ int msg_scan_bucket(sl_engine *e, qstate *q, int64_t bucket, sl_result *out) {
     return sl_store_slice(e->st, &s, out);
 }
 
-int msg_lease_entry(sl_engine *e, qstate *q, int64_t id, int64_t version, int64_t due, int64_t exp_ms, int async) {
-    sl_write w = {0};
-    w.t = &sl_t_leases;
-    w.kind = SL_W_UPSERT;
-    w.row.v[L_QKEY] = sl_vtext(q->qkey);
-    w.row.v[L_MINUTE] = sl_vint(due / 60000);
-    w.row.v[L_DUE] = sl_vint(due);
-    w.row.v[L_ID] = sl_vint(id);
-    w.row.v[L_VERSION] = sl_vint(version);
+/* The lease index entry of message id (at version) that becomes due at
+ * due. */
+static void lease_entry_write(qstate *q, int64_t id, int64_t version, int64_t due, int64_t exp_ms, int64_t now,
+                              sl_write *w) {
+    memset(w, 0, sizeof *w);
+    w->t = &sl_t_leases;
+    w->kind = SL_W_UPSERT;
+    w->row.v[L_QKEY] = sl_vtext(q->qkey);
+    w->row.v[L_MINUTE] = sl_vint(due / 60000);
+    w->row.v[L_DUE] = sl_vint(due);
+    w->row.v[L_ID] = sl_vint(id);
+    w->row.v[L_VERSION] = sl_vint(version);
+    w->ttl = (int)ttl_left_s((exp_ms > due ? exp_ms : due) + 60000, now);
+}
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Remembers when the lease entries this node writes fall due, in a
+ * min-heap, so that a receive knows whether one of them can be due before
+ * it scans the index (see take_due). Beyond LEASE_DEFER_MAX remembered
+ * times the queue stops skipping scans. */
+static void lease_dues_note(qstate *q, const sl_write *w, size_t n) {
+    pthread_mutex_lock(&q->mu);
+    for (size_t k = 0; k < n && !q->dues_overflow; k++) {
+        if (q->ndues == q->dues_cap) {
+            size_t cap = q->dues_cap ? 2 * q->dues_cap : 256;
+            int64_t *d = cap <= LEASE_DEFER_MAX ? realloc(q->dues, cap * sizeof *d) : NULL;
+            if (!d) {
+                q->dues_overflow = 1;
+                break;
+            }
+            q->dues = d;
+            q->dues_cap = cap;
+        }
+        size_t i = q->ndues++;
+        int64_t due = w[k].row.v[L_DUE].i;
+        while (i > 0 && q->dues[(i - 1) / 2] > due) {
+            q->dues[i] = q->dues[(i - 1) / 2];
+            i = (i - 1) / 2;
+        }
+        q->dues[i] = due;
+    }
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* Forgets the remembered due times up to now; caller holds q->mu. */
+static void lease_dues_pop(qstate *q, int64_t now) {
+    while (q->ndues > 0 && q->dues[0] <= now) {
+        int64_t last = q->dues[--q->ndues];
+        size_t i = 0;
+        for (;;) {
+            size_t c = 2 * i + 1;
+            if (c >= q->ndues) break;
+            if (c + 1 < q->ndues && q->dues[c + 1] < q->dues[c]) c++;
+            if (q->dues[c] >= last) break;
+            q->dues[i] = q->dues[c];
+            i = c;
+        }
+        if (q->ndues > 0) q->dues[i] = last;
+    }
+}
+
+/* Defers the entry of a lease that lasts LEASE_DEFER_MIN_MS or more: it is
+ * written LEASE_DEFER_MS after the lease (by the poller, or by take_due),
+ * unless an ack or an update cancels it first. Losing a deferred entry in a
+ * crash loses no message, as for a lost entry (see msg_lease_entry), and
+ * since it is written at least a second before it is due, other nodes see
+ * it in time. Returns 1 when deferred. */
+static int lease_entry_defer(qstate *q, int64_t id, int64_t version, int64_t due, int64_t exp_ms, int64_t now) {
+    if (due - now < LEASE_DEFER_MIN_MS) return 0;
+    pthread_mutex_lock(&q->mu);
+    if (q->pend_n == q->pend_cap && q->pend_cap < LEASE_DEFER_MAX) {
+        size_t cap = q->pend_cap ? 2 * q->pend_cap : 256;
+        struct pend_entry *p = malloc(cap * sizeof *p);
+        if (p) {
+            for (size_t i = 0; i < q->pend_n; i++) p[i] = q->pend[(q->pend_head + i) % q->pend_cap];
+            free(q->pend);
+            q->pend = p;
+            q->pend_head = 0;
+            q->pend_cap = cap;
+        }
+    }
+    int ok = q->pend_n < q->pend_cap;
+    if (ok) {
+        q->pend[(q->pend_head + q->pend_n) % q->pend_cap] =
+            (struct pend_entry){id, version, due, exp_ms, now + LEASE_DEFER_MS};
+        q->pend_n++;
+    }
+    pthread_mutex_unlock(&q->mu);
+    return ok;
+}
+
+/* Forgets the deferred entry of (id, version), if it is among the newest
+ * ones (an ack usually comes soon after its lease; an entry not found is
+ * written, and skipped later as stale). */
+static void lease_entry_cancel(qstate *q, int64_t id, int64_t version) {
+    pthread_mutex_lock(&q->mu);
+    for (size_t k = 0; k < q->pend_n && k < 4096; k++) {
+        struct pend_entry *p = &q->pend[(q->pend_head + q->pend_n - 1 - k) % q->pend_cap];
+        if (p->id == id && p->version == version) {
+            p->id = -1;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* Writes the deferred entries whose time came (write_at <= upto), waiting
+ * for the commit when sync is set. */
+int msg_lease_flush(sl_engine *e, qstate *q, int64_t upto, int sync) {
+    enum { CHUNK = 64 };
     int64_t now = sl_now_ms();
-    w.ttl = (int)ttl_left_s((exp_ms > due ? exp_ms : due) + 60000, now);
+    for (;;) {
+        sl_write w[CHUNK];
+        size_t n = 0;
+        pthread_mutex_lock(&q->mu);
+        while (q->pend_n > 0 && n < CHUNK) {
+            struct pend_entry *p = &q->pend[q->pend_head];
+            if (p->write_at > upto) break;
+            if (p->id >= 0) lease_entry_write(q, p->id, p->version, p->due, p->exp_ms, now, &w[n++]);
+            q->pend_head = (q->pend_head + 1) % q->pend_cap;
+            q->pend_n--;
+        }
+        int more = q->pend_n > 0 && q->pend[q->pend_head].write_at <= upto;
+        pthread_mutex_unlock(&q->mu);
+        if (n > 0) {
+            lease_dues_note(q, w, n);
+            int rc = sync ? eng_write(e, w, n) : sl_store_apply_async(e->st, w, n);
+            if (rc == SL_EUNKNOWN) rc = eng_write(e, w, n); /* idempotent upserts */
+            if (rc) {
+                sl_log(SL_INFO, "lease entries for %s not written: %s", q->qkey, sl_strerror(rc));
+                return rc;
+            }
+        }
+        if (!more) return 0;
+    }
+}
+
+int msg_lease_entry(sl_engine *e, qstate *q, int64_t id, int64_t version, int64_t due, int64_t exp_ms, int async) {
+    int64_t now = sl_now_ms();
+    if (async && lease_entry_defer(q, id, version, due, exp_ms, now)) return 0;
+    sl_write w;
+    lease_entry_write(q, id, version, due, exp_ms, now, &w);
+    lease_dues_note(q, &w, 1);
     /* The entry is an index of the message rows: if it is lost, the message
      * is not, since the repair worker moves expired waiting messages before
      * it finalizes their bucket (later, so only after a crash). Where the
@@ -226,6 +380,8 @@ int msg_lease_entry(sl_engine *e, qstate *q, int64_t id, int64_t version, int64_
     if (rc) sl_log(SL_INFO, "lease entry for %s/%lld not written: %s", q->qkey, (long long)id, sl_strerror(rc));
     return rc;
 }
+
+static void fresh_feed(qstate *q, const sl_write *w, size_t n);
 
 /* --- Put ---------------------------------------------------------------------- */
 
@@ -249,56 +405,85 @@ int sl_msg_put(sl_engine *e, const char *account, const char *queue, const sl_pu
     if ((rc = eng_queue(e, account, queue, &q)) != 0) return rc;
 
     int64_t now = sl_now_ms(), exp = now + q->opts.retention_s * 1000;
-    int any_visible = 0;
-    for (size_t i = 0; i < n; i++) {
-        const sl_put *m = &msgs[i];
+    /* All n rows go to the store in one request (one commit; on Cassandra
+     * one batch), so a batch is all or nothing; delayed messages' lease
+     * entries go first, in one request too. */
+    struct pending {
         int64_t id, block_ms;
-        if ((rc = claim(e, q, &id, &block_ms)) != 0) return rc;
-        int64_t bucket = id / q->opts.bucket_size;
         char tag[SL_TAG_MAX];
+    } *p = calloc(n, sizeof *p);
+    sl_write *w = calloc(2 * n, sizeof *w), *entries = w + n;
+    if (!p || !w) {
+        free(p);
+        free(w);
+        return SL_ENOMEM;
+    }
+    size_t nentries = 0;
+    int any_visible = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const sl_put *m = &msgs[i];
+        if ((rc = claim(e, q, &p[i].id, &p[i].block_ms)) != 0) break;
+        int64_t id = p[i].id, visible = now + (int64_t)m->delay_s * 1000;
         hex(ids[i], SL_MSGID_LEN / 2);
-        hex(tag, 8);
-        sl_write w = {0};
-        msg_key(&w, q->qkey, bucket, id);
-        w.kind = SL_W_UPSERT;
-        w.ttl = (int)ttl_left_s(exp, now);
-        w.row.v[M_MID] = sl_vtext(ids[i]);
-        w.row.v[M_BODY] = sl_vbytes(m->body ? m->body : "", m->len);
-        w.row.v[M_ATTRS] = sl_vtext(m->attrs_json ? m->attrs_json : "{}");
-        w.row.v[M_TAG] = sl_vtext(tag);
-        w.row.v[M_PUT] = sl_vint(now);
-        w.row.v[M_EXP] = sl_vint(exp);
-        w.row.v[M_VISIBLE] = sl_vint(now + (int64_t)m->delay_s * 1000);
-        w.row.v[M_VERSION] = sl_vint(0);
-        w.row.v[M_DCOUNT] = sl_vint(0);
-        w.row.v[M_STATE] = sl_vint(m->delay_s > 0 ? MS_WAITING : MS_READY);
-        w.row.v[M_NONCE] = sl_vint(eng_nonce());
+        hex(p[i].tag, 8);
+        sl_write *x = &w[i];
+        msg_key(x, q->qkey, id / q->opts.bucket_size, id);
+        x->kind = SL_W_UPSERT;
+        x->ttl = (int)ttl_left_s(exp, now);
+        x->row.v[M_MID] = sl_vtext(ids[i]);
+        x->row.v[M_BODY] = sl_vbytes(m->body ? m->body : "", m->len);
+        x->row.v[M_ATTRS] = sl_vtext(m->attrs_json ? m->attrs_json : "{}");
+        x->row.v[M_TAG] = sl_vtext(p[i].tag);
+        x->row.v[M_PUT] = sl_vint(now);
+        x->row.v[M_EXP] = sl_vint(exp);
+        x->row.v[M_VISIBLE] = sl_vint(visible);
+        x->row.v[M_VERSION] = sl_vint(0);
+        x->row.v[M_DCOUNT] = sl_vint(0);
+        x->row.v[M_STATE] = sl_vint(m->delay_s > 0 ? MS_WAITING : MS_READY);
+        x->row.v[M_NONCE] = sl_vint(eng_nonce());
+        any_visible += m->delay_s == 0;
         /* A delayed message is tracked by the lease index from the start, so
          * that it never holds up the bucket it lives in. Its entry is
          * written first: an entry without a message is skipped, a waiting
          * message without an entry would wait for the repair worker. */
-        if (m->delay_s > 0 && (rc = msg_lease_entry(e, q, id, 0, now + (int64_t)m->delay_s * 1000, exp, 0)) != 0)
-            return rc;
-        rc = eng_write(e, &w, 1);
-        /* An unknown outcome is not retried here: the id is this put's alone,
-         * so a write that lands later is just a late write, which the repair
-         * worker delivers. The client gets a 503 and may put again. */
-        if (rc == SL_EUNKNOWN) rc = SL_EUNAVAILABLE;
-        if (rc) return rc;
-        any_visible |= m->delay_s == 0;
+        if (m->delay_s > 0) lease_entry_write(q, id, 0, visible, exp, now, &entries[nentries++]);
+    }
+    if (rc == 0 && nentries > 0) {
+        lease_dues_note(q, entries, nentries);
+        rc = eng_write(e, entries, nentries);
+        if (rc == SL_EUNKNOWN) rc = eng_write(e, entries, nentries); /* idempotent upserts */
+    }
+    if (rc == 0) {
+        rc = eng_write(e, w, n);
+        if (rc == 0) {
+            fresh_feed(q, w, n);
+        } else {
+            pthread_mutex_lock(&q->mu);
+            q->fresh_dirty = 1; /* the rows may land all the same */
+            pthread_mutex_unlock(&q->mu);
+        }
+    }
+    /* An unknown outcome is not retried here: the ids are this put's alone,
+     * so writes that land later are just late writes, which the repair
+     * worker delivers. The client gets a 503 and may put again. */
+    if (rc == SL_EUNKNOWN) rc = SL_EUNAVAILABLE;
+    for (size_t i = 0; i < n && rc == 0; i++) {
         /* If the reader sealed this bucket before the write landed, move the
          * message on at once rather than wait for the repair worker. The
          * reader cannot have sealed it while the block is younger than half
          * the gap grace, so the check costs nothing in steady state. */
-        if (sl_now_ms() - block_ms >= e->cfg.lease_grace_ms / 2 && is_sealed(e, q->qkey, bucket)) {
+        int64_t bucket = p[i].id / q->opts.bucket_size;
+        if (sl_now_ms() - p[i].block_ms >= e->cfg.lease_grace_ms / 2 && is_sealed(e, q->qkey, bucket)) {
             sl_result r;
             sl_result_init(&r);
-            if (get_msg(e, q->qkey, bucket, id, SL_READ_SERIAL, &r) == 0) msg_move(e, q, &r.rows[0], q, 0, 0);
+            if (get_msg(e, q->qkey, bucket, p[i].id, SL_READ_SERIAL, &r) == 0) msg_move(e, q, &r.rows[0], q, 0, 0);
             sl_result_free(&r);
         }
     }
-    if (any_visible) eng_notify(e, q);
-    return 0;
+    free(p);
+    free(w);
+    if (rc == 0 && any_visible) eng_notify_n(e, q, (size_t)any_visible);
+    return rc;
 }
 
 /* --- Moving messages ---------------------------------------------------------- */
@@ -336,6 +521,7 @@ int msg_complete_move(sl_engine *e, qstate *src, const sl_row *m) {
      * after a crash finds its copy there and does not make a second one. */
     int rc = eng_cas(e, &w, M_NONCE, NULL);
     if (rc && rc != SL_ENOTAPPLIED) return rc;
+    __atomic_add_fetch(&e->moves, 1, __ATOMIC_RELEASE); /* a READY row the pools lack */
 
     sl_write f = {0};
     msg_key(&f, src->qkey, m->v[M_BUCKET].i, m->v[M_ID].i);
@@ -470,16 +656,17 @@ static int lease_one(sl_engine *e, qstate *q, const sl_row *m, int invis_s, sl_m
     int64_t now = sl_now_ms(), visible = now + (int64_t)invis_s * 1000;
     sl_write w;
     lease_write(q, m, now, visible, &w);
-    if ((rc = eng_cas(e, &w, M_NONCE, NULL)) != 0) return rc;
+    int one;
+    eng_cas_many(e, q, &w, 1, M_NONCE, &one);
+    if (one) return one;
     msg_lease_entry(e, q, m->v[M_ID].i, m->v[M_VERSION].i + 1, visible, m->v[M_EXP].i, 1);
     return leased_message(q, m, out);
 }
 
-/* Leases up to k rows of one bucket in one conditional batch (one round
- * trip, one Paxos round on Cassandra), and writes their lease entries, which
- * share a partition since they share a due time, in one batch too. When the
- * batch is not applied because another reader took one of the rows, or its
- * outcome is unknown, each row is settled on its own. Appends to out. */
+/* Leases up to k rows of one bucket with one combined compare-and-set (one
+ * conditional batch with other receivers' leases of the bucket, see
+ * eng_cas_many), and writes their lease entries (or defers them) in one
+ * batch too. Appends to out what it leased. */
 static int lease_batch(sl_engine *e, qstate *q, sl_row **rows, size_t k, int invis_s, sl_message *out,
                        size_t *got) {
     sl_row *todo[SL_RECEIVE_MAX];
@@ -497,52 +684,31 @@ static int lease_batch(sl_engine *e, qstate *q, sl_row **rows, size_t k, int inv
     }
     int64_t now = sl_now_ms(), visible = now + (int64_t)invis_s * 1000;
     sl_write w[SL_RECEIVE_MAX], entries[SL_RECEIVE_MAX];
-    int applied[SL_RECEIVE_MAX] = {0};
+    int rcs[SL_RECEIVE_MAX], err = 0;
     for (size_t i = 0; i < n; i++) lease_write(q, todo[i], now, visible, &w[i]);
-    rc = sl_store_apply(e->st, w, n, NULL);
-    if (rc == 0) {
-        for (size_t i = 0; i < n; i++) applied[i] = 1;
-    } else if (rc == SL_ENOTAPPLIED || rc == SL_EUNKNOWN) {
-        for (size_t i = 0; i < n; i++) {
-            if (rc == SL_EUNKNOWN) {
-                sl_result r;
-                sl_result_init(&r);
-                int g = get_msg(e, q->qkey, todo[i]->v[M_BUCKET].i, todo[i]->v[M_ID].i, SL_READ_SERIAL, &r);
-                applied[i] = g == 0 && r.rows[0].v[M_NONCE].i == w[i].row.v[M_NONCE].i;
-                sl_result_free(&r);
-                if (applied[i]) continue;
-            }
-            int one = eng_cas(e, &w[i], M_NONCE, NULL);
-            if (one == 0) applied[i] = 1;
-            else if (one != SL_ENOTAPPLIED) return one;
-        }
-    } else {
-        return rc;
-    }
-    size_t ne = 0;
+    eng_cas_many(e, q, w, n, M_NONCE, rcs);
+    size_t ne = 0, before = *got;
     for (size_t i = 0; i < n; i++) {
-        if (!applied[i]) continue;
+        if (rcs[i] != 0) {
+            /* Taken by another node: skip it. A store error: report it,
+             * unless others were leased, which the client must get. */
+            if (rcs[i] != SL_ENOTAPPLIED && !err) err = rcs[i];
+            continue;
+        }
         if ((rc = leased_message(q, todo[i], &out[*got])) != 0) return rc;
         (*got)++;
-        sl_write *x = &entries[ne++];
-        memset(x, 0, sizeof *x);
-        x->t = &sl_t_leases;
-        x->kind = SL_W_UPSERT;
-        x->row.v[L_QKEY] = sl_vtext(q->qkey);
-        x->row.v[L_MINUTE] = sl_vint(visible / 60000);
-        x->row.v[L_DUE] = sl_vint(visible);
-        x->row.v[L_ID] = todo[i]->v[M_ID];
-        x->row.v[L_VERSION] = sl_vint(todo[i]->v[M_VERSION].i + 1);
-        x->ttl = (int)ttl_left_s((todo[i]->v[M_EXP].i > visible ? todo[i]->v[M_EXP].i : visible) + 60000, now);
+        int64_t id = todo[i]->v[M_ID].i, ver = todo[i]->v[M_VERSION].i + 1, exp = todo[i]->v[M_EXP].i;
+        if (!lease_entry_defer(q, id, ver, visible, exp, now)) lease_entry_write(q, id, ver, visible, exp, now, &entries[ne++]);
     }
     if (ne > 0) {
+        lease_dues_note(q, entries, ne);
         rc = sl_store_apply_async(e->st, entries, ne);
         if (rc == SL_EUNKNOWN) rc = eng_write(e, entries, ne);
         /* Not fatal: the repair worker moves waiting messages whose entry
          * was lost (see msg_lease_entry). */
         if (rc) sl_log(SL_INFO, "lease entries for %s not written: %s", q->qkey, sl_strerror(rc));
     }
-    return 0;
+    return *got > before ? 0 : err;
 }
 
 static int seen_recently(qstate *q, int64_t due, int64_t id);
@@ -669,6 +835,12 @@ static int seen_recently(qstate *q, int64_t due, int64_t id) {
  * leased if it is still waiting with the version the entry was made for. */
 static int take_due(sl_engine *e, qstate *q, int max, int invis_s, sl_message *out, size_t *got) {
     int scanned = 0;
+    /* A deferred entry is due LEASE_DEFER_MIN_MS - LEASE_DEFER_MS after its
+     * write time at the earliest. The poller writes entries on time; if it
+     * fell that far behind (or the test clock jumped), write the ones that
+     * may be due before looking for them. */
+    int rc0 = msg_lease_flush(e, q, sl_now_ms() - (LEASE_DEFER_MIN_MS - LEASE_DEFER_MS), 1);
+    if (rc0) return rc0;
     while ((int)*got < max) {
         cand c;
         pthread_mutex_lock(&q->mu);
@@ -678,8 +850,29 @@ static int take_due(sl_engine *e, qstate *q, int max, int invis_s, sl_message *o
         if (!have) {
             if (scanned) break;
             scanned = 1;
-            int rc = msg_lease_scan(e, q, sl_now_ms());
-            if (rc) return rc;
+            /* The scan is skipped when no entry this node wrote is due yet
+             * and the last scan was less than FRESH_IDLE_MS ago by both
+             * clocks: entries of other nodes are found that much later. */
+            int64_t now = sl_now_ms(), mono = mono_ms();
+            pthread_mutex_lock(&q->mu);
+            int idle = !q->lscan_dirty && !q->dues_overflow && (q->ndues == 0 || q->dues[0] > now) &&
+                       mono - q->lscan_mono_ms < FRESH_IDLE_MS && now - q->lscan_now_ms < FRESH_IDLE_MS &&
+                       q->lcur_due >= now - SETTLE_MS - FRESH_IDLE_MS; /* the last walk reached the end */
+            if (!idle) {
+                q->lscan_dirty = 0;
+                q->lscan_mono_ms = mono;
+                q->lscan_now_ms = now;
+                lease_dues_pop(q, now);
+            }
+            pthread_mutex_unlock(&q->mu);
+            if (idle) break;
+            int rc = msg_lease_scan(e, q, now);
+            if (rc) {
+                pthread_mutex_lock(&q->mu);
+                q->lscan_dirty = 1; /* scan again next time */
+                pthread_mutex_unlock(&q->mu);
+                return rc;
+            }
             continue;
         }
         int64_t bucket = c.id / q->opts.bucket_size;
@@ -717,12 +910,12 @@ static int take_due(sl_engine *e, qstate *q, int max, int invis_s, sl_message *o
  * moved past it, none of its rows is READY, and every id is present or has
  * been missing for the gap grace (a put that claimed it crashed, or its write
  * is late; a late write is republished by the repair worker). Returns 1 when
- * the bucket is (now) sealed. */
+ * the bucket is (now) sealed; the caller moves the durable reader pointer
+ * (once for all the buckets it sealed). */
 static int try_seal(sl_engine *e, qstate *q, int64_t b, const sl_result *r, int ready, int64_t now) {
     int64_t S = q->opts.bucket_size, present = 0;
     for (size_t i = 0; i < r->n; i++) {
         if (r->rows[i].v[M_ID].i < 0) { /* marker: already sealed */
-            eng_pointer_max(e, q->qkey, "reader", b + 1);
             pthread_mutex_lock(&q->mu);
             if (q->reader < b + 1) q->reader = b + 1;
             pthread_mutex_unlock(&q->mu);
@@ -733,19 +926,26 @@ static int try_seal(sl_engine *e, qstate *q, int64_t b, const sl_result *r, int 
     pthread_mutex_lock(&q->mu);
     int64_t head = q->head;
     pthread_mutex_unlock(&q->mu);
-    if (ready || head < (b + 1) * S) return 0;
+    if (head < (b + 1) * S) return 0;
+    /* The gap clock starts when the bucket is first seen complete in ids
+     * but short of rows, whether or not it still has READY rows. */
     if (present < S) {
         int slot = (int)(b % READ_SCAN_MAX);
         pthread_mutex_lock(&q->mu);
         if (q->gap_bucket[slot] != b + 1 || q->gap_present[slot] != present) {
+            /* First seen, the clock of a block this node claimed starts at
+             * the claim (its ids were handed out no earlier); otherwise,
+             * and whenever a row arrives, it starts now. */
+            int first = q->gap_bucket[slot] != b + 1;
             q->gap_bucket[slot] = b + 1; /* +1: zero means "no bucket" */
             q->gap_present[slot] = present;
-            q->gap_since[slot] = now;
+            q->gap_since[slot] = first && q->claim_bucket[slot] == b + 1 && q->claim_ms[slot] < now ? q->claim_ms[slot] : now;
         }
         int64_t since = q->gap_since[slot];
         pthread_mutex_unlock(&q->mu);
-        if (now - since < e->cfg.lease_grace_ms) return 0;
+        if (ready || now - since < e->cfg.lease_grace_ms) return 0;
     }
+    if (ready) return 0;
     /* One thread of this node seals at a time; the others go on reading. */
     pthread_mutex_lock(&q->mu);
     int busy = q->sealing;
@@ -761,9 +961,6 @@ static int try_seal(sl_engine *e, qstate *q, int64_t b, const sl_result *r, int 
     w.row.v[M_NONCE] = sl_vint(eng_nonce());
     int rc = eng_cas(e, &w, M_NONCE, NULL);
     int sealed = rc == 0 || rc == SL_ENOTAPPLIED;
-    /* Advance the pointer past b. Another node may have done it first; the
-     * pointer only ever grows. */
-    if (sealed) eng_pointer_max(e, q->qkey, "reader", b + 1);
     pthread_mutex_lock(&q->mu);
     q->sealing = 0;
     if (sealed && q->reader < b + 1) q->reader = b + 1;
@@ -771,38 +968,93 @@ static int try_seal(sl_engine *e, qstate *q, int64_t b, const sl_result *r, int 
     return sealed;
 }
 
-/* Threads of one node that read the same bucket would otherwise race each
- * other for the same rows, and every lost compare-and-set costs a commit.
- * A thread claims the rows it will try, in memory, before the CAS; the other
- * threads of the node pass over them. Nodes still race each other, and the
- * CAS settles that. Returns how many of v[0..n) it claimed, moved to the
- * front of v. */
-static size_t claim_rows(qstate *q, sl_row **v, size_t n) {
-    size_t k = 0;
-    pthread_mutex_lock(&q->mu);
-    for (size_t i = 0; i < n && q->nleasing < MAX_CLAIMED; i++) {
-        int64_t id = v[i]->v[M_ID].i;
-        int busy = 0;
-        for (int j = 0; j < q->nleasing && !busy; j++) busy = q->leasing[j] == id;
-        if (busy) continue;
-        q->leasing[q->nleasing++] = id;
-        sl_row *t = v[k];
-        v[k++] = v[i];
-        v[i] = t;
+/* --- The fresh pool ------------------------------------------------------------ */
+
+/* Reading the reader window for every receive would read the same rows once
+ * per consumer. Instead one thread at a time refills a per-queue pool from
+ * the window when it runs dry, and receivers pop rows from it under q->mu:
+ * in steady state a receive reads nothing, and the threads of one node never
+ * race each other for a row. Nodes still race each other, and the CAS of
+ * the lease settles that; a row leased elsewhere since it was read costs one
+ * CAS that is not applied. */
+
+/* A deep copy of row m in one allocation; *bytes gets its size. */
+static sl_row *row_dup(const sl_row *m, size_t *bytes) {
+    size_t extra = 0;
+    for (int i = 0; i < SL_MAX_COLS; i++)
+        if (m->v[i].set && !m->v[i].null && m->v[i].p) extra += m->v[i].n + 1;
+    sl_row *c = malloc(sizeof *c + extra);
+    if (!c) return NULL;
+    *c = *m;
+    char *p = (char *)(c + 1);
+    for (int i = 0; i < SL_MAX_COLS; i++) {
+        sl_val *v = &c->v[i];
+        if (!v->set || v->null || !v->p) continue;
+        memcpy(p, v->p, v->n);
+        p[v->n] = '\0';
+        v->p = p;
+        p += v->n + 1;
     }
-    pthread_mutex_unlock(&q->mu);
-    return k;
+    *bytes = sizeof *c + extra;
+    return c;
 }
 
-static void unclaim_rows(qstate *q, sl_row **v, size_t n) {
+static size_t row_bytes(const sl_row *m) {
+    size_t n = sizeof *m;
+    for (int i = 0; i < SL_MAX_COLS; i++)
+        if (m->v[i].set && !m->v[i].null && m->v[i].p) n += m->v[i].n + 1;
+    return n;
+}
+
+void msg_fresh_drop(qstate *q) {
     pthread_mutex_lock(&q->mu);
-    for (size_t i = 0; i < n; i++)
+    for (int i = q->fresh_pos; i < q->nfresh; i++)
+        free(q->fresh[i]);
+    q->nfresh = q->fresh_pos = 0;
+    q->fresh_bytes = 0;
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* Ends this thread's lease attempts on the rows v[0..n) and frees them. */
+static void leasing_end(qstate *q, sl_row **v, size_t n) {
+    pthread_mutex_lock(&q->mu);
+    for (size_t i = 0; i < n; i++) {
+        int64_t id = v[i]->v[M_ID].i;
         for (int j = 0; j < q->nleasing; j++)
-            if (q->leasing[j] == v[i]->v[M_ID].i) {
+            if (q->leasing[j] == id) {
                 q->leasing[j] = q->leasing[--q->nleasing];
                 break;
             }
+    }
     pthread_mutex_unlock(&q->mu);
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+}
+
+static int cmp_id(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Pops up to want rows of one bucket (so that they can be leased in one
+ * conditional batch) and marks them as being leased. Rows purged since the
+ * refill are dropped. Caller holds q->mu. */
+static size_t fresh_pop(qstate *q, sl_row **v, size_t want) {
+    size_t k = 0;
+    while (q->fresh_pos < q->nfresh && k < want && q->nleasing < MAX_CLAIMED) {
+        sl_row *m = q->fresh[q->fresh_pos];
+        if (k > 0 && m->v[M_BUCKET].i != v[0]->v[M_BUCKET].i) break;
+        q->fresh[q->fresh_pos++] = NULL;
+        q->fresh_bytes -= row_bytes(m);
+        if (m->v[M_PUT].i <= q->purge_ms) {
+            free(m);
+            continue;
+        }
+        q->leasing[q->nleasing++] = m->v[M_ID].i;
+        v[k++] = m;
+    }
+    if (q->fresh_pos == q->nfresh) q->nfresh = q->fresh_pos = 0;
+    return k;
 }
 
 static void shuffle(sl_row **v, size_t n) {
@@ -814,32 +1066,86 @@ static void shuffle(sl_row **v, size_t n) {
     }
 }
 
-/* Takes messages never delivered from the reader window, sealing buckets at
- * the front of the window as they complete and moving the pointer past
- * them. */
-static int take_fresh(sl_engine *e, qstate *q, int max, int invis_s, sl_message *out, size_t *got) {
+/* Adds copies of the READY rows of one scanned bucket to the pool, except
+ * those in busy[0..nbusy) (sorted); returns how many, or -1 when out of
+ * memory. *all is cleared when the pool had no room for some. */
+static int fresh_add(qstate *q, sl_row **cands, size_t nc, const int64_t *busy, size_t nbusy, int *all) {
+    sl_row *copies[1024];
+    size_t sizes[1024], n = 0, bytes = 0;
+    for (size_t i = 0; i < nc && n < 1024; i++) {
+        if (bytes >= FRESH_BYTES) {
+            *all = 0;
+            break;
+        }
+        if (bsearch(&cands[i]->v[M_ID].i, busy, nbusy, sizeof *busy, cmp_id)) continue;
+        if (!(copies[n] = row_dup(cands[i], &sizes[n]))) {
+            while (n > 0) free(copies[--n]);
+            return -1;
+        }
+        bytes += sizes[n++];
+    }
+    int added = 0;
+    pthread_mutex_lock(&q->mu);
+    if (!q->fresh) q->fresh = calloc(FRESH_MAX, sizeof *q->fresh);
+    for (size_t i = 0; i < n; i++) {
+        if (!q->fresh || q->dead || q->nfresh >= FRESH_MAX || q->fresh_bytes + sizes[i] > FRESH_BYTES) {
+            free(copies[i]);
+            *all = 0;
+            continue;
+        }
+        q->fresh[q->nfresh++] = copies[i];
+        q->fresh_bytes += sizes[i];
+        added++;
+    }
+    pthread_mutex_unlock(&q->mu);
+    return added;
+}
+
+/* Refills the pool from the reader window: READ_WINDOW buckets that hold
+ * messages, from the reader pointer on, and more while the pool holds fewer
+ * than FRESH_TARGET rows (empty buckets, ids claimed and never used or not
+ * written yet, are passed over; READ_SCAN_MAX buckets are read at most, so
+ * that gaps never starve delivery). Buckets at the front of the window that
+ * hold no READY row any more are sealed and the pointer moves past them.
+ *
+ * Past the first bucket that cannot be sealed yet, buckets below
+ * q->fresh_next are not read again: each was read with all its ids present
+ * (no row can appear in it later) and its READY rows went to the pool, so
+ * they are being leased or were. With many consumers the front buckets
+ * still hold rows in flight; without this, the window would fill with
+ * buckets that have nothing left to give. The front bucket is always read,
+ * so a row whose lease failed is found again once the buckets before it
+ * are sealed. */
+static int fresh_fill(sl_engine *e, qstate *q, int *found) {
     int64_t S = q->opts.bucket_size, now = sl_now_ms();
     int rc;
+    /* The pool is empty when a refill begins, so the only rows it may read
+     * as READY although this node is leasing them (their CAS has not
+     * committed yet) are those being leased now: it passes over those. */
+    int64_t busy[MAX_CLAIMED];
     pthread_mutex_lock(&q->mu);
-    int64_t R = q->reader;
+    int64_t R = q->reader, next = q->fresh_next;
+    size_t nbusy = (size_t)q->nleasing;
+    memcpy(busy, q->leasing, nbusy * sizeof *busy);
     pthread_mutex_unlock(&q->mu);
+    qsort(busy, nbusy, sizeof *busy, cmp_id);
     if (R < 0) {
         if ((rc = eng_pointer_get(e, q->qkey, "reader", &R)) != 0) return rc;
         pthread_mutex_lock(&q->mu);
         if (q->reader < R) q->reader = R;
         pthread_mutex_unlock(&q->mu);
     }
-    for (int pass = 0; pass < 2 && (int)*got < max; pass++) {
+    int added = 0;
+    int64_t R0 = R;
+    for (int pass = 0; pass < 2; pass++) {
         pthread_mutex_lock(&q->mu);
         int64_t head = q->head;
         pthread_mutex_unlock(&q->mu);
         int prefix = 1;
         int64_t b = R;
-        /* The window is READ_WINDOW buckets that hold messages; empty ones
-         * (ids claimed and never used, or not written yet) are passed over,
-         * up to READ_SCAN_MAX buckets, so that gaps never starve delivery. */
-        for (int k = 0, full = 0; full < READ_WINDOW && k < READ_SCAN_MAX && b * S < head && (int)*got < max;
+        for (int k = 0, full = 0; (full < READ_WINDOW || added < FRESH_TARGET) && k < READ_SCAN_MAX && b * S < head;
              k++, b++) {
+            if (!prefix && b < next && (b = next) * S >= head) break;
             sl_result r;
             sl_result_init(&r);
             if ((rc = msg_scan_bucket(e, q, b, &r)) != 0) {
@@ -849,41 +1155,40 @@ static int take_fresh(sl_engine *e, qstate *q, int max, int invis_s, sl_message 
             if (r.n > 0) full++;
             sl_row *cands[1024];
             size_t nc = 0;
+            int64_t present = 0;
             for (size_t i = 0; i < r.n && nc < 1024; i++) {
                 sl_row *m = &r.rows[i];
+                present += m->v[M_ID].i >= 0;
                 if (m->v[M_ID].i >= 0 && m->v[M_STATE].i == MS_READY && !msg_purged(q, m)) cands[nc++] = m;
             }
             if (!q->opts.strict_fifo) shuffle(cands, nc);
-            /* Every candidate tried was leased, taken by someone else or
-             * dead-lettered: either way it is no longer READY. Candidates
-             * that another thread of this node is leasing are left to it. */
-            size_t taken = 0;
-            while (taken < nc && (int)*got < max) {
-                size_t want = (size_t)max - *got;
-                size_t k = claim_rows(q, cands + taken, nc - taken);
-                if (k == 0) break;
-                if (k > want) {
-                    unclaim_rows(q, cands + taken + want, k - want);
-                    k = want;
-                }
-                rc = lease_batch(e, q, cands + taken, k, invis_s, out, got);
-                unclaim_rows(q, cands + taken, k);
-                if (rc) {
-                    sl_result_free(&r);
-                    return rc;
-                }
-                taken += k;
+            int all = 1, n = fresh_add(q, cands, nc, busy, nbusy, &all);
+            if (n < 0) {
+                sl_result_free(&r);
+                return SL_ENOMEM;
             }
+            added += n;
+            /* next only moves over a contiguous run of buckets read whole
+             * and taken whole. */
+            if (b == next && present == S && all) next = b + 1;
             if (prefix) {
-                if (taken == nc && try_seal(e, q, b, &r, 0, now)) {
+                if (try_seal(e, q, b, &r, nc > 0, now)) {
                     R = b + 1;
                 } else {
                     prefix = 0;
                 }
             }
             sl_result_free(&r);
+            if (!all) break; /* the pool is full */
         }
-        if ((int)*got > 0) break;
+        *found = added;
+        pthread_mutex_lock(&q->mu);
+        q->fresh_next = next > R ? next : R;
+        pthread_mutex_unlock(&q->mu);
+        /* Another node may have moved the pointer further; it only grows. */
+        if (R > R0 && (rc = eng_pointer_max(e, q->qkey, "reader", R)) != 0) return rc;
+        R0 = R;
+        if (added > 0) break;
         /* Nothing found: maybe another node put messages past what this node
          * knows of the head, or another node moved the reader pointer. */
         int64_t old = head, nh;
@@ -898,6 +1203,89 @@ static int take_fresh(sl_engine *e, qstate *q, int max, int invis_s, sl_message 
             pthread_mutex_unlock(&q->mu);
         }
         if (nh <= old && !moved) break;
+    }
+    return 0;
+}
+
+/* Hands rows just put (READY, durable) to the pool, so that receivers on
+ * this node find them without reading. While a refill runs, or when the
+ * pool is full, the rows are left for a refill to find instead. */
+static void fresh_feed(qstate *q, const sl_write *w, size_t n) {
+    sl_row *copies[SL_BATCH_MAX];
+    size_t sizes[SL_BATCH_MAX], k = 0;
+    for (size_t i = 0; i < n && k < SL_BATCH_MAX; i++)
+        if (w[i].row.v[M_STATE].i == MS_READY && (copies[k] = row_dup(&w[i].row, &sizes[k])) != NULL) k++;
+    pthread_mutex_lock(&q->mu);
+    if (k < n) q->fresh_dirty = 1;
+    if (!q->fresh && !q->fresh_scanning) q->fresh = calloc(FRESH_MAX, sizeof *q->fresh);
+    for (size_t i = 0; i < k; i++) {
+        if (q->fresh_scanning || !q->fresh || q->dead || q->nfresh >= FRESH_MAX ||
+            q->fresh_bytes + sizes[i] > FRESH_BYTES) {
+            q->fresh_dirty = 1;
+            free(copies[i]);
+            continue;
+        }
+        q->fresh[q->nfresh++] = copies[i];
+        q->fresh_bytes += sizes[i];
+    }
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* Takes messages never delivered, from the pool, refilling it when it is
+ * dry. A thread that finds another one refilling waits for that refill
+ * instead of reading the same buckets again. A receive gives up (and
+ * returns what it has, maybe nothing) once a refill found nothing new, or
+ * after a few refills that others emptied first. */
+static int take_fresh(sl_engine *e, qstate *q, int max, int invis_s, sl_message *out, size_t *got) {
+    int refills = 0;
+    while ((int)*got < max) {
+        sl_row *v[SL_RECEIVE_MAX];
+        pthread_mutex_lock(&q->mu);
+        size_t k = fresh_pop(q, v, (size_t)max - *got);
+        if (k == 0) {
+            if (*got > 0 || refills >= 4) {
+                pthread_mutex_unlock(&q->mu);
+                break;
+            }
+            if (!q->fresh_scanning && !q->fresh_dirty &&
+                q->fresh_moves == __atomic_load_n(&e->moves, __ATOMIC_ACQUIRE) &&
+                mono_ms() - q->fresh_mono_ms < FRESH_IDLE_MS && sl_now_ms() - q->fresh_now_ms < FRESH_IDLE_MS) {
+                pthread_mutex_unlock(&q->mu);
+                break; /* nothing can have appeared since the last refill */
+            }
+            refills++;
+            if (q->fresh_scanning) {
+                uint64_t gen = q->fresh_gen;
+                while (q->fresh_scanning && q->fresh_gen == gen)
+                    pthread_cond_wait(&q->fresh_cv, &q->mu);
+                int found = q->fresh_found;
+                pthread_mutex_unlock(&q->mu);
+                if (!found) break;
+                continue;
+            }
+            q->fresh_scanning = 1;
+            q->fresh_dirty = 0;
+            q->fresh_moves = __atomic_load_n(&e->moves, __ATOMIC_ACQUIRE);
+            pthread_mutex_unlock(&q->mu);
+            int found = 0, rc = fresh_fill(e, q, &found);
+            pthread_mutex_lock(&q->mu);
+            q->fresh_scanning = 0;
+            q->fresh_found = found;
+            /* A refill that found rows may have stopped at a limit. */
+            if (found || rc) q->fresh_dirty = 1;
+            q->fresh_mono_ms = mono_ms();
+            q->fresh_now_ms = sl_now_ms(); /* the engine's clock, which tests drive */
+            q->fresh_gen++;
+            pthread_mutex_unlock(&q->mu);
+            pthread_cond_broadcast(&q->fresh_cv);
+            if (rc) return rc;
+            if (!found) break;
+            continue;
+        }
+        pthread_mutex_unlock(&q->mu);
+        int rc = lease_batch(e, q, v, k, invis_s, out, got);
+        leasing_end(q, v, k);
+        if (rc) return rc;
     }
     return 0;
 }
@@ -987,28 +1375,73 @@ static int receipt_row(sl_engine *e, qstate *q, const char *receipt, int64_t *id
     return 0;
 }
 
-int sl_msg_ack(sl_engine *e, const char *account, const char *queue, const char *receipt) {
+/* The CAS that acks message id as leased at version. */
+static void ack_write(qstate *q, int64_t id, int64_t version, int64_t exp, int64_t now, sl_write *w) {
+    memset(w, 0, sizeof *w);
+    msg_key(w, q->qkey, id / q->opts.bucket_size, id);
+    w->kind = SL_W_UPDATE_IF;
+    w->ttl = (int)ttl_left_s(exp, now);
+    w->row.v[M_STATE] = sl_vint(MS_ACKED);
+    w->row.v[M_VERSION] = sl_vint(version + 1);
+    w->row.v[M_NONCE] = sl_vint(eng_nonce());
+    w->cond[0] = (sl_cond){M_VERSION, sl_vint(version)};
+    w->cond[1] = (sl_cond){M_STATE, sl_vint(MS_WAITING)};
+    w->ncond = 2;
+}
+
+int sl_msg_ack_many(sl_engine *e, const char *account, const char *queue, const char *const *receipts, size_t n,
+                    int *rcs) {
+    if (n < 1 || n > SL_BATCH_MAX) return SL_EINVAL;
     qstate *q;
     int rc = open_queue(e, account, queue, &q);
     if (rc) return rc;
-    int64_t id, version, exp;
-    if ((rc = receipt_parse(q, receipt, &id, &version, &exp)) != 0) return rc;
+    sl_write *w = calloc(2 * n, sizeof *w), *group = w + n;
+    size_t *idx = calloc(n, sizeof *idx);
+    if (!w || !idx) {
+        free(w);
+        free(idx);
+        return SL_ENOMEM;
+    }
+    /* One CAS per receipt, no read: the receipt carries everything the
+     * write needs. A lease that ran out but was not handed to anyone else
+     * still has this version, so such an ack succeeds, as API.md promises. */
     int64_t now = sl_now_ms();
-    /* One CAS, no read: the receipt carries everything the write needs. A
-     * lease that ran out but was not handed to anyone else still has this
-     * version, so such an ack succeeds, as API.md promises. */
-    sl_write w = {0};
-    msg_key(&w, q->qkey, id / q->opts.bucket_size, id);
-    w.kind = SL_W_UPDATE_IF;
-    w.ttl = (int)ttl_left_s(exp, now);
-    w.row.v[M_STATE] = sl_vint(MS_ACKED);
-    w.row.v[M_VERSION] = sl_vint(version + 1);
-    w.row.v[M_NONCE] = sl_vint(eng_nonce());
-    w.cond[0] = (sl_cond){M_VERSION, sl_vint(version)};
-    w.cond[1] = (sl_cond){M_STATE, sl_vint(MS_WAITING)};
-    w.ncond = 2;
-    rc = eng_cas(e, &w, M_NONCE, NULL);
-    return rc == SL_ENOTAPPLIED ? SL_ECONFLICT : rc;
+    for (size_t i = 0; i < n; i++) {
+        int64_t id, version, exp;
+        rcs[i] = receipt_parse(q, receipts[i], &id, &version, &exp);
+        if (rcs[i] == 0) {
+            ack_write(q, id, version, exp, now, &w[i]);
+            rcs[i] = 1; /* to do */
+        }
+    }
+    /* Acks of one bucket go as one conditional batch, with other
+     * requests' acks and leases of the bucket (see eng_cas_many). */
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (rcs[i] == 1) {
+            idx[k] = i;
+            group[k++] = w[i];
+        }
+    int *krc = calloc(k ? k : 1, sizeof *krc);
+    if (!krc) {
+        free(w);
+        free(idx);
+        return SL_ENOMEM;
+    }
+    eng_cas_many(e, q, group, k, M_NONCE, krc);
+    for (size_t x = 0; x < k; x++) rcs[idx[x]] = krc[x] == SL_ENOTAPPLIED ? SL_ECONFLICT : krc[x];
+    free(krc);
+    for (size_t i = 0; i < n; i++)
+        if (rcs[i] == 0) lease_entry_cancel(q, w[i].row.v[M_ID].i, w[i].cond[0].v.i);
+    free(w);
+    free(idx);
+    return 0;
+}
+
+int sl_msg_ack(sl_engine *e, const char *account, const char *queue, const char *receipt) {
+    int one;
+    int rc = sl_msg_ack_many(e, account, queue, &receipt, 1, &one);
+    return rc ? rc : one;
 }
 
 int sl_msg_update(sl_engine *e, const char *account, const char *queue, const char *receipt, const void *body,
@@ -1047,6 +1480,7 @@ int sl_msg_update(sl_engine *e, const char *account, const char *queue, const ch
     rc = eng_cas(e, &w, M_NONCE, NULL);
     if (rc == SL_ENOTAPPLIED) return SL_ECONFLICT;
     if (rc) return rc;
+    lease_entry_cancel(q, id, version);
     msg_lease_entry(e, q, id, version + 1, visible, exp, 1);
     receipt_make(q, new_receipt, id, version + 1, exp);
     snprintf(tag, SL_TAG_MAX, "%s", newtag);

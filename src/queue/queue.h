@@ -33,6 +33,7 @@ typedef struct {
     int lease_grace_ms;      /* how long missing ids wait before a bucket is sealed; default 2000 */
     int background;          /* run the repair and deletion threads (1 in the server, 0 in tests) */
     int max_watches;         /* long polls waiting at once; past it sl_watch_add says SL_EBUSY; 0: no cap */
+    int combine_cas;         /* combine concurrent CAS into batches: 0 as the store prefers, 1 always, -1 never */
     /* Tables of other modules (the account keys) created with the engine's
      * own in one sl_store_ensure call, so that one place makes the whole
      * schema. The array and the tables are static data of their module. */
@@ -150,6 +151,11 @@ int sl_msg_peek(sl_engine *e, const char *account, const char *queue, int max, s
 /* Acks: 0, SL_ECONFLICT for a stale receipt (or a message already acked),
  * SL_EINVAL for a receipt that is not one of ours. */
 int sl_msg_ack(sl_engine *e, const char *account, const char *queue, const char *receipt);
+/* Acks n (1..SL_BATCH_MAX) receipts at once: rcs[i] gets what sl_msg_ack
+ * would return for receipts[i]. Returns 0, or an error that stopped all of
+ * them (no such queue). */
+int sl_msg_ack_many(sl_engine *e, const char *account, const char *queue, const char *const *receipts, size_t n,
+                    int *rcs);
 /* Extends, shortens or ends (invis_s == 0) a lease, optionally replacing
  * the body (body != NULL). Writes the new receipt and the message tag. */
 int sl_msg_update(sl_engine *e, const char *account, const char *queue, const char *receipt,

@@ -74,6 +74,16 @@ extern const sl_table sl_t_accounts, sl_t_queues, sl_t_queue_index, sl_t_monoton
 #define MAX_CANDIDATES 256
 #define SEEN_RING 64
 #define MAX_CLAIMED 1024
+#define FRESH_MAX 1024            /* READY rows a queue's pool holds at most */
+#define FRESH_TARGET 256          /* a refill reads on until it found this many */
+#define FRESH_IDLE_MS 50          /* see fresh_dirty */
+#define CAS_SLOTS 8               /* combiners per queue, by partition (eng_cas_many) */
+#define CLAIM_MAX_BUCKETS 16      /* an id block spans this many buckets at most */
+#define CLAIM_FAST_MS 250         /* a block used up faster than this: the next one is twice as long */
+#define LEASE_DEFER_MS 1000       /* a lease entry is written this long after the lease */
+#define LEASE_DEFER_MIN_MS 2000   /* if the lease lasts at least this long */
+#define LEASE_DEFER_MAX 65536     /* entries a queue defers at most */
+#define FRESH_BYTES (4 << 20)     /* and their size at most */
 
 /* A due redelivery found by the lease scan, not yet taken. */
 typedef struct {
@@ -97,22 +107,62 @@ typedef struct qstate {
     pthread_mutex_t mu;   /* guards everything below */
     int64_t id_next, id_end, block_ms; /* the id block this node writes to */
     int claiming;             /* a thread is claiming a new block */
+    int64_t claim_k;          /* buckets in the next block claimed */
     pthread_cond_t claimed;   /* signalled when that claim ends */
     int64_t reader;       /* cached reader pointer (bucket), -1 unknown */
     int64_t head;         /* monoton next as last seen: ids below it are claimed */
     int64_t gap_bucket[READ_SCAN_MAX], gap_since[READ_SCAN_MAX], gap_present[READ_SCAN_MAX];
+    int64_t claim_bucket[READ_SCAN_MAX], claim_ms[READ_SCAN_MAX]; /* blocks this node claimed, and when */
     int64_t purge_ms, purge_checked_ms;
     int64_t lcur_due, lcur_id;  /* lease scan cursor: entries up to here were seen */
     int64_t lsweep_ms;          /* when the cursor was last wound back */
     int lscanning;
+    int lscan_dirty;            /* the last scan by a receive failed */
+    int64_t *dues;              /* min-heap: due times of entries this node wrote */
+    size_t ndues, dues_cap;
+    int dues_overflow;
+    int64_t lscan_mono_ms, lscan_now_ms; /* when that scan began, by both clocks */
     int sealing;          /* a thread of this node is sealing a bucket */
     cand cands[MAX_CANDIDATES];
     int ncands;
     int64_t seen[SEEN_RING][2]; /* lease entries already taken, see seen_recently */
     int64_t leasing[MAX_CLAIMED]; /* ids this node's threads are leasing right now */
     int nleasing;
+    /* Lease entries not written yet, in write_at order (see
+     * msg_lease_entry): most leases end with an ack well before they could
+     * run out, and then their entry is never written. */
+    struct pend_entry {
+        int64_t id, version, due, exp_ms, write_at;
+    } *pend;
+    size_t pend_head, pend_n, pend_cap;
+    /* The fresh pool: READY rows that the last scan of the reader window
+     * found, in bucket order (shuffled within a bucket unless strictFifo),
+     * handed out to receivers so that a receive reads nothing in steady
+     * state. Rows are deep copies, owned by the pool until popped. */
+    sl_row **fresh;
+    int nfresh, fresh_pos;      /* rows fresh[fresh_pos..nfresh) are left */
+    size_t fresh_bytes;         /* their size */
+    int fresh_scanning;         /* a thread is refilling it */
+    int fresh_found;            /* rows the last refill added */
+    int64_t fresh_next;         /* see fresh_fill */
+    /* When the pool is dry, a refill is skipped if the last one found
+     * nothing, nothing this node did since can have added a READY row the
+     * pool lacks (puts feed the pool themselves), and it was less than
+     * FRESH_IDLE_MS ago by both clocks (what other nodes put shows within
+     * that, and a gap's grace or a bucket's sealing waits no longer). */
+    int fresh_dirty;
+    uint64_t fresh_moves;       /* e->moves as of the last refill */
+    int64_t fresh_mono_ms;      /* when the last refill ended (monotonic) */
+    int64_t fresh_now_ms;       /* and by sl_now_ms() (gap grace, retention) */
+    pthread_cond_t fresh_cv;    /* broadcast when that refill ends */
+    uint64_t fresh_gen;         /* refills so far */
+
     int seen_pos;
     int64_t repair_next_ms;
+    struct cas_slot {                    /* combiners of compare-and-sets (eng_cas_many) */
+        struct cas_req *head, *tail;     /* waiting for the next round */
+        int busy;                        /* a round is being led */
+    } cas[CAS_SLOTS];
 } qstate;
 
 struct sl_watch {
@@ -137,6 +187,7 @@ struct sl_engine {
         int64_t until_ms;
     } acct[64];
     int stopping;
+    uint64_t moves; /* messages copied into a queue by a move (atomic) */
     pthread_t bg, poller;
     int bg_started;
 };
@@ -145,6 +196,7 @@ struct sl_engine {
 int eng_queue(sl_engine *e, const char *account, const char *name, qstate **out);
 void eng_queue_forget(sl_engine *e, qstate *q);
 int eng_cas(sl_engine *e, sl_write *w, int nonce_col, sl_result *cur);
+int eng_cas_many(sl_engine *e, qstate *q, sl_write *w, size_t n, int nonce_col, int *rcs);
 int64_t eng_nonce(void);
 int eng_write(sl_engine *e, const sl_write *w, size_t n);
 int eng_pointer_get(sl_engine *e, const char *qkey, const char *name, int64_t *out);
@@ -152,6 +204,7 @@ int eng_pointer_advance(sl_engine *e, const char *qkey, const char *name, int64_
 int eng_pointer_max(sl_engine *e, const char *qkey, const char *name, int64_t value);
 int eng_counter_add(sl_engine *e, const char *qkey, const char *name, int64_t delta);
 void eng_notify(sl_engine *e, qstate *q);
+void eng_notify_n(sl_engine *e, qstate *q, size_t n);
 void eng_set_key(sl_write *w, const sl_table *t);
 
 /* message.c */
@@ -162,10 +215,12 @@ int msg_complete_move(sl_engine *e, qstate *src, const sl_row *row);
 int msg_scan_bucket(sl_engine *e, qstate *q, int64_t bucket, sl_result *out);
 int msg_purged(qstate *q, const sl_row *r);
 int msg_lease_entry(sl_engine *e, qstate *q, int64_t id, int64_t version, int64_t due, int64_t exp_ms, int async);
+int msg_lease_flush(sl_engine *e, qstate *q, int64_t upto, int sync);
 void msg_refresh_purge(sl_engine *e, qstate *q, int force);
 int msg_head(sl_engine *e, qstate *q, int64_t *head);
 int msg_has_visible(sl_engine *e, qstate *q);
 int msg_lease_scan(sl_engine *e, qstate *q, int64_t now);
+void msg_fresh_drop(qstate *q);
 
 /* repair.c */
 int repair_queue(sl_engine *e, qstate *q);

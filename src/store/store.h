@@ -177,6 +177,12 @@ typedef struct {
     int (*apply_async)(sl_store *s, const sl_write *w, size_t n);
     int (*ping)(sl_store *s); /* 0 when the store answers */
     void (*close)(sl_store *s);
+    /* A hint for callers, not part of the semantics: concurrent single-row
+     * compare-and-sets of one partition are much cheaper sent together as
+     * one conditional batch (Cassandra: one Paxos round instead of several
+     * that contend). The embedded store commits every pending write in one
+     * transaction anyway, and combining would only add a hand-off. */
+    int combine_cas;
 } sl_store_type;
 
 struct sl_store {

@@ -32,8 +32,11 @@
  *  - A conditional batch that fails reports the rows Cassandra returns: the
  *    existing rows named by its conditions.
  *  - An unconditional batch across several partitions is a LOGGED batch:
- *    atomic eventually (the batch log), not isolated; Cassandra refuses one
- *    over batch_size_fail_threshold (50 KiB by default).
+ *    atomic eventually (the batch log), not isolated. Cassandra refuses one
+ *    over batch_size_fail_threshold (50 KiB by default), so one whose values
+ *    add up to more than SPLIT_BATCH_BYTES goes partition by partition, each
+ *    an unlogged batch (a single mutation, atomic): then it is atomic per
+ *    partition only, and a failure can leave the first partitions written.
  *  - Writes carry the coordinator's timestamps, and every write of a batch
  *    has the same one: a batch that deletes a row and writes it again loses
  *    the write (a tombstone wins a tie), where the embedded store applies
@@ -57,6 +60,7 @@
 #define PAGE_SIZE 1000
 #define DDL_TIMEOUT_MS 60000
 #define ROW_COL "_row"
+#define SPLIT_BATCH_BYTES (40 * 1024) /* see the header: under the 50 KiB default */
 
 enum { OP_GET = 1, OP_SLICE, OP_UPSERT, OP_DEL_ROW, OP_DEL_PART, OP_INSERT_NX, OP_UPDATE_IF };
 
@@ -422,6 +426,37 @@ static int read_cas(const sl_write *w, size_t n, sl_cql_res *res, sl_result *cur
     return applied ? 0 : SL_ENOTAPPLIED;
 }
 
+static int cq_apply(sl_store *st, const sl_write *w, size_t n, sl_result *current);
+
+static int same_partition(const sl_write *a, const sl_write *b) {
+    if (a->t != b->t && strcmp(a->t->name, b->t->name) != 0) return 0;
+    for (int i = 0; i < a->t->npk; i++)
+        if (!sl_store_val_eq(a->t->cols[i].type, &a->row.v[i], &b->row.v[i])) return 0;
+    return 1;
+}
+
+/* An unconditional batch over several partitions that is too large for one
+ * logged batch: one unlogged batch per partition, in order of first
+ * appearance. */
+static int apply_split(sl_store *st, const sl_write *w, size_t n) {
+    sl_write *part = malloc(n * sizeof *part);
+    unsigned char *done = calloc(n, 1);
+    int rc = part && done ? 0 : SL_ENOMEM;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (done[i]) continue;
+        size_t k = 0;
+        for (size_t j = i; j < n; j++)
+            if (!done[j] && same_partition(&w[i], &w[j])) {
+                part[k++] = w[j];
+                done[j] = 1;
+            }
+        rc = cq_apply(st, part, k, NULL);
+    }
+    free(part);
+    free(done);
+    return rc;
+}
+
 static int cq_apply(sl_store *st, const sl_write *w, size_t n, sl_result *current) {
     cq_store *s = (cq_store *)st;
     if (current) sl_result_free(current);
@@ -429,6 +464,12 @@ static int cq_apply(sl_store *st, const sl_write *w, size_t n, sl_result *curren
     int cas, one_part;
     int rc = sl_store_check_writes(w, n, &cas, &one_part);
     if (rc) return rc;
+    if (!cas && !one_part) {
+        size_t bytes = 0;
+        for (size_t k = 0; k < n; k++)
+            for (int i = 0; i < w[k].t->ncol; i++) bytes += w[k].row.v[i].n + 8;
+        if (bytes > SPLIT_BATCH_BYTES) return apply_split(st, w, n);
+    }
     sl_cql_opts o = {.flags = cas ? 0 : SL_CQL_IDEMPOTENT};
     sl_cql_res *res = NULL;
     if (n == 1) {
@@ -775,6 +816,7 @@ static const sl_store_type cq_type = {
     .apply = cq_apply,
     .ping = cq_ping,
     .close = cq_close,
+    .combine_cas = 1,
 };
 
 int sl_store_cql_open(const sl_cql_config *cfg, sl_store **out) {

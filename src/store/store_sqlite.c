@@ -35,6 +35,7 @@
  * transaction, so it sees every commit that finished before it began. */
 #include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +51,11 @@
 #define READERS_IDLE_MAX 32        /* idle reader connections kept open */
 #define BUSY_TIMEOUT_MS 5000
 #define BUSY_RETRIES 20
+
+/* The writer's transaction control, prepared once. */
+enum { TX_BEGIN, TX_COMMIT, TX_ROLLBACK, TX_SAVEPOINT, TX_RELEASE, TX_ROLLBACK_TO, TX_N };
+static const char *const tx_sql[TX_N] = {"BEGIN IMMEDIATE", "COMMIT", "ROLLBACK", "SAVEPOINT r", "RELEASE r",
+                                         "ROLLBACK TO r"};
 
 /* Statement shapes: the operation in the low 4 bits, its variant above. */
 enum { OP_GET = 1, OP_SLICE, OP_UPSERT, OP_DEL_ROW, OP_DEL_PART, OP_PURGE };
@@ -69,8 +75,12 @@ typedef struct conn {
 } conn;
 
 /* One apply() (or ensure()) waiting for the writer. It lives on the
- * caller's stack; the writer fills rc and cur, then sets done under the
- * queue mutex and never touches it again. An apply_async() request (owned
+ * caller's stack; the writer fills rc and cur and, once its group has
+ * ended, links the group's waiters through wnext and posts the first one's
+ * semaphore. Each waiter, woken, posts the next before it returns: the
+ * writer makes one wake-up call per group instead of one per request, and
+ * nobody takes the queue mutex to learn that it is done. A request is not
+ * touched by anyone after its semaphore was posted. An apply_async() request (owned
  * != NULL) lives on the heap instead, nobody waits for it, and the writer
  * frees it once it is committed. */
 typedef struct req {
@@ -79,10 +89,9 @@ typedef struct req {
     const sl_table *const *tables; /* ensure() when not NULL */
     size_t ntables;
     int rc;
-    int done;
     sl_result cur;
-    pthread_cond_t cv;
-    struct req *next;
+    sem_t done;
+    struct req *next, *wnext;
     void *owned; /* apply_async(): the heap copy of the writes, freed with the req */
 } req;
 
@@ -104,8 +113,9 @@ typedef struct {
     size_t ntables, tcap;
     uint64_t groups;
 
-    pthread_mutex_t mu; /* guards the queue below */
-    pthread_cond_t cv;  /* signals the writer */
+    pthread_mutex_t mu;      /* guards the queue below */
+    pthread_cond_t cv;       /* signals the writer */
+    sqlite3_stmt *tx[TX_N];  /* the writer's transaction statements */
     req *head, *tail;
     int stopping;
     int npending;    /* requests queued or being committed */
@@ -359,6 +369,24 @@ static int exec(sqlite3 *db, const char *sql) {
     for (int i = 0; (rc = sqlite3_exec(db, sql, NULL, NULL, NULL)) == SQLITE_BUSY && i < BUSY_RETRIES; i++) {
     }
     if (rc != SQLITE_OK) sl_log(SL_DEBUG, "store: %s: %s", sql, sqlite3_errmsg(db));
+    return map_err(rc);
+}
+
+/* exec() for the writer's transaction statements, without parsing them
+ * again for every group. */
+static int tx(sq_store *s, int which) {
+    sqlite3 *db = s->wc->db;
+    if (!s->tx[which]) {
+        int rc = sqlite3_prepare_v2(db, tx_sql[which], -1, &s->tx[which], NULL);
+        if (rc != SQLITE_OK) return exec(db, tx_sql[which]);
+    }
+    sqlite3_stmt *st = s->tx[which];
+    int rc;
+    for (int i = 0; (rc = sqlite3_step(st)) == SQLITE_BUSY && i < BUSY_RETRIES; i++)
+        sqlite3_reset(st);
+    sqlite3_reset(st);
+    if (rc == SQLITE_DONE || rc == SQLITE_ROW) return 0;
+    sl_log(SL_DEBUG, "store: %s: %s", tx_sql[which], sqlite3_errmsg(db));
     return map_err(rc);
 }
 
@@ -651,12 +679,12 @@ static void purge(sq_store *s) {
 
 static void run_group(sq_store *s, req *group) {
     sqlite3 *db = s->wc->db;
-    int rc = exec(db, "BEGIN IMMEDIATE");
+    int rc = tx(s, TX_BEGIN);
     for (req *r = group; r && rc == 0; r = r->next) {
         /* A request of one write is one statement, which SQLite makes
          * atomic by itself; only longer ones need a savepoint to fail alone. */
         int sp = r->tables || r->n > 1;
-        if (sp && (rc = exec(db, "SAVEPOINT r"))) break;
+        if (sp && (rc = tx(s, TX_SAVEPOINT))) break;
         r->rc = r->tables ? do_ensure(s, r) : do_writes(s, r);
         if (r->rc < 0 && r->rc != SL_ENOTAPPLIED) {
             sl_result_free(&r->cur);
@@ -666,19 +694,19 @@ static void run_group(sq_store *s, req *group) {
                 rc = r->rc;
                 break;
             }
-            if (sp && (rc = exec(db, "ROLLBACK TO r"))) break;
+            if (sp && (rc = tx(s, TX_ROLLBACK_TO))) break;
         }
-        if (sp) rc = exec(db, "RELEASE r");
+        if (sp) rc = tx(s, TX_RELEASE);
     }
     if (rc == 0 && ++s->groups % PURGE_EVERY == 0) purge(s);
     /* A COMMIT that fails (an fsync error, say) may still have reached the
      * disk: its outcome is unknown, and callers must treat it so. A failure
      * before COMMIT rolled everything back: nothing was applied. */
     int at_commit = 0;
-    if (rc == 0) at_commit = (rc = exec(db, "COMMIT")) != 0;
+    if (rc == 0) at_commit = (rc = tx(s, TX_COMMIT)) != 0;
     if (rc) {
         sl_log(SL_ERR, "store: group commit failed: %s", sl_strerror(rc));
-        if (!sqlite3_get_autocommit(db)) exec(db, "ROLLBACK");
+        if (!sqlite3_get_autocommit(db)) tx(s, TX_ROLLBACK);
         for (req *r = group; r; r = r->next) {
             r->rc = at_commit ? SL_EUNKNOWN : SL_EIO;
             sl_result_free(&r->cur);
@@ -709,22 +737,25 @@ static void *writer_main(void *arg) {
 
         run_group(s, group);
 
+        req *waiters = NULL, **tailp = &waiters;
         pthread_mutex_lock(&s->mu);
         for (req *r = group, *next; r; r = next) {
             next = r->next;
-            if (r->owned) {
-                if (r->rc < 0 && r->rc != SL_ENOTAPPLIED)
-                    sl_log(SL_INFO, "store: an asynchronous write failed: %s", sl_strerror(r->rc));
-                s->npending--;
-                sl_result_free(&r->cur);
-                free(r->owned);
-                free(r);
+            s->npending--;
+            if (!r->owned) {
+                *tailp = r;
+                tailp = &r->wnext;
                 continue;
             }
-            r->done = 1;
-            pthread_cond_signal(&r->cv);
+            if (r->rc < 0 && r->rc != SL_ENOTAPPLIED)
+                sl_log(SL_INFO, "store: an asynchronous write failed: %s", sl_strerror(r->rc));
+            sl_result_free(&r->cur);
+            free(r->owned);
+            free(r);
         }
+        *tailp = NULL;
         pthread_mutex_unlock(&s->mu);
+        if (waiters) sem_post(&waiters->done);
     }
     return NULL;
 }
@@ -735,18 +766,18 @@ static int submit(sq_store *s, const sl_write *w, size_t n, const sl_table *cons
                   sl_result *current) {
     req r = {.w = w, .n = n, .tables = tables, .ntables = ntables};
     sl_result_init(&r.cur);
-    if (pthread_cond_init(&r.cv, NULL)) return SL_ENOMEM;
+    if (sem_init(&r.done, 0, 0)) return SL_ENOMEM;
     pthread_mutex_lock(&s->mu);
     if (s->stopping) {
         pthread_mutex_unlock(&s->mu);
-        pthread_cond_destroy(&r.cv);
+        sem_destroy(&r.done);
         return SL_EUNAVAILABLE;
     }
     /* When the disk cannot keep up, a longer queue only adds latency: say
      * "busy" at once (nothing was applied) and let the client back off. */
     if (s->max_pending > 0 && s->npending >= s->max_pending) {
         pthread_mutex_unlock(&s->mu);
-        pthread_cond_destroy(&r.cv);
+        sem_destroy(&r.done);
         return SL_EBUSY;
     }
     s->npending++;
@@ -756,11 +787,12 @@ static int submit(sq_store *s, const sl_write *w, size_t n, const sl_table *cons
         s->head = &r;
     s->tail = &r;
     pthread_cond_signal(&s->cv);
-    while (!r.done)
-        pthread_cond_wait(&r.cv, &s->mu);
-    s->npending--;
     pthread_mutex_unlock(&s->mu);
-    pthread_cond_destroy(&r.cv);
+    while (sem_wait(&r.done) != 0) {
+    } /* EINTR */
+    req *next = r.wnext;
+    if (next) sem_post(&next->done);
+    sem_destroy(&r.done);
     if (r.rc == SL_ENOTAPPLIED && current)
         *current = r.cur;
     else
@@ -1038,6 +1070,8 @@ static void sq_close(sl_store *st) {
         next = c->next;
         conn_free(c);
     }
+    for (int i = 0; i < TX_N; i++)
+        sqlite3_finalize(s->tx[i]);
     conn_free(s->wc);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);

@@ -1,10 +1,26 @@
 /* store_bench.c: throughput of the Cassandra store (store_cql.c) as the
- * engine sees it: N threads doing single-row upserts, then N threads doing
- * compare-and-set updates (each on its own row, so without contention), then
- * point reads. Not part of `make test`: it needs a node.
+ * engine sees it: N threads doing single-row upserts (INSERT ... USING TTL),
+ * then N threads doing compare-and-set updates (UPDATE ... IF, a lightweight
+ * transaction, each thread on its own row, so without contention), then
+ * point reads. Each thread has one request in flight, so N is the
+ * concurrency. Not part of `make test`: it needs a node.
  *
- *   make store-bench && build/tests/store_bench PORT [threads] [seconds] */
+ *   make store-bench && build/tests/store_bench PORT [threads] [seconds] [options]
+ *
+ *   --op LIST      which phases, in order: upsert,cas,get (default: all three)
+ *   --warmup S     seconds run before each phase's measured window (default 0)
+ *   --body N       bytes of the upserted blob (default 256; bench/run.sh uses 100)
+ *   --keyspace K   keyspace of the bench table (default sluice_bench; created)
+ *   --json         one JSON line on stdout (ops "insert", "lwt_update", "read",
+ *                  each with n, per_s, p50_ms, p99_ms, errors), as bench/run.sh
+ *                  records it in bench/results/latest.raw
+ *
+ * A CAS that fails (not applied, or an outcome the store cannot know, such as
+ * a Paxos write timeout) counts as an error, and the thread reads its row at
+ * SERIAL to learn the current value before it goes on, so that one timeout
+ * does not end the thread's chain of updates. */
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,14 +32,26 @@
 static const sl_table T = {
     "bench", 1, 0, 4, {{"k", SL_TEXT}, {"v", SL_INT}, {"body", SL_BLOB}, {"nonce", SL_INT}}};
 
-enum { UPSERT, CAS, GET };
+enum { UPSERT, CAS, GET, NOPS };
+
+static const char *const op_names[NOPS] = {"single-row upserts (INSERT USING TTL)",
+                                           "CAS updates (UPDATE IF, own row)", "point reads"};
+static const char *const op_keys[NOPS] = {"insert", "lwt_update", "read"};
+static const char *const op_args[NOPS] = {"upsert", "cas", "get"};
+
+#define MAX_BODY 65536
 
 typedef struct {
     sl_store *s;
     int id, op;
-    double until;
+    size_t body_len;
+    double warm_until, until;
     long done, errors;
+    uint32_t *lat_us; /* latencies of the measured ops, owned by the worker */
+    size_t nlat, caplat;
 } worker;
+
+static char body[MAX_BODY];
 
 static double now_s(void) {
     struct timespec ts;
@@ -31,13 +59,35 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* Appends one latency; a failed allocation only drops the sample. */
+static void lat_add(worker *w, double secs) {
+    if (w->nlat == w->caplat) {
+        size_t cap = w->caplat ? w->caplat * 2 : 4096;
+        uint32_t *p = realloc(w->lat_us, cap * sizeof *p);
+        if (!p) return;
+        w->lat_us = p;
+        w->caplat = cap;
+    }
+    double us = secs * 1e6;
+    w->lat_us[w->nlat++] = us > 4e9 ? 4000000000u : (uint32_t)us;
+}
+
+/* The row's v as a SERIAL read sees it, or -1 when the read failed. */
+static int64_t cas_resync(worker *w, sl_result *r, const char *key) {
+    sl_val k[1] = {sl_vtext(key)};
+    if (sl_store_get(w->s, &T, k, SL_READ_SERIAL, r) || r->n != 1 || !r->rows[0].v[1].set) return -1;
+    return r->rows[0].v[1].i;
+}
+
 static void *run(void *arg) {
     worker *w = arg;
-    static const char body[256] = {1};
     char key[32];
     sl_result r;
     sl_result_init(&r);
-    for (long i = 0; now_s() < w->until; i++) {
+    int64_t cur = 0; /* CAS: the value the thread's row holds */
+    for (long i = 0;; i++) {
+        double t = now_s();
+        if (t >= w->until) break;
         sl_write x;
         memset(&x, 0, sizeof x);
         x.t = &T;
@@ -47,43 +97,113 @@ static void *run(void *arg) {
             x.kind = SL_W_UPSERT;
             x.row.v[0] = sl_vtext(key);
             x.row.v[1] = sl_vint(i);
-            x.row.v[2] = sl_vbytes(body, sizeof body);
+            x.row.v[2] = sl_vbytes(body, w->body_len);
             x.ttl = 3600;
             rc = sl_store_apply(w->s, &x, 1, NULL);
         } else if (w->op == CAS) {
             snprintf(key, sizeof key, "c%d", w->id);
             x.kind = SL_W_UPDATE_IF;
             x.row.v[0] = sl_vtext(key);
-            x.row.v[1] = sl_vint(i + 1);
-            x.cond[0] = (sl_cond){1, sl_vint(i)};
+            x.row.v[1] = sl_vint(cur + 1);
+            x.cond[0] = (sl_cond){1, sl_vint(cur)};
             x.ncond = 1;
             rc = sl_store_apply(w->s, &x, 1, NULL);
+            if (rc == 0) cur++;
         } else {
             snprintf(key, sizeof key, "u%d-%ld", w->id, i % 100);
             sl_val k[1] = {sl_vtext(key)};
             rc = sl_store_get(w->s, &T, k, SL_READ_DEFAULT, &r);
             if (rc == SL_ENOTFOUND) rc = 0;
         }
-        if (rc) {
+        double t1 = now_s();
+        if (t1 < w->warm_until || t1 > w->until) {
+            /* outside the measured window: not counted */
+        } else if (rc) {
             w->errors++;
-            if (w->op == CAS) break; /* the chain is broken */
         } else {
             w->done++;
+            lat_add(w, t1 - t);
+        }
+        if (rc && w->op == CAS) { /* learn the row's value again */
+            int64_t v;
+            while ((v = cas_resync(w, &r, key)) < 0 && now_s() < w->until) {
+                struct timespec ts = {0, 10 * 1000 * 1000};
+                nanosleep(&ts, NULL);
+            }
+            if (v >= 0) cur = v;
         }
     }
     sl_result_free(&r);
     return NULL;
 }
 
-int main(int argc, char **argv) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s PORT [threads] [seconds]\n", argv[0]);
-        return 2;
+static int cmp_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The q-quantile of sorted latencies, in ms. */
+static double quantile_ms(const uint32_t *v, size_t n, double q) {
+    if (!n) return 0;
+    size_t i = (size_t)(q * (double)(n - 1) + 0.5);
+    return v[i] / 1000.0;
+}
+
+static int parse_ops(const char *s, int *ops, int *nops) {
+    *nops = 0;
+    while (*s) {
+        size_t len = strcspn(s, ",");
+        int found = -1;
+        for (int o = 0; o < NOPS; o++)
+            if (strlen(op_args[o]) == len && strncmp(s, op_args[o], len) == 0) found = o;
+        if (found < 0 || *nops == NOPS) return -1;
+        ops[(*nops)++] = found;
+        s += len;
+        if (*s == ',') s++;
     }
-    int threads = argc > 2 ? atoi(argv[2]) : 16;
-    double secs = argc > 3 ? atof(argv[3]) : 5;
-    if (threads < 1 || threads > 256) return 2;
-    sl_cql_config cfg = {.contact_points = "127.0.0.1", .port = atoi(argv[1]), .keyspace = "sluice_bench"};
+    return *nops ? 0 : -1;
+}
+
+static int usage(const char *argv0) {
+    fprintf(stderr,
+            "usage: %s PORT [threads] [seconds] [--op upsert,cas,get] [--warmup S] [--body N]"
+            " [--keyspace K] [--json]\n",
+            argv0);
+    return 2;
+}
+
+int main(int argc, char **argv) {
+    const char *pos[3] = {NULL, NULL, NULL};
+    int npos = 0, json = 0, ops[NOPS] = {UPSERT, CAS, GET}, nops = NOPS;
+    double warm = 0;
+    long body_len = 256;
+    const char *keyspace = "sluice_bench";
+    for (int a = 1; a < argc; a++) {
+        const char *arg = argv[a];
+        int has_val = a + 1 < argc;
+        if (strcmp(arg, "--json") == 0) {
+            json = 1;
+        } else if (strcmp(arg, "--op") == 0 && has_val) {
+            if (parse_ops(argv[++a], ops, &nops)) return usage(argv[0]);
+        } else if (strcmp(arg, "--warmup") == 0 && has_val) {
+            warm = atof(argv[++a]);
+        } else if (strcmp(arg, "--body") == 0 && has_val) {
+            body_len = atol(argv[++a]);
+        } else if (strcmp(arg, "--keyspace") == 0 && has_val) {
+            keyspace = argv[++a];
+        } else if (arg[0] != '-' && npos < 3) {
+            pos[npos++] = arg;
+        } else {
+            return usage(argv[0]);
+        }
+    }
+    if (npos < 1) return usage(argv[0]);
+    int threads = pos[1] ? atoi(pos[1]) : 16;
+    double secs = pos[2] ? atof(pos[2]) : 5;
+    if (threads < 1 || threads > 256 || secs <= 0 || warm < 0 || body_len < 0 || body_len > MAX_BODY)
+        return usage(argv[0]);
+    memset(body, 'x', sizeof body);
+    sl_cql_config cfg = {.contact_points = "127.0.0.1", .port = atoi(pos[0]), .keyspace = keyspace};
     sl_store *s;
     int rc = sl_store_cql_open(&cfg, &s);
     if (rc) {
@@ -106,26 +226,50 @@ int main(int argc, char **argv) {
         x.row.v[1] = sl_vint(0);
         sl_store_apply(s, &x, 1, NULL);
     }
-    static const char *names[] = {"single-row upserts (256-byte blob, TTL)",
-                                  "CAS updates (UPDATE IF, own row)", "point reads"};
     worker *w = calloc((size_t)threads, sizeof *w);
     pthread_t *th = calloc((size_t)threads, sizeof *th);
-    for (int op = UPSERT; op <= GET; op++) {
+    if (!w || !th) return 1;
+    if (json)
+        printf(
+            "{\"proto\":\"cql\",\"threads\":%d,\"seconds\":%.3f,\"warmup\":%.3f,\"body_bytes\":%ld,\"ops\":{",
+            threads, secs, warm, body_len);
+    for (int k = 0; k < nops; k++) {
+        int op = ops[k];
         double t0 = now_s();
         for (int i = 0; i < threads; i++) {
-            w[i] = (worker){s, i, op, t0 + secs, 0, 0};
+            w[i] = (worker){s, i, op, (size_t)body_len, t0 + warm, t0 + warm + secs, 0, 0, NULL, 0, 0};
             pthread_create(&th[i], NULL, run, &w[i]);
         }
         long done = 0, errors = 0;
+        size_t nlat = 0;
         for (int i = 0; i < threads; i++) {
             pthread_join(th[i], NULL);
             done += w[i].done;
             errors += w[i].errors;
+            nlat += w[i].nlat;
         }
-        double dt = now_s() - t0;
-        printf("%d threads, %s: %ld in %.1f s = %.0f/s (%ld errors)\n", threads, names[op], done, dt,
-               done / dt, errors);
+        /* Only ops that ended inside the window [t0 + warm, t0 + warm + secs] count. */
+        double dt = secs;
+        uint32_t *all = malloc((nlat ? nlat : 1) * sizeof *all);
+        size_t m = 0;
+        for (int i = 0; i < threads; i++) {
+            if (all && w[i].nlat) memcpy(all + m, w[i].lat_us, w[i].nlat * sizeof *all), m += w[i].nlat;
+            free(w[i].lat_us);
+        }
+        if (all) qsort(all, m, sizeof *all, cmp_u32);
+        double p50 = all ? quantile_ms(all, m, 0.50) : 0, p99 = all ? quantile_ms(all, m, 0.99) : 0;
+        free(all);
+        if (json) {
+            printf("%s\"%s\":{\"n\":%ld,\"per_s\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"errors\":%ld,"
+                   "\"seconds\":%.3f}",
+                   k ? "," : "", op_keys[op], done, done / dt, p50, p99, errors, dt);
+        } else {
+            printf("%d threads, %s: %ld in %.1f s = %.0f/s, p50 %.2f ms, p99 %.2f ms (%ld errors)\n", threads,
+                   op_names[op], done, dt, done / dt, p50, p99, errors);
+        }
+        fflush(stdout);
     }
+    if (json) printf("}}\n");
     free(w);
     free(th);
     sl_store_close(s);

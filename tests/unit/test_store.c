@@ -612,6 +612,34 @@ static void t_batch_unconditional(sl_store *s) {
     assert_slice(s, &q, "1a");
 }
 
+/* A batch over several partitions whose values add up to far more than
+ * Cassandra takes in one logged batch (batch_size_fail_threshold, 50 KiB by
+ * default) is still applied, every row of it (a batch put of large messages
+ * spanning buckets). */
+static void t_batch_large(sl_store *s) {
+    enum { ROWS = 12, SZ = 24 * 1024 };
+    static unsigned char blob[SZ];
+    for (size_t i = 0; i < SZ; i++) blob[i] = (unsigned char)(i * 13);
+    sl_write b[ROWS];
+    char keys[ROWS][24];
+    for (int i = 0; i < ROWS; i++) {
+        snprintf(keys[i], sizeof keys[i], "large%d", i);
+        b[i] = kv_w(SL_W_UPSERT, keys[i]);
+        b[i].row.v[KV_I] = sl_vint(i);
+        b[i].row.v[KV_B] = sl_vbytes(blob, SZ);
+    }
+    assert_int_equal(sl_store_apply(s, b, ROWS, NULL), 0);
+    for (int i = 0; i < ROWS; i++) {
+        sl_result r;
+        sl_result_init(&r);
+        assert_int_equal(kv_get(s, keys[i], SL_READ_DEFAULT, &r), 0);
+        assert_int_equal(r.rows[0].v[KV_I].i, i);
+        assert_int_equal(r.rows[0].v[KV_B].n, SZ);
+        assert_memory_equal(r.rows[0].v[KV_B].p, blob, SZ);
+        sl_result_free(&r);
+    }
+}
+
 static void t_serial_read(sl_store *s) {
     sl_write w = kv_w(SL_W_INSERT_IF_NOT_EXISTS, "id");
     w.row.v[KV_I] = sl_vint(100);
@@ -834,6 +862,7 @@ static const contract_case contract_cases[] = {
     {"update_if", t_update_if, 0, NULL},
     {"cas_batch", t_cas_batch, 0, NULL},
     {"batch_unconditional", t_batch_unconditional, 0, NULL},
+    {"batch_large", t_batch_large, 0, NULL},
     {"serial_read", t_serial_read, 0, NULL},
     {"invalid", t_invalid, 0, NULL},
     {"big_values", t_big_values, 0, NULL},
