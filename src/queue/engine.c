@@ -135,9 +135,9 @@ int eng_cas(sl_engine *e, sl_write *w, int nonce_col, sl_result *cur) {
 /* --- Combined compare-and-sets -------------------------------------------- */
 
 /* Concurrent compare-and-sets of one queue's rows (leases, acks) are
- * combined, on stores that ask for it (combine_cas): while one round is with the store, the next requests queue up,
- * and the thread that leads the next round sends each partition's writes as
- * one conditional batch (one commit on the embedded store, one Paxos round
+ * combined, on stores that ask for it (combine_cas): while one round is with
+ * the store, the next requests queue up, and the thread that leads the next
+ * round sends each partition's writes as one conditional batch (one commit on the embedded store, one Paxos round
  * on Cassandra, where single-row rounds on one bucket would contend with
  * each other). A batch is all or nothing, so when one of its conditions
  * fails (another node took a row, a receipt is stale) or its outcome is
@@ -278,17 +278,18 @@ static void cas_settle(sl_engine *e, qstate *q, int slot, cas_req *r) {
     if (done) sem_post(&done->sem);
 }
 
-int eng_cas_many(sl_engine *e, qstate *q, sl_write *w, size_t n, int nonce_col, int *rcs) {
-    if (n == 0) return 0;
-    size_t *ix = malloc(n * sizeof *ix);
-    if (!ix) return SL_ENOMEM;
+void eng_cas_many(sl_engine *e, qstate *q, sl_write *w, size_t n, int nonce_col, int *rcs) {
+    if (n > SL_BATCH_MAX) {
+        for (size_t i = 0; i < n; i++) rcs[i] = SL_EINVAL;
+        return;
+    }
+    size_t ix[SL_BATCH_MAX];
     int combine = e->cfg.combine_cas ? e->cfg.combine_cas > 0 : e->st->type->combine_cas;
     if (!combine) { /* this request's writes alone (see sl_store_type) */
         for (size_t i = 0; i < n; i++) ix[i] = i;
         cas_req r = {.w = w, .rcs = rcs, .ix = ix, .n = n, .nonce_col = nonce_col};
         cas_round(e, &r);
-        free(ix);
-        return 0;
+        return;
     }
     /* One request per combiner the writes go to, in slot order: a thread
      * waits only after leading its lower slots, so waits never form a
@@ -322,8 +323,6 @@ int eng_cas_many(sl_engine *e, qstate *q, sl_write *w, size_t n, int nonce_col, 
         cas_settle(e, q, sl, &sub[sl]);
         sem_destroy(&sub[sl].sem);
     }
-    free(ix);
-    return 0;
 }
 
 /* --- Pointers and counters ---------------------------------------------- */
@@ -494,6 +493,7 @@ static qstate *qstate_new(const char *account, const char *name, int64_t version
     q->version = version;
     q->reader = -1;
     q->lcur_due = -1;
+    q->claim_k = 1;
     q->fresh_dirty = 1;
     pthread_mutex_init(&q->mu, NULL);
     pthread_cond_init(&q->claimed, NULL);
@@ -616,6 +616,10 @@ int sl_watch_add(sl_engine *e, const char *account, const char *queue, int64_t d
  * callbacks run with e->mu held, which is what lets sl_watch_cancel promise
  * that a callback is not running once it returns; callbacks only flag and
  * resume a connection, so holding the lock is cheap. */
+static int watch_hit(const sl_watch *w, const qstate *q, int expired_only, int64_t now) {
+    return expired_only ? w->deadline_ms <= now : (q == NULL || w->q == q);
+}
+
 static void fire_n(sl_engine *e, qstate *q, int expired_only, int64_t now, size_t max) {
     pthread_mutex_lock(&e->mu);
     /* The list is newest first: pass over the newest matches, so that the
@@ -623,12 +627,12 @@ static void fire_n(sl_engine *e, qstate *q, int expired_only, int64_t now, size_
     size_t skip = 0;
     if (max != SIZE_MAX) {
         size_t n = 0;
-        for (sl_watch *w = e->watches; w; w = w->next) n += expired_only ? w->deadline_ms <= now : (q == NULL || w->q == q);
+        for (sl_watch *w = e->watches; w; w = w->next) n += watch_hit(w, q, expired_only, now);
         skip = n > max ? n - max : 0;
     }
     for (sl_watch **pp = &e->watches; *pp;) {
         sl_watch *w = *pp;
-        int hit = expired_only ? w->deadline_ms <= now : (q == NULL || w->q == q);
+        int hit = watch_hit(w, q, expired_only, now);
         if (hit && skip > 0) {
             skip--;
             hit = 0;

@@ -147,7 +147,6 @@ static int claim(sl_engine *e, qstate *q, int64_t *id, int64_t *block_ms) {
         } else if (q->id_next < q->id_end && q->claim_k > 1) {
             q->claim_k /= 2;
         }
-        if (q->claim_k < 1) q->claim_k = 1;
         int64_t len = q->claim_k * S;
         pthread_mutex_unlock(&q->mu);
         sl_val key[1] = {sl_vtext(q->qkey)};
@@ -241,6 +240,14 @@ static int64_t mono_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Whether a moment stamped (mono_ms, sl_now_ms) is less than FRESH_IDLE_MS
+ * ago by both clocks: the monotonic one bounds how late another node's
+ * writes are seen, the engine's (which tests drive) lets a clock jump end
+ * the wait. */
+static int recent(int64_t mono_then, int64_t now_then) {
+    return mono_ms() - mono_then < FRESH_IDLE_MS && sl_now_ms() - now_then < FRESH_IDLE_MS;
 }
 
 /* Remembers when the lease entries this node writes fall due, in a
@@ -656,9 +663,8 @@ static int lease_one(sl_engine *e, qstate *q, const sl_row *m, int invis_s, sl_m
     int64_t now = sl_now_ms(), visible = now + (int64_t)invis_s * 1000;
     sl_write w;
     lease_write(q, m, now, visible, &w);
-    int one;
-    eng_cas_many(e, q, &w, 1, M_NONCE, &one);
-    if (one) return one;
+    eng_cas_many(e, q, &w, 1, M_NONCE, &rc);
+    if (rc) return rc;
     msg_lease_entry(e, q, m->v[M_ID].i, m->v[M_VERSION].i + 1, visible, m->v[M_EXP].i, 1);
     return leased_message(q, m, out);
 }
@@ -853,14 +859,14 @@ static int take_due(sl_engine *e, qstate *q, int max, int invis_s, sl_message *o
             /* The scan is skipped when no entry this node wrote is due yet
              * and the last scan was less than FRESH_IDLE_MS ago by both
              * clocks: entries of other nodes are found that much later. */
-            int64_t now = sl_now_ms(), mono = mono_ms();
+            int64_t now = sl_now_ms();
             pthread_mutex_lock(&q->mu);
             int idle = !q->lscan_dirty && !q->dues_overflow && (q->ndues == 0 || q->dues[0] > now) &&
-                       mono - q->lscan_mono_ms < FRESH_IDLE_MS && now - q->lscan_now_ms < FRESH_IDLE_MS &&
+                       recent(q->lscan_mono_ms, q->lscan_now_ms) &&
                        q->lcur_due >= now - SETTLE_MS - FRESH_IDLE_MS; /* the last walk reached the end */
             if (!idle) {
                 q->lscan_dirty = 0;
-                q->lscan_mono_ms = mono;
+                q->lscan_mono_ms = mono_ms();
                 q->lscan_now_ms = now;
                 lease_dues_pop(q, now);
             }
@@ -943,7 +949,7 @@ static int try_seal(sl_engine *e, qstate *q, int64_t b, const sl_result *r, int 
         }
         int64_t since = q->gap_since[slot];
         pthread_mutex_unlock(&q->mu);
-        if (ready || now - since < e->cfg.lease_grace_ms) return 0;
+        if (now - since < e->cfg.lease_grace_ms) return 0;
     }
     if (ready) return 0;
     /* One thread of this node seals at a time; the others go on reading. */
@@ -978,12 +984,18 @@ static int try_seal(sl_engine *e, qstate *q, int64_t b, const sl_result *r, int 
  * the lease settles that; a row leased elsewhere since it was read costs one
  * CAS that is not applied. */
 
+/* The size of row m with its text and blob values, as row_dup copies it. */
+static size_t row_bytes(const sl_row *m) {
+    size_t n = sizeof *m;
+    for (int i = 0; i < SL_MAX_COLS; i++)
+        if (m->v[i].set && !m->v[i].null && m->v[i].p) n += m->v[i].n + 1;
+    return n;
+}
+
 /* A deep copy of row m in one allocation; *bytes gets its size. */
 static sl_row *row_dup(const sl_row *m, size_t *bytes) {
-    size_t extra = 0;
-    for (int i = 0; i < SL_MAX_COLS; i++)
-        if (m->v[i].set && !m->v[i].null && m->v[i].p) extra += m->v[i].n + 1;
-    sl_row *c = malloc(sizeof *c + extra);
+    *bytes = row_bytes(m);
+    sl_row *c = malloc(*bytes);
     if (!c) return NULL;
     *c = *m;
     char *p = (char *)(c + 1);
@@ -995,15 +1007,21 @@ static sl_row *row_dup(const sl_row *m, size_t *bytes) {
         v->p = p;
         p += v->n + 1;
     }
-    *bytes = sizeof *c + extra;
     return c;
 }
 
-static size_t row_bytes(const sl_row *m) {
-    size_t n = sizeof *m;
-    for (int i = 0; i < SL_MAX_COLS; i++)
-        if (m->v[i].set && !m->v[i].null && m->v[i].p) n += m->v[i].n + 1;
-    return n;
+/* Appends a copy made by row_dup to the pool, or frees it when the pool
+ * has no room (or the queue is gone); returns 1 when appended. Caller holds
+ * q->mu. */
+static int fresh_push(qstate *q, sl_row *c, size_t size) {
+    if (!q->fresh) q->fresh = calloc(FRESH_MAX, sizeof *q->fresh);
+    if (!q->fresh || q->dead || q->nfresh >= FRESH_MAX || q->fresh_bytes + size > FRESH_BYTES) {
+        free(c);
+        return 0;
+    }
+    q->fresh[q->nfresh++] = c;
+    q->fresh_bytes += size;
+    return 1;
 }
 
 void msg_fresh_drop(qstate *q) {
@@ -1086,16 +1104,11 @@ static int fresh_add(qstate *q, sl_row **cands, size_t nc, const int64_t *busy, 
     }
     int added = 0;
     pthread_mutex_lock(&q->mu);
-    if (!q->fresh) q->fresh = calloc(FRESH_MAX, sizeof *q->fresh);
     for (size_t i = 0; i < n; i++) {
-        if (!q->fresh || q->dead || q->nfresh >= FRESH_MAX || q->fresh_bytes + sizes[i] > FRESH_BYTES) {
-            free(copies[i]);
+        if (fresh_push(q, copies[i], sizes[i]))
+            added++;
+        else
             *all = 0;
-            continue;
-        }
-        q->fresh[q->nfresh++] = copies[i];
-        q->fresh_bytes += sizes[i];
-        added++;
     }
     pthread_mutex_unlock(&q->mu);
     return added;
@@ -1217,16 +1230,13 @@ static void fresh_feed(qstate *q, const sl_write *w, size_t n) {
         if (w[i].row.v[M_STATE].i == MS_READY && (copies[k] = row_dup(&w[i].row, &sizes[k])) != NULL) k++;
     pthread_mutex_lock(&q->mu);
     if (k < n) q->fresh_dirty = 1;
-    if (!q->fresh && !q->fresh_scanning) q->fresh = calloc(FRESH_MAX, sizeof *q->fresh);
     for (size_t i = 0; i < k; i++) {
-        if (q->fresh_scanning || !q->fresh || q->dead || q->nfresh >= FRESH_MAX ||
-            q->fresh_bytes + sizes[i] > FRESH_BYTES) {
-            q->fresh_dirty = 1;
+        if (q->fresh_scanning) {
             free(copies[i]);
-            continue;
+            q->fresh_dirty = 1;
+        } else if (!fresh_push(q, copies[i], sizes[i])) {
+            q->fresh_dirty = 1;
         }
-        q->fresh[q->nfresh++] = copies[i];
-        q->fresh_bytes += sizes[i];
     }
     pthread_mutex_unlock(&q->mu);
 }
@@ -1249,7 +1259,7 @@ static int take_fresh(sl_engine *e, qstate *q, int max, int invis_s, sl_message 
             }
             if (!q->fresh_scanning && !q->fresh_dirty &&
                 q->fresh_moves == __atomic_load_n(&e->moves, __ATOMIC_ACQUIRE) &&
-                mono_ms() - q->fresh_mono_ms < FRESH_IDLE_MS && sl_now_ms() - q->fresh_now_ms < FRESH_IDLE_MS) {
+                recent(q->fresh_mono_ms, q->fresh_now_ms)) {
                 pthread_mutex_unlock(&q->mu);
                 break; /* nothing can have appeared since the last refill */
             }
@@ -1395,46 +1405,28 @@ int sl_msg_ack_many(sl_engine *e, const char *account, const char *queue, const 
     qstate *q;
     int rc = open_queue(e, account, queue, &q);
     if (rc) return rc;
-    sl_write *w = calloc(2 * n, sizeof *w), *group = w + n;
-    size_t *idx = calloc(n, sizeof *idx);
-    if (!w || !idx) {
-        free(w);
-        free(idx);
-        return SL_ENOMEM;
-    }
+    sl_write *w = calloc(n, sizeof *w);
+    if (!w) return SL_ENOMEM;
     /* One CAS per receipt, no read: the receipt carries everything the
      * write needs. A lease that ran out but was not handed to anyone else
-     * still has this version, so such an ack succeeds, as API.md promises. */
+     * still has this version, so such an ack succeeds, as API.md promises.
+     * Acks of one bucket go as one conditional batch, with other requests'
+     * acks and leases of the bucket (see eng_cas_many). */
+    size_t idx[SL_BATCH_MAX], k = 0;
+    int krc[SL_BATCH_MAX];
     int64_t now = sl_now_ms();
     for (size_t i = 0; i < n; i++) {
         int64_t id, version, exp;
-        rcs[i] = receipt_parse(q, receipts[i], &id, &version, &exp);
-        if (rcs[i] == 0) {
-            ack_write(q, id, version, exp, now, &w[i]);
-            rcs[i] = 1; /* to do */
-        }
+        if ((rcs[i] = receipt_parse(q, receipts[i], &id, &version, &exp)) != 0) continue;
+        ack_write(q, id, version, exp, now, &w[k]);
+        idx[k++] = i;
     }
-    /* Acks of one bucket go as one conditional batch, with other
-     * requests' acks and leases of the bucket (see eng_cas_many). */
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        if (rcs[i] == 1) {
-            idx[k] = i;
-            group[k++] = w[i];
-        }
-    int *krc = calloc(k ? k : 1, sizeof *krc);
-    if (!krc) {
-        free(w);
-        free(idx);
-        return SL_ENOMEM;
+    eng_cas_many(e, q, w, k, M_NONCE, krc);
+    for (size_t x = 0; x < k; x++) {
+        rcs[idx[x]] = krc[x] == SL_ENOTAPPLIED ? SL_ECONFLICT : krc[x];
+        if (krc[x] == 0) lease_entry_cancel(q, w[x].row.v[M_ID].i, w[x].cond[0].v.i);
     }
-    eng_cas_many(e, q, group, k, M_NONCE, krc);
-    for (size_t x = 0; x < k; x++) rcs[idx[x]] = krc[x] == SL_ENOTAPPLIED ? SL_ECONFLICT : krc[x];
-    free(krc);
-    for (size_t i = 0; i < n; i++)
-        if (rcs[i] == 0) lease_entry_cancel(q, w[i].row.v[M_ID].i, w[i].cond[0].v.i);
     free(w);
-    free(idx);
     return 0;
 }
 

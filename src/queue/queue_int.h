@@ -75,6 +75,7 @@ extern const sl_table sl_t_accounts, sl_t_queues, sl_t_queue_index, sl_t_monoton
 #define SEEN_RING 64
 #define MAX_CLAIMED 1024
 #define FRESH_MAX 1024            /* READY rows a queue's pool holds at most */
+#define FRESH_BYTES (4 << 20)     /* and their size at most */
 #define FRESH_TARGET 256          /* a refill reads on until it found this many */
 #define FRESH_IDLE_MS 50          /* see fresh_dirty */
 #define CAS_SLOTS 8               /* combiners per queue, by partition (eng_cas_many) */
@@ -83,7 +84,6 @@ extern const sl_table sl_t_accounts, sl_t_queues, sl_t_queue_index, sl_t_monoton
 #define LEASE_DEFER_MS 1000       /* a lease entry is written this long after the lease */
 #define LEASE_DEFER_MIN_MS 2000   /* if the lease lasts at least this long */
 #define LEASE_DEFER_MAX 65536     /* entries a queue defers at most */
-#define FRESH_BYTES (4 << 20)     /* and their size at most */
 
 /* A due redelivery found by the lease scan, not yet taken. */
 typedef struct {
@@ -136,9 +136,10 @@ typedef struct qstate {
     } *pend;
     size_t pend_head, pend_n, pend_cap;
     /* The fresh pool: READY rows that the last scan of the reader window
-     * found, in bucket order (shuffled within a bucket unless strictFifo),
-     * handed out to receivers so that a receive reads nothing in steady
-     * state. Rows are deep copies, owned by the pool until popped. */
+     * found (in bucket order, shuffled within a bucket unless strictFifo)
+     * or that puts on this node wrote, handed out to receivers so that a
+     * receive reads nothing in steady state. Rows are deep copies, owned by
+     * the pool until popped. */
     sl_row **fresh;
     int nfresh, fresh_pos;      /* rows fresh[fresh_pos..nfresh) are left */
     size_t fresh_bytes;         /* their size */
@@ -196,7 +197,9 @@ struct sl_engine {
 int eng_queue(sl_engine *e, const char *account, const char *name, qstate **out);
 void eng_queue_forget(sl_engine *e, qstate *q);
 int eng_cas(sl_engine *e, sl_write *w, int nonce_col, sl_result *cur);
-int eng_cas_many(sl_engine *e, qstate *q, sl_write *w, size_t n, int nonce_col, int *rcs);
+/* n <= SL_BATCH_MAX compare-and-sets, each settled on its own: rcs[i] gets
+ * what eng_cas() would return for w[i]. */
+void eng_cas_many(sl_engine *e, qstate *q, sl_write *w, size_t n, int nonce_col, int *rcs);
 int64_t eng_nonce(void);
 int eng_write(sl_engine *e, const sl_write *w, size_t n);
 int eng_pointer_get(sl_engine *e, const char *qkey, const char *name, int64_t *out);

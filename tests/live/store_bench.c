@@ -26,6 +26,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../../bench/hist.h" /* the latency histogram bench/loadgen uses */
 #include "cql/client.h"
 #include "store/store.h"
 
@@ -47,8 +48,7 @@ typedef struct {
     size_t body_len;
     double warm_until, until;
     long done, errors;
-    uint32_t *lat_us; /* latencies of the measured ops, owned by the worker */
-    size_t nlat, caplat;
+    hist lat; /* latencies of the measured ops */
 } worker;
 
 static char body[MAX_BODY];
@@ -57,19 +57,6 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-/* Appends one latency; a failed allocation only drops the sample. */
-static void lat_add(worker *w, double secs) {
-    if (w->nlat == w->caplat) {
-        size_t cap = w->caplat ? w->caplat * 2 : 4096;
-        uint32_t *p = realloc(w->lat_us, cap * sizeof *p);
-        if (!p) return;
-        w->lat_us = p;
-        w->caplat = cap;
-    }
-    double us = secs * 1e6;
-    w->lat_us[w->nlat++] = us > 4e9 ? 4000000000u : (uint32_t)us;
 }
 
 /* The row's v as a SERIAL read sees it, or -1 when the read failed. */
@@ -122,7 +109,7 @@ static void *run(void *arg) {
             w->errors++;
         } else {
             w->done++;
-            lat_add(w, t1 - t);
+            hist_add(&w->lat, (uint64_t)((t1 - t) * 1e9));
         }
         if (rc && w->op == CAS) { /* learn the row's value again */
             int64_t v;
@@ -135,18 +122,6 @@ static void *run(void *arg) {
     }
     sl_result_free(&r);
     return NULL;
-}
-
-static int cmp_u32(const void *a, const void *b) {
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return (x > y) - (x < y);
-}
-
-/* The q-quantile of sorted latencies, in ms. */
-static double quantile_ms(const uint32_t *v, size_t n, double q) {
-    if (!n) return 0;
-    size_t i = (size_t)(q * (double)(n - 1) + 0.5);
-    return v[i] / 1000.0;
 }
 
 static int parse_ops(const char *s, int *ops, int *nops) {
@@ -237,28 +212,22 @@ int main(int argc, char **argv) {
         int op = ops[k];
         double t0 = now_s();
         for (int i = 0; i < threads; i++) {
-            w[i] = (worker){s, i, op, (size_t)body_len, t0 + warm, t0 + warm + secs, 0, 0, NULL, 0, 0};
+            w[i] = (worker){.s = s, .id = i, .op = op, .body_len = (size_t)body_len, .warm_until = t0 + warm,
+                            .until = t0 + warm + secs};
             pthread_create(&th[i], NULL, run, &w[i]);
         }
         long done = 0, errors = 0;
-        size_t nlat = 0;
+        static hist all;
+        memset(&all, 0, sizeof all);
         for (int i = 0; i < threads; i++) {
             pthread_join(th[i], NULL);
             done += w[i].done;
             errors += w[i].errors;
-            nlat += w[i].nlat;
+            hist_merge(&all, &w[i].lat);
         }
         /* Only ops that ended inside the window [t0 + warm, t0 + warm + secs] count. */
         double dt = secs;
-        uint32_t *all = malloc((nlat ? nlat : 1) * sizeof *all);
-        size_t m = 0;
-        for (int i = 0; i < threads; i++) {
-            if (all && w[i].nlat) memcpy(all + m, w[i].lat_us, w[i].nlat * sizeof *all), m += w[i].nlat;
-            free(w[i].lat_us);
-        }
-        if (all) qsort(all, m, sizeof *all, cmp_u32);
-        double p50 = all ? quantile_ms(all, m, 0.50) : 0, p99 = all ? quantile_ms(all, m, 0.99) : 0;
-        free(all);
+        double p50 = hist_quantile(&all, 0.50) / 1e6, p99 = hist_quantile(&all, 0.99) / 1e6;
         if (json) {
             printf("%s\"%s\":{\"n\":%ld,\"per_s\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"errors\":%ld,"
                    "\"seconds\":%.3f}",

@@ -47,6 +47,14 @@ static void close_engine(fx *f) {
     f->st = NULL;
 }
 
+/* Reopens the engine with combined compare-and-sets forced on. */
+static void reopen_combined(fx *f) {
+    close_engine(f);
+    g_combine = 1;
+    open_engine(f);
+    g_combine = 0;
+}
+
 static int setup(void **state) {
     fx *f = calloc(1, sizeof *f);
     snprintf(f->dir, sizeof f->dir, "/tmp/sluice-engine-XXXXXX");
@@ -1020,12 +1028,8 @@ static void test_concurrent_consumers(void **state) {
  * go out as shared conditional batches, and still each message goes to
  * exactly one consumer. */
 static void test_concurrent_consumers_combined(void **state) {
-    fx *f = *state;
-    close_engine(f);
-    g_combine = 1;
-    open_engine(f);
-    g_combine = 0;
-    concurrent_consumers(f);
+    reopen_combined(*state);
+    concurrent_consumers(*state);
 }
 
 /* --- Random faults ------------------------------------------------------------ */
@@ -1124,12 +1128,8 @@ static void test_soak_seed_1(void **state) {
 /* Seeded faults on every write, with combined compare-and-sets: a batch
  * that fails or whose outcome is unknown is settled row by row. */
 static void test_soak_combined(void **state) {
-    fx *f = *state;
-    close_engine(f);
-    g_combine = 1;
-    open_engine(f);
-    g_combine = 0;
-    soak(f, 4);
+    reopen_combined(*state);
+    soak(*state, 4);
 }
 static void test_soak_seed_2(void **state) {
     soak(*state, 2);
