@@ -21,11 +21,22 @@
  * suspended connection (it neither times out nor notices the client going
  * away), and MHD_stop_daemon panics while any connection is suspended, so
  * sl_http_stop() wakes every parked request and waits for them to leave the
- * suspended state before stopping the daemon. */
+ * suspended state before stopping the daemon.
+ *
+ * Accepting: the server listens and accepts on a thread of its own and hands
+ * each connection to MHD_add_connection, which gives it to a worker by its
+ * descriptor number (so new connections spread over the pool in turn).
+ * When every worker watches the listening socket instead, a burst of
+ * connects lands on whichever few workers happen to be awake: a client that
+ * opens 128 connections at once found them on 10 of 32 workers, and since a
+ * worker serves its connections one request at a time while the store
+ * commits, those connections waited on each other while 22 workers idled. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netdb.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -60,7 +71,10 @@ struct sl_http_server {
     sl_http_config cfg;
     route_c *routes;
     int port;
-    MHD_socket quiesced_fd;
+    int lfd;             /* the listening socket */
+    int wake[2];         /* a pipe: written to stop the accept thread */
+    pthread_t acceptor;
+    int acceptor_started;
     int stopping;        /* atomic */
     pthread_mutex_t mu;  /* the parking state of every request */
     pthread_cond_t cv;   /* signalled when nsuspended drops to 0 */
@@ -675,9 +689,60 @@ static void free_server(sl_http_server *s) {
                 free(s->routes[i].seg[k]);
         free(s->routes);
     }
+    if (s->lfd >= 0) close(s->lfd);
+    for (int i = 0; i < 2; i++)
+        if (s->wake[i] >= 0) close(s->wake[i]);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);
+}
+
+/* Accepts until told to stop. When descriptors run out, accept() fails with
+ * EMFILE while the connection stays queued, so the thread waits a little
+ * instead of spinning; other errors (a client that gave up, say) are the
+ * client's. */
+static void *accept_main(void *arg) {
+    sl_http_server *s = arg;
+    struct pollfd p[2] = {{.fd = s->lfd, .events = POLLIN}, {.fd = s->wake[0], .events = POLLIN}};
+    for (;;) {
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            sl_log(SL_ERR, "http: the accept thread stops: %s", strerror(errno));
+            break;
+        }
+        if (p[1].revents) break;
+        if (!(p[0].revents & POLLIN)) continue;
+        for (;;) {
+            struct sockaddr_storage sa;
+            socklen_t n = sizeof sa;
+            int fd = accept4(s->lfd, (struct sockaddr *)&sa, &n, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd < 0) {
+                if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                    sl_log(SL_ERR, "http: cannot accept a connection: %s", strerror(errno));
+                    poll(NULL, 0, 50);
+                }
+                break;
+            }
+            if (MHD_add_connection(s->d, fd, (struct sockaddr *)&sa, n) != MHD_YES) /* MHD closed fd */
+                sl_log(SL_INFO, "http: a connection was refused: %s", strerror(errno));
+        }
+    }
+    return NULL;
+}
+
+static int listen_on(sl_http_server *s, const struct addrinfo *ai) {
+    int one = 1;
+    s->lfd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (s->lfd < 0) return -1;
+    setsockopt(s->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ai->ai_family == AF_INET6) setsockopt(s->lfd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(s->lfd, ai->ai_addr, ai->ai_addrlen) || listen(s->lfd, SOMAXCONN)) return -1;
+    struct sockaddr_storage sa;
+    socklen_t n = sizeof sa;
+    if (getsockname(s->lfd, (struct sockaddr *)&sa, &n)) return -1;
+    s->port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
+                                             : ((struct sockaddr_in *)&sa)->sin_port);
+    return 0;
 }
 
 /* Allows as many connections as file descriptors, up to 10,000: parked long
@@ -698,7 +763,7 @@ int sl_http_start(const sl_http_config *cfg, sl_http_server **out) {
     sl_http_server *s = calloc(1, sizeof *s);
     if (!s) return SL_ENOMEM;
     s->cfg = *cfg;
-    s->quiesced_fd = MHD_INVALID_SOCKET;
+    s->lfd = s->wake[0] = s->wake[1] = -1;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     s->routes = calloc(cfg->nroutes ? cfg->nroutes : 1, sizeof *s->routes);
@@ -728,25 +793,34 @@ int sl_http_start(const sl_http_config *cfg, sl_http_server **out) {
         free_server(s);
         return SL_EINVAL;
     }
-    unsigned int flags =
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
-    unsigned int threads = cfg->threads > 0 ? (unsigned int)cfg->threads : DEFAULT_THREADS;
-    unsigned int timeout = cfg->conn_timeout_s > 0 ? (unsigned int)cfg->conn_timeout_s : 60;
-    s->d = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER,
-                            on_mhd_log, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE,
-                            threads, MHD_OPTION_CONNECTION_TIMEOUT, timeout, MHD_OPTION_CONNECTION_LIMIT,
-                            connection_limit(), MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                            MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, s, MHD_OPTION_URI_LOG_CALLBACK,
-                            on_uri_log, s, MHD_OPTION_END);
-    freeaddrinfo(ai);
-    if (!s->d) {
-        sl_log(SL_ERR, "http: cannot listen on %s:%d (in use, or not allowed)", host, cfg->port);
+    if (listen_on(s, ai)) {
+        sl_log(SL_ERR, "http: cannot listen on %s:%d: %s", host, cfg->port, strerror(errno));
+        freeaddrinfo(ai);
         free_server(s);
         return SL_EIO;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = info && info->port ? info->port : cfg->port;
+    freeaddrinfo(ai);
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_ALLOW_SUSPEND_RESUME |
+                         MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ERROR_LOG;
+    unsigned int threads = cfg->threads > 0 ? (unsigned int)cfg->threads : DEFAULT_THREADS;
+    unsigned int timeout = cfg->conn_timeout_s > 0 ? (unsigned int)cfg->conn_timeout_s : 60;
+    s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
+                            MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_TIMEOUT, timeout,
+                            MHD_OPTION_CONNECTION_LIMIT, connection_limit(), MHD_OPTION_NOTIFY_COMPLETED,
+                            on_completed, s, MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, s,
+                            MHD_OPTION_URI_LOG_CALLBACK, on_uri_log, s, MHD_OPTION_END);
+    if (!s->d) {
+        sl_log(SL_ERR, "http: cannot start the HTTP daemon");
+        free_server(s);
+        return SL_EIO;
+    }
+    if (pipe2(s->wake, O_CLOEXEC) || pthread_create(&s->acceptor, NULL, accept_main, s)) {
+        sl_log(SL_ERR, "http: cannot start the accept thread");
+        MHD_stop_daemon(s->d);
+        free_server(s);
+        return SL_EIO;
+    }
+    s->acceptor_started = 1;
     *out = s;
     return 0;
 }
@@ -758,7 +832,14 @@ int sl_http_port(const sl_http_server *s) {
 void sl_http_stop(sl_http_server *s) {
     if (!s) return;
     __atomic_store_n(&s->stopping, 1, __ATOMIC_RELEASE);
-    s->quiesced_fd = MHD_quiesce_daemon(s->d);
+    if (s->acceptor_started) { /* stop accepting; the kernel refuses new connects once lfd is closed */
+        ssize_t w = write(s->wake[1], "x", 1);
+        (void)w;
+        pthread_join(s->acceptor, NULL);
+        s->acceptor_started = 0;
+        close(s->lfd);
+        s->lfd = -1;
+    }
     /* Wake every parked request; its handler sees sl_http_stopping() and
      * answers. Then give the requests in flight up to 5 s to finish and send
      * their responses (MHD_stop_daemon would close their connections), and
@@ -791,6 +872,5 @@ void sl_http_stop(sl_http_server *s) {
     }
     pthread_mutex_unlock(&s->mu);
     MHD_stop_daemon(s->d);
-    if (s->quiesced_fd != MHD_INVALID_SOCKET) close(s->quiesced_fd);
     free_server(s);
 }

@@ -1,0 +1,129 @@
+"""Listening and accepting: the server accepts connections on a thread of its
+own and hands them to the HTTP workers in turn (src/http/server.c). What a
+client can see of that: a burst of connections, many more than workers, is
+served in full; a port that is taken is a clear error at start-up; an IPv6
+address works like an IPv4 one."""
+
+import socket
+import subprocess
+
+import pytest
+
+from sluice_client import BINARY, SluiceServer, assert_status
+
+BURST = 96  # connections opened at once, against 2 workers
+
+
+@pytest.fixture
+def few_workers(tmp_path):
+    srv = SluiceServer(tmp_path / "data", name="few-workers", env={"SLUICE_THREADS": "2"})
+    srv.start()
+    yield srv
+    srv.close()
+
+
+def http(sock, method, path, key, body=b""):
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Key {key}\r\n"
+        f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    sock.sendall(head.encode() + body)
+
+
+def read_response(f):
+    """Reads one HTTP/1.1 response from a socket file; returns (status, body)."""
+    status = int(f.readline().split()[1])
+    length = 0
+    while True:
+        line = f.readline().strip()
+        if not line:
+            break
+        name, _, value = line.decode().partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+    return status, f.read(length)
+
+
+def test_a_burst_of_connections_beyond_the_workers_is_served(few_workers):
+    """96 connections opened before any of them sends a byte, on a server with
+    2 HTTP workers: every one is accepted, and on every one a put and then a
+    receive succeed, on the same (kept-alive) connection."""
+    srv = few_workers
+    c = srv.client()
+    q = c.new_queue("burst")
+    socks = [socket.create_connection(("127.0.0.1", srv.port), timeout=30) for _ in range(BURST)]
+    try:
+        files = [s.makefile("rb") for s in socks]
+        path = f"/api/v1/accounts/dev/queues/{q}/messages"
+        for i, s in enumerate(socks):
+            http(s, "POST", path, srv.key, f"m{i}".encode())
+        for i, f in enumerate(files):
+            status, body = read_response(f)
+            assert status == 201, f"connection {i}: put answered {status}: {body[:200]!r}"
+        for s in socks:
+            http(s, "GET", path + "/next?invisibilityTimeSeconds=60", srv.key)
+        got = set()
+        for i, f in enumerate(files):
+            status, body = read_response(f)
+            assert status == 200, f"connection {i}: receive answered {status}: {body[:200]!r}"
+            got.add(body)
+        assert len(got) == BURST, "two connections received the same message"
+    finally:
+        for s in socks:
+            s.close()
+    assert_status(c.peek(q), 200)
+    c.close()
+
+
+def test_a_port_in_use_is_a_clear_error(tmp_path):
+    """Starting on a port another process listens on exits at once with a
+    non-zero status and names the address, instead of running deaf."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    srv = SluiceServer(tmp_path / "data", name="port-taken")
+    env = srv._backend_env()
+    env["SLUICE_ADMIN_TOKEN"] = srv.admin_token
+    try:
+        p = subprocess.run(
+            [BINARY, "dev", "--host", "127.0.0.1", "--port", str(port), "--admin-port", "0", "--data", str(tmp_path / "d")],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=120,
+        )
+    finally:
+        taken.close()
+    out = (p.stdout + p.stderr).decode("utf-8", "replace")
+    assert p.returncode != 0, f"sluice kept running on a taken port:\n{out}"
+    assert f"cannot listen on 127.0.0.1:{port}" in out, out
+    assert "Address already in use" in out, out
+
+
+def ipv6_loopback():
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="this machine has no IPv6 loopback")
+def test_ipv6_address(tmp_path):
+    """With host ::1 the server listens there and serves a put and a receive."""
+    srv = SluiceServer(tmp_path / "data", name="ipv6", env={"SLUICE_HOST": "::1"})
+    srv.start()
+    try:
+        assert srv.host == "[::1]", srv.log_tail()
+        c = srv.client()
+        q = c.new_queue("six")
+        assert_status(c.put(q, "over six"), 201)
+        r = assert_status(c.receive(q, 1, 30, 0), 200)
+        assert [m["message"] for m in r.json()["messages"]] == ["over six"]
+        c.close()
+    finally:
+        srv.close()
