@@ -3,6 +3,10 @@
  * threads, a pool of 32, epoll via MHD_USE_AUTO, suspend/resume allowed,
  * turbo, 60 s timeout) that answers every request with a small JSON body
  * and nothing else: what Sluice would do if its handlers took no time.
+ * One difference: Sluice accepts on a thread of its own and hands the
+ * connections to the workers in turn, because its handlers block on the
+ * store; here MHD's workers accept, which is the same for handlers that
+ * never block.
  *
  *   mhd_hello PORTFILE [THREADS]   binds 127.0.0.1 on a free port, writes
  *                                  the port to PORTFILE, runs until SIGTERM. */

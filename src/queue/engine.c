@@ -563,6 +563,7 @@ int eng_queue(sl_engine *e, const char *account, const char *name, qstate **out)
         q->created_ms = row->v[QU_CREATED].i;
         const sl_val *sec = &row->v[QU_SECRET];
         if (sec->set && !sec->null && sec->n == sizeof q->secret) memcpy(q->secret, sec->p, sizeof q->secret);
+        msg_receipt_init(q);
         q->next = e->queues;
         e->queues = q;
     }
@@ -835,6 +836,7 @@ void sl_engine_close(sl_engine *e) {
     for (qstate *q = e->queues, *n; q; q = n) {
         n = q->next;
         msg_fresh_drop(q);
+        msg_receipt_free(q);
         free(q->fresh);
         free(q->pend);
         free(q->dues);

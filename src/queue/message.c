@@ -33,11 +33,17 @@
 
 #define SETTLE_MS 1000 /* lease entries due this recently may still be landing */
 
+/* Writes 2 * bytes random lowercase hex digits and a NUL. */
 static void hex(char *out, int bytes) {
+    static const char digit[] = "0123456789abcdef";
     for (int i = 0; i < bytes; i += 8) {
         uint64_t r = sl_random_u64();
-        for (int j = 0; j < 8 && i + j < bytes; j++) snprintf(out + 2 * (i + j), 3, "%02x", (unsigned)(r >> (8 * j)) & 0xff);
+        for (int j = 0; j < 8 && i + j < bytes; j++, r >>= 8) {
+            out[2 * (i + j)] = digit[(r >> 4) & 15];
+            out[2 * (i + j) + 1] = digit[r & 15];
+        }
     }
+    out[2 * bytes] = '\0';
 }
 
 static void msg_key(sl_write *w, const char *qkey, int64_t bucket, int64_t id) {
@@ -56,9 +62,48 @@ static int get_msg(sl_engine *e, const char *qkey, int64_t bucket, int64_t id, i
 
 #define RECEIPT_MAC 12 /* bytes of HMAC-SHA256 kept */
 
+/* HMAC-SHA256 (RFC 2104) under the incarnation's secret. The SHA-256 states
+ * after the key's inner and outer pads are computed once per incarnation;
+ * a MAC then copies them instead of fetching the digest and scheduling the
+ * key again, which cost a few microseconds on every receive and ack. */
+typedef struct {
+    EVP_MD_CTX *in, *out;
+} mac_pads;
+
+void msg_receipt_free(qstate *q) {
+    mac_pads *m = q->mac_pads;
+    if (!m) return;
+    EVP_MD_CTX_free(m->in);
+    EVP_MD_CTX_free(m->out);
+    free(m);
+    q->mac_pads = NULL;
+}
+
+/* Without the pads (no memory), receipt_mac computes the plain way. */
+void msg_receipt_init(qstate *q) {
+    mac_pads *m = calloc(1, sizeof *m);
+    int ok = m && (m->in = EVP_MD_CTX_new()) != NULL && (m->out = EVP_MD_CTX_new()) != NULL;
+    for (int k = 0; ok && k < 2; k++) {
+        unsigned char pad[64]; /* SHA-256's block; the 16-byte key padded with zeros */
+        memset(pad, k ? 0x5c : 0x36, sizeof pad);
+        for (size_t i = 0; i < sizeof q->secret; i++) pad[i] ^= q->secret[i];
+        EVP_MD_CTX *c = k ? m->out : m->in;
+        ok = EVP_DigestInit_ex(c, EVP_sha256(), NULL) && EVP_DigestUpdate(c, pad, sizeof pad);
+    }
+    q->mac_pads = m;
+    if (!ok) msg_receipt_free(q);
+}
+
 static void receipt_mac(const qstate *q, const char *raw, size_t n, unsigned char mac[32]) {
+    const mac_pads *m = q->mac_pads;
     unsigned int len = 32;
-    HMAC(EVP_sha256(), q->secret, (int)sizeof q->secret, (const unsigned char *)raw, n, mac, &len);
+    EVP_MD_CTX *c = m ? EVP_MD_CTX_new() : NULL;
+    unsigned char inner[32];
+    int ok = c && EVP_MD_CTX_copy_ex(c, m->in) && EVP_DigestUpdate(c, raw, n) && EVP_DigestFinal_ex(c, inner, &len) &&
+             EVP_MD_CTX_copy_ex(c, m->out) && EVP_DigestUpdate(c, inner, sizeof inner) &&
+             EVP_DigestFinal_ex(c, mac, &len);
+    EVP_MD_CTX_free(c);
+    if (!ok) HMAC(EVP_sha256(), q->secret, (int)sizeof q->secret, (const unsigned char *)raw, n, mac, &len);
 }
 
 /* "<fields>.<mac>", both base64url; the MAC binds the receipt to one
@@ -912,21 +957,17 @@ static int take_due(sl_engine *e, qstate *q, int max, int invis_s, sl_message *o
     return 0;
 }
 
-/* Seals bucket b if every message it will ever hold was delivered: ids have
- * moved past it, none of its rows is READY, and every id is present or has
- * been missing for the gap grace (a put that claimed it crashed, or its write
- * is late; a late write is republished by the repair worker). Returns 1 when
- * the bucket is (now) sealed; the caller moves the durable reader pointer
- * (once for all the buckets it sealed). */
-static int try_seal(sl_engine *e, qstate *q, int64_t b, const sl_result *r, int ready, int64_t now) {
+/* Whether bucket b may be sealed: every message it will ever hold was
+ * delivered, that is ids have moved past it, none of its rows is READY, and
+ * every id is present or has been missing for the gap grace (a put that
+ * claimed it crashed, or its write is late; a late write is republished by
+ * the repair worker). Returns SEAL_DONE when b carries its marker already,
+ * SEAL_NOW when it may be sealed, 0 when not. */
+enum { SEAL_DONE = 1, SEAL_NOW };
+static int seal_state(sl_engine *e, qstate *q, int64_t b, const sl_result *r, int ready, int64_t now) {
     int64_t S = q->opts.bucket_size, present = 0;
     for (size_t i = 0; i < r->n; i++) {
-        if (r->rows[i].v[M_ID].i < 0) { /* marker: already sealed */
-            pthread_mutex_lock(&q->mu);
-            if (q->reader < b + 1) q->reader = b + 1;
-            pthread_mutex_unlock(&q->mu);
-            return 1;
-        }
+        if (r->rows[i].v[M_ID].i < 0) return SEAL_DONE; /* the marker */
         present++;
     }
     pthread_mutex_lock(&q->mu);
@@ -951,27 +992,44 @@ static int try_seal(sl_engine *e, qstate *q, int64_t b, const sl_result *r, int 
         pthread_mutex_unlock(&q->mu);
         if (now - since < e->cfg.lease_grace_ms) return 0;
     }
-    if (ready) return 0;
-    /* One thread of this node seals at a time; the others go on reading. */
+    return ready ? 0 : SEAL_NOW;
+}
+
+/* Takes the right to seal this queue's buckets: one thread of this node
+ * seals at a time, and the others go on reading past what it seals. */
+static int seal_take(qstate *q) {
     pthread_mutex_lock(&q->mu);
     int busy = q->sealing;
     q->sealing = 1;
     pthread_mutex_unlock(&q->mu);
-    if (busy) return 0;
-    sl_write w = {0};
-    msg_key(&w, q->qkey, b, -1);
-    w.kind = SL_W_INSERT_IF_NOT_EXISTS;
-    w.ttl = (int)(q->opts.retention_s + 86400);
-    w.row.v[M_STATE] = sl_vint(MS_SEALED);
-    w.row.v[M_PUT] = sl_vint(now);
-    w.row.v[M_NONCE] = sl_vint(eng_nonce());
-    int rc = eng_cas(e, &w, M_NONCE, NULL);
-    int sealed = rc == 0 || rc == SL_ENOTAPPLIED;
+    return !busy;
+}
+
+/* Seals the buckets b[0..n) (consecutive, from this node's reader on), in
+ * order and up to the first that cannot be sealed, moves the reader pointer
+ * past them, and gives the right to seal back. A marker another node wrote
+ * first counts as sealed. A refill collects these buckets and seals them
+ * only after it has handed its rows to the waiting receivers: a seal is one
+ * durable write each, and receivers should not wait for them. */
+static int seal_run(sl_engine *e, qstate *q, const int64_t *b, int n) {
+    int64_t R = -1;
+    for (int i = 0; i < n; i++) {
+        sl_write w = {0};
+        msg_key(&w, q->qkey, b[i], -1);
+        w.kind = SL_W_INSERT_IF_NOT_EXISTS;
+        w.ttl = (int)(q->opts.retention_s + 86400);
+        w.row.v[M_STATE] = sl_vint(MS_SEALED);
+        w.row.v[M_PUT] = sl_vint(sl_now_ms());
+        w.row.v[M_NONCE] = sl_vint(eng_nonce());
+        int rc = eng_cas(e, &w, M_NONCE, NULL);
+        if (rc != 0 && rc != SL_ENOTAPPLIED) break;
+        R = b[i] + 1;
+    }
     pthread_mutex_lock(&q->mu);
     q->sealing = 0;
-    if (sealed && q->reader < b + 1) q->reader = b + 1;
+    if (q->reader < R) q->reader = R;
     pthread_mutex_unlock(&q->mu);
-    return sealed;
+    return R < 0 ? 0 : eng_pointer_max(e, q->qkey, "reader", R);
 }
 
 /* --- The fresh pool ------------------------------------------------------------ */
@@ -1129,7 +1187,7 @@ static int fresh_add(qstate *q, sl_row **cands, size_t nc, const int64_t *busy, 
  * buckets that have nothing left to give. The front bucket is always read,
  * so a row whose lease failed is found again once the buckets before it
  * are sealed. */
-static int fresh_fill(sl_engine *e, qstate *q, int *found) {
+static int fresh_fill(sl_engine *e, qstate *q, int *found, int64_t *seal, int *nseal) {
     int64_t S = q->opts.bucket_size, now = sl_now_ms();
     int rc;
     /* The pool is empty when a refill begins, so the only rows it may read
@@ -1184,9 +1242,17 @@ static int fresh_fill(sl_engine *e, qstate *q, int *found) {
             /* next only moves over a contiguous run of buckets read whole
              * and taken whole. */
             if (b == next && present == S && all) next = b + 1;
+            /* The prefix: buckets from the reader on that are sealed, or
+             * may be and are noted in seal[] for the caller to seal. */
             if (prefix) {
-                if (try_seal(e, q, b, &r, nc > 0, now)) {
+                int st = seal_state(e, q, b, &r, nc > 0, now);
+                if (st == SEAL_DONE && *nseal == 0) {
                     R = b + 1;
+                    pthread_mutex_lock(&q->mu);
+                    if (q->reader < R) q->reader = R;
+                    pthread_mutex_unlock(&q->mu);
+                } else if (st && *nseal < SEAL_BATCH && (*nseal > 0 || seal_take(q))) {
+                    seal[(*nseal)++] = b; /* a marker there already costs one CAS not applied */
                 } else {
                     prefix = 0;
                 }
@@ -1202,6 +1268,21 @@ static int fresh_fill(sl_engine *e, qstate *q, int *found) {
         if (R > R0 && (rc = eng_pointer_max(e, q->qkey, "reader", R)) != 0) return rc;
         R0 = R;
         if (added > 0) break;
+        /* Nothing to hand out, so nobody waits for these seals: seal now,
+         * and read on from past them. */
+        if (*nseal > 0) {
+            rc = seal_run(e, q, seal, *nseal);
+            *nseal = 0;
+            if (rc) return rc;
+            pthread_mutex_lock(&q->mu);
+            int sealed = R < q->reader;
+            if (sealed) R = R0 = q->reader;
+            pthread_mutex_unlock(&q->mu);
+            if (sealed) {
+                pass--; /* R moved: read on from there (it only grows, up to the head) */
+                continue;
+            }
+        }
         /* Nothing found: maybe another node put messages past what this node
          * knows of the head, or another node moved the reader pointer. */
         int64_t old = head, nh;
@@ -1277,7 +1358,8 @@ static int take_fresh(sl_engine *e, qstate *q, int max, int invis_s, sl_message 
             q->fresh_dirty = 0;
             q->fresh_moves = __atomic_load_n(&e->moves, __ATOMIC_ACQUIRE);
             pthread_mutex_unlock(&q->mu);
-            int found = 0, rc = fresh_fill(e, q, &found);
+            int64_t seal[SEAL_BATCH];
+            int found = 0, nseal = 0, rc = fresh_fill(e, q, &found, seal, &nseal);
             pthread_mutex_lock(&q->mu);
             q->fresh_scanning = 0;
             q->fresh_found = found;
@@ -1288,6 +1370,17 @@ static int take_fresh(sl_engine *e, qstate *q, int max, int invis_s, sl_message 
             q->fresh_gen++;
             pthread_mutex_unlock(&q->mu);
             pthread_cond_broadcast(&q->fresh_cv);
+            if (nseal > 0) {
+                int src = seal_run(e, q, seal, nseal);
+                if (!rc) rc = src;
+                /* More delivered buckets may follow the ones just sealed
+                 * (other refills read past them meanwhile): the next
+                 * receive refills, and so seals on, even on a queue that
+                 * has gone quiet. */
+                pthread_mutex_lock(&q->mu);
+                q->fresh_dirty = 1;
+                pthread_mutex_unlock(&q->mu);
+            }
             if (rc) return rc;
             if (!found) break;
             continue;

@@ -69,6 +69,7 @@ extern const sl_table sl_t_accounts, sl_t_queues, sl_t_queue_index, sl_t_monoton
 #define QKEY_MAX (2 * SL_NAME_MAX + 24)
 #define READ_WINDOW 8          /* non-empty buckets the reader looks ahead of its pointer */
 #define READ_SCAN_MAX 64       /* buckets it reads at most to find them */
+#define SEAL_BATCH 16          /* buckets a refill notes for sealing at most */
 #define LEASE_SWEEP_MS 5000    /* how often the durable lease cursor is saved */
 #define LEASE_SCAN_MINUTES 120 /* lease partitions one scan walks at most */
 #define MAX_CANDIDATES 256
@@ -101,6 +102,7 @@ typedef struct qstate {
     int64_t version, created_ms;
     sl_queue_opts opts;
     unsigned char secret[16]; /* pop receipts are MACed with it */
+    void *mac_pads;           /* msg_receipt_init: its HMAC pads, absorbed */
     int64_t checked_ms;   /* when the queue row was last confirmed */
     int dead;
 
@@ -224,6 +226,8 @@ int msg_head(sl_engine *e, qstate *q, int64_t *head);
 int msg_has_visible(sl_engine *e, qstate *q);
 int msg_lease_scan(sl_engine *e, qstate *q, int64_t now);
 void msg_fresh_drop(qstate *q);
+void msg_receipt_init(qstate *q);
+void msg_receipt_free(qstate *q);
 
 /* repair.c */
 int repair_queue(sl_engine *e, qstate *q);

@@ -14,6 +14,8 @@
 
 #include "queue_int.h"
 
+#define REPAIR_RUN 32 /* buckets finalized before the pointer moves and they are deleted */
+
 static int own_repair(sl_engine *e, qstate *q) {
     int ttl = q->opts.repair_poll_s * 3;
     if (ttl < 10) ttl = 10;
@@ -34,21 +36,17 @@ static int own_repair(sl_engine *e, qstate *q) {
     return eng_cas(e, &w, R_NONCE, NULL) == 0;
 }
 
-int repair_queue(sl_engine *e, qstate *q) {
-    /* Keep this node's lease cursor near now even when nobody receives, so
-     * the first receive after a quiet spell finds due leases at once. */
-    msg_lease_scan(e, q, sl_now_ms());
-    if (!own_repair(e, q)) return 0;
-    int64_t P, R;
-    int rc;
-    if ((rc = eng_pointer_get(e, q->qkey, "repair", &P)) != 0) return rc;
-    if ((rc = eng_pointer_get(e, q->qkey, "reader", &R)) != 0) return rc;
-    msg_refresh_purge(e, q, 1);
-    for (; P < R && !e->stopping; P++) {
+/* Finalizes the buckets from *P on, up to R and at most REPAIR_RUN of them,
+ * stopping at the first that is not sealed, whose finalize timeout has not
+ * passed, or that holds a message whose time has not come; *P ends past the
+ * last one finalized. */
+static int finalize_run(sl_engine *e, qstate *q, int64_t *P, int64_t R) {
+    int rc = 0;
+    for (int64_t end = *P + REPAIR_RUN; *P < R && *P < end && !e->stopping; (*P)++) {
         int64_t now = sl_now_ms();
         sl_result r;
         sl_result_init(&r);
-        if ((rc = msg_scan_bucket(e, q, P, &r)) != 0) {
+        if ((rc = msg_scan_bucket(e, q, *P, &r)) != 0) {
             sl_result_free(&r);
             return rc;
         }
@@ -86,7 +84,7 @@ int repair_queue(sl_engine *e, qstate *q) {
             w.t = &sl_t_messages;
             w.kind = SL_W_UPDATE_IF;
             w.row.v[M_QKEY] = sl_vtext(q->qkey);
-            w.row.v[M_BUCKET] = sl_vint(P);
+            w.row.v[M_BUCKET] = sl_vint(*P);
             w.row.v[M_ID] = sl_vint(-1);
             w.row.v[M_STATE] = sl_vint(MS_FINAL);
             w.row.v[M_NONCE] = sl_vint(eng_nonce());
@@ -98,17 +96,46 @@ int repair_queue(sl_engine *e, qstate *q) {
                 sl_result_free(&r);
                 return rc;
             }
+            rc = 0;
         }
         sl_result_free(&r);
-        if ((rc = eng_pointer_max(e, q->qkey, "repair", P + 1)) != 0) return rc;
-        if (q->opts.delete_buckets) {
-            sl_write d = {0};
-            d.t = &sl_t_messages;
-            d.kind = SL_W_DELETE_PARTITION;
-            d.row.v[M_QKEY] = sl_vtext(q->qkey);
-            d.row.v[M_BUCKET] = sl_vint(P);
-            if ((rc = eng_write(e, &d, 1)) != 0) return rc;
+    }
+    return rc;
+}
+
+int repair_queue(sl_engine *e, qstate *q) {
+    /* Keep this node's lease cursor near now even when nobody receives, so
+     * the first receive after a quiet spell finds due leases at once. */
+    msg_lease_scan(e, q, sl_now_ms());
+    if (!own_repair(e, q)) return 0;
+    int64_t P, R;
+    int rc;
+    if ((rc = eng_pointer_get(e, q->qkey, "repair", &P)) != 0) return rc;
+    if ((rc = eng_pointer_get(e, q->qkey, "reader", &R)) != 0) return rc;
+    msg_refresh_purge(e, q, 1);
+    while (P < R && !e->stopping) {
+        /* Finalize a run of buckets, then move the pointer past the run and
+         * delete it with one write each: three durable writes per bucket
+         * were a background load that competed with the clients'. The
+         * pointer moves before the deletes, so a crash between the two leaves
+         * rows behind (they expire), never a pointer at a deleted bucket. */
+        int64_t from = P;
+        rc = finalize_run(e, q, &P, R);
+        if (P == from) return rc;
+        int rc2 = eng_pointer_max(e, q->qkey, "repair", P);
+        if (rc2 == 0 && q->opts.delete_buckets) {
+            sl_write d[REPAIR_RUN];
+            for (int64_t b = from; b < P; b++) {
+                sl_write *w = &d[b - from];
+                memset(w, 0, sizeof *w);
+                w->t = &sl_t_messages;
+                w->kind = SL_W_DELETE_PARTITION;
+                w->row.v[M_QKEY] = sl_vtext(q->qkey);
+                w->row.v[M_BUCKET] = sl_vint(b);
+            }
+            rc2 = eng_write(e, d, (size_t)(P - from));
         }
+        if (rc || rc2) return rc ? rc : rc2;
     }
     return 0;
 }

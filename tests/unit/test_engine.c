@@ -8,9 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <pthread.h>
 
 #include "queue/queue_int.h"
@@ -202,6 +205,38 @@ static void test_ack_after_lease_expired_before_redelivery(void **state) {
     assert_int_equal(sl_msg_ack(f->e, "acct", "q", m.receipt), 0);
     sl_message n;
     assert_int_equal(recv1(f, "q", 5, &n), 0);
+    msg_clear(&m);
+}
+
+/* A pop receipt is "<fields>.<mac>", the MAC being the first 12 bytes of
+ * HMAC-SHA256 of the fields under the queue incarnation's secret: receipts
+ * handed out by an earlier build stay valid across an upgrade. A receipt
+ * whose MAC is off by one bit acks nothing. */
+static void test_receipt_is_hmac_sha256(void **state) {
+    fx *f = *state;
+    mkqueue(f, "q", 20, 5, NULL);
+    assert_int_equal(put(f, "q", "x", 0), 0);
+    sl_message m;
+    assert_int_equal(recv1(f, "q", 30, &m), 1);
+    qstate *q;
+    assert_int_equal(eng_queue(f->e, "acct", "q", &q), 0);
+    const char *dot = strchr(m.receipt, '.');
+    assert_non_null(dot);
+    char raw[96];
+    unsigned char mac[16], want[32];
+    long n = sl_b64url_decode(m.receipt, (size_t)(dot - m.receipt), raw, sizeof raw);
+    assert_true(n > 0);
+    assert_int_equal(sl_b64url_decode(dot + 1, strlen(dot + 1), mac, sizeof mac), 12);
+    unsigned int len = sizeof want;
+    assert_non_null(HMAC(EVP_sha256(), q->secret, (int)sizeof q->secret, (unsigned char *)raw, (size_t)n, want, &len));
+    assert_memory_equal(mac, want, 12);
+
+    char bad[SL_RECEIPT_MAX];
+    snprintf(bad, sizeof bad, "%s", m.receipt);
+    size_t last = strlen(bad) - 1;
+    bad[last] = bad[last] == 'A' ? 'B' : 'A'; /* the MAC's last base64url digit */
+    assert_int_equal(sl_msg_ack(f->e, "acct", "q", bad), SL_EINVAL);
+    assert_int_equal(sl_msg_ack(f->e, "acct", "q", m.receipt), 0);
     msg_clear(&m);
 }
 
@@ -608,13 +643,13 @@ static void test_queue_delete_and_recreate(void **state) {
 }
 
 /* The repair worker finalizes and deletes buckets once every message in
- * them is done, and follows the reader. */
-static void test_repair_finalizes_and_deletes(void **state) {
-    fx *f = *state;
+ * them is done, and follows the reader. It works in runs of up to 32
+ * buckets; 75 buckets take three, the last one short. */
+static void repair_finalizes_and_deletes(fx *f, int nb) {
     mkqueue(f, "q", 2, 5, NULL);
-    for (int i = 0; i < 6; i++) assert_int_equal(put(f, "q", "m", 0), 0);
+    for (int i = 0; i < 2 * nb; i++) assert_int_equal(put(f, "q", "m", 0), 0);
     sl_message m;
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < 2 * nb; i++) {
         assert_int_equal(recv1(f, "q", 30, &m), 1);
         assert_int_equal(sl_msg_ack(f->e, "acct", "q", m.receipt), 0);
         msg_clear(&m);
@@ -626,12 +661,22 @@ static void test_repair_finalizes_and_deletes(void **state) {
     assert_int_equal(sl_engine_tick(f->e), 0);
     int64_t repair;
     assert_int_equal(eng_pointer_get(f->e, q->qkey, "repair", &repair), 0);
-    assert_int_equal(repair, 3);
-    sl_result r;
-    sl_result_init(&r);
-    assert_int_equal(msg_scan_bucket(f->e, q, 0, &r), 0);
-    assert_int_equal(r.n, 0);
-    sl_result_free(&r);
+    assert_int_equal(repair, nb);
+    for (int b = 0; b < nb; b++) {
+        sl_result r;
+        sl_result_init(&r);
+        assert_int_equal(msg_scan_bucket(f->e, q, b, &r), 0);
+        assert_int_equal(r.n, 0);
+        sl_result_free(&r);
+    }
+}
+
+static void test_repair_finalizes_and_deletes(void **state) {
+    repair_finalizes_and_deletes(*state, 3);
+}
+
+static void test_repair_in_runs(void **state) {
+    repair_finalizes_and_deletes(*state, 75);
 }
 
 /* A second engine (a second node) on the same store does not run the repair
@@ -972,20 +1017,34 @@ typedef struct {
     int *owner;
     pthread_mutex_t *mu;
     int acked;
+    int *received, n; /* messages received by all workers, of n */
 } worker;
 
+static int64_t mono_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Receives and acks until all n messages were received, or until receives
+ * have come back empty for 10 s: a receive may come back empty while
+ * messages remain (other threads emptied the refills it waited for, or a
+ * refill that found nothing lets receives skip refilling for 50 ms). */
 static void *consume(void *arg) {
     worker *w = arg;
-    for (int idle = 0; idle < 3;) {
+    int64_t since = mono_now_ms();
+    for (int idle = 0; !(idle && mono_now_ms() - since > 10000) && __atomic_load_n(w->received, __ATOMIC_ACQUIRE) < w->n;) {
         sl_message *v;
         size_t n;
         if (sl_msg_receive(w->f->e, "acct", "q", 4, 30, &v, &n) != 0) break;
-        idle = n == 0 ? idle + 1 : 0;
+        if (n > 0 || !idle) since = mono_now_ms();
+        idle = n == 0;
         for (size_t i = 0; i < n; i++) {
             int id = atoi(v[i].body);
             pthread_mutex_lock(w->mu);
             w->owner[id]++;
             pthread_mutex_unlock(w->mu);
+            __atomic_add_fetch(w->received, 1, __ATOMIC_RELEASE);
             if (sl_msg_ack(w->f->e, "acct", "q", v[i].receipt) == 0) w->acked++;
         }
         sl_messages_free(v, n);
@@ -993,21 +1052,22 @@ static void *consume(void *arg) {
     return NULL;
 }
 
-static void concurrent_consumers(fx *f) {
-    mkqueue(f, "q", 20, 5, NULL);
-    enum { N = 400, T = 8 };
+static void concurrent_consumers_n(fx *f, int bucket, int N) {
+    enum { T = 8 };
+    mkqueue(f, "q", bucket, 5, NULL);
     for (int i = 0; i < N; i++) {
         char b[16];
         snprintf(b, sizeof b, "%d", i);
         assert_int_equal(put(f, "q", b, 0), 0);
     }
-    static int owner[N];
-    memset(owner, 0, sizeof owner);
+    int *owner = calloc((size_t)N, sizeof *owner);
+    assert_non_null(owner);
     pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    int received = 0;
     worker w[T];
     pthread_t th[T];
     for (int i = 0; i < T; i++) {
-        w[i] = (worker){f, owner, &mu, 0};
+        w[i] = (worker){f, owner, &mu, 0, &received, N};
         assert_int_equal(pthread_create(&th[i], NULL, consume, &w[i]), 0);
     }
     int acked = 0;
@@ -1016,8 +1076,13 @@ static void concurrent_consumers(fx *f) {
         acked += w[i].acked;
     }
     for (int i = 0; i < N; i++) assert_int_equal(owner[i], 1);
+    free(owner);
     assert_int_equal(acked, N);
     assert_int_equal(qsize(f, "q"), 0);
+}
+
+static void concurrent_consumers(fx *f) {
+    concurrent_consumers_n(f, 20, 400);
 }
 
 static void test_concurrent_consumers(void **state) {
@@ -1030,6 +1095,27 @@ static void test_concurrent_consumers(void **state) {
 static void test_concurrent_consumers_combined(void **state) {
     reopen_combined(*state);
     concurrent_consumers(*state);
+}
+
+/* Many small buckets: a refill notes the delivered buckets it passes for
+ * sealing and seals them after handing its rows out, while other threads
+ * refill past them. Every message is received exactly once, and once the
+ * queue is drained every bucket is sealed: the durable reader pointer is
+ * past them all. */
+static void test_drain_many_buckets(void **state) {
+    fx *f = *state;
+    enum { N = 3000 };
+    concurrent_consumers_n(f, 1, N);
+    sl_message *v;
+    size_t n;
+    assert_int_equal(sl_msg_receive(f->e, "acct", "q", 1, 30, &v, &n), 0);
+    assert_int_equal(n, 0);
+    sl_messages_free(v, n);
+    qstate *q;
+    assert_int_equal(eng_queue(f->e, "acct", "q", &q), 0);
+    int64_t reader;
+    assert_int_equal(eng_pointer_get(f->e, q->qkey, "reader", &reader), 0);
+    assert_int_equal(reader, N);
 }
 
 /* --- Random faults ------------------------------------------------------------ */
@@ -1144,6 +1230,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_initial_invisibility, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redelivery_counts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ack_after_lease_expired_before_redelivery, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_receipt_is_hmac_sha256, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_receipt_conflicts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_update_extends_and_returns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_lease_does_not_block, setup, teardown),
@@ -1158,6 +1245,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_strict_fifo_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_delete_and_recreate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repair_finalizes_and_deletes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repair_in_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repair_lease_single_owner, setup, teardown),
         cmocka_unit_test_setup_teardown(test_durable_across_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_put_all_or_nothing, setup, teardown),
@@ -1171,6 +1259,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_receive_many_distinct, setup, teardown),
         cmocka_unit_test_setup_teardown(test_receive_many_unknown_applied, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_consumers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_drain_many_buckets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_consumers_combined, setup, teardown),
         cmocka_unit_test_setup_teardown(test_soak_seed_1, setup, teardown),
         cmocka_unit_test_setup_teardown(test_soak_seed_2, setup, teardown),
