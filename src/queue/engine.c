@@ -1,6 +1,7 @@
 /* engine.c: the engine's tables, its node-local queue cache, the
  * compare-and-set helper that resolves unknown outcomes, pointers, counters,
  * accounts, watches (long polling) and the background threads. */
+#include <limits.h>
 #include <semaphore.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -188,56 +189,50 @@ static int cas_landed(sl_engine *e, const sl_write *w, int nonce_col) {
     return landed;
 }
 
+/* Settles every write of the round's requests. Until settled, a write's
+ * result slot holds CAS_PENDING, or CAS_TAKEN once it is in the batch being
+ * built; nothing is allocated, since every lease and ack comes this way. */
+enum { CAS_PENDING = INT_MIN, CAS_TAKEN };
+
 static void cas_round(sl_engine *e, cas_req *list) {
-    size_t total = 0;
-    for (cas_req *r = list; r; r = r->next) total += r->n;
     struct item {
         sl_write *w;
-        int nonce_col, *rc, done;
-    } *it = calloc(total, sizeof *it);
-    sl_write *batch = calloc(total, sizeof *batch);
-    size_t *idx = calloc(total, sizeof *idx);
-    if (!it || !batch || !idx) {
-        for (cas_req *r = list; r; r = r->next)
-            for (size_t i = 0; i < r->n; i++) r->rcs[r->ix[i]] = eng_cas(e, &r->w[r->ix[i]], r->nonce_col, NULL);
-        free(it);
-        free(batch);
-        free(idx);
-        return;
-    }
-    size_t k = 0;
+        int nonce_col, *rc;
+    } in[SL_BATCH_MAX];
+    sl_write batch[SL_BATCH_MAX];
     for (cas_req *r = list; r; r = r->next)
-        for (size_t i = 0; i < r->n; i++)
-            it[k++] = (struct item){&r->w[r->ix[i]], r->nonce_col, &r->rcs[r->ix[i]], 0};
-    for (size_t i = 0; i < total; i++) {
-        if (it[i].done) continue;
-        const sl_table *t = it[i].w->t;
-        /* A batch: the first pending write and every later one of the same
-         * partition, each row once. */
-        size_t nb = 0;
-        for (size_t j = i; j < total && nb < SL_BATCH_MAX; j++) {
-            if (it[j].done || it[j].w->t != t || !same_key(it[j].w, it[i].w, t->npk)) continue;
-            int dup = 0;
-            for (size_t x = 0; x < nb && !dup; x++) dup = same_key(it[idx[x]].w, it[j].w, t->npk + t->nck);
-            if (dup) continue;
-            idx[nb] = j;
-            batch[nb++] = *it[j].w;
-            it[j].done = 1;
+        for (size_t i = 0; i < r->n; i++) r->rcs[r->ix[i]] = CAS_PENDING;
+    for (cas_req *r = list; r; r = r->next)
+        for (size_t i = 0; i < r->n; i++) {
+            const sl_write *first = &r->w[r->ix[i]];
+            if (r->rcs[r->ix[i]] != CAS_PENDING) continue;
+            const sl_table *t = first->t;
+            /* A batch: this pending write and every later one of the same
+             * partition, each row once. */
+            size_t nb = 0;
+            for (cas_req *o = r; o && nb < SL_BATCH_MAX; o = o->next)
+                for (size_t j = o == r ? i : 0; j < o->n && nb < SL_BATCH_MAX; j++) {
+                    sl_write *w = &o->w[o->ix[j]];
+                    int *rc = &o->rcs[o->ix[j]];
+                    if (*rc != CAS_PENDING || w->t != t || !same_key(w, first, t->npk)) continue;
+                    int dup = 0;
+                    for (size_t x = 0; x < nb && !dup; x++) dup = same_key(in[x].w, w, t->npk + t->nck);
+                    if (dup) continue;
+                    in[nb] = (struct item){w, o->nonce_col, rc};
+                    batch[nb++] = *w;
+                    *rc = CAS_TAKEN;
+                }
+            int brc = nb > 1 ? sl_store_apply(e->st, batch, nb, NULL) : SL_ENOTAPPLIED;
+            for (size_t x = 0; x < nb; x++) {
+                struct item *m = &in[x];
+                if (brc == 0 || (brc == SL_EUNKNOWN && cas_landed(e, m->w, m->nonce_col)))
+                    *m->rc = 0;
+                else if (brc != SL_ENOTAPPLIED && brc != SL_EUNKNOWN)
+                    *m->rc = brc;
+                else
+                    *m->rc = eng_cas(e, m->w, m->nonce_col, NULL);
+            }
         }
-        int brc = nb > 1 ? sl_store_apply(e->st, batch, nb, NULL) : SL_ENOTAPPLIED;
-        for (size_t x = 0; x < nb; x++) {
-            struct item *m = &it[idx[x]];
-            if (brc == 0 || (brc == SL_EUNKNOWN && cas_landed(e, m->w, m->nonce_col)))
-                *m->rc = 0;
-            else if (brc != SL_ENOTAPPLIED && brc != SL_EUNKNOWN)
-                *m->rc = brc;
-            else
-                *m->rc = eng_cas(e, m->w, m->nonce_col, NULL);
-        }
-    }
-    free(it);
-    free(batch);
-    free(idx);
 }
 
 /* Waits for the round that settles r, or leads it. */

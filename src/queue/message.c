@@ -1177,7 +1177,9 @@ static int fresh_add(qstate *q, sl_row **cands, size_t nc, const int64_t *busy, 
  * than FRESH_TARGET rows (empty buckets, ids claimed and never used or not
  * written yet, are passed over; READ_SCAN_MAX buckets are read at most, so
  * that gaps never starve delivery). Buckets at the front of the window that
- * hold no READY row any more are sealed and the pointer moves past them.
+ * hold no READY row any more are noted in seal[] (up to SEAL_BATCH), for the
+ * caller to seal once it has handed the rows out (seal_run); when the
+ * refill finds nothing to hand out, it seals them itself and reads on.
  *
  * Past the first bucket that cannot be sealed yet, buckets below
  * q->fresh_next are not read again: each was read with all its ids present

@@ -71,7 +71,6 @@ def test_a_burst_of_connections_beyond_the_workers_is_served(few_workers):
     finally:
         for s in socks:
             s.close()
-    assert_status(c.peek(q), 200)
     c.close()
 
 
