@@ -1,12 +1,12 @@
 /* mhd_hello.c: the HTTP stack's ceiling. A libmicrohttpd server with the
  * same daemon flags and options as src/http/server.c (internal polling
- * threads, a pool of 32, epoll via MHD_USE_AUTO, suspend/resume allowed,
- * turbo, 60 s timeout) that answers every request with a small JSON body
- * and nothing else: what Sluice would do if its handlers took no time.
- * One difference: Sluice accepts on a thread of its own and hands the
- * connections to the workers in turn, because its handlers block on the
- * store; here MHD's workers accept, which is the same for handlers that
- * never block.
+ * threads, a pool of 8 as Sluice has on the embedded store, epoll via
+ * MHD_USE_AUTO, suspend/resume allowed, turbo, 60 s timeout) that answers
+ * every request with a small JSON body and nothing else: what Sluice would
+ * do if its handlers took no time. One difference: Sluice accepts on a
+ * thread of its own and hands the connections to the workers in turn, so
+ * that a burst of connects spreads over the pool; here MHD's workers
+ * accept, which is the same for handlers that take no time.
  *
  *   mhd_hello PORTFILE [THREADS]   binds 127.0.0.1 on a free port, writes
  *                                  the port to PORTFILE, runs until SIGTERM. */
@@ -43,7 +43,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: mhd_hello PORTFILE [THREADS]\n");
         return 2;
     }
-    unsigned int threads = argc > 2 ? (unsigned int)atoi(argv[2]) : 32;
+    unsigned int threads = argc > 2 ? (unsigned int)atoi(argv[2]) : 8;
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
     inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_ALLOW_SUSPEND_RESUME |

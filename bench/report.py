@@ -9,6 +9,7 @@ META: tab-separated key/value lines (machine, versions, times)."""
 import json
 import math
 import os
+import statistics
 import sys
 
 import matplotlib
@@ -144,7 +145,12 @@ def main():
     hello_wrk = [r["result"] for r in find(rows, "hello", "wrk")]
     lg_rates = [op(r, "hello", "per_s") for r in hello_lg]
     wrk_rates = [op(r, "hello", "per_s") for r in hello_wrk]
-    hello_best = max(lg_rates + wrk_rates) if (lg_rates or wrk_rates) else None
+    # Each generator is judged by its median round, so that one odd round
+    # (wrk once reported 2.2 x its other rounds) sets neither the ratio nor
+    # the ceiling; the hello-world rate is the better generator's median.
+    lg_med = statistics.median(lg_rates) if lg_rates else None
+    wrk_med = statistics.median(wrk_rates) if wrk_rates else None
+    hello_best = max(v for v in (lg_med, wrk_med) if v) if (lg_med or wrk_med) else None
     w("## Ceilings of this machine")
     w("")
     w("| ceiling | rate | p50 / p99 ms |")
@@ -163,8 +169,9 @@ def main():
         w(f"| Sluice `GET /health`: **wrk** | {fmt(op(hw, 'hello', 'per_s'))} req/s | {lat(hw, 'hello')} |")
     w("")
     if lg_rates and wrk_rates:
-        ratio = (sum(lg_rates) / len(lg_rates)) / (sum(wrk_rates) / len(wrk_rates))
-        w(f"loadgen / wrk on the hello-world endpoint, requests/s, mean of the rounds: **{ratio:.2f}** "
+        ratio = lg_med / wrk_med
+        w(f"loadgen / wrk on the hello-world endpoint, requests/s, median round against median round "
+          f"({len(lg_rates)} alternating rounds each: {fmt(lg_med)} / {fmt(wrk_med)}): **{ratio:.2f}** "
           f"(both 64 connections, 2 threads, keep-alive, no pipelining; loadgen also records every latency "
           f"in a histogram).")
 
@@ -306,7 +313,7 @@ def main():
     w("")
     if s64 is not None and hello_best:
         w(f"- W1 64+64: {fmt(s64)} lifecycles/s = {3 * s64:,.0f} HTTP requests/s = **{3 * s64 / hello_best:.3f}** "
-          f"of the hello-world rate ({fmt(hello_best)} req/s, the best of loadgen and wrk). The target, half of "
+          f"of the hello-world rate ({fmt(hello_best)} req/s, the better median of loadgen and wrk). The target, half of "
           f"(hello-world / 3), is a ratio of 0.5.")
     if s64 is not None and fs:
         w(f"- W1 64+64: {fmt(s64)} lifecycles/s = **{s64 / fs['per_s']:.3f}** of the disk's single-thread "

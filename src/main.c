@@ -37,6 +37,10 @@
 #include "store/store.h"
 
 #define EXIT_USAGE 2
+/* HTTP worker threads by default (measured in bench/results/profile.md,
+ * round 3: W1 64+64 on 2 cores with 4, 8, 16 and 32 threads). */
+#define DEFAULT_THREADS_EMBEDDED 8
+#define DEFAULT_THREADS_CQL 32
 
 typedef struct {
     char data_dir[PATH_MAX];
@@ -85,7 +89,8 @@ static void usage(FILE *f) {
                "  --data DIR               SLUICE_DATA_DIR           data_dir\n"
                "  --port N                 SLUICE_PORT               port (8080; 0 picks a free one)\n"
                "  --host ADDR              SLUICE_HOST               host\n"
-               "  --threads N              SLUICE_THREADS            threads (HTTP thread pool, 32)\n"
+               "  --threads N              SLUICE_THREADS            threads (HTTP thread pool; 8 on the embedded\n"
+               "                                                     store, 32 on Cassandra)\n"
                "  --max-message-bytes N    SLUICE_MAX_MESSAGE_BYTES  max_message_bytes (262144)\n"
                "  --max-json-bytes N       SLUICE_MAX_JSON_BYTES     max_json_bytes (1048576)\n"
                "  --log-level L            SLUICE_LOG_LEVEL          log_level (error, info, debug or 0-2)\n"
@@ -375,7 +380,7 @@ static int load_config(config *c, int argc, char **argv, int dev) {
     memset(c, 0, sizeof *c);
     snprintf(c->host, sizeof c->host, "%s", dev ? "127.0.0.1" : "0.0.0.0");
     c->port = 8080;
-    c->threads = 32;
+    c->threads = 0; /* by store: see DEFAULT_THREADS_* */
     c->max_message_bytes = SL_MSG_MAX_DEFAULT;
     c->max_json_bytes = 1024 * 1024;
     c->log_level = SL_INFO;
@@ -638,7 +643,13 @@ static int run(const config *c, int dev, int temp_dir) {
         fprintf(stderr, "sluice: cannot set up the API: %s\n", sl_strerror(rc));
         goto out;
     }
-    sl_http_config hc = {.host = c->host, .port = c->port, .threads = c->threads, .ctx = api};
+    /* On the embedded store a request does not hold its thread while its
+     * writes commit (see sl_msg_put_start), so a few threads serve many
+     * connections, and fewer threads mean fewer context switches. On
+     * Cassandra, a request's thread waits for the node, so the pool bounds
+     * how many requests are in flight. */
+    int threads = c->threads ? c->threads : c->contact_points[0] ? DEFAULT_THREADS_CQL : DEFAULT_THREADS_EMBEDDED;
+    sl_http_config hc = {.host = c->host, .port = c->port, .threads = threads, .ctx = api};
     sl_api_native_routes(api, &hc.routes, &hc.nroutes);
     rc = sl_http_start(&hc, &srv);
     if (rc) {

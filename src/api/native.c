@@ -695,9 +695,55 @@ static int h_redrive(sl_http_req *r, void *ctx) {
 
 /* --- Messages ----------------------------------------------------------- */
 
+/* Puts, acks and receives park their request while the store commits, so
+ * that the worker serves other connections meanwhile and the writer's next
+ * group holds more requests (see sl_msg_put_start): the first call starts
+ * the operation and parks, the call after the wake-up finishes it. The
+ * operation lives in the request's user state, whose destructor discards
+ * it if the request is torn down first, so nothing the store still holds
+ * outlives the request's body. A wake-up before the store answered parks
+ * again, unless the server is stopping. */
+static void op_wake(void *r) {
+    sl_http_wake(r);
+}
+
+static void op_discard(void *op) {
+    sl_op_discard(op);
+}
+
+/* Whether r should park (again) on op: the store has not answered, and
+ * the server is not stopping (then the finish call waits for the answer,
+ * so that the client learns the outcome). */
+static int op_waiting(sl_http_req *r, const sl_op *op) {
+    return !sl_op_ready(op) && !sl_http_stopping(r);
+}
+
+/* The operation r parked on: *op is NULL when r has not started one yet.
+ * Returns nonzero while r should stay parked. */
+static int op_pending(sl_http_req *r, sl_op **op) {
+    *op = sl_http_user(r);
+    if (!*op) return 0;
+    if (op_waiting(r, *op)) return 1;
+    sl_http_set_user(r, NULL, NULL);
+    return 0;
+}
+
+static int op_park(sl_http_req *r, sl_op *op) {
+    sl_http_set_user(r, op, op_discard);
+    return SL_HTTP_WAIT;
+}
+
 static int h_put(sl_http_req *r, void *ctx) {
     sl_api *a = ctx;
     const char *account, *q;
+    sl_op *op;
+    if (op_pending(r, &op)) return SL_HTTP_WAIT;
+    if (op) {
+        char id[1][SL_MSGID_LEN + 1];
+        int rc = sl_msg_put_finish(op, id);
+        if (rc) return fail(r, rc, sl_http_param(r, "account"), sl_http_param(r, "q"));
+        return sl_http_json(r, 201, json_pack("{s:s}", "messageId", id[0]));
+    }
     long long delay;
     if (begin(a, r, 'p', &account, &q) ||
         query_int(r, "initialInvisibilitySeconds", 0, SL_INVIS_MAX, 0, &delay))
@@ -709,21 +755,57 @@ static int h_put(sl_http_req *r, void *ctx) {
         return sl_http_error(r, 400, "InvalidMessage", "the message must be valid UTF-8");
     if (account_ok(a, r, account)) return SL_HTTP_DONE;
     sl_put p = {.body = body, .len = len, .delay_s = (int)delay, .attrs_json = NULL};
-    char id[1][SL_MSGID_LEN + 1];
-    int rc = sl_msg_put(a->cfg.engine, account, q, &p, 1, id);
-    if (rc) return fail(r, rc, account, q);
-    return sl_http_json(r, 201, json_pack("{s:s}", "messageId", id[0]));
+    int rc = sl_msg_put_start(a->cfg.engine, account, q, &p, 1, op_wake, r, &op);
+    return rc ? fail(r, rc, account, q) : op_park(r, op);
+}
+
+/* A batch put waiting for the store: the messages' bytes live in body. */
+typedef struct {
+    sl_op *op;
+    json_t *body;
+    char *attrs[SL_BATCH_MAX];
+    size_t n;
+} batch_state;
+
+static void batch_state_free(void *p) {
+    batch_state *st = p;
+    if (st->op) sl_op_discard(st->op);
+    for (size_t i = 0; i < st->n; i++)
+        free(st->attrs[i]);
+    json_decref(st->body);
+    free(st);
+}
+
+static int batch_answer(sl_http_req *r, batch_state *st) {
+    char(*ids)[SL_MSGID_LEN + 1] = calloc(st->n, sizeof *ids);
+    sl_op *op = st->op;
+    st->op = NULL;
+    if (!ids) {
+        sl_op_discard(op);
+        return fail(r, SL_ENOMEM, sl_http_param(r, "account"), sl_http_param(r, "q"));
+    }
+    int rc = sl_msg_put_finish(op, ids);
+    if (rc) {
+        free(ids);
+        return fail(r, rc, sl_http_param(r, "account"), sl_http_param(r, "q"));
+    }
+    json_t *out = json_array();
+    for (size_t i = 0; out && i < st->n; i++)
+        json_array_append_new(out, json_string(ids[i]));
+    free(ids);
+    return sl_http_json(r, 201, json_pack("{s:o}", "messageIds", out));
 }
 
 static int h_batch(sl_http_req *r, void *ctx) {
     sl_api *a = ctx;
     const char *account, *q;
+    batch_state *st = sl_http_user(r);
+    if (st) return op_waiting(r, st->op) ? SL_HTTP_WAIT : batch_answer(r, st);
     if (begin(a, r, 'p', &account, &q)) return SL_HTTP_DONE;
     json_t *b = body_object(r, 0);
     if (!b) return SL_HTTP_DONE;
     sl_put msgs[SL_BATCH_MAX];
     char *attrs[SL_BATCH_MAX] = {0};
-    char(*ids)[SL_MSGID_LEN + 1] = NULL;
     size_t n = 0;
     int rc = 0;
     json_t *arr = json_object_get(b, "messages");
@@ -766,24 +848,24 @@ static int h_batch(sl_http_req *r, void *ctx) {
                            .attrs_json = attrs[n]};
     }
     if (account_ok(a, r, account)) goto out;
-    ids = calloc(n, sizeof *ids);
-    if (!ids) {
+    if (!(st = calloc(1, sizeof *st))) {
         fail(r, SL_ENOMEM, account, q);
         goto out;
     }
-    rc = sl_msg_put(a->cfg.engine, account, q, msgs, n, ids);
-    if (rc) {
+    if ((rc = sl_msg_put_start(a->cfg.engine, account, q, msgs, n, op_wake, r, &st->op)) != 0) {
+        free(st);
         fail(r, rc, account, q);
         goto out;
     }
-    json_t *out = json_array();
-    for (size_t i = 0; out && i < n; i++)
-        json_array_append_new(out, json_string(ids[i]));
-    sl_http_json(r, 201, json_pack("{s:o}", "messageIds", out));
+    /* The state owns the body and the attributes from here on. */
+    st->body = b;
+    st->n = n;
+    memcpy(st->attrs, attrs, sizeof attrs);
+    sl_http_set_user(r, st, batch_state_free);
+    return SL_HTTP_WAIT;
 out:
     for (size_t i = 0; i < SL_BATCH_MAX; i++)
         free(attrs[i]);
-    free(ids);
     json_decref(b);
     return SL_HTTP_DONE;
 }
@@ -792,20 +874,26 @@ static int h_next(sl_http_req *r, void *ctx) {
     sl_api *a = ctx;
     const char *account, *q;
     long long invis;
+    sl_op *op;
+    if (op_pending(r, &op)) return SL_HTTP_WAIT;
+    if (op) {
+        sl_message *m = NULL;
+        size_t n = 0;
+        int rc = sl_msg_receive_finish(op, &m, &n);
+        if (rc) return fail(r, rc, sl_http_param(r, "account"), sl_http_param(r, "q"));
+        if (n == 0) {
+            sl_messages_free(m, n);
+            return sl_http_respond(r, 204, NULL, NULL, 0);
+        }
+        json_t *j = message_json(&m[0], 1);
+        sl_messages_free(m, n);
+        return sl_http_json(r, 200, j);
+    }
     if (begin(a, r, 'r', &account, &q) ||
         query_int(r, "invisibilityTimeSeconds", 0, SL_INVIS_MAX, 30, &invis) || account_ok(a, r, account))
         return SL_HTTP_DONE;
-    sl_message *m = NULL;
-    size_t n = 0;
-    int rc = sl_msg_receive(a->cfg.engine, account, q, 1, (int)invis, &m, &n);
-    if (rc) return fail(r, rc, account, q);
-    if (n == 0) {
-        sl_messages_free(m, n);
-        return sl_http_respond(r, 204, NULL, NULL, 0);
-    }
-    json_t *j = message_json(&m[0], 1);
-    sl_messages_free(m, n);
-    return sl_http_json(r, 200, j);
+    int rc = sl_msg_receive_start(a->cfg.engine, account, q, 1, (int)invis, op_wake, r, &op);
+    return rc ? fail(r, rc, account, q) : op_park(r, op);
 }
 
 static int h_peek(sl_http_req *r, void *ctx) {
@@ -862,9 +950,18 @@ static int h_update(sl_http_req *r, void *ctx) {
 static int h_ack(sl_http_req *r, void *ctx) {
     sl_api *a = ctx;
     const char *account, *q, *receipt;
-    if (begin(a, r, 'a', &account, &q) || !(receipt = query_receipt(r)) || account_ok(a, r, account))
-        return SL_HTTP_DONE;
-    int rc = sl_msg_ack(a->cfg.engine, account, q, receipt);
+    sl_op *op;
+    if (op_pending(r, &op)) return SL_HTTP_WAIT;
+    if (!op) {
+        if (begin(a, r, 'a', &account, &q) || !(receipt = query_receipt(r)) || account_ok(a, r, account))
+            return SL_HTTP_DONE;
+        int rc = sl_msg_ack_start(a->cfg.engine, account, q, &receipt, 1, op_wake, r, &op);
+        return rc ? fail(r, rc, account, q) : op_park(r, op);
+    }
+    account = sl_http_param(r, "account");
+    q = sl_http_param(r, "q");
+    int rc;
+    sl_msg_ack_finish(op, &rc);
     if (rc == SL_ECONFLICT)
         return sl_http_error(r, 409, "PopReceiptMismatch",
                              "the pop receipt is stale: the message was delivered again, updated or acked");
@@ -873,9 +970,51 @@ static int h_ack(sl_http_req *r, void *ctx) {
     return sl_http_respond(r, 204, NULL, NULL, 0);
 }
 
+/* A batch ack waiting for the store: the receipts' bytes live in body. */
+typedef struct {
+    sl_op *op;
+    json_t *body;
+    size_t n;
+    int at[SL_BATCH_MAX]; /* each receipt's place among those sent, or -1 */
+} ackb_state;
+
+static void ackb_state_free(void *p) {
+    ackb_state *st = p;
+    if (st->op) sl_op_discard(st->op);
+    json_decref(st->body);
+    free(st);
+}
+
+/* The answer of a batch ack: rcs[at[i]] for receipt i (-1: too long to be
+ * one of ours). */
+static int ackb_answer(sl_http_req *r, json_t *arr, size_t n, const int *at, const int *rcs) {
+    json_t *results = json_array();
+    for (size_t i = 0; results && i < n; i++) {
+        int one = at[i] < 0 ? SL_EINVAL : rcs[at[i]];
+        int status = one == 0              ? 204
+                     : one == SL_ECONFLICT ? 409
+                     : one == SL_EINVAL    ? 400
+                     : one == SL_EBUSY     ? 429
+                     : one == SL_EINTERNAL ? 500
+                                           : 503;
+        json_array_append_new(results, json_pack("{s:s,s:i}", "popReceipt", json_string_value(json_array_get(arr, i)),
+                                                 "status", status));
+    }
+    return sl_http_json(r, 200, json_pack("{s:o}", "results", results));
+}
+
 static int h_ack_batch(sl_http_req *r, void *ctx) {
     sl_api *a = ctx;
     const char *account, *q;
+    ackb_state *st = sl_http_user(r);
+    if (st) {
+        if (op_waiting(r, st->op)) return SL_HTTP_WAIT;
+        int rcs[SL_BATCH_MAX];
+        sl_op *op = st->op;
+        st->op = NULL;
+        sl_msg_ack_finish(op, rcs);
+        return ackb_answer(r, json_object_get(st->body, "popReceipts"), st->n, st->at, rcs);
+    }
     if (begin(a, r, 'a', &account, &q)) return SL_HTTP_DONE;
     json_t *b = body_object(r, 0);
     if (!b) return SL_HTTP_DONE;
@@ -899,7 +1038,7 @@ static int h_ack_batch(sl_http_req *r, void *ctx) {
      * engine; the others are acked together. */
     size_t n = json_array_size(arr), k = 0;
     const char *rcpts[SL_BATCH_MAX];
-    int rcs[SL_BATCH_MAX], at[SL_BATCH_MAX];
+    int at[SL_BATCH_MAX];
     for (size_t i = 0; i < n; i++) {
         const char *rcpt = json_string_value(json_array_get(arr, i));
         at[i] = -1;
@@ -908,49 +1047,58 @@ static int h_ack_batch(sl_http_req *r, void *ctx) {
             rcpts[k++] = rcpt;
         }
     }
-    int rc = k ? sl_msg_ack_many(a->cfg.engine, account, q, rcpts, k, rcs) : 0;
-    if (rc) {
+    int rc;
+    if (k == 0) {
+        rc = ackb_answer(r, arr, n, at, NULL);
+        json_decref(b);
+        return rc;
+    }
+    if (!(st = calloc(1, sizeof *st))) {
+        json_decref(b);
+        return fail(r, SL_ENOMEM, account, q);
+    }
+    if ((rc = sl_msg_ack_start(a->cfg.engine, account, q, rcpts, k, op_wake, r, &st->op)) != 0) {
         /* The queue went away under us: nothing can succeed. */
+        free(st);
         json_decref(b);
         return fail(r, rc, account, q);
     }
-    json_t *results = json_array();
-    for (size_t i = 0; results && i < n; i++) {
-        int one = at[i] < 0 ? SL_EINVAL : rcs[at[i]];
-        int status = one == 0              ? 204
-                     : one == SL_ECONFLICT ? 409
-                     : one == SL_EINVAL    ? 400
-                     : one == SL_EBUSY     ? 429
-                     : one == SL_EINTERNAL ? 500
-                                           : 503;
-        json_array_append_new(results, json_pack("{s:s,s:i}", "popReceipt", json_string_value(json_array_get(arr, i)),
-                                                 "status", status));
-    }
-    json_decref(b);
-    return sl_http_json(r, 200, json_pack("{s:o}", "results", results));
+    st->body = b;
+    st->n = n;
+    memcpy(st->at, at, n * sizeof *at);
+    sl_http_set_user(r, st, ackb_state_free);
+    return SL_HTTP_WAIT;
 }
 
-/* Long polling. The first call validates and keeps its state across parks;
- * each call then receives once, and when nothing is visible arms a watch and
- * receives again, so a put that lands between the two is not missed (the
- * watch fires, or the second receive sees it). The watch's callback only
- * wakes the parked request; the handler runs again on a server thread. */
+/* Long polling. The first call validates and keeps its state across parks.
+ * Each receive is started, parked on and finished (see op_park); when it
+ * found nothing, a watch is armed and a second receive started, so a put
+ * that lands between the two is not missed (the watch fires, or the second
+ * receive sees it). The watch's callback only marks the state and wakes the
+ * parked request; the handler runs again on a server thread. */
 typedef struct {
     sl_api *a;
+    sl_http_req *r;
     char account[SL_NAME_MAX + 1], queue[SL_NAME_MAX + 1];
     int max, invis;
     int64_t deadline_ms;
     sl_watch *w;
+    int fired;   /* w fired */
+    sl_op *op;   /* a receive with the store */
+    int watched; /* op was started after w was armed */
 } recv_state;
 
 static void recv_state_free(void *p) {
     recv_state *st = p;
     if (st->w) sl_watch_cancel(st->a->cfg.engine, st->w);
+    if (st->op) sl_op_discard(st->op);
     free(st);
 }
 
 static void recv_wake(void *arg) {
-    sl_http_wake(arg);
+    recv_state *st = arg;
+    __atomic_store_n(&st->fired, 1, __ATOMIC_RELEASE);
+    sl_http_wake(st->r);
 }
 
 static int receive_answer(sl_http_req *r, recv_state *st, sl_message *m, size_t n) {
@@ -961,6 +1109,16 @@ static int receive_answer(sl_http_req *r, recv_state *st, sl_message *m, size_t 
     json_t *j = messages_json(m, n, 1);
     sl_messages_free(m, n);
     return sl_http_json(r, 200, j);
+}
+
+static int receive_start(sl_http_req *r, recv_state *st, int watched) {
+    st->watched = watched;
+    int rc = sl_msg_receive_start(st->a->cfg.engine, st->account, st->queue, st->max, st->invis, op_wake, r, &st->op);
+    if (rc) {
+        st->op = NULL;
+        return fail(r, rc, st->account, st->queue);
+    }
+    return SL_HTTP_WAIT;
 }
 
 static int h_receive(sl_http_req *r, void *ctx) {
@@ -980,35 +1138,45 @@ static int h_receive(sl_http_req *r, void *ctx) {
         st = calloc(1, sizeof *st);
         if (!st) return fail(r, SL_ENOMEM, account, q);
         st->a = a;
+        st->r = r;
         snprintf(st->account, sizeof st->account, "%s", account);
         snprintf(st->queue, sizeof st->queue, "%s", q);
         st->max = (int)max;
         st->invis = (int)invis;
         st->deadline_ms = sl_now_ms() + wait * 1000;
         sl_http_set_user(r, st, recv_state_free);
-    } else if (st->w) {
-        sl_watch_cancel(a->cfg.engine, st->w);
-        st->w = NULL;
+        return receive_start(r, st, 0);
     }
     sl_engine *e = a->cfg.engine;
-    sl_message *m = NULL;
-    size_t n = 0;
-    int rc = sl_msg_receive(e, st->account, st->queue, st->max, st->invis, &m, &n);
-    if (rc) return fail(r, rc, st->account, st->queue);
-    if (n > 0 || sl_now_ms() >= st->deadline_ms || sl_http_stopping(r)) return receive_answer(r, st, m, n);
-    sl_messages_free(m, n);
-    rc = sl_watch_add(e, st->account, st->queue, st->deadline_ms, recv_wake, r, &st->w);
-    if (rc) {
-        st->w = NULL;
-        return fail(r, rc, st->account, st->queue);
+    if (st->op) {
+        if (op_waiting(r, st->op)) return SL_HTTP_WAIT;
+        sl_message *m = NULL;
+        size_t n = 0;
+        sl_op *op = st->op;
+        st->op = NULL;
+        int rc = sl_msg_receive_finish(op, &m, &n);
+        if (rc) return fail(r, rc, st->account, st->queue);
+        if (n > 0 || sl_now_ms() >= st->deadline_ms || sl_http_stopping(r)) return receive_answer(r, st, m, n);
+        sl_messages_free(m, n);
+        if (!st->watched) {
+            if ((rc = sl_watch_add(e, st->account, st->queue, st->deadline_ms, recv_wake, st, &st->w)) != 0) {
+                st->w = NULL;
+                return fail(r, rc, st->account, st->queue);
+            }
+            return receive_start(r, st, 1);
+        }
+        /* Parked on the watch, unless it fired while the receive ran (its
+         * wake-up then found the request running, and ran it again). */
+        if (!__atomic_load_n(&st->fired, __ATOMIC_ACQUIRE) && !sl_http_stopping(r)) return SL_HTTP_WAIT;
     }
-    m = NULL;
-    n = 0;
-    rc = sl_msg_receive(e, st->account, st->queue, st->max, st->invis, &m, &n);
-    if (rc) return fail(r, rc, st->account, st->queue);
-    if (n > 0) return receive_answer(r, st, m, n);
-    sl_messages_free(m, n);
-    return SL_HTTP_WAIT;
+    /* The watch fired (a put, or the deadline), or the server is stopping. */
+    if (sl_http_stopping(r)) return receive_answer(r, st, NULL, 0);
+    if (st->w) {
+        sl_watch_cancel(e, st->w);
+        st->w = NULL;
+    }
+    st->fired = 0;
+    return receive_start(r, st, 0);
 }
 
 /* --- Setup -------------------------------------------------------------- */

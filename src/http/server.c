@@ -1,8 +1,10 @@
 /* server.c: libmicrohttpd glue, the routing table, request bodies, parking.
  *
  * The daemon runs a pool of internal polling threads (epoll on Linux), each
- * of which calls handlers for its own connections. Handlers block on the
- * store, so the pool is sized well above the core count.
+ * of which calls handlers for its own connections. On the embedded store the
+ * message handlers park their request while its writes commit, so a few
+ * threads serve many connections; on Cassandra they block on the node, and
+ * the pool is sized well above the core count (main.c picks the size).
  *
  * How MHD calls us, once per request: a first call with no body (we set up
  * the request and match its route), calls carrying body bytes, and a last
@@ -113,7 +115,7 @@ struct sl_http_req {
     int nhdr;
     const char *hname[MAX_HEADERS], *hval[MAX_HEADERS];
     /* parking, under srv->mu */
-    int parked, suspended, wake_pending;
+    int parked, suspended, wake_pending, last_run;
     sl_http_req *pnext, *pprev;
     int resumes;
     void *user;
@@ -607,6 +609,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (r->route->r->fn(r, s->cfg.ctx) == SL_HTTP_DONE) break;
         int p = park(r);
         if (p == 1) return MHD_YES;
+        /* Stopping: handlers answer instead of parking once they see it
+         * (sl_http_stopping), so run this one again, once. */
+        if (p < 0 && !r->last_run) {
+            r->last_run = 1;
+            r->resumes++;
+            continue;
+        }
         if (p < 0) {
             sl_http_error(r, 503, "ServiceUnavailable", "the server is shutting down");
             sl_http_add_header(r, "Retry-After", "1");

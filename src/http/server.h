@@ -6,8 +6,8 @@
  * request against the table (404 NotFound, or 405 with an Allow header when
  * only the method is wrong), reads the body up to the route's limit (413
  * beyond it), then calls the handler once the whole body is in, on one of the
- * server's threads. Handlers may block (on the store); the thread pool is
- * sized for that.
+ * server's threads. Handlers may block (on the store) or park (below); the
+ * thread pool is sized for whichever they do.
  *
  * A handler answers by setting a response (sl_http_json, sl_http_error,
  * sl_http_respond) and returning SL_HTTP_DONE, or returns SL_HTTP_WAIT to

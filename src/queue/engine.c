@@ -133,6 +133,18 @@ int eng_cas(sl_engine *e, sl_write *w, int nonce_col, sl_result *cur) {
     return SL_EUNAVAILABLE;
 }
 
+/* Ends a compare-and-set that was sent once on its own (sl_store_apply_cb)
+ * and answered rc: as eng_cas() would, an unknown outcome is resolved. */
+int eng_cas_settle(sl_engine *e, sl_write *w, int nonce_col, int rc) {
+    if (rc != SL_EUNKNOWN) return rc;
+    sl_result r;
+    sl_result_init(&r);
+    int got = sl_store_get(e->st, w->t, w->row.v, SL_READ_SERIAL, &r);
+    int landed = got == 0 && r.rows[0].v[nonce_col].set && r.rows[0].v[nonce_col].i == w->row.v[nonce_col].i;
+    sl_result_free(&r);
+    return landed ? 0 : eng_cas(e, w, nonce_col, NULL);
+}
+
 /* --- Combined compare-and-sets -------------------------------------------- */
 
 /* Concurrent compare-and-sets of one queue's rows (leases, acks) are
@@ -158,7 +170,8 @@ typedef struct cas_req {
     struct cas_req *next, *wnext;
 } cas_req;
 
-static int same_key(const sl_write *a, const sl_write *b, int ncols) {
+/* Whether a and b (of one table) agree on their first ncols columns. */
+int eng_same_key(const sl_write *a, const sl_write *b, int ncols) {
     for (int i = 0; i < ncols; i++)
         if (!val_eq(&a->row.v[i], &b->row.v[i], a->t->cols[i].type)) return 0;
     return 1;
@@ -214,9 +227,9 @@ static void cas_round(sl_engine *e, cas_req *list) {
                 for (size_t j = o == r ? i : 0; j < o->n && nb < SL_BATCH_MAX; j++) {
                     sl_write *w = &o->w[o->ix[j]];
                     int *rc = &o->rcs[o->ix[j]];
-                    if (*rc != CAS_PENDING || w->t != t || !same_key(w, first, t->npk)) continue;
+                    if (*rc != CAS_PENDING || w->t != t || !eng_same_key(w, first, t->npk)) continue;
                     int dup = 0;
-                    for (size_t x = 0; x < nb && !dup; x++) dup = same_key(in[x].w, w, t->npk + t->nck);
+                    for (size_t x = 0; x < nb && !dup; x++) dup = eng_same_key(in[x].w, w, t->npk + t->nck);
                     if (dup) continue;
                     in[nb] = (struct item){w, o->nonce_col, rc};
                     batch[nb++] = *w;

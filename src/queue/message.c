@@ -24,6 +24,8 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <limits.h>
+#include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -445,33 +447,33 @@ static int is_sealed(sl_engine *e, const char *qkey, int64_t bucket) {
     return rc == 0;
 }
 
-int sl_msg_put(sl_engine *e, const char *account, const char *queue, const sl_put *msgs, size_t n,
-               char (*ids)[SL_MSGID_LEN + 1]) {
+static int open_queue(sl_engine *e, const char *account, const char *queue, qstate **q);
+
+/* A put's rows as built by put_rows, with what put_after needs. */
+typedef struct {
+    int64_t id, block_ms;
+    char tag[SL_TAG_MAX];
+} put_pending;
+
+static int put_check(sl_engine *e, const char *account, const char *queue, const sl_put *msgs, size_t n,
+                     qstate **q) {
     if (n < 1 || n > SL_BATCH_MAX) return SL_EINVAL;
     for (size_t i = 0; i < n; i++)
         if (msgs[i].delay_s < 0 || msgs[i].delay_s > SL_INVIS_MAX || msgs[i].len > 16 * 1024 * 1024)
             return SL_EINVAL;
     int rc = sl_account_exists(e, account);
-    if (rc) return rc;
-    qstate *q;
-    if ((rc = eng_queue(e, account, queue, &q)) != 0) return rc;
+    return rc ? rc : eng_queue(e, account, queue, q);
+}
 
+/* Claims ids for n messages and builds their rows in w[0..n); delayed
+ * messages' lease entries (built in entries[0..n)) go to the store first,
+ * here. The rows borrow msgs' bytes and ids. */
+static int put_rows(sl_engine *e, qstate *q, const sl_put *msgs, size_t n, char (*ids)[SL_MSGID_LEN + 1],
+                    put_pending *p, sl_write *w, sl_write *entries, int *any_visible) {
     int64_t now = sl_now_ms(), exp = now + q->opts.retention_s * 1000;
-    /* All n rows go to the store in one request (one commit; on Cassandra
-     * one batch), so a batch is all or nothing; delayed messages' lease
-     * entries go first, in one request too. */
-    struct pending {
-        int64_t id, block_ms;
-        char tag[SL_TAG_MAX];
-    } *p = calloc(n, sizeof *p);
-    sl_write *w = calloc(2 * n, sizeof *w), *entries = w + n;
-    if (!p || !w) {
-        free(p);
-        free(w);
-        return SL_ENOMEM;
-    }
     size_t nentries = 0;
-    int any_visible = 0;
+    int rc = 0;
+    *any_visible = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         const sl_put *m = &msgs[i];
         if ((rc = claim(e, q, &p[i].id, &p[i].block_ms)) != 0) break;
@@ -493,7 +495,7 @@ int sl_msg_put(sl_engine *e, const char *account, const char *queue, const sl_pu
         x->row.v[M_DCOUNT] = sl_vint(0);
         x->row.v[M_STATE] = sl_vint(m->delay_s > 0 ? MS_WAITING : MS_READY);
         x->row.v[M_NONCE] = sl_vint(eng_nonce());
-        any_visible += m->delay_s == 0;
+        *any_visible += m->delay_s == 0;
         /* A delayed message is tracked by the lease index from the start, so
          * that it never holds up the bucket it lives in. Its entry is
          * written first: an entry without a message is skipped, a waiting
@@ -505,15 +507,18 @@ int sl_msg_put(sl_engine *e, const char *account, const char *queue, const sl_pu
         rc = eng_write(e, entries, nentries);
         if (rc == SL_EUNKNOWN) rc = eng_write(e, entries, nentries); /* idempotent upserts */
     }
+    return rc;
+}
+
+/* What follows the write of a put's rows, which returned rc. */
+static int put_after(sl_engine *e, qstate *q, const sl_write *w, const put_pending *p, size_t n, int any_visible,
+                     int rc) {
     if (rc == 0) {
-        rc = eng_write(e, w, n);
-        if (rc == 0) {
-            fresh_feed(q, w, n);
-        } else {
-            pthread_mutex_lock(&q->mu);
-            q->fresh_dirty = 1; /* the rows may land all the same */
-            pthread_mutex_unlock(&q->mu);
-        }
+        fresh_feed(q, w, n);
+    } else {
+        pthread_mutex_lock(&q->mu);
+        q->fresh_dirty = 1; /* the rows may land all the same */
+        pthread_mutex_unlock(&q->mu);
     }
     /* An unknown outcome is not retried here: the ids are this put's alone,
      * so writes that land later are just late writes, which the repair
@@ -532,9 +537,26 @@ int sl_msg_put(sl_engine *e, const char *account, const char *queue, const sl_pu
             sl_result_free(&r);
         }
     }
+    if (rc == 0 && any_visible) eng_notify_n(e, q, (size_t)any_visible);
+    return rc;
+}
+
+int sl_msg_put(sl_engine *e, const char *account, const char *queue, const sl_put *msgs, size_t n,
+               char (*ids)[SL_MSGID_LEN + 1]) {
+    qstate *q;
+    int rc = put_check(e, account, queue, msgs, n, &q);
+    if (rc) return rc;
+    /* All n rows go to the store in one request (one commit; on Cassandra
+     * one batch), so a batch is all or nothing. */
+    put_pending *p = calloc(n, sizeof *p);
+    sl_write *w = calloc(2 * n, sizeof *w);
+    int any_visible;
+    if (!p || !w)
+        rc = SL_ENOMEM;
+    else if ((rc = put_rows(e, q, msgs, n, ids, p, w, w + n, &any_visible)) == 0)
+        rc = put_after(e, q, w, p, n, any_visible, eng_write(e, w, n));
     free(p);
     free(w);
-    if (rc == 0 && any_visible) eng_notify_n(e, q, (size_t)any_visible);
     return rc;
 }
 
@@ -714,31 +736,33 @@ static int lease_one(sl_engine *e, qstate *q, const sl_row *m, int invis_s, sl_m
     return leased_message(q, m, out);
 }
 
-/* Leases up to k rows of one bucket with one combined compare-and-set (one
- * conditional batch with other receivers' leases of the bucket, see
- * eng_cas_many), and writes their lease entries (or defers them) in one
- * batch too. Appends to out what it leased. */
-static int lease_batch(sl_engine *e, qstate *q, sl_row **rows, size_t k, int invis_s, sl_message *out,
-                       size_t *got) {
-    sl_row *todo[SL_RECEIVE_MAX];
-    size_t n = 0;
-    int rc;
+/* The leases of rows[0..k) (READY, or WAITING and due): rows that are due
+ * for the dead-letter queue go there instead; the others get a lease write
+ * in w, their rows in todo. Returns how many, or a store error. */
+static int lease_writes(sl_engine *e, qstate *q, sl_row **rows, size_t k, int invis_s, sl_row **todo,
+                        sl_write *w, int64_t *visible) {
+    int64_t now = sl_now_ms();
+    *visible = now + (int64_t)invis_s * 1000;
+    int n = 0, rc;
     for (size_t i = 0; i < k && n < SL_RECEIVE_MAX; i++) {
         if ((rc = dead_letter_due(e, q, rows[i])) < 0) return rc;
-        if (rc == 0) todo[n++] = rows[i];
+        if (rc == 0) {
+            lease_write(q, rows[i], now, *visible, &w[n]);
+            todo[n++] = rows[i];
+        }
     }
-    if (n == 0) return 0;
-    if (n == 1) {
-        rc = lease_one(e, q, todo[0], invis_s, &out[*got]);
-        if (rc == 0) (*got)++;
-        return rc == SL_ENOTAPPLIED ? 0 : rc;
-    }
-    int64_t now = sl_now_ms(), visible = now + (int64_t)invis_s * 1000;
-    sl_write w[SL_RECEIVE_MAX], entries[SL_RECEIVE_MAX];
-    int rcs[SL_RECEIVE_MAX], err = 0;
-    for (size_t i = 0; i < n; i++) lease_write(q, todo[i], now, visible, &w[i]);
-    eng_cas_many(e, q, w, n, M_NONCE, rcs);
+    return n;
+}
+
+/* After the lease writes of todo[0..n) answered rcs: appends to out the
+ * messages leased, and writes their lease entries (or defers them) in one
+ * batch. Returns 0 if anything was leased, else the first store error. */
+static int lease_after(sl_engine *e, qstate *q, sl_row **todo, size_t n, const int *rcs, int64_t visible,
+                       sl_message *out, size_t *got) {
+    sl_write entries[SL_RECEIVE_MAX];
     size_t ne = 0, before = *got;
+    int64_t now = sl_now_ms();
+    int rc, err = 0;
     for (size_t i = 0; i < n; i++) {
         if (rcs[i] != 0) {
             /* Taken by another node: skip it. A store error: report it,
@@ -760,6 +784,22 @@ static int lease_batch(sl_engine *e, qstate *q, sl_row **rows, size_t k, int inv
         if (rc) sl_log(SL_INFO, "lease entries for %s not written: %s", q->qkey, sl_strerror(rc));
     }
     return *got > before ? 0 : err;
+}
+
+/* Leases up to k rows of one bucket with one combined compare-and-set (one
+ * conditional batch with other receivers' leases of the bucket, see
+ * eng_cas_many), and writes their lease entries (or defers them) in one
+ * batch too. Appends to out what it leased. */
+static int lease_batch(sl_engine *e, qstate *q, sl_row **rows, size_t k, int invis_s, sl_message *out,
+                       size_t *got) {
+    sl_row *todo[SL_RECEIVE_MAX];
+    sl_write w[SL_RECEIVE_MAX];
+    int rcs[SL_RECEIVE_MAX];
+    int64_t visible;
+    int n = lease_writes(e, q, rows, k, invis_s, todo, w, &visible);
+    if (n <= 0) return n;
+    eng_cas_many(e, q, w, (size_t)n, M_NONCE, rcs);
+    return lease_after(e, q, todo, (size_t)n, rcs, visible, out, got);
 }
 
 static int seen_recently(qstate *q, int64_t due, int64_t id);
@@ -1329,66 +1369,74 @@ static void fresh_feed(qstate *q, const sl_write *w, size_t n) {
  * instead of reading the same buckets again. A receive gives up (and
  * returns what it has, maybe nothing) once a refill found nothing new, or
  * after a few refills that others emptied first. */
+/* Pops up to want rows of one bucket from the fresh pool into v (*k of
+ * them; they are the caller's until leasing_end), refilling the pool when
+ * it is dry, at most 4 times per receive (*refills counts them) and not at
+ * all when the receive already has messages (have). *k == 0: nothing to
+ * lease now. */
+static int fresh_take(sl_engine *e, qstate *q, size_t want, int have, int *refills, sl_row **v, size_t *k) {
+    *k = 0;
+    for (;;) {
+        pthread_mutex_lock(&q->mu);
+        if ((*k = fresh_pop(q, v, want)) > 0 || have || *refills >= 4) {
+            pthread_mutex_unlock(&q->mu);
+            return 0;
+        }
+        if (!q->fresh_scanning && !q->fresh_dirty && q->fresh_moves == __atomic_load_n(&e->moves, __ATOMIC_ACQUIRE) &&
+            recent(q->fresh_mono_ms, q->fresh_now_ms)) {
+            pthread_mutex_unlock(&q->mu);
+            return 0; /* nothing can have appeared since the last refill */
+        }
+        (*refills)++;
+        if (q->fresh_scanning) {
+            uint64_t gen = q->fresh_gen;
+            while (q->fresh_scanning && q->fresh_gen == gen)
+                pthread_cond_wait(&q->fresh_cv, &q->mu);
+            int found = q->fresh_found;
+            pthread_mutex_unlock(&q->mu);
+            if (!found) return 0;
+            continue;
+        }
+        q->fresh_scanning = 1;
+        q->fresh_dirty = 0;
+        q->fresh_moves = __atomic_load_n(&e->moves, __ATOMIC_ACQUIRE);
+        pthread_mutex_unlock(&q->mu);
+        int64_t seal[SEAL_BATCH];
+        int found = 0, nseal = 0, rc = fresh_fill(e, q, &found, seal, &nseal);
+        pthread_mutex_lock(&q->mu);
+        q->fresh_scanning = 0;
+        q->fresh_found = found;
+        /* A refill that found rows may have stopped at a limit. */
+        if (found || rc) q->fresh_dirty = 1;
+        q->fresh_mono_ms = mono_ms();
+        q->fresh_now_ms = sl_now_ms(); /* the engine's clock, which tests drive */
+        q->fresh_gen++;
+        pthread_mutex_unlock(&q->mu);
+        pthread_cond_broadcast(&q->fresh_cv);
+        if (nseal > 0) {
+            int src = seal_run(e, q, seal, nseal);
+            if (!rc) rc = src;
+            /* More delivered buckets may follow the ones just sealed
+             * (other refills read past them meanwhile): the next
+             * receive refills, and so seals on, even on a queue that
+             * has gone quiet. */
+            pthread_mutex_lock(&q->mu);
+            q->fresh_dirty = 1;
+            pthread_mutex_unlock(&q->mu);
+        }
+        if (rc) return rc;
+        if (!found) return 0;
+    }
+}
+
 static int take_fresh(sl_engine *e, qstate *q, int max, int invis_s, sl_message *out, size_t *got) {
     int refills = 0;
     while ((int)*got < max) {
         sl_row *v[SL_RECEIVE_MAX];
-        pthread_mutex_lock(&q->mu);
-        size_t k = fresh_pop(q, v, (size_t)max - *got);
-        if (k == 0) {
-            if (*got > 0 || refills >= 4) {
-                pthread_mutex_unlock(&q->mu);
-                break;
-            }
-            if (!q->fresh_scanning && !q->fresh_dirty &&
-                q->fresh_moves == __atomic_load_n(&e->moves, __ATOMIC_ACQUIRE) &&
-                recent(q->fresh_mono_ms, q->fresh_now_ms)) {
-                pthread_mutex_unlock(&q->mu);
-                break; /* nothing can have appeared since the last refill */
-            }
-            refills++;
-            if (q->fresh_scanning) {
-                uint64_t gen = q->fresh_gen;
-                while (q->fresh_scanning && q->fresh_gen == gen)
-                    pthread_cond_wait(&q->fresh_cv, &q->mu);
-                int found = q->fresh_found;
-                pthread_mutex_unlock(&q->mu);
-                if (!found) break;
-                continue;
-            }
-            q->fresh_scanning = 1;
-            q->fresh_dirty = 0;
-            q->fresh_moves = __atomic_load_n(&e->moves, __ATOMIC_ACQUIRE);
-            pthread_mutex_unlock(&q->mu);
-            int64_t seal[SEAL_BATCH];
-            int found = 0, nseal = 0, rc = fresh_fill(e, q, &found, seal, &nseal);
-            pthread_mutex_lock(&q->mu);
-            q->fresh_scanning = 0;
-            q->fresh_found = found;
-            /* A refill that found rows may have stopped at a limit. */
-            if (found || rc) q->fresh_dirty = 1;
-            q->fresh_mono_ms = mono_ms();
-            q->fresh_now_ms = sl_now_ms(); /* the engine's clock, which tests drive */
-            q->fresh_gen++;
-            pthread_mutex_unlock(&q->mu);
-            pthread_cond_broadcast(&q->fresh_cv);
-            if (nseal > 0) {
-                int src = seal_run(e, q, seal, nseal);
-                if (!rc) rc = src;
-                /* More delivered buckets may follow the ones just sealed
-                 * (other refills read past them meanwhile): the next
-                 * receive refills, and so seals on, even on a queue that
-                 * has gone quiet. */
-                pthread_mutex_lock(&q->mu);
-                q->fresh_dirty = 1;
-                pthread_mutex_unlock(&q->mu);
-            }
-            if (rc) return rc;
-            if (!found) break;
-            continue;
-        }
-        pthread_mutex_unlock(&q->mu);
-        int rc = lease_batch(e, q, v, k, invis_s, out, got);
+        size_t k;
+        int rc = fresh_take(e, q, (size_t)max - *got, *got > 0, &refills, v, &k);
+        if (rc || k == 0) return rc;
+        rc = lease_batch(e, q, v, k, invis_s, out, got);
         leasing_end(q, v, k);
         if (rc) return rc;
     }
@@ -1494,33 +1542,45 @@ static void ack_write(qstate *q, int64_t id, int64_t version, int64_t exp, int64
     w->ncond = 2;
 }
 
+/* Parses n receipts into ack writes: w[0..*k) for receipts idx[0..*k). */
+static void ack_writes(qstate *q, const char *const *receipts, size_t n, int *rcs, sl_write *w, size_t *idx,
+                       size_t *k) {
+    int64_t now = sl_now_ms();
+    *k = 0;
+    for (size_t i = 0; i < n; i++) {
+        int64_t id, version, exp;
+        if ((rcs[i] = receipt_parse(q, receipts[i], &id, &version, &exp)) != 0) continue;
+        ack_write(q, id, version, exp, now, &w[*k]);
+        idx[(*k)++] = i;
+    }
+}
+
+/* Maps the acks' outcomes to rcs and cancels the acked leases' entries. */
+static void ack_after(qstate *q, const sl_write *w, size_t k, const size_t *idx, const int *krc, int *rcs) {
+    for (size_t x = 0; x < k; x++) {
+        rcs[idx[x]] = krc[x] == SL_ENOTAPPLIED ? SL_ECONFLICT : krc[x];
+        if (krc[x] == 0) lease_entry_cancel(q, w[x].row.v[M_ID].i, w[x].cond[0].v.i);
+    }
+}
+
 int sl_msg_ack_many(sl_engine *e, const char *account, const char *queue, const char *const *receipts, size_t n,
                     int *rcs) {
     if (n < 1 || n > SL_BATCH_MAX) return SL_EINVAL;
     qstate *q;
     int rc = open_queue(e, account, queue, &q);
     if (rc) return rc;
-    sl_write *w = calloc(n, sizeof *w);
-    if (!w) return SL_ENOMEM;
     /* One CAS per receipt, no read: the receipt carries everything the
      * write needs. A lease that ran out but was not handed to anyone else
      * still has this version, so such an ack succeeds, as API.md promises.
      * Acks of one bucket go as one conditional batch, with other requests'
      * acks and leases of the bucket (see eng_cas_many). */
-    size_t idx[SL_BATCH_MAX], k = 0;
+    sl_write *w = calloc(n, sizeof *w);
+    if (!w) return SL_ENOMEM;
+    size_t idx[SL_BATCH_MAX], k;
     int krc[SL_BATCH_MAX];
-    int64_t now = sl_now_ms();
-    for (size_t i = 0; i < n; i++) {
-        int64_t id, version, exp;
-        if ((rcs[i] = receipt_parse(q, receipts[i], &id, &version, &exp)) != 0) continue;
-        ack_write(q, id, version, exp, now, &w[k]);
-        idx[k++] = i;
-    }
+    ack_writes(q, receipts, n, rcs, w, idx, &k);
     eng_cas_many(e, q, w, k, M_NONCE, krc);
-    for (size_t x = 0; x < k; x++) {
-        rcs[idx[x]] = krc[x] == SL_ENOTAPPLIED ? SL_ECONFLICT : krc[x];
-        if (krc[x] == 0) lease_entry_cancel(q, w[x].row.v[M_ID].i, w[x].cond[0].v.i);
-    }
+    ack_after(q, w, k, idx, krc, rcs);
     free(w);
     return 0;
 }
@@ -1614,4 +1674,365 @@ int msg_has_visible(sl_engine *e, qstate *q) {
         if (found) return 1;
     }
     return 0;
+}
+
+/* --- Operations that do not wait for the store ---------------------------- */
+
+/* A put, an ack or a receive whose writes are with the store
+ * (sl_msg_put_start and the others). Every request sent (see op_send)
+ * answers through op_answer; the last answer calls
+ * done and posts sem, which op_finish waits on in case it runs first (a
+ * server that stops resumes its parked requests). */
+enum { OP_PUT = 1, OP_ACK, OP_RECV };
+struct op_slot {
+    struct sl_op *op;
+    size_t i;
+};
+struct sl_op {
+    sl_engine *e;
+    qstate *q;
+    int kind, rc;
+    void (*done)(void *);
+    void *arg;
+    sem_t sem;
+    int left;  /* answers still to come, plus one until the start returns */
+    size_t n;  /* messages, receipts, or the receive's max */
+    size_t nw; /* writes sent: acks, or leases */
+    /* Sized for n, in the same allocation: */
+    sl_write *w;                   /* put: 2n (rows, then lease entries); ack, receive: n */
+    int *krc;                      /* ack, receive: each write's outcome */
+    struct op_slot *slot;          /* ack, receive: one per group; put: one */
+    size_t *gstart, *gn;           /* ack, receive: groups of writes, sent together */
+    int *grc;                      /* ack, receive: each group's answer */
+    size_t ngroups;
+    put_pending *p;                /* put */
+    char (*ids)[SL_MSGID_LEN + 1]; /* put */
+    int *rcs;                      /* ack: per receipt */
+    size_t *idx;                   /* ack: the receipt of each write */
+    sl_row **rows, **todo;         /* receive: rows popped, and those leased */
+    /* put */
+    int any_visible;
+    /* receive */
+    int invis_s;
+    size_t got, k;
+    int64_t visible;
+    sl_message *msgs;
+};
+
+static sl_op *op_new(sl_engine *e, qstate *q, int kind, size_t n, void (*done)(void *), void *arg) {
+    size_t nw = kind == OP_PUT ? 2 * n : n;
+    size_t size = sizeof(sl_op) + nw * sizeof(sl_write) + n * (sizeof(int) + sizeof(struct op_slot));
+    if (kind == OP_PUT) size += n * (sizeof(put_pending) + SL_MSGID_LEN + 1);
+    if (kind == OP_ACK) size += n * (sizeof(int) + sizeof(size_t));
+    if (kind == OP_RECV) size += n * 2 * sizeof(sl_row *);
+    if (kind != OP_PUT) size += n * (2 * sizeof(size_t) + sizeof(int));
+    sl_op *op = calloc(1, size);
+    if (!op) return NULL;
+    /* Largest alignment first: writes, slots and pointers, then ints and
+     * ids. */
+    char *at = (char *)(op + 1);
+    op->w = (sl_write *)at, at += nw * sizeof(sl_write);
+    op->slot = (struct op_slot *)at, at += n * sizeof(struct op_slot);
+    if (kind == OP_PUT) op->p = (put_pending *)at, at += n * sizeof(put_pending);
+    if (kind == OP_ACK) op->idx = (size_t *)at, at += n * sizeof(size_t);
+    if (kind == OP_RECV) {
+        op->rows = (sl_row **)at, at += n * sizeof(sl_row *);
+        op->todo = (sl_row **)at, at += n * sizeof(sl_row *);
+    }
+    if (kind != OP_PUT) {
+        op->gstart = (size_t *)at, at += n * sizeof(size_t);
+        op->gn = (size_t *)at, at += n * sizeof(size_t);
+        op->grc = (int *)at, at += n * sizeof(int);
+    }
+    op->krc = (int *)at, at += n * sizeof(int);
+    if (kind == OP_ACK) op->rcs = (int *)at, at += n * sizeof(int);
+    if (kind == OP_PUT) op->ids = (char(*)[SL_MSGID_LEN + 1])at;
+    op->e = e;
+    op->q = q;
+    op->kind = kind;
+    op->n = n;
+    op->done = done;
+    op->arg = arg;
+    op->left = 1;
+    sem_init(&op->sem, 0, 0); /* cannot fail for a process-private semaphore */
+    return op;
+}
+
+static void op_free(sl_op *op) {
+    sem_destroy(&op->sem);
+    free(op);
+}
+
+/* One answer fewer to wait for; the last one ends the operation. Nothing
+ * touches op once its semaphore is posted. */
+static void op_step(sl_op *op) {
+    if (__atomic_sub_fetch(&op->left, 1, __ATOMIC_ACQ_REL) != 0) return;
+    op->done(op->arg);
+    sem_post(&op->sem);
+}
+
+static void op_answer(void *arg, int rc) {
+    struct op_slot *s = arg;
+    if (s->op->kind == OP_PUT)
+        s->op->rc = rc;
+    else
+        s->op->grc[s->i] = rc;
+    op_step(s->op);
+}
+
+static void op_swap(sl_op *op, size_t a, size_t b) {
+    if (a == b) return;
+    sl_write w = op->w[a];
+    op->w[a] = op->w[b];
+    op->w[b] = w;
+    if (op->idx) {
+        size_t t = op->idx[a];
+        op->idx[a] = op->idx[b];
+        op->idx[b] = t;
+    }
+    if (op->todo) {
+        sl_row *t = op->todo[a];
+        op->todo[a] = op->todo[b];
+        op->todo[b] = t;
+    }
+}
+
+/* Sends a put's rows as one request. Sends an ack's or a receive's
+ * compare-and-sets as one conditional batch per partition (bucket), as
+ * eng_cas_many does, each row once per batch: a batch checks all its
+ * conditions before it writes, and would apply both writes of one row. A
+ * write of a row that an earlier write has too (a receipt given twice) is
+ * not sent: op_settle makes it after the others, so the first one wins, as
+ * with eng_cas_many. Then lets the start call's own step go. */
+enum { GROUP_LATE = INT_MIN };
+static void op_send(sl_op *op, size_t n) {
+    if (op->kind == OP_PUT) {
+        op->left = 2;
+        op->slot[0] = (struct op_slot){op, 0};
+        sl_store_apply_cb(op->e->st, op->w, n, op_answer, &op->slot[0]);
+        op_step(op);
+        return;
+    }
+    /* The repeated rows go last, in their order. */
+    size_t end = n;
+    for (size_t i = n; i-- > 0;) {
+        const sl_table *t = op->w[i].t;
+        int late = 0;
+        for (size_t j = 0; j < i && !late; j++)
+            late = op->w[j].t == t && eng_same_key(&op->w[j], &op->w[i], t->npk + t->nck);
+        if (!late) continue;
+        for (size_t x = i; x + 1 < end; x++) op_swap(op, x, x + 1);
+        end--;
+    }
+    op->ngroups = 0;
+    for (size_t i = 0; i < end;) {
+        size_t last = i + 1;
+        const sl_table *t = op->w[i].t;
+        for (size_t j = last; j < end; j++)
+            if (op->w[j].t == t && eng_same_key(&op->w[j], &op->w[i], t->npk)) op_swap(op, last++, j);
+        op->gstart[op->ngroups] = i;
+        op->gn[op->ngroups++] = last - i;
+        i = last;
+    }
+    size_t sent = op->ngroups;
+    for (size_t i = end; i < n; i++) {
+        op->gstart[op->ngroups] = i;
+        op->gn[op->ngroups] = 1;
+        op->grc[op->ngroups++] = GROUP_LATE;
+    }
+    op->left = (int)sent + 1;
+    for (size_t g = 0; g < sent; g++) {
+        op->slot[g] = (struct op_slot){op, g};
+        sl_store_apply_cb(op->e->st, &op->w[op->gstart[g]], op->gn[g], op_answer, &op->slot[g]);
+    }
+    op_step(op);
+}
+
+/* Each compare-and-set's outcome from its batch's answer, as cas_round
+ * settles them: a batch whose outcome is unknown is looked up by nonce, one
+ * that was not applied is retried write by write (blocking; a stale receipt
+ * or another node's lease, so rare), and a repeated row's write is made
+ * now, after the others. */
+static void op_settle(sl_op *op) {
+    for (size_t g = 0; g < op->ngroups; g++)
+        for (size_t x = op->gstart[g]; x < op->gstart[g] + op->gn[g]; x++) {
+            int rc = op->grc[g];
+            if (rc == GROUP_LATE || (rc == SL_ENOTAPPLIED && op->gn[g] > 1))
+                rc = eng_cas(op->e, &op->w[x], M_NONCE, NULL);
+            else
+                rc = eng_cas_settle(op->e, &op->w[x], M_NONCE, rc);
+            op->krc[x] = rc;
+        }
+}
+
+/* Whether the store commits in the background and answers each write on
+ * its own. A store that combines compare-and-sets (Cassandra) takes the
+ * blocking path instead: its combiner makes one Paxos round of several
+ * requests' writes, which single sends would lose. */
+static int op_defers(sl_engine *e) {
+    int combine = e->cfg.combine_cas ? e->cfg.combine_cas > 0 : e->st->type->combine_cas;
+    return sl_store_defers(e->st) && !combine;
+}
+
+int sl_msg_put_start(sl_engine *e, const char *account, const char *queue, const sl_put *msgs, size_t n,
+                     void (*done)(void *), void *arg, sl_op **out) {
+    *out = NULL;
+    qstate *q;
+    int rc = put_check(e, account, queue, msgs, n, &q);
+    if (rc) return rc;
+    sl_op *op = op_new(e, q, OP_PUT, n, done, arg);
+    if (!op) return SL_ENOMEM;
+    if ((rc = put_rows(e, q, msgs, n, op->ids, op->p, op->w, op->w + n, &op->any_visible)) != 0) {
+        op_free(op);
+        return rc;
+    }
+    *out = op;
+    if (op_defers(e)) {
+        op_send(op, n);
+    } else {
+        op->rc = eng_write(e, op->w, n);
+        op_step(op);
+    }
+    return 0;
+}
+
+int sl_msg_ack_start(sl_engine *e, const char *account, const char *queue, const char *const *receipts, size_t n,
+                     void (*done)(void *), void *arg, sl_op **out) {
+    *out = NULL;
+    if (n < 1 || n > SL_BATCH_MAX) return SL_EINVAL;
+    qstate *q;
+    int rc = open_queue(e, account, queue, &q);
+    if (rc) return rc;
+    sl_op *op = op_new(e, q, OP_ACK, n, done, arg);
+    if (!op) return SL_ENOMEM;
+    ack_writes(q, receipts, n, op->rcs, op->w, op->idx, &op->nw);
+    *out = op;
+    if (op_defers(e)) {
+        op_send(op, op->nw);
+    } else {
+        eng_cas_many(e, q, op->w, op->nw, M_NONCE, op->krc);
+        op_step(op);
+    }
+    return 0;
+}
+
+int sl_msg_receive_start(sl_engine *e, const char *account, const char *queue, int max, int invis_s,
+                         void (*done)(void *), void *arg, sl_op **out) {
+    *out = NULL;
+    if (max < 1 || max > SL_RECEIVE_MAX || invis_s < 0 || invis_s > SL_INVIS_MAX) return SL_EINVAL;
+    qstate *q;
+    int rc = open_queue(e, account, queue, &q);
+    if (rc) return rc;
+    sl_op *op = op_new(e, q, OP_RECV, (size_t)max, done, arg);
+    if (!op) return SL_ENOMEM;
+    if (!(op->msgs = calloc((size_t)max, sizeof *op->msgs))) {
+        op_free(op);
+        return SL_ENOMEM;
+    }
+    op->invis_s = invis_s;
+    /* Redeliveries first, as sl_msg_receive does; they are rare, and are
+     * leased here, blocking. Fresh rows are leased in the background. */
+    rc = take_due(e, q, max, invis_s, op->msgs, &op->got);
+    int defer = op_defers(e);
+    if (rc == 0 && (int)op->got < max && !defer) rc = take_fresh(e, q, max, invis_s, op->msgs, &op->got);
+    if (rc == 0 && (int)op->got < max && defer) {
+        /* Rows of one bucket at a time, as take_fresh takes them; only the
+         * first fresh_take may refill (and so fail). op_send makes one
+         * batch per bucket. */
+        int refills = 0, n = 0;
+        for (size_t k; rc == 0 && op->got + op->k < (size_t)max; op->k += k) {
+            rc = fresh_take(e, q, (size_t)max - op->got - op->k, op->got + op->k > 0, &refills, op->rows + op->k, &k);
+            if (rc || k == 0) break;
+        }
+        if (rc == 0 && op->k > 0 && (n = lease_writes(e, q, op->rows, op->k, invis_s, op->todo, op->w, &op->visible)) < 0)
+            rc = n;
+        if (n <= 0 && op->k > 0) {
+            leasing_end(q, op->rows, op->k);
+            op->k = 0;
+        }
+        op->nw = n > 0 ? (size_t)n : 0;
+    }
+    if (rc && op->got == 0) {
+        free(op->msgs);
+        op_free(op);
+        return rc;
+    }
+    /* A store error after some messages were leased: the client gets them. */
+    *out = op;
+    if (op->nw > 0)
+        op_send(op, op->nw);
+    else
+        op_step(op);
+    return 0;
+}
+
+int sl_op_ready(const sl_op *op) {
+    return __atomic_load_n(&op->left, __ATOMIC_ACQUIRE) == 0;
+}
+
+/* Waits for the store's answers, does what follows them, fills whichever
+ * of the outputs the operation has and the caller wants, and frees op. */
+static int op_finish(sl_op *op, char (*ids)[SL_MSGID_LEN + 1], int *rcs, sl_message **msgs, size_t *nmsgs) {
+    while (sem_wait(&op->sem) != 0) {
+    } /* EINTR */
+    sl_engine *e = op->e;
+    qstate *q = op->q;
+    int rc = 0;
+    switch (op->kind) {
+    case OP_PUT:
+        rc = put_after(e, q, op->w, op->p, op->n, op->any_visible, op->rc);
+        if (rc == 0 && ids) memcpy(ids, op->ids, op->n * sizeof *ids);
+        break;
+    case OP_ACK:
+        if (op->ngroups) op_settle(op);
+        ack_after(q, op->w, op->nw, op->idx, op->krc, op->rcs);
+        if (rcs) memcpy(rcs, op->rcs, op->n * sizeof *rcs);
+        break;
+    case OP_RECV:
+        rc = op->rc;
+        if (op->nw > 0) {
+            op_settle(op);
+            size_t before = op->got;
+            int lrc = lease_after(e, q, op->todo, op->nw, op->krc, op->visible, op->msgs, &op->got);
+            leasing_end(q, op->rows, op->k);
+            if (lrc && !rc) rc = lrc;
+            /* Every row was taken by another node first: look further, as
+             * a blocking receive would. */
+            if (!rc && op->got == before && before == 0)
+                rc = take_fresh(e, q, (int)op->n, op->invis_s, op->msgs, &op->got);
+        }
+        if (rc && op->got == 0) {
+            free(op->msgs);
+            op->msgs = NULL;
+        } else {
+            rc = 0;
+        }
+        if (msgs) {
+            *msgs = op->msgs;
+            *nmsgs = op->got;
+        } else {
+            sl_messages_free(op->msgs, op->got);
+        }
+        break;
+    }
+    op_free(op);
+    return rc;
+}
+
+int sl_msg_put_finish(sl_op *op, char (*ids)[SL_MSGID_LEN + 1]) {
+    return op_finish(op, ids, NULL, NULL, NULL);
+}
+
+void sl_msg_ack_finish(sl_op *op, int *rcs) {
+    op_finish(op, NULL, rcs, NULL, NULL);
+}
+
+int sl_msg_receive_finish(sl_op *op, sl_message **out, size_t *n) {
+    *out = NULL;
+    *n = 0;
+    return op_finish(op, NULL, NULL, out, n);
+}
+
+void sl_op_discard(sl_op *op) {
+    op_finish(op, NULL, NULL, NULL, NULL);
 }

@@ -156,6 +156,32 @@ int sl_msg_ack(sl_engine *e, const char *account, const char *queue, const char 
  * them (no such queue). */
 int sl_msg_ack_many(sl_engine *e, const char *account, const char *queue, const char *const *receipts, size_t n,
                     int *rcs);
+/* Puts, acks and receives for callers that must not block while the store
+ * commits (an HTTP worker parks its request meanwhile). A start call checks
+ * its input, does what must be read first (a receive's refills, which read)
+ * and hands its writes to the store; an error means nothing is pending. On
+ * 0, *op is pending and done(arg) runs exactly once, maybe before the start
+ * returns, maybe on a store thread (so it must only wake the caller), after
+ * which sl_op_ready() is true and the finish call answers without waiting
+ * for the store. Every op is finished exactly once, by its finish call or by
+ * sl_op_discard(), which frees it; called early they wait. The finish calls
+ * return what sl_msg_put, sl_msg_ack_many and sl_msg_receive return. The
+ * bytes of msgs and receipts must stay valid until then. On a store that
+ * does not defer writes (Cassandra, whose combiner batches
+ * compare-and-sets), the start calls do all the work and call done before
+ * they return. */
+typedef struct sl_op sl_op;
+int sl_msg_put_start(sl_engine *e, const char *account, const char *queue, const sl_put *msgs, size_t n,
+                     void (*done)(void *), void *arg, sl_op **op);
+int sl_msg_put_finish(sl_op *op, char (*ids)[SL_MSGID_LEN + 1]);
+int sl_msg_ack_start(sl_engine *e, const char *account, const char *queue, const char *const *receipts, size_t n,
+                     void (*done)(void *), void *arg, sl_op **op);
+void sl_msg_ack_finish(sl_op *op, int *rcs);
+int sl_msg_receive_start(sl_engine *e, const char *account, const char *queue, int max, int invis_s,
+                         void (*done)(void *), void *arg, sl_op **op);
+int sl_msg_receive_finish(sl_op *op, sl_message **out, size_t *n);
+int sl_op_ready(const sl_op *op);
+void sl_op_discard(sl_op *op);
 /* Extends, shortens or ends (invis_s == 0) a lease, optionally replacing
  * the body (body != NULL). Writes the new receipt and the message tag. */
 int sl_msg_update(sl_engine *e, const char *account, const char *queue, const char *receipt,

@@ -175,6 +175,13 @@ typedef struct {
      * data that can be rebuilt, such as index entries. NULL: the wrapper
      * below falls back to apply(). */
     int (*apply_async)(sl_store *s, const sl_write *w, size_t n);
+    /* Optional: apply() without waiting. done(arg, rc) runs exactly once
+     * with what apply() would have returned, either before this returns or
+     * later on a store thread, so it must be short (wake somebody up). The
+     * writes stay borrowed until done runs. A caller that must not block
+     * (an HTTP worker that can park its request meanwhile) uses it; NULL:
+     * the wrapper below runs apply() and calls done itself. */
+    void (*apply_cb)(sl_store *s, const sl_write *w, size_t n, void (*done)(void *arg, int rc), void *arg);
     int (*ping)(sl_store *s); /* 0 when the store answers */
     void (*close)(sl_store *s);
     /* A hint for callers, not part of the semantics: concurrent single-row
@@ -196,6 +203,14 @@ static inline int sl_store_apply(sl_store *s, const sl_write *w, size_t n, sl_re
 static inline int sl_store_apply_async(sl_store *s, const sl_write *w, size_t n) {
     return s->type->apply_async ? s->type->apply_async(s, w, n) : s->type->apply(s, w, n, NULL);
 }
+static inline void sl_store_apply_cb(sl_store *s, const sl_write *w, size_t n, void (*done)(void *, int), void *arg) {
+    if (s->type->apply_cb)
+        s->type->apply_cb(s, w, n, done, arg);
+    else
+        done(arg, s->type->apply(s, w, n, NULL));
+}
+/* Whether apply_cb() returns before the writes are done. */
+static inline int sl_store_defers(const sl_store *s) { return s->type->apply_cb != NULL; }
 static inline int sl_store_ping(sl_store *s) { return s->type->ping(s); }
 static inline void sl_store_close(sl_store *s) { if (s) s->type->close(s); }
 

@@ -30,9 +30,10 @@
  * pending request (up to GROUP_MAX), runs them in one transaction, each in a
  * savepoint of its own so that a failing request does not undo the others,
  * commits (fsync, because synchronous=FULL) and only then wakes the callers
- * (group commit). Reads use a pool of reader connections; WAL lets them run
- * beside the writer, and each read statement starts a fresh read
- * transaction, so it sees every commit that finished before it began. */
+ * (group commit), or calls back those who did not wait (apply_cb). Reads use
+ * a pool of reader connections; WAL lets them run beside the writer, and
+ * each read statement starts a fresh read transaction, so it sees every
+ * commit that finished before it began. */
 #include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -82,7 +83,9 @@ typedef struct conn {
  * nobody takes the queue mutex to learn that it is done. A request is not
  * touched by anyone after its semaphore was posted. An apply_async() request (owned
  * != NULL) lives on the heap instead, nobody waits for it, and the writer
- * frees it once it is committed. */
+ * frees it once it is committed. An apply_cb() request (cb != NULL) lives
+ * on the heap too; the writer calls cb once the group is over, outside
+ * the mutex, and frees it. */
 typedef struct req {
     const sl_write *w;
     size_t n;
@@ -93,6 +96,8 @@ typedef struct req {
     sem_t done;
     struct req *next, *wnext;
     void *owned; /* apply_async(): the heap copy of the writes, freed with the req */
+    void (*cb)(void *arg, int rc); /* apply_cb() */
+    void *cb_arg;
 } req;
 
 /* A delayed apply(): a deep copy of its writes in one allocation. */
@@ -737,11 +742,16 @@ static void *writer_main(void *arg) {
 
         run_group(s, group);
 
-        req *waiters = NULL, **tailp = &waiters;
+        req *waiters = NULL, **tailp = &waiters, *calls = NULL, **ctail = &calls;
         pthread_mutex_lock(&s->mu);
         for (req *r = group, *next; r; r = next) {
             next = r->next;
             s->npending--;
+            if (r->cb) {
+                *ctail = r;
+                ctail = &r->wnext;
+                continue;
+            }
             if (!r->owned) {
                 *tailp = r;
                 tailp = &r->wnext;
@@ -754,8 +764,15 @@ static void *writer_main(void *arg) {
             free(r);
         }
         *tailp = NULL;
+        *ctail = NULL;
         pthread_mutex_unlock(&s->mu);
         if (waiters) sem_post(&waiters->done);
+        for (req *r = calls, *next; r; r = next) {
+            next = r->wnext;
+            sl_result_free(&r->cur);
+            r->cb(r->cb_arg, r->rc);
+            free(r);
+        }
     }
     return NULL;
 }
@@ -971,6 +988,47 @@ static int sq_apply_async(sl_store *st, const sl_write *w, size_t n) {
     return 0;
 }
 
+/* apply() without waiting: the request goes on the writer's queue and done
+ * runs from the writer once its group is committed. With a fault hook set
+ * (tests only), or when the request cannot be queued, it runs here. */
+static void sq_apply_cb(sl_store *st, const sl_write *w, size_t n, void (*done)(void *, int), void *arg) {
+    sq_store *s = (sq_store *)st;
+    int cas, one_partition, rc;
+    req *r = NULL;
+    if (n == 0 || (rc = sl_store_check_writes(w, n, &cas, &one_partition)) != 0) {
+        done(arg, n == 0 ? 0 : rc);
+        return;
+    }
+    pthread_mutex_lock(&s->fmu);
+    int hooked = s->fault != NULL;
+    pthread_mutex_unlock(&s->fmu);
+    if (hooked || !(r = calloc(1, sizeof *r))) {
+        done(arg, sq_apply(st, w, n, NULL));
+        return;
+    }
+    r->w = w;
+    r->n = n;
+    r->cb = done;
+    r->cb_arg = arg;
+    sl_result_init(&r->cur);
+    pthread_mutex_lock(&s->mu);
+    if (s->stopping || (s->max_pending > 0 && s->npending >= s->max_pending)) {
+        rc = s->stopping ? SL_EUNAVAILABLE : SL_EBUSY;
+        pthread_mutex_unlock(&s->mu);
+        free(r);
+        done(arg, rc);
+        return;
+    }
+    s->npending++;
+    if (s->tail)
+        s->tail->next = r;
+    else
+        s->head = r;
+    s->tail = r;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
 int sl_store_sqlite_flush(sl_store *st) {
     /* The writer takes requests in order, so an empty one is answered only
      * after everything queued before it was committed. */
@@ -1090,6 +1148,7 @@ static const sl_store_type sq_type = {
     .slice = sq_slice,
     .apply = sq_apply,
     .apply_async = sq_apply_async,
+    .apply_cb = sq_apply_cb,
     .ping = sq_ping,
     .close = sq_close,
 };

@@ -15,6 +15,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <pthread.h>
+#include <semaphore.h>
 
 #include "queue/queue_int.h"
 
@@ -23,6 +24,88 @@ typedef struct {
     sl_store *st;
     sl_engine *e;
 } fx;
+
+/* --- The calls that do not wait ----------------------------------------------
+ * With g_async set (the tests named *_async), every put, receive and ack
+ * below goes through the engine's start and finish calls, which the HTTP
+ * server uses on the embedded store, instead of the blocking ones. Every
+ * other such call finishes before the store has answered, which the finish
+ * call must wait for. The #defines after these wrappers route the tests'
+ * calls through them. */
+static int g_async;
+static unsigned g_async_calls;
+
+static void t_done(void *arg) {
+    sem_post(arg);
+}
+
+/* Waits for done, or not (then the finish call waits). */
+static void t_wait(sl_op *op, sem_t *s) {
+    if (__atomic_add_fetch(&g_async_calls, 1, __ATOMIC_RELAXED) % 2 == 0) return;
+    while (sem_wait(s) != 0) {
+    }
+    assert_true(sl_op_ready(op));
+}
+
+static int t_msg_put(sl_engine *e, const char *account, const char *queue, const sl_put *msgs, size_t n,
+                     char (*ids)[SL_MSGID_LEN + 1]) {
+    if (!g_async) return sl_msg_put(e, account, queue, msgs, n, ids);
+    sem_t s;
+    sem_init(&s, 0, 0);
+    sl_op *op;
+    int rc = sl_msg_put_start(e, account, queue, msgs, n, t_done, &s, &op);
+    if (rc == 0) {
+        t_wait(op, &s);
+        rc = sl_msg_put_finish(op, ids);
+    }
+    sem_destroy(&s);
+    return rc;
+}
+
+static int t_msg_receive(sl_engine *e, const char *account, const char *queue, int max, int invis_s,
+                         sl_message **out, size_t *n) {
+    if (!g_async) return sl_msg_receive(e, account, queue, max, invis_s, out, n);
+    sem_t s;
+    sem_init(&s, 0, 0);
+    sl_op *op;
+    int rc = sl_msg_receive_start(e, account, queue, max, invis_s, t_done, &s, &op);
+    if (rc == 0) {
+        t_wait(op, &s);
+        rc = sl_msg_receive_finish(op, out, n);
+    } else {
+        *out = NULL;
+        *n = 0;
+    }
+    sem_destroy(&s);
+    return rc;
+}
+
+static int t_msg_ack_many(sl_engine *e, const char *account, const char *queue, const char *const *receipts,
+                          size_t n, int *rcs) {
+    if (!g_async) return sl_msg_ack_many(e, account, queue, receipts, n, rcs);
+    sem_t s;
+    sem_init(&s, 0, 0);
+    sl_op *op;
+    int rc = sl_msg_ack_start(e, account, queue, receipts, n, t_done, &s, &op);
+    if (rc == 0) {
+        t_wait(op, &s);
+        sl_msg_ack_finish(op, rcs);
+    }
+    sem_destroy(&s);
+    return rc;
+}
+
+static int t_msg_ack(sl_engine *e, const char *account, const char *queue, const char *receipt) {
+    if (!g_async) return sl_msg_ack(e, account, queue, receipt);
+    int one;
+    int rc = t_msg_ack_many(e, account, queue, &receipt, 1, &one);
+    return rc ? rc : one;
+}
+
+#define sl_msg_put t_msg_put
+#define sl_msg_receive t_msg_receive
+#define sl_msg_ack_many t_msg_ack_many
+#define sl_msg_ack t_msg_ack
 
 static int rm_rf(const char *dir) {
     char cmd[128];
@@ -59,6 +142,7 @@ static void reopen_combined(fx *f) {
 }
 
 static int setup(void **state) {
+    g_async = 0; /* a failed *_async test does not reset it */
     fx *f = calloc(1, sizeof *f);
     snprintf(f->dir, sizeof f->dir, "/tmp/sluice-engine-XXXXXX");
     if (!mkdtemp(f->dir)) return -1;
@@ -1224,6 +1308,30 @@ static void test_soak_seed_3(void **state) {
     soak(*state, 3);
 }
 
+/* The same tests through the calls that do not wait. */
+#define ASYNC(name)                                                                                    \
+    static void name##_async(void **state) {                                                           \
+        g_async = 1;                                                                                   \
+        name(state);                                                                                   \
+        g_async = 0;                                                                                   \
+    }
+ASYNC(test_put_receive_ack)
+ASYNC(test_redelivery_counts)
+ASYNC(test_ack_after_lease_expired_before_redelivery)
+ASYNC(test_stale_receipt_conflicts)
+ASYNC(test_dead_letter_and_redrive)
+ASYNC(test_batch_put_all_or_nothing)
+ASYNC(test_ack_many_mixed)
+ASYNC(test_lease_entry_deferred)
+ASYNC(test_unknown_applied_every_cas)
+ASYNC(test_unknown_dropped_every_cas)
+ASYNC(test_delayed_every_other_cas)
+ASYNC(test_receive_many_distinct)
+ASYNC(test_receive_many_unknown_applied)
+ASYNC(test_concurrent_consumers)
+ASYNC(test_drain_many_buckets)
+ASYNC(test_soak_seed_1)
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_put_receive_ack, setup, teardown),
@@ -1265,6 +1373,22 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_soak_seed_2, setup, teardown),
         cmocka_unit_test_setup_teardown(test_soak_seed_3, setup, teardown),
         cmocka_unit_test_setup_teardown(test_soak_combined, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_receive_ack_async, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_redelivery_counts_async, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ack_after_lease_expired_before_redelivery_async, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stale_receipt_conflicts_async, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dead_letter_and_redrive_async, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_put_all_or_nothing_async, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ack_many_mixed_async, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lease_entry_deferred_async, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_applied_every_cas_async, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_dropped_every_cas_async, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delayed_every_other_cas_async, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_receive_many_distinct_async, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_receive_many_unknown_applied_async, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_consumers_async, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_drain_many_buckets_async, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_soak_seed_1_async, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1390,6 +1390,67 @@ static void t_apply_async(void **state) {
     assert_int_equal(kv_i(f->s, "after"), 7);
 }
 
+/* apply_cb(): each request is answered exactly once, after its commit, with
+ * what apply() would say (a compare-and-set that does not hold is not
+ * applied); a close answers every request still queued, each committed. */
+typedef struct {
+    pthread_mutex_t mu;
+    int calls[64], rc[64];
+} cb_log;
+typedef struct {
+    cb_log *log;
+    int i;
+} cb_arg;
+
+static void cb_done(void *arg, int rc) {
+    cb_arg *a = arg;
+    pthread_mutex_lock(&a->log->mu);
+    a->log->calls[a->i]++;
+    a->log->rc[a->i] = rc;
+    pthread_mutex_unlock(&a->log->mu);
+}
+
+static void t_apply_cb(void **state) {
+    fx *f = *state;
+    cb_log log = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    cb_arg args[64];
+    char keys[64][16];
+    sl_write w[64];
+    assert_int_equal(kv_put(f->s, "held", 1, NULL, 0), 0);
+    for (int i = 0; i < 64; i++) {
+        args[i] = (cb_arg){&log, i};
+        snprintf(keys[i], sizeof keys[i], "c%d", i);
+        if (i % 8 == 7) {
+            /* Compare-and-sets on "held": only the one that expects 1 holds. */
+            w[i] = kv_w(SL_W_UPDATE_IF, "held");
+            w[i].row.v[KV_I] = sl_vint(100 + i);
+            w[i].cond[0] = (sl_cond){KV_I, sl_vint(i == 7 ? 1 : 2)};
+            w[i].ncond = 1;
+        } else {
+            w[i] = kv_w(SL_W_UPSERT, keys[i]);
+            w[i].row.v[KV_I] = sl_vint(i);
+        }
+        sl_store_apply_cb(f->s, &w[i], 1, cb_done, &args[i]);
+    }
+    /* Closing answers every request still queued, committed. */
+    sl_store_close(f->s);
+    f->s = NULL;
+    for (int i = 0; i < 64; i++) {
+        assert_int_equal(log.calls[i], 1);
+        assert_int_equal(log.rc[i], i % 8 != 7 || i == 7 ? 0 : SL_ENOTAPPLIED);
+    }
+    assert_int_equal(open_store(f), 0);
+    for (int i = 0; i < 64; i++)
+        if (i % 8 != 7) assert_int_equal(kv_i(f->s, keys[i]), i);
+    assert_int_equal(kv_i(f->s, "held"), 107);
+    /* A write the store refuses at once is answered at once. */
+    sl_write bad = wr(&T_KV, SL_W_UPSERT); /* no key */
+    args[0] = (cb_arg){&log, 0};
+    sl_store_apply_cb(f->s, &bad, 1, cb_done, &args[0]);
+    assert_int_equal(log.calls[0], 2);
+    assert_int_equal(log.rc[0], SL_EINVAL);
+}
+
 int main(void) {
     struct CMUnitTest contract[NCASES];
     for (size_t i = 0; i < NCASES; i++)
@@ -1397,6 +1458,7 @@ int main(void) {
                                           (void *)&contract_cases[i]};
     const struct CMUnitTest sqlite_only[] = {
         cmocka_unit_test_setup_teardown(t_durable_reopen, sqlite_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(t_apply_cb, sqlite_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(t_purge, sqlite_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(t_group_commit, sqlite_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(t_fault_actions, sqlite_setup, fx_teardown),
