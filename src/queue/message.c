@@ -1045,23 +1045,57 @@ static int seal_take(qstate *q) {
     return !busy;
 }
 
-/* Seals the buckets b[0..n) (consecutive, from this node's reader on), in
- * order and up to the first that cannot be sealed, moves the reader pointer
- * past them, and gives the right to seal back. A marker another node wrote
- * first counts as sealed. A refill collects these buckets and seals them
- * only after it has handed its rows to the waiting receivers: a seal is one
- * durable write each, and receivers should not wait for them. */
+/* Waits for the seal markers of one seal_run, sent side by side. */
+struct seal_wait {
+    sem_t sem;
+    int left, rc[SEAL_BATCH];
+};
+struct seal_slot {
+    struct seal_wait *w;
+    int i;
+};
+
+static void seal_answer(void *arg, int rc) {
+    struct seal_slot *s = arg;
+    s->w->rc[s->i] = rc;
+    if (__atomic_sub_fetch(&s->w->left, 1, __ATOMIC_ACQ_REL) == 0) sem_post(&s->w->sem);
+}
+
+/* Seals the buckets b[0..n) (consecutive, from this node's reader on),
+ * moves the reader pointer past those sealed up to the first that cannot
+ * be, and gives the right to seal back. A marker another node wrote first
+ * counts as sealed. A refill collects these buckets and seals them only
+ * after it has handed its rows to the waiting receivers: a seal is one
+ * durable write each, and receivers should not wait for them. The markers
+ * go to the store side by side (on the embedded store, into one group
+ * commit) rather than one after another: a marker past one that failed is
+ * still right, since whether a bucket can be sealed does not depend on the
+ * buckets before it, and the pointer stops at the failure. */
 static int seal_run(sl_engine *e, qstate *q, const int64_t *b, int n) {
     int64_t R = -1;
+    sl_write w[SEAL_BATCH];
+    struct seal_slot slot[SEAL_BATCH];
+    struct seal_wait sw = {.left = n};
+    if (n > SEAL_BATCH) n = sw.left = SEAL_BATCH;
+    sem_init(&sw.sem, 0, 0); /* cannot fail for a process-private semaphore */
     for (int i = 0; i < n; i++) {
-        sl_write w = {0};
-        msg_key(&w, q->qkey, b[i], -1);
-        w.kind = SL_W_INSERT_IF_NOT_EXISTS;
-        w.ttl = (int)(q->opts.retention_s + 86400);
-        w.row.v[M_STATE] = sl_vint(MS_SEALED);
-        w.row.v[M_PUT] = sl_vint(sl_now_ms());
-        w.row.v[M_NONCE] = sl_vint(eng_nonce());
-        int rc = eng_cas(e, &w, M_NONCE, NULL);
+        memset(&w[i], 0, sizeof w[i]);
+        msg_key(&w[i], q->qkey, b[i], -1);
+        w[i].kind = SL_W_INSERT_IF_NOT_EXISTS;
+        w[i].ttl = (int)(q->opts.retention_s + 86400);
+        w[i].row.v[M_STATE] = sl_vint(MS_SEALED);
+        w[i].row.v[M_PUT] = sl_vint(sl_now_ms());
+        w[i].row.v[M_NONCE] = sl_vint(eng_nonce());
+        slot[i] = (struct seal_slot){&sw, i};
+    }
+    for (int i = 0; i < n; i++) sl_store_apply_cb(e->st, &w[i], 1, seal_answer, &slot[i]);
+    if (n > 0) {
+        while (sem_wait(&sw.sem) != 0) {
+        } /* EINTR */
+    }
+    sem_destroy(&sw.sem);
+    for (int i = 0; i < n; i++) {
+        int rc = eng_cas_settle(e, &w[i], M_NONCE, sw.rc[i]);
         if (rc != 0 && rc != SL_ENOTAPPLIED) break;
         R = b[i] + 1;
     }

@@ -779,32 +779,38 @@ static void *writer_main(void *arg) {
 
 /* Hands a request to the writer and waits for its answer. current, when not
  * NULL, receives the current rows of a CAS that was not applied. */
+/* Puts r on the writer's queue: 0, or SL_EUNAVAILABLE when the store is
+ * closing, or SL_EBUSY when too many requests wait already (when the disk
+ * cannot keep up, a longer queue only adds latency: say "busy" at once,
+ * nothing applied, and let the client back off). */
+static int enqueue(sq_store *s, req *r) {
+    pthread_mutex_lock(&s->mu);
+    if (s->stopping || (s->max_pending > 0 && s->npending >= s->max_pending)) {
+        int rc = s->stopping ? SL_EUNAVAILABLE : SL_EBUSY;
+        pthread_mutex_unlock(&s->mu);
+        return rc;
+    }
+    s->npending++;
+    if (s->tail)
+        s->tail->next = r;
+    else
+        s->head = r;
+    s->tail = r;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
 static int submit(sq_store *s, const sl_write *w, size_t n, const sl_table *const *tables, size_t ntables,
                   sl_result *current) {
     req r = {.w = w, .n = n, .tables = tables, .ntables = ntables};
     sl_result_init(&r.cur);
     if (sem_init(&r.done, 0, 0)) return SL_ENOMEM;
-    pthread_mutex_lock(&s->mu);
-    if (s->stopping) {
-        pthread_mutex_unlock(&s->mu);
+    int rc = enqueue(s, &r);
+    if (rc) {
         sem_destroy(&r.done);
-        return SL_EUNAVAILABLE;
+        return rc;
     }
-    /* When the disk cannot keep up, a longer queue only adds latency: say
-     * "busy" at once (nothing was applied) and let the client back off. */
-    if (s->max_pending > 0 && s->npending >= s->max_pending) {
-        pthread_mutex_unlock(&s->mu);
-        sem_destroy(&r.done);
-        return SL_EBUSY;
-    }
-    s->npending++;
-    if (s->tail)
-        s->tail->next = &r;
-    else
-        s->head = &r;
-    s->tail = &r;
-    pthread_cond_signal(&s->cv);
-    pthread_mutex_unlock(&s->mu);
     while (sem_wait(&r.done) != 0) {
     } /* EINTR */
     req *next = r.wnext;
@@ -969,23 +975,11 @@ static int sq_apply_async(sl_store *st, const sl_write *w, size_t n) {
     r->n = n;
     r->owned = p;
     sl_result_init(&r->cur);
-    pthread_mutex_lock(&s->mu);
-    if (s->stopping || (s->max_pending > 0 && s->npending >= s->max_pending)) {
-        rc = s->stopping ? SL_EUNAVAILABLE : SL_EBUSY;
-        pthread_mutex_unlock(&s->mu);
+    if ((rc = enqueue(s, r)) != 0) {
         free(p);
         free(r);
-        return rc;
     }
-    s->npending++;
-    if (s->tail)
-        s->tail->next = r;
-    else
-        s->head = r;
-    s->tail = r;
-    pthread_cond_signal(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-    return 0;
+    return rc;
 }
 
 /* apply() without waiting: the request goes on the writer's queue and done
@@ -1011,22 +1005,10 @@ static void sq_apply_cb(sl_store *st, const sl_write *w, size_t n, void (*done)(
     r->cb = done;
     r->cb_arg = arg;
     sl_result_init(&r->cur);
-    pthread_mutex_lock(&s->mu);
-    if (s->stopping || (s->max_pending > 0 && s->npending >= s->max_pending)) {
-        rc = s->stopping ? SL_EUNAVAILABLE : SL_EBUSY;
-        pthread_mutex_unlock(&s->mu);
+    if ((rc = enqueue(s, r)) != 0) {
         free(r);
         done(arg, rc);
-        return;
     }
-    s->npending++;
-    if (s->tail)
-        s->tail->next = r;
-    else
-        s->head = r;
-    s->tail = r;
-    pthread_cond_signal(&s->cv);
-    pthread_mutex_unlock(&s->mu);
 }
 
 int sl_store_sqlite_flush(sl_store *st) {

@@ -454,7 +454,11 @@ static void t_fake_late_answer(void **state) {
     F.mode = FAKE_LATE;
     assert_int_equal(sl_cql_conn_request(cn, SL_CQL_OP_QUERY, buf, w.len, 100, &f, &sent), SL_ETIMEOUT);
     assert_int_equal(sl_cql_conn_inflight(cn), 1); /* reserved, not reused */
-    usleep(500 * 1000);
+    /* The fake answers 300 ms late; wait for that answer to free the id
+     * (on a loaded machine under ASan it can take longer than 500 ms). */
+    double deadline = now_s() + 10;
+    while (sl_cql_conn_inflight(cn) != 0 && now_s() < deadline)
+        usleep(10 * 1000);
     assert_int_equal(sl_cql_conn_inflight(cn), 0); /* the late answer freed it */
     F.mode = FAKE_VOID;
     assert_int_equal(sl_cql_conn_request(cn, SL_CQL_OP_QUERY, buf, w.len, 1000, &f, &sent), 0);
