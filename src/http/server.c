@@ -31,8 +31,9 @@
  * When every worker watches the listening socket instead, a burst of
  * connects lands on whichever few workers happen to be awake: a client that
  * opens 128 connections at once found them on 10 of 32 workers, and since a
- * worker serves its connections one request at a time while the store
- * commits, those connections waited on each other while 22 workers idled. */
+ * worker that waits for the store (as on Cassandra) serves its connections
+ * one request at a time, those connections waited on each other while 22
+ * workers idled. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>

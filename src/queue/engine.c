@@ -133,18 +133,6 @@ int eng_cas(sl_engine *e, sl_write *w, int nonce_col, sl_result *cur) {
     return SL_EUNAVAILABLE;
 }
 
-/* Ends a compare-and-set that was sent once on its own (sl_store_apply_cb)
- * and answered rc: as eng_cas() would, an unknown outcome is resolved. */
-int eng_cas_settle(sl_engine *e, sl_write *w, int nonce_col, int rc) {
-    if (rc != SL_EUNKNOWN) return rc;
-    sl_result r;
-    sl_result_init(&r);
-    int got = sl_store_get(e->st, w->t, w->row.v, SL_READ_SERIAL, &r);
-    int landed = got == 0 && r.rows[0].v[nonce_col].set && r.rows[0].v[nonce_col].i == w->row.v[nonce_col].i;
-    sl_result_free(&r);
-    return landed ? 0 : eng_cas(e, w, nonce_col, NULL);
-}
-
 /* --- Combined compare-and-sets -------------------------------------------- */
 
 /* Concurrent compare-and-sets of one queue's rows (leases, acks) are
@@ -202,6 +190,16 @@ static int cas_landed(sl_engine *e, const sl_write *w, int nonce_col) {
     return landed;
 }
 
+/* The outcome of compare-and-set w, sent in a conditional batch of n
+ * writes that was answered rc. An unknown outcome is resolved by w's
+ * nonce, as eng_cas() does; a batch of several that was not applied (one
+ * condition failed, maybe not w's) is retried with w alone. */
+int eng_cas_settle(sl_engine *e, sl_write *w, int nonce_col, int rc, size_t n) {
+    if (rc == SL_EUNKNOWN) return cas_landed(e, w, nonce_col) ? 0 : eng_cas(e, w, nonce_col, NULL);
+    if (rc == SL_ENOTAPPLIED && n > 1) return eng_cas(e, w, nonce_col, NULL);
+    return rc;
+}
+
 /* Settles every write of the round's requests. Until settled, a write's
  * result slot holds CAS_PENDING, or CAS_TAKEN once it is in the batch being
  * built; nothing is allocated, since every lease and ack comes this way. */
@@ -235,16 +233,12 @@ static void cas_round(sl_engine *e, cas_req *list) {
                     batch[nb++] = *w;
                     *rc = CAS_TAKEN;
                 }
-            int brc = nb > 1 ? sl_store_apply(e->st, batch, nb, NULL) : SL_ENOTAPPLIED;
-            for (size_t x = 0; x < nb; x++) {
-                struct item *m = &in[x];
-                if (brc == 0 || (brc == SL_EUNKNOWN && cas_landed(e, m->w, m->nonce_col)))
-                    *m->rc = 0;
-                else if (brc != SL_ENOTAPPLIED && brc != SL_EUNKNOWN)
-                    *m->rc = brc;
-                else
-                    *m->rc = eng_cas(e, m->w, m->nonce_col, NULL);
+            if (nb == 1) {
+                *in[0].rc = eng_cas(e, in[0].w, in[0].nonce_col, NULL);
+                continue;
             }
+            int brc = sl_store_apply(e->st, batch, nb, NULL);
+            for (size_t x = 0; x < nb; x++) *in[x].rc = eng_cas_settle(e, in[x].w, in[x].nonce_col, brc, nb);
         }
 }
 

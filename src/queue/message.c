@@ -541,25 +541,6 @@ static int put_after(sl_engine *e, qstate *q, const sl_write *w, const put_pendi
     return rc;
 }
 
-int sl_msg_put(sl_engine *e, const char *account, const char *queue, const sl_put *msgs, size_t n,
-               char (*ids)[SL_MSGID_LEN + 1]) {
-    qstate *q;
-    int rc = put_check(e, account, queue, msgs, n, &q);
-    if (rc) return rc;
-    /* All n rows go to the store in one request (one commit; on Cassandra
-     * one batch), so a batch is all or nothing. */
-    put_pending *p = calloc(n, sizeof *p);
-    sl_write *w = calloc(2 * n, sizeof *w);
-    int any_visible;
-    if (!p || !w)
-        rc = SL_ENOMEM;
-    else if ((rc = put_rows(e, q, msgs, n, ids, p, w, w + n, &any_visible)) == 0)
-        rc = put_after(e, q, w, p, n, any_visible, eng_write(e, w, n));
-    free(p);
-    free(w);
-    return rc;
-}
-
 /* --- Moving messages ---------------------------------------------------------- */
 
 /* dest format: "<dst qkey>|<id>|<bucket>|<reset>|<dead>". */
@@ -1095,7 +1076,7 @@ static int seal_run(sl_engine *e, qstate *q, const int64_t *b, int n) {
     }
     sem_destroy(&sw.sem);
     for (int i = 0; i < n; i++) {
-        int rc = eng_cas_settle(e, &w[i], M_NONCE, sw.rc[i]);
+        int rc = eng_cas_settle(e, &w[i], M_NONCE, sw.rc[i], 1);
         if (rc != 0 && rc != SL_ENOTAPPLIED) break;
         R = b[i] + 1;
     }
@@ -1485,30 +1466,6 @@ static int open_queue(sl_engine *e, const char *account, const char *queue, qsta
     return 0;
 }
 
-int sl_msg_receive(sl_engine *e, const char *account, const char *queue, int max, int invis_s, sl_message **out,
-                   size_t *n) {
-    *out = NULL;
-    *n = 0;
-    if (max < 1 || max > SL_RECEIVE_MAX || invis_s < 0 || invis_s > SL_INVIS_MAX) return SL_EINVAL;
-    qstate *q;
-    int rc = open_queue(e, account, queue, &q);
-    if (rc) return rc;
-    sl_message *v = calloc((size_t)max, sizeof *v);
-    if (!v) return SL_ENOMEM;
-    size_t got = 0;
-    /* Redeliveries first: they have waited longest. With strictFifo the
-     * oldest message is wanted first, which is the same order. */
-    rc = take_due(e, q, max, invis_s, v, &got);
-    if (rc == 0 && (int)got < max) rc = take_fresh(e, q, max, invis_s, v, &got);
-    if (rc && got == 0) {
-        free(v);
-        return rc;
-    }
-    *out = v;
-    *n = got;
-    return 0;
-}
-
 /* Peek reads every bucket that is not finalized, from the repair pointer
  * on, and returns the first visible messages without leasing them. */
 int sl_msg_peek(sl_engine *e, const char *account, const char *queue, int max, sl_message **out, size_t *n) {
@@ -1576,7 +1533,10 @@ static void ack_write(qstate *q, int64_t id, int64_t version, int64_t exp, int64
     w->ncond = 2;
 }
 
-/* Parses n receipts into ack writes: w[0..*k) for receipts idx[0..*k). */
+/* One CAS per receipt, no read: the receipt carries everything the write
+ * needs. A lease that ran out but was not handed to anyone else still has
+ * this version, so such an ack succeeds, as API.md promises.
+ * Parses n receipts into ack writes: w[0..*k) for receipts idx[0..*k). */
 static void ack_writes(qstate *q, const char *const *receipts, size_t n, int *rcs, sl_write *w, size_t *idx,
                        size_t *k) {
     int64_t now = sl_now_ms();
@@ -1595,34 +1555,6 @@ static void ack_after(qstate *q, const sl_write *w, size_t k, const size_t *idx,
         rcs[idx[x]] = krc[x] == SL_ENOTAPPLIED ? SL_ECONFLICT : krc[x];
         if (krc[x] == 0) lease_entry_cancel(q, w[x].row.v[M_ID].i, w[x].cond[0].v.i);
     }
-}
-
-int sl_msg_ack_many(sl_engine *e, const char *account, const char *queue, const char *const *receipts, size_t n,
-                    int *rcs) {
-    if (n < 1 || n > SL_BATCH_MAX) return SL_EINVAL;
-    qstate *q;
-    int rc = open_queue(e, account, queue, &q);
-    if (rc) return rc;
-    /* One CAS per receipt, no read: the receipt carries everything the
-     * write needs. A lease that ran out but was not handed to anyone else
-     * still has this version, so such an ack succeeds, as API.md promises.
-     * Acks of one bucket go as one conditional batch, with other requests'
-     * acks and leases of the bucket (see eng_cas_many). */
-    sl_write *w = calloc(n, sizeof *w);
-    if (!w) return SL_ENOMEM;
-    size_t idx[SL_BATCH_MAX], k;
-    int krc[SL_BATCH_MAX];
-    ack_writes(q, receipts, n, rcs, w, idx, &k);
-    eng_cas_many(e, q, w, k, M_NONCE, krc);
-    ack_after(q, w, k, idx, krc, rcs);
-    free(w);
-    return 0;
-}
-
-int sl_msg_ack(sl_engine *e, const char *account, const char *queue, const char *receipt) {
-    int one;
-    int rc = sl_msg_ack_many(e, account, queue, &receipt, 1, &one);
-    return rc ? rc : one;
 }
 
 int sl_msg_update(sl_engine *e, const char *account, const char *queue, const char *receipt, const void *body,
@@ -1725,7 +1657,7 @@ struct op_slot {
 struct sl_op {
     sl_engine *e;
     qstate *q;
-    int kind, rc;
+    int kind, rc; /* rc: a put's answer */
     void (*done)(void *);
     void *arg;
     sem_t sem;
@@ -1890,12 +1822,8 @@ static void op_send(sl_op *op, size_t n) {
 static void op_settle(sl_op *op) {
     for (size_t g = 0; g < op->ngroups; g++)
         for (size_t x = op->gstart[g]; x < op->gstart[g] + op->gn[g]; x++) {
-            int rc = op->grc[g];
-            if (rc == GROUP_LATE || (rc == SL_ENOTAPPLIED && op->gn[g] > 1))
-                rc = eng_cas(op->e, &op->w[x], M_NONCE, NULL);
-            else
-                rc = eng_cas_settle(op->e, &op->w[x], M_NONCE, rc);
-            op->krc[x] = rc;
+            op->krc[x] = op->grc[g] == GROUP_LATE ? eng_cas(op->e, &op->w[x], M_NONCE, NULL)
+                                                  : eng_cas_settle(op->e, &op->w[x], M_NONCE, op->grc[g], op->gn[g]);
         }
 }
 
@@ -1920,6 +1848,8 @@ int sl_msg_put_start(sl_engine *e, const char *account, const char *queue, const
         op_free(op);
         return rc;
     }
+    /* All n rows go to the store in one request (one commit; on Cassandra
+     * one batch), so a batch is all or nothing. */
     *out = op;
     if (op_defers(e)) {
         op_send(op, n);
@@ -1964,8 +1894,10 @@ int sl_msg_receive_start(sl_engine *e, const char *account, const char *queue, i
         return SL_ENOMEM;
     }
     op->invis_s = invis_s;
-    /* Redeliveries first, as sl_msg_receive does; they are rare, and are
-     * leased here, blocking. Fresh rows are leased in the background. */
+    /* Redeliveries first: they have waited longest. With strictFifo the
+     * oldest message is wanted first, which is the same order. They are
+     * rare, and are leased here, blocking; fresh rows are leased in the
+     * background. */
     rc = take_due(e, q, max, invis_s, op->msgs, &op->got);
     int defer = op_defers(e);
     if (rc == 0 && (int)op->got < max && !defer) rc = take_fresh(e, q, max, invis_s, op->msgs, &op->got);
@@ -2023,17 +1955,13 @@ static int op_finish(sl_op *op, char (*ids)[SL_MSGID_LEN + 1], int *rcs, sl_mess
         if (rcs) memcpy(rcs, op->rcs, op->n * sizeof *rcs);
         break;
     case OP_RECV:
-        rc = op->rc;
         if (op->nw > 0) {
             op_settle(op);
-            size_t before = op->got;
-            int lrc = lease_after(e, q, op->todo, op->nw, op->krc, op->visible, op->msgs, &op->got);
+            rc = lease_after(e, q, op->todo, op->nw, op->krc, op->visible, op->msgs, &op->got);
             leasing_end(q, op->rows, op->k);
-            if (lrc && !rc) rc = lrc;
             /* Every row was taken by another node first: look further, as
-             * a blocking receive would. */
-            if (!rc && op->got == before && before == 0)
-                rc = take_fresh(e, q, (int)op->n, op->invis_s, op->msgs, &op->got);
+             * take_fresh does. */
+            if (!rc && op->got == 0) rc = take_fresh(e, q, (int)op->n, op->invis_s, op->msgs, &op->got);
         }
         if (rc && op->got == 0) {
             free(op->msgs);
@@ -2069,4 +1997,40 @@ int sl_msg_receive_finish(sl_op *op, sl_message **out, size_t *n) {
 
 void sl_op_discard(sl_op *op) {
     op_finish(op, NULL, NULL, NULL, NULL);
+}
+
+/* The blocking calls: the same operations, finished at once (op_finish
+ * waits for the store). */
+static void no_wake(void *arg) {
+    (void)arg;
+}
+
+int sl_msg_put(sl_engine *e, const char *account, const char *queue, const sl_put *msgs, size_t n,
+               char (*ids)[SL_MSGID_LEN + 1]) {
+    sl_op *op;
+    int rc = sl_msg_put_start(e, account, queue, msgs, n, no_wake, NULL, &op);
+    return rc ? rc : sl_msg_put_finish(op, ids);
+}
+
+int sl_msg_receive(sl_engine *e, const char *account, const char *queue, int max, int invis_s, sl_message **out,
+                   size_t *n) {
+    *out = NULL;
+    *n = 0;
+    sl_op *op;
+    int rc = sl_msg_receive_start(e, account, queue, max, invis_s, no_wake, NULL, &op);
+    return rc ? rc : sl_msg_receive_finish(op, out, n);
+}
+
+int sl_msg_ack_many(sl_engine *e, const char *account, const char *queue, const char *const *receipts, size_t n,
+                    int *rcs) {
+    sl_op *op;
+    int rc = sl_msg_ack_start(e, account, queue, receipts, n, no_wake, NULL, &op);
+    if (rc == 0) sl_msg_ack_finish(op, rcs);
+    return rc;
+}
+
+int sl_msg_ack(sl_engine *e, const char *account, const char *queue, const char *receipt) {
+    int one;
+    int rc = sl_msg_ack_many(e, account, queue, &receipt, 1, &one);
+    return rc ? rc : one;
 }

@@ -164,9 +164,10 @@ int sl_msg_ack_many(sl_engine *e, const char *account, const char *queue, const 
  * returns, maybe on a store thread (so it must only wake the caller), after
  * which sl_op_ready() is true and the finish call answers without waiting
  * for the store. Every op is finished exactly once, by its finish call or by
- * sl_op_discard(), which frees it; called early they wait. The finish calls
- * return what sl_msg_put, sl_msg_ack_many and sl_msg_receive return. The
- * bytes of msgs and receipts must stay valid until then. On a store that
+ * sl_op_discard(), which frees it; called early they wait. sl_msg_put,
+ * sl_msg_ack_many and sl_msg_receive are a start call and its finish call at
+ * once, and return what those return. The bytes of msgs and receipts must
+ * stay valid until the finish. On a store that
  * does not defer writes (Cassandra, whose combiner batches
  * compare-and-sets), the start calls do all the work and call done before
  * they return. */

@@ -199,7 +199,7 @@ struct sl_engine {
 int eng_queue(sl_engine *e, const char *account, const char *name, qstate **out);
 void eng_queue_forget(sl_engine *e, qstate *q);
 int eng_cas(sl_engine *e, sl_write *w, int nonce_col, sl_result *cur);
-int eng_cas_settle(sl_engine *e, sl_write *w, int nonce_col, int rc);
+int eng_cas_settle(sl_engine *e, sl_write *w, int nonce_col, int rc, size_t n);
 int eng_same_key(const sl_write *a, const sl_write *b, int ncols);
 /* n <= SL_BATCH_MAX compare-and-sets, each settled on its own: rcs[i] gets
  * what eng_cas() would return for w[i]. */
