@@ -3,12 +3,13 @@
 #
 #   scripts/cassandra.sh start [--auth] [--ssl] [--port N]   fetch jars if needed, start, wait for CQL
 #     (--ssl: TLS only on the native port, with a self-signed certificate for
-#     127.0.0.1 made by keytool; clients verify it with RUN/conf/ca.pem)
+#     the node's address made by keytool; clients verify it with RUN/conf/ca.pem)
 #   scripts/cassandra.sh stop                        kill by recorded PID and wait
-#   scripts/cassandra.sh status                      running or not, PID, RSS, port
+#   scripts/cassandra.sh status                      running or not, PID, RSS, port, address
 #   scripts/cassandra.sh cqlsh-check [--port N]      OPTIONS -> SUPPORTED over a raw socket
 #   scripts/cassandra.sh fetch                       only download the jars
-#   scripts/cassandra.sh free-port                   print a native port whose storage port is free too
+#   scripts/cassandra.sh free-port [--address A,B,..]  print a native port whose storage port is free
+#     too, on every address given (default: the node's address, 127.0.0.1)
 #
 # Every command takes --run-dir DIR (or CASSANDRA_RUN_DIR) and --heap SIZE
 # (or CASSANDRA_HEAP). start is idempotent: on a run dir whose node is
@@ -17,6 +18,25 @@
 # read it; status prints it too. A run dir that held a stopped node starts
 # again on its data and on the port it had unless --port says otherwise,
 # which is how the fault tests bring a node back.
+#
+# Several nodes on one machine (tests/cassandra/cluster.py): each node has
+# its own run dir and its own loopback address (Linux answers all of 127/8
+# without an alias), and all of them use the same native port and storage
+# port (native + 1000), since each binds only its own address. No JMX port
+# is opened (no cassandra.jmx.*.port property is set), so nothing else can
+# clash. Options of start, remembered in the run dir like the port, so that
+# a plain `start --run-dir DIR` brings a stopped node back as it was:
+#   --address A          listen_address and rpc_address (127.0.0.1); cqlsh-check
+#                        and free-port talk to / bind this address too
+#   --seeds "A:P,..."    the seed list (default: the node itself, A:storage port)
+#   --no-bootstrap       auto_bootstrap: false, for nodes that join a fresh,
+#                        empty cluster together (nothing to stream)
+#   --initial-token "T1,T2,..."  explicit tokens (num_tokens = their count)
+# Token choice: a lone node keeps num_tokens 16 with the allocator
+# (allocate_tokens_for_local_replication_factor: 1). A node given
+# --no-bootstrap or --initial-token never uses the allocator: two nodes
+# joining at once would see the same ring and get the same tokens from it.
+# With --no-bootstrap and no --initial-token it gets 16 random tokens.
 #
 # The release is org.apache.cassandra:cassandra-all from Maven Central, with
 # its runtime dependencies, copied by mvn into a cache outside the repo
@@ -39,6 +59,10 @@ TIMEOUT="${CASSANDRA_START_TIMEOUT:-180}"
 AUTH=0
 SSL=0
 PORT_GIVEN=0
+ADDRESS=""      # --address, else the run dir's recorded one, else 127.0.0.1
+SEEDS=""        # --seeds, else the recorded ones, else ADDRESS:storage port
+NO_BOOTSTRAP="" # 1 with --no-bootstrap (or recorded)
+TOKENS=""       # --initial-token (or recorded)
 [ -n "${CASSANDRA_PORT:-}" ] && PORT_GIVEN=1
 
 die() { echo "cassandra.sh: $*" >&2; exit 1; }
@@ -79,18 +103,33 @@ write_config() {
     fi
     mkdir -p "$RUN"/{data,commitlog,saved_caches,hints,cdc_raw,logs,conf}
     local storage_port=$((PORT + 1000))
+    local seeds="${SEEDS:-$ADDRESS:$storage_port}"
+    # Tokens: see the header. The allocator only for a lone node, as before.
+    local tokens="num_tokens: 16
+allocate_tokens_for_local_replication_factor: 1"
+    if [ -n "$TOKENS" ]; then
+        local ntok; ntok=$(echo "$TOKENS" | tr ',' '\n' | grep -c .)
+        tokens="num_tokens: $ntok
+initial_token: $TOKENS"
+    elif [ "$NO_BOOTSTRAP" = 1 ]; then
+        tokens="num_tokens: 16"
+    fi
+    local bootstrap=true
+    [ "$NO_BOOTSTRAP" = 1 ] && bootstrap=false
     if [ "$SSL" = 1 ] && [ ! -f "$RUN/conf/keystore.p12" ]; then
         command -v keytool >/dev/null || die "keytool not found (it comes with the JDK)"
-        keytool -genkeypair -alias node -keyalg RSA -keysize 2048 -validity 3650 -dname "CN=127.0.0.1" \
-            -ext "SAN=IP:127.0.0.1,DNS:localhost" -keystore "$RUN/conf/keystore.p12" -storetype PKCS12 \
+        local san="IP:$ADDRESS,DNS:localhost"
+        [ "$ADDRESS" != 127.0.0.1 ] && san="$san,IP:127.0.0.1"
+        keytool -genkeypair -alias node -keyalg RSA -keysize 2048 -validity 3650 -dname "CN=$ADDRESS" \
+            -ext "SAN=$san" -keystore "$RUN/conf/keystore.p12" -storetype PKCS12 \
             -storepass sluicetest -keypass sluicetest >/dev/null 2>&1 || die "keytool -genkeypair failed"
         keytool -exportcert -rfc -alias node -keystore "$RUN/conf/keystore.p12" -storepass sluicetest \
             -file "$RUN/conf/ca.pem" >/dev/null 2>&1 || die "keytool -exportcert failed"
     fi
     cat >"$RUN/conf/cassandra.yaml" <<EOF
 cluster_name: 'Sluice Test Cluster'
-num_tokens: 16
-allocate_tokens_for_local_replication_factor: 1
+$tokens
+auto_bootstrap: $bootstrap
 partitioner: org.apache.cassandra.dht.Murmur3Partitioner
 authenticator: $authn
 authorizer: $authz
@@ -106,9 +145,9 @@ commitlog_sync_period: 10000ms
 seed_provider:
   - class_name: org.apache.cassandra.locator.SimpleSeedProvider
     parameters:
-      - seeds: "127.0.0.1:$storage_port"
-listen_address: 127.0.0.1
-rpc_address: 127.0.0.1
+      - seeds: "$seeds"
+listen_address: $ADDRESS
+rpc_address: $ADDRESS
 storage_port: $storage_port
 native_transport_port: $PORT
 start_native_transport: true
@@ -145,7 +184,9 @@ EOF
 EOF
 }
 
-pid_alive() { [ -f "$RUN/cassandra.pid" ] && kill -0 "$(cat "$RUN/cassandra.pid")" 2>/dev/null; }
+# A zombie (a killed node its parent has not reaped yet) counts as gone.
+proc_alive() { kill -0 "$1" 2>/dev/null && [ "$(awk '/^State:/ {print $2}' "/proc/$1/status" 2>/dev/null)" != Z ]; }
+pid_alive() { [ -f "$RUN/cassandra.pid" ] && proc_alive "$(cat "$RUN/cassandra.pid")"; }
 
 # 512m, or the whole heap when it is smaller (the JVM refuses -Xms > -Xmx).
 initial_heap() {
@@ -160,21 +201,27 @@ initial_heap() {
 
 # The port the node in $RUN was started with, if any.
 recorded_port() { cat "$RUN/port" 2>/dev/null || true; }
+# The same for the address, seeds, --no-bootstrap and the tokens.
+recorded() { cat "$RUN/$1" 2>/dev/null || true; }
 
-# A native port in 20000-28999 that is free on 127.0.0.1, and whose storage
-# port (native + 1000) is free too.
+# A native port in 20000-28999 that is free on every address of the
+# comma-separated list $ADDRESS, and whose storage port (native + 1000) is
+# free there too. Binding a specific address also fails when another
+# process holds the port on 0.0.0.0.
 free_port() {
-    python3 - <<'EOF'
-import random, socket
+    python3 - "$ADDRESS" <<'EOF'
+import random, socket, sys
+addrs = [a for a in sys.argv[1].split(",") if a]
 def free(p):
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
+    for a in addrs:
+        s = socket.socket()
+        try:
+            s.bind((a, p))
+        except OSError:
+            return False
+        finally:
+            s.close()
+    return True
 for _ in range(200):
     p = random.randrange(20000, 29000)
     if free(p) and free(p + 1000):
@@ -188,11 +235,11 @@ EOF
 # Sends OPTIONS (v4, stream 0) on the native port and expects SUPPORTED
 # (opcode 0x06). Prints the options map on success.
 cql_check() {
-    python3 - "$PORT" "$SSL" <<'EOF'
+    python3 - "$PORT" "$SSL" "$ADDRESS" <<'EOF'
 import socket, ssl, struct, sys
 port = int(sys.argv[1])
 try:
-    s = socket.create_connection(("127.0.0.1", port), timeout=3)
+    s = socket.create_connection((sys.argv[3], port), timeout=3)
     if sys.argv[2] == "1":
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
@@ -230,7 +277,7 @@ start() {
         if [ "$PORT_GIVEN" = 1 ] && [ -n "$rp" ] && [ "$rp" != "$PORT" ]; then
             die "a node already runs in $RUN on port $rp, not $PORT"
         fi
-        echo "cassandra.sh: already running (pid $(cat "$RUN/cassandra.pid"), native port ${rp:-$PORT})" >&2
+        echo "cassandra.sh: already running (pid $(cat "$RUN/cassandra.pid"), $ADDRESS, native port ${rp:-$PORT})" >&2
         echo "port ${rp:-$PORT}"
         return 0
     fi
@@ -289,9 +336,13 @@ start() {
     )
     local t0=$SECONDS
     echo "$PORT" >"$RUN/port"
+    echo "$ADDRESS" >"$RUN/address"
+    if [ -n "$SEEDS" ]; then echo "$SEEDS" >"$RUN/seeds"; else rm -f "$RUN/seeds"; fi
+    if [ -n "$TOKENS" ]; then echo "$TOKENS" >"$RUN/initial-token"; else rm -f "$RUN/initial-token"; fi
+    if [ "$NO_BOOTSTRAP" = 1 ]; then touch "$RUN/no-bootstrap"; else rm -f "$RUN/no-bootstrap"; fi
     nohup java "${jvm[@]}" >"$RUN/logs/stdout.log" 2>&1 </dev/null &
     echo $! >"$RUN/cassandra.pid"
-    echo "cassandra.sh: started pid $! (cassandra-all $VER, native port $PORT, run dir $RUN)" >&2
+    echo "cassandra.sh: started pid $! (cassandra-all $VER, $ADDRESS, native port $PORT, run dir $RUN)" >&2
     while ! cql_check >/dev/null 2>&1; do
         if ! pid_alive; then
             echo "cassandra.sh: java exited during startup; log tail:" >&2
@@ -299,13 +350,13 @@ start() {
             rm -f "$RUN/cassandra.pid"; exit 1
         fi
         if [ $((SECONDS - t0)) -ge "$TIMEOUT" ]; then
-            echo "cassandra.sh: no CQL answer on port $PORT after ${TIMEOUT}s; log tail:" >&2
+            echo "cassandra.sh: no CQL answer on $ADDRESS:$PORT after ${TIMEOUT}s; log tail:" >&2
             tail -n 25 "$RUN/logs/system.log" "$RUN/logs/stdout.log" | cut -c1-400 >&2 || true
             stop; exit 1
         fi
         sleep 1
     done
-    echo "cassandra.sh: CQL up on 127.0.0.1:$PORT after $((SECONDS - t0))s" >&2
+    echo "cassandra.sh: CQL up on $ADDRESS:$PORT after $((SECONDS - t0))s" >&2
     cql_check >&2
     echo "port $PORT"
 }
@@ -314,8 +365,8 @@ stop() {
     if ! pid_alive; then echo "cassandra.sh: not running" >&2; rm -f "$RUN/cassandra.pid"; return 0; fi
     local pid; pid=$(cat "$RUN/cassandra.pid")
     kill "$pid"
-    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
-    if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid"; sleep 1; fi
+    for _ in $(seq 1 60); do proc_alive "$pid" || break; sleep 1; done
+    if proc_alive "$pid"; then kill -9 "$pid"; sleep 1; fi
     rm -f "$RUN/cassandra.pid"
     echo "cassandra.sh: stopped pid $pid" >&2
 }
@@ -323,7 +374,7 @@ stop() {
 status() {
     if pid_alive; then
         local pid; pid=$(cat "$RUN/cassandra.pid")
-        echo "running pid $pid rss_kb $(awk '/VmRSS/ {print $2}' "/proc/$pid/status") port $(recorded_port)"
+        echo "running pid $pid rss_kb $(awk '/VmRSS/ {print $2}' "/proc/$pid/status") port $(recorded_port) address $ADDRESS"
     else
         echo "stopped"; return 3
     fi
@@ -337,12 +388,26 @@ while [ $# -gt 0 ]; do
     --port) PORT="$2"; PORT_GIVEN=1; shift ;;
     --run-dir) RUN="$2"; shift ;;
     --heap) HEAP="$2"; shift ;;
+    --address) ADDRESS="$2"; shift ;;
+    --seeds) SEEDS="$2"; shift ;;
+    --no-bootstrap) NO_BOOTSTRAP=1 ;;
+    --initial-token) TOKENS="$2"; shift ;;
     *) die "unknown option $1" ;;
     esac
     shift
 done
-# Without --port, a run dir's node is addressed on the port it was started with.
+# Without --port, a run dir's node is addressed on the port it was started
+# with; the same for its address, seeds, tokens and --no-bootstrap.
 if [ "$PORT_GIVEN" = 0 ] && [ -n "$(recorded_port)" ]; then PORT=$(recorded_port); fi
+[ -n "$ADDRESS" ] || ADDRESS=$(recorded address)
+[ -n "$ADDRESS" ] || ADDRESS=127.0.0.1
+[ -n "$SEEDS" ] || SEEDS=$(recorded seeds)
+[ -n "$TOKENS" ] || TOKENS=$(recorded initial-token)
+[ -n "$NO_BOOTSTRAP" ] || { [ -f "$RUN/no-bootstrap" ] && NO_BOOTSTRAP=1; } || true
+case "$cmd,$ADDRESS" in
+free-port,*) ;;
+*,*,*) die "--address takes one address (a list only for free-port)" ;;
+esac
 case "$cmd" in
 start) start ;;
 stop) stop ;;
@@ -350,6 +415,7 @@ status) status ;;
 cqlsh-check) cql_check ;;
 fetch) fetch ;;
 free-port) free_port ;;
-*) echo "usage: $0 start [--auth] [--ssl] [--port N] | stop | status | cqlsh-check [--port N] | fetch | free-port" \
-        "(each with [--run-dir DIR] [--heap SIZE])" >&2; exit 2 ;;
+*) echo "usage: $0 start [--auth] [--ssl] [--port N] [--address A] [--seeds A:P,...] [--no-bootstrap]" \
+        "[--initial-token T,...] | stop | status | cqlsh-check [--port N] | fetch | free-port [--address A,...]" \
+        "(each with [--run-dir DIR] [--heap SIZE] [--address A])" >&2; exit 2 ;;
 esac

@@ -130,7 +130,7 @@ fi
 # The black-box suites: the same files on both backends. tests/cassandra is
 # collected on SQLite too, where each of its tests is reported as skipped
 # with its reason.
-bb=(tests/api tests/crash tests/cassandra)
+bb=(tests/api tests/crash tests/cassandra tests/history)
 
 case " $backends " in
 *" sqlite "*)

@@ -106,8 +106,18 @@ int sl_cql_batch_exec(sl_cql_client *c, uint8_t type, const sl_cql_batch_item *i
                       const sl_cql_opts *o, sl_cql_res **out);
 
 /* Waits until every node up reports the same schema version (after DDL),
- * up to timeout_ms. Returns 0 or SL_ETIMEOUT. */
+ * up to timeout_ms, as the control node sees them. Returns 0 or
+ * SL_ETIMEOUT. */
 int sl_cql_wait_schema_agreement(sl_cql_client *c, int timeout_ms);
+/* Runs a schema change (or another simple statement that must be followed
+ * by agreement) on the control connection, then waits for agreement: the
+ * control node has the change when it answers, so agreement as it sees it
+ * means every live node has it. (Run on another node, the control node and
+ * its view of the peers may all still hold the old version and "agree" at
+ * once.) Returns 0, a server error as the other calls map it, SL_EUNKNOWN
+ * when no answer came, SL_EUNAVAILABLE without a control connection, or
+ * SL_ETIMEOUT when the nodes did not agree in time. */
+int sl_cql_schema_change(sl_cql_client *c, const char *query, int timeout_ms);
 
 /* --- Introspection, for tests and logs ---------------------------------- */
 
@@ -125,6 +135,11 @@ int sl_cql_token_owner(sl_cql_client *c, int64_t token, char *buf, size_t cap);
 void sl_cql_stmt_forget(sl_cql_stmt *st);
 /* How many times statements were (re-)prepared. */
 uint64_t sl_cql_prepare_count(sl_cql_client *c);
+
+/* The next write timestamp (microseconds since the epoch, strictly
+ * increasing in this process): every write the client sends carries one,
+ * fixed at its first attempt, so retries and late landings keep it. */
+int64_t sl_cql_next_timestamp(void);
 
 /* The configured serial consistency (for reads at SERIAL). */
 uint16_t sl_cql_client_serial(sl_cql_client *c);

@@ -64,6 +64,9 @@ typedef struct node {
     int removed;
     int backoff_ms;
     int64_t next_try_ms;
+    int said_down;           /* "is down" was logged; "is up again" is due */
+    int64_t suspect_until;   /* a request to it timed out: plans try it last until then (mono ms) */
+    int timeouts;            /* requests that timed out on it in a row */
     pconn *pool[MAX_POOL];
 } node;
 
@@ -111,6 +114,7 @@ struct sl_cql_client {
     sl_cql_stmt *stmts;
     uint64_t prepares;
     int version;
+    int logged_nodes; /* the node count last logged */
 
     pthread_mutex_t ctl_mu; /* the control connection */
     sl_cql_conn *control;
@@ -122,6 +126,32 @@ struct sl_cql_client {
     pthread_t maint;
     int maint_started;
 };
+
+/* Write timestamps, in microseconds since the epoch, made here rather than
+ * by the coordinator (protocol v3+'s default timestamp): a write keeps the
+ * one it got at its first attempt through every retry, so a first attempt
+ * that lands late, after writes made after it, loses to them by
+ * last-write-wins instead of undoing them (store.h, "Timestamps").
+ *
+ * They are the wall clock's milliseconds times 1000, made unique by
+ * counting up, which is how Cassandra stamps writes and Paxos ballots
+ * itself (and the Java driver's generator): stamps with real microseconds
+ * run up to a millisecond ahead of a compare-and-set made just after on the
+ * same clock, and won over it (seen here: 57 of 500 acks of a message just
+ * leased failed, its lease undone by the put before it). Strictly
+ * increasing in this process. */
+static int64_t last_ts;
+
+int64_t sl_cql_next_timestamp(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000) * 1000;
+    int64_t prev = __atomic_load_n(&last_ts, __ATOMIC_RELAXED), next;
+    do {
+        next = now > prev ? now : prev + 1;
+    } while (!__atomic_compare_exchange_n(&last_ts, &prev, next, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+    return next;
+}
 
 static int64_t mono_ms(void) {
     struct timespec ts;
@@ -438,9 +468,21 @@ static int refresh_topology(sl_cql_client *c, const char *contact_host) {
             if (c->nodes[i].pool[k]) sl_cql_conn_kill(c->nodes[i].pool[k]->c);
         c->nodes[i].up = 0;
     }
-    int local = 0;
-    for (int i = 0; i < c->nnodes; i++)
-        local += !c->nodes[i].removed && strcmp(c->nodes[i].dc, c->local_dc) == 0;
+    int local = 0, known = 0;
+    char list[256] = "";
+    for (int i = 0; i < c->nnodes; i++) {
+        if (c->nodes[i].removed) continue;
+        known++;
+        local += strcmp(c->nodes[i].dc, c->local_dc) == 0;
+        size_t l = strlen(list);
+        if (l + strlen(c->nodes[i].host) + 3 < sizeof list)
+            snprintf(list + l, sizeof list - l, "%s%s", l ? ", " : "", c->nodes[i].host);
+    }
+    if (known != c->logged_nodes) {
+        sl_log(SL_INFO, "cql: %d node%s in the cluster (%s), %d in the local data center '%s'", known,
+               known == 1 ? "" : "s", list, local, c->local_dc);
+        c->logged_nodes = known;
+    }
     if (!local) sl_log(SL_ERR, "cql: no node in the local data center '%s'; using the others", c->local_dc);
     pthread_mutex_unlock(&c->mu);
     sl_cql_res_free(lr);
@@ -564,7 +606,8 @@ static void maintain_pools(sl_cql_client *c) {
             if (placed) {
                 p->c = cn;
                 if (!c->version) c->version = sl_cql_conn_version(cn);
-                if (n->backoff_ms) sl_log(SL_INFO, "cql: node %s is up again", n->host);
+                if (n->said_down) sl_log(SL_INFO, "cql: node %s is up again", n->host);
+                n->said_down = 0;
                 n->up = 1;
                 n->backoff_ms = 0;
                 n->next_try_ms = 0;
@@ -581,9 +624,10 @@ static void maintain_pools(sl_cql_client *c) {
             if (n->backoff_ms > max) n->backoff_ms = max;
             n->next_try_ms = mono_ms() + n->backoff_ms;
             if (live == 0) {
-                if (n->up || n->backoff_ms == min)
+                if (!n->said_down)
                     sl_log(SL_ERR, "cql: node %s:%d is down (%s); retrying in %d ms", host, port,
                            sl_strerror(rc), n->backoff_ms);
+                n->said_down = 1;
                 n->up = 0;
             }
         }
@@ -732,7 +776,45 @@ static int make_plan(sl_cql_client *c, int has_token, int64_t token, const char 
             if (!dup) plan[np++] = i;
         }
     }
+    /* A node whose last request timed out goes last, replica or not: a
+     * frozen or overloaded node keeps its connections open, so nothing
+     * else tells the pools to avoid it, and every request sent to it would
+     * wait out the timeout. It keeps its place in the order otherwise, and
+     * a request that succeeds on it clears the mark. */
+    int64_t now = mono_ms();
+    int fast[MAX_PLAN], slow[MAX_PLAN], nf = 0, ns = 0;
+    for (int j = 0; j < np; j++) {
+        if (c->nodes[plan[j]].suspect_until > now)
+            slow[ns++] = plan[j];
+        else
+            fast[nf++] = plan[j];
+    }
+    if (ns > 0 && nf > 0) {
+        memcpy(plan, fast, (size_t)nf * sizeof *plan);
+        memcpy(plan + nf, slow, (size_t)ns * sizeof *plan);
+    }
     return np;
+}
+
+/* What a request to node i found out about it: a timeout marks it suspect
+ * for a while, longer after each one in a row (up to SUSPECT_MAX_MS); an
+ * answer clears that. */
+#define SUSPECT_MS 2000
+#define SUSPECT_MAX_MS 30000
+static void node_outcome(sl_cql_client *c, int i, int timed_out) {
+    pthread_mutex_lock(&c->mu); /* the node array may move: read it under the lock */
+    node *n = &c->nodes[i];
+    if (timed_out) {
+        int64_t ms = (int64_t)SUSPECT_MS << (n->timeouts < 4 ? n->timeouts : 4);
+        if (ms > SUSPECT_MAX_MS) ms = SUSPECT_MAX_MS;
+        if (n->timeouts++ == 0) sl_log(SL_INFO, "cql: node %s timed out; trying the others first", n->host);
+        n->suspect_until = mono_ms() + ms;
+    } else if (n->timeouts) {
+        sl_log(SL_INFO, "cql: node %s answers again", n->host);
+        n->timeouts = 0;
+        n->suspect_until = 0;
+    }
+    pthread_mutex_unlock(&c->mu);
 }
 
 int sl_cql_routing_token(sl_cql_stmt *st, const sl_cql_bytes *vals, size_t n, int64_t *token) {
@@ -836,7 +918,9 @@ static int encode(sl_cql_client *c, const rq *r, uint8_t **out, size_t *len) {
                               .stmts = bs,
                               .nstmts = (uint16_t)r->nitems,
                               .consistency = r->qp.consistency,
-                              .serial_consistency = r->qp.serial_consistency};
+                              .serial_consistency = r->qp.serial_consistency,
+                              .has_timestamp = r->qp.has_timestamp,
+                              .timestamp = r->qp.timestamp};
             sl_cql_batch_encode(&w, &b);
             break;
         }
@@ -967,6 +1051,13 @@ static int run(sl_cql_client *c, rq *r, int flags, int has_token, int64_t token,
     pthread_mutex_unlock(&c->mu);
     int idem = (flags & (SL_CQL_READ | SL_CQL_IDEMPOTENT)) != 0 || r->opcode == SL_CQL_OP_PREPARE;
     int write = is_write(r, flags);
+    /* Fixed here, before the first attempt: every retry carries the same
+     * timestamp (compare-and-sets take their ballot's; Cassandra ignores it
+     * for them). */
+    if (write && !r->qp.has_timestamp) {
+        r->qp.has_timestamp = 1;
+        r->qp.timestamp = sl_cql_next_timestamp();
+    }
     int rc = SL_EUNAVAILABLE, timeouts = 0, maybe_applied = 0;
     for (int k = 0; k < np; k++) {
         pthread_mutex_lock(&c->mu);
@@ -988,7 +1079,10 @@ static int run(sl_cql_client *c, rq *r, int flags, int has_token, int64_t token,
                 break;
             }
             if (rc == SL_EIO || rc == SL_ETIMEOUT) {
-                if (rc == SL_ETIMEOUT) timeouts++;
+                if (rc == SL_ETIMEOUT) {
+                    timeouts++;
+                    node_outcome(c, plan[k], 1);
+                }
                 maybe_applied = 1;
                 again = idem && timeouts <= 1;
                 rc = write ? SL_EUNKNOWN : rc == SL_ETIMEOUT ? SL_ETIMEOUT : SL_EUNAVAILABLE;
@@ -1004,6 +1098,7 @@ static int run(sl_cql_client *c, rq *r, int flags, int has_token, int64_t token,
                     *out = res;
                 else
                     sl_cql_res_free(res);
+                node_outcome(c, plan[k], 0);
                 break;
             }
             if (rc < 0) break;
@@ -1077,7 +1172,8 @@ int sl_cql_prepare(sl_cql_client *c, const char *query, sl_cql_stmt **out) {
     pthread_mutex_lock(&c->mu);
     int np = make_plan(c, 0, 0, NULL, plan);
     pthread_mutex_unlock(&c->mu);
-    for (int k = 0; k < np; k++) {
+    int k = 0;
+    for (; k < np; k++) {
         pthread_mutex_lock(&c->mu);
         pconn *p = pick_conn_locked(c, &c->nodes[plan[k]]);
         pthread_mutex_unlock(&c->mu);
@@ -1090,6 +1186,18 @@ int sl_cql_prepare(sl_cql_client *c, const char *query, sl_cql_stmt **out) {
         free(st->query);
         free(st);
         return rc;
+    }
+    /* And on every other node up, as drivers do: each node keeps its own
+     * cache, and a statement it has not seen costs an UNPREPARED round
+     * trip on the request path (a node that restarts still does). Best
+     * effort: the statement id is the same everywhere. */
+    for (k++; k < np; k++) {
+        pthread_mutex_lock(&c->mu);
+        pconn *p = pick_conn_locked(c, &c->nodes[plan[k]]);
+        pthread_mutex_unlock(&c->mu);
+        if (!p) continue;
+        prepare_on(c, p->c, st, c->cfg.request_timeout_ms);
+        pconn_release(c, p);
     }
     pthread_mutex_lock(&c->mu);
     for (sl_cql_stmt *s = c->stmts; s; s = s->next)
@@ -1134,6 +1242,43 @@ int sl_cql_batch_exec(sl_cql_client *c, uint8_t type, const sl_cql_batch_item *i
     return run(c, &r, o ? o->flags : 0, has, token, timeout_of(c, o), out);
 }
 
+int sl_cql_schema_change(sl_cql_client *c, const char *query, int timeout_ms) {
+    pthread_mutex_lock(&c->ctl_mu);
+    if (!c->control) {
+        pthread_mutex_unlock(&c->ctl_mu);
+        return SL_EUNAVAILABLE;
+    }
+    size_t cap = strlen(query) + 64;
+    uint8_t *buf = malloc(cap);
+    if (!buf) {
+        pthread_mutex_unlock(&c->ctl_mu);
+        return SL_ENOMEM;
+    }
+    sl_cql_wr w = sl_cql_wr_make(buf, cap);
+    sl_cql_qparams qp = sl_cql_qparams_make(SL_CQL_ONE);
+    sl_cql_query_encode(&w, query, strlen(query), &qp);
+    int rc = sl_cql_wr_ok(&w) ? 0 : SL_EINTERNAL;
+    sl_cql_frame f;
+    if (rc == 0) rc = sl_cql_conn_request(c->control, SL_CQL_OP_QUERY, buf, w.len, timeout_ms, &f, NULL);
+    free(buf);
+    if (rc == 0) {
+        sl_cql_error err;
+        uint8_t *eb = NULL;
+        sl_cql_res *res = NULL;
+        rc = decode_frame(&f, &res, &err, &eb);
+        if (rc == 1) {
+            rc = map_error(c, &(rq){.opcode = SL_CQL_OP_QUERY, .query = query}, 0, &err);
+            free(eb);
+        }
+        sl_cql_res_free(res);
+    } else if (rc == SL_ETIMEOUT || rc == SL_EIO) {
+        rc = SL_EUNKNOWN;
+    }
+    pthread_mutex_unlock(&c->ctl_mu);
+    if (rc == 0 && sl_cql_wait_schema_agreement(c, timeout_ms) != 0) rc = SL_ETIMEOUT;
+    return rc;
+}
+
 int sl_cql_wait_schema_agreement(sl_cql_client *c, int timeout_ms) {
     int64_t end = mono_ms() + timeout_ms;
     for (;;) {
@@ -1143,15 +1288,27 @@ int sl_cql_wait_schema_agreement(sl_cql_client *c, int timeout_ms) {
         if (c->control &&
             conn_query(c->control, "SELECT schema_version FROM system.local WHERE key='local'",
                        c->cfg.request_timeout_ms, &a) == 0 &&
-            conn_query(c->control, "SELECT schema_version FROM system.peers", c->cfg.request_timeout_ms,
-                       &b) == 0) {
+            conn_query(c->control, "SELECT peer, rpc_address, schema_version FROM system.peers",
+                       c->cfg.request_timeout_ms, &b) == 0) {
             sl_cql_rd ra = a->r.rows, rb = b->r.rows;
-            sl_cql_bytes va, vb;
-            agreed = a->r.nrows == 1 && sl_cql_rows_next(&ra, &va) == 1;
-            for (int32_t i = 0; agreed && i < b->r.nrows; i++)
-                if (sl_cql_rows_next(&rb, &vb) != 1 || vb.len != va.len ||
-                    (vb.len > 0 && memcmp(vb.p, va.p, (size_t)vb.len) != 0))
+            sl_cql_bytes va, peer, addr, vb;
+            agreed = a->r.nrows == 1 && sl_cql_rows_next(&ra, &va) == 1 && b->r.meta.ncols == 3;
+            /* Nodes that are down never agree; drivers leave them out too. */
+            for (int32_t i = 0; agreed && i < b->r.nrows; i++) {
+                if (sl_cql_rows_next(&rb, &peer) != 1 || sl_cql_rows_next(&rb, &addr) != 1 ||
+                    sl_cql_rows_next(&rb, &vb) != 1) {
                     agreed = 0;
+                    break;
+                }
+                char host[64];
+                inet_str(addr, host, sizeof host);
+                if (!host[0] || strcmp(host, "0.0.0.0") == 0) inet_str(peer, host, sizeof host);
+                pthread_mutex_lock(&c->mu);
+                int ni = find_node(c, host), up = ni >= 0 && c->nodes[ni].up && !c->nodes[ni].removed;
+                pthread_mutex_unlock(&c->mu);
+                if (up && (vb.len != va.len || (vb.len > 0 && memcmp(vb.p, va.p, (size_t)vb.len) != 0)))
+                    agreed = 0;
+            }
         }
         sl_cql_res_free(a);
         sl_cql_res_free(b);

@@ -41,7 +41,7 @@ const sl_table sl_t_pointers = {
 const sl_table sl_t_messages = {"messages",
                                 2,
                                 1,
-                                15,
+                                16,
                                 {{"qkey", SL_TEXT},
                                  {"bucket", SL_INT},
                                  {"id", SL_INT},
@@ -56,7 +56,8 @@ const sl_table sl_t_messages = {"messages",
                                  {"dcount", SL_INT},
                                  {"state", SL_INT},
                                  {"nonce", SL_INT},
-                                 {"dest", SL_TEXT}}};
+                                 {"dest", SL_TEXT},
+                                 {"put_vis", SL_INT}}};
 const sl_table sl_t_leases = {
     "leases",
     2,

@@ -55,9 +55,37 @@ static void msg_key(sl_write *w, const char *qkey, int64_t bucket, int64_t id) {
     w->row.v[M_ID] = sl_vint(id);
 }
 
+static int unset(const sl_val *v) {
+    return !v->set || v->null;
+}
+
+/* Fills in what a row that no compare-and-set has touched yet lacks (see
+ * queue_int.h): version 0, no delivery, visible from put_vis on, READY or,
+ * when the put was delayed, WAITING. Every message row read goes through
+ * it, so the rest of the engine sees one shape. The nonce stays unset: it
+ * tells such a row (see cond_of). Marker rows are left alone. */
+void msg_norm(sl_row *m) {
+    if (m->v[M_ID].i < 0) return;
+    int64_t put = m->v[M_PUT].i, vis = unset(&m->v[M_PUTVIS]) ? put : m->v[M_PUTVIS].i;
+    if (unset(&m->v[M_VERSION])) m->v[M_VERSION] = sl_vint(0);
+    if (unset(&m->v[M_DCOUNT])) m->v[M_DCOUNT] = sl_vint(0);
+    if (unset(&m->v[M_VISIBLE])) m->v[M_VISIBLE] = sl_vint(vis);
+    if (unset(&m->v[M_STATE])) m->v[M_STATE] = sl_vint(vis > put ? MS_WAITING : MS_READY);
+}
+
+/* The condition that column col (version or state) of row m, as read and
+ * normalised, still holds its value: "is null" on a row that no
+ * compare-and-set has written yet (it has no nonce), since msg_norm made
+ * the value up. */
+static sl_cond cond_of(const sl_row *m, int col) {
+    return (sl_cond){col, unset(&m->v[M_NONCE]) ? sl_vnull() : sl_vint(m->v[col].i)};
+}
+
 static int get_msg(sl_engine *e, const char *qkey, int64_t bucket, int64_t id, int cons, sl_result *r) {
     sl_val key[3] = {sl_vtext(qkey), sl_vint(bucket), sl_vint(id)};
-    return sl_store_get(e->st, &sl_t_messages, key, cons, r);
+    int rc = sl_store_get(e->st, &sl_t_messages, key, cons, r);
+    if (rc == 0) msg_norm(&r->rows[0]);
+    return rc;
 }
 
 /* --- Receipts -------------------------------------------------------------- */
@@ -194,6 +222,18 @@ static int claim(sl_engine *e, qstate *q, int64_t *id, int64_t *block_ms) {
         } else if (q->id_next < q->id_end && q->claim_k > 1) {
             q->claim_k /= 2;
         }
+        /* The rest of the block is given up for good: no id of it was
+         * handed out, and none will be, so the reader of this node may
+         * seal its whole buckets without waiting for rows (gap_clock);
+         * other nodes wait out the grace once for the run of them. */
+        if (q->id_next < q->id_end) {
+            for (int64_t b = (q->id_next + S - 1) / S; b < q->id_end / S; b++) {
+                int slot = (int)(b % READ_SCAN_MAX);
+                q->claim_bucket[slot] = b + 1;
+                q->claim_ms[slot] = CLAIM_UNUSED;
+            }
+            q->id_end = q->id_next;
+        }
         int64_t len = q->claim_k * S;
         pthread_mutex_unlock(&q->mu);
         sl_val key[1] = {sl_vtext(q->qkey)};
@@ -265,7 +305,9 @@ int msg_scan_bucket(sl_engine *e, qstate *q, int64_t bucket, sl_result *out) {
     s.pk[0] = sl_vtext(q->qkey);
     s.pk[1] = sl_vint(bucket);
     s.limit = q->opts.bucket_size + 2;
-    return sl_store_slice(e->st, &s, out);
+    int rc = sl_store_slice(e->st, &s, out);
+    for (size_t i = 0; rc == 0 && i < out->n; i++) msg_norm(&out->rows[i]);
+    return rc;
 }
 
 /* The lease index entry of message id (at version) that becomes due at
@@ -325,8 +367,12 @@ static void lease_dues_note(qstate *q, const sl_write *w, size_t n) {
     pthread_mutex_unlock(&q->mu);
 }
 
-/* Forgets the remembered due times up to now; caller holds q->mu. */
+/* Forgets the remembered due times up to now less SETTLE_MS; caller holds
+ * q->mu. Entries due since may not have landed when a scan looks for them
+ * (most are written without waiting), so their due times keep the next
+ * receives scanning until they are settled, as the scan's cursor does. */
 static void lease_dues_pop(qstate *q, int64_t now) {
+    now -= SETTLE_MS;
     while (q->ndues > 0 && q->dues[0] <= now) {
         int64_t last = q->dues[--q->ndues];
         size_t i = 0;
@@ -490,11 +536,9 @@ static int put_rows(sl_engine *e, qstate *q, const sl_put *msgs, size_t n, char 
         x->row.v[M_TAG] = sl_vtext(p[i].tag);
         x->row.v[M_PUT] = sl_vint(now);
         x->row.v[M_EXP] = sl_vint(exp);
-        x->row.v[M_VISIBLE] = sl_vint(visible);
-        x->row.v[M_VERSION] = sl_vint(0);
-        x->row.v[M_DCOUNT] = sl_vint(0);
-        x->row.v[M_STATE] = sl_vint(m->delay_s > 0 ? MS_WAITING : MS_READY);
-        x->row.v[M_NONCE] = sl_vint(eng_nonce());
+        /* Only the columns no compare-and-set writes (queue_int.h): a
+         * first attempt that lands late cannot undo a lease or an ack. */
+        x->row.v[M_PUTVIS] = sl_vint(visible);
         *any_visible += m->delay_s == 0;
         /* A delayed message is tracked by the lease index from the start, so
          * that it never holds up the bucket it lives in. Its entry is
@@ -613,8 +657,8 @@ int msg_move(sl_engine *e, qstate *src, const sl_row *row, qstate *dst, int rese
     w.row.v[M_VERSION] = sl_vint(row->v[M_VERSION].i + 1);
     w.row.v[M_DEST] = sl_vtext(dest);
     w.row.v[M_NONCE] = sl_vint(eng_nonce());
-    w.cond[0] = (sl_cond){M_VERSION, sl_vint(row->v[M_VERSION].i)};
-    w.cond[1] = (sl_cond){M_STATE, sl_vint(row->v[M_STATE].i)};
+    w.cond[0] = cond_of(row, M_VERSION);
+    w.cond[1] = cond_of(row, M_STATE);
     w.ncond = 2;
     if ((rc = eng_cas(e, &w, M_NONCE, NULL)) != 0) return rc;
     sl_row moving = *row;
@@ -688,8 +732,8 @@ static void lease_write(qstate *q, const sl_row *m, int64_t now, int64_t visible
     w->row.v[M_VISIBLE] = sl_vint(visible);
     w->row.v[M_DCOUNT] = sl_vint(m->v[M_DCOUNT].i + 1);
     w->row.v[M_NONCE] = sl_vint(eng_nonce());
-    w->cond[0] = (sl_cond){M_VERSION, sl_vint(m->v[M_VERSION].i)};
-    w->cond[1] = (sl_cond){M_STATE, sl_vint(m->v[M_STATE].i)};
+    w->cond[0] = cond_of(m, M_VERSION);
+    w->cond[1] = cond_of(m, M_STATE);
     w->ncond = 2;
 }
 
@@ -985,6 +1029,32 @@ static int take_due(sl_engine *e, qstate *q, int max, int invis_s, sl_message *o
  * the repair worker). Returns SEAL_DONE when b carries its marker already,
  * SEAL_NOW when it may be sealed, 0 when not. */
 enum { SEAL_DONE = 1, SEAL_NOW };
+
+/* The gap clock of bucket b, which ids have moved past and which holds
+ * present rows, fewer than its size: returns when it started. It starts
+ * when the bucket is first seen so, whether or not it still has READY rows,
+ * and again whenever a row arrives; for a block this node claimed, at the
+ * claim (its ids were handed out no earlier), and for buckets of a block
+ * this node gave up before it used them, long ago: no row can ever appear
+ * there (see claim). Every bucket of the reader window is noted as it is
+ * read, not only the front one, so that a run of gaps is waited out once,
+ * side by side, rather than one grace period per bucket. */
+static int64_t gap_clock(qstate *q, int64_t b, int64_t present, int64_t now) {
+    int slot = (int)(b % READ_SCAN_MAX);
+    pthread_mutex_lock(&q->mu);
+    if (q->gap_bucket[slot] != b + 1 || q->gap_present[slot] != present) {
+        int first = q->gap_bucket[slot] != b + 1;
+        q->gap_bucket[slot] = b + 1; /* +1: zero means "no bucket" */
+        q->gap_present[slot] = present;
+        int claimed = first && q->claim_bucket[slot] == b + 1 && q->claim_ms[slot] < now;
+        q->gap_since[slot] = claimed ? q->claim_ms[slot] : now;
+    }
+    int64_t since = q->claim_bucket[slot] == b + 1 && q->claim_ms[slot] == CLAIM_UNUSED ? CLAIM_UNUSED
+                                                                                         : q->gap_since[slot];
+    pthread_mutex_unlock(&q->mu);
+    return since;
+}
+
 static int seal_state(sl_engine *e, qstate *q, int64_t b, const sl_result *r, int ready, int64_t now) {
     int64_t S = q->opts.bucket_size, present = 0;
     for (size_t i = 0; i < r->n; i++) {
@@ -995,24 +1065,7 @@ static int seal_state(sl_engine *e, qstate *q, int64_t b, const sl_result *r, in
     int64_t head = q->head;
     pthread_mutex_unlock(&q->mu);
     if (head < (b + 1) * S) return 0;
-    /* The gap clock starts when the bucket is first seen complete in ids
-     * but short of rows, whether or not it still has READY rows. */
-    if (present < S) {
-        int slot = (int)(b % READ_SCAN_MAX);
-        pthread_mutex_lock(&q->mu);
-        if (q->gap_bucket[slot] != b + 1 || q->gap_present[slot] != present) {
-            /* First seen, the clock of a block this node claimed starts at
-             * the claim (its ids were handed out no earlier); otherwise,
-             * and whenever a row arrives, it starts now. */
-            int first = q->gap_bucket[slot] != b + 1;
-            q->gap_bucket[slot] = b + 1; /* +1: zero means "no bucket" */
-            q->gap_present[slot] = present;
-            q->gap_since[slot] = first && q->claim_bucket[slot] == b + 1 && q->claim_ms[slot] < now ? q->claim_ms[slot] : now;
-        }
-        int64_t since = q->gap_since[slot];
-        pthread_mutex_unlock(&q->mu);
-        if (now - since < e->cfg.lease_grace_ms) return 0;
-    }
+    if (present < S && now - gap_clock(q, b, present, now) < e->cfg.lease_grace_ms) return 0;
     return ready ? 0 : SEAL_NOW;
 }
 
@@ -1300,7 +1353,10 @@ static int fresh_fill(sl_engine *e, qstate *q, int *found, int64_t *seal, int *n
              * and taken whole. */
             if (b == next && present == S && all) next = b + 1;
             /* The prefix: buckets from the reader on that are sealed, or
-             * may be and are noted in seal[] for the caller to seal. */
+             * may be and are noted in seal[] for the caller to seal. Past
+             * it, a bucket short of rows starts its gap clock now. */
+            if (!prefix && present < S && (b + 1) * S <= head && !(r.n > 0 && r.rows[0].v[M_ID].i < 0))
+                gap_clock(q, b, present, now);
             if (prefix) {
                 int st = seal_state(e, q, b, &r, nc > 0, now);
                 if (st == SEAL_DONE && *nseal == 0) {
@@ -1363,11 +1419,16 @@ static int fresh_fill(sl_engine *e, qstate *q, int *found, int64_t *seal, int *n
  * pool is full, the rows are left for a refill to find instead. */
 static void fresh_feed(qstate *q, const sl_write *w, size_t n) {
     sl_row *copies[SL_BATCH_MAX];
-    size_t sizes[SL_BATCH_MAX], k = 0;
-    for (size_t i = 0; i < n && k < SL_BATCH_MAX; i++)
-        if (w[i].row.v[M_STATE].i == MS_READY && (copies[k] = row_dup(&w[i].row, &sizes[k])) != NULL) k++;
+    size_t sizes[SL_BATCH_MAX], k = 0, ready = 0;
+    for (size_t i = 0; i < n && k < SL_BATCH_MAX; i++) {
+        sl_row m = w[i].row; /* as a read would see it */
+        msg_norm(&m);
+        if (m.v[M_STATE].i != MS_READY) continue;
+        ready++;
+        if ((copies[k] = row_dup(&m, &sizes[k])) != NULL) k++;
+    }
     pthread_mutex_lock(&q->mu);
-    if (k < n) q->fresh_dirty = 1;
+    if (k < ready) q->fresh_dirty = 1; /* out of memory: a refill finds the rest */
     for (size_t i = 0; i < k; i++) {
         if (q->fresh_scanning) {
             free(copies[i]);
@@ -1594,7 +1655,9 @@ int sl_msg_update(sl_engine *e, const char *account, const char *queue, const ch
     if (rc == SL_ENOTAPPLIED) return SL_ECONFLICT;
     if (rc) return rc;
     lease_entry_cancel(q, id, version);
-    msg_lease_entry(e, q, id, version + 1, visible, exp, 1);
+    /* A message returned now (or soon) is found through its entry: write
+     * it before answering, so that a receive right after finds it. */
+    msg_lease_entry(e, q, id, version + 1, visible, exp, invis_s > 1);
     receipt_make(q, new_receipt, id, version + 1, exp);
     snprintf(tag, SL_TAG_MAX, "%s", newtag);
     if (invis_s == 0) eng_notify(e, q);

@@ -11,11 +11,20 @@
  *   queue_index (shard) qkey           account name status bsize [work list]
  *   monoton     (qkey)                 next nonce             [id blocks]
  *   pointers    (qkey) name            value nonce            [reader, repair, purge, lease]
- *   messages    ((qkey, bucket)) id    mid body attrs tag put_ms exp_ms
- *                                      visible_ms version dcount state
+ *   messages    ((qkey, bucket)) id    mid body attrs tag put_ms exp_ms put_vis
+ *                                      | visible_ms version dcount state
  *                                      nonce dest
  *               the row id = -1 of a bucket is its seal marker: state
  *               SEALED or FINALIZED, put_ms = when it was sealed.
+ *               A put writes the columns left of the bar, with a plain
+ *               write; only compare-and-sets write those right of it
+ *               (msg_norm reads a row that has none of them yet: READY,
+ *               or WAITING until put_vis when the put was delayed). On
+ *               Cassandra a plain write whose first attempt landed late
+ *               (after a retry succeeded and the message was leased and
+ *               acked) so rewrites only what it wrote before, with the
+ *               same values, and can never undo a lease or an ack
+ *               (store.h, "Timestamps").
  *   leases      ((qkey, minute)) due id   version     [when a waiting
  *               message becomes visible: leases, delays, returns]
  *   counters    (qkey) name            value nonce
@@ -57,7 +66,7 @@ enum { MO_QKEY, MO_NEXT, MO_NONCE };
 enum { PT_QKEY, PT_NAME, PT_VALUE, PT_NONCE };
 enum {
     M_QKEY, M_BUCKET, M_ID, M_MID, M_BODY, M_ATTRS, M_TAG, M_PUT, M_EXP, M_VISIBLE, M_VERSION, M_DCOUNT,
-    M_STATE, M_NONCE, M_DEST
+    M_STATE, M_NONCE, M_DEST, M_PUTVIS
 };
 enum { L_QKEY, L_MINUTE, L_DUE, L_ID, L_VERSION };
 enum { C_QKEY, C_NAME, C_VALUE, C_NONCE };
@@ -81,6 +90,7 @@ extern const sl_table sl_t_accounts, sl_t_queues, sl_t_queue_index, sl_t_monoton
 #define FRESH_IDLE_MS 50          /* see fresh_dirty */
 #define CAS_SLOTS 8               /* combiners per queue, by partition (eng_cas_many) */
 #define CLAIM_MAX_BUCKETS 16      /* an id block spans this many buckets at most */
+#define CLAIM_UNUSED (INT64_MIN / 4) /* claim_ms of a bucket whose ids were given up unused */
 #define CLAIM_FAST_MS 250         /* a block used up faster than this: the next one is twice as long */
 #define LEASE_DEFER_MS 1000       /* a lease entry is written this long after the lease */
 #define LEASE_DEFER_MIN_MS 2000   /* if the lease lasts at least this long */
@@ -215,6 +225,7 @@ void eng_notify_n(sl_engine *e, qstate *q, size_t n);
 void eng_set_key(sl_write *w, const sl_table *t);
 
 /* message.c */
+void msg_norm(sl_row *m);
 int msg_claim(sl_engine *e, qstate *q, int64_t *id);
 int msg_write_new(sl_engine *e, qstate *q, const sl_row *proto, int64_t *id_out);
 int msg_move(sl_engine *e, qstate *src, const sl_row *row, qstate *dst, int reset, int dead);

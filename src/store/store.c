@@ -129,6 +129,8 @@ sl_fault_action sl_fault_random(void *ctx, const sl_write *w, size_t n) {
         act = SL_FAULT_UNKNOWN_DROPPED;
     else if (r < (edge += c->delay_ppm))
         act = SL_FAULT_DELAY;
+    else if (r < (edge += c->duplicate_ppm))
+        act = SL_FAULT_DUPLICATE;
     if (act != SL_FAULT_NONE) c->injected++;
     return act;
 }

@@ -26,6 +26,32 @@
  *    (SL_READ_SERIAL) and comparing with what they wrote; the engine writes a
  *    per-operation nonce column for exactly this purpose.
  *
+ * Timestamps. Cassandra resolves two writes of one cell by their
+ * timestamps, the last write wins, and a write may land long after it was
+ * issued: a first attempt stuck on a frozen or partitioned coordinator can
+ * be applied after its retry succeeded on another node, and after every
+ * write made since (even when apply() answered 0: the retry's success is
+ * what it reports). So:
+ *  - Every plain write (upsert, delete) carries a timestamp fixed when it
+ *    is first issued, the same through every retry (store_cql.c: client-side
+ *    timestamps, the wall clock's milliseconds, unique per process). A late
+ *    landing then changes only the cells that no write made after it has
+ *    written or deleted. The embedded store replays this with its fault
+ *    hook (SL_FAULT_DELAY, SL_FAULT_DUPLICATE, sl_store_sqlite_release_delayed).
+ *  - A compare-and-set carries the timestamp of its Paxos ballot, made by
+ *    the coordinator from its own clock. Between a plain write and a
+ *    compare-and-set of the same cell, which one wins is therefore a matter
+ *    of clocks (of the Sluice node and the Cassandra nodes), not of the
+ *    order the caller issued them in: within a millisecond or a clock skew,
+ *    a plain write made before a compare-and-set can still win over it.
+ *  - Hence the rule callers follow: a plain write never writes a cell that
+ *    compare-and-sets also write, except to delete rows that nothing will
+ *    write again (a finalized bucket, a deleted queue's rows), long after
+ *    their last compare-and-set. The queue engine's message rows keep it
+ *    with columns that only the put writes and columns that only
+ *    compare-and-sets write (queue/queue_int.h). A plain write is retried
+ *    only when landing twice, or late, does no harm under these rules.
+ *
  * Ownership: every value passed in is borrowed for the duration of the call.
  * Rows returned in an sl_result point into memory owned by the result, which
  * the caller frees with sl_result_free(). A result must be initialised with
@@ -258,19 +284,32 @@ typedef enum {
     SL_FAULT_FAIL,                /* not applied; caller gets SL_EUNAVAILABLE */
     SL_FAULT_UNKNOWN_APPLIED,     /* applied; caller gets SL_EUNKNOWN */
     SL_FAULT_UNKNOWN_DROPPED,     /* not applied; caller gets SL_EUNKNOWN */
-    SL_FAULT_DELAY                /* caller gets SL_EUNKNOWN now; the writes
+    SL_FAULT_DELAY,               /* caller gets SL_EUNKNOWN now; the writes
                                      are parked and applied (CAS conditions
                                      evaluated then) by
                                      sl_store_sqlite_release_delayed() */
+    SL_FAULT_DUPLICATE            /* applied now, and the caller gets what
+                                     apply() says; a copy is parked and lands
+                                     again at release: a first attempt that
+                                     timed out and landed after its retry */
 } sl_fault_action;
 
 /* The hook sees each apply() before it runs. It is called from the caller's
  * thread, never concurrently with itself for one store. */
 typedef sl_fault_action (*sl_fault_fn)(void *ctx, const sl_write *w, size_t n);
 void sl_store_sqlite_set_fault(sl_store *s, sl_fault_fn fn, void *ctx);
-/* Applies every parked (delayed) write, in the order they were parked.
- * Returns how many apply() calls were released, or a negative code. */
+/* Applies every parked (delayed or duplicated) write, in the order they
+ * were parked, as writes that land late (see "Timestamps" above): a
+ * compare-and-set has its conditions evaluated then; a plain write keeps
+ * the timestamp it was issued with, so it changes only the cells that no
+ * write made since it was parked has written or deleted. Returns how many
+ * apply() calls were released, or a negative code. */
 int sl_store_sqlite_release_delayed(sl_store *s);
+/* landing = 1: released plain writes are stamped when they land instead,
+ * and overwrite whatever was written since, as on a Cassandra whose
+ * coordinators stamp writes (Sluice before client-side timestamps). The
+ * engine must keep its guarantees either way. Default 0. */
+void sl_store_sqlite_set_late_stamps(sl_store *s, int landing);
 
 /* A seeded random fault source: each apply() draws from a xorshift
  * generator seeded with seed, and gets each action with the probability
@@ -279,7 +318,7 @@ int sl_store_sqlite_release_delayed(sl_store *s);
  * touched. Use with sl_fault_random as the hook and &cfg as its ctx. */
 typedef struct {
     uint64_t seed;
-    uint32_t fail_ppm, unknown_applied_ppm, unknown_dropped_ppm, delay_ppm;
+    uint32_t fail_ppm, unknown_applied_ppm, unknown_dropped_ppm, delay_ppm, duplicate_ppm;
     const char *only_table;
     int only_cas;
     uint64_t state; /* generator state; 0 means "start from seed" */

@@ -37,10 +37,11 @@
  *    add up to more than SPLIT_BATCH_BYTES goes partition by partition, each
  *    an unlogged batch (a single mutation, atomic): then it is atomic per
  *    partition only, and a failure can leave the first partitions written.
- *  - Writes carry the coordinator's timestamps, and every write of a batch
- *    has the same one: a batch that deletes a row and writes it again loses
- *    the write (a tombstone wins a tie), where the embedded store applies
- *    batch writes in order.
+ *  - Plain writes carry a client-side timestamp fixed at their first
+ *    attempt (cluster.c, store.h "Timestamps"); compare-and-sets carry their
+ *    Paxos ballot's. Every write of a batch has the same timestamp: a batch
+ *    that deletes a row and writes it again loses the write (a tombstone
+ *    wins a tie), where the embedded store applies batch writes in order.
  *  - Values: the contract's 16 MiB per value holds only when the cluster
  *    accepts such mutations (commitlog_segment_size of 32 MiB or more, and
  *    native_transport_max_frame_size above the frame); a default node stops
@@ -52,6 +53,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../cql/client.h"
 #include "store_int.h"
@@ -664,10 +666,22 @@ static int cq_ensure(sl_store *st, const sl_table *const *tables, size_t n) {
     return 0;
 }
 
+/* One schema change, then a wait until every live node has it: the next
+ * statement (DDL that names the keyspace, a read of system_schema, a
+ * write) may go to another node, which would not know the keyspace or the
+ * table yet (issue 11: on a fresh 3-node cluster, `sluice schema
+ * --create-keyspace` failed that way every time). */
 static int ddl(cq_store *s, const char *q) {
-    sl_cql_opts o = {.flags = SL_CQL_IDEMPOTENT, .consistency = SL_CQL_ONE, .timeout_ms = DDL_TIMEOUT_MS};
-    int rc = sl_cql_query(s->cl, q, NULL, 0, &o, NULL);
-    if (rc) sl_log(SL_ERR, "store: %s: %s", q, sl_strerror(rc));
+    int rc = SL_EUNAVAILABLE;
+    for (int attempt = 0; attempt < 3 && (rc == SL_EUNAVAILABLE || rc == SL_EUNKNOWN); attempt++) {
+        if (attempt) sleep(1); /* the control connection is being reopened */
+        rc = sl_cql_schema_change(s->cl, q, DDL_TIMEOUT_MS); /* statements of IF NOT EXISTS: idempotent */
+    }
+    if (rc == SL_ETIMEOUT)
+        sl_log(SL_ERR, "store: the nodes did not agree on the schema within %d s after: %s",
+               DDL_TIMEOUT_MS / 1000, q);
+    else if (rc)
+        sl_log(SL_ERR, "store: %s: %s", q, sl_strerror(rc));
     return rc;
 }
 
@@ -777,7 +791,6 @@ int sl_store_cql_schema(sl_store *st, const sl_table *const *tables, size_t n, i
             sb_add(&b, " ");
             sb_add(&b, col < t->ncol ? type_name(t->cols[col].type) : "boolean");
             if ((rc = b.oom ? SL_ENOMEM : ddl(s, b.p))) break;
-            sl_cql_wait_schema_agreement(s->cl, 10000);
         }
     }
     if (rc == 0 && sl_cql_wait_schema_agreement(s->cl, 30000))

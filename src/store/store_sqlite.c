@@ -100,11 +100,17 @@ typedef struct req {
     void *cb_arg;
 } req;
 
-/* A delayed apply(): a deep copy of its writes in one allocation. */
+/* A delayed apply(): a deep copy of its writes in one allocation. While it
+ * is parked, the writer notes what later writes did to its rows (see
+ * note_shadows), so that it can land as a Cassandra write stamped when it
+ * was issued would: shadow[k] has the columns of w[k] written since, gone[k]
+ * says w[k]'s row (or partition) was deleted since. */
 typedef struct parked {
     struct parked *next;
     size_t n;
     sl_write *w;
+    uint32_t *shadow;
+    uint8_t *gone;
 } parked;
 
 typedef struct {
@@ -136,6 +142,8 @@ typedef struct {
 
     pthread_mutex_t pmu; /* guards the parked list */
     parked *phead, *ptail;
+    int nparked;          /* atomic: items on it; the writer notes shadows only then */
+    int late_stamps;      /* sl_store_sqlite_set_late_stamps */
 } sq_store;
 
 static const sl_store_type sq_type;
@@ -564,6 +572,8 @@ static int write_one(conn *c, const sl_write *w, int64_t now) {
     return run(st);
 }
 
+static void note_shadows(sq_store *s, const sl_write *w, size_t n);
+
 /* Executes one apply() inside the group's transaction. Conditions are all
  * checked before anything is written, so a batch that is not applied leaves
  * no trace, and every condition sees the state before the batch, as in a
@@ -586,6 +596,7 @@ static int do_writes(sq_store *s, req *r) {
     }
     for (size_t k = 0; k < r->n; k++)
         if ((rc = write_one(s->wc, &r->w[k], now))) return rc;
+    if (__atomic_load_n(&s->nparked, __ATOMIC_ACQUIRE) > 0) note_shadows(s, r->w, r->n);
     return 0;
 }
 
@@ -839,10 +850,9 @@ static void val_copy(sl_val *v, char **dst) {
     *dst += v->n;
 }
 
-/* Parks a deep copy of w[0..n): the caller's values are only borrowed. */
 /* A deep copy of n writes in one allocation (values are borrowed). */
 static parked *copy_writes(const sl_write *w, size_t n) {
-    size_t bytes = sizeof(parked) + n * sizeof(sl_write);
+    size_t bytes = sizeof(parked) + n * (sizeof(sl_write) + sizeof(uint32_t) + 1);
     for (size_t k = 0; k < n; k++) {
         for (int i = 0; i < w[k].t->ncol; i++)
             bytes += val_bytes(&w[k].row.v[i]);
@@ -855,7 +865,11 @@ static parked *copy_writes(const sl_write *w, size_t n) {
     p->n = n;
     p->w = (sl_write *)(p + 1);
     memcpy(p->w, w, n * sizeof(sl_write));
-    char *dst = (char *)(p->w + n);
+    p->shadow = (uint32_t *)(p->w + n);
+    p->gone = (uint8_t *)(p->shadow + n);
+    memset(p->shadow, 0, n * sizeof *p->shadow);
+    memset(p->gone, 0, n);
+    char *dst = (char *)(p->gone + n);
     for (size_t k = 0; k < n; k++) {
         for (int i = 0; i < w[k].t->ncol; i++)
             val_copy(&p->w[k].row.v[i], &dst);
@@ -874,8 +888,80 @@ static int park(sq_store *s, const sl_write *w, size_t n) {
     else
         s->phead = p;
     s->ptail = p;
+    __atomic_add_fetch(&s->nparked, 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&s->pmu);
     return 0;
+}
+
+/* Whether a and b (of one table) agree on their first ncols key columns. */
+static int same_key(const sl_write *a, const sl_write *b, int ncols) {
+    for (int i = 0; i < ncols; i++)
+        if (!sl_store_val_eq(a->t->cols[i].type, &a->row.v[i], &b->row.v[i])) return 0;
+    return 1;
+}
+
+/* The writer, after applying w[0..n): notes on every parked plain write
+ * what these newer writes did to its rows. */
+static void note_shadows(sq_store *s, const sl_write *w, size_t n) {
+    pthread_mutex_lock(&s->pmu);
+    for (parked *p = s->phead; p; p = p->next)
+        for (size_t k = 0; k < p->n; k++) {
+            const sl_write *o = &p->w[k];
+            const sl_table *t = o->t;
+            int nkey = t->npk + t->nck;
+            for (size_t j = 0; j < n; j++) {
+                const sl_write *x = &w[j];
+                if (x->t != t || !same_key(x, o, t->npk)) continue;
+                int row = o->kind == SL_W_DELETE_PARTITION || x->kind == SL_W_DELETE_PARTITION ||
+                          same_key(x, o, nkey);
+                if (!row) continue;
+                if (x->kind == SL_W_DELETE_ROW || x->kind == SL_W_DELETE_PARTITION) {
+                    p->gone[k] = 1;
+                    continue;
+                }
+                for (int i = nkey; i < t->ncol; i++)
+                    if (x->row.v[i].set) p->shadow[k] |= 1u << i;
+            }
+        }
+    pthread_mutex_unlock(&s->pmu);
+}
+
+/* Rewrites parked plain writes into what they still do when they land with
+ * the timestamp they were issued with (last write wins, per cell): an
+ * upsert writes only the columns nobody wrote since, and nothing if its row
+ * was deleted since; a row delete removes only the columns nobody wrote
+ * since; a partition delete is dropped if anything touched the partition
+ * since (Cassandra would still remove the older rows of it: this errs on
+ * the side of keeping data). Returns how many writes are left in p. */
+static size_t land_stamped(parked *p) {
+    size_t m = 0;
+    for (size_t k = 0; k < p->n; k++) {
+        sl_write *w = &p->w[k];
+        const sl_table *t = w->t;
+        int nkey = t->npk + t->nck, keep = 1;
+        uint32_t sh = p->shadow[k];
+        if (w->kind == SL_W_UPSERT) {
+            keep = !p->gone[k];
+            for (int i = nkey; i < t->ncol; i++)
+                if (sh >> i & 1) w->row.v[i].set = 0;
+        } else if (w->kind == SL_W_DELETE_ROW && (sh || p->gone[k])) {
+            keep = !p->gone[k];
+            w->kind = SL_W_UPSERT; /* the columns it still removes, written as null */
+            for (int i = nkey; i < t->ncol; i++) w->row.v[i] = sh >> i & 1 ? (sl_val){0} : sl_vnull();
+        } else if (w->kind == SL_W_DELETE_PARTITION) {
+            keep = !sh && !p->gone[k];
+        }
+        if (keep) p->w[m++] = *w;
+    }
+    return m;
+}
+
+void sl_store_sqlite_set_late_stamps(sl_store *st, int landing) {
+    if (!st || st->type != &sq_type) return;
+    sq_store *s = (sq_store *)st;
+    pthread_mutex_lock(&s->pmu);
+    s->late_stamps = landing;
+    pthread_mutex_unlock(&s->pmu);
 }
 
 int sl_store_sqlite_release_delayed(sl_store *st) {
@@ -884,11 +970,17 @@ int sl_store_sqlite_release_delayed(sl_store *st) {
     pthread_mutex_lock(&s->pmu);
     parked *p = s->phead;
     s->phead = s->ptail = NULL;
+    __atomic_store_n(&s->nparked, 0, __ATOMIC_RELEASE);
+    int landing = s->late_stamps;
     pthread_mutex_unlock(&s->pmu);
     int count = 0, err = 0;
     while (p) {
         parked *next = p->next;
-        int rc = submit(s, p->w, p->n, NULL, 0, NULL);
+        /* A compare-and-set lands as a late Paxos round: its conditions
+         * are evaluated now. A plain write keeps its first timestamp,
+         * unless the store is told that writes are stamped on landing. */
+        size_t n = landing || sl_write_is_cas(p->w, p->n) ? p->n : land_stamped(p);
+        int rc = n ? submit(s, p->w, n, NULL, 0, NULL) : 0;
         if (rc < 0 && rc != SL_ENOTAPPLIED && !err) err = rc;
         count++;
         free(p);
@@ -938,6 +1030,9 @@ static int sq_apply(sl_store *st, const sl_write *w, size_t n, sl_result *curren
     case SL_FAULT_UNKNOWN_APPLIED:
         submit(s, w, n, NULL, 0, NULL);
         return SL_EUNKNOWN;
+    case SL_FAULT_DUPLICATE:
+        if ((rc = park(s, w, n)) != 0) return rc;
+        break;
     }
     return submit(s, w, n, NULL, 0, current);
 }
@@ -964,6 +1059,7 @@ static int sq_apply_async(sl_store *st, const sl_write *w, size_t n) {
     pthread_mutex_unlock(&s->fmu);
     if (act == SL_FAULT_FAIL || act == SL_FAULT_UNKNOWN_DROPPED) return act == SL_FAULT_FAIL ? SL_EUNAVAILABLE : 0;
     if (act == SL_FAULT_DELAY) return park(s, w, n);
+    if (act == SL_FAULT_DUPLICATE && (rc = park(s, w, n)) != 0) return rc;
     parked *p = copy_writes(w, n);
     req *r = calloc(1, sizeof *r);
     if (!p || !r) {

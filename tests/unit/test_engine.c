@@ -33,6 +33,9 @@ typedef struct {
  * done is called, then finish. The #defines after these wrappers route the
  * tests' calls through them. */
 static int g_async;
+/* 1: late writes on the embedded store are stamped when they land, as on a
+ * Cassandra whose coordinators stamp writes (sl_store_sqlite_set_late_stamps). */
+static int g_landing;
 
 static void t_done(void *arg) {
     sem_post(arg);
@@ -140,6 +143,7 @@ static void reopen_combined(fx *f) {
 
 static int setup(void **state) {
     g_async = 0; /* a failed *_async test does not reset it */
+    g_landing = 0;
     fx *f = calloc(1, sizeof *f);
     snprintf(f->dir, sizeof f->dir, "/tmp/sluice-engine-XXXXXX");
     if (!mkdtemp(f->dir)) return -1;
@@ -503,6 +507,59 @@ static void test_gaps_do_not_starve_delivery(void **state) {
     assert_int_equal(recv1(f, "q", 30, &m), 1);
     assert_string_equal(m.body, "after-the-gaps");
     msg_clear(&m);
+}
+
+/* A run of empty buckets (a block another node claimed and gave up) longer
+ * than the reader window, with a message after it: the gap grace is waited
+ * out once for the whole run, not once per bucket, which took the reader
+ * minutes to cross on Cassandra (issue 11, defect 1: "stranded" messages
+ * that no receive returned for 82 s and more). */
+static void test_gap_run_waited_once(void **state) {
+    fx *f = *state;
+    mkqueue(f, "q", 2, 5, NULL);
+    qstate *q;
+    assert_int_equal(eng_queue(f->e, "acct", "q", &q), 0);
+    sl_write w = {0};
+    w.t = &sl_t_monoton;
+    w.kind = SL_W_UPSERT;
+    w.row.v[MO_QKEY] = sl_vtext(q->qkey);
+    w.row.v[MO_NEXT] = sl_vint(2 * (READ_SCAN_MAX + 16)); /* past the window */
+    assert_int_equal(sl_store_apply(f->st, &w, 1, NULL), 0);
+    assert_int_equal(put(f, "q", "after-the-run", 0), 0);
+    msg_fresh_drop(q); /* as if another node had put it: found by reading only */
+    sl_message m;
+    assert_int_equal(recv1(f, "q", 30, &m), 0); /* out of reach: the run starts its clocks */
+    sl_clock_advance_ms(2000);                  /* one grace */
+    assert_int_equal(recv1(f, "q", 30, &m), 1);
+    assert_string_equal(m.body, "after-the-run");
+    msg_clear(&m);
+}
+
+/* The buckets of a block this node gave up unused can hold no row, ever:
+ * the reader seals them without waiting for the grace. */
+static void test_abandoned_block_sealed_at_once(void **state) {
+    fx *f = *state;
+    mkqueue(f, "q", 2, 5, NULL);
+    sl_message m;
+    /* ids 0-1, then 2-3 of the block [2,6) */
+    for (int i = 0; i < 4; i++) assert_int_equal(put(f, "q", "m", 0), 0);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(recv1(f, "q", 30, &m), 1);
+        assert_int_equal(sl_msg_ack(f->e, "acct", "q", m.receipt), 0);
+        msg_clear(&m);
+    }
+    sl_clock_advance_ms(1000); /* half the grace: [2,6) is given up at the next put, bucket 2 unused */
+    assert_int_equal(put(f, "q", "next", 0), 0); /* id 6, bucket 3 */
+    assert_int_equal(recv1(f, "q", 30, &m), 1);
+    assert_string_equal(m.body, "next");
+    assert_int_equal(sl_msg_ack(f->e, "acct", "q", m.receipt), 0);
+    msg_clear(&m);
+    assert_int_equal(recv1(f, "q", 30, &m), 0); /* a refill: it seals what it may */
+    qstate *q;
+    assert_int_equal(eng_queue(f->e, "acct", "q", &q), 0);
+    int64_t reader;
+    assert_int_equal(eng_pointer_get(f->e, q->qkey, "reader", &reader), 0);
+    assert_int_equal(reader, 3); /* 0, 1 and the unused 2 sealed at once; 3 waits for id 7 */
 }
 
 /* A write that lands after its bucket was sealed is republished by the
@@ -1211,6 +1268,50 @@ static void test_drain_many_buckets(void **state) {
 
 /* --- Random faults ------------------------------------------------------------ */
 
+
+/* Issue 11, defect 2, on the embedded store: a put's first attempt lands
+ * after its retry succeeded and the message was received and acked (a
+ * coordinator frozen for longer than the request timeout does that). The
+ * acked message must never come back, whether the late write carries the
+ * timestamp it was issued with or one from when it landed. */
+static sl_fault_action duplicate_first_put(void *ctx, const sl_write *w, size_t n) {
+    int *armed = ctx;
+    (void)n;
+    if (*armed && w->t == &sl_t_messages && w->kind == SL_W_UPSERT) {
+        *armed = 0;
+        return SL_FAULT_DUPLICATE;
+    }
+    return SL_FAULT_NONE;
+}
+
+static void late_put_after_ack(fx *f, int landing) {
+    mkqueue(f, "q", 4, 5, NULL);
+    int armed = 1;
+    sl_store_sqlite_set_fault(f->st, duplicate_first_put, &armed);
+    sl_store_sqlite_set_late_stamps(f->st, landing);
+    assert_int_equal(put(f, "q", "once", 0), 0);
+    sl_message m;
+    assert_int_equal(recv1(f, "q", 30, &m), 1);
+    assert_string_equal(m.body, "once");
+    assert_int_equal(sl_msg_ack(f->e, "acct", "q", m.receipt), 0);
+    msg_clear(&m);
+    assert_int_equal(sl_store_sqlite_release_delayed(f->st), 1); /* the first attempt lands */
+    for (int i = 0; i < 4; i++) { /* leases, seals, finalize timeouts, repair */
+        assert_int_equal(recv1(f, "q", 30, &m), 0);
+        sl_clock_advance_ms(40000);
+        assert_int_equal(sl_engine_tick(f->e), 0);
+    }
+    assert_int_equal(qsize(f, "q"), 0);
+}
+
+static void test_late_put_after_ack_stamped(void **state) {
+    late_put_after_ack(*state, 0);
+}
+
+static void test_late_put_after_ack_landing(void **state) {
+    late_put_after_ack(*state, 1);
+}
+
 /* A seeded soak: random puts, receives, acks, updates and clock steps with
  * random store faults on every write. Afterwards, with faults off, the queue
  * is drained; every put that returned 0 must have been delivered, and no
@@ -1224,7 +1325,9 @@ static void soak(fx *f, uint64_t seed) {
     rc.unknown_applied_ppm = 30000;
     rc.unknown_dropped_ppm = 30000;
     rc.delay_ppm = 20000;
+    rc.duplicate_ppm = 20000;
     sl_store_sqlite_set_fault(f->st, sl_fault_random, &rc);
+    sl_store_sqlite_set_late_stamps(f->st, g_landing);
     static int durable[N], delivered[N], acked[N];
     memset(durable, 0, sizeof durable);
     memset(delivered, 0, sizeof delivered);
@@ -1314,6 +1417,18 @@ static void test_soak_seed_2(void **state) {
 static void test_soak_seed_3(void **state) {
     soak(*state, 3);
 }
+/* The same with late plain writes stamped when they land: a late put must
+ * not undo the lease or the ack made after it (issue 11, defect 2). */
+static void test_soak_landing_seed_5(void **state) {
+    g_landing = 1;
+    soak(*state, 5);
+    g_landing = 0;
+}
+static void test_soak_landing_seed_6(void **state) {
+    g_landing = 1;
+    soak(*state, 6);
+    g_landing = 0;
+}
 
 /* The same tests through the calls that do not wait. */
 #define ASYNC(name)                                                                                    \
@@ -1352,6 +1467,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_claimed_id_never_written, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention_expires_messages, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gaps_do_not_starve_delivery, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gap_run_waited_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_abandoned_block_sealed_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_found_after_long_idle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_late_write_republished, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_letter_and_redrive, setup, teardown),
@@ -1380,6 +1497,10 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_soak_seed_2, setup, teardown),
         cmocka_unit_test_setup_teardown(test_soak_seed_3, setup, teardown),
         cmocka_unit_test_setup_teardown(test_soak_combined, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_soak_landing_seed_5, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_soak_landing_seed_6, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_late_put_after_ack_stamped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_late_put_after_ack_landing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_put_receive_ack_async, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redelivery_counts_async, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ack_after_lease_expired_before_redelivery_async, setup, teardown),

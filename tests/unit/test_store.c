@@ -1340,6 +1340,71 @@ static void t_fault_random(void **state) {
     assert_int_equal(ck_put(f->s, "p", 1, 1, "a", "v", 0), 0);
 }
 
+/* Late writes land as Cassandra lands them (store.h, "Timestamps"): a plain
+ * write stamped when it was issued changes only the cells nobody wrote or
+ * deleted since; a duplicate (applied now, and again at release) is the
+ * same; stamped on landing, it overwrites everything. */
+static void t_late_stamps(void **state) {
+    fx *f = *state;
+    sl_store *s = f->s;
+    sl_fault_action act = SL_FAULT_NONE;
+    sl_store_sqlite_set_fault(s, fixed_fault, &act);
+    sl_result r;
+    sl_result_init(&r);
+
+    /* Parked, then one of its columns written: that one keeps the new value. */
+    sl_write w = kv_w(SL_W_UPSERT, "a");
+    w.row.v[KV_I] = sl_vint(1);
+    w.row.v[KV_S] = sl_vtext("late");
+    act = SL_FAULT_DELAY;
+    assert_int_equal(sl_store_apply(s, &w, 1, NULL), SL_EUNKNOWN);
+    act = SL_FAULT_NONE;
+    assert_int_equal(kv_put(s, "a", 2, NULL, 0), 0); /* i only */
+    assert_int_equal(sl_store_sqlite_release_delayed(s), 1);
+    assert_int_equal(kv_get(s, "a", SL_READ_DEFAULT, &r), 0);
+    assert_int_equal(r.rows[0].v[KV_I].i, 2); /* newer: kept */
+    assert_text(&r.rows[0].v[KV_S], "late");  /* nobody wrote it since */
+
+    /* A duplicate that lands after a delete of its row brings nothing back. */
+    w = kv_w(SL_W_UPSERT, "b");
+    w.row.v[KV_I] = sl_vint(1);
+    act = SL_FAULT_DUPLICATE;
+    assert_int_equal(sl_store_apply(s, &w, 1, NULL), 0);
+    act = SL_FAULT_NONE;
+    assert_int_equal(kv_i(s, "b"), 1);
+    sl_write d = kv_w(SL_W_DELETE_ROW, "b");
+    assert_int_equal(sl_store_apply(s, &d, 1, NULL), 0);
+    assert_int_equal(sl_store_sqlite_release_delayed(s), 1);
+    assert_int_equal(kv_i(s, "b"), -999);
+
+    /* A late row delete removes only what was there before it. */
+    assert_int_equal(kv_put(s, "c", 1, "old", 0), 0);
+    act = SL_FAULT_DELAY;
+    assert_int_equal(sl_store_apply(s, &d, 1, NULL), SL_EUNKNOWN); /* "b": nothing there */
+    d = kv_w(SL_W_DELETE_ROW, "c");
+    assert_int_equal(sl_store_apply(s, &d, 1, NULL), SL_EUNKNOWN);
+    act = SL_FAULT_NONE;
+    assert_int_equal(kv_put(s, "c", 3, NULL, 0), 0);
+    assert_int_equal(sl_store_sqlite_release_delayed(s), 2);
+    assert_int_equal(kv_get(s, "c", SL_READ_DEFAULT, &r), 0);
+    assert_int_equal(r.rows[0].v[KV_I].i, 3);  /* written after the delete was issued */
+    assert_false(r.rows[0].v[KV_S].set);        /* deleted */
+
+    /* Stamped on landing, a late write overwrites what was written since. */
+    sl_store_sqlite_set_late_stamps(s, 1);
+    w = kv_w(SL_W_UPSERT, "e");
+    w.row.v[KV_I] = sl_vint(1);
+    act = SL_FAULT_DUPLICATE;
+    assert_int_equal(sl_store_apply(s, &w, 1, NULL), 0);
+    act = SL_FAULT_NONE;
+    assert_int_equal(kv_put(s, "e", 2, NULL, 0), 0);
+    assert_int_equal(sl_store_sqlite_release_delayed(s), 1);
+    assert_int_equal(kv_i(s, "e"), 1);
+    sl_result_free(&r);
+    sl_store_sqlite_set_late_stamps(s, 0);
+    sl_store_sqlite_set_fault(s, NULL, NULL);
+}
+
 /* A request that fails inside the writer fails alone. */
 static void t_request_isolated(void **state) {
     fx *f = *state;
@@ -1462,6 +1527,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(t_purge, sqlite_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(t_group_commit, sqlite_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(t_fault_actions, sqlite_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(t_late_stamps, sqlite_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(t_fault_random, sqlite_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(t_request_isolated, sqlite_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(t_apply_async, sqlite_setup, fx_teardown),
