@@ -1105,12 +1105,21 @@ static void seal_answer(void *arg, int rc) {
  * commit) rather than one after another: a marker past one that failed is
  * still right, since whether a bucket can be sealed does not depend on the
  * buckets before it, and the pointer stops at the failure. */
-static int seal_run(sl_engine *e, qstate *q, const int64_t *b, int n) {
-    int64_t R = -1;
+#define SEAL_GAPS (INT64_C(1) << 62) /* in seal_run's b[]: the bucket was short of rows */
+
+static int seal_late_rows(sl_engine *e, qstate *q, int64_t b);
+
+static int seal_run(sl_engine *e, qstate *q, const int64_t *bs, int n) {
+    int64_t R = -1, b[SEAL_BATCH];
+    int gaps[SEAL_BATCH];
     sl_write w[SEAL_BATCH];
     struct seal_slot slot[SEAL_BATCH];
     struct seal_wait sw = {.left = n};
     if (n > SEAL_BATCH) n = sw.left = SEAL_BATCH;
+    for (int i = 0; i < n; i++) {
+        gaps[i] = (bs[i] & SEAL_GAPS) != 0;
+        b[i] = bs[i] & ~SEAL_GAPS;
+    }
     sem_init(&sw.sem, 0, 0); /* cannot fail for a process-private semaphore */
     for (int i = 0; i < n; i++) {
         memset(&w[i], 0, sizeof w[i]);
@@ -1131,6 +1140,7 @@ static int seal_run(sl_engine *e, qstate *q, const int64_t *b, int n) {
     for (int i = 0; i < n; i++) {
         int rc = eng_cas_settle(e, &w[i], M_NONCE, sw.rc[i], 1);
         if (rc != 0 && rc != SL_ENOTAPPLIED) break;
+        if (rc == 0 && gaps[i] && seal_late_rows(e, q, b[i]) != 0) break;
         R = b[i] + 1;
     }
     pthread_mutex_lock(&q->mu);
@@ -1138,6 +1148,27 @@ static int seal_run(sl_engine *e, qstate *q, const int64_t *b, int n) {
     if (q->reader < R) q->reader = R;
     pthread_mutex_unlock(&q->mu);
     return R < 0 ? 0 : eng_pointer_max(e, q->qkey, "reader", R);
+}
+
+/* A bucket sealed while ids of it had no row yet: a put of one of them may
+ * have landed between the scan that decided to seal and the marker, and
+ * checked for the marker (put_after) before it was there. Read the bucket
+ * again now that the marker is in: a READY row found is moved on at once,
+ * rather than wait for the repair worker's finalize timeout (a false empty
+ * of 20 s and more, seen on a loaded machine); a put that lands after this
+ * read sees the marker itself. */
+static int seal_late_rows(sl_engine *e, qstate *q, int64_t b) {
+    sl_result r;
+    sl_result_init(&r);
+    int rc = msg_scan_bucket(e, q, b, &r);
+    for (size_t i = 0; rc == 0 && i < r.n; i++) {
+        sl_row *m = &r.rows[i];
+        if (m->v[M_ID].i < 0 || m->v[M_STATE].i != MS_READY || msg_purged(q, m)) continue;
+        rc = msg_move(e, q, m, q, 0, 0);
+        if (rc == SL_ENOTAPPLIED) rc = 0; /* taken meanwhile */
+    }
+    sl_result_free(&r);
+    return rc;
 }
 
 /* --- The fresh pool ------------------------------------------------------------ */
@@ -1365,7 +1396,8 @@ static int fresh_fill(sl_engine *e, qstate *q, int *found, int64_t *seal, int *n
                     if (q->reader < R) q->reader = R;
                     pthread_mutex_unlock(&q->mu);
                 } else if (st && *nseal < SEAL_BATCH && (*nseal > 0 || seal_take(q))) {
-                    seal[(*nseal)++] = b; /* a marker there already costs one CAS not applied */
+                    /* A marker there already costs one CAS not applied. */
+                    seal[(*nseal)++] = b | (present < S ? SEAL_GAPS : 0);
                 } else {
                     prefix = 0;
                 }
