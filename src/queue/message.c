@@ -577,7 +577,12 @@ static int put_after(sl_engine *e, qstate *q, const sl_write *w, const put_pendi
         if (sl_now_ms() - p[i].block_ms >= e->cfg.lease_grace_ms / 2 && is_sealed(e, q->qkey, bucket)) {
             sl_result r;
             sl_result_init(&r);
-            if (get_msg(e, q->qkey, bucket, p[i].id, SL_READ_SERIAL, &r) == 0) msg_move(e, q, &r.rows[0], q, 0, 0);
+            /* Only a row nobody has taken: the reader may have found it
+             * before the marker (the put was slow), leased it, and even
+             * had it acked; moving that one would deliver it again. */
+            if (get_msg(e, q->qkey, bucket, p[i].id, SL_READ_SERIAL, &r) == 0 &&
+                r.rows[0].v[M_STATE].i == MS_READY)
+                msg_move(e, q, &r.rows[0], q, 0, 0);
             sl_result_free(&r);
         }
     }

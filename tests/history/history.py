@@ -335,14 +335,16 @@ class Recorder:
     server (connect, each read), as requests' timeout does; a long poll
     gets its waitSeconds on top.
 
-    Not requests: on a 2-core machine requests costs 1.3 ms or more of
-    client CPU per request (http.client: about a quarter of it), which
-    capped 64 workers at about 100-130 lifecycles/s in all, so the server
-    never saw 64 requests at once. A connection the server
-    closed (Connection: close, or idle) is noticed before it is reused and
-    reopened, never retried after a request was sent; `connects` counts the
-    TCP connections opened (1 while keep-alive holds: see PEERS.md on the
-    libmicrohttpd trap that silently turns it off)."""
+    Not requests: on a 2-core machine requests cost 2-3 ms of client CPU
+    per operation recorded, which capped 64 workers at about 150
+    lifecycles/s in all (SQLite), so the server never saw 64 requests at
+    once. With http.client it is about 0.5 ms (0.7-0.8 ms with 64 threads
+    taking turns on the GIL): some 1,000-1,200 requests/s from one process.
+
+    A connection the server closed (Connection: close, or idle) is noticed
+    before it is reused and reopened; a request is never retried once sent.
+    `connects` counts the TCP connections opened (1 while keep-alive holds:
+    see PEERS.md on the libmicrohttpd trap that silently turns it off)."""
 
     def __init__(self, base_url, key, queue, history, worker, account="dev", timeout_s=30.0):
         # The client only for its paths and its auth hook; it sends nothing.

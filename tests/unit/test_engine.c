@@ -535,6 +535,39 @@ static void test_gap_run_waited_once(void **state) {
     msg_clear(&m);
 }
 
+/* A slow put: its row is committed, found by the reader, leased, acked and
+ * its bucket sealed, all before the put's own caller finishes it. The put
+ * then finds the bucket sealed; it must not move (and so deliver again) a
+ * message that was taken meanwhile. Found by the history checker: on a
+ * loaded machine a few messages acked before their put answered 201 came
+ * back with deliveryCount 2. */
+static void test_slow_put_after_ack_not_moved(void **state) {
+    fx *f = *state;
+    mkqueue(f, "q", 1, 5, NULL);
+    sem_t s;
+    sem_init(&s, 0, 0);
+    sl_put p = {"slow", 4, 0, NULL};
+    sl_op *op;
+    assert_int_equal(sl_msg_put_start(f->e, "acct", "q", &p, 1, t_done, &s, &op), 0);
+    t_wait(op, &s); /* committed; put_after has not run */
+    sem_destroy(&s);
+    sl_message m;
+    assert_int_equal(recv1(f, "q", 30, &m), 1);
+    assert_string_equal(m.body, "slow");
+    assert_int_equal(sl_msg_ack(f->e, "acct", "q", m.receipt), 0);
+    msg_clear(&m);
+    sl_clock_advance_ms(2000);                  /* the block is old: the put will look for a marker */
+    assert_int_equal(recv1(f, "q", 30, &m), 0); /* seals the bucket */
+    char ids[1][SL_MSGID_LEN + 1];
+    assert_int_equal(sl_msg_put_finish(op, ids), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(recv1(f, "q", 30, &m), 0); /* acked: never again */
+        sl_clock_advance_ms(20000);
+        assert_int_equal(sl_engine_tick(f->e), 0);
+    }
+    assert_int_equal(qsize(f, "q"), 0);
+}
+
 /* The buckets of a block this node gave up unused can hold no row, ever:
  * the reader seals them without waiting for the grace. */
 static void test_abandoned_block_sealed_at_once(void **state) {
@@ -1469,6 +1502,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_gaps_do_not_starve_delivery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gap_run_waited_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abandoned_block_sealed_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_slow_put_after_ack_not_moved, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_found_after_long_idle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_late_write_republished, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_letter_and_redrive, setup, teardown),
