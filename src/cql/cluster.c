@@ -115,6 +115,7 @@ struct sl_cql_client {
     uint64_t prepares;
     int version;
     int logged_nodes; /* the node count last logged */
+    int nsuspect;     /* nodes with timeouts in a row (atomic; see node_outcome) */
 
     pthread_mutex_t ctl_mu; /* the control connection */
     sl_cql_conn *control;
@@ -320,14 +321,24 @@ static int add_tokens(ring_ent **ring, int *n, int *cap, sl_cql_bytes set, int n
 }
 
 /* A simple query on one connection, decoded. */
-static int conn_query(sl_cql_conn *cn, const char *q, int timeout_ms, sl_cql_res **out) {
-    uint8_t buf[1024];
-    sl_cql_wr w = sl_cql_wr_make(buf, sizeof buf);
+/* Sends a simple statement (at ONE, no values) on one connection and waits
+ * for the answer frame. */
+static int conn_send(sl_cql_conn *cn, const char *q, int timeout_ms, sl_cql_frame *f) {
+    size_t cap = strlen(q) + 64;
+    uint8_t *buf = malloc(cap);
+    if (!buf) return SL_ENOMEM;
+    sl_cql_wr w = sl_cql_wr_make(buf, cap);
     sl_cql_qparams qp = sl_cql_qparams_make(SL_CQL_ONE);
     sl_cql_query_encode(&w, q, strlen(q), &qp);
-    if (!sl_cql_wr_ok(&w)) return SL_EINTERNAL;
+    int rc = sl_cql_wr_ok(&w) ? sl_cql_conn_request(cn, SL_CQL_OP_QUERY, buf, w.len, timeout_ms, f, NULL)
+                              : SL_EINTERNAL;
+    free(buf);
+    return rc;
+}
+
+static int conn_query(sl_cql_conn *cn, const char *q, int timeout_ms, sl_cql_res **out) {
     sl_cql_frame f;
-    int rc = sl_cql_conn_request(cn, SL_CQL_OP_QUERY, buf, w.len, timeout_ms, &f, NULL);
+    int rc = conn_send(cn, q, timeout_ms, &f);
     if (rc) return rc;
     sl_cql_error err;
     uint8_t *eb = NULL;
@@ -802,15 +813,22 @@ static int make_plan(sl_cql_client *c, int has_token, int64_t token, const char 
 #define SUSPECT_MS 2000
 #define SUSPECT_MAX_MS 30000
 static void node_outcome(sl_cql_client *c, int i, int timed_out) {
+    /* Every answer comes here: while no node is suspect (nearly always),
+     * it costs one atomic read, not the client's lock. */
+    if (!timed_out && __atomic_load_n(&c->nsuspect, __ATOMIC_ACQUIRE) == 0) return;
     pthread_mutex_lock(&c->mu); /* the node array may move: read it under the lock */
     node *n = &c->nodes[i];
     if (timed_out) {
         int64_t ms = (int64_t)SUSPECT_MS << (n->timeouts < 4 ? n->timeouts : 4);
         if (ms > SUSPECT_MAX_MS) ms = SUSPECT_MAX_MS;
-        if (n->timeouts++ == 0) sl_log(SL_INFO, "cql: node %s timed out; trying the others first", n->host);
+        if (n->timeouts++ == 0) {
+            __atomic_add_fetch(&c->nsuspect, 1, __ATOMIC_RELEASE);
+            sl_log(SL_INFO, "cql: node %s timed out; trying the others first", n->host);
+        }
         n->suspect_until = mono_ms() + ms;
     } else if (n->timeouts) {
         sl_log(SL_INFO, "cql: node %s answers again", n->host);
+        __atomic_sub_fetch(&c->nsuspect, 1, __ATOMIC_RELEASE);
         n->timeouts = 0;
         n->suspect_until = 0;
     }
@@ -1167,37 +1185,36 @@ int sl_cql_prepare(sl_cql_client *c, const char *query, sl_cql_stmt **out) {
         free(st);
         return SL_ENOMEM;
     }
-    /* Prepare on whichever node the plan offers first. */
     int plan[MAX_PLAN], rc = SL_EUNAVAILABLE;
     pthread_mutex_lock(&c->mu);
     int np = make_plan(c, 0, 0, NULL, plan);
     pthread_mutex_unlock(&c->mu);
-    int k = 0;
-    for (; k < np; k++) {
+    /* On every node up, as drivers do: each node keeps its own cache, and a
+     * statement it has not seen costs an UNPREPARED round trip on the
+     * request path (a node that restarts still does). The statement id is
+     * the same everywhere, so one node that has it is enough to go on; an
+     * error that is not about availability (the statement is wrong) ends
+     * the attempt unless a node took it. */
+    int ok = 0;
+    for (int k = 0; k < np; k++) {
         pthread_mutex_lock(&c->mu);
         pconn *p = pick_conn_locked(c, &c->nodes[plan[k]]);
         pthread_mutex_unlock(&c->mu);
         if (!p) continue;
-        rc = prepare_on(c, p->c, st, c->cfg.request_timeout_ms);
+        int prc = prepare_on(c, p->c, st, c->cfg.request_timeout_ms);
         pconn_release(c, p);
-        if (rc != SL_EUNAVAILABLE && rc != SL_ETIMEOUT) break;
+        if (prc == 0) {
+            ok = 1;
+        } else if (!ok) {
+            rc = prc;
+            if (prc != SL_EUNAVAILABLE && prc != SL_ETIMEOUT) break;
+        }
     }
+    if (ok) rc = 0;
     if (rc) {
         free(st->query);
         free(st);
         return rc;
-    }
-    /* And on every other node up, as drivers do: each node keeps its own
-     * cache, and a statement it has not seen costs an UNPREPARED round
-     * trip on the request path (a node that restarts still does). Best
-     * effort: the statement id is the same everywhere. */
-    for (k++; k < np; k++) {
-        pthread_mutex_lock(&c->mu);
-        pconn *p = pick_conn_locked(c, &c->nodes[plan[k]]);
-        pthread_mutex_unlock(&c->mu);
-        if (!p) continue;
-        prepare_on(c, p->c, st, c->cfg.request_timeout_ms);
-        pconn_release(c, p);
     }
     pthread_mutex_lock(&c->mu);
     for (sl_cql_stmt *s = c->stmts; s; s = s->next)
@@ -1248,19 +1265,8 @@ int sl_cql_schema_change(sl_cql_client *c, const char *query, int timeout_ms) {
         pthread_mutex_unlock(&c->ctl_mu);
         return SL_EUNAVAILABLE;
     }
-    size_t cap = strlen(query) + 64;
-    uint8_t *buf = malloc(cap);
-    if (!buf) {
-        pthread_mutex_unlock(&c->ctl_mu);
-        return SL_ENOMEM;
-    }
-    sl_cql_wr w = sl_cql_wr_make(buf, cap);
-    sl_cql_qparams qp = sl_cql_qparams_make(SL_CQL_ONE);
-    sl_cql_query_encode(&w, query, strlen(query), &qp);
-    int rc = sl_cql_wr_ok(&w) ? 0 : SL_EINTERNAL;
     sl_cql_frame f;
-    if (rc == 0) rc = sl_cql_conn_request(c->control, SL_CQL_OP_QUERY, buf, w.len, timeout_ms, &f, NULL);
-    free(buf);
+    int rc = conn_send(c->control, query, timeout_ms, &f);
     if (rc == 0) {
         sl_cql_error err;
         uint8_t *eb = NULL;

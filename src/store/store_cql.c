@@ -793,8 +793,6 @@ int sl_store_cql_schema(sl_store *st, const sl_table *const *tables, size_t n, i
             if ((rc = b.oom ? SL_ENOMEM : ddl(s, b.p))) break;
         }
     }
-    if (rc == 0 && sl_cql_wait_schema_agreement(s->cl, 30000))
-        sl_log(SL_ERR, "store: the nodes do not agree on the schema yet; it will settle");
     if (rc == 0) {
         b.n = 0;
         sb_add(&b, "INSERT INTO ");

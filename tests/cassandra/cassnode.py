@@ -55,11 +55,7 @@ class CassandraNode:
         assert rc == 0, f"cassandra.sh stop failed: {out}"
 
     def pid(self):
-        try:
-            with open(os.path.join(self.run_dir, "cassandra.pid")) as f:
-                return int(f.read().strip())
-        except (OSError, ValueError):
-            return None
+        return run_dir_pid(self.run_dir)
 
     def running(self):
         pid = self.pid()
@@ -89,11 +85,25 @@ class CassandraNode:
             self.frozen = False
 
     def log_tail(self, n=40):
-        try:
-            with open(os.path.join(self.run_dir, "logs", "system.log"), errors="replace") as f:
-                return "".join(f.readlines()[-n:])
-        except OSError:
-            return "(no system.log)"
+        return run_dir_log_tail(self.run_dir, n)
+
+
+def run_dir_pid(run_dir):
+    """The PID cassandra.sh recorded in a node's run dir, or None."""
+    try:
+        with open(os.path.join(run_dir, "cassandra.pid")) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def run_dir_log_tail(run_dir, n=40):
+    """The last n lines of a node's system.log."""
+    try:
+        with open(os.path.join(run_dir, "logs", "system.log"), errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return "(no system.log)"
 
 
 def repair_lease(port, keyspace, account, queue):

@@ -38,6 +38,7 @@ import subprocess
 import time
 
 import cql_mini
+from cassnode import run_dir_log_tail, run_dir_pid
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(REPO, "scripts", "cassandra.sh")
@@ -152,11 +153,7 @@ class ClusterNode:
 
     @property
     def pid(self):
-        try:
-            with open(os.path.join(self.run_dir, "cassandra.pid")) as f:
-                return int(f.read().strip())
-        except (OSError, ValueError):
-            return None
+        return run_dir_pid(self.run_dir)
 
     def running(self):
         pid = self.pid
@@ -229,11 +226,7 @@ class ClusterNode:
         return [int(r.bytes().decode()) for _ in range(r.int())]
 
     def log_tail(self, n=40):
-        try:
-            with open(os.path.join(self.run_dir, "logs", "system.log"), errors="replace") as f:
-                return "".join(f.readlines()[-n:])
-        except OSError:
-            return "(no system.log)"
+        return run_dir_log_tail(self.run_dir, n)
 
 
 def _signal(pid, sig):

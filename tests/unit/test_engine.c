@@ -491,17 +491,24 @@ static void test_lease_found_after_long_idle(void **state) {
 /* Empty buckets (blocks of ids claimed and never used, by crashed or idle
  * writers) between the reader and new messages must not delay them: with
  * the clock frozen, so no gap grace passes, the message is received at once. */
-static void test_gaps_do_not_starve_delivery(void **state) {
-    fx *f = *state;
-    mkqueue(f, "q", 2, 5, NULL);
+/* Moves the id allocator of queue q to next, as if other nodes had claimed
+ * every id below it and written none of them; returns the queue. */
+static qstate *claimed_elsewhere(fx *f, const char *name, int64_t next) {
     qstate *q;
-    assert_int_equal(eng_queue(f->e, "acct", "q", &q), 0);
+    assert_int_equal(eng_queue(f->e, "acct", name, &q), 0);
     sl_write w = {0};
     w.t = &sl_t_monoton;
     w.kind = SL_W_UPSERT;
     w.row.v[MO_QKEY] = sl_vtext(q->qkey);
-    w.row.v[MO_NEXT] = sl_vint(60); /* 30 empty buckets */
+    w.row.v[MO_NEXT] = sl_vint(next);
     assert_int_equal(sl_store_apply(f->st, &w, 1, NULL), 0);
+    return q;
+}
+
+static void test_gaps_do_not_starve_delivery(void **state) {
+    fx *f = *state;
+    mkqueue(f, "q", 2, 5, NULL);
+    claimed_elsewhere(f, "q", 60); /* 30 empty buckets */
     assert_int_equal(put(f, "q", "after-the-gaps", 0), 0);
     sl_message m;
     assert_int_equal(recv1(f, "q", 30, &m), 1);
@@ -517,14 +524,7 @@ static void test_gaps_do_not_starve_delivery(void **state) {
 static void test_gap_run_waited_once(void **state) {
     fx *f = *state;
     mkqueue(f, "q", 2, 5, NULL);
-    qstate *q;
-    assert_int_equal(eng_queue(f->e, "acct", "q", &q), 0);
-    sl_write w = {0};
-    w.t = &sl_t_monoton;
-    w.kind = SL_W_UPSERT;
-    w.row.v[MO_QKEY] = sl_vtext(q->qkey);
-    w.row.v[MO_NEXT] = sl_vint(2 * (READ_SCAN_MAX + 16)); /* past the window */
-    assert_int_equal(sl_store_apply(f->st, &w, 1, NULL), 0);
+    qstate *q = claimed_elsewhere(f, "q", 2 * (READ_SCAN_MAX + 16)); /* past the window */
     assert_int_equal(put(f, "q", "after-the-run", 0), 0);
     msg_fresh_drop(q); /* as if another node had put it: found by reading only */
     sl_message m;
