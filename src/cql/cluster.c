@@ -809,7 +809,11 @@ static int make_plan(sl_cql_client *c, int has_token, int64_t token, const char 
 
 /* What a request to node i found out about it: a timeout marks it suspect
  * for a while, longer after each one in a row (up to SUSPECT_MAX_MS); an
- * answer clears that. */
+ * answer clears that. Timeouts of requests that were all in flight when
+ * the node stopped answering are one event, not one each: only a timeout
+ * after the window ran out (the node was tried again and still did not
+ * answer) lengthens it. Otherwise a node frozen under load would be
+ * shunned for the longest window at once, long after it answers again. */
 #define SUSPECT_MS 2000
 #define SUSPECT_MAX_MS 30000
 static void node_outcome(sl_cql_client *c, int i, int timed_out) {
@@ -818,15 +822,16 @@ static void node_outcome(sl_cql_client *c, int i, int timed_out) {
     if (!timed_out && __atomic_load_n(&c->nsuspect, __ATOMIC_ACQUIRE) == 0) return;
     pthread_mutex_lock(&c->mu); /* the node array may move: read it under the lock */
     node *n = &c->nodes[i];
-    if (timed_out) {
+    int64_t now = mono_ms();
+    if (timed_out && (n->timeouts == 0 || now >= n->suspect_until)) {
         int64_t ms = (int64_t)SUSPECT_MS << (n->timeouts < 4 ? n->timeouts : 4);
         if (ms > SUSPECT_MAX_MS) ms = SUSPECT_MAX_MS;
         if (n->timeouts++ == 0) {
             __atomic_add_fetch(&c->nsuspect, 1, __ATOMIC_RELEASE);
             sl_log(SL_INFO, "cql: node %s timed out; trying the others first", n->host);
         }
-        n->suspect_until = mono_ms() + ms;
-    } else if (n->timeouts) {
+        n->suspect_until = now + ms;
+    } else if (!timed_out && n->timeouts) {
         sl_log(SL_INFO, "cql: node %s answers again", n->host);
         __atomic_sub_fetch(&c->nsuspect, 1, __ATOMIC_RELEASE);
         n->timeouts = 0;

@@ -472,9 +472,11 @@ int msg_lease_entry(sl_engine *e, qstate *q, int64_t id, int64_t version, int64_
     lease_dues_note(q, &w, 1);
     /* The entry is an index of the message rows: if it is lost, the message
      * is not, since the repair worker moves expired waiting messages before
-     * it finalizes their bucket (later, so only after a crash). Where the
-     * message already exists it is written without waiting; a plain upsert
-     * of the same values is idempotent, so an unknown outcome is retried. */
+     * it finalizes their bucket, or in the newest bucket once their lease
+     * has been over for the finalize timeout (later, so only after a
+     * crash). Where the message already exists it is written without
+     * waiting; a plain upsert of the same values is idempotent, so an
+     * unknown outcome is retried. */
     int rc = async ? sl_store_apply_async(e->st, &w, 1) : eng_write(e, &w, 1);
     if (rc == SL_EUNKNOWN) rc = eng_write(e, &w, 1);
     if (rc) sl_log(SL_INFO, "lease entry for %s/%lld not written: %s", q->qkey, (long long)id, sl_strerror(rc));

@@ -5,7 +5,9 @@
  * when it was sealed has landed or never will, so the worker republishes
  * what is still undelivered in it (late writes, and leases that ran out long
  * ago), completes moves that a crash interrupted, then finalizes the bucket
- * and, when the queue says so, deletes it. One node at a time runs a queue's
+ * and, when the queue says so, deletes it. In the newest bucket, which is
+ * not sealed while ids have not moved past it, it republishes messages whose
+ * lease ran out long ago (see repair_newest). One node at a time runs a queue's
  * worker: it holds a lease row, taken with insert-if-not-exists and renewed
  * with a CAS, both with a TTL, so another node takes over when the owner
  * stops renewing. */
@@ -103,6 +105,44 @@ static int finalize_run(sl_engine *e, qstate *q, int64_t *P, int64_t R) {
     return rc;
 }
 
+/* The newest bucket. Ids have not moved past it, so the reader cannot seal
+ * it and finalize_run never reaches it: a message leased there whose lease
+ * index entry was lost (its node died before the entry landed) would stay
+ * waiting, counted in the queue and never handed out, for as long as
+ * nothing more is put. Once its lease has been over for the finalize
+ * timeout, ample time for any node's receives to find an entry that
+ * exists, it is republished as in a sealed bucket, and a move a crash
+ * interrupted there is completed. Both are compare-and-sets, so a receive
+ * that leases the message first wins. */
+static int repair_newest(sl_engine *e, qstate *q) {
+    int64_t head;
+    int rc = msg_head(e, q, &head);
+    if (rc || head <= 0) return rc;
+    sl_result r;
+    sl_result_init(&r);
+    if ((rc = msg_scan_bucket(e, q, (head - 1) / q->opts.bucket_size, &r)) != 0) {
+        sl_result_free(&r);
+        return rc;
+    }
+    int64_t late = sl_now_ms() - (int64_t)q->opts.finalize_timeout_s * 1000;
+    /* A marker (id -1, first) means sealed: finalize_run's part. */
+    for (size_t i = 0; i < r.n && rc == 0 && r.rows[0].v[M_ID].i >= 0 && !e->stopping; i++) {
+        sl_row *m = &r.rows[i];
+        int64_t st = m->v[M_STATE].i;
+        if (msg_purged(q, m)) continue;
+        if (st == MS_WAITING && m->v[M_VISIBLE].i <= late) {
+            rc = msg_move(e, q, m, q, 0, 0);
+            if (rc == 0) sl_log(SL_DEBUG, "repair %s: republished id %lld, its lease long over", q->qkey,
+                                (long long)m->v[M_ID].i);
+        } else if (st == MS_MOVING) {
+            rc = msg_complete_move(e, q, m);
+        }
+        if (rc == SL_ENOTAPPLIED) rc = 0; /* leased, acked or moved meanwhile */
+    }
+    sl_result_free(&r);
+    return rc;
+}
+
 int repair_queue(sl_engine *e, qstate *q) {
     /* Keep this node's lease cursor near now even when nobody receives, so
      * the first receive after a quiet spell finds due leases at once. */
@@ -121,7 +161,7 @@ int repair_queue(sl_engine *e, qstate *q) {
          * rows behind (they expire), never a pointer at a deleted bucket. */
         int64_t from = P;
         rc = finalize_run(e, q, &P, R);
-        if (P == from) return rc;
+        if (P == from) break;
         int rc2 = eng_pointer_max(e, q->qkey, "repair", P);
         if (rc2 == 0 && q->opts.delete_buckets) {
             sl_write d[REPAIR_RUN];
@@ -137,7 +177,7 @@ int repair_queue(sl_engine *e, qstate *q) {
         }
         if (rc || rc2) return rc ? rc : rc2;
     }
-    return 0;
+    return rc ? rc : repair_newest(e, q);
 }
 
 /* Removes everything of a deleted incarnation. Each step is idempotent, so

@@ -150,6 +150,9 @@ class SluiceServer:
         self.key = None  # the dev account's primary key, from the banner
         self.admin_token = "test-admin-" + uuid.uuid4().hex
         self.lines = []  # every output line of every run, prefixed by run number
+        # Standard output alone (the banner): the two streams are read by two
+        # threads, so in self.lines a log line may fall between its lines.
+        self.stdout_lines = []
         self.runs = 0
         self._lock = threading.Lock()
         self._readers = []
@@ -177,11 +180,13 @@ class SluiceServer:
 
     # --- process control --------------------------------------------------
 
-    def _read(self, stream, run):
+    def _read(self, stream, run, is_stdout):
         for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip("\n")
             with self._lock:
                 self.lines.append(f"[{self.name} run {run}] {line}")
+                if is_stdout:
+                    self.stdout_lines.append(line)
                 m = _LISTEN_RE.search(line)
                 if m and "admin" in line.lower():
                     if self.admin_port is None:
@@ -211,7 +216,7 @@ class SluiceServer:
             args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
         )
         self._readers = [
-            threading.Thread(target=self._read, args=(s, self.runs), daemon=True)
+            threading.Thread(target=self._read, args=(s, self.runs, s is self.proc.stdout), daemon=True)
             for s in (self.proc.stdout, self.proc.stderr)
         ]
         for t in self._readers:

@@ -481,7 +481,7 @@ def test_signed_url_of_other_account_is_401(admin, client, other, q):
 
 @curl_required
 def test_dev_banner_curl_commands_work_as_printed(server):
-    lines = [l.split("] ", 1)[1] for l in server.lines if "] " in l]
+    lines = server.stdout_lines
     start = lines.index("Try it (bash):")
     cmds = []
     for l in lines[start + 1:]:

@@ -431,8 +431,11 @@ def test_dead_lettering_under_sigkill_loses_and_duplicates_nothing(tmp_path):
         from_src, from_dlq = {}, {}
         deadline = time.monotonic() + 60
         quiet = None
+        s1 = s2 = None
         while True:
-            assert time.monotonic() < deadline, "queues did not drain"
+            assert time.monotonic() < deadline, (f"queues did not drain in 60 s: statistics of the source {s1}, of "
+                                                 f"the DLQ {s2}; {len(from_src)} from the source and "
+                                                 f"{len(from_dlq)} from the DLQ so far\n" + srv.log_tail(60))
             got = 0
             for q, seen in ((src, from_src), (dlq, from_dlq)):
                 msgs = c.receive_list(q, 32, 30, 0)

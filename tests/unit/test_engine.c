@@ -640,6 +640,42 @@ static void test_late_write_republished(void **state) {
     assert_int_equal(qsize(f, "q"), 0);
 }
 
+static sl_fault_action drop_lease_entries(void *ctx, const sl_write *w, size_t n) {
+    (void)ctx;
+    (void)n;
+    return w->t == &sl_t_leases ? SL_FAULT_FAIL : SL_FAULT_NONE;
+}
+
+/* A lease whose index entry was lost (the node died before it landed) in
+ * the newest bucket, which no id has moved past, so the reader cannot seal
+ * it and the repair worker never reaches it: the message comes back once
+ * its lease is over by the finalize timeout, even when nothing more is
+ * put. Before, it stayed counted in the queue and was never delivered. */
+static void test_lost_lease_entry_in_newest_bucket(void **state) {
+    fx *f = *state;
+    mkqueue(f, "q", 4, 5, NULL);
+    assert_int_equal(put(f, "q", "leased", 0), 0);
+    sl_store_sqlite_set_fault(f->st, drop_lease_entries, NULL);
+    sl_message m;
+    assert_int_equal(recv1(f, "q", 1, &m), 1);
+    assert_string_equal(m.body, "leased");
+    msg_clear(&m);
+    sl_store_sqlite_set_fault(f->st, NULL, NULL);
+    close_engine(f); /* the node dies; another starts */
+    open_engine(f);
+    sl_clock_advance_ms(1000);
+    assert_int_equal(qsize(f, "q"), 1);
+    assert_int_equal(recv1(f, "q", 30, &m), 0); /* no entry says it is due */
+    sl_clock_advance_ms(1000);                  /* the finalize timeout past the lease */
+    assert_int_equal(sl_engine_tick(f->e), 0);
+    assert_int_equal(recv1(f, "q", 30, &m), 1);
+    assert_string_equal(m.body, "leased");
+    assert_int_equal(m.delivery_count, 2);
+    assert_int_equal(sl_msg_ack(f->e, "acct", "q", m.receipt), 0);
+    msg_clear(&m);
+    assert_int_equal(qsize(f, "q"), 0);
+}
+
 static void test_dead_letter_and_redrive(void **state) {
     fx *f = *state;
     mkqueue(f, "dlq", 20, 5, NULL);
@@ -1505,6 +1541,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_slow_put_after_ack_not_moved, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_found_after_long_idle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_late_write_republished, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lost_lease_entry_in_newest_bucket, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_letter_and_redrive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_letter_crash_no_duplicate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_purge_peek_stats, setup, teardown),
