@@ -8,7 +8,7 @@ OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
 # override: `make check` passes its own CFLAGS, and these must stay.
 override CFLAGS += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -MMD -MP
-LDLIBS  := -lmicrohttpd -ljansson -lsqlite3 -lssl -lcrypto -llz4 -lm -pthread
+LDLIBS  := -ljansson -lsqlite3 -lssl -lcrypto -llz4 -lm -pthread
 B       ?= build
 
 # Modules, bottom to top. Each unit test links only the modules it needs
@@ -47,6 +47,7 @@ TEST_DEPS_test_auth   = $(UTIL_OBJ) $(AUTH_OBJ)
 TEST_DEPS_test_account = $(UTIL_OBJ) $(CQL_OBJ) $(STORE_OBJ) $(QUEUE_OBJ) $(AUTH_OBJ) $(ACCT_OBJ)
 TEST_DEPS_test_cql_codec = $(UTIL_OBJ) $(CQL_OBJ)
 TEST_DEPS_test_cql_token = $(UTIL_OBJ) $(CQL_OBJ)
+TEST_DEPS_test_http_parse = $(UTIL_OBJ) $(B)/obj/src/http/parse.o
 
 .PHONY: all test unit check dev fmt fmt-check clean deps fuzz-cql fuzz-cql-run cql-live fuzz-http fuzz-http-bin \
         fuzz-http-replay store-bench

@@ -52,7 +52,8 @@ d = json.load(open(sys.argv[1]))
 secs = float(sys.argv[3]) - float(sys.argv[2])
 cores = (float(sys.argv[5]) - float(sys.argv[4])) / float(sys.argv[6]) / secs
 rate = d["lifecycles_per_s"]
-ops = " ".join("%s p50/p99 %.2f/%.2f ms" % (k, v["p50_ms"], v["p99_ms"]) for k, v in d["ops"].items() if v["n"])
+ops = " ".join("%s %.0f/s p50/p99 %.2f/%.2f ms" % (k, v["per_s"], v["p50_ms"], v["p99_ms"])
+               for k, v in d["ops"].items() if v["n"])
 print("lifecycles/s %.0f  puts/s %.0f  server cores %.2f (%.0f us/lifecycle)  %s"
       % (rate, d["put_msgs_per_s"], cores, cores * 1e6 / rate if rate else 0, ops))
 EOF2

@@ -159,7 +159,7 @@ def main():
         w(f"| disk: append 100 B + fdatasync, one thread, {fs['seconds']:.0f} s | {fmt(fs['per_s'])}/s | "
           f"{fs['p50_ms']:.3f} / {fs['p99_ms']:.3f} |")
     for i, (a, b) in enumerate(zip(hello_lg, hello_wrk)):
-        w(f"| HTTP hello-world (libmicrohttpd, Sluice's flags), round {i + 1}: **bench/loadgen** | "
+        w(f"| HTTP hello-world (Sluice's HTTP server, 8 workers), round {i + 1}: **bench/loadgen** | "
           f"{fmt(op(a, 'hello', 'per_s'))} req/s | {lat(a, 'hello')} |")
         w(f"| HTTP hello-world, round {i + 1}: **wrk** | {fmt(op(b, 'hello', 'per_s'))} req/s | {lat(b, 'hello')} |")
     hl, hw = one(rows, "sluice-health", "loadgen"), one(rows, "sluice-health", "wrk")

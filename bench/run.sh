@@ -239,7 +239,7 @@ meta load_before "$(cut -d' ' -f1-3 /proc/loadavg)"
 meta started "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 meta quick "$QUICK"
 meta sluice_version "$("$SLUICE" version 2>/dev/null | head -1) ($SRC_STAMP)"
-meta mhd_version "libmicrohttpd $(dpkg-query -W -f='${Version}' libmicrohttpd12 2>/dev/null || echo '?')"
+meta mhd_version "HTTP: Sluice's own server"
 meta sqlite_version "SQLite $(dpkg-query -W -f='${Version}' libsqlite3-0 2>/dev/null || echo '?')"
 meta wrk_version "$(dpkg-query -W -f='wrk ${Version}' wrk 2>/dev/null)"
 meta redis_version "$(redis-server --version | awk '{print $3}' | sed 's/v=//') (hiredis $(dpkg-query -W -f='${Version}' 'libhiredis0.14' 2>/dev/null || dpkg-query -W -f='${Version}' libhiredis-dev))"
@@ -253,8 +253,8 @@ if ((!ONLYW4)); then
 log "ceiling: append 100 B + fdatasync for ${FSYNC_S}s in $TMP"
 echo "{\"system\":\"disk\",\"workload\":\"fsync\",\"level\":\"1\",\"result\":$("$B/fsync_rate" "$TMP" "$FSYNC_S")}" >>"$RAW"
 
-log "ceiling: libmicrohttpd hello-world (same flags as src/http/server.c), loadgen vs wrk, 64 connections, 2 threads"
-"$B/mhd_hello" "$TMP/hello.port" &
+log "ceiling: the HTTP server hello-world (bench/sl_hello.c: src/http with 8 workers), loadgen vs wrk, 64 connections, 2 threads"
+"$B/sl_hello" "$TMP/hello.port" &
 HELLO_PID=$!
 SERVER_PIDS+=("$HELLO_PID")
 for ((i = 0; i < 50; i++)); do [ -s "$TMP/hello.port" ] && break; sleep 0.1; done

@@ -4,13 +4,14 @@
  * directory (/dev/shm when there is one), the engine, the accounts module,
  * the native API and the admin API, creates the account "dev" with a few
  * queues, and starts both real HTTP servers on 127.0.0.1, port 0. Each input
- * then becomes a request sent over loopback, so libmicrohttpd's parser, the
+ * then becomes a request sent over loopback, so the HTTP parser and server, the
  * routing, authentication, the handlers, the engine and the store all run
  * under ASan and UBSan in this process.
  *
  * Input format. A first byte of 0xF0 or more selects raw mode: the rest goes
  * verbatim to a fresh connection (to the admin port for 0xFF), whose write
- * side is then shut; this fuzzes MHD's request parser and our URL handling.
+ * side is then shut; this fuzzes the request parser (src/http/parse.c), the
+ * connection handling and our URL handling.
  * Otherwise the first byte picks a route template (routes[] below: every
  * route of API.md, both APIs), the second holds flags (F_*), the third the
  * credentials (low two bits: 0 "Key", 1 none, 2 "Signed", 3 SigV4, each
@@ -36,13 +37,13 @@
  * the queues are recreated if the input deleted them.
  *
  * What counts as a bug (abort() with the reason): a 500 from anyone; an
- * error status from a handler (X-Request-Id present) whose body is not a
- * JSON error object; a JSON response that does not parse; an answer that is
- * not HTTP; a server that does not answer GET /health within 5 s after the
- * input. Errors that MHD generates itself (no X-Request-Id: HTML bodies for
- * malformed requests), other 5xx and 429s, and requests that got no answer
- * are noted on stderr and saved once per kind and status under
- * FUZZ_HTTP_NOTES (default build/fuzz/http_notes), not aborted on.
+ * answer without an X-Request-Id (every answer of the server has one, its
+ * HTTP layer's refusals of malformed requests included); an error status
+ * whose body is not a JSON error object; a JSON response that does not
+ * parse; an answer that is not HTTP; a server that does not answer GET
+ * /health within 5 s after the input. Other 5xx and 429s, and requests that
+ * got no answer, are noted on stderr and saved once per kind and status
+ * under FUZZ_HTTP_NOTES (default build/fuzz/http_notes), not aborted on.
  *
  * Debugging: FUZZ_HTTP_VERBOSE=1 prints each structured request and its
  * answer (use it to turn an input into a curl command), FUZZ_HTTP_STATS=1
@@ -422,7 +423,7 @@ static size_t read_response(int fd, int64_t deadline, int head, response *r, int
  * oddity gets one reproducer without stopping the run. */
 static void note(const char *kind, int status, const char *detail) {
     unsigned idx = (unsigned)(status > 0 && status < 600 ? status : 0);
-    unsigned bit = strcmp(kind, "mhd") == 0 ? 1u : kind[0] == 't' ? 2u : kind[0] == '5' ? 4u : 8u;
+    unsigned bit = kind[0] == 't' ? 2u : kind[0] == '5' ? 4u : 8u;
     if (g_noted[idx] & bit) return;
     g_noted[idx] |= bit;
     const char *dir = getenv("FUZZ_HTTP_NOTES");
@@ -442,11 +443,7 @@ static void check(const response *r, int head, const char *what) {
     if (r->status == 500)
         die("%s: status 500: %.*s", what, (int)(r->body_len > 400 ? 400 : r->body_len), r->body);
     if (r->status < 100 || r->status > 599) die("%s: bad status line", what);
-    if (!r->has_id) {
-        /* MHD answered by itself (malformed request, header too large, ...). */
-        if (r->status >= 400) note("mhd", r->status, r->body);
-        return;
-    }
+    if (!r->has_id) die("%s: status %d without an X-Request-Id: %.200s", what, r->status, r->body);
     if (r->status >= 500 || r->status == 429)
         note("5xx", r->status, r->body); /* 503: bad input must never get one */
     if (head) return;                    /* no body to check */
@@ -605,8 +602,9 @@ static void run_raw(const uint8_t *data, size_t size, int port) {
     size_t n = 0;
     for (;;) {
         int left = (int)(deadline - now_ms());
-        /* Once an answer is in, a short quiet spell ends the wait: MHD keeps
-         * a connection with a partial second request open after our EOF. */
+        /* Once an answer is in, a short quiet spell ends the wait: the server
+         * keeps a connection with a partial second request open after our
+         * EOF until its request timeout. */
         if (n > 0 && left > 30) left = 30;
         struct pollfd pf = {fd, POLLIN, 0};
         if (left <= 0 || poll(&pf, 1, left) <= 0) break;
@@ -626,18 +624,9 @@ static void run_raw(const uint8_t *data, size_t size, int port) {
     }
     int head = size >= 5 && memcmp(data, "HEAD ", 5) == 0;
     response r;
-    int prev_mhd = 0;
     for (size_t off = 0; off < n; off += r.total) {
         int pr = parse_response(g_resp + off, n - off, head, &r);
-        /* MHD 0.9.75 sends the header block of its own error responses
-         * twice (a bad Content-Length, for one), which desynchronizes the
-         * stream after them; that is MHD's bug, noted, not ours. */
-        if (pr < 0 && prev_mhd) {
-            note("mhd-stream", 0, g_resp + off);
-            break;
-        }
         if (pr < 0) die("raw: the answer is not HTTP: %.200s", g_resp + off);
-        prev_mhd = pr == 1 && !r.has_id;
         if (pr == 0) {
             if (n - off >= 12 && memcmp(g_resp + off + 8, " 500", 4) == 0)
                 die("raw: a 500 in a partial response: %.200s", g_resp + off);

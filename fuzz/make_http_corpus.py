@@ -231,6 +231,63 @@ def seeds():
     add(raw("POST /admin/api/v1/accounts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
             "fuzz-admin-token-0123456789abcdef\r\nContent-Length: 22\r\n\r\n{\"accountName\":\"raw\"}", admin=True))
     add(raw("GET /admin/api/v1/accounts/%00 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer x\r\n\r\n", admin=True))
+
+    # Hostile framing (tests/api/test_http_front.py): each must get one JSON
+    # error (400, 501, 505, 414, 431, 413) and store nothing.
+    P = "POST " + Q + "/orders/messages HTTP/1.1\r\n"
+    inner = P + K + "Content-Length: 8\r\n\r\nsmuggled"
+    cl_te_body = "0\r\n\r\n" + inner
+    # Content-Length and chunked together, either order, hiding a second put.
+    add(raw(P + K + "Content-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n" % len(cl_te_body) + cl_te_body))
+    add(raw(P + K + "Transfer-Encoding: chunked\r\nContent-Length: %d\r\n\r\n" % len(cl_te_body) + cl_te_body))
+    # The other reading: chunks that cover the second request, a length that does not.
+    add(raw(P + K + "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n" % len(inner) + inner
+            + "\r\n0\r\n\r\n"))
+    add(raw("POST /admin/api/v1/accounts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            "fuzz-admin-token-0123456789abcdef\r\nContent-Length: 60\r\nTransfer-Encoding: chunked\r\n\r\n"
+            "0\r\n\r\nPOST /admin/api/v1/accounts HTTP/1.1\r\nHost: x\r\n\r\n", admin=True))
+    # Ambiguous or malformed lengths and header lines.
+    for h in ["Content-Length: 5\r\nContent-Length: 6", "Content-Length: 5\r\nContent-Length: 5",
+              "Content-Length: 5, 6", "Content-Length: -1", "Content-Length: abc", "Content-Length: +5",
+              "Content-Length: 0x5", "Content-Length:", "Transfer-Encoding : chunked",
+              "Content-Length : 5", "Content-Length: 5\r\nX-No-Colon-Here",
+              "X-Folded: a\r\n  continued\r\nContent-Length: 5", "X-Folded: a\r\n\tcontinued\r\nContent-Length: 5",
+              "X-Bare: a\rb\r\nContent-Length: 5", "X-Nul: a\x00b\r\nContent-Length: 5"]:
+        add(raw(P + K + h + "\r\n\r\nhello!"))
+    add(raw(P + "Authorization: Key @K@\r\nContent-Length: 5\r\n\r\nhello"))  # HTTP/1.1 without Host
+    add(raw(P + "Host: x\r\nHost: y\r\nAuthorization: Key @K@\r\nContent-Length: 5\r\n\r\nhello"))
+    # Transfer codings we do not implement (501), and a doubled chunked.
+    for te in ["xchunked", "identity", "gzip, chunked", "chunked, gzip", "chunked, chunked", "Chunked",
+               "chunked\r\nTransfer-Encoding: identity"]:
+        add(raw(P + K + "Transfer-Encoding: " + te + "\r\n\r\n5\r\nhello\r\n0\r\n\r\n"))
+    add(raw("POST " + Q + "/orders/messages HTTP/1.0\r\n" + K + "Transfer-Encoding: chunked\r\n\r\n"
+            "5\r\nhello\r\n0\r\n\r\n"))
+    # Versions: unsupported (505) and malformed (400).
+    for v in ["HTTP/2.0", "HTTP/3.0", "HTTP/x", "FOO/1.1", "HTTP/1.1x", "HTTP/1.10", "HTTP/01.1", "http/1.1", "HTTP/1"]:
+        add(raw("GET /health " + v + "\r\nHost: x\r\n\r\n"))
+    # Sizes of the head: a 9 KB target (414), a 20 KiB header and 150 fields (431).
+    add(raw("GET /health?pad=" + "u" * 9000 + " HTTP/1.1\r\nHost: x\r\n\r\n"))
+    add(raw("GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + "b" * 20480 + "\r\n\r\n"))
+    add(raw("GET /health HTTP/1.1\r\nHost: x\r\n" + "".join("X-Field-%d: v\r\n" % i for i in range(150)) + "\r\n"))
+    # Bad chunks (400): not hex, no CRLF after the data, too large, negative, bad last chunk.
+    for body in ["zz\r\nhello\r\n0\r\n\r\n", "5\r\nhelloXX0\r\n\r\n", "ffffffffffffffffffff\r\nx\r\n0\r\n\r\n",
+                 "-5\r\nhello\r\n0\r\n\r\n", "5 \r\nhello\r\n0\r\n\r\n", "5\nhello\n0\n\n",
+                 "5\r\nhello\r\n0\r\nX-Trailer\r\n\r\n", "5\r\nhello\r\n"]:
+        add(raw(P + K + "Transfer-Encoding: chunked\r\n\r\n" + body))
+    # Bodies over the limit announced up front (413, with and without 100-continue).
+    add(raw(P + K + "Content-Length: 5000000\r\nExpect: 100-continue\r\n\r\n"))
+    add(raw(P + K + "Content-Length: 20000000\r\n\r\n@X64@"))
+    add(raw(P + K + "Transfer-Encoding: chunked\r\n\r\n40000\r\n@X256@\r\n40000\r\n@X256@\r\n0\r\n\r\n"))
+    # Methods: not a token (400), a token no route takes (405/404).
+    add(raw("GE(T /health HTTP/1.1\r\nHost: x\r\n\r\n"))
+    add(raw("BREW /health HTTP/1.1\r\nHost: x\r\n\r\n"))
+    # Connections that end early: nothing at all, half a request line, half a head.
+    add(raw(""))
+    add(raw("GET /hea"))
+    add(raw("GET /health HTTP/1.1\r\nHost: x\r\n"))
+    # A refused HEAD (a bare CR ends its request line) is answered without a
+    # body, as a HEAD client reads it; found by the fuzzer.
+    add(raw("HEAD /api/v1/accounts/dev/queues/orders/messages HTTP/1.1\r: x\r\nHost: x\r\n\r\n"))
     return out
 
 

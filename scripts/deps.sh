@@ -8,7 +8,7 @@ set -euo pipefail
 test_deps=0
 [ "${1:-}" = "--test" ] && test_deps=1
 
-debs=(build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libssl-dev liblz4-dev curl)
+debs=(build-essential pkg-config libjansson-dev libsqlite3-dev libssl-dev liblz4-dev curl)
 [ $test_deps = 1 ] && debs+=(libcmocka-dev python3 python3-pip clang)
 missing=()
 for p in "${debs[@]}"; do

@@ -67,6 +67,9 @@ typedef struct {
     char data_center[128];
     char cluster_name[256];
     int request_timeout_ms;
+    /* HTTP */
+    int http_request_timeout_s, http_idle_timeout_s;
+    char tls_cert[PATH_MAX], tls_key[PATH_MAX];
 } config;
 
 static void usage(FILE *f) {
@@ -102,6 +105,12 @@ static void usage(FILE *f) {
                "                           serve requires one, dev makes one up; prefer the\n"
                "                           environment or the file: flags show in ps)\n"
                "  --auth-skew-seconds N    SLUICE_AUTH_SKEW_SECONDS  auth_skew_seconds (60)\n"
+               "  --tls-cert FILE          SLUICE_TLS_CERT           tls_cert (PEM chain: both ports serve\n"
+               "                                                     HTTPS instead of HTTP)\n"
+               "  --tls-key FILE           SLUICE_TLS_KEY            tls_key (the PEM key of tls_cert)\n"
+               "  --http-request-timeout S SLUICE_HTTP_REQUEST_TIMEOUT\n"
+               "                           http_request_timeout (30 s for a whole request, else 408)\n"
+               "  --http-idle-timeout S    SLUICE_HTTP_IDLE_TIMEOUT  http_idle_timeout (60 s; then it closes)\n"
                "  --config FILE            a file of \"key = value\" lines; flags override the\n"
                "                           environment, which overrides the file.\n"
                "\n"
@@ -244,6 +253,16 @@ static int set_key(config *c, const char *rawkey, const char *v, const char *fro
         if (set_str(c->data_center, sizeof c->data_center, v)) goto bad;
     } else if (strcmp(key, "cluster_name") == 0) {
         if (set_str(c->cluster_name, sizeof c->cluster_name, v)) goto bad;
+    } else if (strcmp(key, "tls_cert") == 0) {
+        if (!*v || set_str(c->tls_cert, sizeof c->tls_cert, v)) goto bad;
+    } else if (strcmp(key, "tls_key") == 0) {
+        if (!*v || set_str(c->tls_key, sizeof c->tls_key, v)) goto bad;
+    } else if (strcmp(key, "http_request_timeout") == 0) {
+        if (parse_num(v, 1, 3600, &n)) goto bad;
+        c->http_request_timeout_s = (int)n;
+    } else if (strcmp(key, "http_idle_timeout") == 0) {
+        if (parse_num(v, 1, 86400, &n)) goto bad;
+        c->http_idle_timeout_s = (int)n;
     } else if (strcmp(key, "request_timeout_ms") == 0) {
         if (parse_num(v, 100, 600000, &n)) goto bad;
         c->request_timeout_ms = (int)n;
@@ -307,7 +326,8 @@ static const char *const env_keys[] = {
     /* Cassandra, under the names operators use. */
     "CONTACT_POINTS", "KEYSPACE", "USERNAME", "PASSWORD", "CONSISTENCY_LEVEL", "SERIAL_CONSISTENCY_LEVEL",
     "CASSANDRA_PORT", "USE_SSL", "SSL_CA_FILE", "SSL_VERIFY_HOST", "DATA_CENTER", "CLUSTER_NAME",
-    "SLUICE_REQUEST_TIMEOUT_MS"};
+    "SLUICE_REQUEST_TIMEOUT_MS", "SLUICE_TLS_CERT", "SLUICE_TLS_KEY", "SLUICE_HTTP_REQUEST_TIMEOUT",
+    "SLUICE_HTTP_IDLE_TIMEOUT"};
 
 /* The flags of both server subcommands, as (key, value) pairs; --config is
  * returned apart since it must be read first. */
@@ -341,6 +361,10 @@ static int parse_flags(int argc, char **argv, flags *fl) {
                  {"--serial-consistency-level", "serial_consistency_level"},
                  {"--data-center", "data_center"},
                  {"--request-timeout-ms", "request_timeout_ms"},
+                 {"--tls-cert", "tls_cert"},
+                 {"--tls-key", "tls_key"},
+                 {"--http-request-timeout", "http_request_timeout"},
+                 {"--http-idle-timeout", "http_idle_timeout"},
                  {"--config", NULL}};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *val = NULL;
@@ -399,6 +423,10 @@ static int load_config(config *c, int argc, char **argv, int dev) {
     }
     for (int i = 0; i < fl.n; i++)
         if (set_key(c, fl.key[i], fl.val[i], "command line")) return -1;
+    if (!c->tls_cert[0] != !c->tls_key[0]) {
+        fprintf(stderr, "sluice: tls_cert and tls_key go together: give both (or neither, for plain HTTP)\n");
+        return -1;
+    }
     return 0;
 }
 
@@ -485,22 +513,53 @@ static void raise_fd_limit(void) {
 
 /* The URL a client on this machine uses: a wildcard bind is reached via
  * loopback, and IPv6 literals need brackets. */
-static void client_url(const char *host, int port, char *out, size_t cap) {
+static void client_url(const char *scheme, const char *host, int port, char *out, size_t cap) {
     if (strcmp(host, "0.0.0.0") == 0)
         host = "127.0.0.1";
     else if (strcmp(host, "::") == 0)
         host = "::1";
     if (strchr(host, ':'))
-        snprintf(out, cap, "http://[%s]:%d", host, port);
+        snprintf(out, cap, "%s://[%s]:%d", scheme, host, port);
     else
-        snprintf(out, cap, "http://%s:%d", host, port);
+        snprintf(out, cap, "%s://%s:%d", scheme, host, port);
+}
+
+/* How to run this binary from a shell: "sluice" when that is what PATH
+ * finds, else its absolute path (a fresh checkout runs build/sluice, and
+ * "sluice: command not found" is a poor first step). */
+static void self_command(char *out, size_t cap) {
+    char self[PATH_MAX], found[PATH_MAX];
+    snprintf(out, cap, "sluice");
+    if (!realpath("/proc/self/exe", self)) return;
+    const char *path = getenv("PATH");
+    for (const char *p = path ? path : ""; *p;) {
+        size_t n = strcspn(p, ":");
+        char cand[PATH_MAX];
+        if (n > 0 && n < sizeof cand - 8) {
+            snprintf(cand, sizeof cand, "%.*s/sluice", (int)n, p);
+            if (access(cand, X_OK) == 0) {
+                if (realpath(cand, found) && strcmp(found, self) == 0) return;
+                break; /* another sluice comes first on PATH */
+            }
+        }
+        p += n + (p[n] == ':');
+    }
+    snprintf(out, cap, "%s", self);
 }
 
 static void dev_banner(const config *c, int port, int admin_port, int temp_dir, const char *key,
                        const char *store_desc) {
-    char url[300], admin[300];
-    client_url(c->host, port, url, sizeof url);
-    client_url(c->admin_host, admin_port, admin, sizeof admin);
+    char url[300], admin[300], curl[PATH_MAX + 32], self[PATH_MAX];
+    const char *scheme = c->tls_cert[0] ? "https" : "http";
+    client_url(scheme, c->host, port, url, sizeof url);
+    client_url(scheme, c->admin_host, admin_port, admin, sizeof admin);
+    /* Over HTTPS, curl trusts the server's certificate as its own CA, which
+     * is right for the self-signed certificate of a dev setup. */
+    if (c->tls_cert[0])
+        snprintf(curl, sizeof curl, "curl -s --cacert '%s'", c->tls_cert);
+    else
+        snprintf(curl, sizeof curl, "curl -s");
+    self_command(self, sizeof self);
     printf("Sluice %s dev server\n"
            "  URL:         %s\n"
            "  admin API:   %s/admin/api/v1 (Authorization: Bearer <admin token>)\n"
@@ -514,24 +573,29 @@ static void dev_banner(const config *c, int port, int admin_port, int temp_dir, 
            "  KEY='%s'\n"
            "  ADMIN='%s'\n"
            "  B=%s/api/v1/accounts/dev/queues\n"
-           "  curl -s -H \"Authorization: Key $KEY\" -X POST $B -d '{\"queueName\":\"orders\"}'; echo\n"
-           "  curl -s --aws-sigv4 aws:amz:us-east-1:sqs --user \"dev:$KEY\" -X POST $B/orders/messages"
+           "  %s -H \"Authorization: Key $KEY\" -X POST $B -d '{\"queueName\":\"orders\"}'; echo\n"
+           "  %s --aws-sigv4 aws:amz:us-east-1:sqs --user \"dev:$KEY\" -X POST $B/orders/messages"
            " -d 'hello, sluice'; echo\n"
-           "  R=$(curl -s -H \"Authorization: Key $KEY\" -X POST $B/orders/messages/receive"
+           "  R=$(%s -H \"Authorization: Key $KEY\" -X POST $B/orders/messages/receive"
            " -d '{\"waitSeconds\":5}' | tee /dev/stderr | sed -E 's/.*\"popReceipt\":\"([^\"]*)\".*/\\1/'); "
            "echo\n"
-           "  curl -s -H \"Authorization: Key $KEY\" -X POST $B/orders/messages/ack"
+           "  %s -H \"Authorization: Key $KEY\" -X POST $B/orders/messages/ack"
            " -d \"{\\\"popReceipts\\\":[\\\"$R\\\"]}\"; echo\n"
-           "  curl -s --aws-sigv4 aws:amz:us-east-1:sqs --user \"dev:$KEY\" $B/orders/statistics; echo\n"
-           "  curl -s -H \"Authorization: Bearer $ADMIN\" %s/admin/api/v1/accounts; echo\n"
-           "\n"
-           "The client commands (sluice help client):\n"
-           "  export SLUICE_URL=%s SLUICE_ACCOUNT=dev SLUICE_KEY=\"$KEY\"\n"
-           "  sluice queue list; sluice put orders hi; sluice get orders\n"
+           "  %s --aws-sigv4 aws:amz:us-east-1:sqs --user \"dev:$KEY\" $B/orders/statistics; echo\n"
+           "  %s -H \"Authorization: Bearer $ADMIN\" %s/admin/api/v1/accounts; echo\n"
            "\n",
            SL_VERSION, url, admin, store_desc,
            temp_dir ? " (a new temporary directory; delete it when done)" : "", key, c->admin_token, url,
-           admin, key, c->admin_token, url, admin, url);
+           admin, key, c->admin_token, url, curl, curl, curl, curl, curl, curl, admin);
+    if (c->tls_cert[0])
+        printf("The client commands (%s help client) speak plain HTTP only: put a server without\n"
+               "--tls-cert, or a TLS-terminating proxy, in front of them.\n\n", self);
+    else
+        printf("The client commands (%s help client):\n"
+               "  export SLUICE_URL=%s SLUICE_ACCOUNT=dev SLUICE_KEY=\"$KEY\"\n"
+               "  %s queue list; %s put orders hi; %s get orders\n"
+               "\n",
+               self, url, self, self, self);
 }
 
 /* SLUICE_TEST_FAULTS="seed=N,fail=PPM,unknown_applied=PPM,unknown_dropped=PPM"
@@ -625,11 +689,22 @@ static int run(const config *c, int dev, int temp_dir) {
         fprintf(stderr, "sluice: cannot set up the admin API: %s\n", sl_strerror(rc));
         goto out;
     }
-    sl_http_config ahc = {.host = c->admin_host, .port = c->admin_port, .threads = 4, .ctx = admin};
+    /* Both ports: the same TLS and timeouts; the admin API needs few
+     * threads and connections. */
+    sl_http_config ahc = {.host = c->admin_host,
+                          .port = c->admin_port,
+                          .threads = 4,
+                          .max_conns = 256,
+                          .conn_timeout_s = c->http_idle_timeout_s,
+                          .request_timeout_s = c->http_request_timeout_s,
+                          .tls_cert = c->tls_cert,
+                          .tls_key = c->tls_key,
+                          .ctx = admin};
     sl_api_admin_routes(admin, &ahc.routes, &ahc.nroutes);
     rc = sl_http_start(&ahc, &admin_srv);
     if (rc) {
-        fprintf(stderr, "sluice: cannot start the admin API on %s:%d\n", c->admin_host, c->admin_port);
+        fprintf(stderr, "sluice: cannot start the admin API on %s:%d%s\n", c->admin_host, c->admin_port,
+                rc == SL_EINVAL && c->tls_cert[0] ? " (see the TLS error above)" : "");
         goto out;
     }
     sl_api_config ac = {.engine = e,
@@ -649,7 +724,14 @@ static int run(const config *c, int dev, int temp_dir) {
      * Cassandra, a request's thread waits for the node, so the pool bounds
      * how many requests are in flight. */
     int threads = c->threads ? c->threads : c->contact_points[0] ? DEFAULT_THREADS_CQL : DEFAULT_THREADS_EMBEDDED;
-    sl_http_config hc = {.host = c->host, .port = c->port, .threads = threads, .ctx = api};
+    sl_http_config hc = {.host = c->host,
+                         .port = c->port,
+                         .threads = threads,
+                         .conn_timeout_s = c->http_idle_timeout_s,
+                         .request_timeout_s = c->http_request_timeout_s,
+                         .tls_cert = c->tls_cert,
+                         .tls_key = c->tls_key,
+                         .ctx = api};
     sl_api_native_routes(api, &hc.routes, &hc.nroutes);
     rc = sl_http_start(&hc, &srv);
     if (rc) {
@@ -659,16 +741,18 @@ static int run(const config *c, int dev, int temp_dir) {
     int port = sl_http_port(srv), admin_port = sl_http_port(admin_srv);
     if (dev) dev_banner(c, port, admin_port, temp_dir, dev_key.secret, store_desc);
     OPENSSL_cleanse(&dev_key, sizeof dev_key);
+    const char *scheme = c->tls_cert[0] ? "https" : "http";
     if (strchr(c->admin_host, ':'))
-        printf("admin API listening on http://[%s]:%d\n", c->admin_host, admin_port);
+        printf("admin API listening on %s://[%s]:%d\n", scheme, c->admin_host, admin_port);
     else
-        printf("admin API listening on http://%s:%d\n", c->admin_host, admin_port);
+        printf("admin API listening on %s://%s:%d\n", scheme, c->admin_host, admin_port);
     if (strchr(c->host, ':'))
-        printf("listening on http://[%s]:%d\n", c->host, port);
+        printf("listening on %s://[%s]:%d\n", scheme, c->host, port);
     else
-        printf("listening on http://%s:%d\n", c->host, port);
+        printf("listening on %s://%s:%d\n", scheme, c->host, port);
     fflush(stdout);
-    sl_log(SL_INFO, "sluice %s listening on %s:%d, store: %s", SL_VERSION, c->host, port, store_desc);
+    sl_log(SL_INFO, "sluice %s listening on %s:%d%s, store: %s", SL_VERSION, c->host, port,
+           c->tls_cert[0] ? " (HTTPS)" : "", store_desc);
 
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0) {

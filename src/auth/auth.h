@@ -90,9 +90,9 @@ struct sl_auth_header {
 
 /* What the verifiers see of a request. path and query are the raw bytes of
  * the request target as sent on the wire, split at the first '?', before any
- * percent-decoding or normalization (with libmicrohttpd, take them from the
- * URI log callback: the url passed to the access handler is already decoded).
- * query is NULL or empty when there is none. */
+ * percent-decoding or normalization (sl_http_raw_target gives them; the
+ * path the routes see is already decoded). query is NULL or empty when there
+ * is none. */
 struct sl_auth_request {
     const char *method; /* "GET", as sent */
     const char *path;

@@ -30,7 +30,7 @@ int sl_auth_key_init(struct sl_auth_key *k, const char *name, const char *secret
 }
 
 /* The header value is "Key" and the key after one or more spaces or tabs;
- * trailing whitespace is not part of it (libmicrohttpd strips it anyway).
+ * trailing whitespace is not part of it (the HTTP parser strips it anyway).
  * The length check leaks only that the presented string is not 86
  * characters, which every client knows. */
 int sl_auth_verify_key(const struct sl_auth_request *rq, const struct sl_auth_keyring *ring,

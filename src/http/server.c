@@ -1,43 +1,44 @@
-/* server.c: libmicrohttpd glue, the routing table, request bodies, parking.
+/* server.c: the HTTP/1.1 server: listening and accepting, connections on
+ * event-loop workers, request framing (parse.c), the routing table, request
+ * bodies, parking, responses and TLS.
  *
- * The daemon runs a pool of internal polling threads (epoll on Linux), each
- * of which calls handlers for its own connections. On the embedded store the
- * message handlers park their request while its writes commit, so a few
- * threads serve many connections; on Cassandra they block on the node, and
- * the pool is sized well above the core count (main.c picks the size).
+ * Threads. One thread accepts; it hands each connection to a worker in
+ * turn (a burst of connects spreads over all of them instead of landing on
+ * whichever few are awake). Each worker owns its connections: an epoll
+ * descriptor (edge-triggered), an eventfd that other threads write to hand
+ * it a connection or a woken request, and a list of its connections for the
+ * timeouts. Handlers run on the worker that owns the connection. On the
+ * embedded store the message handlers park their request while its writes
+ * commit, so a few workers serve many connections; on Cassandra they block
+ * on the node, and the pool is sized well above the core count (main.c picks
+ * the size).
  *
- * How MHD calls us, once per request: a first call with no body (we set up
- * the request and match its route), calls carrying body bytes, and a last
- * call with *upload_data_size == 0, where the handler runs and the response
- * is queued. Queueing a response on the first call of a request that has a
- * body makes MHD 0.9.75 drop the rest of the request and close the
- * connection, which silently disables keep-alive (see PEERS.md); so we only
- * do that for bodies we refuse outright (413 to a client waiting for
- * "100 Continue", or far over the limit), where closing is what we want.
+ * Parking (SL_HTTP_WAIT): the connection stops being read and its request
+ * waits, holding no thread, until someone calls sl_http_wake() from any
+ * thread; the worker then runs the handler again. The worker's mutex orders
+ * the two, so a wake that comes before the park is remembered instead of
+ * lost.
  *
- * Parking (SL_HTTP_WAIT): the connection is suspended with
- * MHD_suspend_connection and resumed from whichever thread calls
- * sl_http_wake(). One server-wide mutex orders the two, so a wake that
- * arrives before the suspend is remembered instead of lost, and a resume is
- * never issued for a connection that is not suspended. MHD does not watch a
- * suspended connection (it neither times out nor notices the client going
- * away), and MHD_stop_daemon panics while any connection is suspended, so
- * sl_http_stop() wakes every parked request and waits for them to leave the
- * suspended state before stopping the daemon.
+ * Bounds: the head's size, field count and target length (parse.h), the
+ * body per route, the time a request may take to arrive from its first byte
+ * (a slow sender cannot hold a connection for long), the idle time between
+ * requests, and the count of connections (over it, a connection gets a 503
+ * and is closed; one descriptor is kept in reserve so that even running out
+ * of descriptors refuses connections instead of leaving them queued in the
+ * kernel). Every error, the HTTP layer's own included, is JSON in the
+ * native envelope, with an X-Request-Id; after a malformed request the
+ * connection closes, since where one request ended is then unknown.
  *
- * Accepting: the server listens and accepts on a thread of its own and hands
- * each connection to MHD_add_connection, which gives it to a worker by its
- * descriptor number (so new connections spread over the pool in turn).
- * When every worker watches the listening socket instead, a burst of
- * connects lands on whichever few workers happen to be awake: a client that
- * opens 128 connections at once found them on 10 of 32 workers, and since a
- * worker that waits for the store (as on Cassandra) serves its connections
- * one request at a time, those connections waited on each other while 22
- * workers idled. */
+ * Closing after a refusal: the client may still be sending a body (a large
+ * upload refused with 413), and closing a socket with unread bytes makes the
+ * kernel send a reset that can destroy the response before the client reads
+ * it. So the server shuts down its writing side and reads and discards what
+ * still comes, up to LINGER_MAX bytes or LINGER_MS, before it closes. */
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
@@ -46,21 +47,27 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
-#include <microhttpd.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
+#include "parse.h"
 #include "server.h"
 
 #define DEFAULT_BODY_MAX (1024 * 1024)
 #define DEFAULT_THREADS 32
 #define MAX_SEGS 16
-#define MAX_HEADERS 8
-/* How much of a body over the limit we read and throw away so that the
- * client, still sending, can read our 413 on a connection that stays open. */
-#define DRAIN_MAX (4 * 1024 * 1024)
+#define MAX_HEADERS 8         /* response headers a handler may add */
+#define READ_MAX (64 * 1024)  /* bytes read from a socket at a time */
+#define OUT_HIGH (256 * 1024) /* unsent response bytes over which no new request is read */
+#define LINGER_MAX (64 * 1024 * 1024)
+#define LINGER_MS 10000
+#define TICK_MS 250
 
 typedef struct {
     const sl_http_route *r;
@@ -69,21 +76,71 @@ typedef struct {
     int param[MAX_SEGS];
 } route_c;
 
+typedef struct worker worker;
+typedef struct conn conn;
+
 struct sl_http_server {
-    struct MHD_Daemon *d;
     sl_http_config cfg;
     route_c *routes;
     int port;
-    int lfd;             /* the listening socket */
-    int wake[2];         /* a pipe: written to stop the accept thread */
+    int lfd;     /* the listening socket */
+    int wake[2]; /* a pipe: written to stop the accept thread */
+    int spare;   /* a descriptor held in reserve (see accept_main) */
     pthread_t acceptor;
     int acceptor_started;
-    int stopping;        /* atomic */
-    pthread_mutex_t mu;  /* the parking state of every request */
-    pthread_cond_t cv;   /* signalled when nsuspended drops to 0 */
-    sl_http_req *parked; /* suspended and not yet woken */
-    int nsuspended;      /* suspended and not yet re-entered */
-    int nactive;         /* atomic: requests begun and not completed */
+    worker *workers;
+    int nworkers;
+    unsigned next; /* the worker that gets the next connection */
+    int max_conns;
+    int idle_ms, request_ms;
+    SSL_CTX *tls;
+    int stopping; /* atomic */
+    int nconns;   /* atomic: open connections */
+    int nreqs;    /* atomic: requests begun and not finished */
+};
+
+struct worker {
+    sl_http_server *s;
+    pthread_t t;
+    int started;
+    int ep, evfd;
+    pthread_mutex_t mu;  /* the three lists below and every parking flag of its requests */
+    conn *inbox;         /* accepted, not yet taken up */
+    sl_http_req *woken;  /* woken, to be run again */
+    sl_http_req *parked; /* parked and not woken */
+    int quit;
+    conn *conns;  /* every connection it owns; the worker's thread only */
+    conn *closed; /* closed during this round of events, freed after it */
+    int64_t date_s;
+    char date[40]; /* "Date: ...\r\n" for date_s */
+};
+
+enum { C_HEAD, C_BODY, C_RUN, C_LINGER };
+
+struct conn {
+    worker *w;
+    conn *next, *prev;
+    int fd;
+    SSL *ssl;
+    int handshaken;
+    int state;
+    char *in;
+    size_t in_len, in_cap;
+    char *out;
+    size_t out_len, out_off, out_cap;
+    int64_t t_start;   /* when the request being read began (monotonic ms), 0 between requests */
+    int64_t t_active;  /* the last byte read or written */
+    int close_after;   /* close once the output is sent */
+    int read_pending;  /* readable while a request ran: read when it is done */
+    int want_out;      /* registered for EPOLLOUT */
+    int tls_want_read; /* a TLS write waits for the socket to be readable */
+    int dead;          /* the peer went away while a request ran: close when it is done */
+    int closed;        /* closed: events of this round that name it are skipped */
+    size_t lingered;
+    sl_http_req *req; /* the request being read or run */
+    int chunked;
+    uint64_t body_left;
+    sl_hp_chunked ck;
 };
 
 typedef struct chunk {
@@ -94,35 +151,42 @@ typedef struct chunk {
 
 struct sl_http_req {
     sl_http_server *srv;
-    struct MHD_Connection *conn;
-    char *method, *path;
-    char *raw; /* the request target as sent, from the URI log callback */
-    int started;
+    conn *c;
+    char *method, *path, *query;
+    char *raw; /* the request target as sent */
+    sl_http_kv *fields;
+    size_t nfields;
+    int minor, keep_alive, head;
     const route_c *route;
     int nomatch; /* 404 or 405 when route is NULL */
     char allow[64];
     int nparams;
     const char *pname[SL_HTTP_MAX_PARAMS], *pval[SL_HTTP_MAX_PARAMS];
     char *body;
-    size_t len, cap, max, discarded;
-    int too_big;
+    size_t len, cap, max;
     char id[17];
     int64_t t0;
     /* the response */
-    int status, has_resp, queued;
+    int status, has_resp;
     char *resp;
     size_t resp_len;
     const char *ctype;
     int nhdr;
     const char *hname[MAX_HEADERS], *hval[MAX_HEADERS];
-    /* parking, under srv->mu */
-    int parked, suspended, wake_pending, last_run;
+    /* parking, under the worker's mu */
+    int parked, woken, wake_pending, last_run;
     sl_http_req *pnext, *pprev;
     int resumes;
     void *user;
     void (*user_free)(void *);
     chunk *arena;
 };
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* --- Request-scoped memory --------------------------------------------- */
 
@@ -263,19 +327,56 @@ const char *sl_http_param(const sl_http_req *r, const char *name) {
     return NULL;
 }
 
-const char *sl_http_query(const sl_http_req *r, const char *name) {
-    const char *v = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
-    if (!v) {
-        /* "?name" without '=' is recorded with a NULL value; tell it apart from absent. */
-        if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, name, strlen(name), NULL, NULL) ==
-            MHD_YES)
-            return "";
+static int hexval(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes s[0..n) into out (room for n + 1 bytes), NUL-terminated;
+ * in a query, '+' is a space (form encoding). "%00" stays as it is: a
+ * decoded NUL would silently cut the string short ("/queues/%00" would
+ * become "/queues/"), while the literal "%00" is simply an invalid name. */
+static size_t unescape(const char *s, size_t n, char *out, int plus) {
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++) {
+        int hi, lo;
+        if (s[i] == '%' && i + 2 < n && (hi = hexval(s[i + 1])) >= 0 && (lo = hexval(s[i + 2])) >= 0 &&
+            (hi | lo) != 0) {
+            out[w++] = (char)(hi << 4 | lo);
+            i += 2;
+        } else {
+            out[w++] = plus && s[i] == '+' ? ' ' : s[i];
+        }
     }
-    return v;
+    out[w] = '\0';
+    return w;
+}
+
+const char *sl_http_query(const sl_http_req *r, const char *name) {
+    size_t nlen = strlen(name);
+    char key[256];
+    for (const char *p = r->query; *p;) {
+        size_t n = strcspn(p, "&"), k = strcspn(p, "=");
+        if (k > n) k = n;
+        if (k < sizeof key && unescape(p, k, key, 1) == nlen && memcmp(key, name, nlen) == 0) {
+            if (k == n) return "";
+            /* Decoded into the request's memory; const only to callers. */
+            char *v = sl_http_alloc((sl_http_req *)r, n - k);
+            if (!v) return NULL;
+            unescape(p + k + 1, n - k - 1, v, 1);
+            return v;
+        }
+        p += n + (p[n] == '&');
+    }
+    return NULL;
 }
 
 const char *sl_http_header(const sl_http_req *r, const char *name) {
-    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+    for (size_t i = 0; i < r->nfields; i++)
+        if (strcasecmp(r->fields[i].name, name) == 0) return r->fields[i].value;
+    return NULL;
 }
 
 void sl_http_raw_target(const sl_http_req *r, const char **path, size_t *path_len, const char **query,
@@ -287,27 +388,10 @@ void sl_http_raw_target(const sl_http_req *r, const char **path, size_t *path_le
     *query_len = strlen(*query);
 }
 
-typedef struct {
-    sl_http_kv *out;
-    size_t cap, n;
-} header_walk;
-
-static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const char *key,
-                                      const char *value) {
-    header_walk *w = cls;
-    (void)kind;
-    if (w->n < w->cap) {
-        w->out[w->n].name = key;
-        w->out[w->n].value = value ? value : "";
-    }
-    w->n++;
-    return MHD_YES;
-}
-
 size_t sl_http_headers(const sl_http_req *r, sl_http_kv *out, size_t cap) {
-    header_walk w = {out, cap, 0};
-    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, collect_header, &w);
-    return w.n;
+    for (size_t i = 0; i < r->nfields && i < cap; i++)
+        out[i] = r->fields[i];
+    return r->nfields;
 }
 
 const char *sl_http_body(const sl_http_req *r, size_t *len) {
@@ -400,203 +484,530 @@ void sl_http_add_header(sl_http_req *r, const char *name, const char *value) {
     r->hval[r->nhdr++] = v;
 }
 
-/* Hands r's response to MHD. After this MHD owns the body. */
-static enum MHD_Result queue_response(sl_http_req *r) {
+/* --- Responses on the wire -------------------------------------------- */
+
+static const char *reason(int status) {
+    switch (status) {
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Status";
+    }
+}
+
+static int out_reserve(conn *c, size_t n) {
+    if (c->out_off > 0 && c->out_off == c->out_len) c->out_off = c->out_len = 0;
+    if (c->out_len + n <= c->out_cap) return 0;
+    size_t cap = c->out_cap ? c->out_cap : 4096;
+    while (cap < c->out_len + n)
+        cap *= 2;
+    char *p = realloc(c->out, cap);
+    if (!p) return SL_ENOMEM;
+    c->out = p;
+    c->out_cap = cap;
+    return 0;
+}
+
+static void out_add(conn *c, const void *p, size_t n) {
+    memcpy(c->out + c->out_len, p, n);
+    c->out_len += n;
+}
+
+/* The Date field, formatted once a second per worker. */
+static const char *date_field(worker *w) {
+    time_t now = time(NULL);
+    if (now != w->date_s) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(w->date, sizeof w->date, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+        w->date_s = now;
+    }
+    return w->date;
+}
+
+/* Appends r's response to its connection's output. A response to HEAD
+ * carries the fields of the body it does not send; 1xx, 204 and 304 carry
+ * no body and no Content-Length (RFC 9110 section 8.6). */
+static int serialize(conn *c, sl_http_req *r) {
     if (!r->has_resp) sl_http_error(r, 500, "InternalError", "the handler set no response");
-    struct MHD_Response *resp;
-    if (r->resp_len > 0) {
-        resp = MHD_create_response_from_buffer(r->resp_len, r->resp, MHD_RESPMEM_MUST_FREE);
-        if (resp) r->resp = NULL;
-    } else {
-        resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-    }
-    if (!resp) return MHD_NO;
-    if (r->ctype && r->status != 204) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->ctype);
-    MHD_add_response_header(resp, "X-Request-Id", r->id);
+    int bodyless = r->status == 204 || r->status == 304 || r->status < 200;
+    size_t extra = 0;
     for (int i = 0; i < r->nhdr; i++)
-        MHD_add_response_header(resp, r->hname[i], r->hval[i]);
-    enum MHD_Result rc = MHD_queue_response(r->conn, (unsigned int)r->status, resp);
-    MHD_destroy_response(resp);
-    r->queued = 1;
-    return rc;
-}
-
-static enum MHD_Result too_big(sl_http_req *r) {
-    sl_http_error(r, 413, "RequestBodyTooLarge", "the request body exceeds the limit of %zu bytes", r->max);
-    return queue_response(r);
-}
-
-/* --- Parking ------------------------------------------------------------ */
-
-void sl_http_wake(sl_http_req *r) {
-    sl_http_server *s = r->srv;
-    pthread_mutex_lock(&s->mu);
-    if (r->parked) {
-        r->parked = 0;
-        if (r->pprev)
-            r->pprev->pnext = r->pnext;
-        else
-            s->parked = r->pnext;
-        if (r->pnext) r->pnext->pprev = r->pprev;
-        r->pnext = r->pprev = NULL;
-        MHD_resume_connection(r->conn);
-    } else if (!r->suspended) {
-        r->wake_pending = 1;
+        extra += strlen(r->hname[i]) + strlen(r->hval[i]) + 4;
+    size_t send = bodyless || r->head ? 0 : r->resp_len;
+    if (out_reserve(c, 320 + extra + (r->ctype ? strlen(r->ctype) : 0) + send)) return SL_ENOMEM;
+    char line[320];
+    int n =
+        snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n%s", r->status, reason(r->status), date_field(c->w));
+    out_add(c, line, (size_t)n);
+    if (!bodyless) {
+        n = snprintf(line, sizeof line, "Content-Length: %zu\r\n", r->resp_len);
+        out_add(c, line, (size_t)n);
+        if (r->ctype) {
+            out_add(c, "Content-Type: ", 14);
+            out_add(c, r->ctype, strlen(r->ctype));
+            out_add(c, "\r\n", 2);
+        }
     }
-    pthread_mutex_unlock(&s->mu);
-}
-
-/* Parks r unless a wake already came; returns 1 if parked, 0 to run the
- * handler again now, -1 when the server is stopping. */
-static int park(sl_http_req *r) {
-    sl_http_server *s = r->srv;
-    int rc;
-    pthread_mutex_lock(&s->mu);
-    if (r->wake_pending) {
-        r->wake_pending = 0;
-        rc = 0;
-    } else if (__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE)) {
-        rc = -1;
-    } else {
-        r->parked = r->suspended = 1;
-        r->pprev = NULL;
-        r->pnext = s->parked;
-        if (s->parked) s->parked->pprev = r;
-        s->parked = r;
-        s->nsuspended++;
-        MHD_suspend_connection(r->conn);
-        rc = 1;
+    n = snprintf(line, sizeof line, "X-Request-Id: %s\r\n", r->id);
+    out_add(c, line, (size_t)n);
+    for (int i = 0; i < r->nhdr; i++) {
+        out_add(c, r->hname[i], strlen(r->hname[i]));
+        out_add(c, ": ", 2);
+        out_add(c, r->hval[i], strlen(r->hval[i]));
+        out_add(c, "\r\n", 2);
     }
-    pthread_mutex_unlock(&s->mu);
-    return rc;
+    if (c->close_after)
+        out_add(c, "Connection: close\r\n", 19);
+    else if (r->minor == 0)
+        out_add(c, "Connection: keep-alive\r\n", 24);
+    out_add(c, "\r\n", 2);
+    if (send) out_add(c, r->resp, send);
+    return 0;
 }
 
-/* Called when MHD runs a request again after a resume. */
-static void unpark(sl_http_req *r) {
-    sl_http_server *s = r->srv;
-    pthread_mutex_lock(&s->mu);
-    if (r->suspended) {
-        r->suspended = 0;
-        r->resumes++;
-        if (--s->nsuspended == 0) pthread_cond_broadcast(&s->cv);
-    }
-    pthread_mutex_unlock(&s->mu);
-}
+/* --- Requests ------------------------------------------------------------ */
 
-/* --- MHD callbacks ------------------------------------------------------ */
-
-static int hexval(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-/* A request's state is made by the URI log callback, the only place MHD
- * shows the request target before decoding it, and set up on the first call
- * of on_request. MHD calls on_completed for every state the URI log callback
- * returned. */
-static sl_http_req *req_alloc(sl_http_server *s, struct MHD_Connection *c, const char *raw) {
+static sl_http_req *req_new(conn *c) {
     sl_http_req *r = calloc(1, sizeof *r);
     if (!r) return NULL;
-    r->srv = s;
-    r->conn = c;
+    r->srv = c->w->s;
+    r->c = c;
     r->t0 = sl_now_ms();
-    r->raw = req_strdup(r, raw ? raw : "");
-    if (!r->raw) {
-        arena_free(r);
-        free(r);
-        return NULL;
-    }
-    __atomic_add_fetch(&s->nactive, 1, __ATOMIC_RELAXED);
+    snprintf(r->id, sizeof r->id, "%016llx", (unsigned long long)sl_random_u64());
+    r->method = r->path = r->raw = r->query = (char *)"-";
+    __atomic_add_fetch(&r->srv->nreqs, 1, __ATOMIC_RELAXED);
     return r;
 }
 
-static int req_start(sl_http_req *r, const char *url, const char *method) {
-    uint64_t id = sl_random_u64();
-    snprintf(r->id, sizeof r->id, "%016llx", (unsigned long long)id);
-    r->method = req_strdup(r, method);
-    r->path = req_strdup(r, url);
-    if (!r->method || !r->path) return SL_ENOMEM;
-    r->started = 1;
+static void req_free(sl_http_req *r) {
+    if (!r) return;
+    /* The user state goes first: it may hold a wake-up source (a watch) that
+     * must be cancelled before r disappears. */
+    if (r->user_free) r->user_free(r->user);
+    if (sl_log_level >= SL_DEBUG)
+        sl_log(SL_DEBUG, "http %s %s %d %lldms [%s]", r->method, r->path, r->status,
+               (long long)(sl_now_ms() - r->t0), r->id);
+    free(r->body);
+    free(r->resp);
+    __atomic_sub_fetch(&r->srv->nreqs, 1, __ATOMIC_RELEASE);
+    arena_free(r);
+    free(r);
+}
+
+static char *arena_copy(sl_http_req *r, const char *p, size_t n) {
+    char *s = sl_http_alloc(r, n + 1);
+    if (s) memcpy(s, p, n);
+    return s;
+}
+
+/* Sets r up from a parsed head: copies what it keeps (the head's buffer is
+ * reused for the next bytes), decodes the path and matches the route. */
+static int req_setup(sl_http_req *r, const sl_hp_request *h) {
+    r->minor = h->minor;
+    r->keep_alive = h->keep_alive;
+    char *m = arena_copy(r, h->method, h->method_len);
+    char *raw = arena_copy(r, h->target, h->target_len);
+    r->fields = sl_http_alloc(r, (h->nfields ? h->nfields : 1) * sizeof *r->fields);
+    if (!m || !raw || !r->fields) return SL_ENOMEM;
+    for (size_t i = 0; i < h->nfields; i++) {
+        const sl_hp_field *f = &h->fields[i];
+        char *name = arena_copy(r, f->name, f->name_len), *value = arena_copy(r, f->value, f->value_len);
+        if (!name || !value) return SL_ENOMEM;
+        r->fields[i].name = name;
+        r->fields[i].value = value;
+    }
+    r->nfields = h->nfields;
+    r->method = m;
+    r->raw = raw;
+    r->head = strcmp(m, "HEAD") == 0;
+    size_t plen = strcspn(raw, "?");
+    r->query = raw[plen] ? raw + plen + 1 : (char *)"";
+    char *path = sl_http_alloc(r, plen + 1);
+    if (!path) return SL_ENOMEM;
+    unescape(raw, plen, path, 0);
+    r->path = path;
     route_request(r);
     r->max = r->route && r->route->r->body_max ? r->route->r->body_max : DEFAULT_BODY_MAX;
     return 0;
 }
 
-static void *on_uri_log(void *cls, const char *uri, struct MHD_Connection *c) {
-    return req_alloc(cls, c, uri);
+/* --- Connections ----------------------------------------------------------- */
+
+/* Closes c. Its memory outlives the round of events being handled (a
+ * later event of the same epoll_wait may name it); worker_main frees it. */
+static void conn_close(conn *c) {
+    worker *w = c->w;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    req_free(c->req);
+    c->req = NULL;
+    if (c->ssl) SSL_free(c->ssl);
+    c->ssl = NULL;
+    close(c->fd);
+    free(c->in);
+    free(c->out);
+    c->in = c->out = NULL;
+    c->closed = 1;
+    c->next = w->closed;
+    w->closed = c;
+    __atomic_sub_fetch(&w->s->nconns, 1, __ATOMIC_RELEASE);
 }
 
-static int append_body(sl_http_req *r, const char *data, size_t n) {
-    if (r->len + n + 1 > r->cap) {
-        size_t cap = r->cap ? r->cap : 4096;
-        while (cap < r->len + n + 1)
-            cap *= 2;
-        if (cap > r->max + 1) cap = r->max + 1;
-        char *b = realloc(r->body, cap);
-        if (!b) return SL_ENOMEM;
-        r->body = b;
-        r->cap = cap;
+static void free_closed(worker *w) {
+    while (w->closed) {
+        conn *c = w->closed;
+        w->closed = c->next;
+        free(c);
     }
-    memcpy(r->body + r->len, data, n);
-    r->len += n;
-    r->body[r->len] = '\0';
+}
+
+static void want_out(conn *c, int on) {
+    if (c->want_out == on) return;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET | (on ? EPOLLOUT : 0), .data.ptr = c};
+    epoll_ctl(c->w->ep, EPOLL_CTL_MOD, c->fd, &ev);
+    c->want_out = on;
+}
+
+/* Reads what is there into c->in (up to READ_MAX at a time). Returns the
+ * bytes read, 0 when nothing is there now, or -1 at the end of the stream
+ * or on an error (the connection is done). */
+static long conn_read(conn *c, char *buf, size_t cap) {
+    if (c->ssl) {
+        ERR_clear_error();
+        int n = SSL_read(c->ssl, buf, (int)cap);
+        if (n > 0) return n;
+        int e = SSL_get_error(c->ssl, n);
+        if (e == SSL_ERROR_WANT_READ) return 0;
+        if (e == SSL_ERROR_WANT_WRITE) {
+            want_out(c, 1);
+            return 0;
+        }
+        return -1;
+    }
+    for (;;) {
+        ssize_t n = recv(c->fd, buf, cap, 0);
+        if (n > 0) return n;
+        if (n == 0) return -1;
+        if (errno == EINTR) continue;
+        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+    }
+}
+
+/* Sends what it can of the output. Returns 0, or -1 when the connection is
+ * done (the peer went away, or everything is sent and it closes). */
+static int conn_flush(conn *c) {
+    while (c->out_off < c->out_len) {
+        size_t n = c->out_len - c->out_off;
+        ssize_t k;
+        if (c->ssl) {
+            ERR_clear_error();
+            int m = SSL_write(c->ssl, c->out + c->out_off, n > INT32_MAX ? INT32_MAX : (int)n);
+            if (m <= 0) {
+                int e = SSL_get_error(c->ssl, m);
+                if (e == SSL_ERROR_WANT_WRITE) {
+                    want_out(c, 1);
+                    return 0;
+                }
+                if (e == SSL_ERROR_WANT_READ) {
+                    c->tls_want_read = 1;
+                    return 0;
+                }
+                return -1;
+            }
+            k = m;
+        } else {
+            k = send(c->fd, c->out + c->out_off, n, MSG_NOSIGNAL);
+            if (k < 0) {
+                if (errno == EINTR) continue;
+                if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                    want_out(c, 1);
+                    return 0;
+                }
+                return -1;
+            }
+        }
+        c->out_off += (size_t)k;
+        c->t_active = mono_ms();
+    }
+    c->out_off = c->out_len = 0;
+    c->tls_want_read = 0;
+    want_out(c, 0);
+    if (c->close_after && c->state != C_LINGER) {
+        /* Stop sending, and read what the client still sends for a while
+         * (see the top of the file). */
+        if (c->ssl) SSL_shutdown(c->ssl);
+        shutdown(c->fd, SHUT_WR);
+        c->state = C_LINGER;
+        c->t_start = mono_ms();
+        c->lingered = 0;
+    }
     return 0;
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
-                                  const char *version, const char *upload, size_t *upload_size,
-                                  void **con_cls) {
-    sl_http_server *s = cls;
-    sl_http_req *r = *con_cls;
-    (void)version;
-
-    if (!r || !r->started) {
-        /* Without the URI log callback's state (it ran out of memory), the
-         * decoded url stands in for the raw target, and signatures over an
-         * encoded path fail: a 401, never a wrong grant. */
-        if (!r && !(r = req_alloc(s, c, url))) return MHD_NO;
-        *con_cls = r;
-        if (req_start(r, url, method) != 0) return MHD_NO;
-        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl) {
-            errno = 0;
-            unsigned long long n = strtoull(cl, NULL, 10);
-            if (errno == ERANGE) n = ULLONG_MAX;
-            if (n > r->max) {
-                const char *ex = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
-                r->too_big = 1;
-                /* A client waiting for "100 Continue" has not sent the body:
-                 * refuse it now. One that sends far more than the limit is
-                 * refused now too; the connection closes. */
-                if ((ex && strcasecmp(ex, "100-continue") == 0) || n - r->max > DRAIN_MAX) return too_big(r);
-            }
-        }
-        return MHD_YES;
+/* Answers the request being read with an error of the HTTP layer and
+ * closes the connection after it. */
+static void conn_refuse(conn *c, int status, const char *code, const char *msg) {
+    sl_http_req *r = c->req;
+    if (!r && (r = req_new(c)) != NULL) {
+        /* A refused head may still say HEAD, and a client that sent HEAD
+         * reads no body after the fields (RFC 9110 section 9.3.2). */
+        size_t k = 0;
+        while (k < c->in_len && (c->in[k] == '\r' || c->in[k] == '\n')) k++;
+        r->head = c->in_len - k >= 5 && memcmp(c->in + k, "HEAD ", 5) == 0;
     }
-
-    if (*upload_size > 0) {
-        size_t n = *upload_size;
-        *upload_size = 0;
-        if (!r->too_big && r->len + n > r->max) {
-            r->too_big = 1;
-            free(r->body);
-            r->body = NULL;
-            r->len = r->cap = 0;
-        }
-        if (r->too_big) {
-            r->discarded += n;
-            if (r->discarded > DRAIN_MAX && !r->queued) return too_big(r);
-            return MHD_YES;
-        }
-        if (append_body(r, upload, n) != 0) return MHD_NO;
-        return MHD_YES;
+    c->req = NULL;
+    c->close_after = 1;
+    if (r) {
+        sl_http_error(r, status, code, "%s", msg);
+        if (status == 503 || status == 429) sl_http_add_header(r, "Retry-After", "1");
+        serialize(c, r);
+        req_free(r);
     }
+    c->state = C_HEAD; /* conn_flush moves it on to C_LINGER */
+    c->t_start = 0;
+}
 
-    if (r->queued) return MHD_YES;
-    unpark(r);
-    if (r->too_big) return too_big(r);
+/* How the server answers a request the parser refuses. RFC 9112 would have
+ * 501 for a transfer coding other than chunked and 505 for another major
+ * version; here bad input never gets a 5xx (API.md), so both are 400 with a
+ * code that says which. */
+static void refuse_parse(conn *c, long status, const char *why) {
+    switch (status) {
+    case 414:
+        conn_refuse(c, 414, "UriTooLong", why);
+        break;
+    case 431:
+        conn_refuse(c, 431, "RequestHeaderFieldsTooLarge", why);
+        break;
+    case 501:
+        conn_refuse(c, 400, "UnsupportedTransferCoding", why);
+        break;
+    case 505:
+        conn_refuse(c, 400, "HttpVersionNotSupported", why);
+        break;
+    default:
+        conn_refuse(c, 400, "BadRequest", why);
+        break;
+    }
+}
+
+static void too_big(conn *c) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "the request body exceeds the limit of %zu bytes", c->req->max);
+    conn_refuse(c, 413, "RequestBodyTooLarge", msg);
+}
+
+static void run_request(conn *c);
+
+/* Takes the head at the front of c->in. Returns 1 when a request is under
+ * way (its body, if any, is next), 0 when more bytes are needed, -1 when
+ * the connection was refused. */
+static int take_head(conn *c) {
+    sl_hp_request h;
+    const char *why;
+    long n = sl_hp_parse_head(c->in, c->in_len, &h, &why);
+    if (n == SL_EPARTIAL) {
+        /* Only whitespace between requests does not start one. */
+        size_t k = 0;
+        while (k < c->in_len && (c->in[k] == '\r' || c->in[k] == '\n'))
+            k++;
+        if (k < c->in_len && c->t_start == 0) c->t_start = mono_ms();
+        return 0;
+    }
+    if (n < 0) {
+        refuse_parse(c, -n, why);
+        return -1;
+    }
+    if (c->t_start == 0) c->t_start = mono_ms();
+    sl_http_req *r = req_new(c);
+    if (!r || req_setup(r, &h) != 0) {
+        req_free(r);
+        conn_refuse(c, 503, "ServiceUnavailable", "out of memory");
+        return -1;
+    }
+    c->req = r;
+    memmove(c->in, c->in + n, c->in_len - (size_t)n);
+    c->in_len -= (size_t)n;
+    c->chunked = h.chunked;
+    c->body_left = h.content_length > 0 ? (uint64_t)h.content_length : 0;
+    memset(&c->ck, 0, sizeof c->ck);
+    if (!c->chunked && c->body_left == 0) {
+        run_request(c);
+        return 1;
+    }
+    if (!c->chunked && c->body_left > r->max) {
+        too_big(c);
+        return -1;
+    }
+    /* A client that waits for "100 Continue" before sending the body gets it
+     * now that the head is accepted (RFC 9110 section 10.1.1). */
+    if (h.expect_continue && c->in_len == 0 && r->minor == 1) {
+        if (out_reserve(c, 25) == 0) out_add(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    }
+    size_t want = c->chunked ? 4096 : (size_t)c->body_left;
+    if (!(r->body = malloc(want + 1))) {
+        conn_refuse(c, 503, "ServiceUnavailable", "out of memory");
+        return -1;
+    }
+    r->cap = want + 1;
+    c->state = C_BODY;
+    return 1;
+}
+
+/* Moves body bytes from c->in into the request. Returns 1 once the body is
+ * complete, 0 when more is needed, -1 when the connection was refused. */
+static int take_body(conn *c) {
+    sl_http_req *r = c->req;
+    if (!c->chunked) {
+        size_t k = c->in_len < c->body_left ? c->in_len : (size_t)c->body_left;
+        memcpy(r->body + r->len, c->in, k);
+        r->len += k;
+        c->body_left -= k;
+        memmove(c->in, c->in + k, c->in_len - k);
+        c->in_len -= k;
+        r->body[r->len] = '\0';
+        return c->body_left == 0;
+    }
+    size_t used, got;
+    const char *why;
+    /* Payload is never longer than its framing, so it is decoded in place. */
+    int rc = sl_hp_decode_chunked(&c->ck, c->in, c->in_len, &used, c->in, &got, &why);
+    if (rc < 0) {
+        conn_refuse(c, 400, "BadRequest", why);
+        return -1;
+    }
+    if (r->len + got > r->max) {
+        too_big(c);
+        return -1;
+    }
+    if (r->len + got + 1 > r->cap) {
+        size_t cap = r->cap * 2;
+        while (cap < r->len + got + 1)
+            cap *= 2;
+        if (cap > r->max + 1) cap = r->max + 1;
+        char *b = realloc(r->body, cap);
+        if (!b) {
+            conn_refuse(c, 503, "ServiceUnavailable", "out of memory");
+            return -1;
+        }
+        r->body = b;
+        r->cap = cap;
+    }
+    memcpy(r->body + r->len, c->in, got);
+    r->len += got;
+    r->body[r->len] = '\0';
+    memmove(c->in, c->in + used, c->in_len - used);
+    c->in_len -= used;
+    return rc;
+}
+
+/* Parks r unless a wake already came; returns 1 if parked, 0 to run the
+ * handler again now, -1 when the server is stopping. */
+static int park(sl_http_req *r) {
+    worker *w = r->c->w;
+    int rc;
+    pthread_mutex_lock(&w->mu);
+    if (r->wake_pending) {
+        r->wake_pending = 0;
+        rc = 0;
+    } else if (__atomic_load_n(&r->srv->stopping, __ATOMIC_ACQUIRE)) {
+        rc = -1;
+    } else {
+        r->parked = 1;
+        r->pprev = NULL;
+        r->pnext = w->parked;
+        if (w->parked) w->parked->pprev = r;
+        w->parked = r;
+        rc = 1;
+    }
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
+void sl_http_wake(sl_http_req *r) {
+    worker *w = r->c->w;
+    pthread_mutex_lock(&w->mu);
+    if (r->parked) {
+        r->parked = 0;
+        if (r->pprev)
+            r->pprev->pnext = r->pnext;
+        else
+            w->parked = r->pnext;
+        if (r->pnext) r->pnext->pprev = r->pprev;
+        r->pprev = NULL;
+        r->pnext = w->woken;
+        w->woken = r;
+        r->woken = 1;
+        pthread_mutex_unlock(&w->mu);
+        uint64_t one = 1;
+        ssize_t k = write(w->evfd, &one, sizeof one);
+        (void)k;
+        return;
+    }
+    if (!r->woken) r->wake_pending = 1;
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void conn_process(conn *c);
+
+/* Runs the handler of c's request (again, after a wake) until it answers or
+ * parks; an answer goes out, and the connection reads on. */
+static void run_request(conn *c) {
+    sl_http_req *r = c->req;
+    sl_http_server *s = c->w->s;
+    c->state = C_RUN;
     if (!r->route) {
         if (r->nomatch == 405) {
             sl_http_error(r, 405, "MethodNotAllowed", "%s is not allowed on %s", r->method, r->path);
@@ -604,112 +1015,303 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         } else {
             sl_http_error(r, 404, "NotFound", "no route for %s %s", r->method, r->path);
         }
-        return queue_response(r);
-    }
-    for (;;) {
-        if (r->route->r->fn(r, s->cfg.ctx) == SL_HTTP_DONE) break;
-        int p = park(r);
-        if (p == 1) return MHD_YES;
-        /* Stopping: handlers answer instead of parking once they see it
-         * (sl_http_stopping), so run this one again, once. */
-        if (p < 0 && !r->last_run) {
-            r->last_run = 1;
+    } else {
+        for (;;) {
+            if (r->route->r->fn(r, s->cfg.ctx) == SL_HTTP_DONE) break;
+            int p = park(r);
+            if (p == 1) return;
+            /* Stopping: handlers answer instead of parking once they see it
+             * (sl_http_stopping), so run this one again, once. */
+            if (p < 0 && !r->last_run) {
+                r->last_run = 1;
+                r->resumes++;
+                continue;
+            }
+            if (p < 0) {
+                sl_http_error(r, 503, "ServiceUnavailable", "the server is shutting down");
+                sl_http_add_header(r, "Retry-After", "1");
+                break;
+            }
             r->resumes++;
+        }
+    }
+    if (!r->keep_alive || __atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE)) c->close_after = 1;
+    if (serialize(c, r) != 0) c->close_after = 1;
+    req_free(r);
+    c->req = NULL;
+    c->state = C_HEAD;
+    c->t_start = 0;
+}
+
+/* Reads what has arrived and serves every complete request in it, in
+ * order. Returns -1 when the connection is to be closed now. */
+static int conn_on_input(conn *c) {
+    for (;;) {
+        if (c->state == C_LINGER) {
+            char buf[16384];
+            long n = conn_read(c, buf, sizeof buf);
+            if (n < 0) return -1;
+            if (n == 0) return 0;
+            c->lingered += (size_t)n;
+            if (c->lingered > LINGER_MAX) return -1;
             continue;
         }
-        if (p < 0) {
-            sl_http_error(r, 503, "ServiceUnavailable", "the server is shutting down");
-            sl_http_add_header(r, "Retry-After", "1");
-            break;
+        if (c->state == C_RUN || c->close_after || c->out_len - c->out_off > OUT_HIGH) {
+            c->read_pending = 1; /* read on once the request is answered */
+            return 0;
         }
-        r->resumes++;
+        c->read_pending = 0;
+        /* Room for a head over the limit (so the parser can tell), or for the
+         * next slice of a body. */
+        if (c->in_cap - c->in_len < 4096) {
+            size_t cap = c->in_cap ? c->in_cap * 2 : 16384;
+            if (cap > SL_HP_HEAD_MAX + READ_MAX) cap = SL_HP_HEAD_MAX + READ_MAX;
+            if (cap > c->in_cap) {
+                char *p = realloc(c->in, cap);
+                if (!p) return -1;
+                c->in = p;
+                c->in_cap = cap;
+            }
+        }
+        long n = c->in_cap > c->in_len ? conn_read(c, c->in + c->in_len, c->in_cap - c->in_len) : 0;
+        if (n < 0 && c->out_len > c->out_off) {
+            c->close_after = 1; /* the client is done sending: answer what it sent, then close */
+            return 0;
+        }
+        if (n < 0) return -1;
+        if (n > 0) {
+            c->in_len += (size_t)n;
+            c->t_active = mono_ms();
+        }
+        size_t before = c->in_len;
+        conn_process(c);
+        if (conn_flush(c) < 0) return -1;
+        /* Nothing read and nothing taken: wait for the socket. */
+        if (n == 0 && c->in_len == before) return 0;
     }
-    return queue_response(r);
 }
 
-static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
-                         enum MHD_RequestTerminationCode toe) {
-    sl_http_req *r = *con_cls;
-    (void)cls;
-    (void)c;
-    if (!r) return;
-    *con_cls = NULL;
-    sl_http_server *s = r->srv;
-    /* The user state goes first: it may hold a wake-up source (a watch) that
-     * must be cancelled before r disappears. */
-    if (r->user_free) r->user_free(r->user);
-    pthread_mutex_lock(&s->mu);
-    if (r->parked) { /* only when the daemon is torn down around it */
-        if (r->pprev)
-            r->pprev->pnext = r->pnext;
-        else
-            s->parked = r->pnext;
-        if (r->pnext) r->pnext->pprev = r->pprev;
+/* Serves the complete requests at the front of c->in. */
+static void conn_process(conn *c) {
+    while (!c->close_after && c->out_len - c->out_off <= OUT_HIGH) {
+        if (c->state == C_HEAD) {
+            if (c->in_len == 0 || take_head(c) <= 0) return;
+            continue;
+        }
+        if (c->state == C_BODY) {
+            int rc = take_body(c);
+            if (rc <= 0) return;
+            run_request(c);
+            continue;
+        }
+        return;
     }
-    if (r->suspended && --s->nsuspended == 0) pthread_cond_broadcast(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-    if (sl_log_level >= SL_DEBUG && r->started)
-        sl_log(SL_DEBUG, "http %s %s %d %lldms%s [%s]", r->method, r->path, r->status,
-               (long long)(sl_now_ms() - r->t0),
-               toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (aborted)", r->id);
-    free(r->body);
-    free(r->resp);
-    __atomic_sub_fetch(&s->nactive, 1, __ATOMIC_RELEASE);
-    arena_free(r);
-    free(r);
 }
 
-/* Percent-decodes a URL or query component in place, like MHD's default,
- * except that "%00" stays as it is: a decoded NUL would silently cut the
- * path short ("/queues/%00" would become "/queues/"), while the literal
- * "%00" is simply an invalid name. */
-static size_t on_unescape(void *cls, struct MHD_Connection *c, char *s) {
-    (void)cls;
-    (void)c;
-    char *w = s;
-    for (const char *p = s; *p; p++) {
-        int hi, lo;
-        if (*p == '%' && (hi = hexval(p[1])) >= 0 && (lo = hexval(p[2])) >= 0 && (hi | lo) != 0) {
-            *w++ = (char)(hi << 4 | lo);
-            p += 2;
-        } else {
-            *w++ = *p;
+/* The handshake of a TLS connection, driven by its events. Returns 1 once
+ * done, 0 while it waits for the socket, -1 when it failed. */
+static int tls_handshake(conn *c) {
+    ERR_clear_error();
+    int rc = SSL_do_handshake(c->ssl);
+    if (rc == 1) {
+        c->handshaken = 1;
+        want_out(c, 0);
+        return 1;
+    }
+    int e = SSL_get_error(c->ssl, rc);
+    if (e == SSL_ERROR_WANT_READ) return 0;
+    if (e == SSL_ERROR_WANT_WRITE) {
+        want_out(c, 1);
+        return 0;
+    }
+    sl_log(SL_DEBUG, "http: TLS handshake failed: %s", ERR_reason_error_string(ERR_peek_last_error()));
+    return -1;
+}
+
+static void conn_event(conn *c, uint32_t ev) {
+    if (c->closed) return;
+    c->t_active = mono_ms();
+    if (c->ssl && !c->handshaken) {
+        int rc = tls_handshake(c);
+        if (rc < 0) {
+            conn_close(c);
+            return;
+        }
+        if (rc == 0) return;
+        ev |= EPOLLIN; /* the request may have come with the handshake's last bytes */
+    }
+    if ((ev & EPOLLOUT) || ((ev & EPOLLIN) && c->tls_want_read)) {
+        if (conn_flush(c) < 0) {
+            /* A running or parked request is not freed under its handler
+             * or its wake-up source: the connection goes when it is done. */
+            if (c->state == C_RUN)
+                c->dead = 1;
+            else
+                conn_close(c);
+            return;
+        }
+        /* The output drained: serve what waited behind it. */
+        if (c->out_len == 0 && c->state != C_RUN) ev |= EPOLLIN;
+    }
+    if ((ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && c->state != C_RUN) {
+        if (conn_on_input(c) < 0) {
+            conn_close(c);
+            return;
+        }
+    } else if (ev & EPOLLIN) {
+        c->read_pending = 1;
+    }
+}
+
+/* Runs the woken request of c again, then reads on. */
+static void conn_resume(conn *c) {
+    c->req->resumes++;
+    run_request(c);
+    if (c->state == C_RUN) return; /* parked again */
+    if (c->dead) {
+        conn_close(c);
+        return;
+    }
+    conn_process(c);
+    if (conn_flush(c) < 0 || (c->read_pending && c->state != C_RUN && conn_on_input(c) < 0)) conn_close(c);
+}
+
+/* Closes idle connections, answers 408 to requests that take too long to
+ * arrive, and ends lingering closes. */
+static void conn_timeouts(worker *w, int64_t now) {
+    sl_http_server *s = w->s;
+    for (conn *c = w->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->state == C_RUN) continue;
+        if (c->state == C_LINGER) {
+            if (now - c->t_start > LINGER_MS) conn_close(c);
+            continue;
+        }
+        if (c->out_len > c->out_off) {
+            if (now - c->t_active > s->request_ms) conn_close(c); /* a client that does not read */
+            continue;
+        }
+        if (c->t_start && now - c->t_start > s->request_ms) {
+            conn_refuse(c, 408, "RequestTimeout", "the request did not arrive in time");
+            if (conn_flush(c) < 0) conn_close(c);
+        } else if (!c->t_start && now - c->t_active > s->idle_ms) {
+            conn_close(c);
         }
     }
-    *w = '\0';
-    return (size_t)(w - s);
 }
 
-static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
-    char buf[512];
-    (void)cls;
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    size_t n = strlen(buf);
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-        buf[--n] = '\0';
-    sl_log(SL_ERR, "http: %s", buf);
-}
-
-/* --- Start and stop ----------------------------------------------------- */
-
-static void free_server(sl_http_server *s) {
-    if (s->routes) {
-        for (size_t i = 0; i < s->cfg.nroutes; i++)
-            for (int k = 0; k < s->routes[i].nseg; k++)
-                free(s->routes[i].seg[k]);
-        free(s->routes);
+/* Takes up the connections the accept thread handed over. */
+static void take_inbox(worker *w, conn *list) {
+    while (list) {
+        conn *c = list;
+        list = c->next;
+        c->prev = NULL;
+        c->next = w->conns;
+        if (w->conns) w->conns->prev = c;
+        w->conns = c;
+        c->t_active = mono_ms();
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.ptr = c};
+        if (epoll_ctl(w->ep, EPOLL_CTL_ADD, c->fd, &ev) != 0) conn_close(c);
     }
-    if (s->lfd >= 0) close(s->lfd);
-    for (int i = 0; i < 2; i++)
-        if (s->wake[i] >= 0) close(s->wake[i]);
-    pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->cv);
-    free(s);
 }
 
-/* Accepts until told to stop. When descriptors run out, accept() fails with
- * EMFILE while the connection stays queued, so the thread waits a little
- * instead of spinning; other errors (a client that gave up, say) are the
+static void *worker_main(void *arg) {
+    worker *w = arg;
+    struct epoll_event evs[64];
+    int64_t last_tick = mono_ms();
+    for (;;) {
+        int n = epoll_wait(w->ep, evs, 64, w->conns ? TICK_MS : -1);
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.ptr == w) {
+                uint64_t v;
+                ssize_t k = read(w->evfd, &v, sizeof v);
+                (void)k;
+                pthread_mutex_lock(&w->mu);
+                conn *inbox = w->inbox;
+                sl_http_req *woken = w->woken;
+                int quit = w->quit;
+                w->inbox = NULL;
+                w->woken = NULL;
+                for (sl_http_req *r = woken; r; r = r->pnext)
+                    r->woken = 0;
+                pthread_mutex_unlock(&w->mu);
+                take_inbox(w, inbox);
+                while (woken) {
+                    sl_http_req *r = woken;
+                    woken = r->pnext;
+                    r->pnext = NULL;
+                    conn_resume(r->c);
+                }
+                if (quit) {
+                    free_closed(w);
+                    return NULL;
+                }
+                continue;
+            }
+            conn_event(evs[i].data.ptr, evs[i].events);
+        }
+        int64_t now = mono_ms();
+        if (now - last_tick >= TICK_MS) {
+            conn_timeouts(w, now);
+            last_tick = now;
+        }
+        free_closed(w);
+    }
+}
+
+/* --- Accepting ------------------------------------------------------------ */
+
+/* Refuses a connection at once, before it is anyone's: a 503 in the same
+ * JSON envelope as every other answer, if the socket takes it, then close. */
+static void refuse_fd(int fd) {
+    char id[17], body[192], buf[512];
+    snprintf(id, sizeof id, "%016llx", (unsigned long long)sl_random_u64());
+    int bn = snprintf(body, sizeof body,
+                      "{\"error\":{\"code\":\"ServiceUnavailable\",\"message\":\"too many connections; try "
+                      "again\",\"requestId\":\"%s\"}}",
+                      id);
+    int n = snprintf(
+        buf, sizeof buf,
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+        "X-Request-Id: %s\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s",
+        bn, id, body);
+    ssize_t k = send(fd, buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)k;
+    close(fd);
+}
+
+static void hand_over(sl_http_server *s, int fd) {
+    conn *c = calloc(1, sizeof *c);
+    if (c && s->tls && !(c->ssl = SSL_new(s->tls))) {
+        free(c);
+        c = NULL;
+    }
+    if (!c) {
+        refuse_fd(fd);
+        return;
+    }
+    c->fd = fd;
+    if (c->ssl) {
+        SSL_set_fd(c->ssl, fd);
+        SSL_set_accept_state(c->ssl);
+    }
+    __atomic_add_fetch(&s->nconns, 1, __ATOMIC_RELAXED);
+    worker *w = &s->workers[s->next++ % (unsigned)s->nworkers];
+    c->w = w;
+    pthread_mutex_lock(&w->mu);
+    c->next = w->inbox;
+    w->inbox = c;
+    pthread_mutex_unlock(&w->mu);
+    uint64_t one = 1;
+    ssize_t k = write(w->evfd, &one, sizeof one);
+    (void)k;
+}
+
+/* Accepts until told to stop. Over the connection limit, a connection gets
+ * a 503 and is closed. When descriptors run out, accept() fails with EMFILE
+ * while the connection stays queued, and nothing would tell the client; so
+ * the spare descriptor is given up for a moment to accept and refuse it
+ * (as libev and nginx do). Other errors (a client that gave up) are the
  * client's. */
 static void *accept_main(void *arg) {
     sl_http_server *s = arg;
@@ -723,18 +1325,29 @@ static void *accept_main(void *arg) {
         if (p[1].revents) break;
         if (!(p[0].revents & POLLIN)) continue;
         for (;;) {
-            struct sockaddr_storage sa;
-            socklen_t n = sizeof sa;
-            int fd = accept4(s->lfd, (struct sockaddr *)&sa, &n, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
             if (fd < 0) {
+                if ((errno == EMFILE || errno == ENFILE) && s->spare >= 0) {
+                    close(s->spare);
+                    fd = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC);
+                    if (fd >= 0) refuse_fd(fd);
+                    s->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                    sl_log(SL_INFO, "http: out of file descriptors; connections are refused");
+                    continue;
+                }
                 if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                     sl_log(SL_ERR, "http: cannot accept a connection: %s", strerror(errno));
                     poll(NULL, 0, 50);
                 }
                 break;
             }
-            if (MHD_add_connection(s->d, fd, (struct sockaddr *)&sa, n) != MHD_YES) /* MHD closed fd */
-                sl_log(SL_INFO, "http: a connection was refused: %s", strerror(errno));
+            if (__atomic_load_n(&s->nconns, __ATOMIC_ACQUIRE) >= s->max_conns) {
+                refuse_fd(fd);
+                continue;
+            }
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            hand_over(s, fd);
         }
     }
     return NULL;
@@ -755,17 +1368,102 @@ static int listen_on(sl_http_server *s, const struct addrinfo *ai) {
     return 0;
 }
 
-/* Allows as many connections as file descriptors, up to 10,000: parked long
- * polls hold theirs. */
-static unsigned int connection_limit(void) {
+/* Allows as many connections as file descriptors, less 64 for the store and
+ * the rest, up to 10,000: parked long polls hold theirs. */
+static int connection_limit(void) {
     struct rlimit rl;
     rlim_t lim = 1024;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
-        lim = rl.rlim_cur;
-    else if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
-        lim = 10064;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) lim = rl.rlim_cur == RLIM_INFINITY ? 10064 : rl.rlim_cur;
     if (lim > 10064) lim = 10064;
-    return lim > 128 ? (unsigned int)(lim - 64) : 64;
+    return lim > 128 ? (int)(lim - 64) : 64;
+}
+
+/* --- Start and stop ------------------------------------------------------- */
+
+static void free_server(sl_http_server *s) {
+    if (s->routes) {
+        for (size_t i = 0; i < s->cfg.nroutes; i++)
+            for (int k = 0; k < s->routes[i].nseg; k++)
+                free(s->routes[i].seg[k]);
+        free(s->routes);
+    }
+    for (int i = 0; s->workers && i < s->nworkers; i++) {
+        worker *w = &s->workers[i];
+        while (w->conns)
+            conn_close(w->conns);
+        while (w->inbox) {
+            conn *c = w->inbox;
+            w->inbox = c->next;
+            c->prev = c->next = NULL;
+            w->conns = c;
+            conn_close(c);
+        }
+        free_closed(w);
+        if (w->ep >= 0) close(w->ep);
+        if (w->evfd >= 0) close(w->evfd);
+        pthread_mutex_destroy(&w->mu);
+    }
+    free(s->workers);
+    if (s->tls) SSL_CTX_free(s->tls);
+    if (s->lfd >= 0) close(s->lfd);
+    if (s->spare >= 0) close(s->spare);
+    for (int i = 0; i < 2; i++)
+        if (s->wake[i] >= 0) close(s->wake[i]);
+    free(s);
+}
+
+static int tls_setup(sl_http_server *s, const char *cert, const char *key) {
+    s->tls = SSL_CTX_new(TLS_server_method());
+    if (!s->tls) return SL_ENOMEM;
+    SSL_CTX_set_min_proto_version(s->tls, TLS1_2_VERSION);
+    SSL_CTX_set_mode(s->tls, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    const char *what = cert;
+    if (SSL_CTX_use_certificate_chain_file(s->tls, cert) == 1 &&
+        (what = key, SSL_CTX_use_PrivateKey_file(s->tls, key, SSL_FILETYPE_PEM) == 1) &&
+        (what = "the key and the certificate", SSL_CTX_check_private_key(s->tls) == 1))
+        return 0;
+    char buf[256];
+    ERR_error_string_n(ERR_get_error(), buf, sizeof buf);
+    sl_log(SL_ERR, "http: cannot load the TLS certificate or key (%s): %s", what, buf);
+    return SL_EINVAL;
+}
+
+static int start_workers(sl_http_server *s, int n) {
+    s->workers = calloc((size_t)n, sizeof *s->workers);
+    if (!s->workers) return SL_ENOMEM;
+    s->nworkers = n;
+    for (int i = 0; i < n; i++) { /* all set up first: free_server tears down any of them */
+        s->workers[i].s = s;
+        s->workers[i].ep = s->workers[i].evfd = -1;
+        pthread_mutex_init(&s->workers[i].mu, NULL);
+    }
+    for (int i = 0; i < n; i++) {
+        worker *w = &s->workers[i];
+        w->ep = epoll_create1(EPOLL_CLOEXEC);
+        w->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = w};
+        if (w->ep < 0 || w->evfd < 0 || epoll_ctl(w->ep, EPOLL_CTL_ADD, w->evfd, &ev) != 0) return SL_EIO;
+    }
+    for (int i = 0; i < n; i++) {
+        if (pthread_create(&s->workers[i].t, NULL, worker_main, &s->workers[i]) != 0) return SL_EIO;
+        s->workers[i].started = 1;
+    }
+    return 0;
+}
+
+static void stop_workers(sl_http_server *s) {
+    for (int i = 0; s->workers && i < s->nworkers; i++) {
+        worker *w = &s->workers[i];
+        if (!w->started) continue;
+        pthread_mutex_lock(&w->mu);
+        w->quit = 1;
+        pthread_mutex_unlock(&w->mu);
+        uint64_t one = 1;
+        ssize_t k = write(w->evfd, &one, sizeof one);
+        (void)k;
+        pthread_join(w->t, NULL);
+        w->started = 0;
+    }
 }
 
 int sl_http_start(const sl_http_config *cfg, sl_http_server **out) {
@@ -774,8 +1472,10 @@ int sl_http_start(const sl_http_config *cfg, sl_http_server **out) {
     if (!s) return SL_ENOMEM;
     s->cfg = *cfg;
     s->lfd = s->wake[0] = s->wake[1] = -1;
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
+    s->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    s->max_conns = cfg->max_conns > 0 ? cfg->max_conns : connection_limit();
+    s->idle_ms = (cfg->conn_timeout_s > 0 ? cfg->conn_timeout_s : 60) * 1000;
+    s->request_ms = (cfg->request_timeout_s > 0 ? cfg->request_timeout_s : 30) * 1000;
     s->routes = calloc(cfg->nroutes ? cfg->nroutes : 1, sizeof *s->routes);
     if (!s->routes) {
         free_server(s);
@@ -788,6 +1488,11 @@ int sl_http_start(const sl_http_config *cfg, sl_http_server **out) {
             free_server(s);
             return rc;
         }
+    }
+    int rc;
+    if (cfg->tls_cert && *cfg->tls_cert && (rc = tls_setup(s, cfg->tls_cert, cfg->tls_key)) != 0) {
+        free_server(s);
+        return rc;
     }
 
     const char *host = cfg->host && *cfg->host ? cfg->host : "0.0.0.0";
@@ -810,27 +1515,11 @@ int sl_http_start(const sl_http_config *cfg, sl_http_server **out) {
         return SL_EIO;
     }
     freeaddrinfo(ai);
-    /* TURBO: MHD reads and writes a socket before asking epoll whether it
-     * is ready, which saves a poll round per keep-alive request (W1, runs
-     * alternating with and without it, 3 at 64+64 and 3 at 16+16 each:
-     * 19,250 against 16,350 lifecycles/s on average). */
-    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_ALLOW_SUSPEND_RESUME |
-                         MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ERROR_LOG | MHD_USE_TURBO;
-    unsigned int threads = cfg->threads > 0 ? (unsigned int)cfg->threads : DEFAULT_THREADS;
-    unsigned int timeout = cfg->conn_timeout_s > 0 ? (unsigned int)cfg->conn_timeout_s : 60;
-    s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
-                            MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_TIMEOUT, timeout,
-                            MHD_OPTION_CONNECTION_LIMIT, connection_limit(), MHD_OPTION_NOTIFY_COMPLETED,
-                            on_completed, s, MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, s,
-                            MHD_OPTION_URI_LOG_CALLBACK, on_uri_log, s, MHD_OPTION_END);
-    if (!s->d) {
-        sl_log(SL_ERR, "http: cannot start the HTTP daemon");
-        free_server(s);
-        return SL_EIO;
-    }
-    if (pipe2(s->wake, O_CLOEXEC) || pthread_create(&s->acceptor, NULL, accept_main, s)) {
-        sl_log(SL_ERR, "http: cannot start the accept thread");
-        MHD_stop_daemon(s->d);
+    int threads = cfg->threads > 0 ? cfg->threads : DEFAULT_THREADS;
+    if (start_workers(s, threads) != 0 || pipe2(s->wake, O_CLOEXEC) ||
+        pthread_create(&s->acceptor, NULL, accept_main, s)) {
+        sl_log(SL_ERR, "http: cannot start the server's threads");
+        stop_workers(s);
         free_server(s);
         return SL_EIO;
     }
@@ -841,6 +1530,28 @@ int sl_http_start(const sl_http_config *cfg, sl_http_server **out) {
 
 int sl_http_port(const sl_http_server *s) {
     return s->port;
+}
+
+int sl_http_tls(const sl_http_server *s) {
+    return s->tls != NULL;
+}
+
+static int parked_count(sl_http_server *s, int wake_all) {
+    int n = 0;
+    for (int i = 0; i < s->nworkers; i++) {
+        worker *w = &s->workers[i];
+        pthread_mutex_lock(&w->mu);
+        while (wake_all && w->parked) {
+            sl_http_req *r = w->parked;
+            pthread_mutex_unlock(&w->mu);
+            sl_http_wake(r);
+            pthread_mutex_lock(&w->mu);
+        }
+        for (sl_http_req *r = w->parked; r; r = r->pnext)
+            n++;
+        pthread_mutex_unlock(&w->mu);
+    }
+    return n;
 }
 
 void sl_http_stop(sl_http_server *s) {
@@ -856,35 +1567,24 @@ void sl_http_stop(sl_http_server *s) {
     }
     /* Wake every parked request; its handler sees sl_http_stopping() and
      * answers. Then give the requests in flight up to 5 s to finish and send
-     * their responses (MHD_stop_daemon would close their connections), and
-     * wait in any case until MHD has taken every parked request off its
-     * suspended list, because MHD_stop_daemon panics on a suspended
-     * connection. Shutdown is rare, so a short sleep loop is fine here. */
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 30;
-    pthread_mutex_lock(&s->mu);
-    while (s->parked) {
-        sl_http_req *r = s->parked;
-        s->parked = r->pnext;
-        if (s->parked) s->parked->pprev = NULL;
-        r->parked = 0;
-        r->pnext = r->pprev = NULL;
-        MHD_resume_connection(r->conn);
-    }
-    pthread_mutex_unlock(&s->mu);
-    for (int i = 0; i < 500 && __atomic_load_n(&s->nactive, __ATOMIC_ACQUIRE) > 0; i++) {
+     * their answers, and in any case wait (up to 30 s) until no request is
+     * parked: one still parked holds a wake-up source that may fire, so its
+     * memory cannot go. Shutdown is rare, so a short sleep loop is fine. */
+    parked_count(s, 1);
+    int64_t t0 = mono_ms();
+    while (mono_ms() - t0 < 30000) {
+        int busy = __atomic_load_n(&s->nreqs, __ATOMIC_ACQUIRE) > 0;
+        if (!busy || (mono_ms() - t0 > 5000 && parked_count(s, 0) == 0)) break;
         struct timespec ms10 = {0, 10 * 1000 * 1000};
         nanosleep(&ms10, NULL);
     }
-    pthread_mutex_lock(&s->mu);
-    while (s->nsuspended > 0) {
-        if (pthread_cond_timedwait(&s->cv, &s->mu, &until) == ETIMEDOUT) {
-            sl_log(SL_ERR, "http: %d requests still suspended at shutdown", s->nsuspended);
-            break;
-        }
+    int left = parked_count(s, 0);
+    stop_workers(s);
+    if (left) {
+        sl_log(SL_ERR, "http: %d requests still parked at shutdown; their memory is left", left);
+        for (int i = 0; i < s->nworkers; i++)
+            for (conn *c = s->workers[i].conns; c; c = c->next)
+                if (c->state == C_RUN) c->req = NULL; /* leaked, not freed under a live wake-up source */
     }
-    pthread_mutex_unlock(&s->mu);
-    MHD_stop_daemon(s->d);
     free_server(s);
 }

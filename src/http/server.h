@@ -1,4 +1,5 @@
-/* server.h: the HTTP server glue over libmicrohttpd, and the routing table.
+/* server.h: the HTTP/1.1 server (HTTPS when given a certificate), and the
+ * routing table.
  *
  * An API (api/native.c, later admin.c, sqs.c) is a table of routes: a
  * method, a path pattern whose "{name}" segments capture parameters, the
@@ -11,9 +12,11 @@
  *
  * A handler answers by setting a response (sl_http_json, sl_http_error,
  * sl_http_respond) and returning SL_HTTP_DONE, or returns SL_HTTP_WAIT to
- * park the request without holding a thread: the connection is suspended
+ * park the request without holding a thread: the connection is not read
  * until someone calls sl_http_wake() from any thread, and then the handler is
- * called again from the start. Every response carries an X-Request-Id.
+ * called again from the start. Every response carries an X-Request-Id, and
+ * every error the server makes itself (malformed requests, limits,
+ * timeouts) is JSON like sl_http_error's.
  *
  * Ownership: request-scoped memory comes from sl_http_alloc() and is freed
  * with the request; the user state set by sl_http_set_user() is freed by its
@@ -45,21 +48,27 @@ typedef struct {
 } sl_http_route;
 
 typedef struct {
-    const char *host;   /* address or name to bind; NULL or "" means 0.0.0.0 */
-    int port;           /* 0 picks a free port; see sl_http_port() */
-    int threads;        /* thread pool size; 0 means 32 */
-    int conn_timeout_s; /* idle keep-alive connections close after this; 0 means 60 */
+    const char *host;      /* address or name to bind; NULL or "" means 0.0.0.0 */
+    int port;              /* 0 picks a free port; see sl_http_port() */
+    int threads;           /* thread pool size; 0 means 32 */
+    int conn_timeout_s;    /* idle keep-alive connections close after this; 0 means 60 */
+    int request_timeout_s; /* a request must arrive within this from its first byte, else 408; 0 means 30 */
+    int max_conns;         /* open connections; 0 means the file limit less 64, at most 10,000 */
+    const char *tls_cert;  /* PEM certificate chain: serve HTTPS; NULL or "" for plain HTTP */
+    const char *tls_key;   /* PEM private key of tls_cert */
     const sl_http_route *routes;
     size_t nroutes;
     void *ctx; /* passed to every handler */
 } sl_http_config;
 
 /* Starts listening. The config's routes must outlive the server. Returns 0,
- * SL_EINVAL for a bad host or route pattern, or SL_EIO when the daemon could
- * not start (port in use); the reason is logged. */
+ * SL_EINVAL for a bad host, route pattern, TLS certificate or key, or SL_EIO
+ * when it could not listen (port in use); the reason is logged. */
 int sl_http_start(const sl_http_config *cfg, sl_http_server **out);
 /* The port actually bound (useful with port 0). */
 int sl_http_port(const sl_http_server *s);
+/* Whether it serves HTTPS. */
+int sl_http_tls(const sl_http_server *s);
 /* Stops accepting, answers every parked request (handlers see
  * sl_http_stopping() true and must not park again), waits for in-flight
  * handlers to finish, and frees the server. */

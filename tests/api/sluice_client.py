@@ -18,7 +18,12 @@ Hooks:
   same object keeps its keyspace, as it keeps its data directory;
 - auth: every request's headers pass through SluiceClient._auth_headers, the
   one place where the `Authorization: Key ...` header of the client's
-  account is added (tests of the other schemes build their own headers).
+  account is added (tests of the other schemes build their own headers);
+- TLS: the scheme of each API comes from its "listening on" line (http or
+  https); `verify=` (a CA file) is what the clients then check the server's
+  certificate against (tests/api/test_https.py);
+- process: `args=` adds command-line flags, `env=` environment variables,
+  `preexec_fn=` runs in the child before exec (e.g. to lower RLIMIT_NOFILE).
 """
 
 import os
@@ -62,7 +67,7 @@ ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 # log (see tests/conftest.py).
 LIVE_SERVERS = []
 
-_LISTEN_RE = re.compile(r"listening on https?://([^\s:/]+|\[[^\]]+\]):(\d+)")
+_LISTEN_RE = re.compile(r"listening on (https?)://([^\s:/]+|\[[^\]]+\]):(\d+)")
 _KEY_RE = re.compile(r"^\s*primary key:\s*([A-Za-z0-9_-]{86})\s*$")
 
 
@@ -138,15 +143,21 @@ class SluiceServer:
     """One server process over one data directory. start() may be called
     again after stop() or kill() to restart it on the same data."""
 
-    def __init__(self, data_dir, name="sluice", keyspace=None, cassandra_port=None, env=None):
+    def __init__(self, data_dir, name="sluice", keyspace=None, cassandra_port=None, env=None, args=None,
+                 preexec_fn=None, verify=None):
         self.data_dir = str(data_dir)
         self.name = name
         self.cassandra_port = cassandra_port or CASSANDRA_PORT
         self.extra_env = dict(env or {})
+        self.extra_args = [str(a) for a in (args or [])]
+        self.preexec_fn = preexec_fn
+        self.verify = verify  # CA file for https (None: requests' default)
         self.proc = None
         self.port = None
         self.host = None
+        self.scheme = "http"
         self.admin_port = None
+        self.admin_scheme = "http"
         self.key = None  # the dev account's primary key, from the banner
         self.admin_token = "test-admin-" + uuid.uuid4().hex
         self.lines = []  # every output line of every run, prefixed by run number
@@ -190,10 +201,12 @@ class SluiceServer:
                 m = _LISTEN_RE.search(line)
                 if m and "admin" in line.lower():
                     if self.admin_port is None:
-                        self.admin_port = int(m.group(2))
+                        self.admin_scheme = m.group(1)
+                        self.admin_port = int(m.group(3))
                 elif m and self.port is None:
-                    self.host = m.group(1)
-                    self.port = int(m.group(2))
+                    self.scheme = m.group(1)
+                    self.host = m.group(2)
+                    self.port = int(m.group(3))
                 m = _KEY_RE.match(line)
                 if m and self.key is None:
                     self.key = m.group(1)
@@ -209,11 +222,12 @@ class SluiceServer:
         self.port = None
         self.admin_port = None
         self.key = None
-        args = [BINARY, "dev", "--port", "0", "--admin-port", "0", "--data", self.data_dir]
+        args = [BINARY, "dev", "--port", "0", "--admin-port", "0", "--data", self.data_dir] + self.extra_args
         env = self._backend_env()
         env["SLUICE_ADMIN_TOKEN"] = self.admin_token
         self.proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+            preexec_fn=self.preexec_fn,
         )
         self._readers = [
             threading.Thread(target=self._read, args=(s, self.runs, s is self.proc.stdout), daemon=True)
@@ -256,7 +270,7 @@ class SluiceServer:
         host = self.host or "127.0.0.1"
         if host in ("0.0.0.0", "::", "[::]", "*"):
             host = "127.0.0.1"
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -306,34 +320,36 @@ class SluiceServer:
 
     @property
     def admin_url(self):
-        return f"http://127.0.0.1:{self.admin_port}"
+        return f"{self.admin_scheme}://127.0.0.1:{self.admin_port}"
 
     def client(self, account="dev", key=None):
         """A client of account; the dev account's uses the banner's key
         unless key is given. Other accounts need a key (see AdminClient)."""
         if key is None and account == "dev":
             key = self.key
-        return SluiceClient(self.base_url, account=account, key=key)
+        return SluiceClient(self.base_url, account=account, key=key, verify=self.verify)
 
     def admin(self, token=None):
-        return AdminClient(self.admin_url, self.admin_token if token is None else token)
+        return AdminClient(self.admin_url, self.admin_token if token is None else token, verify=self.verify)
 
 
 class SluiceClient:
     """The HTTP API of API.md. Methods return requests.Response. One client
     holds one keep-alive Session; give each thread its own with clone()."""
 
-    def __init__(self, base_url, account="dev", timeout=30.0, key=None):
+    def __init__(self, base_url, account="dev", timeout=30.0, key=None, verify=None):
         self.base_url = base_url
         self.account = account
         self.timeout = timeout
         self.key = key
+        self.verify = verify
         self.s = requests.Session()
 
     def clone(self, account=None, key=None):
         """A new session; for another account, with key (or none)."""
         same = account is None or account == self.account
-        return SluiceClient(self.base_url, account or self.account, self.timeout, key if key or not same else self.key)
+        return SluiceClient(self.base_url, account or self.account, self.timeout, key if key or not same else self.key,
+                            verify=self.verify)
 
     def close(self):
         self.s.close()
@@ -361,8 +377,10 @@ class SluiceClient:
             body = _json.dumps(json).encode()
             h.setdefault("Content-Type", "application/json")
         h.update(self._auth_headers(method, path, params, body))
+        # verify per request: a Session's verify loses to REQUESTS_CA_BUNDLE.
+        tls = {} if self.verify is None else {"verify": self.verify}
         return self.s.request(
-            method, self.base_url + path, params=params, data=body, headers=h, timeout=timeout or self.timeout
+            method, self.base_url + path, params=params, data=body, headers=h, timeout=timeout or self.timeout, **tls
         )
 
     def qbase(self, account=None):
@@ -516,10 +534,11 @@ class AdminClient:
 
     BASE = "/admin/api/v1/accounts"
 
-    def __init__(self, base_url, token, timeout=30.0):
+    def __init__(self, base_url, token, timeout=30.0, verify=None):
         self.base_url = base_url
         self.token = token
         self.timeout = timeout
+        self.verify = verify
         self.s = requests.Session()
 
     def close(self):
@@ -528,7 +547,9 @@ class AdminClient:
     def request(self, method, path, json=None, headers=None, data=None):
         h = {} if self.token is None else {"Authorization": f"Bearer {self.token}"}
         h.update(headers or {})
-        return self.s.request(method, self.base_url + path, json=json, data=data, headers=h, timeout=self.timeout)
+        tls = {} if self.verify is None else {"verify": self.verify}
+        return self.s.request(method, self.base_url + path, json=json, data=data, headers=h, timeout=self.timeout,
+                              **tls)
 
     def create_account(self, name):
         return self.request("POST", self.BASE, json={"accountName": name})

@@ -501,6 +501,35 @@ def test_dev_banner_curl_commands_work_as_printed(server):
     assert "error" not in text, text
 
 
+def _banner_block(lines, title):
+    """The lines after title up to the next empty one, as printed."""
+    start = next(i for i, l in enumerate(lines) if l.startswith(title))
+    block = []
+    for l in lines[start + 1:]:
+        if not l.strip():
+            break
+        block.append(l.strip())
+    return block
+
+
+def test_dev_banner_client_commands_work_as_printed(server):
+    """The banner's client commands run as printed, from any directory and
+    with PATH as it is (a fresh checkout has no `sluice` on PATH: the banner
+    names the binary so that `sluice: command not found` cannot happen)."""
+    c = server.client()
+    assert c.create_queue("orders").status_code in (200, 201), "the queue the commands use"
+    c.close()
+    lines = server.stdout_lines
+    key_line = next(l for l in _banner_block(lines, "Try it (bash):") if l.startswith("KEY="))
+    cmds = _banner_block(lines, "The client commands")
+    assert len(cmds) == 2 and cmds[0].startswith("export SLUICE_URL="), cmds
+    script = "\n".join([key_line] + cmds)
+    out = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=60,
+                         cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert "orders" in out.stdout and "hi" in out.stdout, out.stdout
+
+
 def test_openapi_documents_the_security_schemes(client):
     doc = assert_status(client.request("GET", "/openapi.json"), 200).json()
     schemes = doc["components"]["securitySchemes"]
