@@ -8,7 +8,8 @@
 #   bench/ab.sh ROUNDS P C A B [loadgen flags...]
 #
 # A and B are sluice binaries, each optionally followed by ":VAR=value" for
-# its environment (e.g. build/sluice:SLUICE_THREADS=32). P and C are the
+# its environment (e.g. build/sluice:SLUICE_THREADS=32; with SLUICE_TLS_CERT
+# and SLUICE_TLS_KEY the server speaks HTTPS, and so does loadgen). P and C are the
 # producers and consumers; the flags go to loadgen (W2: --batch 10
 # --recv-max 10; W3: FILL=100000 and P=0, C=16, --recv-max 10 --drain
 # 100000). DUR (seconds, 6) and WARM (2) set the run length. To build an
@@ -29,19 +30,22 @@ one() { # BIN[:ENV] [loadgen flags] -> prints the run's line
         >"$dir/log" 2>&1 &
     pid=$!
     for ((i = 0; i < 100; i++)); do grep -q "primary key" "$dir/log" && break; sleep 0.1; done
-    port=$(grep -o "http://127.0.0.1:[0-9]*" "$dir/log" | head -1 | sed 's/.*://')
+    local url tls=()
+    url=$(grep -o "https\?://127.0.0.1:[0-9]*" "$dir/log" | head -1)
+    port=${url##*:}
+    [[ $url == https:* ]] && tls=(--tls) # a server given SLUICE_TLS_CERT/KEY: loadgen speaks TLS too
     key=$(grep "primary key" "$dir/log" | awk '{print $NF}')
-    curl -sf -o /dev/null -H "Authorization: Key $key" -X POST \
-        "http://127.0.0.1:$port/api/v1/accounts/dev/queues" -d '{"queueName":"q"}'
+    curl -skf -o /dev/null -H "Authorization: Key $key" -X POST "$url/api/v1/accounts/dev/queues" \
+        -d '{"queueName":"q"}'
     if [ -n "${FILL:-}" ]; then # W3: queue FILL messages first, unmeasured
         bench/build/loadgen --port "$port" --account dev --queue q --header "Authorization: Key $key" \
-            --producers 4 --consumers 0 --batch 100 --put-count "$FILL" --duration 120 >/dev/null 2>&1
+            --producers 4 --consumers 0 --batch 100 --put-count "$FILL" --duration 120 "${tls[@]}" >/dev/null 2>&1
     fi
     local t0 c0 c1
     t0=$(date +%s.%N)
     c0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
     bench/build/loadgen --port "$port" --account dev --queue q --header "Authorization: Key $key" \
-        --producers "$p" --consumers "$c" --duration "${DUR:-6}" --warmup "${WARM:-2}" "$@" 2>/dev/null |
+        --producers "$p" --consumers "$c" --duration "${DUR:-6}" --warmup "${WARM:-2}" "${tls[@]}" "$@" 2>/dev/null |
         tail -1 >"$dir/result.json"
     c1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
     # Server CPU (user + system, all threads) over the whole loadgen run,

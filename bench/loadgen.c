@@ -44,6 +44,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -71,6 +73,7 @@ static struct {
     long backoff_us;
     double rate;
     long put_count, drain;
+    int tls;
 } opt = {
     .host = "127.0.0.1",
     .path = "/health",
@@ -114,6 +117,7 @@ typedef struct worker {
 struct conn {
     worker *w;
     int fd, role, id, done;
+    SSL *ssl;               /* with --tls */
     int op;                 /* the operation in flight */
     char *wbuf;
     size_t wlen, woff, wcap;
@@ -133,6 +137,9 @@ struct conn {
 };
 
 static struct sockaddr_in srv_addr;
+/* --tls: HTTPS without checking the certificate (a benchmark of the cost
+ * of TLS, against a test certificate). Each reconnect is a full handshake. */
+static SSL_CTX *tls_ctx;
 
 static void die(const char *m) {
     perror(m);
@@ -310,11 +317,20 @@ static void conn_open(conn *c) {
     if (connect(fd, (struct sockaddr *)&srv_addr, sizeof srv_addr) < 0 && errno != EINPROGRESS) die("connect");
     c->fd = fd;
     c->rlen = 0;
+    if (tls_ctx) {
+        if (!(c->ssl = SSL_new(tls_ctx))) die("SSL_new");
+        SSL_set_fd(c->ssl, fd);
+        SSL_set_connect_state(c->ssl); /* the first SSL_write drives the handshake */
+    }
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
     if (epoll_ctl(c->w->ep, EPOLL_CTL_ADD, fd, &ev) < 0) die("epoll_ctl");
 }
 
 static void conn_close(conn *c) {
+    if (c->ssl) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
     if (c->fd >= 0) {
         epoll_ctl(c->w->ep, EPOLL_CTL_DEL, c->fd, NULL);
         close(c->fd);
@@ -323,9 +339,27 @@ static void conn_close(conn *c) {
 }
 
 /* Writes what is pending; returns -1 on a broken connection. */
+/* One read or write through TLS when it is on: like read(2)/write(2), with
+ * EAGAIN for "wait for the socket" either way (level-triggered epoll keeps
+ * both directions watched while a request is being written). */
+static ssize_t io(conn *c, int wr, void *buf, size_t n) {
+    if (!c->ssl) return wr ? write(c->fd, buf, n) : read(c->fd, buf, n);
+    ERR_clear_error();
+    int k = wr ? SSL_write(c->ssl, buf, (int)n) : SSL_read(c->ssl, buf, (int)n);
+    if (k > 0) return k;
+    int e = SSL_get_error(c->ssl, k);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        errno = EAGAIN;
+        return -1;
+    }
+    if (e == SSL_ERROR_ZERO_RETURN) return 0;
+    errno = EPIPE;
+    return -1;
+}
+
 static int conn_flush(conn *c) {
     while (c->woff < c->wlen) {
-        ssize_t k = write(c->fd, c->wbuf + c->woff, c->wlen - c->woff);
+        ssize_t k = io(c, 1, c->wbuf + c->woff, c->wlen - c->woff);
         if (k > 0) {
             c->woff += (size_t)k;
             continue;
@@ -621,7 +655,8 @@ static void on_readable(conn *c) {
             c->rbuf = realloc(c->rbuf, c->rcap);
             if (!c->rbuf) die("realloc");
         }
-        ssize_t k = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen - 1);
+        if (c->ssl && c->woff < c->wlen && conn_flush(c) < 0) break; /* a handshake waiting to read */
+        ssize_t k = io(c, 0, c->rbuf + c->rlen, c->rcap - c->rlen - 1);
         if (k > 0) {
             c->rlen += (size_t)k;
             int status, close_after;
@@ -760,7 +795,8 @@ static void usage(void) {
             "  --drain N                      stop when N messages were acked\n"
             "  --account A --queue Q --sas S  where (azure: account, queue and SAS query)\n"
             "  --header 'Name: value'          an extra request header (up to 8), e.g. Authorization\n"
-            "  --label L --max-seconds S\n");
+            "  --label L --max-seconds S\n"
+            "  --tls                          HTTPS (the certificate is not checked)\n");
     exit(2);
 }
 
@@ -781,7 +817,7 @@ int main(int argc, char **argv) {
         {"ack-batch", 0, 0, 'A'}, {"wait", 1, 0, 'w'},     {"invis", 1, 0, 'i'},     {"backoff-us", 1, 0, 'B'},
         {"rate", 1, 0, 'R'},      {"put-count", 1, 0, 'N'}, {"drain", 1, 0, 'D'},    {"account", 1, 0, 'a'},
         {"queue", 1, 0, 'q'},     {"sas", 1, 0, 's'},      {"label", 1, 0, 'l'},     {"max-seconds", 1, 0, 'M'},
-        {"header", 1, 0, 'H'},    {0, 0, 0, 0}};
+        {"header", 1, 0, 'H'},    {"tls", 0, 0, 'T'},       {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (ch) {
@@ -794,6 +830,7 @@ int main(int argc, char **argv) {
             else usage();
             break;
         case 'u': opt.path = optarg; break;
+        case 'T': opt.tls = 1; break;
         case 'r': opt.producers = atoi(optarg); break;
         case 'c': opt.consumers = atoi(optarg); break;
         case 'n': opt.conns = atoi(optarg); break;
@@ -835,6 +872,11 @@ int main(int argc, char **argv) {
     if (opt.proto == PROTO_AZURE) snprintf(qbase, sizeof qbase, "/%s/%s", opt.account, opt.queue);
     else snprintf(qbase, sizeof qbase, "/api/v1/accounts/%s/queues/%s", opt.account, opt.queue);
 
+    if (opt.tls) {
+        if (!(tls_ctx = SSL_CTX_new(TLS_client_method()))) die("SSL_CTX_new");
+        SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_NONE, NULL);
+        SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    }
     srv_addr.sin_family = AF_INET;
     srv_addr.sin_port = htons((uint16_t)opt.port);
     if (inet_pton(AF_INET, opt.host, &srv_addr.sin_addr) != 1) {

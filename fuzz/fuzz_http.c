@@ -72,6 +72,7 @@
 #include "sluice.h"
 #include "account/account.h"
 #include "api/api.h"
+#include "api/req.h"
 #include "auth/auth.h"
 #include "http/server.h"
 #include "queue/queue.h"
@@ -266,13 +267,15 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     ensure_queues();
     sl_admin_config adc = {.engine = g_engine, .acct = g_acct, .token = ADMIN_TOKEN};
     if ((rc = sl_api_admin_open(&adc, &g_admin))) die("admin api: %s", sl_strerror(rc));
-    sl_http_config ahc = {.host = "127.0.0.1", .port = 0, .threads = 2, .conn_timeout_s = 5, .ctx = g_admin};
+    sl_http_config ahc = {.host = "127.0.0.1", .port = 0, .threads = 2, .conn_timeout_s = 5, .ctx = g_admin,
+                           .render_error = sl_api_render_error};
     sl_api_admin_routes(g_admin, &ahc.routes, &ahc.nroutes);
     if ((rc = sl_http_start(&ahc, &g_admin_srv))) die("admin http: %s", sl_strerror(rc));
     g_admin_port = sl_http_port(g_admin_srv);
     sl_api_config ac = {.engine = g_engine, .store = g_store, .acct = g_acct};
     if ((rc = sl_api_native_open(&ac, &g_api))) die("api: %s", sl_strerror(rc));
-    sl_http_config hc = {.host = "127.0.0.1", .port = 0, .threads = 4, .conn_timeout_s = 5, .ctx = g_api};
+    sl_http_config hc = {.host = "127.0.0.1", .port = 0, .threads = 4, .conn_timeout_s = 5, .ctx = g_api,
+                          .render_error = sl_api_render_error};
     sl_api_native_routes(g_api, &hc.routes, &hc.nroutes);
     if ((rc = sl_http_start(&hc, &g_srv))) die("http: %s", sl_strerror(rc));
     g_port = sl_http_port(g_srv);

@@ -30,6 +30,7 @@
 #include "sluice.h"
 #include "account/account.h"
 #include "api/api.h"
+#include "api/req.h"
 #include "client/client.h"
 #include "cql/client.h"
 #include "http/server.h"
@@ -699,7 +700,8 @@ static int run(const config *c, int dev, int temp_dir) {
                           .request_timeout_s = c->http_request_timeout_s,
                           .tls_cert = c->tls_cert,
                           .tls_key = c->tls_key,
-                          .ctx = admin};
+                          .ctx = admin,
+                          .render_error = sl_api_render_error};
     sl_api_admin_routes(admin, &ahc.routes, &ahc.nroutes);
     rc = sl_http_start(&ahc, &admin_srv);
     if (rc) {
@@ -731,7 +733,8 @@ static int run(const config *c, int dev, int temp_dir) {
                          .request_timeout_s = c->http_request_timeout_s,
                          .tls_cert = c->tls_cert,
                          .tls_key = c->tls_key,
-                         .ctx = api};
+                         .ctx = api,
+                         .render_error = sl_api_render_error};
     sl_api_native_routes(api, &hc.routes, &hc.nroutes);
     rc = sl_http_start(&hc, &srv);
     if (rc) {

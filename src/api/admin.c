@@ -17,7 +17,8 @@
  *    KeyAlreadyExists: to rotate a key, delete it and create it again (or
  *    move clients to the other of primary and secondary first). An account
  *    has at most SL_ACCT_MAX_KEYS keys (400 TooManyKeys beyond).
- *  - Signed URLs: levels is required; startTime and endTime are ISO-8601 UTC;
+ *  - Signed URLs: levels is required; startTime and endTime are ISO-8601
+ *    (Z or an offset like +01:00); the URL writes them in UTC with their colons;
  *    endTime must be after startTime; keyName defaults to "primary". */
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -29,9 +30,10 @@
 #include <time.h>
 
 #include "api.h"
+#include "req.h"
 
 #define BASE "/admin/api/v1/accounts"
-#define NROUTES 8
+#define NROUTES 9
 #define BODY_MAX 16384
 #define TOKEN_MAX 1024
 
@@ -68,22 +70,8 @@ static int admin_auth(sl_admin *a, sl_http_req *r) {
     return -1;
 }
 
-static int store_error(sl_http_req *r, int rc) {
-    if (rc == SL_ENOMEM || rc == SL_EUNAVAILABLE || rc == SL_ETIMEOUT || rc == SL_EIO || rc == SL_EUNKNOWN) {
-        sl_http_error(r, 503, "ServiceUnavailable", "the store is unavailable (%s); retry", sl_strerror(rc));
-        sl_http_add_header(r, "Retry-After", "1");
-        return SL_HTTP_DONE;
-    }
-    sl_log(SL_ERR, "admin: unexpected code %s [%s]", sl_strerror(rc), sl_http_request_id(r));
-    return sl_http_error(r, 500, "InternalError", "internal error (%s)", sl_strerror(rc));
-}
-
 static int account_not_found(sl_http_req *r, const char *account) {
     return sl_http_error(r, 404, "AccountNotFound", "account '%s' does not exist", account);
-}
-
-static int name_ok(const char *s) {
-    return sl_name_valid(s) && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
 }
 
 /* The auth check and the account name of the path. Returns the name, or
@@ -96,38 +84,6 @@ static const char *begin(sl_admin *a, sl_http_req *r) {
         return NULL;
     }
     return account ? account : "";
-}
-
-/* The body as a JSON object, or NULL after answering 400. */
-static json_t *body_object(sl_http_req *r) {
-    size_t len;
-    const char *b = sl_http_body(r, &len);
-    json_error_t err;
-    json_t *j = json_loadb(b, len, JSON_REJECT_DUPLICATES, &err);
-    if (!json_is_object(j)) {
-        json_decref(j);
-        sl_http_error(r, 400, "InvalidJson", "the body must be a JSON object");
-        return NULL;
-    }
-    return j;
-}
-
-/* An optional string field: 0 absent (*out NULL), 1 present, -1 after
- * answering 400 for a wrong type or an embedded NUL. */
-static int field_str(sl_http_req *r, json_t *o, const char *key, const char **out) {
-    json_t *v = json_object_get(o, key);
-    *out = NULL;
-    if (!v || json_is_null(v)) return 0;
-    if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v)) {
-        sl_http_error(r, 400, "InvalidParameter", "field '%s' must be a string", key);
-        return -1;
-    }
-    *out = json_string_value(v);
-    return 1;
-}
-
-static void iso_time(int64_t ms, char out[32]) {
-    sl_auth_time_format(ms - ms % 1000, out);
 }
 
 static json_t *keys_object(const struct sl_auth_key *k, size_t n) {
@@ -144,15 +100,36 @@ static int h_openapi(sl_http_req *r, void *ctx) {
     return sl_http_respond(r, 200, "application/json", sl_openapi_admin_json, sl_openapi_admin_json_len);
 }
 
+/* The body of POST /accounts: {"accountName": "shop"}, or the bare JSON
+ * string "shop" that CassieQ's admin API takes. A new reference to the
+ * object or the string, or NULL after answering 400. */
+static json_t *create_body(sl_http_req *r) {
+    size_t len;
+    const char *b = sl_http_body(r, &len);
+    size_t i = strspn(b, " \t\r\n");
+    if (i == len || b[i] != '"') return sl_api_body_object(r, 0);
+    json_t *j = json_loadb(b, len, JSON_DECODE_ANY, NULL);
+    if (json_is_string(j)) return j;
+    json_decref(j);
+    sl_http_error(r, 400, "InvalidJson",
+                  "the body must be a JSON object or a JSON string (the account's name)");
+    return NULL;
+}
+
 static int h_create(sl_http_req *r, void *ctx) {
     sl_admin *a = ctx;
     if (!begin(a, r)) return SL_HTTP_DONE;
-    json_t *b = body_object(r);
+    json_t *b = create_body(r);
     if (!b) return SL_HTTP_DONE;
+    if (json_is_string(b)) { /* CassieQ's form */
+        json_t *o = json_pack("{s:O}", "accountName", b);
+        json_decref(b);
+        if (!(b = o)) return sl_api_unavailable(r, 503, "ServiceUnavailable", "out of memory");
+    }
     const char *name;
     char account[SL_NAME_MAX + 1];
-    int have = field_str(r, b, "accountName", &name);
-    if (have == 0 || (have == 1 && !name_ok(name))) {
+    int have = sl_api_field_str(r, b, "accountName", &name);
+    if (have == 0 || (have == 1 && !sl_api_name_ok(name))) {
         json_decref(b);
         return sl_http_error(r, 400, "InvalidAccountName",
                              "field 'accountName' is required and must match [A-Za-z0-9_.-]{1,80}, "
@@ -168,10 +145,10 @@ static int h_create(sl_http_req *r, void *ctx) {
     int rc = sl_acct_create(a->cfg.acct, account, keys);
     if (rc == SL_EEXISTS)
         return sl_http_error(r, 409, "AccountAlreadyExists", "account '%s' already exists", account);
-    if (rc) return store_error(r, rc);
+    if (rc) return sl_api_fail(r, rc, NULL, NULL);
     json_t *j = json_pack("{s:s,s:o}", "accountName", account, "keys", keys_object(keys, 2));
     OPENSSL_cleanse(keys, sizeof keys);
-    return sl_http_json(r, 201, j);
+    return sl_api_json(r, 201, j);
 }
 
 static int h_list(sl_http_req *r, void *ctx) {
@@ -181,16 +158,16 @@ static int h_list(sl_http_req *r, void *ctx) {
     int64_t *created;
     size_t n;
     int rc = sl_acct_list(a->cfg.acct, &names, &created, &n);
-    if (rc) return store_error(r, rc);
+    if (rc) return sl_api_fail(r, rc, NULL, NULL);
     json_t *arr = json_array();
     for (size_t i = 0; arr && i < n; i++) {
         char at[32];
-        iso_time(created[i], at);
+        sl_api_iso_time(created[i], at);
         json_array_append_new(arr, json_pack("{s:s,s:s}", "accountName", names[i], "createdAt", at));
     }
     free(names);
     free(created);
-    return sl_http_json(r, 200, arr);
+    return sl_api_json(r, 200, arr);
 }
 
 static int h_get(sl_http_req *r, void *ctx) {
@@ -202,10 +179,10 @@ static int h_get(sl_http_req *r, void *ctx) {
     size_t n;
     int rc = sl_acct_keys_read(a->cfg.acct, account, keys, created, SL_ACCT_MAX_KEYS, &n);
     if (rc == SL_ENOTFOUND) return account_not_found(r, account);
-    if (rc) return store_error(r, rc);
+    if (rc) return sl_api_fail(r, rc, NULL, NULL);
     json_t *j = json_pack("{s:s,s:o}", "accountName", account, "keys", keys_object(keys, n));
     OPENSSL_cleanse(keys, sizeof keys);
-    return sl_http_json(r, 200, j);
+    return sl_api_json(r, 200, j);
 }
 
 static int h_delete(sl_http_req *r, void *ctx) {
@@ -215,22 +192,22 @@ static int h_delete(sl_http_req *r, void *ctx) {
     size_t queues = 0;
     int rc = sl_acct_delete(a->cfg.acct, account, &queues);
     if (rc == SL_ENOTFOUND) return account_not_found(r, account);
-    if (rc) return store_error(r, rc);
-    return sl_http_json(r, 200,
-                        json_pack("{s:s,s:b,s:I}", "accountName", account, "deleted", 1, "queuesDeleted",
-                                  (json_int_t)queues));
+    if (rc) return sl_api_fail(r, rc, NULL, NULL);
+    return sl_api_json(r, 200,
+                       json_pack("{s:s,s:b,s:I}", "accountName", account, "deleted", 1, "queuesDeleted",
+                                 (json_int_t)queues));
 }
 
 static int h_key_create(sl_http_req *r, void *ctx) {
     sl_admin *a = ctx;
     const char *account = begin(a, r);
     if (!account) return SL_HTTP_DONE;
-    json_t *b = body_object(r);
+    json_t *b = sl_api_body_object(r, 0);
     if (!b) return SL_HTTP_DONE;
     const char *name;
     char key_name[SL_NAME_MAX + 1];
-    int have = field_str(r, b, "keyName", &name);
-    if (have == 0 || (have == 1 && !name_ok(name))) {
+    int have = sl_api_field_str(r, b, "keyName", &name);
+    if (have == 0 || (have == 1 && !sl_api_name_ok(name))) {
         json_decref(b);
         return sl_http_error(
             r, 400, "InvalidKeyName",
@@ -250,10 +227,10 @@ static int h_key_create(sl_http_req *r, void *ctx) {
                              key_name);
     if (rc == SL_ETOOBIG)
         return sl_http_error(r, 400, "TooManyKeys", "an account has at most %d keys", SL_ACCT_MAX_KEYS);
-    if (rc) return store_error(r, rc);
+    if (rc) return sl_api_fail(r, rc, NULL, NULL);
     json_t *j = json_pack("{s:s,s:s}", "keyName", key_name, "key", k.secret);
     OPENSSL_cleanse(&k, sizeof k);
-    return sl_http_json(r, 201, j);
+    return sl_api_json(r, 201, j);
 }
 
 static int h_key_delete(sl_http_req *r, void *ctx) {
@@ -266,7 +243,7 @@ static int h_key_delete(sl_http_req *r, void *ctx) {
         if (sl_account_exists(a->cfg.engine, account) == SL_ENOTFOUND) return account_not_found(r, account);
         return sl_http_error(r, 404, "KeyNotFound", "account '%s' has no key '%s'", account, key_name);
     }
-    if (rc) return store_error(r, rc);
+    if (rc) return sl_api_fail(r, rc, NULL, NULL);
     return sl_http_respond(r, 204, NULL, NULL, 0);
 }
 
@@ -274,40 +251,63 @@ static int h_key_delete(sl_http_req *r, void *ctx) {
 static int field_time(sl_http_req *r, json_t *b, const char *key, int64_t *ms) {
     const char *s;
     *ms = -1;
-    int have = field_str(r, b, key, &s);
+    int have = sl_api_field_str(r, b, key, &s);
     if (have <= 0) return have;
     if (sl_auth_time_parse(s, strlen(s), ms) != 0) {
         sl_http_error(r, 400, "InvalidParameter",
-                      "field '%s' must be an ISO-8601 UTC time like 2026-11-21T10:00:00Z", key);
+                      "field '%s' must be an ISO-8601 time like 2026-11-21T10:00:00Z or "
+                      "2026-11-21T11:00:00+01:00",
+                      key);
         return -1;
     }
     return 0;
+}
+
+/* Signs a URL for account with its key key_name and answers {field: the
+ * query string} with status. */
+static int sign_url(sl_admin *a, sl_http_req *r, const char *account, const char *key_name, unsigned levels,
+                    const char *queue, int64_t st, int64_t et, int status, const char *field) {
+    struct sl_auth_key keys[SL_ACCT_MAX_KEYS];
+    size_t n;
+    int rc = sl_acct_keys_read(a->cfg.acct, account, keys, NULL, SL_ACCT_MAX_KEYS, &n);
+    if (rc == SL_ENOTFOUND) return account_not_found(r, account);
+    if (rc) return sl_api_fail(r, rc, NULL, NULL);
+    struct sl_auth_keyring ring = {account, keys, n};
+    char out[1024];
+    rc = sl_auth_url_sign(&ring, key_name, levels, queue, st, et, out, sizeof out);
+    OPENSSL_cleanse(keys, sizeof keys);
+    if (rc == SL_ENOTFOUND)
+        return sl_http_error(r, 404, "KeyNotFound", "account '%s' has no key '%s'", account, key_name);
+    if (rc == SL_EINVAL)
+        return sl_http_error(r, 400, "InvalidParameter", "the signed URL parameters are not valid");
+    if (rc) return sl_api_fail(r, rc, NULL, NULL);
+    return sl_api_json(r, status, json_pack("{s:s}", field, out));
 }
 
 static int h_signed_url(sl_http_req *r, void *ctx) {
     sl_admin *a = ctx;
     const char *account = begin(a, r);
     if (!account) return SL_HTTP_DONE;
-    json_t *b = body_object(r);
+    json_t *b = sl_api_body_object(r, 0);
     if (!b) return SL_HTTP_DONE;
     const char *levels_s, *queue, *key_name;
     unsigned levels = 0;
     int64_t st, et;
     int bad = 0;
     char qbuf[SL_NAME_MAX + 1] = "", kbuf[SL_NAME_MAX + 1] = "primary";
-    int hl = field_str(r, b, "levels", &levels_s);
+    int hl = sl_api_field_str(r, b, "levels", &levels_s);
     if (hl < 0) {
         bad = 1;
     } else if (hl == 0 || sl_auth_levels_parse(levels_s, strlen(levels_s), &levels) != 0) {
         bad = 1;
         sl_http_error(r, 400, "InvalidParameter",
                       "field 'levels' is required: distinct letters of rpuagcd, like \"rp\"");
-    } else if (field_str(r, b, "queueName", &queue) < 0) {
+    } else if (sl_api_field_str(r, b, "queueName", &queue) < 0) {
         bad = 1;
-    } else if (queue && !name_ok(queue)) {
+    } else if (queue && !sl_api_name_ok(queue)) {
         bad = 1;
         sl_http_error(r, 400, "InvalidQueueName", "queue names match [A-Za-z0-9_.-]{1,80}, except . and ..");
-    } else if (field_str(r, b, "keyName", &key_name) < 0) {
+    } else if (sl_api_field_str(r, b, "keyName", &key_name) < 0) {
         bad = 1;
     } else if (key_name && !sl_name_valid(key_name)) {
         bad = 1;
@@ -323,22 +323,88 @@ static int h_signed_url(sl_http_req *r, void *ctx) {
     }
     json_decref(b);
     if (bad) return SL_HTTP_DONE;
+    return sign_url(a, r, account, kbuf, levels, qbuf[0] ? qbuf : NULL, st, et, 200, "queryString");
+}
 
-    struct sl_auth_key keys[SL_ACCT_MAX_KEYS];
-    size_t n;
-    int rc = sl_acct_keys_read(a->cfg.acct, account, keys, NULL, SL_ACCT_MAX_KEYS, &n);
-    if (rc == SL_ENOTFOUND) return account_not_found(r, account);
-    if (rc) return store_error(r, rc);
-    struct sl_auth_keyring ring = {account, keys, n};
-    char out[1024];
-    rc = sl_auth_url_sign(&ring, kbuf, levels, qbuf[0] ? qbuf : NULL, st, et, out, sizeof out);
-    OPENSSL_cleanse(keys, sizeof keys);
-    if (rc == SL_ENOTFOUND)
-        return sl_http_error(r, 404, "KeyNotFound", "account '%s' has no key '%s'", account, kbuf);
-    if (rc == SL_EINVAL)
-        return sl_http_error(r, 400, "InvalidParameter", "the signed URL parameters are not valid");
-    if (rc) return store_error(r, rc);
-    return sl_http_json(r, 200, json_pack("{s:s}", "queryString", out));
+/* The levels of CassieQ's GetAuthQueryParamsRequest: an array (or one
+ * string) of level names ("ReadMessage") or their letters ("r"). Returns
+ * 0, or -1 after answering 400. */
+static int cassieq_levels(sl_http_req *r, json_t *v, unsigned *levels) {
+    static const char *const names[] = {"ReadMessage",         "PutMessage",  "UpdateMessage", "AckMessage",
+                                        "GetQueueInformation", "CreateQueue", "DeleteQueue"};
+    static const char letters[] = "rpuagcd";
+    json_t *one = json_is_string(v) ? json_pack("[O]", v) : json_incref(v);
+    size_t i;
+    json_t *e;
+    *levels = 0;
+    int ok = json_is_array(one) && json_array_size(one) > 0;
+    json_array_foreach(one, i, e) {
+        const char *s = json_string_value(e);
+        int bit = -1;
+        for (int k = 0; s && k < 7 && bit < 0; k++)
+            if (strcmp(s, names[k]) == 0 || (s[0] == letters[k] && !s[1]))
+                bit = sl_auth_level_bit(letters[k]);
+        if (s && (strcmp(s, "None") == 0 || strcmp(s, "n") == 0)) continue;
+        if (bit < 0)
+            ok = 0;
+        else
+            *levels |= (unsigned)bit;
+    }
+    json_decref(one);
+    if (ok && *levels) return 0;
+    sl_http_error(r, 400, "InvalidParameter",
+                  "field 'levels' must be an array of levels: ReadMessage (r), PutMessage (p), UpdateMessage "
+                  "(u), AckMessage (a), GetQueueInformation (g), CreateQueue (c), DeleteQueue (d)");
+    return -1;
+}
+
+/* A time of CassieQ's request: an ISO-8601 string, milliseconds since the
+ * epoch (as Jackson writes a Joda DateTime), null or absent (-1). */
+static int cassieq_time(sl_http_req *r, json_t *b, const char *key, int64_t *ms) {
+    json_t *v = json_object_get(b, key);
+    if (json_is_integer(v) && json_integer_value(v) >= 0) {
+        *ms = (int64_t)json_integer_value(v);
+        return 0;
+    }
+    return field_time(r, b, key, ms);
+}
+
+/* POST /admin/api/v1/permissions: CassieQ's admin route for signed URLs,
+ * so that its tooling works: {"accountName", "keyName", "levels": [...],
+ * "startTime"?, "endTime"?, "queueName"?} answers 201 {"queryParam"}, the
+ * same query string as /accounts/{a}/signedUrls. */
+static int h_permissions(sl_http_req *r, void *ctx) {
+    sl_admin *a = ctx;
+    if (!begin(a, r)) return SL_HTTP_DONE;
+    json_t *b = sl_api_body_object(r, 0);
+    if (!b) return SL_HTTP_DONE;
+    const char *account = NULL, *queue = NULL, *key_name = NULL;
+    char abuf[SL_NAME_MAX + 1] = "", qbuf[SL_NAME_MAX + 1] = "", kbuf[SL_NAME_MAX + 1] = "primary";
+    unsigned levels = 0;
+    int64_t st = -1, et = -1;
+    int bad = 1;
+    if (sl_api_field_str(r, b, "accountName", &account) < 0) {
+    } else if (!account || !sl_name_valid(account)) {
+        sl_http_error(r, 400, "InvalidAccountName", "field 'accountName' is required: [A-Za-z0-9_.-]{1,80}");
+    } else if (cassieq_levels(r, json_object_get(b, "levels"), &levels) < 0 ||
+               sl_api_field_str(r, b, "queueName", &queue) < 0 ||
+               sl_api_field_str(r, b, "keyName", &key_name) < 0) {
+    } else if (queue && !sl_api_name_ok(queue)) {
+        sl_http_error(r, 400, "InvalidQueueName", "queue names match [A-Za-z0-9_.-]{1,80}, except . and ..");
+    } else if (key_name && !sl_name_valid(key_name)) {
+        sl_http_error(r, 400, "InvalidKeyName", "key names match [A-Za-z0-9_.-]{1,80}");
+    } else if (cassieq_time(r, b, "startTime", &st) || cassieq_time(r, b, "endTime", &et)) {
+    } else if (st >= 0 && et >= 0 && et <= st) {
+        sl_http_error(r, 400, "InvalidParameter", "endTime must be after startTime");
+    } else {
+        bad = 0;
+        snprintf(abuf, sizeof abuf, "%s", account);
+        if (queue) snprintf(qbuf, sizeof qbuf, "%s", queue);
+        if (key_name) snprintf(kbuf, sizeof kbuf, "%s", key_name);
+    }
+    json_decref(b);
+    if (bad) return SL_HTTP_DONE;
+    return sign_url(a, r, abuf, kbuf, levels, qbuf[0] ? qbuf : NULL, st, et, 201, "queryParam");
 }
 
 /* --- Setup -------------------------------------------------------------- */
@@ -360,6 +426,7 @@ int sl_api_admin_open(const sl_admin_config *cfg, sl_admin **out) {
         {"POST", BASE "/{a}/keys", h_key_create, BODY_MAX},
         {"DELETE", BASE "/{a}/keys/{k}", h_key_delete, BODY_MAX},
         {"POST", BASE "/{a}/signedUrls", h_signed_url, BODY_MAX},
+        {"POST", "/admin/api/v1/permissions", h_permissions, BODY_MAX},
     };
     a->nroutes = sizeof routes / sizeof routes[0];
     memcpy(a->routes, routes, sizeof routes);

@@ -1,4 +1,6 @@
 /* api.h: the HTTP APIs, each a routing table over the server in http/.
+ * What their handlers share (errors, authentication, input, parking) is in
+ * req.h; each server is given sl_api_render_error as its error hook.
  *
  * native.c serves the queue API of API.md ("Queue API" and its extensions)
  * plus /health and /openapi.json. It validates every input before it calls

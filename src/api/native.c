@@ -4,7 +4,7 @@
  * Every handler runs the same steps in the same order: names in the path
  * (400), the auth hook (401/403, later), every query parameter and the body
  * (400), the account (404 AccountNotFound), then the engine call, whose code
- * fail() maps to a status. Nothing reaches the engine before all input was
+ * sl_api_fail() maps to a status. Nothing reaches the engine before all input was
  * checked, because a 5xx must never answer bad input and the engine's own
  * checks are only a second line.
  *
@@ -32,6 +32,7 @@
 #include <pthread.h>
 
 #include "api.h"
+#include "req.h"
 
 #define JSON_MAX_DEFAULT (1024 * 1024)
 #define BASE "/api/v1/accounts/{account}/queues"
@@ -43,250 +44,7 @@ struct sl_api {
     size_t nroutes;
 };
 
-/* --- Authentication and authorization ---------------------------------- */
-
-static struct sl_auth_key decoy;
-static int decoy_ok;
-static pthread_once_t decoy_once = PTHREAD_ONCE_INIT;
-
-static void decoy_init(void) {
-    char secret[SL_AUTH_KEY_CHARS + 1];
-    decoy_ok = sl_auth_key_generate(secret) == 0 && sl_auth_key_init(&decoy, "primary", secret) == 0;
-    OPENSSL_cleanse(secret, sizeof secret);
-}
-
-/* Verifies the request's credentials against the keys of the account in its
- * path (sl_auth_verify picks the scheme). An account that does not exist has
- * no keys, so it is 401 like a wrong key: unauthenticated callers cannot
- * learn which accounts exist. Returns 0 and *cred, SL_EAUTH, or a store
- * error. */
-static int authenticate(sl_api *a, sl_http_req *r, const char *account, struct sl_auth_cred *cred) {
-    size_t nh = sl_http_headers(r, NULL, 0);
-    if (nh > 256) return SL_EAUTH;
-    sl_http_kv *kv = sl_http_alloc(r, (nh ? nh : 1) * sizeof *kv);
-    struct sl_auth_header *hv = sl_http_alloc(r, (nh ? nh : 1) * sizeof *hv);
-    struct sl_auth_key *keys = sl_http_alloc(r, SL_ACCT_MAX_KEYS * sizeof *keys);
-    if (!kv || !hv || !keys) return SL_ENOMEM;
-    nh = sl_http_headers(r, kv, nh);
-    for (size_t i = 0; i < nh; i++)
-        hv[i] = (struct sl_auth_header){kv[i].name, kv[i].value};
-    size_t nk = 0;
-    int rc = sl_acct_keys(a->cfg.acct, account, keys, &nk);
-    if (rc) return rc;
-    if (nk == 0) {
-        /* An account without keys (or none at all) is checked against a
-         * secret random key, so that it costs what a wrong key costs and
-         * timing does not tell which accounts exist. */
-        pthread_once(&decoy_once, decoy_init);
-        if (decoy_ok) keys[nk++] = decoy;
-    }
-    struct sl_auth_request rq = {
-        .method = sl_http_method(r), .headers = hv, .n_headers = nh, .now_ms = sl_now_ms()};
-    sl_http_raw_target(r, &rq.path, &rq.path_len, &rq.query, &rq.query_len);
-    rq.body = sl_http_body(r, &rq.body_len);
-    struct sl_auth_keyring ring = {account, keys, nk};
-    rc = sl_auth_verify(&rq, &ring, a->cfg.skew_ms, cred);
-    OPENSSL_cleanse(keys, SL_ACCT_MAX_KEYS * sizeof *keys);
-    return rc;
-}
-
-/* Answers 401 or 403 (or 503 for a store error) for an auth code. */
-static void deny(sl_http_req *r, int rc) {
-    if (rc == SL_EAUTH) {
-        const char *h = sl_http_header(r, "Authorization");
-        sl_http_error(r, 401, "AuthenticationFailed", "%s",
-                      h || sl_http_query(r, "sig")
-                          ? "the credentials are not valid for this account, or the request time is "
-                            "outside the allowed skew"
-                          : "credentials are required: Authorization: Key, Signed or AWS4-HMAC-SHA256, "
-                            "or a signed URL");
-        sl_http_add_header(
-            r, "WWW-Authenticate",
-            "AWS4-HMAC-SHA256 realm=\"sluice\", Key realm=\"sluice\", Signed realm=\"sluice\"");
-    } else if (rc == SL_EFORBIDDEN) {
-        sl_http_error(r, 403, "Forbidden", "the credentials do not grant this permission on this queue");
-    } else {
-        char msg[128];
-        snprintf(msg, sizeof msg, "the store is unavailable (%s); retry", sl_strerror(rc));
-        sl_http_error(r, 503, "ServiceUnavailable", "%s", msg);
-        sl_http_add_header(r, "Retry-After", "1");
-    }
-}
-
-/* May cred do level on queue (NULL: account-wide)? Answers and returns -1
- * when not. */
-static int allowed(sl_http_req *r, const struct sl_auth_cred *cred, char level, const char *queue) {
-    int rc = sl_auth_check(cred, level, queue);
-    if (rc == 0) return 0;
-    deny(r, rc);
-    return -1;
-}
-
-/* --- Errors ------------------------------------------------------------- */
-
-/* Answers 400 with code and returns -1, for validation chains. */
-static int invalid(sl_http_req *r, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int invalid(sl_http_req *r, const char *code, const char *fmt, ...) {
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    sl_http_error(r, 400, code, "%s", msg);
-    return -1;
-}
-
-static int unavailable(sl_http_req *r, int status, const char *code, const char *msg) {
-    sl_http_error(r, status, code, "%s", msg);
-    sl_http_add_header(r, "Retry-After", "1");
-    return SL_HTTP_DONE;
-}
-
-/* Maps an engine code to a response. queue is NULL when a "not found" can
- * only mean the account. */
-static int fail(sl_http_req *r, int rc, const char *account, const char *queue) {
-    switch (rc) {
-    case SL_EINVAL:
-        return sl_http_error(r, 400, "InvalidParameter", "the request is not valid");
-    case SL_ENOTFOUND:
-        if (queue) return sl_http_error(r, 404, "QueueNotFound", "queue '%s' does not exist", queue);
-        return sl_http_error(r, 404, "AccountNotFound", "account '%s' does not exist", account);
-    case SL_EEXISTS:
-        return sl_http_error(r, 409, "QueueAlreadyExists", "queue '%s' already exists", queue);
-    case SL_ECONFLICT:
-        return sl_http_error(r, 409, "Conflict", "the request conflicts with the current state");
-    case SL_ETOOBIG:
-        return sl_http_error(r, 413, "MessageTooLarge", "the message is over the size limit");
-    case SL_EBUSY:
-        return unavailable(r, 429, "ServerBusy", "the server is saturated; retry later");
-    case SL_EAUTH:
-        return sl_http_error(r, 401, "AuthenticationFailed", "missing or invalid credentials");
-    case SL_EFORBIDDEN:
-        return sl_http_error(r, 403, "Forbidden", "the credentials lack the permission");
-    case SL_ENOMEM:
-    case SL_EUNAVAILABLE:
-    case SL_ETIMEOUT:
-    case SL_EIO:
-    case SL_EUNKNOWN: {
-        char msg[128];
-        snprintf(msg, sizeof msg, "the store is unavailable (%s); retry", sl_strerror(rc));
-        return unavailable(r, 503, "ServiceUnavailable", msg);
-    }
-    }
-    sl_log(SL_ERR, "api: unexpected engine code %s on %s [%s]", sl_strerror(rc), sl_http_method(r),
-           sl_http_request_id(r));
-    return sl_http_error(r, 500, "InternalError", "internal error (%s)", sl_strerror(rc));
-}
-
 /* --- Input validation --------------------------------------------------- */
-
-/* Length of the valid UTF-8 sequence at s, or 0: no overlong forms, no
- * surrogates, nothing above U+10FFFF. */
-static size_t utf8_char(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    if (c < 0x80) return 1;
-    size_t len;
-    unsigned min, cp;
-    if (c >= 0xC2 && c <= 0xDF)
-        len = 2, min = 0x80, cp = c & 0x1F;
-    else if (c >= 0xE0 && c <= 0xEF)
-        len = 3, min = 0x800, cp = c & 0x0F;
-    else if (c >= 0xF0 && c <= 0xF4)
-        len = 4, min = 0x10000, cp = c & 0x07;
-    else
-        return 0;
-    if (n < len) return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = cp << 6 | (s[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-    return len;
-}
-
-static int utf8_valid(const void *p, size_t n) {
-    const unsigned char *s = p;
-    for (size_t i = 0; i < n;) {
-        size_t k = utf8_char(s + i, n - i);
-        if (!k) return 0;
-        i += k;
-    }
-    return 1;
-}
-
-/* A JSON string of bytes that should be UTF-8; invalid sequences (data that
- * did not come through this API) become U+FFFD rather than a failure. */
-static json_t *json_text(const void *p, size_t n) {
-    if (utf8_valid(p, n)) return json_stringn_nocheck(p, n);
-    const unsigned char *s = p;
-    char *buf = malloc(n * 3 + 1);
-    if (!buf) return NULL;
-    size_t o = 0;
-    for (size_t i = 0; i < n;) {
-        size_t k = utf8_char(s + i, n - i);
-        if (k) {
-            memcpy(buf + o, s + i, k);
-            o += k;
-            i += k;
-        } else {
-            memcpy(buf + o, "\xEF\xBF\xBD", 3);
-            o += 3;
-            i++;
-        }
-    }
-    json_t *j = json_stringn_nocheck(buf, o);
-    free(buf);
-    return j;
-}
-
-/* Parses a decimal integer made of digits only (no sign, no spaces) in
- * [lo, hi]. Returns 0, or -1 for anything else, overflow included. */
-static int parse_uint(const char *s, long long lo, long long hi, long long *out) {
-    if (!s || !*s) return -1;
-    long long v = 0;
-    for (const char *p = s; *p; p++) {
-        if (*p < '0' || *p > '9') return -1;
-        if (v > (LLONG_MAX - (*p - '0')) / 10) return -1;
-        v = v * 10 + (*p - '0');
-    }
-    if (v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
-}
-
-/* An integer query parameter, def when absent. Returns 0, or answers 400 and
- * returns -1. */
-static int query_int(sl_http_req *r, const char *name, long long lo, long long hi, long long def,
-                     long long *out) {
-    const char *v = sl_http_query(r, name);
-    if (!v) {
-        *out = def;
-        return 0;
-    }
-    if (parse_uint(v, lo, hi, out) == 0) return 0;
-    sl_http_error(r, 400, "InvalidParameter", "query parameter '%s' must be an integer from %lld to %lld",
-                  name, lo, hi);
-    return -1;
-}
-
-/* A boolean query parameter ("true"/"false", also 1/0). */
-static int query_bool(sl_http_req *r, const char *name, int def, int *out) {
-    const char *v = sl_http_query(r, name);
-    if (!v) {
-        *out = def;
-        return 0;
-    }
-    if (strcasecmp(v, "true") == 0 || strcmp(v, "1") == 0)
-        *out = 1;
-    else if (strcasecmp(v, "false") == 0 || strcmp(v, "0") == 0)
-        *out = 0;
-    else {
-        sl_http_error(r, 400, "InvalidParameter", "query parameter '%s' must be true or false", name);
-        return -1;
-    }
-    return 0;
-}
 
 /* A pop receipt from the query: present, non-empty and short enough to be
  * one of ours. */
@@ -301,71 +59,6 @@ static const char *query_receipt(sl_http_req *r) {
         return NULL;
     }
     return v;
-}
-
-/* The body as a JSON object; an empty body counts as {} when empty_ok.
- * Returns a new reference, or NULL after answering 400. */
-static json_t *body_object(sl_http_req *r, int empty_ok) {
-    size_t len;
-    const char *b = sl_http_body(r, &len);
-    size_t i = 0;
-    while (i < len && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r' || b[i] == '\n'))
-        i++;
-    if (i == len) {
-        if (empty_ok) return json_object();
-        sl_http_error(r, 400, "InvalidJson", "a JSON object body is required");
-        return NULL;
-    }
-    json_error_t err;
-    json_t *j = json_loadb(b, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);
-    if (!j) {
-        sl_http_error(r, 400, "InvalidJson", "malformed JSON at line %d column %d: %s", err.line, err.column,
-                      err.text);
-        return NULL;
-    }
-    if (!json_is_object(j)) {
-        json_decref(j);
-        sl_http_error(r, 400, "InvalidJson", "the body must be a JSON object");
-        return NULL;
-    }
-    return j;
-}
-
-/* An integer field of o in [lo, hi]; def when absent unless required. null
- * is the wrong type, as for every field not documented as nullable. Returns 0, or answers 400 and returns -1.
- */
-static int field_int(sl_http_req *r, json_t *o, const char *key, long long lo, long long hi, long long def,
-                     int required, long long *out) {
-    json_t *v = json_object_get(o, key);
-    if (!v) {
-        if (required) {
-            sl_http_error(r, 400, "InvalidParameter", "field '%s' is required", key);
-            return -1;
-        }
-        *out = def;
-        return 0;
-    }
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
-        sl_http_error(r, 400, "InvalidParameter", "field '%s' must be an integer from %lld to %lld", key, lo,
-                      hi);
-        return -1;
-    }
-    *out = json_integer_value(v);
-    return 0;
-}
-
-static int field_bool(sl_http_req *r, json_t *o, const char *key, int def, int *out) {
-    json_t *v = json_object_get(o, key);
-    if (!v) {
-        *out = def;
-        return 0;
-    }
-    if (!json_is_boolean(v)) {
-        sl_http_error(r, 400, "InvalidParameter", "field '%s' must be true or false", key);
-        return -1;
-    }
-    *out = json_is_true(v);
-    return 0;
 }
 
 /* A message text: 1..max bytes (the JSON parser already checked UTF-8). */
@@ -414,12 +107,6 @@ static int check_attrs(sl_http_req *r, json_t *attrs, size_t idx) {
     return 0;
 }
 
-/* A name of a queue: the pattern of API.md, but neither "." nor "..",
- * which paths cannot carry unambiguously (SigV4 normalizes dot segments). */
-static int queue_name_ok(const char *s) {
-    return sl_name_valid(s) && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
-}
-
 /* The common first steps: path names, then credentials and the permission
  * level. Returns 0, or -1 after answering. queue is NULL on account-wide
  * routes. With level 0 only the credentials are checked, and the route
@@ -436,18 +123,18 @@ static int begin_cred(sl_api *a, sl_http_req *r, char level, const char **accoun
     }
     if (queue) {
         *queue = sl_http_param(r, "q");
-        if (!queue_name_ok(*queue)) {
+        if (!sl_api_name_ok(*queue)) {
             sl_http_error(r, 400, "InvalidQueueName",
                           "queue names match [A-Za-z0-9_.-]{1,80}, except . and ..");
             return -1;
         }
     }
-    int rc = authenticate(a, r, *account, cred);
+    int rc = sl_api_authenticate(a->cfg.acct, a->cfg.skew_ms, r, *account, cred);
     if (rc) {
-        deny(r, rc);
+        sl_api_deny(r, rc);
         return -1;
     }
-    return level ? allowed(r, cred, level, queue ? *queue : NULL) : 0;
+    return level ? sl_api_allowed(r, cred, level, queue ? *queue : NULL) : 0;
 }
 
 static int begin(sl_api *a, sl_http_req *r, char level, const char **account, const char **queue) {
@@ -458,22 +145,15 @@ static int begin(sl_api *a, sl_http_req *r, char level, const char **account, co
 static int account_ok(sl_api *a, sl_http_req *r, const char *account) {
     int rc = sl_account_exists(a->cfg.engine, account);
     if (rc == 0) return 0;
-    fail(r, rc, account, NULL);
+    sl_api_fail(r, rc, account, NULL);
     return -1;
 }
 
 /* --- JSON of engine results --------------------------------------------- */
 
-static void iso_time(int64_t ms, char out[32]) {
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 static json_t *queue_json(const sl_queue_info *qi) {
     char created[32];
-    iso_time(qi->created_ms, created);
+    sl_api_iso_time(qi->created_ms, created);
     const sl_queue_opts *o = &qi->opts;
     return json_pack("{s:s,s:i,s:i,s:o,s:i,s:i,s:b,s:I,s:b,s:I,s:s}", "queueName", o->name, "bucketSize",
                      o->bucket_size, "maxDeliveryCount", o->max_delivery_count, "dlqName",
@@ -486,14 +166,14 @@ static json_t *queue_json(const sl_queue_info *qi) {
 
 static json_t *message_json(const sl_message *m, int leased) {
     char at[32];
-    iso_time(m->enqueued_ms, at);
+    sl_api_iso_time(m->enqueued_ms, at);
     json_t *attrs = m->attrs_json ? json_loads(m->attrs_json, 0, NULL) : NULL;
     if (!json_is_object(attrs)) {
         json_decref(attrs);
         attrs = json_object();
     }
     json_t *j = json_pack("{s:s,s:o,s:I,s:s,s:s,s:o}", "messageId", m->id, "message",
-                          json_text(m->body, m->len), "deliveryCount", (json_int_t)m->delivery_count,
+                          sl_api_json_text(m->body, m->len), "deliveryCount", (json_int_t)m->delivery_count,
                           "messageTag", m->tag, "enqueuedAt", at, "attributes", attrs);
     if (j && leased) json_object_set_new(j, "popReceipt", json_string(m->receipt));
     return j;
@@ -510,8 +190,8 @@ static json_t *messages_json(const sl_message *m, size_t n, int leased) {
 
 static int h_health(sl_http_req *r, void *ctx) {
     sl_api *a = ctx;
-    if (sl_store_ping(a->cfg.store) == 0) return sl_http_json(r, 200, json_pack("{s:s}", "status", "ok"));
-    return unavailable(r, 503, "ServiceUnavailable", "the store does not answer");
+    if (sl_store_ping(a->cfg.store) == 0) return sl_api_json(r, 200, json_pack("{s:s}", "status", "ok"));
+    return sl_api_unavailable(r, 503, "ServiceUnavailable", "the store does not answer");
 }
 
 static int h_openapi(sl_http_req *r, void *ctx) {
@@ -528,12 +208,12 @@ static int h_list(sl_http_req *r, void *ctx) {
     sl_queue_info *qs = NULL;
     size_t n = 0;
     int rc = sl_queue_list(a->cfg.engine, account, &qs, &n);
-    if (rc) return fail(r, rc, account, NULL);
+    if (rc) return sl_api_fail(r, rc, account, NULL);
     json_t *arr = json_array();
     for (size_t i = 0; arr && i < n; i++)
         json_array_append_new(arr, queue_json(&qs[i]));
     free(qs);
-    return sl_http_json(r, 200, arr);
+    return sl_api_json(r, 200, arr);
 }
 
 /* Reads QueueCreateOptions into o. Returns 0 or -1 after answering 400. */
@@ -544,7 +224,7 @@ static int parse_create(sl_http_req *r, json_t *b, sl_queue_opts *o) {
         sl_http_error(r, 400, "InvalidParameter", "field 'queueName' is required and must be a string");
         return -1;
     }
-    if (!queue_name_ok(json_string_value(name)) ||
+    if (!sl_api_name_ok(json_string_value(name)) ||
         strlen(json_string_value(name)) != json_string_length(name)) {
         sl_http_error(r, 400, "InvalidQueueName", "queue names match [A-Za-z0-9_.-]{1,80}, except . and ..");
         return -1;
@@ -557,27 +237,29 @@ static int parse_create(sl_http_req *r, json_t *b, sl_queue_opts *o) {
             return -1;
         }
         const char *d = json_string_value(dlq);
-        if (*d && (!queue_name_ok(d) || strlen(d) != json_string_length(dlq))) {
+        if (*d && (!sl_api_name_ok(d) || strlen(d) != json_string_length(dlq))) {
             sl_http_error(r, 400, "InvalidQueueName", "dlqName must match [A-Za-z0-9_.-]{1,80}");
             return -1;
         }
         snprintf(o->dlq, sizeof o->dlq, "%s", d);
     }
     long long v;
-    if (field_int(r, b, "bucketSize", INT_MIN, INT_MAX, o->bucket_size, 0, &v)) return -1;
+    if (sl_api_field_int(r, b, "bucketSize", INT_MIN, INT_MAX, o->bucket_size, 0, &v)) return -1;
     o->bucket_size = (int)v;
-    if (field_int(r, b, "maxDeliveryCount", INT_MIN, INT_MAX, o->max_delivery_count, 0, &v)) return -1;
+    if (sl_api_field_int(r, b, "maxDeliveryCount", INT_MIN, INT_MAX, o->max_delivery_count, 0, &v)) return -1;
     o->max_delivery_count = (int)v;
-    if (field_int(r, b, "repairWorkerPollSeconds", INT_MIN, INT_MAX, o->repair_poll_s, 0, &v)) return -1;
+    if (sl_api_field_int(r, b, "repairWorkerPollSeconds", INT_MIN, INT_MAX, o->repair_poll_s, 0, &v))
+        return -1;
     o->repair_poll_s = (int)v;
-    if (field_int(r, b, "repairWorkerBucketFinalizeTimeSeconds", INT_MIN, INT_MAX, o->finalize_timeout_s, 0,
-                  &v))
+    if (sl_api_field_int(r, b, "repairWorkerBucketFinalizeTimeSeconds", INT_MIN, INT_MAX,
+                         o->finalize_timeout_s, 0, &v))
         return -1;
     o->finalize_timeout_s = (int)v;
-    if (field_int(r, b, "retentionSeconds", LLONG_MIN, LLONG_MAX, o->retention_s, 0, &v)) return -1;
+    if (sl_api_field_int(r, b, "retentionSeconds", LLONG_MIN, LLONG_MAX, o->retention_s, 0, &v)) return -1;
     o->retention_s = v;
-    if (field_bool(r, b, "deleteBucketsAfterFinalize", o->delete_buckets, &o->delete_buckets)) return -1;
-    if (field_bool(r, b, "strictFifo", o->strict_fifo, &o->strict_fifo)) return -1;
+    if (sl_api_field_bool(r, b, "deleteBucketsAfterFinalize", o->delete_buckets, &o->delete_buckets))
+        return -1;
+    if (sl_api_field_bool(r, b, "strictFifo", o->strict_fifo, &o->strict_fifo)) return -1;
     char err[256] = "";
     if (sl_queue_opts_check(o, err, sizeof err) != 0) {
         sl_http_error(r, 400, "InvalidParameter", "%s", err[0] ? err : "invalid queue options");
@@ -591,27 +273,28 @@ static int h_create(sl_http_req *r, void *ctx) {
     const char *account;
     int error_if_exists;
     struct sl_auth_cred cred;
-    if (begin_cred(a, r, 0, &account, NULL, &cred) || query_bool(r, "errorIfExists", 0, &error_if_exists))
+    if (begin_cred(a, r, 0, &account, NULL, &cred) ||
+        sl_api_query_bool(r, "errorIfExists", 0, &error_if_exists))
         return SL_HTTP_DONE;
-    json_t *b = body_object(r, 0);
+    json_t *b = sl_api_body_object(r, 0);
     if (!b) return SL_HTTP_DONE;
     sl_queue_opts o;
     int bad = parse_create(r, b, &o);
     json_decref(b);
     /* A signed URL for one queue may create that queue, so the level is
      * checked against the name in the body. */
-    if (bad || allowed(r, &cred, 'c', o.name) || account_ok(a, r, account)) return SL_HTTP_DONE;
+    if (bad || sl_api_allowed(r, &cred, 'c', o.name) || account_ok(a, r, account)) return SL_HTTP_DONE;
     char err[256] = "";
     int rc = sl_queue_create(a->cfg.engine, account, &o, err, sizeof err);
     if (rc == SL_EEXISTS && error_if_exists)
         return sl_http_error(r, 409, "QueueAlreadyExists", "queue '%s' already exists", o.name);
     if (rc == SL_EINVAL)
         return sl_http_error(r, 400, "InvalidParameter", "%s", err[0] ? err : "invalid options");
-    if (rc != 0 && rc != SL_EEXISTS) return fail(r, rc, account, NULL);
+    if (rc != 0 && rc != SL_EEXISTS) return sl_api_fail(r, rc, account, NULL);
     sl_queue_info qi;
     int grc = sl_queue_get(a->cfg.engine, account, o.name, &qi);
-    if (grc) return fail(r, grc, account, o.name);
-    return sl_http_json(r, rc == 0 ? 201 : 200, queue_json(&qi));
+    if (grc) return sl_api_fail(r, grc, account, o.name);
+    return sl_api_json(r, rc == 0 ? 201 : 200, queue_json(&qi));
 }
 
 static int h_get(sl_http_req *r, void *ctx) {
@@ -620,8 +303,8 @@ static int h_get(sl_http_req *r, void *ctx) {
     if (begin(a, r, 'g', &account, &q) || account_ok(a, r, account)) return SL_HTTP_DONE;
     sl_queue_info qi;
     int rc = sl_queue_get(a->cfg.engine, account, q, &qi);
-    if (rc) return fail(r, rc, account, q);
-    return sl_http_json(r, 200, queue_json(&qi));
+    if (rc) return sl_api_fail(r, rc, account, q);
+    return sl_api_json(r, 200, queue_json(&qi));
 }
 
 static int h_delete(sl_http_req *r, void *ctx) {
@@ -629,8 +312,8 @@ static int h_delete(sl_http_req *r, void *ctx) {
     const char *account, *q;
     if (begin(a, r, 'd', &account, &q) || account_ok(a, r, account)) return SL_HTTP_DONE;
     int rc = sl_queue_delete(a->cfg.engine, account, q);
-    if (rc) return fail(r, rc, account, q);
-    return sl_http_json(r, 200, json_pack("{s:s,s:b}", "queueName", q, "deleted", 1));
+    if (rc) return sl_api_fail(r, rc, account, q);
+    return sl_api_json(r, 200, json_pack("{s:s,s:b}", "queueName", q, "deleted", 1));
 }
 
 static int h_stats(sl_http_req *r, void *ctx) {
@@ -639,8 +322,8 @@ static int h_stats(sl_http_req *r, void *ctx) {
     if (begin(a, r, 'g', &account, &q) || account_ok(a, r, account)) return SL_HTTP_DONE;
     sl_queue_statistics st;
     int rc = sl_queue_stats(a->cfg.engine, account, q, &st);
-    if (rc) return fail(r, rc, account, q);
-    return sl_http_json(r, 200,
+    if (rc) return sl_api_fail(r, rc, account, q);
+    return sl_api_json(r, 200,
                         json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "size", (json_int_t)st.size, "visible",
                                   (json_int_t)st.visible, "inFlight", (json_int_t)st.in_flight, "delayed",
                                   (json_int_t)st.delayed, "deadLettered", (json_int_t)st.dead_lettered,
@@ -652,7 +335,7 @@ static int h_purge(sl_http_req *r, void *ctx) {
     const char *account, *q;
     if (begin(a, r, 'd', &account, &q) || account_ok(a, r, account)) return SL_HTTP_DONE;
     int rc = sl_queue_purge(a->cfg.engine, account, q);
-    if (rc) return fail(r, rc, account, q);
+    if (rc) return sl_api_fail(r, rc, account, q);
     return sl_http_respond(r, 204, NULL, NULL, 0);
 }
 
@@ -661,36 +344,36 @@ static int h_redrive(sl_http_req *r, void *ctx) {
     const char *account, *q;
     struct sl_auth_cred cred;
     if (begin_cred(a, r, 'c', &account, &q, &cred)) return SL_HTTP_DONE;
-    json_t *b = body_object(r, 0);
+    json_t *b = sl_api_body_object(r, 0);
     if (!b) return SL_HTTP_DONE;
     json_t *to = json_object_get(b, "to");
     char dest[SL_NAME_MAX + 1];
     int bad = 0;
     if (!json_is_string(to)) {
-        bad = invalid(r, "InvalidParameter", "field 'to' is required and must be a queue name");
-    } else if (!queue_name_ok(json_string_value(to)) ||
+        bad = sl_api_invalid(r, "InvalidParameter", "field 'to' is required and must be a queue name");
+    } else if (!sl_api_name_ok(json_string_value(to)) ||
                strlen(json_string_value(to)) != json_string_length(to)) {
-        bad = invalid(r, "InvalidQueueName", "field 'to' must match [A-Za-z0-9_.-]{1,80}");
+        bad = sl_api_invalid(r, "InvalidQueueName", "field 'to' must match [A-Za-z0-9_.-]{1,80}");
     } else if (strcmp(json_string_value(to), q) == 0) {
-        bad = invalid(r, "InvalidParameter", "a queue cannot be redriven into itself");
+        bad = sl_api_invalid(r, "InvalidParameter", "a queue cannot be redriven into itself");
     } else {
         snprintf(dest, sizeof dest, "%s", json_string_value(to));
     }
     json_decref(b);
     /* Redriving puts messages into the destination: a credential limited to
      * the DLQ must also grant put there. */
-    if (bad || allowed(r, &cred, 'p', dest) || account_ok(a, r, account)) return SL_HTTP_DONE;
+    if (bad || sl_api_allowed(r, &cred, 'p', dest) || account_ok(a, r, account)) return SL_HTTP_DONE;
     sl_queue_info qi;
     int rc = sl_queue_get(a->cfg.engine, account, q, &qi);
-    if (rc) return fail(r, rc, account, q);
+    if (rc) return sl_api_fail(r, rc, account, q);
     rc = sl_queue_get(a->cfg.engine, account, dest, &qi);
-    if (rc) return fail(r, rc, account, dest);
+    if (rc) return sl_api_fail(r, rc, account, dest);
     int64_t moved = 0;
     rc = sl_queue_redrive(a->cfg.engine, account, q, dest, &moved);
     if (rc == SL_EINVAL)
         return sl_http_error(r, 400, "InvalidParameter", "queue '%s' cannot be redriven to '%s'", q, dest);
-    if (rc) return fail(r, rc, account, q);
-    return sl_http_json(r, 200, json_pack("{s:I}", "moved", (json_int_t)moved));
+    if (rc) return sl_api_fail(r, rc, account, q);
+    return sl_api_json(r, 200, json_pack("{s:I}", "moved", (json_int_t)moved));
 }
 
 /* --- Messages ----------------------------------------------------------- */
@@ -703,60 +386,30 @@ static int h_redrive(sl_http_req *r, void *ctx) {
  * it if the request is torn down first, so nothing the store still holds
  * outlives the request's body. A wake-up before the store answered parks
  * again, unless the server is stopping. */
-static void op_wake(void *r) {
-    sl_http_wake(r);
-}
-
-static void op_discard(void *op) {
-    sl_op_discard(op);
-}
-
-/* Whether r should park (again) on op: the store has not answered, and
- * the server is not stopping (then the finish call waits for the answer,
- * so that the client learns the outcome). */
-static int op_waiting(sl_http_req *r, const sl_op *op) {
-    return !sl_op_ready(op) && !sl_http_stopping(r);
-}
-
-/* The operation r parked on: *op is NULL when r has not started one yet.
- * Returns nonzero while r should stay parked. */
-static int op_pending(sl_http_req *r, sl_op **op) {
-    *op = sl_http_user(r);
-    if (!*op) return 0;
-    if (op_waiting(r, *op)) return 1;
-    sl_http_set_user(r, NULL, NULL);
-    return 0;
-}
-
-static int op_park(sl_http_req *r, sl_op *op) {
-    sl_http_set_user(r, op, op_discard);
-    return SL_HTTP_WAIT;
-}
-
 static int h_put(sl_http_req *r, void *ctx) {
     sl_api *a = ctx;
     const char *account, *q;
     sl_op *op;
-    if (op_pending(r, &op)) return SL_HTTP_WAIT;
+    if (sl_api_op_pending(r, &op)) return SL_HTTP_WAIT;
     if (op) {
         char id[1][SL_MSGID_LEN + 1];
         int rc = sl_msg_put_finish(op, id);
-        if (rc) return fail(r, rc, sl_http_param(r, "account"), sl_http_param(r, "q"));
-        return sl_http_json(r, 201, json_pack("{s:s}", "messageId", id[0]));
+        if (rc) return sl_api_fail(r, rc, sl_http_param(r, "account"), sl_http_param(r, "q"));
+        return sl_api_json(r, 201, json_pack("{s:s}", "messageId", id[0]));
     }
     long long delay;
     if (begin(a, r, 'p', &account, &q) ||
-        query_int(r, "initialInvisibilitySeconds", 0, SL_INVIS_MAX, 0, &delay))
+        sl_api_query_int(r, "initialInvisibilitySeconds", 0, SL_INVIS_MAX, 0, &delay))
         return SL_HTTP_DONE;
     size_t len;
     const char *body = sl_http_body(r, &len);
     if (check_message(a, r, "the message", len)) return SL_HTTP_DONE;
-    if (!utf8_valid(body, len))
+    if (!sl_api_utf8_valid(body, len))
         return sl_http_error(r, 400, "InvalidMessage", "the message must be valid UTF-8");
     if (account_ok(a, r, account)) return SL_HTTP_DONE;
     sl_put p = {.body = body, .len = len, .delay_s = (int)delay, .attrs_json = NULL};
-    int rc = sl_msg_put_start(a->cfg.engine, account, q, &p, 1, op_wake, r, &op);
-    return rc ? fail(r, rc, account, q) : op_park(r, op);
+    int rc = sl_msg_put_start(a->cfg.engine, account, q, &p, 1, sl_api_op_wake, r, &op);
+    return rc ? sl_api_fail(r, rc, account, q) : sl_api_op_park(r, op);
 }
 
 /* A batch put waiting for the store: the messages' bytes live in body. */
@@ -782,27 +435,27 @@ static int batch_answer(sl_http_req *r, batch_state *st) {
     st->op = NULL;
     if (!ids) {
         sl_op_discard(op);
-        return fail(r, SL_ENOMEM, sl_http_param(r, "account"), sl_http_param(r, "q"));
+        return sl_api_fail(r, SL_ENOMEM, sl_http_param(r, "account"), sl_http_param(r, "q"));
     }
     int rc = sl_msg_put_finish(op, ids);
     if (rc) {
         free(ids);
-        return fail(r, rc, sl_http_param(r, "account"), sl_http_param(r, "q"));
+        return sl_api_fail(r, rc, sl_http_param(r, "account"), sl_http_param(r, "q"));
     }
     json_t *out = json_array();
     for (size_t i = 0; out && i < st->n; i++)
         json_array_append_new(out, json_string(ids[i]));
     free(ids);
-    return sl_http_json(r, 201, json_pack("{s:o}", "messageIds", out));
+    return sl_api_json(r, 201, json_pack("{s:o}", "messageIds", out));
 }
 
 static int h_batch(sl_http_req *r, void *ctx) {
     sl_api *a = ctx;
     const char *account, *q;
     batch_state *st = sl_http_user(r);
-    if (st) return op_waiting(r, st->op) ? SL_HTTP_WAIT : batch_answer(r, st);
+    if (st) return sl_api_op_waiting(r, st->op) ? SL_HTTP_WAIT : batch_answer(r, st);
     if (begin(a, r, 'p', &account, &q)) return SL_HTTP_DONE;
-    json_t *b = body_object(r, 0);
+    json_t *b = sl_api_body_object(r, 0);
     if (!b) return SL_HTTP_DONE;
     sl_put msgs[SL_BATCH_MAX];
     char *attrs[SL_BATCH_MAX] = {0};
@@ -830,14 +483,14 @@ static int h_batch(sl_http_req *r, void *ctx) {
         snprintf(what, sizeof what, "messages[%zu].message", n);
         if (check_message(a, r, what, json_string_length(text))) goto out;
         long long delay;
-        if (field_int(r, m, "delaySeconds", 0, SL_INVIS_MAX, 0, 0, &delay)) goto out;
+        if (sl_api_field_int(r, m, "delaySeconds", 0, SL_INVIS_MAX, 0, 0, &delay)) goto out;
         json_t *at = json_object_get(m, "attributes");
         if (at) {
             if (check_attrs(r, at, n)) goto out;
             if (json_object_size(at) > 0) {
                 attrs[n] = json_dumps(at, JSON_COMPACT | JSON_SORT_KEYS);
                 if (!attrs[n]) {
-                    fail(r, SL_ENOMEM, account, q);
+                    sl_api_fail(r, SL_ENOMEM, account, q);
                     goto out;
                 }
             }
@@ -849,12 +502,12 @@ static int h_batch(sl_http_req *r, void *ctx) {
     }
     if (account_ok(a, r, account)) goto out;
     if (!(st = calloc(1, sizeof *st))) {
-        fail(r, SL_ENOMEM, account, q);
+        sl_api_fail(r, SL_ENOMEM, account, q);
         goto out;
     }
-    if ((rc = sl_msg_put_start(a->cfg.engine, account, q, msgs, n, op_wake, r, &st->op)) != 0) {
+    if ((rc = sl_msg_put_start(a->cfg.engine, account, q, msgs, n, sl_api_op_wake, r, &st->op)) != 0) {
         free(st);
-        fail(r, rc, account, q);
+        sl_api_fail(r, rc, account, q);
         goto out;
     }
     /* The state owns the body and the attributes from here on. */
@@ -875,57 +528,58 @@ static int h_next(sl_http_req *r, void *ctx) {
     const char *account, *q;
     long long invis;
     sl_op *op;
-    if (op_pending(r, &op)) return SL_HTTP_WAIT;
+    if (sl_api_op_pending(r, &op)) return SL_HTTP_WAIT;
     if (op) {
         sl_message *m = NULL;
         size_t n = 0;
         int rc = sl_msg_receive_finish(op, &m, &n);
-        if (rc) return fail(r, rc, sl_http_param(r, "account"), sl_http_param(r, "q"));
+        if (rc) return sl_api_fail(r, rc, sl_http_param(r, "account"), sl_http_param(r, "q"));
         if (n == 0) {
             sl_messages_free(m, n);
             return sl_http_respond(r, 204, NULL, NULL, 0);
         }
         json_t *j = message_json(&m[0], 1);
         sl_messages_free(m, n);
-        return sl_http_json(r, 200, j);
+        return sl_api_json(r, 200, j);
     }
     if (begin(a, r, 'r', &account, &q) ||
-        query_int(r, "invisibilityTimeSeconds", 0, SL_INVIS_MAX, 30, &invis) || account_ok(a, r, account))
+        sl_api_query_int(r, "invisibilityTimeSeconds", 0, SL_INVIS_MAX, 30, &invis) ||
+        account_ok(a, r, account))
         return SL_HTTP_DONE;
-    int rc = sl_msg_receive_start(a->cfg.engine, account, q, 1, (int)invis, op_wake, r, &op);
-    return rc ? fail(r, rc, account, q) : op_park(r, op);
+    int rc = sl_msg_receive_start(a->cfg.engine, account, q, 1, (int)invis, sl_api_op_wake, r, &op);
+    return rc ? sl_api_fail(r, rc, account, q) : sl_api_op_park(r, op);
 }
 
 static int h_peek(sl_http_req *r, void *ctx) {
     sl_api *a = ctx;
     const char *account, *q;
     long long count;
-    if (begin(a, r, 'g', &account, &q) || query_int(r, "count", 1, SL_RECEIVE_MAX, 1, &count) ||
+    if (begin(a, r, 'g', &account, &q) || sl_api_query_int(r, "count", 1, SL_RECEIVE_MAX, 1, &count) ||
         account_ok(a, r, account))
         return SL_HTTP_DONE;
     sl_message *m = NULL;
     size_t n = 0;
     int rc = sl_msg_peek(a->cfg.engine, account, q, (int)count, &m, &n);
-    if (rc) return fail(r, rc, account, q);
+    if (rc) return sl_api_fail(r, rc, account, q);
     json_t *j = messages_json(m, n, 0);
     sl_messages_free(m, n);
-    return sl_http_json(r, 200, j);
+    return sl_api_json(r, 200, j);
 }
 
 static int h_update(sl_http_req *r, void *ctx) {
     sl_api *a = ctx;
     const char *account, *q, *receipt;
     if (begin(a, r, 'u', &account, &q) || !(receipt = query_receipt(r))) return SL_HTTP_DONE;
-    json_t *b = body_object(r, 0);
+    json_t *b = sl_api_body_object(r, 0);
     if (!b) return SL_HTTP_DONE;
     long long invis;
     const char *text = NULL;
     size_t len = 0;
-    int bad = field_int(r, b, "newInvisibilitySeconds", 0, SL_INVIS_MAX, 0, 1, &invis);
+    int bad = sl_api_field_int(r, b, "newInvisibilitySeconds", 0, SL_INVIS_MAX, 0, 1, &invis);
     json_t *m = json_object_get(b, "message");
     if (!bad && m && !json_is_null(m)) {
         if (!json_is_string(m)) {
-            bad = invalid(r, "InvalidParameter", "field 'message' must be a string");
+            bad = sl_api_invalid(r, "InvalidParameter", "field 'message' must be a string");
         } else {
             text = json_string_value(m);
             len = json_string_length(m);
@@ -943,20 +597,20 @@ static int h_update(sl_http_req *r, void *ctx) {
         return sl_http_error(r, 409, "PopReceiptMismatch",
                              "the pop receipt is stale: the message was delivered again, updated or acked");
     if (rc == SL_EINVAL) return sl_http_error(r, 400, "InvalidPopReceipt", "the pop receipt is not valid");
-    if (rc) return fail(r, rc, account, q);
-    return sl_http_json(r, 200, json_pack("{s:s,s:s}", "popReceipt", nr, "messageTag", tag));
+    if (rc) return sl_api_fail(r, rc, account, q);
+    return sl_api_json(r, 200, json_pack("{s:s,s:s}", "popReceipt", nr, "messageTag", tag));
 }
 
 static int h_ack(sl_http_req *r, void *ctx) {
     sl_api *a = ctx;
     const char *account, *q, *receipt;
     sl_op *op;
-    if (op_pending(r, &op)) return SL_HTTP_WAIT;
+    if (sl_api_op_pending(r, &op)) return SL_HTTP_WAIT;
     if (!op) {
         if (begin(a, r, 'a', &account, &q) || !(receipt = query_receipt(r)) || account_ok(a, r, account))
             return SL_HTTP_DONE;
-        int rc = sl_msg_ack_start(a->cfg.engine, account, q, &receipt, 1, op_wake, r, &op);
-        return rc ? fail(r, rc, account, q) : op_park(r, op);
+        int rc = sl_msg_ack_start(a->cfg.engine, account, q, &receipt, 1, sl_api_op_wake, r, &op);
+        return rc ? sl_api_fail(r, rc, account, q) : sl_api_op_park(r, op);
     }
     account = sl_http_param(r, "account");
     q = sl_http_param(r, "q");
@@ -966,7 +620,7 @@ static int h_ack(sl_http_req *r, void *ctx) {
         return sl_http_error(r, 409, "PopReceiptMismatch",
                              "the pop receipt is stale: the message was delivered again, updated or acked");
     if (rc == SL_EINVAL) return sl_http_error(r, 400, "InvalidPopReceipt", "the pop receipt is not valid");
-    if (rc) return fail(r, rc, account, q);
+    if (rc) return sl_api_fail(r, rc, account, q);
     return sl_http_respond(r, 204, NULL, NULL, 0);
 }
 
@@ -997,10 +651,11 @@ static int ackb_answer(sl_http_req *r, json_t *arr, size_t n, const int *at, con
                      : one == SL_EBUSY     ? 429
                      : one == SL_EINTERNAL ? 500
                                            : 503;
-        json_array_append_new(results, json_pack("{s:s,s:i}", "popReceipt", json_string_value(json_array_get(arr, i)),
-                                                 "status", status));
+        json_array_append_new(results,
+                              json_pack("{s:s,s:i}", "popReceipt", json_string_value(json_array_get(arr, i)),
+                                        "status", status));
     }
-    return sl_http_json(r, 200, json_pack("{s:o}", "results", results));
+    return sl_api_json(r, 200, json_pack("{s:o}", "results", results));
 }
 
 static int h_ack_batch(sl_http_req *r, void *ctx) {
@@ -1008,7 +663,7 @@ static int h_ack_batch(sl_http_req *r, void *ctx) {
     const char *account, *q;
     ackb_state *st = sl_http_user(r);
     if (st) {
-        if (op_waiting(r, st->op)) return SL_HTTP_WAIT;
+        if (sl_api_op_waiting(r, st->op)) return SL_HTTP_WAIT;
         int rcs[SL_BATCH_MAX];
         sl_op *op = st->op;
         st->op = NULL;
@@ -1016,19 +671,19 @@ static int h_ack_batch(sl_http_req *r, void *ctx) {
         return ackb_answer(r, json_object_get(st->body, "popReceipts"), st->n, st->at, rcs);
     }
     if (begin(a, r, 'a', &account, &q)) return SL_HTTP_DONE;
-    json_t *b = body_object(r, 0);
+    json_t *b = sl_api_body_object(r, 0);
     if (!b) return SL_HTTP_DONE;
     json_t *arr = json_object_get(b, "popReceipts");
     int bad = 0;
     if (!json_is_array(arr) || json_array_size(arr) < 1 || json_array_size(arr) > SL_BATCH_MAX) {
-        bad = invalid(r, "InvalidParameter", "field 'popReceipts' must be an array of 1 to %d strings",
+        bad = sl_api_invalid(r, "InvalidParameter", "field 'popReceipts' must be an array of 1 to %d strings",
                       SL_BATCH_MAX);
     }
     for (size_t i = 0; !bad && i < json_array_size(arr); i++) {
         json_t *v = json_array_get(arr, i);
         if (!json_is_string(v) || json_string_length(v) == 0 ||
             strlen(json_string_value(v)) != json_string_length(v))
-            bad = invalid(r, "InvalidParameter", "popReceipts[%zu] must be a non-empty string", i);
+            bad = sl_api_invalid(r, "InvalidParameter", "popReceipts[%zu] must be a non-empty string", i);
     }
     if (bad || account_ok(a, r, account)) {
         json_decref(b);
@@ -1055,13 +710,13 @@ static int h_ack_batch(sl_http_req *r, void *ctx) {
     }
     if (!(st = calloc(1, sizeof *st))) {
         json_decref(b);
-        return fail(r, SL_ENOMEM, account, q);
+        return sl_api_fail(r, SL_ENOMEM, account, q);
     }
-    if ((rc = sl_msg_ack_start(a->cfg.engine, account, q, rcpts, k, op_wake, r, &st->op)) != 0) {
+    if ((rc = sl_msg_ack_start(a->cfg.engine, account, q, rcpts, k, sl_api_op_wake, r, &st->op)) != 0) {
         /* The queue went away under us: nothing can succeed. */
         free(st);
         json_decref(b);
-        return fail(r, rc, account, q);
+        return sl_api_fail(r, rc, account, q);
     }
     st->body = b;
     st->n = n;
@@ -1108,15 +763,16 @@ static int receive_answer(sl_http_req *r, recv_state *st, sl_message *m, size_t 
     }
     json_t *j = messages_json(m, n, 1);
     sl_messages_free(m, n);
-    return sl_http_json(r, 200, j);
+    return sl_api_json(r, 200, j);
 }
 
 static int receive_start(sl_http_req *r, recv_state *st, int watched) {
     st->watched = watched;
-    int rc = sl_msg_receive_start(st->a->cfg.engine, st->account, st->queue, st->max, st->invis, op_wake, r, &st->op);
+    int rc = sl_msg_receive_start(st->a->cfg.engine, st->account, st->queue, st->max, st->invis,
+                                  sl_api_op_wake, r, &st->op);
     if (rc) {
         st->op = NULL;
-        return fail(r, rc, st->account, st->queue);
+        return sl_api_fail(r, rc, st->account, st->queue);
     }
     return SL_HTTP_WAIT;
 }
@@ -1127,16 +783,16 @@ static int h_receive(sl_http_req *r, void *ctx) {
     if (!st) {
         const char *account, *q;
         if (begin(a, r, 'r', &account, &q)) return SL_HTTP_DONE;
-        json_t *b = body_object(r, 1);
+        json_t *b = sl_api_body_object(r, 1);
         if (!b) return SL_HTTP_DONE;
         long long max, invis, wait;
-        int bad = field_int(r, b, "maxMessages", 1, SL_RECEIVE_MAX, 1, 0, &max) ||
-                  field_int(r, b, "invisibilitySeconds", 0, SL_INVIS_MAX, 30, 0, &invis) ||
-                  field_int(r, b, "waitSeconds", 0, SL_WAIT_MAX, 0, 0, &wait);
+        int bad = sl_api_field_int(r, b, "maxMessages", 1, SL_RECEIVE_MAX, 1, 0, &max) ||
+                  sl_api_field_int(r, b, "invisibilitySeconds", 0, SL_INVIS_MAX, 30, 0, &invis) ||
+                  sl_api_field_int(r, b, "waitSeconds", 0, SL_WAIT_MAX, 0, 0, &wait);
         json_decref(b);
         if (bad || account_ok(a, r, account)) return SL_HTTP_DONE;
         st = calloc(1, sizeof *st);
-        if (!st) return fail(r, SL_ENOMEM, account, q);
+        if (!st) return sl_api_fail(r, SL_ENOMEM, account, q);
         st->a = a;
         st->r = r;
         snprintf(st->account, sizeof st->account, "%s", account);
@@ -1149,19 +805,20 @@ static int h_receive(sl_http_req *r, void *ctx) {
     }
     sl_engine *e = a->cfg.engine;
     if (st->op) {
-        if (op_waiting(r, st->op)) return SL_HTTP_WAIT;
+        if (sl_api_op_waiting(r, st->op)) return SL_HTTP_WAIT;
         sl_message *m = NULL;
         size_t n = 0;
         sl_op *op = st->op;
         st->op = NULL;
         int rc = sl_msg_receive_finish(op, &m, &n);
-        if (rc) return fail(r, rc, st->account, st->queue);
-        if (n > 0 || sl_now_ms() >= st->deadline_ms || sl_http_stopping(r)) return receive_answer(r, st, m, n);
+        if (rc) return sl_api_fail(r, rc, st->account, st->queue);
+        if (n > 0 || sl_now_ms() >= st->deadline_ms || sl_http_stopping(r))
+            return receive_answer(r, st, m, n);
         sl_messages_free(m, n);
         if (!st->watched) {
             if ((rc = sl_watch_add(e, st->account, st->queue, st->deadline_ms, recv_wake, st, &st->w)) != 0) {
                 st->w = NULL;
-                return fail(r, rc, st->account, st->queue);
+                return sl_api_fail(r, rc, st->account, st->queue);
             }
             return receive_start(r, st, 1);
         }

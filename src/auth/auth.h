@@ -128,8 +128,9 @@ int sl_auth_levels_parse(const char *s, size_t n, unsigned *levels);
 size_t sl_auth_levels_format(unsigned levels, char out[8]);
 int sl_auth_level_bit(char letter);
 
-/* Times: ISO-8601 UTC "2026-11-21T10:00:00Z", optionally with 1 to 9
- * fractional digits ("2026-11-21T10:00:00.123Z"), nothing else. */
+/* Times: ISO-8601 "2026-11-21T10:00:00Z", optionally with 1 to 9
+ * fractional digits ("2026-11-21T10:00:00.123Z"), and with "+HH:MM" or
+ * "-HH:MM" in place of the Z; nothing else. Formatting writes UTC with Z. */
 int sl_auth_time_parse(const char *s, size_t n, int64_t *ms);
 size_t sl_auth_time_format(int64_t ms, char out[32]);
 

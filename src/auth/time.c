@@ -2,10 +2,12 @@
  *
  * Accepted: "YYYY-MM-DDTHH:MM:SSZ", optionally with 1 to 9 fractional
  * digits before the Z ("2026-11-21T10:00:00.123Z"), because JavaScript's
- * toISOString() and Java's Instant always write milliseconds. Nothing else:
- * no offsets, no lowercase t or z, no leap second, no missing fields. The
- * string is signed as sent, so accepting fractions lets no two different
- * strings share a signature. Fractions beyond milliseconds are truncated. */
+ * toISOString() and Java's Instant always write milliseconds, and with an
+ * offset "+HH:MM" or "-HH:MM" instead of the Z ("2026-11-21T11:00:00+01:00"),
+ * as CassieQ's tools and Java's OffsetDateTime write them. Nothing else: no
+ * lowercase t or z, no leap second, no missing fields. The string is signed
+ * as sent, so accepting both lets no two different strings share a
+ * signature. Fractions beyond milliseconds are truncated. */
 #include <stdio.h>
 
 #include "auth_int.h"
@@ -61,7 +63,7 @@ int sl__time_from_fields(int y, int mo, int d, int h, int mi, int s, int ms, int
 
 int sl_auth_time_parse(const char *s, size_t n, int64_t *ms) {
     int y, mo, d, h, mi, sec, frac = 0;
-    if (!s || n < 20 || n > 30) return SL_EINVAL;
+    if (!s || n < 20 || n > 35) return SL_EINVAL;
     if (digits(s, 4, &y) || s[4] != '-' || digits(s + 5, 2, &mo) || s[7] != '-' || digits(s + 8, 2, &d) ||
         s[10] != 'T' || digits(s + 11, 2, &h) || s[13] != ':' || digits(s + 14, 2, &mi) || s[16] != ':' ||
         digits(s + 17, 2, &sec))
@@ -77,8 +79,18 @@ int sl_auth_time_parse(const char *s, size_t n, int64_t *ms) {
         }
         if (i == start || i - start > 9) return SL_EINVAL;
     }
-    if (i != n - 1 || s[i] != 'Z') return SL_EINVAL;
-    return sl__time_from_fields(y, mo, d, h, mi, sec, frac, ms) ? SL_EINVAL : SL_OK;
+    int64_t offset = 0;
+    if (i + 6 == n && (s[i] == '+' || s[i] == '-')) {
+        int oh, om;
+        if (digits(s + i + 1, 2, &oh) || s[i + 3] != ':' || digits(s + i + 4, 2, &om) || oh > 23 || om > 59)
+            return SL_EINVAL;
+        offset = (s[i] == '-' ? -1 : 1) * ((int64_t)oh * 60 + om) * 60000;
+    } else if (i != n - 1 || s[i] != 'Z') {
+        return SL_EINVAL;
+    }
+    if (sl__time_from_fields(y, mo, d, h, mi, sec, frac, ms)) return SL_EINVAL;
+    *ms -= offset;
+    return SL_OK;
 }
 
 /* Whole seconds are written without a fraction, others with milliseconds,

@@ -11,8 +11,15 @@
  *     q:<q>
  *
  * Values are the decoded query parameters (%HH and '+' decoded, as the HTTP
- * layer decodes them). st and et are ISO-8601 UTC times like the request-time
- * header (see time.c); CassieQ uses ISO times here too. The URL is valid
+ * layer decodes them). st and et are ISO-8601 times like the request-time
+ * header (see time.c); CassieQ uses ISO times here too, and writes them with
+ * their colons as they are ("st=2026-12-04T11:49:55Z"), which is how they are
+ * written here: CassieQ's client splits a URL's query and encodes each value
+ * again, so a "%3A" written here reached the server as "%253A". A time that
+ * still holds a '%' after one decoding (such a URL, made by an older Sluice)
+ * is decoded once more, and a space in it was a '+' of an offset
+ * ("+01:00") that the query's form encoding turned into a space; the string
+ * to sign holds the time so restored. The URL is valid
  * from st inclusive to et exclusive. sig = base64url without padding of
  * HMAC-SHA256(decoded key, string), checked against every key of the
  * account, so the URL need not name its key. */
@@ -40,16 +47,24 @@ static int string_to_sign(struct sl__sb *b, const char *account, const char *aut
     return b->err ? SL_EINTERNAL : SL_OK;
 }
 
-/* ':' is legal in a query, but escaping it keeps the URL intact through
- * tools that treat it specially; everything else we write is unreserved. */
+/* A time as the URL carries it: ':' is legal in a query (RFC 3986), and
+ * what CassieQ writes; everything else in it is unreserved. */
 static void put_time_param(struct sl__sb *b, const char *name, const char *t) {
     sl__sb_str(b, name);
-    for (; *t; t++) {
-        if (*t == ':')
-            sl__sb_str(b, "%3A");
-        else
-            sl__sb_chr(b, *t);
+    sl__sb_str(b, t);
+}
+
+/* Restores a time parameter decoded once (see the top of the file). */
+static int time_param(char *v, size_t cap) {
+    if (strchr(v, '%')) {
+        char once[TIME_MAX];
+        long n = sl__query_unescape(v, strlen(v), once, sizeof once);
+        if (n < 0 || (size_t)n >= cap) return -1;
+        memcpy(v, once, (size_t)n + 1);
     }
+    for (char *p = v; *p; p++)
+        if (*p == ' ') *p = '+';
+    return 0;
 }
 
 int sl_auth_url_sign(const struct sl_auth_keyring *ring, const char *key_name, unsigned levels,
@@ -109,6 +124,7 @@ int sl_auth_verify_url(const struct sl_auth_request *rq, const struct sl_auth_ke
         param(rq, "st", st_b, sizeof st_b, &st) || param(rq, "et", et_b, sizeof et_b, &et) ||
         param(rq, "sig", sig_b, sizeof sig_b, &sig))
         return SL_EAUTH;
+    if ((st && time_param(st_b, sizeof st_b)) || (et && time_param(et_b, sizeof et_b))) return SL_EAUTH;
     unsigned levels;
     if (!auth || !sig || sl_auth_levels_parse(auth, strlen(auth), &levels) != SL_OK) return SL_EAUTH;
     if (q && !sl_name_valid(q)) return SL_EAUTH;

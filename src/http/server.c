@@ -440,40 +440,31 @@ int sl_http_respond(sl_http_req *r, int status, const char *content_type, const 
     return SL_HTTP_DONE;
 }
 
-int sl_http_json(sl_http_req *r, int status, json_t *j) {
-    char *text = j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-    json_decref(j);
-    if (!text) {
-        /* Only running out of memory gets here. */
-        static const char oom[] =
-            "{\"error\":{\"code\":\"ServiceUnavailable\",\"message\":\"out of memory\"}}";
-        sl_http_respond(r, 503, "application/json", oom, sizeof oom - 1);
-        sl_http_add_header(r, "Retry-After", "1");
-        return SL_HTTP_DONE;
+/* Renders an error through the API's hook (see server.h) into buf; a
+ * server without one (a test's, a benchmark's) answers plain text. */
+static size_t render_error(const sl_http_server *s, int status, const char *code, const char *msg,
+                           const char *id, char *buf, size_t cap, const char **ctype) {
+    size_t n = 0;
+    if (s->cfg.render_error) n = s->cfg.render_error(s->cfg.ctx, status, code, msg, id, buf, cap, ctype);
+    if (n == 0 || n > cap) {
+        int k = snprintf(buf, cap, "%d %s: %s (request %s)\n", status, code, msg, id);
+        n = k < 0 ? 0 : (size_t)k < cap ? (size_t)k : cap - 1;
+        *ctype = "text/plain; charset=utf-8";
     }
-    free(r->resp);
-    r->resp = text; /* json_dumps allocates with malloc */
-    r->resp_len = strlen(text);
-    r->status = status;
-    r->ctype = "application/json";
-    r->has_resp = 1;
-    return SL_HTTP_DONE;
+    return n;
 }
 
 int sl_http_error(sl_http_req *r, int status, const char *code, const char *fmt, ...) {
-    char msg[512];
+    char msg[512], body[1536];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    json_t *e = json_pack("{s:{s:s,s:s,s:s}}", "error", "code", code, "message", msg, "requestId", r->id);
-    if (!e) {
-        /* A message with invalid UTF-8 (echoed input); say less. */
-        e = json_pack("{s:{s:s,s:s,s:s}}", "error", "code", code, "message", code, "requestId", r->id);
-    }
     if (status >= 500)
         sl_log(SL_INFO, "http %s %s -> %d %s: %s [%s]", r->method, r->path, status, code, msg, r->id);
-    return sl_http_json(r, status, e);
+    const char *ctype;
+    size_t n = render_error(r->srv, status, code, msg, r->id, body, sizeof body, &ctype);
+    return sl_http_respond(r, status, ctype, body, n);
 }
 
 void sl_http_add_header(sl_http_req *r, const char *name, const char *value) {
@@ -804,7 +795,8 @@ static void conn_refuse(conn *c, int status, const char *code, const char *msg) 
         /* A refused head may still say HEAD, and a client that sent HEAD
          * reads no body after the fields (RFC 9110 section 9.3.2). */
         size_t k = 0;
-        while (k < c->in_len && (c->in[k] == '\r' || c->in[k] == '\n')) k++;
+        while (k < c->in_len && (c->in[k] == '\r' || c->in[k] == '\n'))
+            k++;
         r->head = c->in_len - k >= 5 && memcmp(c->in + k, "HEAD ", 5) == 0;
     }
     c->req = NULL;
@@ -1261,22 +1253,23 @@ static void *worker_main(void *arg) {
 
 /* --- Accepting ------------------------------------------------------------ */
 
-/* Refuses a connection at once, before it is anyone's: a 503 in the same
- * JSON envelope as every other answer, if the socket takes it, then close. */
-static void refuse_fd(int fd) {
-    char id[17], body[192], buf[512];
+/* Refuses a connection at once, before it is anyone's: a 503 rendered like
+ * every other error, if the socket takes it, then close. */
+static void refuse_fd(const sl_http_server *s, int fd) {
+    char id[17], body[1536], buf[2048];
+    const char *ctype;
     snprintf(id, sizeof id, "%016llx", (unsigned long long)sl_random_u64());
-    int bn = snprintf(body, sizeof body,
-                      "{\"error\":{\"code\":\"ServiceUnavailable\",\"message\":\"too many connections; try "
-                      "again\",\"requestId\":\"%s\"}}",
-                      id);
-    int n = snprintf(
-        buf, sizeof buf,
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-        "X-Request-Id: %s\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s",
-        bn, id, body);
-    ssize_t k = send(fd, buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
-    (void)k;
+    size_t bn = render_error(s, 503, "ServiceUnavailable", "too many connections; try again", id, body,
+                             sizeof body, &ctype);
+    int n = snprintf(buf, sizeof buf,
+                     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                     "X-Request-Id: %s\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%.*s",
+                     ctype, bn, id, (int)bn, body);
+    if (n > 0) {
+        ssize_t k =
+            send(fd, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)k;
+    }
     close(fd);
 }
 
@@ -1287,7 +1280,7 @@ static void hand_over(sl_http_server *s, int fd) {
         c = NULL;
     }
     if (!c) {
-        refuse_fd(fd);
+        refuse_fd(s, fd);
         return;
     }
     c->fd = fd;
@@ -1330,7 +1323,7 @@ static void *accept_main(void *arg) {
                 if ((errno == EMFILE || errno == ENFILE) && s->spare >= 0) {
                     close(s->spare);
                     fd = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC);
-                    if (fd >= 0) refuse_fd(fd);
+                    if (fd >= 0) refuse_fd(s, fd);
                     s->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
                     sl_log(SL_INFO, "http: out of file descriptors; connections are refused");
                     continue;
@@ -1342,7 +1335,7 @@ static void *accept_main(void *arg) {
                 break;
             }
             if (__atomic_load_n(&s->nconns, __ATOMIC_ACQUIRE) >= s->max_conns) {
-                refuse_fd(fd);
+                refuse_fd(s, fd);
                 continue;
             }
             int one = 1;

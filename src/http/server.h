@@ -10,13 +10,11 @@
  * server's threads. Handlers may block (on the store) or park (below); the
  * thread pool is sized for whichever they do.
  *
- * A handler answers by setting a response (sl_http_json, sl_http_error,
- * sl_http_respond) and returning SL_HTTP_DONE, or returns SL_HTTP_WAIT to
- * park the request without holding a thread: the connection is not read
- * until someone calls sl_http_wake() from any thread, and then the handler is
- * called again from the start. Every response carries an X-Request-Id, and
- * every error the server makes itself (malformed requests, limits,
- * timeouts) is JSON like sl_http_error's.
+ * A handler answers by setting a response (sl_http_respond, sl_http_error) and returning SL_HTTP_DONE, or
+ * returns SL_HTTP_WAIT to park the request without holding a thread: the connection is not read until someone
+ * calls sl_http_wake() from any thread, and then the handler is called again from the start. Every response
+ * carries an X-Request-Id, and every error the server makes itself (malformed requests, limits, timeouts) is
+ * JSON like sl_http_error's.
  *
  * Ownership: request-scoped memory comes from sl_http_alloc() and is freed
  * with the request; the user state set by sl_http_set_user() is freed by its
@@ -26,7 +24,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <jansson.h>
 
 #include "../sluice.h"
 
@@ -47,6 +44,15 @@ typedef struct {
     size_t body_max; /* bytes; 0 means the server's default (1 MiB) */
 } sl_http_route;
 
+/* Renders an error body into out (cap bytes): returns its length and sets
+ * *content_type, or returns 0 to have the server answer plain text. The
+ * server calls it for the errors of handlers (sl_http_error) and for its
+ * own (malformed requests, limits, timeouts, 404 and 405, the connection
+ * limit), from any of its threads, also before a request exists (then
+ * request_id is a new one); it must not block. ctx is the config's ctx. */
+typedef size_t (*sl_http_error_fn)(void *ctx, int status, const char *code, const char *message,
+                                   const char *request_id, char *out, size_t cap, const char **content_type);
+
 typedef struct {
     const char *host;      /* address or name to bind; NULL or "" means 0.0.0.0 */
     int port;              /* 0 picks a free port; see sl_http_port() */
@@ -58,7 +64,8 @@ typedef struct {
     const char *tls_key;   /* PEM private key of tls_cert */
     const sl_http_route *routes;
     size_t nroutes;
-    void *ctx; /* passed to every handler */
+    void *ctx;                     /* passed to every handler and to render_error */
+    sl_http_error_fn render_error; /* NULL: plain-text errors */
 } sl_http_config;
 
 /* Starts listening. The config's routes must outlive the server. Returns 0,
@@ -114,9 +121,8 @@ void *sl_http_user(const sl_http_req *r);
 
 /* Responses. Each replaces a response set earlier. body is copied. */
 int sl_http_respond(sl_http_req *r, int status, const char *content_type, const void *body, size_t len);
-/* Serializes j (compact) as application/json and releases the reference. */
-int sl_http_json(sl_http_req *r, int status, json_t *j);
-/* {"error":{"code":...,"message":...,"requestId":...}} */
+/* An error: the message is formatted, then rendered by the server's
+ * render_error hook (the API's envelope; see sl_http_config). */
 int sl_http_error(sl_http_req *r, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* Adds a response header (copied); at most 8 per response. */

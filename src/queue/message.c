@@ -1672,9 +1672,10 @@ int sl_msg_update(sl_engine *e, const char *account, const char *queue, const ch
     }
     int64_t now = sl_now_ms(), visible = now + (int64_t)invis_s * 1000;
     exp = r.rows[0].v[M_EXP].i;
+    /* The tag names the message, as in CassieQ, and stays through updates
+     * of its body; the receipt is what names a delivery. */
     char newtag[SL_TAG_MAX];
-    if (body) hex(newtag, 8);
-    else sl_val_str(&r.rows[0].v[M_TAG], newtag, sizeof newtag);
+    sl_val_str(&r.rows[0].v[M_TAG], newtag, sizeof newtag);
     sl_result_free(&r);
     sl_write w = {0};
     msg_key(&w, q->qkey, id / q->opts.bucket_size, id);
@@ -1683,10 +1684,7 @@ int sl_msg_update(sl_engine *e, const char *account, const char *queue, const ch
     w.row.v[M_VERSION] = sl_vint(version + 1);
     w.row.v[M_VISIBLE] = sl_vint(visible);
     w.row.v[M_NONCE] = sl_vint(eng_nonce());
-    if (body) {
-        w.row.v[M_BODY] = sl_vbytes(body, len);
-        w.row.v[M_TAG] = sl_vtext(newtag);
-    }
+    if (body) w.row.v[M_BODY] = sl_vbytes(body, len);
     w.cond[0] = (sl_cond){M_VERSION, sl_vint(version)};
     w.cond[1] = (sl_cond){M_STATE, sl_vint(MS_WAITING)};
     w.ncond = 2;

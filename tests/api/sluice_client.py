@@ -29,6 +29,7 @@ Hooks:
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -69,6 +70,22 @@ LIVE_SERVERS = []
 
 _LISTEN_RE = re.compile(r"listening on (https?)://([^\s:/]+|\[[^\]]+\]):(\d+)")
 _KEY_RE = re.compile(r"^\s*primary key:\s*([A-Za-z0-9_-]{86})\s*$")
+
+
+def read_to_close(sock):
+    """Reads a raw socket until the peer closes (or resets) it: (data, True),
+    or (data, False) when the socket's timeout passes first."""
+    data = b""
+    try:
+        while True:
+            d = sock.recv(65536)
+            if not d:
+                return data, True
+            data += d
+    except ConnectionResetError:
+        return data, True
+    except socket.timeout:
+        return data, False
 
 
 def await_until(fn, timeout=10.0, interval=0.05, desc="condition"):

@@ -25,6 +25,7 @@ ROUTES = [
     ("POST", "/admin/api/v1/accounts/dev/keys", {"keyName": "k"}),
     ("DELETE", "/admin/api/v1/accounts/dev/keys/primary", None),
     ("POST", "/admin/api/v1/accounts/dev/signedUrls", {"levels": "r"}),
+    ("POST", "/admin/api/v1/permissions", {"accountName": "dev", "keyName": "primary", "levels": ["r"]}),
 ]
 
 
@@ -173,7 +174,7 @@ def test_key_limit(admin):
     ({"levels": "r", "queueName": ".."}, 400),
     ({"levels": "r", "queueName": "a/b"}, 400),
     ({"levels": "r", "startTime": "tomorrow"}, 400),
-    ({"levels": "r", "endTime": "2026-11-21T10:00:00+01:00"}, 400),
+    ({"levels": "r", "endTime": "2026-11-21T10:00:00+1:00"}, 400),  # offsets are +HH:MM
     ({"levels": "r", "startTime": "2026-11-21T10:00:00Z", "endTime": "2026-11-21T10:00:00Z"}, 400),
     ({"levels": "r", "startTime": "2026-11-21T11:00:00Z", "endTime": "2026-11-21T10:00:00Z"}, 400),
     ({"levels": "r", "keyName": "nosuchkey"}, 404),
@@ -221,3 +222,65 @@ def test_dev_keeps_the_dev_keys_across_restarts(tmp_path):
         assert_status(srv.client().get_queue(q), 200)
     finally:
         srv.close()
+
+
+# --- CassieQ's admin routes ------------------------------------------------------
+
+
+def test_create_account_with_a_bare_json_string_as_cassieq_does(admin):
+    """CassieQ's admin API takes the account's name as a bare JSON string;
+    its tooling gets the same 201 and keys as with {"accountName"}."""
+    name = unique_name("cq")
+    r = assert_status(admin.request("POST", admin.BASE, json=name), 201).json()
+    assert r["accountName"] == name and set(r["keys"]) == {"primary", "secondary"}, r
+    assert_error(admin.request("POST", admin.BASE, json=name), 409)
+    assert_error(admin.request("POST", admin.BASE, json="not a/name"), 400)
+    assert_error(admin.request("POST", admin.BASE, json=7), 400)
+
+
+def _cassieq_query(query):
+    """What CassieQ's Java client sends: the query string split at '&' and
+    '=', each value encoded again (OkHttp leaves ':' and encodes '%' and '+')."""
+    return "&".join(k + "=" + v.replace("%", "%25").replace("+", "%2B") for k, _, v in
+                    (p.partition("=") for p in query.split("&")))
+
+
+def test_permissions_route_makes_signed_urls_as_cassieq_does(admin, server):
+    """POST /admin/api/v1/permissions with the body CassieQ's AdminClient
+    sends (nulls included, level names, a time with milliseconds) answers
+    201 {"queryParam"}; the query string works through CassieQ's client."""
+    name, _ = admin.new_account("cqperm")
+    body = {"accountName": name, "keyName": "primary", "levels": ["CreateQueue", "GetQueueInformation"],
+            "startTime": None, "endTime": "2036-04-30T16:46:52.000Z", "queueName": None}
+    r = assert_status(admin.request("POST", "/admin/api/v1/permissions", json=body), 201).json()
+    qp = r["queryParam"]
+    assert qp.startswith("auth=gc&et=2036-04-30T16:46:52Z&sig="), qp
+    base = f"{server.base_url}/api/v1/accounts/{name}/queues"
+    q = unique_name("viaperm")
+    assert_status(requests.post(f"{base}?{_cassieq_query(qp)}", json={"queueName": q}, timeout=10), 201)
+    assert_status(requests.get(f"{base}/{q}?{_cassieq_query(qp)}", timeout=10), 200)
+    assert_error(requests.delete(f"{base}/{q}?{_cassieq_query(qp)}", timeout=10), 403)
+    # Letters, one queue, times in epoch milliseconds (Jackson's default for Joda times).
+    body = {"accountName": name, "keyName": "secondary", "levels": ["g"], "queueName": q,
+            "startTime": 0, "endTime": 4102444800000}
+    qp = assert_status(admin.request("POST", "/admin/api/v1/permissions", json=body), 201).json()["queryParam"]
+    assert qp.startswith(f"auth=g&q={q}&st=1970-01-01T00:00:00Z&et=2100-01-01T00:00:00Z&sig="), qp
+    assert_status(requests.get(f"{base}/{q}?{_cassieq_query(qp)}", timeout=10), 200)
+
+
+@pytest.mark.parametrize("change,status", [
+    ({"levels": []}, 400),
+    ({"levels": ["Everything"]}, 400),
+    ({"levels": None}, 400),
+    ({"accountName": None}, 400),
+    ({"accountName": "nobody-at-all"}, 404),
+    ({"keyName": "nokey"}, 404),
+    ({"queueName": "a/b"}, 400),
+    ({"startTime": "yesterday"}, 400),
+    ({"startTime": "2036-01-01T00:00:00Z", "endTime": "2035-01-01T00:00:00Z"}, 400),
+])
+def test_permissions_route_input_checks(admin, change, status):
+    body = dict({"accountName": "dev", "keyName": "primary", "levels": ["ReadMessage"]}, **change)
+    if change.get("accountName") == "nobody-at-all":
+        body["accountName"] = unique_name("nobody")
+    assert_error(admin.request("POST", "/admin/api/v1/permissions", json=body), status)

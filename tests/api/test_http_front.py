@@ -47,7 +47,7 @@ import uuid
 import pytest
 import requests
 
-from sluice_client import SluiceServer, await_until, sleep_until, unique_name
+from sluice_client import SluiceServer, await_until, read_to_close, sleep_until, unique_name
 
 # --- a raw HTTP/1.1 connection ------------------------------------------------
 
@@ -334,16 +334,8 @@ def _over_limit_answer(s, timeout):
     close), else a description of what is wrong."""
     s.setblocking(True)
     s.settimeout(timeout)
-    data = b""
-    try:
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            data += d
-    except ConnectionResetError:
-        pass
-    except socket.timeout:
+    data, closed = read_to_close(s)
+    if not closed:
         return f"got {data[:200]!r} and was not closed"
     if not data:
         return "closed without an answer"

@@ -18,7 +18,7 @@ import urllib.parse
 
 import pytest
 
-from sluice_client import BINARY, SluiceServer
+from sluice_client import BINARY, SluiceServer, read_to_close
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command is not installed")
 
@@ -135,17 +135,8 @@ def test_plain_http_to_the_tls_port_gets_no_answer_that_looks_real(tls_server, w
     port = tls_server.port if which == "queue" else tls_server.admin_port
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
-        data = b""
-        try:
-            while True:
-                d = s.recv(65536)
-                if not d:
-                    break
-                data += d
-        except ConnectionResetError:
-            pass
-        except socket.timeout:
-            raise AssertionError(f"plain HTTP to the TLS {which} port: no close within 5 s; read {data[:200]!r}")
+        data, closed = read_to_close(s)
+        assert closed, f"plain HTTP to the TLS {which} port: no close within 5 s; read {data[:200]!r}"
     assert not data.startswith(b"HTTP/1.1 200") and not data.startswith(b"HTTP/1.0 200"), \
         f"plain HTTP to the TLS {which} port got a 200: {data[:200]!r}"
     # The server is none the worse for it.

@@ -131,6 +131,20 @@ def test_update_extends_invisibility(client):
     assert_status(client.ack(q, u["popReceipt"]), 204)
 
 
+def test_message_tag_names_the_message_through_updates(client):
+    """As in CassieQ, messageTag names the message: a new body and a new
+    lease keep it (the pop receipt is what names a delivery)."""
+    q = client.new_queue("tag")
+    client.put_ok(q, "first")
+    m = assert_status(client.get_next(q, invisibility=30), 200).json()
+    u = assert_status(client.update(q, m["popReceipt"], new_invisibility=0, message="second"), 200).json()
+    assert u["messageTag"] == m["messageTag"], (m, u)
+    again = assert_status(client.get_next(q), 200).json()
+    assert again["message"] == "second" and again["messageTag"] == m["messageTag"], (m, again)
+    assert again["popReceipt"] != m["popReceipt"]
+    assert_status(client.ack(q, again["popReceipt"]), 204)
+
+
 def test_update_to_zero_returns_message_at_once(client):
     q = client.new_queue("zero")
     mid = client.put_ok(q, "back")

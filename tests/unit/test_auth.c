@@ -14,6 +14,8 @@
 #include <strings.h>
 
 #include <cmocka.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "auth/auth.h"
 
@@ -196,7 +198,16 @@ static void test_time(void **state) {
     BAD("2026-11-21T10:00:00z");
     BAD("2026-11-21t10:00:00Z");
     BAD("2026-11-21 10:00:00Z");
-    BAD("2026-11-21T10:00:00+00:00");
+    /* Offsets, as CassieQ's tools write them. */
+    OK("2026-11-21T10:00:00+00:00", T0);
+    OK("2026-11-21T11:00:00+01:00", T0);
+    OK("2026-11-21T04:30:00.250-05:30", T0 + 250);
+    BAD("2026-11-21T10:00:00+1:00");
+    BAD("2026-11-21T10:00:00+0100");
+    BAD("2026-11-21T10:00:00+24:00");
+    BAD("2026-11-21T10:00:00+01:60");
+    BAD("2026-11-21T10:00:00 01:00");
+    BAD("2026-11-21T10:00:00+01:00Z");
     BAD("2026-11-21T10:00:00.Z");
     BAD("2026-11-21T10:00:00.1234567890Z");
     BAD("2026-11-21T10:00:00ZZ");
@@ -494,7 +505,8 @@ static void test_url_sign_known_answer(void **state) {
     assert_int_equal(
         sl_auth_url_sign(&dev, NULL, SL_LEVEL_P | SL_LEVEL_R, "orders", T0, T0 + 3600000, q, sizeof q), 0);
     /* Python: base64url(hmac(bytes(range(64)), "dev\nrp\nstartTime:..\nendTime:..\nq:orders")) */
-    assert_string_equal(q, "auth=rp&q=orders&st=2026-11-21T10%3A00%3A00Z&et=2026-11-21T11%3A00%3A00Z"
+    /* The times' colons as they are, as CassieQ writes them (see url.c). */
+    assert_string_equal(q, "auth=rp&q=orders&st=2026-11-21T10:00:00Z&et=2026-11-21T11:00:00Z"
                            "&sig=NvXVgBSxYyGpD_E5qEvwsvcaTeAd6A6swocYGjdHTSg");
     char small[40];
     assert_int_equal(sl_auth_url_sign(&dev, NULL, SL_LEVEL_R, "orders", T0, -1, small, sizeof small),
@@ -547,7 +559,7 @@ static void test_url_verify(void **state) {
         {"q=orders&", "q=payments&"},
         {"q=orders&", ""},
         {"st=2026-11-21T10", "st=2026-11-21T09"},
-        {"&et=2026-11-21T11%3A00%3A00Z", ""},
+        {"&et=2026-11-21T11:00:00Z", ""},
         {"&sig=Nv", "&sig=Mv"},
         {"auth=rp&", "auth=rp&auth=rp&"},
         {"auth=rp&", "auth=rz&"},
@@ -561,11 +573,36 @@ static void test_url_verify(void **state) {
         if (verify(&r, &dev, NULL) != SL_EAUTH) fail_msg("tampered URL verifies: %s", t);
     }
 
-    /* Unescaped ':' is the same parameter value. */
+    /* Escaped ':' is the same parameter value, and so is one escaped twice:
+     * CassieQ's client encodes each value of a URL again, so a URL made by
+     * an older Sluice ("%3A") reaches the server as "%253A". */
     strcpy(r.query, "auth=rp&q=orders&st=2026-11-21T10:00:00Z&et=2026-11-21T11%3a00%3A00Z"
                     "&sig=NvXVgBSxYyGpD_E5qEvwsvcaTeAd6A6swocYGjdHTSg");
     req_sync(&r);
     assert_int_equal(verify(&r, &dev, NULL), 0);
+    strcpy(r.query, "auth=rp&q=orders&st=2026-11-21T10%253A00%253A00Z&et=2026-11-21T11%253A00%253A00Z"
+                    "&sig=NvXVgBSxYyGpD_E5qEvwsvcaTeAd6A6swocYGjdHTSg");
+    req_sync(&r);
+    assert_int_equal(verify(&r, &dev, NULL), 0);
+    /* A time with an offset, its '+' escaped, left as is (a space after
+     * form decoding) or escaped twice, is signed as "+01:00". */
+    {
+        static const char *plus[] = {"%2B", "+", "%252B"};
+        char sig[44], mac_in[256];
+        unsigned char mac[32];
+        snprintf(mac_in, sizeof mac_in, "dev\nrp\nstartTime:2026-11-21T11:00:00+01:00\nq:orders");
+        unsigned char keyb[64];
+        for (int i = 0; i < 64; i++) keyb[i] = (unsigned char)i;
+        unsigned int ml = 0;
+        HMAC(EVP_sha256(), keyb, 64, (const unsigned char *)mac_in, strlen(mac_in), mac, &ml);
+        sl_b64url_encode(mac, 32, sig);
+        for (size_t i = 0; i < 3; i++) {
+            snprintf(r.query, sizeof r.query, "auth=rp&q=orders&st=2026-11-21T11:00:00%s01:00&sig=%s", plus[i],
+                     sig);
+            req_sync(&r);
+            if (verify(&r, &dev, NULL) != 0) fail_msg("offset spelled %s does not verify", plus[i]);
+        }
+    }
 
     /* No queue, no times, signed with the secondary key. */
     assert_int_equal(sl_auth_url_sign(&dev, "secondary", SL_LEVEL_G, NULL, -1, -1, q, sizeof q), 0);

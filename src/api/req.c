@@ -1,0 +1,402 @@
+/* req.c: what every API's handlers share; see req.h. */
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <openssl/crypto.h>
+
+#include "req.h"
+
+/* --- Errors and JSON ------------------------------------------------------ */
+
+size_t sl_api_render_error(void *ctx, int status, const char *code, const char *message,
+                           const char *request_id, char *out, size_t cap, const char **content_type) {
+    (void)ctx;
+    (void)status;
+    json_t *e =
+        json_pack("{s:{s:s,s:s,s:s}}", "error", "code", code, "message", message, "requestId", request_id);
+    if (!e) /* a message with invalid UTF-8 (echoed input): say less */
+        e = json_pack("{s:{s:s,s:s,s:s}}", "error", "code", code, "message", code, "requestId", request_id);
+    size_t n = e ? json_dumpb(e, out, cap, JSON_COMPACT) : 0;
+    json_decref(e);
+    *content_type = "application/json";
+    return n <= cap ? n : 0;
+}
+
+int sl_api_json(sl_http_req *r, int status, json_t *j) {
+    char *text = j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(j);
+    if (!text) /* only running out of memory gets here */
+        return sl_api_unavailable(r, 503, "ServiceUnavailable", "out of memory");
+    sl_http_respond(r, status, "application/json", text, strlen(text));
+    free(text);
+    return SL_HTTP_DONE;
+}
+
+/* Answers 400 with code and returns -1, for validation chains. */
+int sl_api_invalid(sl_http_req *r, const char *code, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    sl_http_error(r, 400, code, "%s", msg);
+    return -1;
+}
+
+int sl_api_unavailable(sl_http_req *r, int status, const char *code, const char *msg) {
+    sl_http_error(r, status, code, "%s", msg);
+    sl_http_add_header(r, "Retry-After", "1");
+    return SL_HTTP_DONE;
+}
+
+/* Maps an engine code to a response. queue is NULL when a "not found" can
+ * only mean the account. */
+int sl_api_fail(sl_http_req *r, int rc, const char *account, const char *queue) {
+    switch (rc) {
+    case SL_EINVAL:
+        return sl_http_error(r, 400, "InvalidParameter", "the request is not valid");
+    case SL_ENOTFOUND:
+        if (queue) return sl_http_error(r, 404, "QueueNotFound", "queue '%s' does not exist", queue);
+        if (account) return sl_http_error(r, 404, "AccountNotFound", "account '%s' does not exist", account);
+        return sl_http_error(r, 404, "NotFound", "it does not exist");
+    case SL_EEXISTS:
+        if (queue) return sl_http_error(r, 409, "QueueAlreadyExists", "queue '%s' already exists", queue);
+        return sl_http_error(r, 409, "Conflict", "it already exists");
+    case SL_ECONFLICT:
+        return sl_http_error(r, 409, "Conflict", "the request conflicts with the current state");
+    case SL_ETOOBIG:
+        return sl_http_error(r, 413, "MessageTooLarge", "the message is over the size limit");
+    case SL_EBUSY:
+        return sl_api_unavailable(r, 429, "ServerBusy", "the server is saturated; retry later");
+    case SL_EAUTH:
+        return sl_http_error(r, 401, "AuthenticationFailed", "missing or invalid credentials");
+    case SL_EFORBIDDEN:
+        return sl_http_error(r, 403, "Forbidden", "the credentials lack the permission");
+    case SL_ENOMEM:
+    case SL_EUNAVAILABLE:
+    case SL_ETIMEOUT:
+    case SL_EIO:
+    case SL_EUNKNOWN: {
+        char msg[128];
+        snprintf(msg, sizeof msg, "the store is unavailable (%s); retry", sl_strerror(rc));
+        return sl_api_unavailable(r, 503, "ServiceUnavailable", msg);
+    }
+    }
+    sl_log(SL_ERR, "api: unexpected engine code %s on %s [%s]", sl_strerror(rc), sl_http_method(r),
+           sl_http_request_id(r));
+    return sl_http_error(r, 500, "InternalError", "internal error (%s)", sl_strerror(rc));
+}
+
+/* --- Authentication and authorization ----------------------------------- */
+
+static struct sl_auth_key decoy;
+static int decoy_ok;
+static pthread_once_t decoy_once = PTHREAD_ONCE_INIT;
+
+static void decoy_init(void) {
+    char secret[SL_AUTH_KEY_CHARS + 1];
+    decoy_ok = sl_auth_key_generate(secret) == 0 && sl_auth_key_init(&decoy, "primary", secret) == 0;
+    OPENSSL_cleanse(secret, sizeof secret);
+}
+
+/* Verifies the request's credentials against the keys of the account in its
+ * path (sl_auth_verify picks the scheme). An account that does not exist has
+ * no keys, so it is 401 like a wrong key: unauthenticated callers cannot
+ * learn which accounts exist. Returns 0 and *cred, SL_EAUTH, or a store
+ * error. */
+int sl_api_authenticate(sl_acct *acct, int64_t skew_ms, sl_http_req *r, const char *account,
+                        struct sl_auth_cred *cred) {
+    size_t nh = sl_http_headers(r, NULL, 0);
+    if (nh > 256) return SL_EAUTH;
+    sl_http_kv *kv = sl_http_alloc(r, (nh ? nh : 1) * sizeof *kv);
+    struct sl_auth_header *hv = sl_http_alloc(r, (nh ? nh : 1) * sizeof *hv);
+    struct sl_auth_key *keys = sl_http_alloc(r, SL_ACCT_MAX_KEYS * sizeof *keys);
+    if (!kv || !hv || !keys) return SL_ENOMEM;
+    nh = sl_http_headers(r, kv, nh);
+    for (size_t i = 0; i < nh; i++)
+        hv[i] = (struct sl_auth_header){kv[i].name, kv[i].value};
+    size_t nk = 0;
+    int rc = sl_acct_keys(acct, account, keys, &nk);
+    if (rc) return rc;
+    if (nk == 0) {
+        /* An account without keys (or none at all) is checked against a
+         * secret random key, so that it costs what a wrong key costs and
+         * timing does not tell which accounts exist. */
+        pthread_once(&decoy_once, decoy_init);
+        if (decoy_ok) keys[nk++] = decoy;
+    }
+    struct sl_auth_request rq = {
+        .method = sl_http_method(r), .headers = hv, .n_headers = nh, .now_ms = sl_now_ms()};
+    sl_http_raw_target(r, &rq.path, &rq.path_len, &rq.query, &rq.query_len);
+    rq.body = sl_http_body(r, &rq.body_len);
+    struct sl_auth_keyring ring = {account, keys, nk};
+    rc = sl_auth_verify(&rq, &ring, skew_ms, cred);
+    OPENSSL_cleanse(keys, SL_ACCT_MAX_KEYS * sizeof *keys);
+    return rc;
+}
+
+/* Answers 401 or 403 (or 503 for a store error) for an auth code. */
+void sl_api_deny(sl_http_req *r, int rc) {
+    if (rc == SL_EAUTH) {
+        const char *h = sl_http_header(r, "Authorization");
+        sl_http_error(r, 401, "AuthenticationFailed", "%s",
+                      h || sl_http_query(r, "sig")
+                          ? "the credentials are not valid for this account, or the request time is "
+                            "outside the allowed skew"
+                          : "credentials are required: Authorization: Key, Signed or AWS4-HMAC-SHA256, "
+                            "or a signed URL");
+        sl_http_add_header(
+            r, "WWW-Authenticate",
+            "AWS4-HMAC-SHA256 realm=\"sluice\", Key realm=\"sluice\", Signed realm=\"sluice\"");
+    } else if (rc == SL_EFORBIDDEN) {
+        sl_http_error(r, 403, "Forbidden", "the credentials do not grant this permission on this queue");
+    } else {
+        char msg[128];
+        snprintf(msg, sizeof msg, "the store is unavailable (%s); retry", sl_strerror(rc));
+        sl_http_error(r, 503, "ServiceUnavailable", "%s", msg);
+        sl_http_add_header(r, "Retry-After", "1");
+    }
+}
+
+/* May cred do level on queue (NULL: account-wide)? Answers and returns -1
+ * when not. */
+int sl_api_allowed(sl_http_req *r, const struct sl_auth_cred *cred, char level, const char *queue) {
+    int rc = sl_auth_check(cred, level, queue);
+    if (rc == 0) return 0;
+    sl_api_deny(r, rc);
+    return -1;
+}
+
+/* --- Input ------------------------------------------------------------------ */
+
+int sl_api_name_ok(const char *s) {
+    return sl_name_valid(s) && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
+}
+
+/* Length of the valid UTF-8 sequence at s, or 0: no overlong forms, no
+ * surrogates, nothing above U+10FFFF. */
+static size_t utf8_char(const unsigned char *s, size_t n) {
+    unsigned c = s[0];
+    if (c < 0x80) return 1;
+    size_t len;
+    unsigned min, cp;
+    if (c >= 0xC2 && c <= 0xDF)
+        len = 2, min = 0x80, cp = c & 0x1F;
+    else if (c >= 0xE0 && c <= 0xEF)
+        len = 3, min = 0x800, cp = c & 0x0F;
+    else if (c >= 0xF0 && c <= 0xF4)
+        len = 4, min = 0x10000, cp = c & 0x07;
+    else
+        return 0;
+    if (n < len) return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        cp = cp << 6 | (s[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+    return len;
+}
+
+int sl_api_utf8_valid(const void *p, size_t n) {
+    const unsigned char *s = p;
+    for (size_t i = 0; i < n;) {
+        size_t k = utf8_char(s + i, n - i);
+        if (!k) return 0;
+        i += k;
+    }
+    return 1;
+}
+
+/* A JSON string of bytes that should be UTF-8; invalid sequences (data that
+ * did not come through this API) become U+FFFD rather than a failure. */
+json_t *sl_api_json_text(const void *p, size_t n) {
+    if (sl_api_utf8_valid(p, n)) return json_stringn_nocheck(p, n);
+    const unsigned char *s = p;
+    char *buf = malloc(n * 3 + 1);
+    if (!buf) return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        size_t k = utf8_char(s + i, n - i);
+        if (k) {
+            memcpy(buf + o, s + i, k);
+            o += k;
+            i += k;
+        } else {
+            memcpy(buf + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            i++;
+        }
+    }
+    json_t *j = json_stringn_nocheck(buf, o);
+    free(buf);
+    return j;
+}
+
+/* Parses a decimal integer made of digits only (no sign, no spaces) in
+ * [lo, hi]. Returns 0, or -1 for anything else, overflow included. */
+int sl_api_parse_uint(const char *s, long long lo, long long hi, long long *out) {
+    if (!s || !*s) return -1;
+    long long v = 0;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9') return -1;
+        if (v > (LLONG_MAX - (*p - '0')) / 10) return -1;
+        v = v * 10 + (*p - '0');
+    }
+    if (v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+/* An integer query parameter, def when absent. Returns 0, or answers 400 and
+ * returns -1. */
+int sl_api_query_int(sl_http_req *r, const char *name, long long lo, long long hi, long long def,
+                     long long *out) {
+    const char *v = sl_http_query(r, name);
+    if (!v) {
+        *out = def;
+        return 0;
+    }
+    if (sl_api_parse_uint(v, lo, hi, out) == 0) return 0;
+    sl_http_error(r, 400, "InvalidParameter", "query parameter '%s' must be an integer from %lld to %lld",
+                  name, lo, hi);
+    return -1;
+}
+
+/* A boolean query parameter ("true"/"false", also 1/0). */
+int sl_api_query_bool(sl_http_req *r, const char *name, int def, int *out) {
+    const char *v = sl_http_query(r, name);
+    if (!v) {
+        *out = def;
+        return 0;
+    }
+    if (strcasecmp(v, "true") == 0 || strcmp(v, "1") == 0)
+        *out = 1;
+    else if (strcasecmp(v, "false") == 0 || strcmp(v, "0") == 0)
+        *out = 0;
+    else {
+        sl_http_error(r, 400, "InvalidParameter", "query parameter '%s' must be true or false", name);
+        return -1;
+    }
+    return 0;
+}
+
+/* The body as a JSON object; an empty body counts as {} when empty_ok.
+ * Returns a new reference, or NULL after answering 400. */
+json_t *sl_api_body_object(sl_http_req *r, int empty_ok) {
+    size_t len;
+    const char *b = sl_http_body(r, &len);
+    size_t i = 0;
+    while (i < len && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r' || b[i] == '\n'))
+        i++;
+    if (i == len) {
+        if (empty_ok) return json_object();
+        sl_http_error(r, 400, "InvalidJson", "a JSON object body is required");
+        return NULL;
+    }
+    json_error_t err;
+    json_t *j = json_loadb(b, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);
+    if (!j) {
+        sl_http_error(r, 400, "InvalidJson", "malformed JSON at line %d column %d: %s", err.line, err.column,
+                      err.text);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        sl_http_error(r, 400, "InvalidJson", "the body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+/* An integer field of o in [lo, hi]; def when absent unless required. null
+ * is the wrong type, as for every field not documented as nullable. Returns 0, or answers 400 and returns -1.
+ */
+int sl_api_field_int(sl_http_req *r, json_t *o, const char *key, long long lo, long long hi, long long def,
+                     int required, long long *out) {
+    json_t *v = json_object_get(o, key);
+    if (!v) {
+        if (required) {
+            sl_http_error(r, 400, "InvalidParameter", "field '%s' is required", key);
+            return -1;
+        }
+        *out = def;
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
+        sl_http_error(r, 400, "InvalidParameter", "field '%s' must be an integer from %lld to %lld", key, lo,
+                      hi);
+        return -1;
+    }
+    *out = json_integer_value(v);
+    return 0;
+}
+
+int sl_api_field_bool(sl_http_req *r, json_t *o, const char *key, int def, int *out) {
+    json_t *v = json_object_get(o, key);
+    if (!v) {
+        *out = def;
+        return 0;
+    }
+    if (!json_is_boolean(v)) {
+        sl_http_error(r, 400, "InvalidParameter", "field '%s' must be true or false", key);
+        return -1;
+    }
+    *out = json_is_true(v);
+    return 0;
+}
+
+int sl_api_field_str(sl_http_req *r, json_t *o, const char *key, const char **out) {
+    json_t *v = json_object_get(o, key);
+    *out = NULL;
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v)) {
+        sl_http_error(r, 400, "InvalidParameter", "field '%s' must be a string", key);
+        return -1;
+    }
+    *out = json_string_value(v);
+    return 1;
+}
+
+void sl_api_iso_time(int64_t ms, char out[32]) {
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* --- Parking on engine operations --------------------------------------- */
+
+void sl_api_op_wake(void *r) {
+    sl_http_wake(r);
+}
+
+static void op_discard(void *op) {
+    sl_op_discard(op);
+}
+
+/* Whether r should park (again) on op: the store has not answered, and
+ * the server is not stopping (then the finish call waits for the answer,
+ * so that the client learns the outcome). */
+int sl_api_op_waiting(sl_http_req *r, const sl_op *op) {
+    return !sl_op_ready(op) && !sl_http_stopping(r);
+}
+
+/* The operation r parked on: *op is NULL when r has not started one yet.
+ * Returns nonzero while r should stay parked. */
+int sl_api_op_pending(sl_http_req *r, sl_op **op) {
+    *op = sl_http_user(r);
+    if (!*op) return 0;
+    if (sl_api_op_waiting(r, *op)) return 1;
+    sl_http_set_user(r, NULL, NULL);
+    return 0;
+}
+
+int sl_api_op_park(sl_http_req *r, sl_op *op) {
+    sl_http_set_user(r, op, op_discard);
+    return SL_HTTP_WAIT;
+}
