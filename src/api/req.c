@@ -314,8 +314,8 @@ json_t *sl_api_body_object(sl_http_req *r, int empty_ok) {
 }
 
 /* An integer field of o in [lo, hi]; def when absent unless required. null
- * is the wrong type, as for every field not documented as nullable. Returns 0, or answers 400 and returns -1.
- */
+ * is the wrong type, as for every field not documented as nullable.
+ * Returns 0, or answers 400 and returns -1. */
 int sl_api_field_int(sl_http_req *r, json_t *o, const char *key, long long lo, long long hi, long long def,
                      int required, long long *out) {
     json_t *v = json_object_get(o, key);

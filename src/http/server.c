@@ -25,9 +25,10 @@
  * requests, and the count of connections (over it, a connection gets a 503
  * and is closed; one descriptor is kept in reserve so that even running out
  * of descriptors refuses connections instead of leaving them queued in the
- * kernel). Every error, the HTTP layer's own included, is JSON in the
- * native envelope, with an X-Request-Id; after a malformed request the
- * connection closes, since where one request ended is then unknown.
+ * kernel). Every error, the HTTP layer's own included, is rendered by the
+ * API's hook (the native JSON envelope for the native and admin APIs), with
+ * an X-Request-Id; after a malformed request the connection closes, since
+ * where one request ended is then unknown.
  *
  * Closing after a refusal: the client may still be sending a body (a large
  * upload refused with 413), and closing a socket with unread bytes makes the

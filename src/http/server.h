@@ -10,11 +10,13 @@
  * server's threads. Handlers may block (on the store) or park (below); the
  * thread pool is sized for whichever they do.
  *
- * A handler answers by setting a response (sl_http_respond, sl_http_error) and returning SL_HTTP_DONE, or
- * returns SL_HTTP_WAIT to park the request without holding a thread: the connection is not read until someone
- * calls sl_http_wake() from any thread, and then the handler is called again from the start. Every response
- * carries an X-Request-Id, and every error the server makes itself (malformed requests, limits, timeouts) is
- * JSON like sl_http_error's.
+ * A handler answers by setting a response (sl_http_respond, sl_http_error)
+ * and returning SL_HTTP_DONE, or returns SL_HTTP_WAIT to park the request
+ * without holding a thread: the connection is not read until someone calls
+ * sl_http_wake() from any thread, and then the handler is called again from
+ * the start. Every response carries an X-Request-Id. Every error, the
+ * handlers' and the server's own (malformed requests, limits, timeouts), is
+ * rendered by the API's render_error hook (see sl_http_config).
  *
  * Ownership: request-scoped memory comes from sl_http_alloc() and is freed
  * with the request; the user state set by sl_http_set_user() is freed by its
