@@ -137,6 +137,22 @@ case " $backends " in
     echo "== black-box tests on the embedded store (pytest)"
     SLUICE_TEST_BACKEND=sqlite run_pytest sqlite "${bb[@]}"
     echo "(SQLite suites done at $((SECONDS - t_start)) s)"
+
+    # The HTTP front again, with the server built under ASan/UBSan: the
+    # hostile-client suites (framing, limits, slow senders, TLS), keep-alive
+    # and shutdown. A memory error in the parser or the connection handling
+    # aborts the server and fails the tests; a leak at exit fails the tests
+    # that check the exit status (shutdown, the connection limit).
+    echo "== the HTTP front under ASan/UBSan (pytest, embedded store)"
+    if make -s B=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
+        -fno-sanitize-recover=all" LDFLAGS="-fsanitize=address,undefined" build/asan/sluice \
+        >"$log/asan-build.txt" 2>&1; then
+        ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 SLUICE_BIN=build/asan/sluice SLUICE_TEST_BACKEND=sqlite \
+            run_pytest asan tests/api/test_http_front.py tests/api/test_https.py tests/api/test_keepalive.py \
+            tests/api/test_shutdown.py
+    else
+        cat "$log/asan-build.txt"; failed=$((failed + 1))
+    fi
     ;;
 *) echo "== black-box tests on the embedded store: NOT RUN (SLUICE_TEST_BACKENDS=$backends)" ;;
 esac
