@@ -89,7 +89,8 @@ struct sl_cql_conn {
     int dead, closing;
     uint8_t slot_state[MAX_STREAMS];
     creq *slot_req[MAX_STREAMS];
-    int next_stream, inflight;
+    int next_stream, inflight; /* inflight counts a pending heartbeat too */
+    int hb_stream;             /* the heartbeat's stream until answered, or -1 */
     uint8_t *out;
     size_t out_len, out_off, out_cap;
     uint64_t queued_total, written_total;
@@ -242,6 +243,7 @@ static void fail_all_locked(sl_cql_conn *c) {
         c->slot_req[i] = NULL;
     }
     c->inflight = 0;
+    c->hb_stream = -1;
 }
 
 static void wake(sl_cql_conn *c) {
@@ -299,6 +301,7 @@ static void dispatch(sl_cql_conn *c, const sl_cql_header *h, const uint8_t *body
         c->slot_state[s] = SLOT_FREE;
         c->slot_req[s] = NULL;
         c->inflight--;
+        if (s == c->hb_stream) c->hb_stream = -1;
     }
     pthread_mutex_unlock(&c->mu);
     free(plain);
@@ -414,6 +417,7 @@ static int heartbeat_locked(sl_cql_conn *c) {
     /* The answer frees the slot, like a late answer to an abandoned request. */
     c->slot_state[s] = SLOT_ABANDONED;
     c->inflight++;
+    c->hb_stream = s;
     c->next_stream = (s + 1) % MAX_STREAMS;
     sl_cql_header h = {.version = (uint8_t)c->version, .stream = (int16_t)s, .opcode = SL_CQL_OP_OPTIONS};
     sl_cql_header_encode(c->out + c->out_len, &h);
@@ -667,6 +671,7 @@ static int open_version(const sl_cql_conn_opts *o, int version, sl_cql_conn **ou
     sl_cql_conn *c = calloc(1, sizeof *c);
     if (!c) return SL_ENOMEM;
     c->fd = c->evfd = -1;
+    c->hb_stream = -1;
     c->version = version;
     c->on_event = o->on_event;
     c->event_ctx = o->event_ctx;
@@ -732,7 +737,7 @@ int sl_cql_conn_alive(sl_cql_conn *c) {
 
 int sl_cql_conn_inflight(sl_cql_conn *c) {
     pthread_mutex_lock(&c->mu);
-    int n = c->inflight;
+    int n = c->inflight - (c->hb_stream >= 0);
     pthread_mutex_unlock(&c->mu);
     return n;
 }

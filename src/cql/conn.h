@@ -62,6 +62,8 @@ int sl_cql_conn_compressed(const sl_cql_conn *c);
 int sl_cql_conn_alive(sl_cql_conn *c);
 /* Alive and not suspect: no request timed out on it with nothing read since. */
 int sl_cql_conn_healthy(sl_cql_conn *c);
+/* Requests sent and not yet answered, timed-out ones included, a heartbeat
+ * not. */
 int sl_cql_conn_inflight(sl_cql_conn *c);
 
 /* Marks the connection failed: pending requests complete with SL_EIO. */
