@@ -40,6 +40,7 @@ UNIT_BIN  := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
 TEST_DEPS_test_util   = $(UTIL_OBJ)
 TEST_DEPS_test_store  = $(UTIL_OBJ) $(CQL_OBJ) $(STORE_OBJ)
 TEST_DEPS_test_engine = $(UTIL_OBJ) $(CQL_OBJ) $(STORE_OBJ) $(QUEUE_OBJ)
+TEST_DEPS_test_powerloss = $(UTIL_OBJ) $(CQL_OBJ) $(STORE_OBJ) $(QUEUE_OBJ)
 TEST_DEPS_test_cql_client = $(UTIL_OBJ) $(CQL_OBJ)
 # test_cql_ring includes cluster.c itself.
 TEST_DEPS_test_cql_ring = $(UTIL_OBJ) $(filter-out %/cluster.o,$(CQL_OBJ))

@@ -38,16 +38,20 @@
 #include "store/store.h"
 
 #define EXIT_USAGE 2
-/* HTTP worker threads by default (measured in bench/results/profile.md,
- * round 3: W1 64+64 on 2 cores with 4, 8, 16 and 32 threads). */
+/* HTTP event-loop threads by default (measured in bench/results/profile.md,
+ * round 3: W1 64+64 on 2 cores with 4, 8, 16 and 32 threads), and store
+ * threads: requests that wait on the store (on Cassandra, every one that
+ * reads or writes it) are in flight on these at once, at most. */
 #define DEFAULT_THREADS_EMBEDDED 8
-#define DEFAULT_THREADS_CQL 32
+#define DEFAULT_THREADS_CQL 4
+#define DEFAULT_STORE_THREADS_EMBEDDED 4
+#define DEFAULT_STORE_THREADS_CQL 64
 
 typedef struct {
     char data_dir[PATH_MAX];
     char host[256];
     int port;
-    int threads;
+    int threads, store_threads;
     long long max_message_bytes;
     long long max_json_bytes;
     int log_level;
@@ -93,8 +97,10 @@ static void usage(FILE *f) {
                "  --data DIR               SLUICE_DATA_DIR           data_dir\n"
                "  --port N                 SLUICE_PORT               port (8080; 0 picks a free one)\n"
                "  --host ADDR              SLUICE_HOST               host\n"
-               "  --threads N              SLUICE_THREADS            threads (HTTP thread pool; 8 on the embedded\n"
-               "                                                     store, 32 on Cassandra)\n"
+               "  --threads N              SLUICE_THREADS            threads (HTTP event-loop threads; 8 on the\n"
+               "                                                     embedded store, 4 on Cassandra)\n"
+               "  --store-threads N        SLUICE_STORE_THREADS      store_threads (run the requests that wait on\n"
+               "                                                     the store; 4 embedded, 64 on Cassandra)\n"
                "  --max-message-bytes N    SLUICE_MAX_MESSAGE_BYTES  max_message_bytes (262144)\n"
                "  --max-json-bytes N       SLUICE_MAX_JSON_BYTES     max_json_bytes (1048576)\n"
                "  --log-level L            SLUICE_LOG_LEVEL          log_level (error, info, debug or 0-2)\n"
@@ -187,6 +193,9 @@ static int set_key(config *c, const char *rawkey, const char *v, const char *fro
     } else if (strcmp(key, "threads") == 0) {
         if (parse_num(v, 1, 1024, &n)) goto bad;
         c->threads = (int)n;
+    } else if (strcmp(key, "store_threads") == 0) {
+        if (parse_num(v, 1, 1024, &n)) goto bad;
+        c->store_threads = (int)n;
     } else if (strcmp(key, "max_message_bytes") == 0) {
         if (parse_num(v, 1, 64 << 20, &n)) goto bad;
         c->max_message_bytes = n;
@@ -321,7 +330,7 @@ static int load_file(config *c, const char *path) {
 }
 
 static const char *const env_keys[] = {
-    "SLUICE_DATA_DIR", "SLUICE_HOST", "SLUICE_PORT", "SLUICE_THREADS", "SLUICE_MAX_MESSAGE_BYTES",
+    "SLUICE_DATA_DIR", "SLUICE_HOST", "SLUICE_PORT", "SLUICE_THREADS", "SLUICE_STORE_THREADS", "SLUICE_MAX_MESSAGE_BYTES",
     "SLUICE_MAX_JSON_BYTES", "SLUICE_LOG_LEVEL", "SLUICE_MAX_PENDING_WRITES", "SLUICE_MAX_WAITERS",
     "SLUICE_ADMIN_HOST", "SLUICE_ADMIN_PORT", "SLUICE_ADMIN_TOKEN", "SLUICE_AUTH_SKEW_SECONDS",
     /* Cassandra, under the names operators use. */
@@ -346,6 +355,7 @@ static int parse_flags(int argc, char **argv, flags *fl) {
                  {"--port", "port"},
                  {"--host", "host"},
                  {"--threads", "threads"},
+                 {"--store-threads", "store_threads"},
                  {"--max-message-bytes", "max_message_bytes"},
                  {"--max-json-bytes", "max_json_bytes"},
                  {"--log-level", "log_level"},
@@ -405,7 +415,7 @@ static int load_config(config *c, int argc, char **argv, int dev) {
     memset(c, 0, sizeof *c);
     snprintf(c->host, sizeof c->host, "%s", dev ? "127.0.0.1" : "0.0.0.0");
     c->port = 8080;
-    c->threads = 0; /* by store: see DEFAULT_THREADS_* */
+    c->threads = c->store_threads = 0; /* by store: see DEFAULT_THREADS_* */
     c->max_message_bytes = SL_MSG_MAX_DEFAULT;
     c->max_json_bytes = 1024 * 1024;
     c->log_level = SL_INFO;
@@ -694,7 +704,8 @@ static int run(const config *c, int dev, int temp_dir) {
      * threads and connections. */
     sl_http_config ahc = {.host = c->admin_host,
                           .port = c->admin_port,
-                          .threads = 4,
+                          .threads = 1,
+                          .store_threads = 4,
                           .max_conns = 256,
                           .conn_timeout_s = c->http_idle_timeout_s,
                           .request_timeout_s = c->http_request_timeout_s,
@@ -720,15 +731,21 @@ static int run(const config *c, int dev, int temp_dir) {
         fprintf(stderr, "sluice: cannot set up the API: %s\n", sl_strerror(rc));
         goto out;
     }
-    /* On the embedded store a request does not hold its thread while its
-     * writes commit (see sl_msg_put_start), so a few threads serve many
-     * connections, and fewer threads mean fewer context switches. On
-     * Cassandra, a request's thread waits for the node, so the pool bounds
-     * how many requests are in flight. */
-    int threads = c->threads ? c->threads : c->contact_points[0] ? DEFAULT_THREADS_CQL : DEFAULT_THREADS_EMBEDDED;
+    /* On the embedded store a put, receive or ack does not hold its thread
+     * while its writes commit (see sl_msg_put_start), so the event loop runs
+     * them and a few threads serve many connections; the other routes wait
+     * for the store on the store threads. On Cassandra every route that
+     * reads or writes waits for the node on a store thread, so their number
+     * bounds the requests in flight (and gives the engine's combiner
+     * concurrent compare-and-sets to put in one Paxos round). */
+    int cql = c->contact_points[0] != 0;
+    int threads = c->threads ? c->threads : cql ? DEFAULT_THREADS_CQL : DEFAULT_THREADS_EMBEDDED;
+    int store_threads =
+        c->store_threads ? c->store_threads : cql ? DEFAULT_STORE_THREADS_CQL : DEFAULT_STORE_THREADS_EMBEDDED;
     sl_http_config hc = {.host = c->host,
                          .port = c->port,
                          .threads = threads,
+                         .store_threads = store_threads,
                          .conn_timeout_s = c->http_idle_timeout_s,
                          .request_timeout_s = c->http_request_timeout_s,
                          .tls_cert = c->tls_cert,

@@ -10,33 +10,43 @@
 
 #define SL_VERSION "0.1.0"
 
-/* Error codes. SL_EUNKNOWN is special: the operation may or may not have
- * taken effect (Cassandra's WriteTimeout on a CAS, a crash of the embedded
- * writer between apply and answer). Callers must find out before acting on
- * either assumption. */
+/* Error codes, one table: the name, the value and what it means. Each API
+ * maps them to its statuses in a table of its own (api/req.c for the
+ * native and admin APIs). SL_EUNKNOWN is special: the operation may or may
+ * not have taken effect (Cassandra's WriteTimeout on a CAS, a crash of the
+ * embedded writer between apply and answer). Callers must find out before
+ * acting on either assumption. Functions return 0 or one of these; none
+ * uses -1 for anything else. */
+#define SL_ERRNO_MAP(X)                                                                                    \
+    X(ENOMEM, -1, "out of memory")                                                                         \
+    X(EINVAL, -2, "bad input")                                                                             \
+    X(ENOTFOUND, -3, "no such account, queue or row")                                                      \
+    X(EEXISTS, -4, "it already exists")                                                                    \
+    X(ECONFLICT, -5, "a stale pop receipt, or a compare-and-set lost to another writer")                   \
+    X(ENOTAPPLIED, -6, "a compare-and-set whose condition was false")                                      \
+    X(EUNKNOWN, -7, "the outcome is unknown: it may or may not have been applied")                         \
+    X(EUNAVAILABLE, -8, "the store did not do it")                                                         \
+    X(ETIMEOUT, -9, "the store did not answer in time")                                                    \
+    X(ETOOBIG, -10, "over a size limit")                                                                   \
+    X(EIO, -11, "a disk or network error")                                                                 \
+    X(EINTERNAL, -12, "a bug or an impossible state")                                                      \
+    X(EFORBIDDEN, -13, "authenticated but not allowed")                                                    \
+    X(EAUTH, -14, "no or bad credentials")                                                                 \
+    X(EBUSY, -15, "saturated: load is shed")                                                               \
+    X(EPARTIAL, -16, "a parser needs more bytes")                                                          \
+    X(EPROTO, -17, "the peer speaks a protocol version we do not")                                         \
+    X(ENOSPC, -18, "the store's disk is full; nothing was written")
+
 enum {
     SL_OK = 0,
-    SL_ENOMEM = -1,       /* out of memory */
-    SL_EINVAL = -2,       /* bad input: a caller's fault, maps to 400 */
-    SL_ENOTFOUND = -3,    /* no such account, queue, row: maps to 404 */
-    SL_EEXISTS = -4,      /* already exists */
-    SL_ECONFLICT = -5,    /* stale pop receipt, CAS lost: maps to 409 */
-    SL_ENOTAPPLIED = -6,  /* a compare-and-set whose condition was false */
-    SL_EUNKNOWN = -7,     /* outcome unknown: may or may not have applied */
-    SL_EUNAVAILABLE = -8, /* the store did not do it: maps to 503 */
-    SL_ETIMEOUT = -9,     /* the store did not answer in time: maps to 503 */
-    SL_ETOOBIG = -10,     /* over a size limit: maps to 413 */
-    SL_EIO = -11,         /* disk or network error: maps to 503 */
-    SL_EINTERNAL = -12,   /* a bug or an impossible state: maps to 500 */
-    SL_EFORBIDDEN = -13,  /* authenticated but not allowed: maps to 403 */
-    SL_EAUTH = -14,       /* no or bad credentials: maps to 401 */
-    SL_EBUSY = -15,       /* saturated, shed load: maps to 429 */
-    SL_EPARTIAL = -16,    /* a parser needs more bytes (picohttpparser's -2) */
-    SL_EPROTO = -17       /* the peer speaks a protocol version we do not */
+#define SL_ERRNO_ENUM(name, value, text) SL_##name = value,
+    SL_ERRNO_MAP(SL_ERRNO_ENUM)
+#undef SL_ERRNO_ENUM
 };
 
-/* A short stable name ("ENOTFOUND") for logs and tests. */
+/* A short stable name ("ENOTFOUND") for logs and tests, and what it means. */
 const char *sl_strerror(int rc);
+const char *sl_errmsg(int rc);
 
 /* The clock. All time in Sluice comes from sl_now_ms(), so tests can drive
  * it by hand: sl_clock_manual(1) freezes it at the value given to
@@ -46,6 +56,22 @@ void sl_clock_manual(int on);
 void sl_clock_set_ms(int64_t ms);
 void sl_clock_advance_ms(int64_t ms);
 
+/* The monotonic clock in milliseconds, for timeouts and intervals (never
+ * for what is stored). One function, so that a test can replace it:
+ * sl_mono_hook(fn) makes sl_mono_ms() return fn(); NULL restores
+ * CLOCK_MONOTONIC. */
+int64_t sl_mono_ms(void);
+void sl_mono_hook(int64_t (*fn)(void));
+
+/* Allocation in the engine and the embedded store goes through these, so
+ * that a test can fail any allocation: sl_alloc_hook(fail) makes each call
+ * return NULL when fail(bytes) returns nonzero; NULL removes the hook.
+ * Memory from them is released with free(). */
+void *sl_malloc(size_t n);
+void *sl_calloc(size_t n, size_t size);
+void *sl_realloc(void *p, size_t n);
+void sl_alloc_hook(int (*fail)(size_t bytes));
+
 /* Cryptographically secure random bytes (getrandom). Returns 0 or SL_EIO. */
 int sl_random_bytes(void *buf, size_t n);
 /* A fast non-cryptographic random 64-bit value for spreading contention. */
@@ -53,8 +79,8 @@ uint64_t sl_random_u64(void);
 
 /* base64url without padding. sl_b64url_encode writes at most
  * SL_B64URL_LEN(n)+1 bytes including the terminating NUL and returns the
- * length written. sl_b64url_decode returns the decoded length or -1 for
- * invalid input or an output buffer that is too small. */
+ * length written. sl_b64url_decode returns the decoded length, or SL_EINVAL
+ * for invalid input or an output buffer that is too small. */
 #define SL_B64URL_LEN(n) ((((n) + 2) / 3) * 4)
 size_t sl_b64url_encode(const void *in, size_t n, char *out);
 long sl_b64url_decode(const char *in, size_t n, void *out, size_t cap);

@@ -417,16 +417,18 @@ int sl_api_admin_open(const sl_admin_config *cfg, sl_admin **out) {
     a->cfg = *cfg;
     a->cfg.token = NULL; /* only its hash is kept */
     sha256(cfg->token, strlen(cfg->token), a->token_hash);
+    /* Every route but the document reads or writes the store: the store pool
+     * runs them (sl_http_route.blocks). */
     const sl_http_route routes[] = {
-        {"GET", "/openapi.json", h_openapi, 0},
-        {"POST", BASE, h_create, BODY_MAX},
-        {"GET", BASE, h_list, BODY_MAX},
-        {"GET", BASE "/{a}", h_get, BODY_MAX},
-        {"DELETE", BASE "/{a}", h_delete, BODY_MAX},
-        {"POST", BASE "/{a}/keys", h_key_create, BODY_MAX},
-        {"DELETE", BASE "/{a}/keys/{k}", h_key_delete, BODY_MAX},
-        {"POST", BASE "/{a}/signedUrls", h_signed_url, BODY_MAX},
-        {"POST", "/admin/api/v1/permissions", h_permissions, BODY_MAX},
+        {"GET", "/openapi.json", h_openapi, 0, 0},
+        {"POST", BASE, h_create, BODY_MAX, 1},
+        {"GET", BASE, h_list, BODY_MAX, 1},
+        {"GET", BASE "/{a}", h_get, BODY_MAX, 1},
+        {"DELETE", BASE "/{a}", h_delete, BODY_MAX, 1},
+        {"POST", BASE "/{a}/keys", h_key_create, BODY_MAX, 1},
+        {"DELETE", BASE "/{a}/keys/{k}", h_key_delete, BODY_MAX, 1},
+        {"POST", BASE "/{a}/signedUrls", h_signed_url, BODY_MAX, 1},
+        {"POST", "/admin/api/v1/permissions", h_permissions, BODY_MAX, 1},
     };
     a->nroutes = sizeof routes / sizeof routes[0];
     memcpy(a->routes, routes, sizeof routes);

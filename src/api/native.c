@@ -645,12 +645,7 @@ static int ackb_answer(sl_http_req *r, json_t *arr, size_t n, const int *at, con
     json_t *results = json_array();
     for (size_t i = 0; results && i < n; i++) {
         int one = at[i] < 0 ? SL_EINVAL : rcs[at[i]];
-        int status = one == 0              ? 204
-                     : one == SL_ECONFLICT ? 409
-                     : one == SL_EINVAL    ? 400
-                     : one == SL_EBUSY     ? 429
-                     : one == SL_EINTERNAL ? 500
-                                           : 503;
+        int status = one == 0 ? 204 : one == SL_EINTERNAL ? 500 : sl_api_status(one, 503);
         json_array_append_new(results,
                               json_pack("{s:s,s:i}", "popReceipt", json_string_value(json_array_get(arr, i)),
                                         "status", status));
@@ -860,26 +855,36 @@ int sl_api_native_open(const sl_api_config *cfg, sl_api **out) {
     size_t upd = a->cfg.max_message_bytes * 6 + 4096;
     if (upd < js) upd = js;
     const sl_http_route routes[] = {
-        {"GET", "/health", h_health, 0},
-        {"GET", "/openapi.json", h_openapi, 0},
-        {"GET", BASE, h_list, js},
-        {"POST", BASE, h_create, js},
-        {"GET", BASE "/{q}", h_get, js},
-        {"DELETE", BASE "/{q}", h_delete, js},
-        {"GET", BASE "/{q}/statistics", h_stats, js},
-        {"POST", BASE "/{q}/purge", h_purge, js},
-        {"POST", BASE "/{q}/redrive", h_redrive, js},
-        {"POST", BASE "/{q}/messages", h_put, a->cfg.max_message_bytes},
-        {"PUT", BASE "/{q}/messages", h_update, upd},
-        {"DELETE", BASE "/{q}/messages", h_ack, js},
-        {"GET", BASE "/{q}/messages/next", h_next, js},
-        {"GET", BASE "/{q}/messages/peek", h_peek, js},
-        {"POST", BASE "/{q}/messages/batch", h_batch, js},
-        {"POST", BASE "/{q}/messages/receive", h_receive, js},
-        {"POST", BASE "/{q}/messages/ack", h_ack_batch, js},
+        {"GET", "/health", h_health, 0, 0},
+        {"GET", "/openapi.json", h_openapi, 0, 0},
+        {"GET", BASE, h_list, js, 0},
+        {"POST", BASE, h_create, js, 0},
+        {"GET", BASE "/{q}", h_get, js, 0},
+        {"DELETE", BASE "/{q}", h_delete, js, 0},
+        {"GET", BASE "/{q}/statistics", h_stats, js, 0},
+        {"POST", BASE "/{q}/purge", h_purge, js, 0},
+        {"POST", BASE "/{q}/redrive", h_redrive, js, 0},
+        {"POST", BASE "/{q}/messages", h_put, a->cfg.max_message_bytes, 0},
+        {"PUT", BASE "/{q}/messages", h_update, upd, 0},
+        {"DELETE", BASE "/{q}/messages", h_ack, js, 0},
+        {"GET", BASE "/{q}/messages/next", h_next, js, 0},
+        {"GET", BASE "/{q}/messages/peek", h_peek, js, 0},
+        {"POST", BASE "/{q}/messages/batch", h_batch, js, 0},
+        {"POST", BASE "/{q}/messages/receive", h_receive, js, 0},
+        {"POST", BASE "/{q}/messages/ack", h_ack_batch, js, 0},
     };
     a->nroutes = sizeof routes / sizeof routes[0];
     memcpy(a->routes, routes, sizeof routes);
+    /* Which handlers wait on the store (sl_http_route.blocks): every one
+     * that reads or writes it, except put, receive and ack where the engine
+     * defers their writes (the embedded store: a receive's reads are lookups
+     * in SQLite's page cache, and WAL readers never wait for the writer). */
+    int defers = sl_engine_defers(a->cfg.engine);
+    for (size_t i = 0; i < a->nroutes; i++) {
+        sl_http_fn fn = a->routes[i].fn;
+        int op = fn == h_put || fn == h_batch || fn == h_next || fn == h_receive || fn == h_ack || fn == h_ack_batch;
+        a->routes[i].blocks = fn != h_openapi && !(op && defers);
+    }
     *out = a;
     return 0;
 }

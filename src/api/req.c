@@ -54,38 +54,59 @@ int sl_api_unavailable(sl_http_req *r, int status, const char *code, const char 
     return SL_HTTP_DONE;
 }
 
+/* The statuses of the native and admin APIs for the engine's codes
+ * (SL_ERRNO_MAP in sluice.h); another envelope (SQS) keeps a table of its
+ * own. retry: the answer carries Retry-After. A message of NULL says which
+ * code made the store unavailable. Not here: SL_ENOTFOUND and SL_EEXISTS,
+ * whose answers name the queue or the account (sl_api_fail). */
+static const struct {
+    int rc, status, retry;
+    const char *code, *msg;
+} statuses[] = {
+    {SL_EINVAL, 400, 0, "InvalidParameter", "the request is not valid"},
+    {SL_EAUTH, 401, 0, "AuthenticationFailed", "missing or invalid credentials"},
+    {SL_EFORBIDDEN, 403, 0, "Forbidden", "the credentials lack the permission"},
+    {SL_ECONFLICT, 409, 0, "Conflict", "the request conflicts with the current state"},
+    {SL_ETOOBIG, 413, 0, "MessageTooLarge", "the message is over the size limit"},
+    {SL_EBUSY, 429, 1, "ServerBusy", "the server is saturated; retry later"},
+    {SL_ENOMEM, 503, 1, "ServiceUnavailable", NULL},
+    {SL_EUNAVAILABLE, 503, 1, "ServiceUnavailable", NULL},
+    {SL_ETIMEOUT, 503, 1, "ServiceUnavailable", NULL},
+    {SL_EIO, 503, 1, "ServiceUnavailable", NULL},
+    {SL_EUNKNOWN, 503, 1, "ServiceUnavailable", NULL},
+    {SL_ENOSPC, 507, 1, "InsufficientStorage",
+     "the server's disk is full; nothing was written; retry once space is freed"},
+};
+
+int sl_api_status(int rc, int otherwise) {
+    if (rc == SL_ENOTFOUND) return 404;
+    if (rc == SL_EEXISTS) return 409;
+    for (size_t i = 0; i < sizeof statuses / sizeof statuses[0]; i++)
+        if (statuses[i].rc == rc) return statuses[i].status;
+    return otherwise;
+}
+
 /* Maps an engine code to a response. queue is NULL when a "not found" can
  * only mean the account. */
 int sl_api_fail(sl_http_req *r, int rc, const char *account, const char *queue) {
-    switch (rc) {
-    case SL_EINVAL:
-        return sl_http_error(r, 400, "InvalidParameter", "the request is not valid");
-    case SL_ENOTFOUND:
+    if (rc == SL_ENOTFOUND) {
         if (queue) return sl_http_error(r, 404, "QueueNotFound", "queue '%s' does not exist", queue);
         if (account) return sl_http_error(r, 404, "AccountNotFound", "account '%s' does not exist", account);
         return sl_http_error(r, 404, "NotFound", "it does not exist");
-    case SL_EEXISTS:
+    }
+    if (rc == SL_EEXISTS) {
         if (queue) return sl_http_error(r, 409, "QueueAlreadyExists", "queue '%s' already exists", queue);
         return sl_http_error(r, 409, "Conflict", "it already exists");
-    case SL_ECONFLICT:
-        return sl_http_error(r, 409, "Conflict", "the request conflicts with the current state");
-    case SL_ETOOBIG:
-        return sl_http_error(r, 413, "MessageTooLarge", "the message is over the size limit");
-    case SL_EBUSY:
-        return sl_api_unavailable(r, 429, "ServerBusy", "the server is saturated; retry later");
-    case SL_EAUTH:
-        return sl_http_error(r, 401, "AuthenticationFailed", "missing or invalid credentials");
-    case SL_EFORBIDDEN:
-        return sl_http_error(r, 403, "Forbidden", "the credentials lack the permission");
-    case SL_ENOMEM:
-    case SL_EUNAVAILABLE:
-    case SL_ETIMEOUT:
-    case SL_EIO:
-    case SL_EUNKNOWN: {
-        char msg[128];
-        snprintf(msg, sizeof msg, "the store is unavailable (%s); retry", sl_strerror(rc));
-        return sl_api_unavailable(r, 503, "ServiceUnavailable", msg);
     }
+    for (size_t i = 0; i < sizeof statuses / sizeof statuses[0]; i++) {
+        if (statuses[i].rc != rc) continue;
+        char msg[160];
+        if (statuses[i].msg)
+            snprintf(msg, sizeof msg, "%s", statuses[i].msg);
+        else
+            snprintf(msg, sizeof msg, "the store is unavailable (%s); retry", sl_strerror(rc));
+        if (statuses[i].retry) return sl_api_unavailable(r, statuses[i].status, statuses[i].code, msg);
+        return sl_http_error(r, statuses[i].status, statuses[i].code, "%s", msg);
     }
     sl_log(SL_ERR, "api: unexpected engine code %s on %s [%s]", sl_strerror(rc), sl_http_method(r),
            sl_http_request_id(r));

@@ -43,6 +43,8 @@ int sl_api_unavailable(sl_http_req *r, int status, const char *code, const char 
 /* Maps an engine code to a response; queue is NULL when a "not found" can
  * only mean the account. Returns SL_HTTP_DONE. */
 int sl_api_fail(sl_http_req *r, int rc, const char *account, const char *queue);
+/* The status sl_api_fail gives rc, or otherwise for a code it does not map. */
+int sl_api_status(int rc, int otherwise);
 
 /* --- Authentication and authorization ----------------------------------- */
 

@@ -154,12 +154,6 @@ int64_t sl_cql_next_timestamp(void) {
     return next;
 }
 
-static int64_t mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 uint16_t sl_cql_consistency_parse(const char *s) {
     static const struct {
         const char *name;
@@ -574,7 +568,7 @@ static pconn *pick_conn_locked(sl_cql_client *c, node *n) {
 
 /* One pass of the maintenance thread over the pools. */
 static void maintain_pools(sl_cql_client *c) {
-    int64_t now = mono_ms();
+    int64_t now = sl_mono_ms();
     pthread_mutex_lock(&c->mu);
     for (int i = 0; i < c->nnodes; i++) {
         node *n = &c->nodes[i];
@@ -633,7 +627,7 @@ static void maintain_pools(sl_cql_client *c) {
             int min = c->cfg.reconnect_min_ms, max = c->cfg.reconnect_max_ms;
             n->backoff_ms = n->backoff_ms ? n->backoff_ms * 2 : min;
             if (n->backoff_ms > max) n->backoff_ms = max;
-            n->next_try_ms = mono_ms() + n->backoff_ms;
+            n->next_try_ms = sl_mono_ms() + n->backoff_ms;
             if (live == 0) {
                 if (!n->said_down)
                     sl_log(SL_ERR, "cql: node %s:%d is down (%s); retrying in %d ms", host, port,
@@ -792,7 +786,7 @@ static int make_plan(sl_cql_client *c, int has_token, int64_t token, const char 
      * else tells the pools to avoid it, and every request sent to it would
      * wait out the timeout. It keeps its place in the order otherwise, and
      * a request that succeeds on it clears the mark. */
-    int64_t now = mono_ms();
+    int64_t now = sl_mono_ms();
     int fast[MAX_PLAN], slow[MAX_PLAN], nf = 0, ns = 0;
     for (int j = 0; j < np; j++) {
         if (c->nodes[plan[j]].suspect_until > now)
@@ -822,7 +816,7 @@ static void node_outcome(sl_cql_client *c, int i, int timed_out) {
     if (!timed_out && __atomic_load_n(&c->nsuspect, __ATOMIC_ACQUIRE) == 0) return;
     pthread_mutex_lock(&c->mu); /* the node array may move: read it under the lock */
     node *n = &c->nodes[i];
-    int64_t now = mono_ms();
+    int64_t now = sl_mono_ms();
     if (timed_out && (n->timeouts == 0 || now >= n->suspect_until)) {
         int64_t ms = (int64_t)SUSPECT_MS << (n->timeouts < 4 ? n->timeouts : 4);
         if (ms > SUSPECT_MAX_MS) ms = SUSPECT_MAX_MS;
@@ -1291,7 +1285,7 @@ int sl_cql_schema_change(sl_cql_client *c, const char *query, int timeout_ms) {
 }
 
 int sl_cql_wait_schema_agreement(sl_cql_client *c, int timeout_ms) {
-    int64_t end = mono_ms() + timeout_ms;
+    int64_t end = sl_mono_ms() + timeout_ms;
     for (;;) {
         int agreed = 0;
         pthread_mutex_lock(&c->ctl_mu);
@@ -1325,7 +1319,7 @@ int sl_cql_wait_schema_agreement(sl_cql_client *c, int timeout_ms) {
         sl_cql_res_free(b);
         pthread_mutex_unlock(&c->ctl_mu);
         if (agreed) return 0;
-        if (mono_ms() >= end) return SL_ETIMEOUT;
+        if (sl_mono_ms() >= end) return SL_ETIMEOUT;
         usleep(200 * 1000);
     }
 }

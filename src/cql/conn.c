@@ -105,12 +105,6 @@ struct sl_cql_conn {
     size_t in_len, in_cap;
 };
 
-static int64_t mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void deadline_after(struct timespec *ts, int ms) {
     clock_gettime(CLOCK_MONOTONIC, ts);
     ts->tv_sec += ms / 1000;
@@ -354,7 +348,7 @@ static int read_some(sl_cql_conn *c) {
         if (r < 0) return -1;
         if (r == 0) return 0;
         pthread_mutex_lock(&c->mu);
-        c->last_read_ms = mono_ms();
+        c->last_read_ms = sl_mono_ms();
         c->hb_sent_ms = 0;
         c->suspect = 0;
         c->nreads++;
@@ -394,7 +388,7 @@ static int flush_locked(sl_cql_conn *c) {
  * failed when one went unanswered. Returns -1 for a failed connection.
  * Called with c->mu held. */
 static int heartbeat_locked(sl_cql_conn *c) {
-    int64_t now = mono_ms();
+    int64_t now = sl_mono_ms();
     if (c->hb_sent_ms) {
         if (now - c->hb_sent_ms <= HB_TIMEOUT_MS) return 0;
         sl_log(SL_ERR, "cql: %s: no answer to a heartbeat in %d ms; closing the connection", c->peer,
@@ -676,7 +670,7 @@ static int open_version(const sl_cql_conn_opts *o, int version, sl_cql_conn **ou
     c->on_event = o->on_event;
     c->event_ctx = o->event_ctx;
     c->handshake_ms = o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 5000;
-    c->last_read_ms = mono_ms();
+    c->last_read_ms = sl_mono_ms();
     pthread_mutex_init(&c->mu, NULL);
     int rc = SL_EUNAVAILABLE;
     c->fd = tcp_connect(o->host, o->port, o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 5000, c->peer,

@@ -98,6 +98,14 @@ struct sl_http_server {
     int stopping; /* atomic */
     int nconns;   /* atomic: open connections */
     int nreqs;    /* atomic: requests begun and not finished */
+    /* The store pool: threads that run the handlers of routes marked
+     * blocks, so that no event-loop thread waits on the store. */
+    pthread_t *pool;
+    int npool;
+    pthread_mutex_t pool_mu; /* the queue and pool_quit */
+    pthread_cond_t pool_cv;
+    sl_http_req *pool_head, *pool_tail;
+    int pool_quit;
 };
 
 struct worker {
@@ -176,18 +184,14 @@ struct sl_http_req {
     const char *hname[MAX_HEADERS], *hval[MAX_HEADERS];
     /* parking, under the worker's mu */
     int parked, woken, wake_pending, last_run;
+    int answered; /* the store pool ran the handler to its answer */
     sl_http_req *pnext, *pprev;
+    sl_http_req *qnext; /* in the store pool's queue */
     int resumes;
     void *user;
     void (*user_free)(void *);
     chunk *arena;
 };
-
-static int64_t mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* --- Request-scoped memory --------------------------------------------- */
 
@@ -530,6 +534,8 @@ static const char *reason(int status) {
         return "Service Unavailable";
     case 505:
         return "HTTP Version Not Supported";
+    case 507:
+        return "Insufficient Storage";
     default:
         return "Status";
     }
@@ -771,7 +777,7 @@ static int conn_flush(conn *c) {
             }
         }
         c->out_off += (size_t)k;
-        c->t_active = mono_ms();
+        c->t_active = sl_mono_ms();
     }
     c->out_off = c->out_len = 0;
     c->tls_want_read = 0;
@@ -782,7 +788,7 @@ static int conn_flush(conn *c) {
         if (c->ssl) SSL_shutdown(c->ssl);
         shutdown(c->fd, SHUT_WR);
         c->state = C_LINGER;
-        c->t_start = mono_ms();
+        c->t_start = sl_mono_ms();
         c->lingered = 0;
     }
     return 0;
@@ -856,14 +862,14 @@ static int take_head(conn *c) {
         size_t k = 0;
         while (k < c->in_len && (c->in[k] == '\r' || c->in[k] == '\n'))
             k++;
-        if (k < c->in_len && c->t_start == 0) c->t_start = mono_ms();
+        if (k < c->in_len && c->t_start == 0) c->t_start = sl_mono_ms();
         return 0;
     }
     if (n < 0) {
         refuse_parse(c, -n, why);
         return -1;
     }
-    if (c->t_start == 0) c->t_start = mono_ms();
+    if (c->t_start == 0) c->t_start = sl_mono_ms();
     sl_http_req *r = req_new(c);
     if (!r || req_setup(r, &h) != 0) {
         req_free(r);
@@ -995,38 +1001,99 @@ void sl_http_wake(sl_http_req *r) {
 
 static void conn_process(conn *c);
 
+/* Calls r's handler until it answers (returns 0) or parks (returns 1), on
+ * an event-loop thread or a store-pool thread. */
+static int run_handler(sl_http_req *r) {
+    for (;;) {
+        if (r->route->r->fn(r, r->srv->cfg.ctx) == SL_HTTP_DONE) return 0;
+        int p = park(r);
+        if (p == 1) return 1;
+        /* Stopping: handlers answer instead of parking once they see it
+         * (sl_http_stopping), so run this one again, once. */
+        if (p < 0 && !r->last_run) {
+            r->last_run = 1;
+            r->resumes++;
+            continue;
+        }
+        if (p < 0) {
+            sl_http_error(r, 503, "ServiceUnavailable", "the server is shutting down");
+            sl_http_add_header(r, "Retry-After", "1");
+            return 0;
+        }
+        r->resumes++;
+    }
+}
+
+/* Queues r for the store pool. Returns -1 when the pool is stopping (or
+ * there is none): the caller runs the handler itself. */
+static int pool_push(sl_http_server *s, sl_http_req *r) {
+    if (!s->npool) return -1;
+    pthread_mutex_lock(&s->pool_mu);
+    if (s->pool_quit) {
+        pthread_mutex_unlock(&s->pool_mu);
+        return -1;
+    }
+    r->qnext = NULL;
+    if (s->pool_tail)
+        s->pool_tail->qnext = r;
+    else
+        s->pool_head = r;
+    s->pool_tail = r;
+    pthread_cond_signal(&s->pool_cv);
+    pthread_mutex_unlock(&s->pool_mu);
+    return 0;
+}
+
+/* A store-pool thread: runs queued handlers; an answer goes back to the
+ * connection's event-loop thread, which alone writes to the connection (a
+ * parked handler's wake sends it there too, and it comes back here). */
+static void *pool_main(void *arg) {
+    sl_http_server *s = arg;
+    pthread_mutex_lock(&s->pool_mu);
+    for (;;) {
+        while (!s->pool_head && !s->pool_quit)
+            pthread_cond_wait(&s->pool_cv, &s->pool_mu);
+        sl_http_req *r = s->pool_head;
+        if (!r) break; /* quitting, and the queue is drained */
+        s->pool_head = r->qnext;
+        if (!s->pool_head) s->pool_tail = NULL;
+        pthread_mutex_unlock(&s->pool_mu);
+        if (run_handler(r) == 0) {
+            worker *w = r->c->w;
+            pthread_mutex_lock(&w->mu);
+            r->answered = 1;
+            r->woken = 1;
+            r->pnext = w->woken;
+            w->woken = r;
+            pthread_mutex_unlock(&w->mu);
+            uint64_t one = 1;
+            ssize_t k = write(w->evfd, &one, sizeof one);
+            (void)k;
+        }
+        pthread_mutex_lock(&s->pool_mu);
+    }
+    pthread_mutex_unlock(&s->pool_mu);
+    return NULL;
+}
+
 /* Runs the handler of c's request (again, after a wake) until it answers or
- * parks; an answer goes out, and the connection reads on. */
+ * parks, or hands it to the store pool; an answer goes out, and the
+ * connection reads on. */
 static void run_request(conn *c) {
     sl_http_req *r = c->req;
     sl_http_server *s = c->w->s;
     c->state = C_RUN;
-    if (!r->route) {
+    if (r->answered) {
+        r->answered = 0; /* back from the store pool */
+    } else if (!r->route) {
         if (r->nomatch == 405) {
             sl_http_error(r, 405, "MethodNotAllowed", "%s is not allowed on %s", r->method, r->path);
             sl_http_add_header(r, "Allow", r->allow);
         } else {
             sl_http_error(r, 404, "NotFound", "no route for %s %s", r->method, r->path);
         }
-    } else {
-        for (;;) {
-            if (r->route->r->fn(r, s->cfg.ctx) == SL_HTTP_DONE) break;
-            int p = park(r);
-            if (p == 1) return;
-            /* Stopping: handlers answer instead of parking once they see it
-             * (sl_http_stopping), so run this one again, once. */
-            if (p < 0 && !r->last_run) {
-                r->last_run = 1;
-                r->resumes++;
-                continue;
-            }
-            if (p < 0) {
-                sl_http_error(r, 503, "ServiceUnavailable", "the server is shutting down");
-                sl_http_add_header(r, "Retry-After", "1");
-                break;
-            }
-            r->resumes++;
-        }
+    } else if ((r->route->r->blocks && pool_push(s, r) == 0) || run_handler(r) == 1) {
+        return; /* with the store pool, or parked */
     }
     if (!r->keep_alive || __atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE)) c->close_after = 1;
     if (serialize(c, r) != 0) c->close_after = 1;
@@ -1074,7 +1141,7 @@ static int conn_on_input(conn *c) {
         if (n < 0) return -1;
         if (n > 0) {
             c->in_len += (size_t)n;
-            c->t_active = mono_ms();
+            c->t_active = sl_mono_ms();
         }
         size_t before = c->in_len;
         conn_process(c);
@@ -1123,7 +1190,7 @@ static int tls_handshake(conn *c) {
 
 static void conn_event(conn *c, uint32_t ev) {
     if (c->closed) return;
-    c->t_active = mono_ms();
+    c->t_active = sl_mono_ms();
     if (c->ssl && !c->handshaken) {
         int rc = tls_handshake(c);
         if (rc < 0) {
@@ -1158,7 +1225,7 @@ static void conn_event(conn *c, uint32_t ev) {
 
 /* Runs the woken request of c again, then reads on. */
 static void conn_resume(conn *c) {
-    c->req->resumes++;
+    if (!c->req->answered) c->req->resumes++;
     run_request(c);
     if (c->state == C_RUN) return; /* parked again */
     if (c->dead) {
@@ -1202,7 +1269,7 @@ static void take_inbox(worker *w, conn *list) {
         c->next = w->conns;
         if (w->conns) w->conns->prev = c;
         w->conns = c;
-        c->t_active = mono_ms();
+        c->t_active = sl_mono_ms();
         struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.ptr = c};
         if (epoll_ctl(w->ep, EPOLL_CTL_ADD, c->fd, &ev) != 0) conn_close(c);
     }
@@ -1211,7 +1278,7 @@ static void take_inbox(worker *w, conn *list) {
 static void *worker_main(void *arg) {
     worker *w = arg;
     struct epoll_event evs[64];
-    int64_t last_tick = mono_ms();
+    int64_t last_tick = sl_mono_ms();
     for (;;) {
         int n = epoll_wait(w->ep, evs, 64, w->conns ? TICK_MS : -1);
         for (int i = 0; i < n; i++) {
@@ -1243,7 +1310,7 @@ static void *worker_main(void *arg) {
             }
             conn_event(evs[i].data.ptr, evs[i].events);
         }
-        int64_t now = mono_ms();
+        int64_t now = sl_mono_ms();
         if (now - last_tick >= TICK_MS) {
             conn_timeouts(w, now);
             last_tick = now;
@@ -1398,6 +1465,9 @@ static void free_server(sl_http_server *s) {
         pthread_mutex_destroy(&w->mu);
     }
     free(s->workers);
+    free(s->pool);
+    pthread_mutex_destroy(&s->pool_mu);
+    pthread_cond_destroy(&s->pool_cv);
     if (s->tls) SSL_CTX_free(s->tls);
     if (s->lfd >= 0) close(s->lfd);
     if (s->spare >= 0) close(s->spare);
@@ -1460,12 +1530,34 @@ static void stop_workers(sl_http_server *s) {
     }
 }
 
+static int start_pool(sl_http_server *s, int n) {
+    if (n <= 0) return 0;
+    s->pool = calloc((size_t)n, sizeof *s->pool);
+    if (!s->pool) return SL_ENOMEM;
+    for (; s->npool < n; s->npool++)
+        if (pthread_create(&s->pool[s->npool], NULL, pool_main, s) != 0) return SL_EIO;
+    return 0;
+}
+
+/* Runs what is queued, then joins the store pool's threads. */
+static void stop_pool(sl_http_server *s) {
+    pthread_mutex_lock(&s->pool_mu);
+    s->pool_quit = 1;
+    pthread_cond_broadcast(&s->pool_cv);
+    pthread_mutex_unlock(&s->pool_mu);
+    for (int i = 0; i < s->npool; i++)
+        pthread_join(s->pool[i], NULL);
+    s->npool = 0;
+}
+
 int sl_http_start(const sl_http_config *cfg, sl_http_server **out) {
     *out = NULL;
     sl_http_server *s = calloc(1, sizeof *s);
     if (!s) return SL_ENOMEM;
     s->cfg = *cfg;
     s->lfd = s->wake[0] = s->wake[1] = -1;
+    pthread_mutex_init(&s->pool_mu, NULL);
+    pthread_cond_init(&s->pool_cv, NULL);
     s->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
     s->max_conns = cfg->max_conns > 0 ? cfg->max_conns : connection_limit();
     s->idle_ms = (cfg->conn_timeout_s > 0 ? cfg->conn_timeout_s : 60) * 1000;
@@ -1510,9 +1602,10 @@ int sl_http_start(const sl_http_config *cfg, sl_http_server **out) {
     }
     freeaddrinfo(ai);
     int threads = cfg->threads > 0 ? cfg->threads : DEFAULT_THREADS;
-    if (start_workers(s, threads) != 0 || pipe2(s->wake, O_CLOEXEC) ||
+    if (start_workers(s, threads) != 0 || start_pool(s, cfg->store_threads) != 0 || pipe2(s->wake, O_CLOEXEC) ||
         pthread_create(&s->acceptor, NULL, accept_main, s)) {
         sl_log(SL_ERR, "http: cannot start the server's threads");
+        stop_pool(s);
         stop_workers(s);
         free_server(s);
         return SL_EIO;
@@ -1565,14 +1658,17 @@ void sl_http_stop(sl_http_server *s) {
      * parked: one still parked holds a wake-up source that may fire, so its
      * memory cannot go. Shutdown is rare, so a short sleep loop is fine. */
     parked_count(s, 1);
-    int64_t t0 = mono_ms();
-    while (mono_ms() - t0 < 30000) {
+    int64_t t0 = sl_mono_ms();
+    while (sl_mono_ms() - t0 < 30000) {
         int busy = __atomic_load_n(&s->nreqs, __ATOMIC_ACQUIRE) > 0;
-        if (!busy || (mono_ms() - t0 > 5000 && parked_count(s, 0) == 0)) break;
+        if (!busy || (sl_mono_ms() - t0 > 5000 && parked_count(s, 0) == 0)) break;
         struct timespec ms10 = {0, 10 * 1000 * 1000};
         nanosleep(&ms10, NULL);
     }
     int left = parked_count(s, 0);
+    /* The pool first: the answers of its handlers go back to the event-loop
+     * threads, which write them before they quit. */
+    stop_pool(s);
     stop_workers(s);
     if (left) {
         sl_log(SL_ERR, "http: %d requests still parked at shutdown; their memory is left", left);

@@ -6,9 +6,15 @@
  * handler and the largest request body it accepts. The server matches each
  * request against the table (404 NotFound, or 405 with an Allow header when
  * only the method is wrong), reads the body up to the route's limit (413
- * beyond it), then calls the handler once the whole body is in, on one of the
- * server's threads. Handlers may block (on the store) or park (below); the
- * thread pool is sized for whichever they do.
+ * beyond it), then calls the handler once the whole body is in.
+ *
+ * Threads. The event-loop threads (sl_http_config.threads) read, parse and
+ * write every connection and run the handlers of routes that never wait on
+ * the store. A route marked blocks runs on the store pool
+ * (sl_http_config.store_threads) instead, so a slow or frozen store delays
+ * only the requests that need it: other connections, the server's own
+ * errors and routes like /openapi.json answer meanwhile. Either kind of
+ * handler may park (below), which holds no thread.
  *
  * A handler answers by setting a response (sl_http_respond, sl_http_error)
  * and returning SL_HTTP_DONE, or returns SL_HTTP_WAIT to park the request
@@ -44,6 +50,7 @@ typedef struct {
     const char *pattern; /* "/api/v1/accounts/{account}/queues/{q}" */
     sl_http_fn fn;
     size_t body_max; /* bytes; 0 means the server's default (1 MiB) */
+    int blocks;      /* the handler may wait on the store: run it on the store pool */
 } sl_http_route;
 
 /* Renders an error body into out (cap bytes): returns its length and sets
@@ -58,7 +65,8 @@ typedef size_t (*sl_http_error_fn)(void *ctx, int status, const char *code, cons
 typedef struct {
     const char *host;      /* address or name to bind; NULL or "" means 0.0.0.0 */
     int port;              /* 0 picks a free port; see sl_http_port() */
-    int threads;           /* thread pool size; 0 means 32 */
+    int threads;           /* event-loop threads; 0 means 32 */
+    int store_threads;     /* the store pool for routes marked blocks; 0: none, they run on the event loop */
     int conn_timeout_s;    /* idle keep-alive connections close after this; 0 means 60 */
     int request_timeout_s; /* a request must arrive within this from its first byte, else 408; 0 means 30 */
     int max_conns;         /* open connections; 0 means the file limit less 64, at most 10,000 */

@@ -488,7 +488,7 @@ int sl_account_exists(sl_engine *e, const char *account) {
 int sl_queue_opts_parse(const char *json, sl_queue_opts *o); /* queue.c */
 
 static qstate *qstate_new(const char *account, const char *name, int64_t version) {
-    qstate *q = calloc(1, sizeof *q);
+    qstate *q = sl_calloc(1, sizeof *q);
     if (!q) return NULL;
     snprintf(q->account, sizeof q->account, "%s", account);
     snprintf(q->name, sizeof q->name, "%s", name);
@@ -594,7 +594,7 @@ int sl_watch_add(sl_engine *e, const char *account, const char *queue, int64_t d
     qstate *q;
     int rc = eng_queue(e, account, queue, &q);
     if (rc) return rc;
-    sl_watch *w = calloc(1, sizeof *w);
+    sl_watch *w = sl_calloc(1, sizeof *w);
     if (!w) return SL_ENOMEM;
     w->q = q;
     w->deadline_ms = deadline_ms;
@@ -802,7 +802,7 @@ int sl_engine_open(sl_store *st, const sl_engine_config *cfg, sl_engine **out) {
     for (size_t i = 0; i < extra; i++) tables[n++] = cfg->extra_tables[i];
     int rc = sl_store_ensure(st, tables, n);
     if (rc) return rc;
-    sl_engine *e = calloc(1, sizeof *e);
+    sl_engine *e = sl_calloc(1, sizeof *e);
     if (!e) return SL_ENOMEM;
     e->st = st;
     if (cfg) e->cfg = *cfg;

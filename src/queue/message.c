@@ -111,7 +111,7 @@ void msg_receipt_free(qstate *q) {
 
 /* Without the pads (no memory), receipt_mac computes the plain way. */
 void msg_receipt_init(qstate *q) {
-    mac_pads *m = calloc(1, sizeof *m);
+    mac_pads *m = sl_calloc(1, sizeof *m);
     int ok = m && (m->in = EVP_MD_CTX_new()) != NULL && (m->out = EVP_MD_CTX_new()) != NULL;
     for (int k = 0; ok && k < 2; k++) {
         unsigned char pad[64]; /* SHA-256's block; the 16-byte key padded with zeros */
@@ -325,18 +325,12 @@ static void lease_entry_write(qstate *q, int64_t id, int64_t version, int64_t du
     w->ttl = (int)ttl_left_s((exp_ms > due ? exp_ms : due) + 60000, now);
 }
 
-static int64_t mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Whether a moment stamped (mono_ms, sl_now_ms) is less than FRESH_IDLE_MS
  * ago by both clocks: the monotonic one bounds how late another node's
  * writes are seen, the engine's (which tests drive) lets a clock jump end
  * the wait. */
 static int recent(int64_t mono_then, int64_t now_then) {
-    return mono_ms() - mono_then < FRESH_IDLE_MS && sl_now_ms() - now_then < FRESH_IDLE_MS;
+    return sl_mono_ms() - mono_then < FRESH_IDLE_MS && sl_now_ms() - now_then < FRESH_IDLE_MS;
 }
 
 /* Remembers when the lease entries this node writes fall due, in a
@@ -348,7 +342,7 @@ static void lease_dues_note(qstate *q, const sl_write *w, size_t n) {
     for (size_t k = 0; k < n && !q->dues_overflow; k++) {
         if (q->ndues == q->dues_cap) {
             size_t cap = q->dues_cap ? 2 * q->dues_cap : 256;
-            int64_t *d = cap <= LEASE_DEFER_MAX ? realloc(q->dues, cap * sizeof *d) : NULL;
+            int64_t *d = cap <= LEASE_DEFER_MAX ? sl_realloc(q->dues, cap * sizeof *d) : NULL;
             if (!d) {
                 q->dues_overflow = 1;
                 break;
@@ -399,7 +393,7 @@ static int lease_entry_defer(qstate *q, int64_t id, int64_t version, int64_t due
     pthread_mutex_lock(&q->mu);
     if (q->pend_n == q->pend_cap && q->pend_cap < LEASE_DEFER_MAX) {
         size_t cap = q->pend_cap ? 2 * q->pend_cap : 256;
-        struct pend_entry *p = malloc(cap * sizeof *p);
+        struct pend_entry *p = sl_malloc(cap * sizeof *p);
         if (p) {
             for (size_t i = 0; i < q->pend_n; i++) p[i] = q->pend[(q->pend_head + i) % q->pend_cap];
             free(q->pend);
@@ -685,13 +679,13 @@ static int fill_message(sl_message *out, const sl_row *m) {
     sl_val_str(&m->v[M_TAG], out->tag, sizeof out->tag);
     const sl_val *b = &m->v[M_BODY];
     out->len = b->set && !b->null ? b->n : 0;
-    out->body = malloc(out->len + 1);
+    out->body = sl_malloc(out->len + 1);
     if (!out->body) return SL_ENOMEM;
     if (out->len) memcpy(out->body, b->p, out->len);
     ((char *)out->body)[out->len] = 0;
     const sl_val *a = &m->v[M_ATTRS];
     size_t alen = a->set && !a->null ? a->n : 0;
-    out->attrs_json = malloc(alen ? alen + 1 : 3);
+    out->attrs_json = sl_malloc(alen ? alen + 1 : 3);
     if (!out->attrs_json) {
         free(out->body);
         out->body = NULL;
@@ -983,7 +977,7 @@ static int take_due(sl_engine *e, qstate *q, int max, int invis_s, sl_message *o
                        q->lcur_due >= now - SETTLE_MS - FRESH_IDLE_MS; /* the last walk reached the end */
             if (!idle) {
                 q->lscan_dirty = 0;
-                q->lscan_mono_ms = mono_ms();
+                q->lscan_mono_ms = sl_mono_ms();
                 q->lscan_now_ms = now;
                 lease_dues_pop(q, now);
             }
@@ -1199,7 +1193,7 @@ static size_t row_bytes(const sl_row *m) {
 /* A deep copy of row m in one allocation; *bytes gets its size. */
 static sl_row *row_dup(const sl_row *m, size_t *bytes) {
     *bytes = row_bytes(m);
-    sl_row *c = malloc(*bytes);
+    sl_row *c = sl_malloc(*bytes);
     if (!c) return NULL;
     *c = *m;
     char *p = (char *)(c + 1);
@@ -1218,7 +1212,7 @@ static sl_row *row_dup(const sl_row *m, size_t *bytes) {
  * has no room (or the queue is gone); returns 1 when appended. Caller holds
  * q->mu. */
 static int fresh_push(qstate *q, sl_row *c, size_t size) {
-    if (!q->fresh) q->fresh = calloc(FRESH_MAX, sizeof *q->fresh);
+    if (!q->fresh) q->fresh = sl_calloc(FRESH_MAX, sizeof *q->fresh);
     if (!q->fresh || q->dead || q->nfresh >= FRESH_MAX || q->fresh_bytes + size > FRESH_BYTES) {
         free(c);
         return 0;
@@ -1523,7 +1517,7 @@ static int fresh_take(sl_engine *e, qstate *q, size_t want, int have, int *refil
         q->fresh_found = found;
         /* A refill that found rows may have stopped at a limit. */
         if (found || rc) q->fresh_dirty = 1;
-        q->fresh_mono_ms = mono_ms();
+        q->fresh_mono_ms = sl_mono_ms();
         q->fresh_now_ms = sl_now_ms(); /* the engine's clock, which tests drive */
         q->fresh_gen++;
         pthread_mutex_unlock(&q->mu);
@@ -1578,7 +1572,7 @@ int sl_msg_peek(sl_engine *e, const char *account, const char *queue, int max, s
     int64_t repair, head, now = sl_now_ms();
     if ((rc = eng_pointer_get(e, q->qkey, "repair", &repair)) != 0) return rc;
     if ((rc = msg_head(e, q, &head)) != 0) return rc;
-    sl_message *v = calloc((size_t)max, sizeof *v);
+    sl_message *v = sl_calloc((size_t)max, sizeof *v);
     if (!v) return SL_ENOMEM;
     size_t got = 0;
     int64_t last = head > 0 ? (head - 1) / q->opts.bucket_size : -1;
@@ -1792,7 +1786,7 @@ static sl_op *op_new(sl_engine *e, qstate *q, int kind, size_t n, void (*done)(v
     if (kind == OP_ACK) size += n * (sizeof(int) + sizeof(size_t));
     if (kind == OP_RECV) size += n * 2 * sizeof(sl_row *);
     if (kind != OP_PUT) size += n * (2 * sizeof(size_t) + sizeof(int));
-    sl_op *op = calloc(1, size);
+    sl_op *op = sl_calloc(1, size);
     if (!op) return NULL;
     /* Largest alignment first: writes, slots and pointers, then ints and
      * ids. */
@@ -1936,6 +1930,10 @@ static int op_defers(sl_engine *e) {
     return sl_store_defers(e->st) && !combine;
 }
 
+int sl_engine_defers(sl_engine *e) {
+    return op_defers(e);
+}
+
 int sl_msg_put_start(sl_engine *e, const char *account, const char *queue, const sl_put *msgs, size_t n,
                      void (*done)(void *), void *arg, sl_op **out) {
     *out = NULL;
@@ -1989,7 +1987,7 @@ int sl_msg_receive_start(sl_engine *e, const char *account, const char *queue, i
     if (rc) return rc;
     sl_op *op = op_new(e, q, OP_RECV, (size_t)max, done, arg);
     if (!op) return SL_ENOMEM;
-    if (!(op->msgs = calloc((size_t)max, sizeof *op->msgs))) {
+    if (!(op->msgs = sl_calloc((size_t)max, sizeof *op->msgs))) {
         op_free(op);
         return SL_ENOMEM;
     }

@@ -229,7 +229,7 @@ int sl_queue_list(sl_engine *e, const char *account, sl_queue_info **out, size_t
             if (row->v[QU_STATUS].i != Q_ACTIVE) continue;
             if (*n == cap) {
                 cap = cap ? cap * 2 : 16;
-                sl_queue_info *nv = realloc(v, cap * sizeof *v);
+                sl_queue_info *nv = sl_realloc(v, cap * sizeof *v);
                 if (!nv) {
                     sl_result_free(&r);
                     free(v);

@@ -183,6 +183,10 @@ int sl_msg_receive_start(sl_engine *e, const char *account, const char *queue, i
 int sl_msg_receive_finish(sl_op *op, sl_message **out, size_t *n);
 int sl_op_ready(const sl_op *op);
 void sl_op_discard(sl_op *op);
+/* Whether the start calls above return without waiting on the store (their
+ * writes commit in the background). When they do not (Cassandra), a caller
+ * that must not block runs them on a thread that may. */
+int sl_engine_defers(sl_engine *e);
 /* Extends, shortens or ends (invis_s == 0) a lease, optionally replacing
  * the body (body != NULL). Writes the new receipt and the message tag. */
 int sl_msg_update(sl_engine *e, const char *account, const char *queue, const char *receipt,

@@ -45,7 +45,7 @@ void *sl_result_alloc(sl_result *r, size_t n) {
     if (!c || c->cap - c->used < need) {
         size_t cap = need > CHUNK_MIN ? need : CHUNK_MIN;
         if (cap > SIZE_MAX - sizeof(chunk)) return NULL;
-        chunk *nc = malloc(sizeof(chunk) + cap);
+        chunk *nc = sl_malloc(sizeof(chunk) + cap);
         if (!nc) return NULL;
         nc->used = 0;
         nc->cap = cap;
@@ -72,7 +72,7 @@ sl_row *sl_result_add_row(sl_result *r) {
     if (n == 0 || (n >= 8 && (n & (n - 1)) == 0)) {
         size_t cap = n == 0 ? 8 : n * 2;
         if (cap > SIZE_MAX / sizeof(sl_row)) return NULL;
-        sl_row *rows = realloc(r->rows, cap * sizeof(sl_row));
+        sl_row *rows = sl_realloc(r->rows, cap * sizeof(sl_row));
         if (!rows) return NULL;
         r->rows = rows;
     }
@@ -82,7 +82,8 @@ sl_row *sl_result_add_row(sl_result *r) {
 }
 
 long sl_val_str(const sl_val *v, char *buf, size_t cap) {
-    if (!v->set || v->null || cap == 0 || v->n >= cap) return -1;
+    if (!v->set || v->null) return SL_ENOTFOUND;
+    if (cap == 0 || v->n >= cap) return SL_ETOOBIG;
     if (v->n) memcpy(buf, v->p, v->n);
     buf[v->n] = '\0';
     return (long)v->n;
@@ -200,7 +201,7 @@ void sb_addn(sbuf *b, const char *s, size_t n) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->n + n + 1)
             cap *= 2;
-        char *p = realloc(b->p, cap);
+        char *p = sl_realloc(b->p, cap);
         if (!p) {
             b->oom = 1;
             return;

@@ -126,7 +126,8 @@ void sl_result_free(sl_result *r);
 sl_row *sl_result_add_row(sl_result *r);
 void *sl_result_alloc(sl_result *r, size_t n);
 /* Copy text or a blob out of a row value as a NUL-terminated string into
- * buf (at most cap-1 bytes); returns the length, or -1 if unset or too long. */
+ * buf (at most cap-1 bytes); returns the length, SL_ENOTFOUND if unset or
+ * SL_ETOOBIG if too long. */
 long sl_val_str(const sl_val *v, char *buf, size_t cap);
 
 /* Read consistency. SL_READ_SERIAL sees the outcome of every

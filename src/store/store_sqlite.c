@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "store_int.h"
 
@@ -123,6 +124,7 @@ typedef struct {
     const sl_table **tables; /* ensured tables, for purging: writer only */
     size_t ntables, tcap;
     uint64_t groups;
+    int full; /* the last group failed on a full disk: writer only */
 
     pthread_mutex_t mu;      /* guards the queue below */
     pthread_cond_t cv;       /* signals the writer */
@@ -157,6 +159,7 @@ static int map_err(int rc) {
     case SQLITE_NOMEM:
         return SL_ENOMEM;
     case SQLITE_FULL:
+        return SL_ENOSPC;
     case SQLITE_IOERR:
     case SQLITE_CORRUPT:
     case SQLITE_NOTADB:
@@ -326,7 +329,7 @@ static uint64_t cent_hash(const sl_table *t, uint32_t shape) {
 static int stmt_get(conn *c, const sl_table *t, uint32_t shape, sqlite3_stmt **out) {
     if ((c->n + 1) * 2 > c->cap) {
         size_t cap = c->cap ? c->cap * 2 : 64;
-        cent *tab = calloc(cap, sizeof *tab);
+        cent *tab = sl_calloc(cap, sizeof *tab);
         if (!tab) return SL_ENOMEM;
         for (size_t i = 0; i < c->cap; i++) {
             if (!c->tab[i].t) continue;
@@ -404,7 +407,7 @@ static int tx(sq_store *s, int which) {
 }
 
 static int conn_open(const char *path, int writer, conn **out) {
-    conn *c = calloc(1, sizeof *c);
+    conn *c = sl_calloc(1, sizeof *c);
     if (!c) return SL_ENOMEM;
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (writer ? SQLITE_OPEN_CREATE : 0);
     int rc = map_err(sqlite3_open_v2(path, &c->db, flags, NULL));
@@ -665,7 +668,7 @@ static void remember_tables(sq_store *s, const req *r) {
         if (j < s->ntables) continue;
         if (s->ntables == s->tcap) {
             size_t cap = s->tcap ? s->tcap * 2 : 16;
-            const sl_table **p = realloc(s->tables, cap * sizeof *p);
+            const sl_table **p = sl_realloc(s->tables, cap * sizeof *p);
             if (!p) return; /* only purging is affected */
             s->tables = p;
             s->tcap = cap;
@@ -717,18 +720,26 @@ static void run_group(sq_store *s, req *group) {
     if (rc == 0 && ++s->groups % PURGE_EVERY == 0) purge(s);
     /* A COMMIT that fails (an fsync error, say) may still have reached the
      * disk: its outcome is unknown, and callers must treat it so. A failure
-     * before COMMIT rolled everything back: nothing was applied. */
+     * before COMMIT rolled everything back: nothing was applied. So did a
+     * full disk at COMMIT: SQLite writes the WAL frame that marks the commit
+     * last, and a frame that could not be written in full commits nothing. */
     int at_commit = 0;
     if (rc == 0) at_commit = (rc = tx(s, TX_COMMIT)) != 0;
     if (rc) {
-        sl_log(SL_ERR, "store: group commit failed: %s", sl_strerror(rc));
+        if (rc != SL_ENOSPC)
+            sl_log(SL_ERR, "store: group commit failed: %s", sl_strerror(rc));
+        else if (!s->full)
+            sl_log(SL_ERR, "store: the disk of %s is full: writes are refused (507) until space is freed", s->path);
+        s->full = rc == SL_ENOSPC;
         if (!sqlite3_get_autocommit(db)) tx(s, TX_ROLLBACK);
         for (req *r = group; r; r = r->next) {
-            r->rc = at_commit ? SL_EUNKNOWN : SL_EIO;
+            r->rc = rc == SL_ENOSPC ? SL_ENOSPC : at_commit ? SL_EUNKNOWN : SL_EIO;
             sl_result_free(&r->cur);
         }
         return;
     }
+    if (s->full) sl_log(SL_INFO, "store: the disk has room again: writes succeed");
+    s->full = 0;
     for (req *r = group; r; r = r->next)
         if (r->tables && r->rc == 0) remember_tables(s, r);
 }
@@ -859,7 +870,7 @@ static parked *copy_writes(const sl_write *w, size_t n) {
         for (int i = 0; i < w[k].ncond; i++)
             bytes += val_bytes(&w[k].cond[i].v);
     }
-    parked *p = malloc(bytes);
+    parked *p = sl_malloc(bytes);
     if (!p) return NULL;
     p->next = NULL;
     p->n = n;
@@ -1061,7 +1072,7 @@ static int sq_apply_async(sl_store *st, const sl_write *w, size_t n) {
     if (act == SL_FAULT_DELAY) return park(s, w, n);
     if (act == SL_FAULT_DUPLICATE && (rc = park(s, w, n)) != 0) return rc;
     parked *p = copy_writes(w, n);
-    req *r = calloc(1, sizeof *r);
+    req *r = sl_calloc(1, sizeof *r);
     if (!p || !r) {
         free(p);
         free(r);
@@ -1092,7 +1103,7 @@ static void sq_apply_cb(sl_store *st, const sl_write *w, size_t n, void (*done)(
     pthread_mutex_lock(&s->fmu);
     int hooked = s->fault != NULL;
     pthread_mutex_unlock(&s->fmu);
-    if (hooked || !(r = calloc(1, sizeof *r))) {
+    if (hooked || !(r = sl_calloc(1, sizeof *r))) {
         done(arg, sq_apply(st, w, n, NULL));
         return;
     }
@@ -1290,7 +1301,12 @@ int sl_store_sqlite_open(const char *dir, sl_store **out) {
     pthread_once(&once, sqlite_setup);
     int rc = mkdir_p(dir);
     if (rc) return rc;
-    sq_store *s = calloc(1, sizeof *s);
+    /* SQLite would only say "unable to open database file". */
+    if (access(dir, W_OK) != 0) {
+        sl_log(SL_ERR, "store: the data directory %s is not writable: %s", dir, strerror(errno));
+        return SL_EIO;
+    }
+    sq_store *s = sl_calloc(1, sizeof *s);
     if (!s) return SL_ENOMEM;
     s->base.type = &sq_type;
     pthread_mutex_init(&s->mu, NULL);
@@ -1300,7 +1316,7 @@ int sl_store_sqlite_open(const char *dir, sl_store **out) {
     pthread_mutex_init(&s->pmu, NULL);
     rc = SL_ENOMEM;
     size_t len = strlen(dir) + sizeof "/sluice.db";
-    if (!(s->path = malloc(len))) goto fail;
+    if (!(s->path = sl_malloc(len))) goto fail;
     snprintf(s->path, len, "%s/sluice.db", dir);
     if ((rc = conn_open(s->path, 1, &s->wc))) goto fail;
     if ((rc = check_layout(s->wc->db))) goto fail;

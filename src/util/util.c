@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
@@ -12,25 +13,21 @@
 const char *sl_strerror(int rc) {
     switch (rc) {
     case SL_OK: return "OK";
-    case SL_ENOMEM: return "ENOMEM";
-    case SL_EINVAL: return "EINVAL";
-    case SL_ENOTFOUND: return "ENOTFOUND";
-    case SL_EEXISTS: return "EEXISTS";
-    case SL_ECONFLICT: return "ECONFLICT";
-    case SL_ENOTAPPLIED: return "ENOTAPPLIED";
-    case SL_EUNKNOWN: return "EUNKNOWN";
-    case SL_EUNAVAILABLE: return "EUNAVAILABLE";
-    case SL_ETIMEOUT: return "ETIMEOUT";
-    case SL_ETOOBIG: return "ETOOBIG";
-    case SL_EIO: return "EIO";
-    case SL_EINTERNAL: return "EINTERNAL";
-    case SL_EFORBIDDEN: return "EFORBIDDEN";
-    case SL_EAUTH: return "EAUTH";
-    case SL_EBUSY: return "EBUSY";
-    case SL_EPARTIAL: return "EPARTIAL";
-    case SL_EPROTO: return "EPROTO";
+#define SL_ERRNO_NAME(name, value, text) case SL_##name: return #name;
+    SL_ERRNO_MAP(SL_ERRNO_NAME)
+#undef SL_ERRNO_NAME
     }
     return "E?";
+}
+
+const char *sl_errmsg(int rc) {
+    switch (rc) {
+    case SL_OK: return "success";
+#define SL_ERRNO_TEXT(name, value, text) case SL_##name: return text;
+    SL_ERRNO_MAP(SL_ERRNO_TEXT)
+#undef SL_ERRNO_TEXT
+    }
+    return "an unknown error";
 }
 
 /* The manual clock is read far more often than it is set, but it is only
@@ -49,6 +46,43 @@ int64_t sl_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t (*mono_fn)(void);
+
+int64_t sl_mono_ms(void) {
+    int64_t (*fn)(void) = __atomic_load_n(&mono_fn, __ATOMIC_ACQUIRE);
+    if (fn) return fn();
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void sl_mono_hook(int64_t (*fn)(void)) {
+    __atomic_store_n(&mono_fn, fn, __ATOMIC_RELEASE);
+}
+
+static int (*alloc_fail)(size_t);
+
+static int alloc_fails(size_t n) {
+    int (*fn)(size_t) = __atomic_load_n(&alloc_fail, __ATOMIC_ACQUIRE);
+    return fn && fn(n);
+}
+
+void *sl_malloc(size_t n) {
+    return alloc_fails(n) ? NULL : malloc(n);
+}
+
+void *sl_calloc(size_t n, size_t size) {
+    return alloc_fails(n * size) ? NULL : calloc(n, size);
+}
+
+void *sl_realloc(void *p, size_t n) {
+    return alloc_fails(n) ? NULL : realloc(p, n);
+}
+
+void sl_alloc_hook(int (*fail)(size_t)) {
+    __atomic_store_n(&alloc_fail, fail, __ATOMIC_RELEASE);
 }
 
 void sl_clock_manual(int on) {
@@ -141,21 +175,21 @@ long sl_b64url_decode(const char *in, size_t n, void *out, size_t cap) {
     size_t o = 0;
     uint32_t acc = 0;
     int bits = 0;
-    if (n % 4 == 1) return -1;
+    if (n % 4 == 1) return SL_EINVAL;
     for (size_t i = 0; i < n; i++) {
         int v = b64url_val((unsigned char)in[i]);
-        if (v < 0) return -1;
+        if (v < 0) return SL_EINVAL;
         acc = acc << 6 | (uint32_t)v;
         bits += 6;
         if (bits >= 8) {
             bits -= 8;
-            if (o >= cap) return -1;
+            if (o >= cap) return SL_EINVAL;
             d[o++] = (unsigned char)(acc >> bits);
             acc &= (1u << bits) - 1;
         }
     }
     /* Leftover bits must be zero, so each byte string has one encoding. */
-    if (acc != 0) return -1;
+    if (acc != 0) return SL_EINVAL;
     return (long)o;
 }
 

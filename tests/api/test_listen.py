@@ -74,6 +74,49 @@ def test_a_burst_of_connections_beyond_the_workers_is_served(few_workers):
     c.close()
 
 
+def test_store_routes_beyond_the_store_threads_are_all_served(tmp_path):
+    """With one store thread, 64 connections that each ask for a queue's
+    statistics and definition at once (routes that read the store, so they
+    queue for that thread) are all answered, in order on each connection,
+    and puts and receives keep working beside them."""
+    srv = SluiceServer(tmp_path / "data", name="one-store-thread",
+                       env={"SLUICE_THREADS": "2", "SLUICE_STORE_THREADS": "1"})
+    srv.start()
+    socks = []
+    try:
+        c = srv.client()
+        q = c.new_queue("pool")
+        assert_status(c.put(q, "before"), 201)
+        base = f"/api/v1/accounts/dev/queues/{q}"
+        socks = [socket.create_connection(("127.0.0.1", srv.port), timeout=30) for _ in range(64)]
+        files = [s.makefile("rb") for s in socks]
+        for s in socks:
+            http(s, "GET", base + "/statistics", srv.key)
+            http(s, "GET", base, srv.key)
+        assert_status(c.put(q, "beside"), 201)
+        for i, f in enumerate(files):
+            for what in ("statistics", "definition"):
+                status, body = read_response(f)
+                assert status == 200, f"connection {i}: {what} answered {status}: {body[:200]!r}"
+                assert (b'"queueName"' in body) == (what == "definition"), (what, body[:200])
+        r = assert_status(c.receive(q, 10, 30, 0), 200)
+        assert sorted(m["message"] for m in r.json()["messages"]) == ["before", "beside"]
+        c.close()
+    finally:
+        for s in socks:
+            s.close()
+        srv.close()
+
+
+def test_a_bad_thread_count_is_a_clear_error(tmp_path):
+    """--store-threads 0 is refused at start-up, naming the setting."""
+    p = subprocess.run([BINARY, "dev", "--port", "0", "--admin-port", "0", "--store-threads", "0",
+                        "--data", str(tmp_path / "d")], stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    out = (p.stdout + p.stderr).decode("utf-8", "replace")
+    assert p.returncode == 2, out
+    assert "store_threads" in out or "--store-threads" in out, out
+
+
 def test_a_port_in_use_is_a_clear_error(tmp_path):
     """Starting on a port another process listens on exits at once with a
     non-zero status and names the address, instead of running deaf."""

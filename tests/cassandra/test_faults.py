@@ -23,7 +23,10 @@ apply when a frozen node wakes up (API.md only promises it is safe to
 retry), and that must not be mistaken for a lost message.
 """
 
+import json
 import os
+import select
+import socket
 import threading
 import time
 
@@ -242,4 +245,84 @@ def test_outage_answers_503_and_recovers_without_loss(node, tmp_path, outage, re
     finally:
         if c:
             c.close()
+        srv.close()
+
+
+def _read_response(sock):
+    """One HTTP/1.1 response with a Content-Length from sock: (status, body)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed after {buf!r}")
+        buf += chunk
+    head, body = buf.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    length = next(int(v) for k, _, v in (ln.partition(":") for ln in lines[1:]) if k.strip().lower()
+                  == "content-length")
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed inside the body")
+        body += chunk
+    return int(lines[0].split()[1]), body[:length]
+
+
+def test_frozen_store_holds_only_the_requests_that_need_it(node, tmp_path):
+    """Requests that wait on a frozen node hold store threads, never the
+    event loop (issue 12): while 64 puts hang on it, /openapi.json, a 404
+    and a malformed request on fresh connections are answered, before any
+    of the puts is; after the thaw every put is answered and the ones that
+    got 201 are delivered."""
+    srv = SluiceServer(tmp_path / "data", name="faults-loop", keyspace=new_keyspace("sluice_f"),
+                       cassandra_port=node.port, env={"SLUICE_REQUEST_TIMEOUT_MS": "20000"})
+    socks = []
+    try:
+        srv.start()
+        c = srv.client()
+        q = c.new_queue("loop")
+        host, port = srv.base_url.split("//")[1].rsplit(":", 1)
+        node.freeze()
+        try:
+            for i in range(64):
+                s = socket.create_connection((host, int(port)), timeout=60)
+                body = f"frozen-{i}".encode()
+                path = c.qpath(q, "/messages")
+                auth = "".join(f"{k}: {v}\r\n" for k, v in c._auth_headers("POST", path, None, body).items())
+                s.sendall(f"POST {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: text/plain\r\n"
+                          f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+                socks.append(s)
+            answered = []
+            for i in range(16):
+                for req, want in ((b"GET /openapi.json HTTP/1.1\r\nHost: t\r\n\r\n", 200),
+                                  (b"GET /nowhere HTTP/1.1\r\nHost: t\r\n\r\n", 404),
+                                  (b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                                   400)):
+                    with socket.create_connection((host, int(port)), timeout=60) as s:
+                        s.sendall(req)
+                        status, resp = _read_response(s)
+                    assert status == want, f"{req[:20]!r}: {status} {resp[:200]!r}"
+                    if want != 200:
+                        assert json.loads(resp)["error"]["code"], resp
+                    answered.append(status)
+            # None of the puts has been answered yet: the answers above did
+            # not wait for a thread that a put held.
+            ready = select.select(socks, [], [], 0)[0]
+            assert not ready, f"{len(ready)} of the 64 puts were answered while the node was still frozen"
+        finally:
+            node.thaw()
+        ids = []
+        for s in socks:
+            status, resp = _read_response(s)
+            assert status in (201, 503), f"a put during the freeze: {status} {resp[:300]!r}"
+            if status == 201:
+                ids.append(json.loads(resp)["messageId"])
+        got = set()
+        await_until(lambda: got.update(m["messageId"] for m in c.receive_list(q, 32, 60, 1)) or set(ids) <= got,
+                    timeout=60, interval=0, desc=f"the {len(ids)} puts that got 201 to be delivered")
+        assert srv.alive(), srv.log_tail()
+    finally:
+        node.thaw()
+        for s in socks:
+            s.close()
         srv.close()

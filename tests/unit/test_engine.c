@@ -175,7 +175,9 @@ static void mkqueue(fx *f, const char *name, int bucket, int maxdc, const char *
     o.repair_poll_s = 1;
     if (dlq) snprintf(o.dlq, sizeof o.dlq, "%s", dlq);
     char err[128];
-    assert_int_equal(sl_queue_create(f->e, "acct", &o, err, sizeof err), 0);
+    int qrc = sl_queue_create(f->e, "acct", &o, err, sizeof err);
+    if (qrc) print_error("queue %s: %s (%s)\n", name, sl_strerror(qrc), err);
+    assert_int_equal(qrc, 0);
 }
 
 static int put(fx *f, const char *q, const char *body, int delay) {
@@ -1524,6 +1526,104 @@ ASYNC(test_concurrent_consumers)
 ASYNC(test_drain_many_buckets)
 ASYNC(test_soak_seed_1)
 
+/* --- Allocation failures ---------------------------------------------------- */
+
+static int g_alloc_left; /* atomic: allocations until the one that fails */
+
+static int fail_nth_alloc(size_t bytes) {
+    (void)bytes;
+    return __atomic_sub_fetch(&g_alloc_left, 1, __ATOMIC_ACQ_REL) == 0;
+}
+
+/* Each allocation of a put, a batch put, a receive, an ack and a peek fails
+ * in turn (the Nth of the sequence, for every N until the sequence runs
+ * through): the call fails cleanly (SL_ENOMEM, or succeeds where the memory
+ * was optional), nothing crashes or leaks (the sanitizer build checks), and
+ * afterwards every message whose put succeeded is delivered exactly once,
+ * with its body, unless its ack succeeded. */
+static void test_alloc_failure_at_every_point(void **state) {
+    fx *f = *state;
+    int hit = 0, nth;
+    for (nth = 1; nth < 2000; nth++) {
+        char q[24];
+        snprintf(q, sizeof q, "alloc-%d", nth);
+        mkqueue(f, q, 4, 100, NULL);
+        const char *bodies[4] = {"one", "two", "three", "four"};
+        char ids[4][SL_MSGID_LEN + 1];
+        int put_ok[4] = {0}, acked = -1;
+        __atomic_store_n(&g_alloc_left, nth, __ATOMIC_RELEASE);
+        sl_alloc_hook(fail_nth_alloc);
+        sl_put batch[3];
+        for (int i = 0; i < 3; i++)
+            batch[i] = (sl_put){.body = bodies[i], .len = strlen(bodies[i])};
+        int rc = sl_msg_put(f->e, "acct", q, batch, 3, ids);
+        assert_true(rc == 0 || rc == SL_ENOMEM);
+        for (int i = 0; i < 3; i++)
+            put_ok[i] = rc == 0;
+        sl_put one = {.body = bodies[3], .len = strlen(bodies[3])};
+        rc = sl_msg_put(f->e, "acct", q, &one, 1, &ids[3]);
+        assert_true(rc == 0 || rc == SL_ENOMEM);
+        put_ok[3] = rc == 0;
+        sl_message *ms = NULL;
+        size_t n = 0;
+        rc = sl_msg_receive(f->e, "acct", q, 2, 30, &ms, &n);
+        assert_true(rc == 0 || rc == SL_ENOMEM);
+        if (rc == 0 && n > 0) {
+            int arc = sl_msg_ack(f->e, "acct", q, ms[0].receipt);
+            assert_true(arc == 0 || arc == SL_ENOMEM);
+            for (int i = 0; i < 4 && arc == 0; i++)
+                if (put_ok[i] && strcmp(ids[i], ms[0].id) == 0) acked = i;
+        }
+        if (rc == 0) sl_messages_free(ms, n);
+        rc = sl_msg_peek(f->e, "acct", q, 2, &ms, &n);
+        assert_true(rc == 0 || rc == SL_ENOMEM);
+        if (rc == 0) sl_messages_free(ms, n);
+        sl_alloc_hook(NULL);
+        int failed = __atomic_load_n(&g_alloc_left, __ATOMIC_ACQUIRE) <= 0;
+        hit += failed;
+
+        /* Every lease runs out; then the queue gives back what it owes. */
+        sl_clock_advance_ms(3600 * 1000);
+        int seen[4] = {0};
+        for (int round = 0; round < 20; round++) {
+            rc = sl_msg_receive(f->e, "acct", q, 10, SL_INVIS_MAX, &ms, &n);
+            assert_int_equal(rc, 0);
+            for (size_t j = 0; j < n; j++) {
+                int k = -1;
+                for (int i = 0; i < 4; i++)
+                    if (put_ok[i] && strcmp(ids[i], ms[j].id) == 0) k = i;
+                assert_true(k >= 0); /* no message whose put failed */
+                assert_int_equal(seen[k], 0);
+                seen[k] = 1;
+                assert_int_equal(ms[j].len, strlen(bodies[k]));
+                assert_memory_equal(ms[j].body, bodies[k], ms[j].len);
+            }
+            sl_messages_free(ms, n);
+            if (n == 0) {
+                if (sl_engine_tick(f->e) != 0) break;
+                sl_clock_advance_ms(3600 * 1000);
+            }
+            int all = 1;
+            for (int i = 0; i < 4; i++)
+                if (put_ok[i] && i != acked && !seen[i]) all = 0;
+            if (all && n == 0) break;
+        }
+        for (int i = 0; i < 4; i++) {
+            if (!put_ok[i]) continue;
+            if (i == acked) {
+                assert_int_equal(seen[i], 0);
+            } else if (!seen[i]) {
+                print_error("allocation %d failed: message %d (put answered 0) was never delivered\n", nth, i);
+                fail();
+            }
+        }
+        if (!failed) break; /* the whole sequence ran: every allocation was tried */
+    }
+    print_message("%d allocations in the sequence, each failed once\n", nth - 1);
+    assert_true(hit > 10);
+}
+ASYNC(test_alloc_failure_at_every_point)
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_put_receive_ack, setup, teardown),
@@ -1589,6 +1689,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_concurrent_consumers_async, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drain_many_buckets_async, setup, teardown),
         cmocka_unit_test_setup_teardown(test_soak_seed_1_async, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_alloc_failure_at_every_point, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_alloc_failure_at_every_point_async, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

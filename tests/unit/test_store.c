@@ -186,7 +186,7 @@ static void t_all_types(sl_store *s) {
     assert_int_equal(row->v[KV_B].n, sizeof blob);
     assert_memory_equal(row->v[KV_B].p, blob, sizeof blob);
     char small[4];
-    assert_int_equal(sl_val_str(&row->v[KV_B], small, sizeof small), -1); /* too long */
+    assert_int_equal(sl_val_str(&row->v[KV_B], small, sizeof small), SL_ETOOBIG);
 
     assert_int_equal(kv_get(s, "y", SL_READ_DEFAULT, &r), 0); /* reuse without free */
     assert_text(&r.rows[0].v[KV_S], "héllo wörld");
@@ -194,7 +194,7 @@ static void t_all_types(sl_store *s) {
     assert_int_equal(r.rows[0].v[KV_B].n, 0);
     assert_int_equal(r.rows[0].v[KV_I].i, 0);
     assert_false(r.rows[0].v[KV_J].set);
-    assert_int_equal(sl_val_str(&r.rows[0].v[KV_J], small, sizeof small), -1); /* unset */
+    assert_int_equal(sl_val_str(&r.rows[0].v[KV_J], small, sizeof small), SL_ENOTFOUND);
     sl_result_free(&r);
 }
 
