@@ -11,7 +11,8 @@ override CFLAGS += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -MMD -M
 LDLIBS  := -ljansson -lsqlite3 -lssl -lcrypto -llz4 -lm -pthread
 B       ?= build
 
-# Modules, bottom to top. Each unit test links only the modules it needs
+# Modules, bottom to top (util, cql, store, auth, account, queue, http and
+# api, client). Each unit test links only the modules it needs
 # (TEST_DEPS_<name>), so one module can be built and tested on its own.
 UTIL_SRC  := $(wildcard src/util/*.c)
 STORE_SRC := $(wildcard src/store/*.c)
@@ -39,13 +40,12 @@ UNIT_BIN  := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
 
 TEST_DEPS_test_util   = $(UTIL_OBJ)
 TEST_DEPS_test_store  = $(UTIL_OBJ) $(CQL_OBJ) $(STORE_OBJ)
-TEST_DEPS_test_engine = $(UTIL_OBJ) $(CQL_OBJ) $(STORE_OBJ) $(QUEUE_OBJ)
-TEST_DEPS_test_powerloss = $(UTIL_OBJ) $(CQL_OBJ) $(STORE_OBJ) $(QUEUE_OBJ)
+TEST_DEPS_test_engine = $(UTIL_OBJ) $(CQL_OBJ) $(STORE_OBJ) $(AUTH_OBJ) $(ACCT_OBJ) $(QUEUE_OBJ)
+TEST_DEPS_test_powerloss = $(UTIL_OBJ) $(CQL_OBJ) $(STORE_OBJ) $(AUTH_OBJ) $(ACCT_OBJ) $(QUEUE_OBJ)
 TEST_DEPS_test_cql_client = $(UTIL_OBJ) $(CQL_OBJ)
-# test_cql_ring includes cluster.c itself.
-TEST_DEPS_test_cql_ring = $(UTIL_OBJ) $(filter-out %/cluster.o,$(CQL_OBJ))
+TEST_DEPS_test_cql_ring = $(UTIL_OBJ) $(CQL_OBJ)
 TEST_DEPS_test_auth   = $(UTIL_OBJ) $(AUTH_OBJ)
-TEST_DEPS_test_account = $(UTIL_OBJ) $(CQL_OBJ) $(STORE_OBJ) $(QUEUE_OBJ) $(AUTH_OBJ) $(ACCT_OBJ)
+TEST_DEPS_test_account = $(UTIL_OBJ) $(CQL_OBJ) $(STORE_OBJ) $(AUTH_OBJ) $(ACCT_OBJ) $(QUEUE_OBJ)
 TEST_DEPS_test_cql_codec = $(UTIL_OBJ) $(CQL_OBJ)
 TEST_DEPS_test_cql_token = $(UTIL_OBJ) $(CQL_OBJ)
 TEST_DEPS_test_http_parse = $(UTIL_OBJ) $(B)/obj/src/http/parse.o
@@ -65,8 +65,6 @@ $(B)/obj/%.o: %.c
 $(B)/obj/src/api/openapi.o: src/api/openapi.json src/api/openapi-admin.json
 
 .SECONDEXPANSION:
-# Only the test's own .c: one that #includes a source file (test_cql_ring)
-# has it among its generated dependencies too.
 $(B)/tests/%: tests/unit/%.c $$(if $$(TEST_DEPS_$$*),$$(TEST_DEPS_$$*),$$(LIB_OBJ))
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Isrc -o $@ $< $(filter %.o,$^) $(LDFLAGS) $(LDLIBS) -lcmocka

@@ -256,26 +256,25 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     if (!mkdtemp(dir)) die("mkdtemp %s: %s", dir, strerror(errno));
     int rc = sl_store_sqlite_open(dir, &g_store);
     if (rc) die("store: %s", sl_strerror(rc));
+    if ((rc = sl_acct_open(g_store, &g_acct))) die("accounts: %s", sl_strerror(rc));
     sl_engine_config ec = {0};
     ec.background = 1;
     ec.lease_grace_ms = 200;
     ec.max_watches = 1000;
-    ec.extra_tables = sl_acct_tables;
-    ec.n_extra_tables = sl_acct_ntables;
+    ec.accounts = g_acct;
     if ((rc = sl_engine_open(g_store, &ec, &g_engine))) die("engine: %s", sl_strerror(rc));
-    if ((rc = sl_acct_open(g_store, g_engine, &g_acct))) die("accounts: %s", sl_strerror(rc));
     ensure_queues();
     sl_admin_config adc = {.engine = g_engine, .acct = g_acct, .token = ADMIN_TOKEN};
     if ((rc = sl_api_admin_open(&adc, &g_admin))) die("admin api: %s", sl_strerror(rc));
-    sl_http_config ahc = {.host = "127.0.0.1", .port = 0, .threads = 2, .conn_timeout_s = 5, .ctx = g_admin,
-                           .render_error = sl_api_render_error};
+    sl_http_config ahc = {.host = "127.0.0.1", .port = 0, .threads = 1, .store_threads = 2, .conn_timeout_s = 5,
+                          .ctx = g_admin, .render_error = sl_api_render_error};
     sl_api_admin_routes(g_admin, &ahc.routes, &ahc.nroutes);
     if ((rc = sl_http_start(&ahc, &g_admin_srv))) die("admin http: %s", sl_strerror(rc));
     g_admin_port = sl_http_port(g_admin_srv);
-    sl_api_config ac = {.engine = g_engine, .store = g_store, .acct = g_acct};
+    sl_api_config ac = {.engine = g_engine, .acct = g_acct};
     if ((rc = sl_api_native_open(&ac, &g_api))) die("api: %s", sl_strerror(rc));
-    sl_http_config hc = {.host = "127.0.0.1", .port = 0, .threads = 4, .conn_timeout_s = 5, .ctx = g_api,
-                          .render_error = sl_api_render_error};
+    sl_http_config hc = {.host = "127.0.0.1", .port = 0, .threads = 4, .store_threads = 4, .conn_timeout_s = 5,
+                         .ctx = g_api, .render_error = sl_api_render_error};
     sl_api_native_routes(g_api, &hc.routes, &hc.nroutes);
     if ((rc = sl_http_start(&hc, &g_srv))) die("http: %s", sl_strerror(rc));
     g_port = sl_http_port(g_srv);

@@ -77,6 +77,8 @@ typedef struct {
     char tls_cert[PATH_MAX], tls_key[PATH_MAX];
 } config;
 
+static void print_options(FILE *f);
+
 static void usage(FILE *f) {
     fprintf(f, "usage:\n"
                "  sluice dev   [--data DIR] [--port N] [--host ADDR] [options]\n"
@@ -91,49 +93,12 @@ static void usage(FILE *f) {
                "  sluice queue create|list|stats|delete [NAME]   client commands, see\n"
                "  sluice put QUEUE MESSAGE | get QUEUE | ack QUEUE RECEIPT   `sluice help client`\n"
                "  sluice version\n"
-               "  sluice help\n"
+               "  sluice help [client | config]\n"
                "\n"
-               "options (flag, environment, config file key):\n"
-               "  --data DIR               SLUICE_DATA_DIR           data_dir\n"
-               "  --port N                 SLUICE_PORT               port (8080; 0 picks a free one)\n"
-               "  --host ADDR              SLUICE_HOST               host\n"
-               "  --threads N              SLUICE_THREADS            threads (HTTP event-loop threads; 8 on the\n"
-               "                                                     embedded store, 4 on Cassandra)\n"
-               "  --store-threads N        SLUICE_STORE_THREADS      store_threads (run the requests that wait on\n"
-               "                                                     the store; 4 embedded, 64 on Cassandra)\n"
-               "  --max-message-bytes N    SLUICE_MAX_MESSAGE_BYTES  max_message_bytes (262144)\n"
-               "  --max-json-bytes N       SLUICE_MAX_JSON_BYTES     max_json_bytes (1048576)\n"
-               "  --log-level L            SLUICE_LOG_LEVEL          log_level (error, info, debug or 0-2)\n"
-               "  --max-pending-writes N   SLUICE_MAX_PENDING_WRITES max_pending_writes (10000; then 429)\n"
-               "  --max-waiters N          SLUICE_MAX_WAITERS        max_waiters (10000 long polls; then 429)\n"
-               "  --admin-port N           SLUICE_ADMIN_PORT         admin_port (8081; 0 picks a free one)\n"
-               "  --admin-host ADDR        SLUICE_ADMIN_HOST         admin_host (127.0.0.1)\n"
-               "  --admin-token T          SLUICE_ADMIN_TOKEN        admin_token (16 to 1024 characters;\n"
-               "                           serve requires one, dev makes one up; prefer the\n"
-               "                           environment or the file: flags show in ps)\n"
-               "  --auth-skew-seconds N    SLUICE_AUTH_SKEW_SECONDS  auth_skew_seconds (60)\n"
-               "  --tls-cert FILE          SLUICE_TLS_CERT           tls_cert (PEM chain: both ports serve\n"
-               "                                                     HTTPS instead of HTTP)\n"
-               "  --tls-key FILE           SLUICE_TLS_KEY            tls_key (the PEM key of tls_cert)\n"
-               "  --http-request-timeout S SLUICE_HTTP_REQUEST_TIMEOUT\n"
-               "                           http_request_timeout (30 s for a whole request, else 408)\n"
-               "  --http-idle-timeout S    SLUICE_HTTP_IDLE_TIMEOUT  http_idle_timeout (60 s; then it closes)\n"
-               "  --config FILE            a file of \"key = value\" lines; flags override the\n"
-               "                           environment, which overrides the file.\n"
-               "\n"
-               "Cassandra (the store is Cassandra when contact points are set):\n"
-               "  --contact-points LIST    CONTACT_POINTS            contact_points (host[:port],...)\n"
-               "  --cassandra-port N       CASSANDRA_PORT            cassandra_port (9042)\n"
-               "  --keyspace NAME          KEYSPACE                  keyspace (sluice)\n"
-               "                           USERNAME, PASSWORD        username, password (PasswordAuthenticator)\n"
-               "  --consistency-level CL   CONSISTENCY_LEVEL         consistency_level (LOCAL_QUORUM)\n"
-               "  --serial-consistency-level CL\n"
-               "                           SERIAL_CONSISTENCY_LEVEL  serial_consistency_level (LOCAL_SERIAL)\n"
-               "  --data-center DC         DATA_CENTER               data_center (the local DC)\n"
-               "                           CLUSTER_NAME              cluster_name (checked, informational)\n"
-               "                           USE_SSL, SSL_CA_FILE      use_ssl, ssl_ca_file\n"
-               "                           SSL_VERIFY_HOST           ssl_verify_host (check the node's name/IP)\n"
-               "  --request-timeout-ms N   SLUICE_REQUEST_TIMEOUT_MS request_timeout_ms (5000)\n");
+               "options: a flag, the same in the environment, or a key in the file of\n"
+               "\"key = value\" lines that --config FILE names; flags override the\n"
+               "environment, which overrides the file.\n");
+    print_options(f);
 }
 
 /* --- Configuration ------------------------------------------------------ */
@@ -176,114 +141,192 @@ static int parse_num(const char *v, long long lo, long long hi, long long *out) 
     return 0;
 }
 
+/* Every setting, once: its file key (also what the environment variable and
+ * the flag normalize to), an alias, its flag, its environment variable, its
+ * type and range, its initial value, and the help that `sluice help`, `sluice
+ * help config` (the README's tables) and the errors show. */
+enum { O_STR, O_INT, O_LLONG, O_BOOL, O_LOG, O_CL, O_SERIAL_CL };
+typedef struct {
+    const char *key, *alias; /* alias: another key accepted (may be NULL) */
+    const char *flag, *flag2, *env;
+    int type;
+    size_t off, size;
+    long long lo, hi;  /* O_INT, O_LLONG: the range; O_STR: the least length */
+    const char *init;  /* set before the file, the environment and the flags; NULL: none */
+    const char *shown; /* the default as documented (NULL: init) */
+    const char *help;
+    int cassandra; /* 1: listed with Cassandra's settings */
+} option;
+
+#define OPT(key, flag, env, type, field, lo, hi, init, shown, help)                                        \
+    {key, NULL, flag, NULL, env, type, offsetof(config, field), sizeof(((config *)0)->field), lo, hi, init, shown, help, 0}
+#define CQL(key, flag, env, type, field, lo, hi, init, shown, help)                                        \
+    {key, NULL, flag, NULL, env, type, offsetof(config, field), sizeof(((config *)0)->field), lo, hi, init, shown, help, 1}
+
+static const option options[] = {
+    {"data_dir", "data", "--data", "--data-dir", "SLUICE_DATA_DIR", O_STR, offsetof(config, data_dir),
+     sizeof(((config *)0)->data_dir), 1, 0, NULL, "`dev`: a new temporary directory; `serve`: required",
+     "the embedded store's directory", 0},
+    OPT("port", "--port", "SLUICE_PORT", O_INT, port, 0, 65535, "8080", NULL, "the queue API's port (0 picks a free one)"),
+    OPT("host", "--host", "SLUICE_HOST", O_STR, host, 1, 0, NULL, "`dev`: 127.0.0.1; `serve`: 0.0.0.0",
+        "the address to listen on"),
+    OPT("threads", "--threads", "SLUICE_THREADS", O_INT, threads, 1, 1024, NULL, "8 embedded, 4 on Cassandra",
+        "HTTP event-loop threads"),
+    OPT("store_threads", "--store-threads", "SLUICE_STORE_THREADS", O_INT, store_threads, 1, 1024, NULL,
+        "4 embedded, 64 on Cassandra",
+        "threads for the requests that wait on the store (at most this many are in flight there)"),
+    OPT("max_message_bytes", "--max-message-bytes", "SLUICE_MAX_MESSAGE_BYTES", O_LLONG, max_message_bytes, 1,
+        64 << 20, "262144", NULL, "the largest message"),
+    OPT("max_json_bytes", "--max-json-bytes", "SLUICE_MAX_JSON_BYTES", O_LLONG, max_json_bytes, 1024, 256 << 20,
+        "1048576", NULL, "the largest JSON request body"),
+    OPT("log_level", "--log-level", "SLUICE_LOG_LEVEL", O_LOG, log_level, 0, 2, "info", NULL,
+        "error, info or debug (or 0-2)"),
+    OPT("admin_port", "--admin-port", "SLUICE_ADMIN_PORT", O_INT, admin_port, 0, 65535, "8081", NULL,
+        "the admin API's port (0 picks a free one)"),
+    OPT("admin_host", "--admin-host", "SLUICE_ADMIN_HOST", O_STR, admin_host, 1, 0, "127.0.0.1", NULL,
+        "the admin API's address"),
+    OPT("admin_token", "--admin-token", "SLUICE_ADMIN_TOKEN", O_STR, admin_token, 16, 0, NULL,
+        "`dev`: made up and printed; `serve`: required",
+        "the admin API's bearer token, 16 to 1024 characters (prefer the environment or the file: flags show in "
+        "`ps`)"),
+    OPT("auth_skew_seconds", "--auth-skew-seconds", "SLUICE_AUTH_SKEW_SECONDS", O_INT, auth_skew_s, 1, 3600, "60",
+        NULL, "how far a signed request's time may be from the server's"),
+    OPT("max_pending_writes", "--max-pending-writes", "SLUICE_MAX_PENDING_WRITES", O_INT, max_pending_writes, 1,
+        1 << 24, "10000", NULL, "embedded store: writes waiting for a commit; beyond, 429"),
+    OPT("max_waiters", "--max-waiters", "SLUICE_MAX_WAITERS", O_INT, max_waiters, 1, 1 << 24, "10000", NULL,
+        "long polls waiting at once; beyond, 429"),
+    OPT("tls_cert", "--tls-cert", "SLUICE_TLS_CERT", O_STR, tls_cert, 1, 0, NULL, "none: plain HTTP",
+        "a PEM certificate chain: both ports serve HTTPS"),
+    OPT("tls_key", "--tls-key", "SLUICE_TLS_KEY", O_STR, tls_key, 1, 0, NULL, "none",
+        "the PEM private key of `tls_cert` (give both or neither)"),
+    OPT("http_request_timeout", "--http-request-timeout", "SLUICE_HTTP_REQUEST_TIMEOUT", O_INT,
+        http_request_timeout_s, 1, 3600, "30", NULL,
+        "seconds for a request to arrive whole from its first byte, else 408"),
+    OPT("http_idle_timeout", "--http-idle-timeout", "SLUICE_HTTP_IDLE_TIMEOUT", O_INT, http_idle_timeout_s, 1,
+        86400, "60", NULL, "seconds after which a connection with no request in progress closes"),
+    CQL("contact_points", "--contact-points", "CONTACT_POINTS", O_STR, contact_points, 0, 0, NULL,
+        "none: the embedded store", "`host[:port],...`; the other nodes are discovered"),
+    CQL("cassandra_port", "--cassandra-port", "CASSANDRA_PORT", O_INT, cassandra_port, 1, 65535, NULL, "9042",
+        "the native protocol port"),
+    CQL("keyspace", "--keyspace", "KEYSPACE", O_STR, keyspace, 1, 0, "sluice", NULL, "the keyspace"),
+    CQL("username", NULL, "USERNAME", O_STR, username, 0, 0, NULL, "none", "PasswordAuthenticator (SASL PLAIN)"),
+    CQL("password", NULL, "PASSWORD", O_STR, password, 0, 0, NULL, "none", "its password"),
+    {"consistency_level", "consistency", "--consistency-level", NULL, "CONSISTENCY_LEVEL", O_CL,
+     offsetof(config, consistency), sizeof(((config *)0)->consistency), 0, 0, NULL, "LOCAL_QUORUM",
+     "reads and writes", 1},
+    {"serial_consistency_level", "serial_consistency", "--serial-consistency-level", NULL,
+     "SERIAL_CONSISTENCY_LEVEL", O_SERIAL_CL, offsetof(config, serial_consistency),
+     sizeof(((config *)0)->serial_consistency), 0, 0, NULL, "LOCAL_SERIAL", "compare-and-set (leases, acks, ids)",
+     1},
+    CQL("data_center", "--data-center", "DATA_CENTER", O_STR, data_center, 0, 0, NULL, "the contact points' DC",
+        "the local DC for DC-aware routing"),
+    CQL("use_ssl", NULL, "USE_SSL", O_BOOL, use_ssl, 0, 0, NULL, "off", "TLS to the nodes"),
+    CQL("ssl_ca_file", NULL, "SSL_CA_FILE", O_STR, ssl_ca_file, 0, 0, NULL,
+        "none: the nodes' certificates are not verified", "the CA that signed the nodes' certificates"),
+    CQL("ssl_verify_host", NULL, "SSL_VERIFY_HOST", O_BOOL, ssl_verify_host, 0, 0, NULL, "off",
+        "check each node's certificate against its name or IP"),
+    CQL("cluster_name", NULL, "CLUSTER_NAME", O_STR, cluster_name, 0, 0, NULL, "none",
+        "checked against the cluster's, informational"),
+    CQL("request_timeout_ms", "--request-timeout-ms", "SLUICE_REQUEST_TIMEOUT_MS", O_INT, request_timeout_ms, 100,
+        600000, NULL, "5000", "a CQL request's timeout; the API answers 503 with `Retry-After` when the store does not"),
+};
+#define NOPTIONS (sizeof options / sizeof options[0])
+
+static const option *option_find(const char *rawkey) {
+    char key[64];
+    normalize_key(rawkey, key, sizeof key);
+    for (size_t i = 0; i < NOPTIONS; i++)
+        if (strcmp(key, options[i].key) == 0 || (options[i].alias && strcmp(key, options[i].alias) == 0))
+            return &options[i];
+    return NULL;
+}
+
 /* Applies one setting. Returns 0, or -1 after printing what is wrong. */
 static int set_key(config *c, const char *rawkey, const char *v, const char *from) {
-    char key[64];
-    long long n;
-    normalize_key(rawkey, key, sizeof key);
-    if (strcmp(key, "data_dir") == 0 || strcmp(key, "data") == 0) {
-        if (!*v || strlen(v) >= sizeof c->data_dir) goto bad;
-        snprintf(c->data_dir, sizeof c->data_dir, "%s", v);
-    } else if (strcmp(key, "host") == 0) {
-        if (!*v || strlen(v) >= sizeof c->host) goto bad;
-        snprintf(c->host, sizeof c->host, "%s", v);
-    } else if (strcmp(key, "port") == 0) {
-        if (parse_num(v, 0, 65535, &n)) goto bad;
-        c->port = (int)n;
-    } else if (strcmp(key, "threads") == 0) {
-        if (parse_num(v, 1, 1024, &n)) goto bad;
-        c->threads = (int)n;
-    } else if (strcmp(key, "store_threads") == 0) {
-        if (parse_num(v, 1, 1024, &n)) goto bad;
-        c->store_threads = (int)n;
-    } else if (strcmp(key, "max_message_bytes") == 0) {
-        if (parse_num(v, 1, 64 << 20, &n)) goto bad;
-        c->max_message_bytes = n;
-    } else if (strcmp(key, "max_json_bytes") == 0) {
-        if (parse_num(v, 1024, 256 << 20, &n)) goto bad;
-        c->max_json_bytes = n;
-    } else if (strcmp(key, "max_pending_writes") == 0) {
-        if (parse_num(v, 1, 1 << 24, &n)) goto bad;
-        c->max_pending_writes = (int)n;
-    } else if (strcmp(key, "max_waiters") == 0) {
-        if (parse_num(v, 1, 1 << 24, &n)) goto bad;
-        c->max_waiters = (int)n;
-    } else if (strcmp(key, "log_level") == 0) {
-        if (strcasecmp(v, "error") == 0)
-            c->log_level = SL_ERR;
-        else if (strcasecmp(v, "info") == 0)
-            c->log_level = SL_INFO;
-        else if (strcasecmp(v, "debug") == 0)
-            c->log_level = SL_DEBUG;
-        else if (parse_num(v, 0, 2, &n) == 0)
-            c->log_level = (int)n;
-        else
-            goto bad;
-    } else if (strcmp(key, "admin_host") == 0) {
-        if (!*v || strlen(v) >= sizeof c->admin_host) goto bad;
-        snprintf(c->admin_host, sizeof c->admin_host, "%s", v);
-    } else if (strcmp(key, "admin_port") == 0) {
-        if (parse_num(v, 0, 65535, &n)) goto bad;
-        c->admin_port = (int)n;
-    } else if (strcmp(key, "admin_token") == 0) {
-        if (strlen(v) < 16 || strlen(v) >= sizeof c->admin_token) {
-            fprintf(stderr, "sluice: %s: the admin token must be 16 to 1024 characters\n", from);
-            return -1;
-        }
-        snprintf(c->admin_token, sizeof c->admin_token, "%s", v);
-    } else if (strcmp(key, "auth_skew_seconds") == 0) {
-        if (parse_num(v, 1, 3600, &n)) goto bad;
-        c->auth_skew_s = (int)n;
-    } else if (strcmp(key, "contact_points") == 0) {
-        if (set_str(c->contact_points, sizeof c->contact_points, v)) goto bad;
-    } else if (strcmp(key, "keyspace") == 0) {
-        if (!*v || set_str(c->keyspace, sizeof c->keyspace, v)) goto bad;
-    } else if (strcmp(key, "username") == 0) {
-        if (set_str(c->username, sizeof c->username, v)) goto bad;
-    } else if (strcmp(key, "password") == 0) {
-        if (set_str(c->password, sizeof c->password, v)) goto bad;
-    } else if (strcmp(key, "consistency_level") == 0 || strcmp(key, "consistency") == 0) {
-        uint16_t cl = sl_cql_consistency_parse(v);
-        if (!cl || cl == SL_CQL_SERIAL || cl == SL_CQL_LOCAL_SERIAL) goto bad;
-        c->consistency = cl;
-    } else if (strcmp(key, "serial_consistency_level") == 0 || strcmp(key, "serial_consistency") == 0) {
-        uint16_t cl = sl_cql_consistency_parse(v);
-        if (cl != SL_CQL_SERIAL && cl != SL_CQL_LOCAL_SERIAL) goto bad;
-        c->serial_consistency = cl;
-    } else if (strcmp(key, "cassandra_port") == 0) {
-        if (parse_num(v, 1, 65535, &n)) goto bad;
-        c->cassandra_port = (int)n;
-    } else if (strcmp(key, "use_ssl") == 0) {
-        if (parse_bool(v, &c->use_ssl)) goto bad;
-    } else if (strcmp(key, "ssl_verify_host") == 0) {
-        if (parse_bool(v, &c->ssl_verify_host)) goto bad;
-    } else if (strcmp(key, "ssl_ca_file") == 0) {
-        if (set_str(c->ssl_ca_file, sizeof c->ssl_ca_file, v)) goto bad;
-    } else if (strcmp(key, "data_center") == 0) {
-        if (set_str(c->data_center, sizeof c->data_center, v)) goto bad;
-    } else if (strcmp(key, "cluster_name") == 0) {
-        if (set_str(c->cluster_name, sizeof c->cluster_name, v)) goto bad;
-    } else if (strcmp(key, "tls_cert") == 0) {
-        if (!*v || set_str(c->tls_cert, sizeof c->tls_cert, v)) goto bad;
-    } else if (strcmp(key, "tls_key") == 0) {
-        if (!*v || set_str(c->tls_key, sizeof c->tls_key, v)) goto bad;
-    } else if (strcmp(key, "http_request_timeout") == 0) {
-        if (parse_num(v, 1, 3600, &n)) goto bad;
-        c->http_request_timeout_s = (int)n;
-    } else if (strcmp(key, "http_idle_timeout") == 0) {
-        if (parse_num(v, 1, 86400, &n)) goto bad;
-        c->http_idle_timeout_s = (int)n;
-    } else if (strcmp(key, "request_timeout_ms") == 0) {
-        if (parse_num(v, 100, 600000, &n)) goto bad;
-        c->request_timeout_ms = (int)n;
-    } else {
+    const option *o = option_find(rawkey);
+    if (!o) {
         fprintf(stderr, "sluice: %s: unknown setting '%s'\n", from, rawkey);
         return -1;
     }
-    return 0;
-bad:
+    char *field = (char *)c + o->off;
+    long long n;
+    int b;
+    switch (o->type) {
+    case O_STR:
+        if (strlen(v) < (size_t)o->lo || set_str(field, o->size, v)) {
+            if (o->lo > 1)
+                fprintf(stderr, "sluice: %s: %s must be %lld to %zu characters\n", from, o->key, o->lo, o->size - 1);
+            else
+                fprintf(stderr, "sluice: %s: bad value '%s' for %s\n", from, v, rawkey);
+            return -1;
+        }
+        return 0;
+    case O_INT:
+    case O_LLONG:
+        if (parse_num(v, o->lo, o->hi, &n)) break;
+        if (o->type == O_INT)
+            *(int *)field = (int)n;
+        else
+            *(long long *)field = n;
+        return 0;
+    case O_BOOL:
+        if (parse_bool(v, &b)) break;
+        *(int *)field = b;
+        return 0;
+    case O_LOG:
+        if (strcasecmp(v, "error") == 0)
+            n = SL_ERR;
+        else if (strcasecmp(v, "info") == 0)
+            n = SL_INFO;
+        else if (strcasecmp(v, "debug") == 0)
+            n = SL_DEBUG;
+        else if (parse_num(v, 0, 2, &n) != 0)
+            break;
+        *(int *)field = (int)n;
+        return 0;
+    case O_CL:
+    case O_SERIAL_CL: {
+        uint16_t cl = sl_cql_consistency_parse(v);
+        int serial = cl == SL_CQL_SERIAL || cl == SL_CQL_LOCAL_SERIAL;
+        if (!cl || serial != (o->type == O_SERIAL_CL)) break;
+        *(uint16_t *)field = cl;
+        return 0;
+    }
+    }
     fprintf(stderr, "sluice: %s: bad value '%s' for %s\n", from, v, rawkey);
     return -1;
+}
+
+/* The settings for `sluice help`: flag (or environment alone), variable,
+ * file key, and what it is. */
+static void print_options(FILE *f) {
+    for (int cql = 0; cql <= 1; cql++) {
+        fprintf(f, cql ? "\nCassandra (the store is Cassandra when contact points are set):\n" : "\n");
+        for (size_t i = 0; i < NOPTIONS; i++) {
+            const option *o = &options[i];
+            if (o->cassandra != cql) continue;
+            const char *dflt = o->shown ? o->shown : o->init;
+            fprintf(f, "  %-28s %-28s %s\n      %s%s%s%s\n", o->flag ? o->flag : "", o->env, o->key, o->help,
+                    dflt ? " (default: " : "", dflt ? dflt : "", dflt ? ")" : "");
+        }
+    }
+    fprintf(f, "  %-28s a file of \"key = value\" lines\n", "--config FILE");
+}
+
+/* `sluice help config`: the README's tables of settings, as Markdown. */
+static void print_options_markdown(FILE *f) {
+    for (int cql = 0; cql <= 1; cql++) {
+        fprintf(f, "| flag | environment | file key | default | meaning |\n|---|---|---|---|---|\n");
+        for (size_t i = 0; i < NOPTIONS; i++) {
+            const option *o = &options[i];
+            if (o->cassandra != cql) continue;
+            const char *dflt = o->shown ? o->shown : o->init;
+            char flag[64] = "";
+            if (o->flag) snprintf(flag, sizeof flag, "`%s`", o->flag);
+            fprintf(f, "| %s | `%s` | `%s` | %s | %s |\n", flag, o->env, o->key, dflt ? dflt : "", o->help);
+        }
+        if (!cql) fprintf(f, "\n");
+    }
 }
 
 static char *trim(char *s) {
@@ -329,62 +372,29 @@ static int load_file(config *c, const char *path) {
     return rc;
 }
 
-static const char *const env_keys[] = {
-    "SLUICE_DATA_DIR", "SLUICE_HOST", "SLUICE_PORT", "SLUICE_THREADS", "SLUICE_STORE_THREADS", "SLUICE_MAX_MESSAGE_BYTES",
-    "SLUICE_MAX_JSON_BYTES", "SLUICE_LOG_LEVEL", "SLUICE_MAX_PENDING_WRITES", "SLUICE_MAX_WAITERS",
-    "SLUICE_ADMIN_HOST", "SLUICE_ADMIN_PORT", "SLUICE_ADMIN_TOKEN", "SLUICE_AUTH_SKEW_SECONDS",
-    /* Cassandra, under the names operators use. */
-    "CONTACT_POINTS", "KEYSPACE", "USERNAME", "PASSWORD", "CONSISTENCY_LEVEL", "SERIAL_CONSISTENCY_LEVEL",
-    "CASSANDRA_PORT", "USE_SSL", "SSL_CA_FILE", "SSL_VERIFY_HOST", "DATA_CENTER", "CLUSTER_NAME",
-    "SLUICE_REQUEST_TIMEOUT_MS", "SLUICE_TLS_CERT", "SLUICE_TLS_KEY", "SLUICE_HTTP_REQUEST_TIMEOUT",
-    "SLUICE_HTTP_IDLE_TIMEOUT"};
 
 /* The flags of both server subcommands, as (key, value) pairs; --config is
  * returned apart since it must be read first. */
 typedef struct {
-    const char *key[32], *val[32];
+    const char *key[64], *val[64];
     int n;
     const char *config_file;
 } flags;
 
 static int parse_flags(int argc, char **argv, flags *fl) {
-    static const struct {
-        const char *flag, *key;
-    } known[] = {{"--data", "data_dir"},
-                 {"--data-dir", "data_dir"},
-                 {"--port", "port"},
-                 {"--host", "host"},
-                 {"--threads", "threads"},
-                 {"--store-threads", "store_threads"},
-                 {"--max-message-bytes", "max_message_bytes"},
-                 {"--max-json-bytes", "max_json_bytes"},
-                 {"--log-level", "log_level"},
-                 {"--max-pending-writes", "max_pending_writes"},
-                 {"--max-waiters", "max_waiters"},
-                 {"--admin-host", "admin_host"},
-                 {"--admin-port", "admin_port"},
-                 {"--admin-token", "admin_token"},
-                 {"--auth-skew-seconds", "auth_skew_seconds"},
-                 {"--contact-points", "contact_points"},
-                 {"--cassandra-port", "cassandra_port"},
-                 {"--keyspace", "keyspace"},
-                 {"--consistency-level", "consistency_level"},
-                 {"--serial-consistency-level", "serial_consistency_level"},
-                 {"--data-center", "data_center"},
-                 {"--request-timeout-ms", "request_timeout_ms"},
-                 {"--tls-cert", "tls_cert"},
-                 {"--tls-key", "tls_key"},
-                 {"--http-request-timeout", "http_request_timeout"},
-                 {"--http-idle-timeout", "http_idle_timeout"},
-                 {"--config", NULL}};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *val = NULL;
         size_t alen = strcspn(a, "=");
         if (a[alen] == '=') val = a + alen + 1;
-        size_t k = 0;
-        for (; k < sizeof known / sizeof known[0]; k++)
-            if (strlen(known[k].flag) == alen && strncmp(a, known[k].flag, alen) == 0) break;
-        if (k == sizeof known / sizeof known[0]) {
+        const option *o = NULL;
+        int config_flag = alen == 8 && strncmp(a, "--config", 8) == 0;
+        for (size_t k = 0; k < NOPTIONS && !o; k++) {
+            const char *f1 = options[k].flag, *f2 = options[k].flag2;
+            if ((f1 && strlen(f1) == alen && strncmp(a, f1, alen) == 0) ||
+                (f2 && strlen(f2) == alen && strncmp(a, f2, alen) == 0))
+                o = &options[k];
+        }
+        if (!o && !config_flag) {
             if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
                 usage(stdout);
                 exit(0);
@@ -399,10 +409,10 @@ static int parse_flags(int argc, char **argv, flags *fl) {
             }
             val = argv[++i];
         }
-        if (!known[k].key) {
+        if (config_flag) {
             fl->config_file = val;
-        } else if (fl->n < 32) {
-            fl->key[fl->n] = known[k].key;
+        } else if (fl->n < 64) {
+            fl->key[fl->n] = o->key;
             fl->val[fl->n++] = val;
         }
     }
@@ -414,23 +424,14 @@ static int parse_flags(int argc, char **argv, flags *fl) {
 static int load_config(config *c, int argc, char **argv, int dev) {
     memset(c, 0, sizeof *c);
     snprintf(c->host, sizeof c->host, "%s", dev ? "127.0.0.1" : "0.0.0.0");
-    c->port = 8080;
-    c->threads = c->store_threads = 0; /* by store: see DEFAULT_THREADS_* */
-    c->max_message_bytes = SL_MSG_MAX_DEFAULT;
-    c->max_json_bytes = 1024 * 1024;
-    c->log_level = SL_INFO;
-    c->max_pending_writes = 10000;
-    c->max_waiters = 10000;
-    snprintf(c->admin_host, sizeof c->admin_host, "127.0.0.1");
-    c->admin_port = 8081;
-    c->auth_skew_s = 60;
-    snprintf(c->keyspace, sizeof c->keyspace, "sluice");
+    for (size_t i = 0; i < NOPTIONS; i++)
+        if (options[i].init && set_key(c, options[i].key, options[i].init, "default")) return -1;
     flags fl = {0};
     if (parse_flags(argc, argv, &fl)) return -1;
     if (fl.config_file && load_file(c, fl.config_file)) return -1;
-    for (size_t i = 0; i < sizeof env_keys / sizeof env_keys[0]; i++) {
-        const char *v = getenv(env_keys[i]);
-        if (v && *v && set_key(c, env_keys[i], v, "environment")) return -1;
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        const char *v = getenv(options[i].env);
+        if (v && *v && set_key(c, options[i].key, v, options[i].env)) return -1;
     }
     for (int i = 0; i < fl.n; i++)
         if (set_key(c, fl.key[i], fl.val[i], "command line")) return -1;
@@ -672,12 +673,12 @@ static int run(const config *c, int dev, int temp_dir) {
         sl_store_sqlite_set_max_pending(st, c->max_pending_writes);
         if ((rc = test_faults(st, &faults)) != 0) goto out;
     }
+    if ((rc = sl_acct_open(st, &acct)) != 0) goto out;
     sl_engine_config ec;
     memset(&ec, 0, sizeof ec);
     ec.background = 1;
     ec.max_watches = c->max_waiters;
-    ec.extra_tables = sl_acct_tables;
-    ec.n_extra_tables = sl_acct_ntables;
+    ec.accounts = acct;
     rc = sl_engine_open(st, &ec, &e);
     if (rc) {
         fprintf(stderr, "sluice: cannot open the queue engine: %s%s\n", sl_strerror(rc),
@@ -685,7 +686,6 @@ static int run(const config *c, int dev, int temp_dir) {
                                                            : "");
         goto out;
     }
-    if ((rc = sl_acct_open(st, e, &acct)) != 0) goto out;
     if (dev) {
         /* sl_acct_ensure only writes what is missing, so a restart on the
          * same data does not need the store to accept writes. */
@@ -721,7 +721,6 @@ static int run(const config *c, int dev, int temp_dir) {
         goto out;
     }
     sl_api_config ac = {.engine = e,
-                        .store = st,
                         .acct = acct,
                         .skew_ms = (int64_t)c->auth_skew_s * 1000,
                         .max_message_bytes = (size_t)c->max_message_bytes,
@@ -898,6 +897,8 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
         if (argc > 2 && strcmp(argv[2], "client") == 0)
             sl_client_usage(stdout);
+        else if (argc > 2 && strcmp(argv[2], "config") == 0)
+            print_options_markdown(stdout);
         else
             usage(stdout);
         return 0;

@@ -11,8 +11,11 @@
 
 #include "account.h"
 
+enum { A_NAME, A_CREATED };
 enum { K_ACCOUNT, K_NAME, K_KEY, K_CREATED };
 enum { I_SHARD, I_ACCOUNT, I_CREATED };
+
+static const sl_table t_accounts = {"accounts", 1, 0, 2, {{"name", SL_TEXT}, {"created", SL_INT}}};
 
 static const sl_table t_keys = {
     "account_keys",
@@ -23,7 +26,7 @@ static const sl_table t_keys = {
 static const sl_table t_index = {
     "account_index", 1, 1, 3, {{"shard", SL_INT}, {"account", SL_TEXT}, {"created", SL_INT}}};
 
-const sl_table *const sl_acct_tables[] = {&t_keys, &t_index};
+const sl_table *const sl_acct_tables[] = {&t_accounts, &t_keys, &t_index};
 const size_t sl_acct_ntables = sizeof sl_acct_tables / sizeof sl_acct_tables[0];
 
 #define CACHE_SLOTS 64
@@ -38,14 +41,20 @@ typedef struct {
     struct sl_auth_key keys[SL_ACCT_MAX_KEYS];
 } slot;
 
+/* Whether an account exists, known on this node until until_ms. */
+typedef struct {
+    char name[SL_NAME_MAX + 1];
+    int64_t until_ms;
+} known;
+
 struct sl_acct {
     sl_store *st;
-    sl_engine *e;
     pthread_mutex_t mu;
-    slot *cache; /* CACHE_SLOTS entries */
+    slot *cache;              /* CACHE_SLOTS entries */
+    known exists[CACHE_SLOTS]; /* under mu */
 };
 
-int sl_acct_open(sl_store *st, sl_engine *e, sl_acct **out) {
+int sl_acct_open(sl_store *st, sl_acct **out) {
     *out = NULL;
     sl_acct *a = calloc(1, sizeof *a);
     if (!a) return SL_ENOMEM;
@@ -55,7 +64,6 @@ int sl_acct_open(sl_store *st, sl_engine *e, sl_acct **out) {
         return SL_ENOMEM;
     }
     a->st = st;
-    a->e = e;
     pthread_mutex_init(&a->mu, NULL);
     *out = a;
     return 0;
@@ -74,6 +82,63 @@ static slot *slot_of(sl_acct *a, const char *account) {
     for (const char *p = account; *p; p++)
         h = h * 33 + (unsigned char)*p;
     return &a->cache[h % CACHE_SLOTS];
+}
+
+/* Accounts are read on every request, so a positive answer is cached for
+ * two seconds; API.md allows revocation to take up to five. */
+int sl_acct_exists(sl_acct *a, const char *account) {
+    if (!sl_name_valid(account)) return SL_ENOTFOUND;
+    int64_t now = sl_now_ms();
+    known *k = &a->exists[slot_of(a, account) - a->cache];
+    pthread_mutex_lock(&a->mu);
+    int hit = k->until_ms > now && strcmp(k->name, account) == 0;
+    pthread_mutex_unlock(&a->mu);
+    if (hit) return 0;
+    sl_val key[1] = {sl_vtext(account)};
+    sl_result r;
+    sl_result_init(&r);
+    int rc = sl_store_get(a->st, &t_accounts, key, SL_READ_DEFAULT, &r);
+    sl_result_free(&r);
+    if (rc == 0) {
+        pthread_mutex_lock(&a->mu);
+        snprintf(k->name, sizeof k->name, "%s", account);
+        k->until_ms = now + 2000;
+        pthread_mutex_unlock(&a->mu);
+    }
+    return rc;
+}
+
+/* The account's row: 0 or SL_EEXISTS, or a store error. */
+static int row_create(sl_acct *a, const char *account) {
+    sl_write w = {0};
+    w.t = &t_accounts;
+    w.kind = SL_W_INSERT_IF_NOT_EXISTS;
+    w.row.v[A_NAME] = sl_vtext(account);
+    w.row.v[A_CREATED] = sl_vint(sl_now_ms());
+    int rc = sl_store_apply(a->st, &w, 1, NULL);
+    if (rc == SL_EUNKNOWN) {
+        /* Creating an account is idempotent for the caller: if it exists
+         * now, either this call or an earlier one made it. */
+        rc = sl_acct_exists(a, account);
+        return rc == SL_ENOTFOUND ? SL_EUNAVAILABLE : rc;
+    }
+    return rc == SL_ENOTAPPLIED ? SL_EEXISTS : rc;
+}
+
+/* Deletes the row and forgets it in this node's cache even when the outcome
+ * is unknown: a stale "exists" is the one answer this node must not give
+ * after a delete. 0 (also when there was none) or a store error. */
+static int row_delete(sl_acct *a, const char *account) {
+    sl_write w = {0};
+    w.t = &t_accounts;
+    w.kind = SL_W_DELETE_ROW;
+    w.row.v[A_NAME] = sl_vtext(account);
+    int rc = sl_store_apply(a->st, &w, 1, NULL);
+    known *k = &a->exists[slot_of(a, account) - a->cache];
+    pthread_mutex_lock(&a->mu);
+    if (strcmp(k->name, account) == 0) k->until_ms = 0;
+    pthread_mutex_unlock(&a->mu);
+    return rc;
 }
 
 /* Forgets the account's keys on this node. */
@@ -144,7 +209,7 @@ int sl_acct_keys(sl_acct *a, const char *account, struct sl_auth_key *keys, size
 int sl_acct_keys_read(sl_acct *a, const char *account, struct sl_auth_key *keys, int64_t *created_ms,
                       size_t cap, size_t *n) {
     *n = 0;
-    int rc = sl_account_exists(a->e, account);
+    int rc = sl_acct_exists(a, account);
     if (rc) return rc;
     return read_keys(a, account, SL_READ_DEFAULT, keys, created_ms, cap, n);
 }
@@ -228,7 +293,7 @@ int sl_acct_create(sl_acct *a, const char *account, struct sl_auth_key keys[2]) 
     int rc = new_key(&keys[0], "primary");
     if (rc == 0) rc = new_key(&keys[1], "secondary");
     if (rc) return rc;
-    rc = sl_account_create(a->e, account);
+    rc = row_create(a, account);
     if (rc) return rc;
     sl_write w[2];
     for (int i = 0; i < 2; i++) {
@@ -241,7 +306,7 @@ int sl_acct_create(sl_acct *a, const char *account, struct sl_auth_key keys[2]) 
     if (rc) {
         /* Undo, so that retrying the create can succeed. */
         keys_delete_all(a, account);
-        sl_account_delete(a->e, account);
+        row_delete(a, account);
         index_delete(a, account);
         return rc;
     }
@@ -256,7 +321,7 @@ int sl_acct_ensure(sl_acct *a, const char *account, struct sl_auth_key *primary)
     struct sl_auth_key have[SL_ACCT_MAX_KEYS];
     size_t nhave = 0;
     int found = 0;
-    if (sl_account_exists(a->e, account) == 0 &&
+    if (sl_acct_exists(a, account) == 0 &&
         read_keys(a, account, SL_READ_SERIAL, have, NULL, SL_ACCT_MAX_KEYS, &nhave) == 0) {
         int secondary = 0;
         for (size_t i = 0; i < nhave; i++) {
@@ -270,7 +335,7 @@ int sl_acct_ensure(sl_acct *a, const char *account, struct sl_auth_key *primary)
     }
     OPENSSL_cleanse(have, sizeof have);
     if (found) return 0;
-    int rc = sl_account_create(a->e, account);
+    int rc = row_create(a, account);
     if (rc && rc != SL_EEXISTS) return rc;
     static const char *const names[] = {"primary", "secondary"};
     for (int i = 0; i < 2; i++) {
@@ -291,37 +356,25 @@ int sl_acct_ensure(sl_acct *a, const char *account, struct sl_auth_key *primary)
     return rc;
 }
 
-int sl_acct_delete(sl_acct *a, const char *account, size_t *queues) {
-    *queues = 0;
+int sl_acct_delete_begin(sl_acct *a, const char *account, int *exists) {
+    *exists = 0;
     if (!sl_name_valid(account)) return SL_ENOTFOUND;
-    int exists = sl_account_exists(a->e, account);
-    if (exists && exists != SL_ENOTFOUND) return exists;
+    int rc = sl_acct_exists(a, account);
+    if (rc && rc != SL_ENOTFOUND) return rc;
+    *exists = rc == 0;
     sl_val key[2] = {sl_vint(0), sl_vtext(account)};
     sl_result r;
     sl_result_init(&r);
     int indexed = sl_store_get(a->st, &t_index, key, SL_READ_DEFAULT, &r);
     sl_result_free(&r);
     if (indexed && indexed != SL_ENOTFOUND) return indexed;
-    if (exists == SL_ENOTFOUND && indexed == SL_ENOTFOUND) return SL_ENOTFOUND;
+    if (!*exists && indexed == SL_ENOTFOUND) return SL_ENOTFOUND;
+    return keys_delete_all(a, account);
+}
 
-    int rc = keys_delete_all(a, account);
-    if (rc) return rc;
-    if (exists == 0) {
-        sl_queue_info *qs = NULL;
-        size_t n = 0;
-        rc = sl_queue_list(a->e, account, &qs, &n);
-        for (size_t i = 0; rc == 0 && i < n; i++) {
-            int drc = sl_queue_delete(a->e, account, qs[i].opts.name);
-            if (drc == 0)
-                (*queues)++;
-            else if (drc != SL_ENOTFOUND)
-                rc = drc;
-        }
-        free(qs);
-        if (rc && rc != SL_ENOTFOUND) return rc;
-        if ((rc = sl_account_delete(a->e, account)) != 0) return rc;
-    }
-    return index_delete(a, account);
+int sl_acct_delete_finish(sl_acct *a, const char *account, int exists) {
+    int rc = exists ? row_delete(a, account) : 0;
+    return rc ? rc : index_delete(a, account);
 }
 
 int sl_acct_list(sl_acct *a, char (**names)[SL_NAME_MAX + 1], int64_t **created_ms, size_t *n) {
@@ -395,7 +448,7 @@ int sl_acct_key_create(sl_acct *a, const char *account, const char *name, struct
 
 int sl_acct_key_delete(sl_acct *a, const char *account, const char *name) {
     if (!sl_name_valid(name)) return SL_ENOTFOUND;
-    int rc = sl_account_exists(a->e, account);
+    int rc = sl_acct_exists(a, account);
     if (rc) return rc;
     sl_write w;
     key_row(&w, SL_W_DELETE_ROW, account, name);

@@ -1,10 +1,12 @@
 /* account.h: accounts and their keys, stored through the table contract, and
- * the per-node cache of each account's keys that every queue-API request
- * reads.
+ * the per-node caches of their existence and keys that every request reads.
+ * It stands on store.h alone, below the engine, which asks it whether an
+ * account exists (sl_engine_config.accounts).
  *
- * Tables (static data here, created with the engine's tables through
- * sl_engine_config.extra_tables, so both backends get them):
+ * Tables (static data here, created with the engine's tables by
+ * sl_engine_open, so both backends get them):
  *
+ *   accounts      (name)    created
  *   account_keys  (account) name    key created
  *   account_index (shard)   account created
  *
@@ -12,8 +14,8 @@
  * admin API hands out (the HMAC schemes need the key itself, so it cannot be
  * stored hashed). account_index exists only so that the admin API can list
  * accounts: the contract reads one partition at a time, so every account has
- * a row in the one partition shard = 0. Whether an account exists is the
- * engine's accounts table (sl_account_exists).
+ * a row in the one partition shard = 0. Whether an account exists is its row
+ * in accounts (sl_acct_exists): positive answers are cached for 2 s.
  *
  * Cache: the keys of an account are read from the store at most once per
  * SL_ACCT_CACHE_MS on each node, so revoking a key or deleting an account
@@ -28,7 +30,6 @@
 #include <stdint.h>
 
 #include "../auth/auth.h"
-#include "../queue/queue.h"
 #include "../store/store.h"
 
 #define SL_ACCT_MAX_KEYS 32    /* keys per account, primary and secondary included */
@@ -40,9 +41,12 @@ extern const size_t sl_acct_ntables;
 
 typedef struct sl_acct sl_acct;
 
-/* Opens the module over a store whose tables exist (sl_engine_open with
- * sl_acct_tables as extra tables) and an engine, both borrowed. */
-int sl_acct_open(sl_store *st, sl_engine *e, sl_acct **out);
+/* Opens the module over a store (borrowed); its tables are made by
+ * sl_engine_open, before any other call. */
+int sl_acct_open(sl_store *st, sl_acct **out);
+
+/* 0 when the account exists, SL_ENOTFOUND, or a store error. */
+int sl_acct_exists(sl_acct *a, const char *account);
 void sl_acct_close(sl_acct *a);
 
 /* Creates an account with freshly generated keys "primary" and "secondary"
@@ -56,12 +60,16 @@ int sl_acct_create(sl_acct *a, const char *account, struct sl_auth_key keys[2]);
  * primary key to *primary. */
 int sl_acct_ensure(sl_acct *a, const char *account, struct sl_auth_key *primary);
 
-/* Deletes an account: its keys first (requests stop authenticating at once
- * on this node), then each of its queues is marked deleted (the engine
- * removes their data in the background), then the account itself.
- * *queues counts the queues deleted. 0 or SL_ENOTFOUND or a store error;
- * calling it again after a failure finishes the job. */
-int sl_acct_delete(sl_acct *a, const char *account, size_t *queues);
+/* Deleting an account, in two steps around the deletion of its queues,
+ * which is the caller's (the admin API's): sl_acct_delete_begin revokes its
+ * keys (requests stop authenticating at once on this node) and says
+ * whether the account row still exists (*exists; its queues are deleted
+ * while it does); sl_acct_delete_finish then deletes the row (and forgets
+ * it in this node's cache) and the index entry. Each returns 0, SL_ENOTFOUND
+ * (begin: neither a row nor an index entry) or a store error; calling them
+ * again after a failure finishes the job. */
+int sl_acct_delete_begin(sl_acct *a, const char *account, int *exists);
+int sl_acct_delete_finish(sl_acct *a, const char *account, int exists);
 
 /* Names and creation times of the accounts, sorted by name, at most
  * SL_ACCT_LIST_MAX. *names is malloc'ed as n entries of SL_NAME_MAX+1 bytes

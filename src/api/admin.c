@@ -185,12 +185,36 @@ static int h_get(sl_http_req *r, void *ctx) {
     return sl_api_json(r, 200, j);
 }
 
+/* Deletes an account and everything in it: its keys first (requests stop
+ * authenticating at once on this node), then each of its queues is marked
+ * deleted (the engine removes their data in the background) while the
+ * account still exists, then the account. A retry after a failure
+ * finishes the job. *queues counts the queues deleted. */
+static int delete_account(sl_admin *a, const char *account, size_t *queues) {
+    int exists;
+    int rc = sl_acct_delete_begin(a->cfg.acct, account, &exists);
+    if (rc || !exists) return rc ? rc : sl_acct_delete_finish(a->cfg.acct, account, 0);
+    sl_queue_info *qs = NULL;
+    size_t n = 0;
+    rc = sl_queue_list(a->cfg.engine, account, &qs, &n);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        int drc = sl_queue_delete(a->cfg.engine, account, qs[i].opts.name);
+        if (drc == 0)
+            (*queues)++;
+        else if (drc != SL_ENOTFOUND)
+            rc = drc;
+    }
+    free(qs);
+    if (rc && rc != SL_ENOTFOUND) return rc;
+    return sl_acct_delete_finish(a->cfg.acct, account, 1);
+}
+
 static int h_delete(sl_http_req *r, void *ctx) {
     sl_admin *a = ctx;
     const char *account = begin(a, r);
     if (!account) return SL_HTTP_DONE;
     size_t queues = 0;
-    int rc = sl_acct_delete(a->cfg.acct, account, &queues);
+    int rc = delete_account(a, account, &queues);
     if (rc == SL_ENOTFOUND) return account_not_found(r, account);
     if (rc) return sl_api_fail(r, rc, NULL, NULL);
     return sl_api_json(r, 200,
@@ -240,7 +264,7 @@ static int h_key_delete(sl_http_req *r, void *ctx) {
     const char *key_name = sl_http_param(r, "k");
     int rc = sl_acct_key_delete(a->cfg.acct, account, key_name);
     if (rc == SL_ENOTFOUND) {
-        if (sl_account_exists(a->cfg.engine, account) == SL_ENOTFOUND) return account_not_found(r, account);
+        if (sl_acct_exists(a->cfg.acct, account) == SL_ENOTFOUND) return account_not_found(r, account);
         return sl_http_error(r, 404, "KeyNotFound", "account '%s' has no key '%s'", account, key_name);
     }
     if (rc) return sl_api_fail(r, rc, NULL, NULL);

@@ -14,11 +14,9 @@
 #include "../account/account.h"
 #include "../http/server.h"
 #include "../queue/queue.h"
-#include "../store/store.h"
 
 typedef struct {
     sl_engine *engine;        /* borrowed, must outlive the API */
-    sl_store *store;          /* borrowed, for /health */
     sl_acct *acct;            /* borrowed: accounts and keys */
     int64_t skew_ms;          /* allowed request-time skew; 0 means 60 s */
     size_t max_message_bytes; /* 0 means SL_MSG_MAX_DEFAULT (256 KiB) */

@@ -143,7 +143,7 @@ static int begin(sl_api *a, sl_http_req *r, char level, const char **account, co
 
 /* After all input was checked: the account must exist. */
 static int account_ok(sl_api *a, sl_http_req *r, const char *account) {
-    int rc = sl_account_exists(a->cfg.engine, account);
+    int rc = sl_acct_exists(a->cfg.acct, account);
     if (rc == 0) return 0;
     sl_api_fail(r, rc, account, NULL);
     return -1;
@@ -190,7 +190,7 @@ static json_t *messages_json(const sl_message *m, size_t n, int leased) {
 
 static int h_health(sl_http_req *r, void *ctx) {
     sl_api *a = ctx;
-    if (sl_store_ping(a->cfg.store) == 0) return sl_api_json(r, 200, json_pack("{s:s}", "status", "ok"));
+    if (sl_engine_ping(a->cfg.engine) == 0) return sl_api_json(r, 200, json_pack("{s:s}", "status", "ok"));
     return sl_api_unavailable(r, 503, "ServiceUnavailable", "the store does not answer");
 }
 

@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "../auth/auth.h"
-#include "../queue/queue.h"
+#include "../limits.h"
 #include "../sluice.h"
 #include "client.h"
 

@@ -127,7 +127,7 @@ static int init_incarnation(sl_engine *e, const char *qkey, const char *account,
 int sl_queue_create(sl_engine *e, const char *account, const sl_queue_opts *o, char *err, size_t cap) {
     int rc = sl_queue_opts_check(o, err, cap);
     if (rc) return rc;
-    if ((rc = sl_account_exists(e, account)) != 0) return rc;
+    if ((rc = sl_acct_exists(e->cfg.accounts, account)) != 0) return rc;
     if (o->dlq[0]) {
         qstate *d;
         rc = eng_queue(e, account, o->dlq, &d);
@@ -193,7 +193,7 @@ int sl_queue_create(sl_engine *e, const char *account, const sl_queue_opts *o, c
 }
 
 int sl_queue_get(sl_engine *e, const char *account, const char *name, sl_queue_info *out) {
-    int rc = sl_account_exists(e, account);
+    int rc = sl_acct_exists(e->cfg.accounts, account);
     if (rc) return rc;
     qstate *q;
     if ((rc = eng_queue(e, account, name, &q)) != 0) return rc;
@@ -206,7 +206,7 @@ int sl_queue_get(sl_engine *e, const char *account, const char *name, sl_queue_i
 int sl_queue_list(sl_engine *e, const char *account, sl_queue_info **out, size_t *n) {
     *out = NULL;
     *n = 0;
-    int rc = sl_account_exists(e, account);
+    int rc = sl_acct_exists(e->cfg.accounts, account);
     if (rc) return rc;
     size_t cap = 0;
     sl_queue_info *v = NULL;
@@ -257,7 +257,7 @@ int sl_queue_list(sl_engine *e, const char *account, sl_queue_info **out, size_t
 }
 
 int sl_queue_delete(sl_engine *e, const char *account, const char *name) {
-    int rc = sl_account_exists(e, account);
+    int rc = sl_acct_exists(e->cfg.accounts, account);
     if (rc) return rc;
     qstate *q;
     if ((rc = eng_queue(e, account, name, &q)) != 0) return rc;
@@ -295,7 +295,7 @@ int sl_queue_delete(sl_engine *e, const char *account, const char *name) {
  * messages still in the queue rather than to its history. */
 int sl_queue_stats(sl_engine *e, const char *account, const char *name, sl_queue_statistics *out) {
     memset(out, 0, sizeof *out);
-    int rc = sl_account_exists(e, account);
+    int rc = sl_acct_exists(e->cfg.accounts, account);
     if (rc) return rc;
     qstate *q;
     if ((rc = eng_queue(e, account, name, &q)) != 0) return rc;
@@ -346,7 +346,7 @@ int sl_queue_stats(sl_engine *e, const char *account, const char *name, sl_queue
  * gone. The call returns only once the clock has moved past that
  * millisecond, so a put that starts after it returns is never purged. */
 int sl_queue_purge(sl_engine *e, const char *account, const char *name) {
-    int rc = sl_account_exists(e, account);
+    int rc = sl_acct_exists(e->cfg.accounts, account);
     if (rc) return rc;
     qstate *q;
     if ((rc = eng_queue(e, account, name, &q)) != 0) return rc;
@@ -362,7 +362,7 @@ int sl_queue_purge(sl_engine *e, const char *account, const char *name) {
 
 int sl_queue_redrive(sl_engine *e, const char *account, const char *dlq, const char *to, int64_t *moved) {
     *moved = 0;
-    int rc = sl_account_exists(e, account);
+    int rc = sl_acct_exists(e->cfg.accounts, account);
     if (rc) return rc;
     qstate *src, *dst;
     if ((rc = eng_queue(e, account, dlq, &src)) != 0) return rc;

@@ -10,21 +10,11 @@
 
 #include <stdint.h>
 #include <stddef.h>
+#include "../account/account.h"
+#include "../limits.h"
 #include "../sluice.h"
 #include "../store/store.h"
 
-/* Limits that the API enforces and the engine checks again. */
-#define SL_MSG_MAX_DEFAULT (256 * 1024)
-#define SL_BATCH_MAX 100
-#define SL_RECEIVE_MAX 32
-#define SL_INVIS_MAX 604800         /* 7 days */
-#define SL_WAIT_MAX 20
-#define SL_ATTRS_MAX 10             /* attributes per message */
-#define SL_ATTR_KEY_MAX 128
-#define SL_ATTR_VAL_MAX 1024
-#define SL_RECEIPT_MAX 128          /* buffer size for a pop receipt */
-#define SL_MSGID_LEN 32             /* hex chars of a message id */
-#define SL_TAG_MAX 40
 
 typedef struct sl_engine sl_engine;
 
@@ -34,11 +24,10 @@ typedef struct {
     int background;          /* run the repair and deletion threads (1 in the server, 0 in tests) */
     int max_watches;         /* long polls waiting at once; past it sl_watch_add says SL_EBUSY; 0: no cap */
     int combine_cas;         /* combine concurrent CAS into batches: 0 as the store prefers, 1 always, -1 never */
-    /* Tables of other modules (the account keys) created with the engine's
-     * own in one sl_store_ensure call, so that one place makes the whole
-     * schema. The array and the tables are static data of their module. */
-    const sl_table *const *extra_tables;
-    size_t n_extra_tables;
+    /* The accounts (account/, below the engine): the engine asks it whether
+     * an account exists, and creates its tables with its own. Required;
+     * borrowed, must outlive the engine. */
+    sl_acct *accounts;
 } sl_engine_config;
 
 /* Opens the engine over an open store (the caller keeps ownership of it and
@@ -48,16 +37,6 @@ int sl_engine_open(sl_store *st, const sl_engine_config *cfg, sl_engine **out);
 void sl_engine_close(sl_engine *e);
 /* The engine's table definitions (static data), for `sluice schema`. */
 const sl_table *const *sl_engine_tables(size_t *n);
-
-/* --- Accounts ---------------------------------------------------------- */
-
-int sl_account_create(sl_engine *e, const char *account); /* 0 or SL_EEXISTS */
-int sl_account_exists(sl_engine *e, const char *account);  /* 0 or SL_ENOTFOUND */
-/* Deletes the account row and forgets it in this node's cache, so that it
- * is gone at once here (other nodes: within the 2 s cache lifetime). Its
- * queues are the caller's business: delete them first, while the account
- * still exists. 0 (also when it did not exist) or a store error. */
-int sl_account_delete(sl_engine *e, const char *account);
 
 /* --- Queues ------------------------------------------------------------ */
 
@@ -187,6 +166,9 @@ void sl_op_discard(sl_op *op);
  * writes commit in the background). When they do not (Cassandra), a caller
  * that must not block runs them on a thread that may. */
 int sl_engine_defers(sl_engine *e);
+
+/* Whether the store answers (for /health): 0 or a store error. */
+int sl_engine_ping(sl_engine *e);
 /* Extends, shortens or ends (invis_s == 0) a lease, optionally replacing
  * the body (body != NULL). Writes the new receipt and the message tag. */
 int sl_msg_update(sl_engine *e, const char *account, const char *queue, const char *receipt,

@@ -205,9 +205,25 @@ struct sl_engine {
     int bg_started;
 };
 
-/* engine.c */
-int eng_queue(sl_engine *e, const char *account, const char *name, qstate **out);
-void eng_queue_forget(sl_engine *e, qstate *q);
+/* --- Between the engine's files (each group: where it is defined) ------- */
+
+static inline int64_t ttl_left_s(int64_t exp_ms, int64_t now) {
+    int64_t s = (exp_ms - now + 999) / 1000;
+    return s < 1 ? 1 : s;
+}
+
+#define SETTLE_MS 1000 /* lease entries due this recently may still be landing */
+
+/* A put's rows as built by msg_put_rows, with what msg_put_after needs. */
+typedef struct {
+    int64_t id, block_ms;
+    char tag[SL_TAG_MAX];
+} put_pending;
+
+enum { SEAL_DONE = 1, SEAL_NOW };
+#define SEAL_GAPS (INT64_C(1) << 62) /* in msg_seal_run's b[]: the bucket was short of rows */
+
+/* cas.c */
 int eng_cas(sl_engine *e, sl_write *w, int nonce_col, sl_result *cur);
 int eng_cas_settle(sl_engine *e, sl_write *w, int nonce_col, int rc, size_t n);
 int eng_same_key(const sl_write *a, const sl_write *b, int ncols);
@@ -220,35 +236,87 @@ int eng_pointer_get(sl_engine *e, const char *qkey, const char *name, int64_t *o
 int eng_pointer_advance(sl_engine *e, const char *qkey, const char *name, int64_t from, int64_t to);
 int eng_pointer_max(sl_engine *e, const char *qkey, const char *name, int64_t value);
 int eng_counter_add(sl_engine *e, const char *qkey, const char *name, int64_t delta);
+
+/* qstate.c */
+int eng_queue(sl_engine *e, const char *account, const char *name, qstate **out);
+void eng_queue_forget(sl_engine *e, qstate *q);
+
+/* watch.c */
 void eng_notify(sl_engine *e, qstate *q);
 void eng_notify_n(sl_engine *e, qstate *q, size_t n);
-void eng_set_key(sl_write *w, const sl_table *t);
+void eng_fire(sl_engine *e, qstate *q, int expired_only, int64_t now);
 
 /* message.c */
 void msg_norm(sl_row *m);
-int msg_claim(sl_engine *e, qstate *q, int64_t *id);
-int msg_write_new(sl_engine *e, qstate *q, const sl_row *proto, int64_t *id_out);
-int msg_move(sl_engine *e, qstate *src, const sl_row *row, qstate *dst, int reset, int dead);
-int msg_complete_move(sl_engine *e, qstate *src, const sl_row *row);
-int msg_scan_bucket(sl_engine *e, qstate *q, int64_t bucket, sl_result *out);
-int msg_purged(qstate *q, const sl_row *r);
-int msg_lease_entry(sl_engine *e, qstate *q, int64_t id, int64_t version, int64_t due, int64_t exp_ms, int async);
-int msg_lease_flush(sl_engine *e, qstate *q, int64_t upto, int sync);
-void msg_refresh_purge(sl_engine *e, qstate *q, int force);
-int msg_head(sl_engine *e, qstate *q, int64_t *head);
 int msg_has_visible(sl_engine *e, qstate *q);
-int msg_lease_scan(sl_engine *e, qstate *q, int64_t now);
-void msg_fresh_drop(qstate *q);
+int msg_put_rows(sl_engine *e, qstate *q, const sl_put *msgs, size_t n, char (*ids)[SL_MSGID_LEN + 1],
+                 put_pending *p, sl_write *w, sl_write *entries, int *any_visible);
+int msg_put_check(sl_engine *e, const char *account, const char *queue, const sl_put *msgs, size_t n,
+                  qstate **q);
+int msg_put_after(sl_engine *e, qstate *q, const sl_write *w, const put_pending *p, size_t n, int any_visible,
+                  int rc);
+int msg_open_queue(sl_engine *e, const char *account, const char *queue, qstate **q);
+void msg_key(sl_write *w, const char *qkey, int64_t bucket, int64_t id);
+int msg_get_msg(sl_engine *e, const char *qkey, int64_t bucket, int64_t id, int cons, sl_result *r);
+sl_cond msg_cond_of(const sl_row *m, int col);
+void msg_ack_writes(qstate *q, const char *const *receipts, size_t n, int *rcs, sl_write *w, size_t *idx,
+                    size_t *k);
+void msg_ack_after(qstate *q, const sl_write *w, size_t k, const size_t *idx, const int *krc, int *rcs);
+
+/* receipt.c */
 void msg_receipt_init(qstate *q);
 void msg_receipt_free(qstate *q);
+int msg_receipt_parse(const qstate *q, const char *s, int64_t *id, int64_t *version, int64_t *exp_ms);
+void msg_receipt_make(const qstate *q, char out[SL_RECEIPT_MAX], int64_t id, int64_t version, int64_t exp_ms);
+
+/* ids.c */
+int msg_claim(sl_engine *e, qstate *q, int64_t *id);
+int msg_scan_bucket(sl_engine *e, qstate *q, int64_t bucket, sl_result *out);
+int msg_purged(qstate *q, const sl_row *r);
+void msg_refresh_purge(sl_engine *e, qstate *q, int force);
+int msg_head(sl_engine *e, qstate *q, int64_t *head);
+int msg_claim_block(sl_engine *e, qstate *q, int64_t *id, int64_t *block_ms);
+
+/* lease.c */
+int msg_lease_entry(sl_engine *e, qstate *q, int64_t id, int64_t version, int64_t due, int64_t exp_ms,
+                    int async);
+int msg_lease_flush(sl_engine *e, qstate *q, int64_t upto, int sync);
+void msg_lease_entry_write(qstate *q, int64_t id, int64_t version, int64_t due, int64_t exp_ms, int64_t now,
+                           sl_write *w);
+int msg_recent(int64_t mono_then, int64_t now_then);
+int msg_lease_entry_defer(qstate *q, int64_t id, int64_t version, int64_t due, int64_t exp_ms, int64_t now);
+void msg_lease_entry_cancel(qstate *q, int64_t id, int64_t version);
+void msg_lease_dues_pop(qstate *q, int64_t now);
+void msg_lease_dues_note(qstate *q, const sl_write *w, size_t n);
+
+/* reader.c */
+int msg_lease_scan(sl_engine *e, qstate *q, int64_t now);
+int msg_take_due(sl_engine *e, qstate *q, int max, int invis_s, sl_message *out, size_t *got);
+int msg_seal_take(qstate *q);
+int msg_seal_state(sl_engine *e, qstate *q, int64_t b, const sl_result *r, int ready, int64_t now);
+int msg_seal_run(sl_engine *e, qstate *q, const int64_t *bs, int n);
+int msg_lease_writes(sl_engine *e, qstate *q, sl_row **rows, size_t k, int invis_s, sl_row **todo,
+                     sl_write *w, int64_t *visible);
+int msg_lease_batch(sl_engine *e, qstate *q, sl_row **rows, size_t k, int invis_s, sl_message *out,
+                    size_t *got);
+int msg_lease_after(sl_engine *e, qstate *q, sl_row **todo, size_t n, const int *rcs, int64_t visible,
+                    sl_message *out, size_t *got);
+int64_t msg_gap_clock(qstate *q, int64_t b, int64_t present, int64_t now);
+int msg_fill_message(sl_message *out, const sl_row *m);
+
+/* fresh.c */
+void msg_fresh_drop(qstate *q);
+int msg_take_fresh(sl_engine *e, qstate *q, int max, int invis_s, sl_message *out, size_t *got);
+void msg_leasing_end(qstate *q, sl_row **v, size_t n);
+int msg_fresh_take(sl_engine *e, qstate *q, size_t want, int have, int *refills, sl_row **v, size_t *k);
+void msg_fresh_feed(qstate *q, const sl_write *w, size_t n);
+
+/* move.c */
+int msg_move(sl_engine *e, qstate *src, const sl_row *row, qstate *dst, int reset, int dead);
+int msg_complete_move(sl_engine *e, qstate *src, const sl_row *row);
 
 /* repair.c */
 int repair_queue(sl_engine *e, qstate *q);
 int repair_delete_queue(sl_engine *e, const char *qkey, int64_t bucket_size);
-
-static inline int64_t ttl_left_s(int64_t exp_ms, int64_t now) {
-    int64_t s = (exp_ms - now + 999) / 1000;
-    return s < 1 ? 1 : s;
-}
 
 #endif

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from sluice_client import BINARY, unique_name
+from sluice_client import BINARY, REPO, unique_name
 
 
 def run(server, *args, key=None, account="dev", url=None, stdin=None, env_extra=None):
@@ -108,6 +108,43 @@ def test_exit_codes(server, admin_other_key, scheme):
 def test_help(server):
     p = subprocess.run([BINARY, "help", "client"], capture_output=True, text=True)
     assert p.returncode == 0 and "SLUICE_KEY" in p.stdout
+
+
+def test_readme_lists_every_setting_as_the_binary_does():
+    """The README's tables of settings are `sluice help config`, row for row,
+    and `sluice help` names every setting's flag or variable and file key."""
+    p = subprocess.run([BINARY, "help", "config"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    rows = [ln for ln in p.stdout.splitlines() if ln.startswith("| `") or ln.startswith("|  |")]
+    assert len(rows) > 20, p.stdout
+    readme = open(os.path.join(REPO, "README.md")).read()
+    missing = [r for r in rows if r not in readme.splitlines()]
+    assert not missing, "README.md lacks these rows of `sluice help config`:\n" + "\n".join(missing)
+    usage = subprocess.run([BINARY, "help"], capture_output=True, text=True).stdout
+    for r in rows:
+        cells = [c.strip().strip("`") for c in r.strip("|").split("|")]
+        flag, env, key = cells[0], cells[1], cells[2]
+        assert key in usage and env in usage and flag in usage, (r, usage)
+
+
+def test_each_setting_is_read_from_the_file_the_environment_and_the_flags(tmp_path):
+    """The same bad value is refused under each of a setting's three names,
+    and an alias of a file key works."""
+    conf = tmp_path / "sluice.conf"
+    conf.write_text("store_threads = 0\n")
+    for args, env in (
+        (["--config", str(conf)], {}),
+        ([], {"SLUICE_STORE_THREADS": "0"}),
+        (["--store-threads", "0"], {}),
+    ):
+        p = subprocess.run([BINARY, "dev", "--port", "0", "--admin-port", "0", "--data", str(tmp_path / "d")] + args,
+                           env={**os.environ, **env}, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           timeout=60)
+        assert p.returncode == 2 and "bad value '0'" in p.stderr, (args, env, p.returncode, p.stderr)
+    conf.write_text("consistency = SERIAL\n")  # the alias of consistency_level; SERIAL is not a read level
+    p = subprocess.run([BINARY, "dev", "--config", str(conf), "--port", "0", "--data", str(tmp_path / "d")],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "bad value 'SERIAL' for consistency" in p.stderr, p.stderr
 
 
 @pytest.fixture(scope="module")

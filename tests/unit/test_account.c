@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "account/account.h"
+#include "queue/queue.h"
 
 typedef struct {
     char dir[64];
@@ -30,21 +31,20 @@ static int setup(void **state) {
     sl_clock_set_ms(1800000000000LL);
     sl_log_level = getenv("SLUICE_TEST_LOG") ? SL_DEBUG : SL_ERR;
     assert_int_equal(sl_store_sqlite_open(f->dir, &f->st), 0);
+    assert_int_equal(sl_acct_open(f->st, &f->a), 0);
+    assert_int_equal(sl_acct_open(f->st, &f->b), 0);
     sl_engine_config cfg = {0};
-    cfg.extra_tables = sl_acct_tables;
-    cfg.n_extra_tables = sl_acct_ntables;
+    cfg.accounts = f->a;
     assert_int_equal(sl_engine_open(f->st, &cfg, &f->e), 0);
-    assert_int_equal(sl_acct_open(f->st, f->e, &f->a), 0);
-    assert_int_equal(sl_acct_open(f->st, f->e, &f->b), 0);
     *state = f;
     return 0;
 }
 
 static int teardown(void **state) {
     fx *f = *state;
+    sl_engine_close(f->e);
     sl_acct_close(f->a);
     sl_acct_close(f->b);
-    sl_engine_close(f->e);
     sl_store_close(f->st);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
@@ -73,7 +73,7 @@ static void test_create_gives_two_distinct_keys(void **state) {
     assert_string_not_equal(k[0].secret, k[1].secret);
     assert_true(has_key(f->a, "acme", "primary", k[0].secret));
     assert_true(has_key(f->b, "acme", "secondary", k[1].secret));
-    assert_int_equal(sl_account_exists(f->e, "acme"), 0);
+    assert_int_equal(sl_acct_exists(f->a, "acme"), 0);
     assert_int_equal(sl_acct_create(f->a, "acme", k), SL_EEXISTS);
     assert_int_equal(sl_acct_create(f->a, "..", k), SL_EINVAL);
     assert_int_equal(sl_acct_create(f->a, "a/b", k), SL_EINVAL);
@@ -140,6 +140,8 @@ static void test_ensure_keeps_existing_keys(void **state) {
     assert_true(has_key(f->a, "dev", "secondary", NULL));
 }
 
+/* What the admin API's DELETE does, step by step: the keys go first, the
+ * queues are deleted while the account still exists, then the account. */
 static void test_delete_account_deletes_queues_and_keys(void **state) {
     fx *f = *state;
     struct sl_auth_key k[2];
@@ -152,14 +154,22 @@ static void test_delete_account_deletes_queues_and_keys(void **state) {
         char err[128];
         assert_int_equal(sl_queue_create(f->e, "acme", &o, err, sizeof err), 0);
     }
-    size_t nq;
-    assert_int_equal(sl_acct_delete(f->a, "acme", &nq), 0);
-    assert_int_equal(nq, 3);
-    assert_int_equal(sl_account_exists(f->e, "acme"), SL_ENOTFOUND);
-    assert_false(has_key(f->a, "acme", "primary", NULL));
+    int exists;
+    assert_int_equal(sl_acct_delete_begin(f->a, "acme", &exists), 0);
+    assert_int_equal(exists, 1);
+    assert_false(has_key(f->a, "acme", "primary", NULL)); /* at once on this node */
+    for (int i = 0; i < 3; i++) {
+        char q[8];
+        snprintf(q, sizeof q, "q%d", i);
+        assert_int_equal(sl_queue_delete(f->e, "acme", q), 0);
+    }
+    assert_int_equal(sl_acct_delete_finish(f->a, "acme", exists), 0);
+    assert_int_equal(sl_acct_exists(f->a, "acme"), SL_ENOTFOUND);
+    assert_int_equal(sl_queue_list(f->e, "acme", &(sl_queue_info *){NULL}, &(size_t){0}), SL_ENOTFOUND);
     sl_clock_advance_ms(SL_ACCT_CACHE_MS);
     assert_false(has_key(f->b, "acme", "primary", NULL));
-    assert_int_equal(sl_acct_delete(f->a, "acme", &nq), SL_ENOTFOUND);
+    assert_int_equal(sl_acct_exists(f->b, "acme"), SL_ENOTFOUND);
+    assert_int_equal(sl_acct_delete_begin(f->a, "acme", &exists), SL_ENOTFOUND);
     /* Made again, it has no queues. */
     assert_int_equal(sl_acct_create(f->a, "acme", k), 0);
     sl_queue_info *qs;
@@ -192,7 +202,7 @@ static void test_failed_create_is_undone(void **state) {
     sl_store_sqlite_set_fault(f->st, fail_key_writes, &left);
     struct sl_auth_key k[2];
     assert_int_equal(sl_acct_create(f->a, "acme", k), SL_EUNAVAILABLE);
-    assert_int_equal(sl_account_exists(f->e, "acme"), SL_ENOTFOUND);
+    assert_int_equal(sl_acct_exists(f->a, "acme"), SL_ENOTFOUND);
     assert_int_equal(sl_acct_create(f->a, "acme", k), 0);
     sl_store_sqlite_set_fault(f->st, NULL, NULL);
     assert_true(has_key(f->b, "acme", "primary", k[0].secret));

@@ -1,15 +1,14 @@
-/* test_cql_ring.c: the cluster layer's routing policy (replicas from the
+/* test_cql_ring.c: the cluster layer's routing policy (cql_replicas from the
  * ring and the keyspace's replication, DC awareness), on a synthetic
- * five-node, two-DC cluster. It includes cluster.c to reach its static
- * functions, as picohttpparser's tests do; a single live node cannot show
- * any of this. */
+ * five-node, two-DC cluster, through the layer's internal header
+ * (cluster_int.h); a single live node cannot show any of this. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 
 #include <cmocka.h>
 
-#include "../../src/cql/cluster.c"
+#include "cql/cluster_int.h"
 
 enum { A, B, C, D, E };
 
@@ -23,14 +22,14 @@ static sl_cql_client *synthetic(void) {
     for (int i = 0; i < 5; i++) {
         char host[32];
         snprintf(host, sizeof host, "10.0.0.%d", i + 1);
-        assert_int_equal(add_node(c, host, 9042, dcs[i]), i);
+        assert_int_equal(cql_add_node(c, host, 9042, dcs[i]), i);
         c->nodes[i].up = 1;
     }
     c->ring = calloc(5, sizeof *c->ring);
     for (int i = 0; i < 5; i++)
         c->ring[i] = (ring_ent){toks[i], i};
     c->nring = 5;
-    qsort(c->ring, 5, sizeof *c->ring, ring_cmp);
+    qsort(c->ring, 5, sizeof *c->ring, cql_ring_cmp);
     snprintf(c->local_dc, sizeof c->local_dc, "dc1");
     c->repl = calloc(2, sizeof *c->repl);
     c->nrepl = 2;
@@ -55,19 +54,19 @@ static void t_replicas(void **state) {
     (void)state;
     sl_cql_client *c = synthetic();
     int r[MAX_PLAN];
-    assert_int_equal(replicas(c, "simple2", 60, r, MAX_PLAN), 2); /* owner B, then E */
+    assert_int_equal(cql_replicas(c, "simple2", 60, r, MAX_PLAN), 2); /* owner B, then E */
     assert_int_equal(r[0], B);
     assert_int_equal(r[1], E);
-    assert_int_equal(replicas(c, "nts", 60, r, MAX_PLAN), 3); /* B, E, then C for dc1's second */
+    assert_int_equal(cql_replicas(c, "nts", 60, r, MAX_PLAN), 3); /* B, E, then C for dc1's second */
     assert_int_equal(r[0], B);
     assert_int_equal(r[1], E);
     assert_int_equal(r[2], C);
-    assert_int_equal(replicas(c, "simple2", 201, r, MAX_PLAN), 2); /* wraps to A */
+    assert_int_equal(cql_replicas(c, "simple2", 201, r, MAX_PLAN), 2); /* wraps to A */
     assert_int_equal(r[0], A);
     assert_int_equal(r[1], D);
-    assert_int_equal(replicas(c, "simple2", 100, r, MAX_PLAN), 2); /* a token equal to B's is B's */
+    assert_int_equal(cql_replicas(c, "simple2", 100, r, MAX_PLAN), 2); /* a token equal to B's is B's */
     assert_int_equal(r[0], B);
-    assert_int_equal(replicas(c, "unknown", 60, r, MAX_PLAN), 1); /* the owner alone */
+    assert_int_equal(cql_replicas(c, "unknown", 60, r, MAX_PLAN), 1); /* the owner alone */
     assert_int_equal(r[0], B);
     destroy(c);
 }
@@ -79,15 +78,15 @@ static void t_plan(void **state) {
     /* SimpleStrategy RF 2: the local replica first, then the other local
      * nodes, and no remote node while local ones are up. */
     for (int k = 0; k < 4; k++) {
-        int n = make_plan(c, 1, 60, "simple2", p);
+        int n = cql_make_plan(c, 1, 60, "simple2", p);
         assert_int_equal(n, 3);
         assert_int_equal(p[0], B);
         assert_true((p[1] == A && p[2] == C) || (p[1] == C && p[2] == A));
     }
-    /* NTS: both local replicas lead, in turn. */
+    /* NTS: both local cql_replicas lead, in turn. */
     int firsts[5] = {0};
     for (int k = 0; k < 6; k++) {
-        int n = make_plan(c, 1, 60, "nts", p);
+        int n = cql_make_plan(c, 1, 60, "nts", p);
         assert_int_equal(n, 3);
         assert_true((p[0] == B && p[1] == C) || (p[0] == C && p[1] == B));
         assert_int_equal(p[2], A);
@@ -96,21 +95,21 @@ static void t_plan(void **state) {
     assert_true(firsts[B] > 0 && firsts[C] > 0);
     /* A replica that is down is skipped. */
     c->nodes[B].up = 0;
-    assert_int_equal(make_plan(c, 1, 60, "simple2", p), 2);
+    assert_int_equal(cql_make_plan(c, 1, 60, "simple2", p), 2);
     assert_true(p[0] != B && p[1] != B);
-    /* No local node up: the remote DC, replicas' order aside. */
+    /* No local node up: the remote DC, cql_replicas' order aside. */
     c->nodes[A].up = c->nodes[C].up = 0;
-    int n = make_plan(c, 1, 60, "nts", p);
+    int n = cql_make_plan(c, 1, 60, "nts", p);
     assert_int_equal(n, 2);
     assert_true((p[0] == D && p[1] == E) || (p[0] == E && p[1] == D));
     /* Nothing up: an empty plan (no host available). */
     c->nodes[D].up = c->nodes[E].up = 0;
-    assert_int_equal(make_plan(c, 1, 60, "nts", p), 0);
+    assert_int_equal(cql_make_plan(c, 1, 60, "nts", p), 0);
     /* Without a token: local round-robin. */
     c->nodes[A].up = c->nodes[B].up = c->nodes[C].up = 1;
     int seen[5] = {0};
     for (int k = 0; k < 6; k++) {
-        assert_int_equal(make_plan(c, 0, 0, NULL, p), 3);
+        assert_int_equal(cql_make_plan(c, 0, 0, NULL, p), 3);
         seen[p[0]]++;
     }
     assert_true(seen[A] && seen[B] && seen[C] && !seen[D] && !seen[E]);
@@ -128,7 +127,7 @@ static void t_parse_replication(void **state) {
     for (int i = 0; i < 6; i++)
         sl_cql_wr_bytes(&w, (sl_cql_bytes){(const uint8_t *)kv[i], (int32_t)strlen(kv[i])});
     ks_repl r = {0};
-    parse_replication((sl_cql_bytes){buf, (int32_t)w.len}, &r);
+    cql_parse_replication((sl_cql_bytes){buf, (int32_t)w.len}, &r);
     assert_int_equal(r.simple, 0);
     assert_int_equal(r.ndc, 2);
     assert_string_equal(r.dcs[0].dc, "dc1");
@@ -140,12 +139,12 @@ static void t_parse_replication(void **state) {
     for (int i = 0; i < 4; i++)
         sl_cql_wr_bytes(&w, (sl_cql_bytes){(const uint8_t *)sv[i], (int32_t)strlen(sv[i])});
     ks_repl s2 = {0};
-    parse_replication((sl_cql_bytes){buf, (int32_t)w.len}, &s2);
+    cql_parse_replication((sl_cql_bytes){buf, (int32_t)w.len}, &s2);
     assert_int_equal(s2.simple, 1);
     assert_int_equal(s2.rf, 3);
     assert_int_equal(s2.ndc, 0);
     ks_repl bad = {0};
-    parse_replication((sl_cql_bytes){buf, 3}, &bad); /* truncated: ignored */
+    cql_parse_replication((sl_cql_bytes){buf, 3}, &bad); /* truncated: ignored */
     assert_int_equal(bad.rf, 0);
 }
 

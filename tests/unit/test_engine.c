@@ -22,6 +22,7 @@
 typedef struct {
     char dir[64];
     sl_store *st;
+    sl_acct *a;
     sl_engine *e;
 } fx;
 
@@ -119,17 +120,21 @@ static int g_combine;
 
 static void open_engine(fx *f) {
     assert_int_equal(sl_store_sqlite_open(f->dir, &f->st), 0);
+    assert_int_equal(sl_acct_open(f->st, &f->a), 0);
     sl_engine_config cfg = {0};
     snprintf(cfg.node_id, sizeof cfg.node_id, "test-node");
     cfg.lease_grace_ms = 2000;
     cfg.combine_cas = g_combine;
+    cfg.accounts = f->a;
     assert_int_equal(sl_engine_open(f->st, &cfg, &f->e), 0);
 }
 
 static void close_engine(fx *f) {
     sl_engine_close(f->e);
+    sl_acct_close(f->a);
     sl_store_close(f->st);
     f->e = NULL;
+    f->a = NULL;
     f->st = NULL;
 }
 
@@ -151,7 +156,8 @@ static int setup(void **state) {
     sl_clock_set_ms(1800000000000LL);
     sl_log_level = getenv("SLUICE_TEST_LOG") ? SL_DEBUG : SL_ERR;
     open_engine(f);
-    assert_int_equal(sl_account_create(f->e, "acct"), 0);
+    struct sl_auth_key keys[2];
+    assert_int_equal(sl_acct_create(f->a, "acct", keys), 0);
     *state = f;
     return 0;
 }
@@ -897,6 +903,7 @@ static void test_repair_lease_single_owner(void **state) {
     mkqueue(f, "q", 20, 5, NULL);
     sl_engine_config cfg = {0};
     snprintf(cfg.node_id, sizeof cfg.node_id, "other-node");
+    cfg.accounts = f->a;
     sl_engine *e2;
     assert_int_equal(sl_engine_open(f->st, &cfg, &e2), 0);
     assert_int_equal(sl_engine_tick(f->e), 0);

@@ -381,6 +381,7 @@ typedef struct {
 typedef struct {
     char dir[600];
     sl_store *st;
+    sl_acct *a;
     sl_engine *e;
     told *m;
     size_t n;
@@ -408,8 +409,10 @@ static int open_engine(run *r, const char *dir) {
     sl_engine_config cfg = {0};
     snprintf(cfg.node_id, sizeof cfg.node_id, "powerloss");
     cfg.lease_grace_ms = 2000;
-    if (sl_engine_open(r->st, &cfg, &r->e) != 0) {
+    if (sl_acct_open(r->st, &r->a) != 0 || (cfg.accounts = r->a, sl_engine_open(r->st, &cfg, &r->e)) != 0) {
+        sl_acct_close(r->a);
         sl_store_close(r->st);
+        r->a = NULL;
         r->st = NULL;
         return -1;
     }
@@ -418,8 +421,10 @@ static int open_engine(run *r, const char *dir) {
 
 static void close_engine(run *r) {
     if (r->e) sl_engine_close(r->e);
+    sl_acct_close(r->a);
     if (r->st) sl_store_close(r->st);
     r->e = NULL;
+    r->a = NULL;
     r->st = NULL;
 }
 
@@ -526,7 +531,8 @@ enum { STEPS = 48 };
 static int workload(run *r, uint64_t seed) {
     r->rng = seed * 2654435761u + 1;
     if (open_engine(r, r->dir) != 0) return -1;
-    int rc = sl_account_create(r->e, "acct");
+    struct sl_auth_key keys[2];
+    int rc = sl_acct_create(r->a, "acct", keys);
     sl_queue_opts o;
     sl_queue_opts_default(&o);
     snprintf(o.name, sizeof o.name, "q");

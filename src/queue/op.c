@@ -1,0 +1,409 @@
+/* op.c: puts, acks and receives that do not wait for the store (start and
+ * finish), and the blocking calls made of them. */
+#include <limits.h>
+#include <semaphore.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "queue_int.h"
+
+/* --- Operations that do not wait for the store ---------------------------- */
+
+/* A put, an ack or a receive whose writes are with the store
+ * (sl_msg_put_start and the others). Every request sent (see op_send)
+ * answers through op_answer; the last answer calls
+ * done and posts sem, which op_finish waits on in case it runs first (a
+ * server that stops resumes its parked requests). */
+enum { OP_PUT = 1, OP_ACK, OP_RECV };
+struct op_slot {
+    struct sl_op *op;
+    size_t i;
+};
+struct sl_op {
+    sl_engine *e;
+    qstate *q;
+    int kind, rc; /* rc: a put's answer */
+    void (*done)(void *);
+    void *arg;
+    sem_t sem;
+    int left;  /* answers still to come, plus one until the start returns */
+    size_t n;  /* messages, receipts, or the receive's max */
+    size_t nw; /* writes sent: acks, or leases */
+    /* Sized for n, in the same allocation: */
+    sl_write *w;          /* put: 2n (rows, then lease entries); ack, receive: n */
+    int *krc;             /* ack, receive: each write's outcome */
+    struct op_slot *slot; /* ack, receive: one per group; put: one */
+    size_t *gstart, *gn;  /* ack, receive: groups of writes, sent together */
+    int *grc;             /* ack, receive: each group's answer */
+    size_t ngroups;
+    put_pending *p;                /* put */
+    char (*ids)[SL_MSGID_LEN + 1]; /* put */
+    int *rcs;                      /* ack: per receipt */
+    size_t *idx;                   /* ack: the receipt of each write */
+    sl_row **rows, **todo;         /* receive: rows popped, and those leased */
+    /* put */
+    int any_visible;
+    /* receive */
+    int invis_s;
+    size_t got, k;
+    int64_t visible;
+    sl_message *msgs;
+};
+
+static sl_op *op_new(sl_engine *e, qstate *q, int kind, size_t n, void (*done)(void *), void *arg) {
+    size_t nw = kind == OP_PUT ? 2 * n : n;
+    size_t size = sizeof(sl_op) + nw * sizeof(sl_write) + n * (sizeof(int) + sizeof(struct op_slot));
+    if (kind == OP_PUT) size += n * (sizeof(put_pending) + SL_MSGID_LEN + 1);
+    if (kind == OP_ACK) size += n * (sizeof(int) + sizeof(size_t));
+    if (kind == OP_RECV) size += n * 2 * sizeof(sl_row *);
+    if (kind != OP_PUT) size += n * (2 * sizeof(size_t) + sizeof(int));
+    sl_op *op = sl_calloc(1, size);
+    if (!op) return NULL;
+    /* Largest alignment first: writes, slots and pointers, then ints and
+     * ids. */
+    char *at = (char *)(op + 1);
+    op->w = (sl_write *)at, at += nw * sizeof(sl_write);
+    op->slot = (struct op_slot *)at, at += n * sizeof(struct op_slot);
+    if (kind == OP_PUT) op->p = (put_pending *)at, at += n * sizeof(put_pending);
+    if (kind == OP_ACK) op->idx = (size_t *)at, at += n * sizeof(size_t);
+    if (kind == OP_RECV) {
+        op->rows = (sl_row **)at, at += n * sizeof(sl_row *);
+        op->todo = (sl_row **)at, at += n * sizeof(sl_row *);
+    }
+    if (kind != OP_PUT) {
+        op->gstart = (size_t *)at, at += n * sizeof(size_t);
+        op->gn = (size_t *)at, at += n * sizeof(size_t);
+        op->grc = (int *)at, at += n * sizeof(int);
+    }
+    op->krc = (int *)at, at += n * sizeof(int);
+    if (kind == OP_ACK) op->rcs = (int *)at, at += n * sizeof(int);
+    if (kind == OP_PUT) op->ids = (char(*)[SL_MSGID_LEN + 1]) at;
+    op->e = e;
+    op->q = q;
+    op->kind = kind;
+    op->n = n;
+    op->done = done;
+    op->arg = arg;
+    op->left = 1;
+    sem_init(&op->sem, 0, 0); /* cannot fail for a process-private semaphore */
+    return op;
+}
+
+static void op_free(sl_op *op) {
+    sem_destroy(&op->sem);
+    free(op);
+}
+
+/* One answer fewer to wait for; the last one ends the operation. Nothing
+ * touches op once its semaphore is posted. */
+static void op_step(sl_op *op) {
+    if (__atomic_sub_fetch(&op->left, 1, __ATOMIC_ACQ_REL) != 0) return;
+    op->done(op->arg);
+    sem_post(&op->sem);
+}
+
+static void op_answer(void *arg, int rc) {
+    struct op_slot *s = arg;
+    if (s->op->kind == OP_PUT)
+        s->op->rc = rc;
+    else
+        s->op->grc[s->i] = rc;
+    op_step(s->op);
+}
+
+static void op_swap(sl_op *op, size_t a, size_t b) {
+    if (a == b) return;
+    sl_write w = op->w[a];
+    op->w[a] = op->w[b];
+    op->w[b] = w;
+    if (op->idx) {
+        size_t t = op->idx[a];
+        op->idx[a] = op->idx[b];
+        op->idx[b] = t;
+    }
+    if (op->todo) {
+        sl_row *t = op->todo[a];
+        op->todo[a] = op->todo[b];
+        op->todo[b] = t;
+    }
+}
+
+/* Sends a put's rows as one request. Sends an ack's or a receive's
+ * compare-and-sets as one conditional batch per partition (bucket), as
+ * eng_cas_many does, each row once per batch: a batch checks all its
+ * conditions before it writes, and would apply both writes of one row. A
+ * write of a row that an earlier write has too (a receipt given twice) is
+ * not sent: op_settle makes it after the others, so the first one wins, as
+ * with eng_cas_many. Then lets the start call's own step go. */
+enum { GROUP_LATE = INT_MIN };
+static void op_send(sl_op *op, size_t n) {
+    if (op->kind == OP_PUT) {
+        op->left = 2;
+        op->slot[0] = (struct op_slot){op, 0};
+        sl_store_apply_cb(op->e->st, op->w, n, op_answer, &op->slot[0]);
+        op_step(op);
+        return;
+    }
+    /* The repeated rows go last, in their order. */
+    size_t end = n;
+    for (size_t i = n; i-- > 0;) {
+        const sl_table *t = op->w[i].t;
+        int late = 0;
+        for (size_t j = 0; j < i && !late; j++)
+            late = op->w[j].t == t && eng_same_key(&op->w[j], &op->w[i], t->npk + t->nck);
+        if (!late) continue;
+        for (size_t x = i; x + 1 < end; x++)
+            op_swap(op, x, x + 1);
+        end--;
+    }
+    op->ngroups = 0;
+    for (size_t i = 0; i < end;) {
+        size_t last = i + 1;
+        const sl_table *t = op->w[i].t;
+        for (size_t j = last; j < end; j++)
+            if (op->w[j].t == t && eng_same_key(&op->w[j], &op->w[i], t->npk)) op_swap(op, last++, j);
+        op->gstart[op->ngroups] = i;
+        op->gn[op->ngroups++] = last - i;
+        i = last;
+    }
+    size_t sent = op->ngroups;
+    for (size_t i = end; i < n; i++) {
+        op->gstart[op->ngroups] = i;
+        op->gn[op->ngroups] = 1;
+        op->grc[op->ngroups++] = GROUP_LATE;
+    }
+    op->left = (int)sent + 1;
+    for (size_t g = 0; g < sent; g++) {
+        op->slot[g] = (struct op_slot){op, g};
+        sl_store_apply_cb(op->e->st, &op->w[op->gstart[g]], op->gn[g], op_answer, &op->slot[g]);
+    }
+    op_step(op);
+}
+
+/* Each compare-and-set's outcome from its batch's answer, as cas_round
+ * settles them: a batch whose outcome is unknown is looked up by nonce, one
+ * that was not applied is retried write by write (blocking; a stale receipt
+ * or another node's lease, so rare), and a repeated row's write is made
+ * now, after the others. */
+static void op_settle(sl_op *op) {
+    for (size_t g = 0; g < op->ngroups; g++)
+        for (size_t x = op->gstart[g]; x < op->gstart[g] + op->gn[g]; x++) {
+            op->krc[x] = op->grc[g] == GROUP_LATE
+                             ? eng_cas(op->e, &op->w[x], M_NONCE, NULL)
+                             : eng_cas_settle(op->e, &op->w[x], M_NONCE, op->grc[g], op->gn[g]);
+        }
+}
+
+/* Whether the store commits in the background and answers each write on
+ * its own. A store that combines compare-and-sets (Cassandra) takes the
+ * blocking path instead: its combiner makes one Paxos round of several
+ * requests' writes, which single sends would lose. */
+static int op_defers(sl_engine *e) {
+    int combine = e->cfg.combine_cas ? e->cfg.combine_cas > 0 : e->st->type->combine_cas;
+    return sl_store_defers(e->st) && !combine;
+}
+
+int sl_engine_defers(sl_engine *e) {
+    return op_defers(e);
+}
+
+int sl_msg_put_start(sl_engine *e, const char *account, const char *queue, const sl_put *msgs, size_t n,
+                     void (*done)(void *), void *arg, sl_op **out) {
+    *out = NULL;
+    qstate *q;
+    int rc = msg_put_check(e, account, queue, msgs, n, &q);
+    if (rc) return rc;
+    sl_op *op = op_new(e, q, OP_PUT, n, done, arg);
+    if (!op) return SL_ENOMEM;
+    if ((rc = msg_put_rows(e, q, msgs, n, op->ids, op->p, op->w, op->w + n, &op->any_visible)) != 0) {
+        op_free(op);
+        return rc;
+    }
+    /* All n rows go to the store in one request (one commit; on Cassandra
+     * one batch), so a batch is all or nothing. */
+    *out = op;
+    if (op_defers(e)) {
+        op_send(op, n);
+    } else {
+        op->rc = eng_write(e, op->w, n);
+        op_step(op);
+    }
+    return 0;
+}
+
+int sl_msg_ack_start(sl_engine *e, const char *account, const char *queue, const char *const *receipts,
+                     size_t n, void (*done)(void *), void *arg, sl_op **out) {
+    *out = NULL;
+    if (n < 1 || n > SL_BATCH_MAX) return SL_EINVAL;
+    qstate *q;
+    int rc = msg_open_queue(e, account, queue, &q);
+    if (rc) return rc;
+    sl_op *op = op_new(e, q, OP_ACK, n, done, arg);
+    if (!op) return SL_ENOMEM;
+    msg_ack_writes(q, receipts, n, op->rcs, op->w, op->idx, &op->nw);
+    *out = op;
+    if (op_defers(e)) {
+        op_send(op, op->nw);
+    } else {
+        eng_cas_many(e, q, op->w, op->nw, M_NONCE, op->krc);
+        op_step(op);
+    }
+    return 0;
+}
+
+int sl_msg_receive_start(sl_engine *e, const char *account, const char *queue, int max, int invis_s,
+                         void (*done)(void *), void *arg, sl_op **out) {
+    *out = NULL;
+    if (max < 1 || max > SL_RECEIVE_MAX || invis_s < 0 || invis_s > SL_INVIS_MAX) return SL_EINVAL;
+    qstate *q;
+    int rc = msg_open_queue(e, account, queue, &q);
+    if (rc) return rc;
+    sl_op *op = op_new(e, q, OP_RECV, (size_t)max, done, arg);
+    if (!op) return SL_ENOMEM;
+    if (!(op->msgs = sl_calloc((size_t)max, sizeof *op->msgs))) {
+        op_free(op);
+        return SL_ENOMEM;
+    }
+    op->invis_s = invis_s;
+    /* Redeliveries first: they have waited longest. With strictFifo the
+     * oldest message is wanted first, which is the same order. They are
+     * rare, and are leased here, blocking; fresh rows are leased in the
+     * background. */
+    rc = msg_take_due(e, q, max, invis_s, op->msgs, &op->got);
+    int defer = op_defers(e);
+    if (rc == 0 && (int)op->got < max && !defer) rc = msg_take_fresh(e, q, max, invis_s, op->msgs, &op->got);
+    if (rc == 0 && (int)op->got < max && defer) {
+        /* Rows of one bucket at a time, as take_fresh takes them; only the
+         * first fresh_take may refill (and so fail). op_send makes one
+         * batch per bucket. */
+        int refills = 0, n = 0;
+        for (size_t k; rc == 0 && op->got + op->k < (size_t)max; op->k += k) {
+            rc = msg_fresh_take(e, q, (size_t)max - op->got - op->k, op->got + op->k > 0, &refills,
+                                op->rows + op->k, &k);
+            if (rc || k == 0) break;
+        }
+        if (rc == 0 && op->k > 0 &&
+            (n = msg_lease_writes(e, q, op->rows, op->k, invis_s, op->todo, op->w, &op->visible)) < 0)
+            rc = n;
+        if (n <= 0 && op->k > 0) {
+            msg_leasing_end(q, op->rows, op->k);
+            op->k = 0;
+        }
+        op->nw = n > 0 ? (size_t)n : 0;
+    }
+    if (rc && op->got == 0) {
+        free(op->msgs);
+        op_free(op);
+        return rc;
+    }
+    /* A store error after some messages were leased: the client gets them. */
+    *out = op;
+    if (op->nw > 0)
+        op_send(op, op->nw);
+    else
+        op_step(op);
+    return 0;
+}
+
+int sl_op_ready(const sl_op *op) {
+    return __atomic_load_n(&op->left, __ATOMIC_ACQUIRE) == 0;
+}
+
+/* Waits for the store's answers, does what follows them, fills whichever
+ * of the outputs the operation has and the caller wants, and frees op. */
+static int op_finish(sl_op *op, char (*ids)[SL_MSGID_LEN + 1], int *rcs, sl_message **msgs, size_t *nmsgs) {
+    while (sem_wait(&op->sem) != 0) {
+    } /* EINTR */
+    sl_engine *e = op->e;
+    qstate *q = op->q;
+    int rc = 0;
+    switch (op->kind) {
+    case OP_PUT:
+        rc = msg_put_after(e, q, op->w, op->p, op->n, op->any_visible, op->rc);
+        if (rc == 0 && ids) memcpy(ids, op->ids, op->n * sizeof *ids);
+        break;
+    case OP_ACK:
+        if (op->ngroups) op_settle(op);
+        msg_ack_after(q, op->w, op->nw, op->idx, op->krc, op->rcs);
+        if (rcs) memcpy(rcs, op->rcs, op->n * sizeof *rcs);
+        break;
+    case OP_RECV:
+        if (op->nw > 0) {
+            op_settle(op);
+            rc = msg_lease_after(e, q, op->todo, op->nw, op->krc, op->visible, op->msgs, &op->got);
+            msg_leasing_end(q, op->rows, op->k);
+            /* Every row was taken by another node first: look further, as
+             * take_fresh does. */
+            if (!rc && op->got == 0) rc = msg_take_fresh(e, q, (int)op->n, op->invis_s, op->msgs, &op->got);
+        }
+        if (rc && op->got == 0) {
+            free(op->msgs);
+            op->msgs = NULL;
+        } else {
+            rc = 0;
+        }
+        if (msgs) {
+            *msgs = op->msgs;
+            *nmsgs = op->got;
+        } else {
+            sl_messages_free(op->msgs, op->got);
+        }
+        break;
+    }
+    op_free(op);
+    return rc;
+}
+
+int sl_msg_put_finish(sl_op *op, char (*ids)[SL_MSGID_LEN + 1]) {
+    return op_finish(op, ids, NULL, NULL, NULL);
+}
+
+void sl_msg_ack_finish(sl_op *op, int *rcs) {
+    op_finish(op, NULL, rcs, NULL, NULL);
+}
+
+int sl_msg_receive_finish(sl_op *op, sl_message **out, size_t *n) {
+    *out = NULL;
+    *n = 0;
+    return op_finish(op, NULL, NULL, out, n);
+}
+
+void sl_op_discard(sl_op *op) {
+    op_finish(op, NULL, NULL, NULL, NULL);
+}
+
+/* The blocking calls: the same operations, finished at once (op_finish
+ * waits for the store). */
+static void no_wake(void *arg) {
+    (void)arg;
+}
+
+int sl_msg_put(sl_engine *e, const char *account, const char *queue, const sl_put *msgs, size_t n,
+               char (*ids)[SL_MSGID_LEN + 1]) {
+    sl_op *op;
+    int rc = sl_msg_put_start(e, account, queue, msgs, n, no_wake, NULL, &op);
+    return rc ? rc : sl_msg_put_finish(op, ids);
+}
+
+int sl_msg_receive(sl_engine *e, const char *account, const char *queue, int max, int invis_s,
+                   sl_message **out, size_t *n) {
+    *out = NULL;
+    *n = 0;
+    sl_op *op;
+    int rc = sl_msg_receive_start(e, account, queue, max, invis_s, no_wake, NULL, &op);
+    return rc ? rc : sl_msg_receive_finish(op, out, n);
+}
+
+int sl_msg_ack_many(sl_engine *e, const char *account, const char *queue, const char *const *receipts,
+                    size_t n, int *rcs) {
+    sl_op *op;
+    int rc = sl_msg_ack_start(e, account, queue, receipts, n, no_wake, NULL, &op);
+    if (rc == 0) sl_msg_ack_finish(op, rcs);
+    return rc;
+}
+
+int sl_msg_ack(sl_engine *e, const char *account, const char *queue, const char *receipt) {
+    int one;
+    int rc = sl_msg_ack_many(e, account, queue, &receipt, 1, &one);
+    return rc ? rc : one;
+}

@@ -1,0 +1,110 @@
+/* qstate.c: the node-local cache of queue definitions and their state
+ * (qstate), checked against the store now and then. */
+#include <stdio.h>
+#include <string.h>
+
+#include "queue_int.h"
+/* --- The queue cache ----------------------------------------------------- */
+
+int sl_queue_opts_parse(const char *json, sl_queue_opts *o); /* queue.c */
+
+static qstate *qstate_new(const char *account, const char *name, int64_t version) {
+    qstate *q = sl_calloc(1, sizeof *q);
+    if (!q) return NULL;
+    snprintf(q->account, sizeof q->account, "%s", account);
+    snprintf(q->name, sizeof q->name, "%s", name);
+    snprintf(q->qkey, sizeof q->qkey, "%s/%s/%lld", account, name, (long long)version);
+    q->version = version;
+    q->reader = -1;
+    q->lcur_due = -1;
+    q->claim_k = 1;
+    q->fresh_dirty = 1;
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_cond_init(&q->claimed, NULL);
+    pthread_cond_init(&q->fresh_cv, NULL);
+    return q;
+}
+
+/* Finds the live incarnation of account/name. The queue row is re-read when
+ * the cached copy is older than a second, so a delete on another node is
+ * seen within a second. */
+int eng_queue(sl_engine *e, const char *account, const char *name, qstate **out) {
+    if (!sl_name_valid(account) || !sl_name_valid(name)) return SL_ENOTFOUND;
+    int64_t now = sl_now_ms();
+    pthread_mutex_lock(&e->mu);
+    qstate *q = e->queues;
+    for (; q; q = q->next)
+        if (!q->dead && strcmp(q->account, account) == 0 && strcmp(q->name, name) == 0) break;
+    if (q && now - q->checked_ms < 1000) {
+        pthread_mutex_unlock(&e->mu);
+        *out = q;
+        return 0;
+    }
+    pthread_mutex_unlock(&e->mu);
+
+    sl_val key[2] = {sl_vtext(account), sl_vtext(name)};
+    sl_result r;
+    sl_result_init(&r);
+    int rc = sl_store_get(e->st, &sl_t_queues, key, SL_READ_DEFAULT, &r);
+    if (rc != 0) {
+        sl_result_free(&r);
+        if (rc == SL_ENOTFOUND && q) eng_queue_forget(e, q);
+        return rc;
+    }
+    sl_row *row = &r.rows[0];
+    if (row->v[QU_STATUS].i != Q_ACTIVE) {
+        sl_result_free(&r);
+        if (q) eng_queue_forget(e, q);
+        return SL_ENOTFOUND;
+    }
+    int64_t version = row->v[QU_VERSION].i;
+    pthread_mutex_lock(&e->mu);
+    if (q && q->version == version) {
+        q->checked_ms = now;
+        pthread_mutex_unlock(&e->mu);
+        sl_result_free(&r);
+        *out = q;
+        return 0;
+    }
+    if (q) q->dead = 1;
+    /* Another thread may have loaded this version meanwhile. */
+    for (q = e->queues; q; q = q->next)
+        if (!q->dead && q->version == version && strcmp(q->account, account) == 0 &&
+            strcmp(q->name, name) == 0)
+            break;
+    if (!q) {
+        q = qstate_new(account, name, version);
+        if (!q) {
+            pthread_mutex_unlock(&e->mu);
+            sl_result_free(&r);
+            return SL_ENOMEM;
+        }
+        char opts[4096];
+        if (sl_val_str(&row->v[QU_OPTS], opts, sizeof opts) < 0 || sl_queue_opts_parse(opts, &q->opts) != 0) {
+            sl_log(SL_ERR, "queue %s has unreadable options", q->qkey);
+            sl_queue_opts_default(&q->opts);
+        }
+        snprintf(q->opts.name, sizeof q->opts.name, "%s", name);
+        q->created_ms = row->v[QU_CREATED].i;
+        const sl_val *sec = &row->v[QU_SECRET];
+        if (sec->set && !sec->null && sec->n == sizeof q->secret) memcpy(q->secret, sec->p, sizeof q->secret);
+        msg_receipt_init(q);
+        q->next = e->queues;
+        e->queues = q;
+    }
+    q->checked_ms = now;
+    pthread_mutex_unlock(&e->mu);
+    sl_result_free(&r);
+    *out = q;
+    return 0;
+}
+
+/* Marks an incarnation dead and wakes its watchers, which then find the
+ * queue gone. The qstate itself lives until the engine closes. */
+void eng_queue_forget(sl_engine *e, qstate *q) {
+    pthread_mutex_lock(&e->mu);
+    q->dead = 1;
+    pthread_mutex_unlock(&e->mu);
+    msg_fresh_drop(q);
+    eng_notify(e, q);
+}
