@@ -217,3 +217,70 @@ void sb_addn(sbuf *b, const char *s, size_t n) {
 void sb_add(sbuf *b, const char *s) {
     sb_addn(b, s, strlen(s));
 }
+
+/* --- The statement cache ----------------------------------------------------- */
+
+struct sl_stmt_ent {
+    sl_stmt_shape k;
+    void *st; /* NULL: a free slot */
+};
+
+void sl_stmt_shape_init(sl_stmt_shape *k, const sl_table *t, int op) {
+    memset(k, 0, sizeof *k);
+    k->t = t;
+    k->op = (uint8_t)op;
+}
+
+void sl_stmt_shape_slice(sl_stmt_shape *k, const sl_slice *q) {
+    sl_stmt_shape_init(k, q->t, SL_STMT_SLICE);
+    k->nfrom = (uint8_t)q->nfrom;
+    k->nto = (uint8_t)q->nto;
+    k->from_excl = q->nfrom && q->from_excl;
+    k->to_excl = q->nto && q->to_excl;
+    k->desc = q->t->nck && q->desc;
+    k->limit = q->limit > 0;
+}
+
+static size_t shape_hash(const sl_stmt_shape *k) {
+    const unsigned char *p = (const unsigned char *)k;
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < sizeof *k; i++) h = (h ^ p[i]) * 1099511628211ULL;
+    return (size_t)(h ^ (h >> 29));
+}
+
+void *sl_stmt_cache_get(const sl_stmt_cache *c, const sl_stmt_shape *k) {
+    if (!c->cap) return NULL;
+    for (size_t j = shape_hash(k) & (c->cap - 1); c->tab[j].st; j = (j + 1) & (c->cap - 1))
+        if (memcmp(&c->tab[j].k, k, sizeof *k) == 0) return c->tab[j].st;
+    return NULL;
+}
+
+int sl_stmt_cache_put(sl_stmt_cache *c, const sl_stmt_shape *k, void *st) {
+    if ((c->n + 1) * 2 > c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 64;
+        struct sl_stmt_ent *tab = sl_calloc(cap, sizeof *tab);
+        if (!tab) return SL_ENOMEM;
+        for (size_t i = 0; i < c->cap; i++) {
+            if (!c->tab[i].st) continue;
+            size_t j = shape_hash(&c->tab[i].k) & (cap - 1);
+            while (tab[j].st) j = (j + 1) & (cap - 1);
+            tab[j] = c->tab[i];
+        }
+        free(c->tab);
+        c->tab = tab;
+        c->cap = cap;
+    }
+    size_t j = shape_hash(k) & (c->cap - 1);
+    while (c->tab[j].st) j = (j + 1) & (c->cap - 1);
+    c->tab[j].k = *k;
+    c->tab[j].st = st;
+    c->n++;
+    return 0;
+}
+
+void sl_stmt_cache_free(sl_stmt_cache *c, void (*fin)(void *st)) {
+    for (size_t i = 0; i < c->cap; i++)
+        if (c->tab[i].st && fin) fin(c->tab[i].st);
+    free(c->tab);
+    memset(c, 0, sizeof *c);
+}

@@ -17,9 +17,10 @@
  * applied; so every UPDATE_IF also carries IF "_row" = true. Its value in a
  * CAS result also tells a present row from an absent one.
  *
- * Statements are prepared once per (table, shape): the operation, the mask
- * of columns a write sets, the slice bounds and the condition columns. The
- * client caches them by query string and re-prepares on UNPREPARED.
+ * Statements are prepared once per shape (sl_stmt_shape in store_int.h: the
+ * table, the operation, the columns a write sets, the slice bounds and the
+ * condition columns), in the cache both backends share. The client caches
+ * them by query string too and re-prepares on UNPREPARED.
  *
  * Divergences from the embedded store, all allowed by store.h:
  *  - TTLs are per cell (Cassandra's), not per row: columns a write leaves
@@ -64,21 +65,12 @@
 #define ROW_COL "_row"
 #define SPLIT_BATCH_BYTES (40 * 1024) /* see the header: under the 50 KiB default */
 
-enum { OP_GET = 1, OP_SLICE, OP_UPSERT, OP_DEL_ROW, OP_DEL_PART, OP_INSERT_NX, OP_UPDATE_IF };
-
-typedef struct {
-    const sl_table *t;
-    uint64_t shape;
-    sl_cql_stmt *st;
-} sent;
-
 typedef struct {
     sl_store base;
     sl_cql_client *cl;
     char *ks;
-    pthread_mutex_t mu; /* the statement table */
-    sent *tab;
-    size_t cap, n;
+    pthread_mutex_t mu;   /* the statement table */
+    sl_stmt_cache stmts; /* the statements belong to the client */
 } cq_store;
 
 static const sl_store_type cq_type;
@@ -120,24 +112,21 @@ static const char *type_name(sl_type t) {
     return t == SL_INT ? "bigint" : t == SL_TEXT ? "text" : "blob";
 }
 
-/* Shapes: the operation in bits 0-3; slices: nfrom 4-5, nto 6-7, from_excl
- * 8, to_excl 9, desc 10, limit 11; writes: the set-column mask in bits
- * 8-23; UPDATE_IF: ncond in 24-26 and each condition's column (4 bits) and
- * null flag (1 bit) from bit 32. */
-static void build_cql(sbuf *b, const char *ks, const sl_table *t, uint64_t shape) {
+/* The CQL of a statement shape (store_int.h). */
+static void build_cql(sbuf *b, const char *ks, const sl_stmt_shape *k) {
+    const sl_table *t = k->t;
     int nkey = t->npk + t->nck;
-    uint32_t mask = (uint32_t)(shape >> 8) & 0xFFFF;
-    switch (shape & 15) {
-    case OP_GET:
+    uint32_t mask = k->cols;
+    switch (k->op) {
+    case SL_STMT_GET:
         sb_add(b, "SELECT ");
         sb_cols(b, t, 0, t->ncol);
         sb_add(b, " FROM ");
         sb_table(b, ks, t);
         sb_eq(b, t, nkey);
         break;
-    case OP_SLICE: {
-        int nfrom = (shape >> 4) & 3, nto = (shape >> 6) & 3;
-        int fexcl = (shape >> 8) & 1, texcl = (shape >> 9) & 1, desc = (shape >> 10) & 1;
+    case SL_STMT_SLICE: {
+        int nfrom = k->nfrom, nto = k->nto, fexcl = k->from_excl, texcl = k->to_excl, desc = k->desc;
         sb_add(b, "SELECT ");
         sb_cols(b, t, 0, t->ncol);
         sb_add(b, " FROM ");
@@ -160,11 +149,11 @@ static void build_cql(sbuf *b, const char *ks, const sl_table *t, uint64_t shape
             sb_ident(b, t->cols[t->npk + i].name);
             sb_add(b, desc ? " DESC" : " ASC");
         }
-        if ((shape >> 11) & 1) sb_add(b, " LIMIT ?");
+        if (k->limit) sb_add(b, " LIMIT ?");
         break;
     }
-    case OP_UPSERT:
-    case OP_INSERT_NX:
+    case SL_STMT_UPSERT:
+    case SL_STMT_INSERT_NX:
         sb_add(b, "INSERT INTO ");
         sb_table(b, ks, t);
         sb_add(b, "(");
@@ -175,10 +164,10 @@ static void build_cql(sbuf *b, const char *ks, const sl_table *t, uint64_t shape
         for (int i = 0; i < t->ncol; i++)
             if (i < nkey || (mask >> i & 1)) sb_add(b, "?,");
         sb_add(b, "true)");
-        if ((shape & 15) == OP_INSERT_NX) sb_add(b, " IF NOT EXISTS");
+        if (k->op == SL_STMT_INSERT_NX) sb_add(b, " IF NOT EXISTS");
         sb_add(b, " USING TTL ?");
         break;
-    case OP_UPDATE_IF: {
+    case SL_STMT_UPDATE_IF: {
         sb_add(b, "UPDATE ");
         sb_table(b, ks, t);
         sb_add(b, " USING TTL ? SET ");
@@ -190,44 +179,30 @@ static void build_cql(sbuf *b, const char *ks, const sl_table *t, uint64_t shape
         sb_add(b, " IF ");
         sb_ident(b, ROW_COL);
         sb_add(b, "=true");
-        int ncond = (int)(shape >> 24) & 7;
-        for (int k = 0; k < ncond; k++) {
-            uint64_t cc = shape >> (32 + 5 * k);
+        for (int c = 0; c < k->ncond; c++) {
             sb_add(b, " AND ");
-            sb_ident(b, t->cols[cc & 15].name);
-            sb_add(b, (cc >> 4) & 1 ? "=null" : "=?");
+            sb_ident(b, t->cols[k->cond[c].col].name);
+            sb_add(b, k->cond[c].is_null ? "=null" : "=?");
         }
         break;
     }
-    case OP_DEL_ROW:
-    case OP_DEL_PART:
+    case SL_STMT_DEL_ROW:
+    case SL_STMT_DEL_PART:
         sb_add(b, "DELETE FROM ");
         sb_table(b, ks, t);
-        sb_eq(b, t, (shape & 15) == OP_DEL_ROW ? nkey : t->npk);
+        sb_eq(b, t, k->op == SL_STMT_DEL_ROW ? nkey : t->npk);
         break;
     }
 }
 
-static uint64_t sent_hash(const sl_table *t, uint64_t shape) {
-    uint64_t h = (uint64_t)(uintptr_t)t * 0x9E3779B97F4A7C15ULL ^ shape * 0xC2B2AE3D27D4EB4FULL;
-    return h ^ (h >> 31);
-}
-
-/* The prepared statement for (t, shape), preparing it on first use. Keyed
- * by the table definition's address, which store.h makes static data. */
-static int stmt_get(cq_store *s, const sl_table *t, uint64_t shape, sl_cql_stmt **out) {
+/* The prepared statement of shape k, preparing it on first use. */
+static int stmt_get(cq_store *s, const sl_stmt_shape *k, sl_cql_stmt **out) {
     pthread_mutex_lock(&s->mu);
-    if (s->cap) {
-        for (size_t j = sent_hash(t, shape) & (s->cap - 1); s->tab[j].t; j = (j + 1) & (s->cap - 1))
-            if (s->tab[j].t == t && s->tab[j].shape == shape) {
-                *out = s->tab[j].st;
-                pthread_mutex_unlock(&s->mu);
-                return 0;
-            }
-    }
+    *out = sl_stmt_cache_get(&s->stmts, k);
     pthread_mutex_unlock(&s->mu);
+    if (*out) return 0;
     sbuf b = {0};
-    build_cql(&b, s->ks, t, shape);
+    build_cql(&b, s->ks, k);
     if (b.oom) {
         free(b.p);
         return SL_ENOMEM;
@@ -237,35 +212,19 @@ static int stmt_get(cq_store *s, const sl_table *t, uint64_t shape, sl_cql_stmt 
     free(b.p);
     if (rc) return rc;
     pthread_mutex_lock(&s->mu);
-    if ((s->n + 1) * 2 > s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 64;
-        sent *tab = calloc(cap, sizeof *tab);
-        if (!tab) {
-            pthread_mutex_unlock(&s->mu);
-            *out = st; /* usable, just not remembered here */
-            return 0;
-        }
-        for (size_t i = 0; i < s->cap; i++) {
-            if (!s->tab[i].t) continue;
-            size_t j = sent_hash(s->tab[i].t, s->tab[i].shape) & (cap - 1);
-            while (tab[j].t)
-                j = (j + 1) & (cap - 1);
-            tab[j] = s->tab[i];
-        }
-        free(s->tab);
-        s->tab = tab;
-        s->cap = cap;
-    }
-    size_t j = sent_hash(t, shape) & (s->cap - 1);
-    while (s->tab[j].t && !(s->tab[j].t == t && s->tab[j].shape == shape))
-        j = (j + 1) & (s->cap - 1);
-    if (!s->tab[j].t) {
-        s->tab[j] = (sent){t, shape, st};
-        s->n++;
-    }
+    /* Another thread may have prepared it meanwhile; the client prepares a
+     * query text once, so both hold the same statement. A full cache only
+     * means preparing again next time. */
+    if (!sl_stmt_cache_get(&s->stmts, k)) sl_stmt_cache_put(&s->stmts, k, st);
     pthread_mutex_unlock(&s->mu);
     *out = st;
     return 0;
+}
+
+static int stmt_op(cq_store *s, const sl_table *t, int op, sl_cql_stmt **out) {
+    sl_stmt_shape k;
+    sl_stmt_shape_init(&k, t, op);
+    return stmt_get(s, &k, out);
 }
 
 /* --- Values -------------------------------------------------------------- */
@@ -343,20 +302,25 @@ static int prepare_write(cq_store *s, const sl_write *w, sl_cql_stmt **st, binde
     uint32_t mask = 0;
     for (int i = nkey; i < t->ncol; i++)
         if (w->row.v[i].set) mask |= 1u << i;
-    uint64_t shape = 0;
+    sl_stmt_shape k;
+    sl_stmt_shape_init(&k, t, 0);
+    k.cols = mask;
     b->n = 0;
     switch (w->kind) {
     case SL_W_UPSERT:
     case SL_W_INSERT_IF_NOT_EXISTS:
-        shape = (w->kind == SL_W_UPSERT ? OP_UPSERT : OP_INSERT_NX) | (uint64_t)mask << 8;
+        k.op = w->kind == SL_W_UPSERT ? SL_STMT_UPSERT : SL_STMT_INSERT_NX;
         for (int i = 0; i < t->ncol; i++)
             if (i < nkey || (mask >> i & 1)) bind_val(b, t->cols[i].type, &w->row.v[i]);
         bind_int32(b, w->ttl);
         break;
     case SL_W_UPDATE_IF:
-        shape = OP_UPDATE_IF | (uint64_t)mask << 8 | (uint64_t)w->ncond << 24;
-        for (int k = 0; k < w->ncond; k++)
-            shape |= (uint64_t)((unsigned)w->cond[k].col | (unsigned)w->cond[k].v.null << 4) << (32 + 5 * k);
+        k.op = SL_STMT_UPDATE_IF;
+        k.ncond = (uint8_t)w->ncond;
+        for (int c = 0; c < w->ncond; c++) {
+            k.cond[c].col = (uint8_t)w->cond[c].col;
+            k.cond[c].is_null = (uint8_t)w->cond[c].v.null;
+        }
         bind_int32(b, w->ttl);
         for (int i = nkey; i < t->ncol; i++)
             if (mask >> i & 1) bind_val(b, t->cols[i].type, &w->row.v[i]);
@@ -368,13 +332,14 @@ static int prepare_write(cq_store *s, const sl_write *w, sl_cql_stmt **st, binde
     case SL_W_DELETE_ROW:
     case SL_W_DELETE_PARTITION: {
         int nb = w->kind == SL_W_DELETE_ROW ? nkey : t->npk;
-        shape = w->kind == SL_W_DELETE_ROW ? OP_DEL_ROW : OP_DEL_PART;
+        k.op = w->kind == SL_W_DELETE_ROW ? SL_STMT_DEL_ROW : SL_STMT_DEL_PART;
+        k.cols = 0;
         for (int i = 0; i < nb; i++)
             bind_val(b, t->cols[i].type, &w->row.v[i]);
         break;
     }
     }
-    return stmt_get(s, t, shape, st);
+    return stmt_get(s, &k, st);
 }
 
 /* Reads the [applied] rows of a CAS result into current. For a single
@@ -518,7 +483,7 @@ static int cq_get(sl_store *st, const sl_table *t, const sl_val *key, int consis
     sl_result_free(out);
     if (sl_store_check_table(t) || !key || sl_store_check_key(key, t->npk + t->nck)) return SL_EINVAL;
     sl_cql_stmt *stmt;
-    int rc = stmt_get(s, t, OP_GET, &stmt);
+    int rc = stmt_op(s, t, SL_STMT_GET, &stmt);
     if (rc) return rc;
     binder b = {.n = 0};
     for (int i = 0; i < t->npk + t->nck; i++)
@@ -543,11 +508,10 @@ static int cq_slice(sl_store *st, const sl_slice *q, sl_result *out) {
     if (q->nfrom < 0 || q->nfrom > t->nck || q->nto < 0 || q->nto > t->nck || q->limit < 0 ||
         sl_store_check_key(q->pk, t->npk) || sl_store_check_key(q->from, q->nfrom) || sl_store_check_key(q->to, q->nto))
         return SL_EINVAL;
-    uint64_t shape = OP_SLICE | (uint64_t)q->nfrom << 4 | (uint64_t)q->nto << 6 |
-                     (uint64_t)(q->nfrom && q->from_excl) << 8 | (uint64_t)(q->nto && q->to_excl) << 9 |
-                     (uint64_t)(t->nck && q->desc) << 10 | (uint64_t)(q->limit > 0) << 11;
+    sl_stmt_shape k;
+    sl_stmt_shape_slice(&k, q);
     sl_cql_stmt *stmt;
-    int rc = stmt_get(s, t, shape, &stmt);
+    int rc = stmt_get(s, &k, &stmt);
     if (rc) return rc;
     binder b = {.n = 0};
     for (int i = 0; i < t->npk; i++)
@@ -814,7 +778,7 @@ static void cq_close(sl_store *st) {
     cq_store *s = (cq_store *)st;
     sl_cql_client_close(s->cl);
     pthread_mutex_destroy(&s->mu);
-    free(s->tab);
+    sl_stmt_cache_free(&s->stmts, NULL);
     free(s->ks);
     free(s);
 }

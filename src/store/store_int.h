@@ -35,4 +35,47 @@ typedef struct {
 void sb_addn(sbuf *b, const char *s, size_t n);
 void sb_add(sbuf *b, const char *s);
 
+/* What a statement does, whatever values are bound to it: its text follows
+ * from this, and both backends cache their prepared statements by it.
+ * Fill one with sl_stmt_shape_init, then the fields its op uses. */
+enum {
+    SL_STMT_GET = 1,   /* one row by its whole key */
+    SL_STMT_SLICE,     /* rows of a partition between bounds */
+    SL_STMT_UPSERT,    /* cols set */
+    SL_STMT_INSERT_NX, /* cols set, if the row does not exist */
+    SL_STMT_UPDATE_IF, /* cols set, if the conditions hold */
+    SL_STMT_DEL_ROW,
+    SL_STMT_DEL_PART,
+    SL_STMT_PURGE /* the embedded store's expired rows */
+};
+typedef struct {
+    const sl_table *t; /* static data (store.h): compared by address */
+    uint8_t op;
+    /* SL_STMT_SLICE: clustering columns bound below and above, whether each
+     * bound is exclusive, descending order, a LIMIT */
+    uint8_t nfrom, nto, from_excl, to_excl, desc, limit;
+    uint8_t ncond; /* SL_STMT_UPDATE_IF */
+    uint32_t cols; /* writes: the regular columns set, bit i for column i */
+    struct {
+        uint8_t col, is_null; /* IF col = ? or IF col = null */
+    } cond[SL_MAX_CONDS];
+} sl_stmt_shape;
+
+/* Zeroes every byte (shapes are compared and hashed as bytes). */
+void sl_stmt_shape_init(sl_stmt_shape *k, const sl_table *t, int op);
+/* The shape of a slice (checked already). */
+void sl_stmt_shape_slice(sl_stmt_shape *k, const sl_slice *q);
+
+/* A hash table of prepared statements by shape; the statements belong to
+ * the caller (freed through sl_stmt_cache_free's fin). Not locked. */
+typedef struct {
+    struct sl_stmt_ent *tab;
+    size_t cap, n;
+} sl_stmt_cache;
+/* The statement cached for k, or NULL. */
+void *sl_stmt_cache_get(const sl_stmt_cache *c, const sl_stmt_shape *k);
+/* Caches st for k (not there yet). 0 or SL_ENOMEM. */
+int sl_stmt_cache_put(sl_stmt_cache *c, const sl_stmt_shape *k, void *st);
+void sl_stmt_cache_free(sl_stmt_cache *c, void (*fin)(void *st));
+
 #endif

@@ -59,20 +59,10 @@ enum { TX_BEGIN, TX_COMMIT, TX_ROLLBACK, TX_SAVEPOINT, TX_RELEASE, TX_ROLLBACK_T
 static const char *const tx_sql[TX_N] = {"BEGIN IMMEDIATE", "COMMIT", "ROLLBACK", "SAVEPOINT r", "RELEASE r",
                                          "ROLLBACK TO r"};
 
-/* Statement shapes: the operation in the low 4 bits, its variant above. */
-enum { OP_GET = 1, OP_SLICE, OP_UPSERT, OP_DEL_ROW, OP_DEL_PART, OP_PURGE };
-
-/* A connection and its prepared statements, keyed by (table, shape). */
-typedef struct {
-    const sl_table *t;
-    uint32_t shape;
-    sqlite3_stmt *st;
-} cent;
-
+/* A connection and its prepared statements, by shape (store_int.h). */
 typedef struct conn {
     sqlite3 *db;
-    cent *tab;
-    size_t cap, n;
+    sl_stmt_cache stmts;
     struct conn *next; /* in the idle reader list */
 } conn;
 
@@ -222,10 +212,11 @@ static void sb_eq(sbuf *b, const sl_table *t, int n) {
 
 static const char *live = " AND (\"_exp\"=0 OR \"_exp\">?)";
 
-static void build_sql(sbuf *b, const sl_table *t, uint32_t shape) {
+static void build_sql(sbuf *b, const sl_stmt_shape *k) {
+    const sl_table *t = k->t;
     int nkey = t->npk + t->nck;
-    switch (shape & 15) {
-    case OP_GET:
+    switch (k->op) {
+    case SL_STMT_GET:
         sb_add(b, "SELECT ");
         sb_cols(b, t, 0, t->ncol);
         sb_add(b, " FROM ");
@@ -234,9 +225,8 @@ static void build_sql(sbuf *b, const sl_table *t, uint32_t shape) {
         sb_eq(b, t, nkey);
         sb_add(b, live);
         break;
-    case OP_SLICE: {
-        int nfrom = (shape >> 4) & 3, nto = (shape >> 6) & 3;
-        int fexcl = (shape >> 8) & 1, texcl = (shape >> 9) & 1, desc = (shape >> 10) & 1;
+    case SL_STMT_SLICE: {
+        int nfrom = k->nfrom, nto = k->nto, fexcl = k->from_excl, texcl = k->to_excl, desc = k->desc;
         sb_add(b, "SELECT ");
         sb_cols(b, t, 0, t->ncol);
         sb_add(b, " FROM ");
@@ -262,11 +252,11 @@ static void build_sql(sbuf *b, const sl_table *t, uint32_t shape) {
         sb_add(b, " LIMIT ?");
         break;
     }
-    case OP_UPSERT: {
+    case SL_STMT_UPSERT: {
         /* Parameters: ?1 now, ?2 expiry, then the key and the set columns.
          * A column the write leaves alone keeps its value, unless the row
          * it conflicts with has expired: then it reads as never written. */
-        uint32_t mask = shape >> 4;
+        uint32_t mask = k->cols;
         int np = 2;
         sb_add(b, "INSERT INTO ");
         sb_ident(b, t->name);
@@ -294,14 +284,14 @@ static void build_sql(sbuf *b, const sl_table *t, uint32_t shape) {
         sb_add(b, "\"_exp\"=excluded.\"_exp\"");
         break;
     }
-    case OP_DEL_ROW:
-    case OP_DEL_PART:
+    case SL_STMT_DEL_ROW:
+    case SL_STMT_DEL_PART:
         sb_add(b, "DELETE FROM ");
         sb_ident(b, t->name);
         sb_add(b, " WHERE ");
-        sb_eq(b, t, (shape & 15) == OP_DEL_ROW ? nkey : t->npk);
+        sb_eq(b, t, k->op == SL_STMT_DEL_ROW ? nkey : t->npk);
         break;
-    case OP_PURGE:
+    case SL_STMT_PURGE:
         sb_add(b, "DELETE FROM ");
         sb_ident(b, t->name);
         sb_add(b, " WHERE (");
@@ -317,40 +307,12 @@ static void build_sql(sbuf *b, const sl_table *t, uint32_t shape) {
 
 /* --- Connections and the statement cache --------------------------------- */
 
-static uint64_t cent_hash(const sl_table *t, uint32_t shape) {
-    uint64_t h = (uint64_t)(uintptr_t)t * 0x9E3779B97F4A7C15ULL ^ (uint64_t)shape * 0xC2B2AE3D27D4EB4FULL;
-    return h ^ (h >> 31);
-}
-
-/* Returns the cached statement for (t, shape), preparing it on first use.
- * The statement belongs to the connection; callers reset it after use.
- * Statements are keyed by the table definition's address, which store.h
- * makes static data; a definition must not change while a store is open. */
-static int stmt_get(conn *c, const sl_table *t, uint32_t shape, sqlite3_stmt **out) {
-    if ((c->n + 1) * 2 > c->cap) {
-        size_t cap = c->cap ? c->cap * 2 : 64;
-        cent *tab = sl_calloc(cap, sizeof *tab);
-        if (!tab) return SL_ENOMEM;
-        for (size_t i = 0; i < c->cap; i++) {
-            if (!c->tab[i].t) continue;
-            size_t j = cent_hash(c->tab[i].t, c->tab[i].shape) & (cap - 1);
-            while (tab[j].t)
-                j = (j + 1) & (cap - 1);
-            tab[j] = c->tab[i];
-        }
-        free(c->tab);
-        c->tab = tab;
-        c->cap = cap;
-    }
-    size_t j = cent_hash(t, shape) & (c->cap - 1);
-    for (; c->tab[j].t; j = (j + 1) & (c->cap - 1)) {
-        if (c->tab[j].t == t && c->tab[j].shape == shape) {
-            *out = c->tab[j].st;
-            return 0;
-        }
-    }
+/* Returns the cached statement of shape k, preparing it on first use. The
+ * statement belongs to the connection; callers reset it after use. */
+static int stmt_get(conn *c, const sl_stmt_shape *k, sqlite3_stmt **out) {
+    if ((*out = sl_stmt_cache_get(&c->stmts, k)) != NULL) return 0;
     sbuf b = {0};
-    build_sql(&b, t, shape);
+    build_sql(&b, k);
     if (b.oom) {
         free(b.p);
         return SL_ENOMEM;
@@ -363,17 +325,28 @@ static int stmt_get(conn *c, const sl_table *t, uint32_t shape, sqlite3_stmt **o
         return map_err(rc);
     }
     free(b.p);
-    c->tab[j] = (cent){t, shape, st};
-    c->n++;
+    if ((rc = sl_stmt_cache_put(&c->stmts, k, st)) != 0) {
+        sqlite3_finalize(st);
+        return rc;
+    }
     *out = st;
     return 0;
 }
 
+/* stmt_get for the shapes that are their operation alone. */
+static int stmt_op(conn *c, const sl_table *t, int op, sqlite3_stmt **out) {
+    sl_stmt_shape k;
+    sl_stmt_shape_init(&k, t, op);
+    return stmt_get(c, &k, out);
+}
+
+static void finalize(void *st) {
+    sqlite3_finalize(st);
+}
+
 static void conn_free(conn *c) {
     if (!c) return;
-    for (size_t i = 0; i < c->cap; i++)
-        if (c->tab[i].t) sqlite3_finalize(c->tab[i].st);
-    free(c->tab);
+    sl_stmt_cache_free(&c->stmts, finalize);
     sqlite3_close(c->db);
     free(c);
 }
@@ -530,7 +503,7 @@ static int read_current(conn *c, const sl_write *w, int64_t now, sl_result *cur,
     const sl_table *t = w->t;
     int nkey = t->npk + t->nck;
     sqlite3_stmt *st;
-    int rc = stmt_get(c, t, OP_GET, &st);
+    int rc = stmt_op(c, t, SL_STMT_GET, &st);
     if (rc) return rc;
     for (int i = 0; i < nkey; i++)
         bind_val(st, i + 1, t->cols[i].type, &w->row.v[i]);
@@ -558,15 +531,17 @@ static int write_one(conn *c, const sl_write *w, int64_t now) {
     int rc;
     if (w->kind == SL_W_DELETE_ROW || w->kind == SL_W_DELETE_PARTITION) {
         int nb = w->kind == SL_W_DELETE_ROW ? nkey : t->npk;
-        if ((rc = stmt_get(c, t, w->kind == SL_W_DELETE_ROW ? OP_DEL_ROW : OP_DEL_PART, &st))) return rc;
+        if ((rc = stmt_op(c, t, w->kind == SL_W_DELETE_ROW ? SL_STMT_DEL_ROW : SL_STMT_DEL_PART, &st))) return rc;
         for (int i = 0; i < nb; i++)
             bind_val(st, i + 1, t->cols[i].type, &w->row.v[i]);
         return run(st);
     }
-    uint32_t mask = 0;
+    sl_stmt_shape k;
+    sl_stmt_shape_init(&k, t, SL_STMT_UPSERT);
     for (int i = nkey; i < t->ncol; i++)
-        if (w->row.v[i].set) mask |= 1u << i;
-    if ((rc = stmt_get(c, t, OP_UPSERT | mask << 4, &st))) return rc;
+        if (w->row.v[i].set) k.cols |= 1u << i;
+    uint32_t mask = k.cols;
+    if ((rc = stmt_get(c, &k, &st))) return rc;
     int np = 2;
     sqlite3_bind_int64(st, 1, now);
     sqlite3_bind_int64(st, 2, w->ttl > 0 ? now + (int64_t)w->ttl * 1000 : 0);
@@ -685,7 +660,7 @@ static void purge(sq_store *s) {
     if (exec(s->wc->db, "SAVEPOINT purge")) return;
     for (size_t i = 0; i < s->ntables; i++) {
         sqlite3_stmt *st;
-        if (stmt_get(s->wc, s->tables[i], OP_PURGE, &st)) continue;
+        if (stmt_op(s->wc, s->tables[i], SL_STMT_PURGE, &st)) continue;
         sqlite3_bind_int64(st, 1, now);
         sqlite3_bind_int(st, 2, PURGE_ROWS);
         if (run(st)) {
@@ -1133,7 +1108,7 @@ static int sq_get(sl_store *st, const sl_table *t, const sl_val *key, int consis
     sqlite3_stmt *q;
     int rc = reader_take(s, &c);
     if (rc) return rc;
-    if ((rc = stmt_get(c, t, OP_GET, &q)) == 0) {
+    if ((rc = stmt_op(c, t, SL_STMT_GET, &q)) == 0) {
         int nkey = t->npk + t->nck;
         for (int i = 0; i < nkey; i++)
             bind_val(q, i + 1, t->cols[i].type, &key[i]);
@@ -1155,14 +1130,13 @@ static int sq_slice(sl_store *st, const sl_slice *q, sl_result *out) {
     if (q->nfrom < 0 || q->nfrom > t->nck || q->nto < 0 || q->nto > t->nck || q->limit < 0 ||
         sl_store_check_key(q->pk, t->npk) || sl_store_check_key(q->from, q->nfrom) || sl_store_check_key(q->to, q->nto))
         return SL_EINVAL;
-    uint32_t shape = OP_SLICE | (uint32_t)q->nfrom << 4 | (uint32_t)q->nto << 6 |
-                     (q->nfrom && q->from_excl) << 8 | (q->nto && q->to_excl) << 9 |
-                     (t->nck && q->desc) << 10;
+    sl_stmt_shape k;
+    sl_stmt_shape_slice(&k, q); /* its SQL has LIMIT ? either way (-1 for none) */
     conn *c;
     sqlite3_stmt *qs;
     int rc = reader_take(s, &c);
     if (rc) return rc;
-    if ((rc = stmt_get(c, t, shape, &qs)) == 0) {
+    if ((rc = stmt_get(c, &k, &qs)) == 0) {
         int np = 0;
         for (int i = 0; i < t->npk; i++)
             bind_val(qs, ++np, t->cols[i].type, &q->pk[i]);

@@ -159,7 +159,7 @@ static void test_delete_account_deletes_queues_and_keys(void **state) {
     assert_int_equal(exists, 1);
     assert_false(has_key(f->a, "acme", "primary", NULL)); /* at once on this node */
     for (int i = 0; i < 3; i++) {
-        char q[8];
+        char q[16];
         snprintf(q, sizeof q, "q%d", i);
         assert_int_equal(sl_queue_delete(f->e, "acme", q), 0);
     }
