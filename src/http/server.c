@@ -952,6 +952,13 @@ static int take_body(conn *c) {
     return rc;
 }
 
+/* Wakes w's thread to look at its inbox, its woken list or quit. */
+static void kick(worker *w) {
+    uint64_t one = 1;
+    ssize_t k = write(w->evfd, &one, sizeof one);
+    (void)k;
+}
+
 /* Parks r unless a wake already came; returns 1 if parked, 0 to run the
  * handler again now, -1 when the server is stopping. */
 static int park(sl_http_req *r) {
@@ -990,9 +997,7 @@ void sl_http_wake(sl_http_req *r) {
         w->woken = r;
         r->woken = 1;
         pthread_mutex_unlock(&w->mu);
-        uint64_t one = 1;
-        ssize_t k = write(w->evfd, &one, sizeof one);
-        (void)k;
+        kick(w);
         return;
     }
     if (!r->woken) r->wake_pending = 1;
@@ -1066,9 +1071,7 @@ static void *pool_main(void *arg) {
             r->pnext = w->woken;
             w->woken = r;
             pthread_mutex_unlock(&w->mu);
-            uint64_t one = 1;
-            ssize_t k = write(w->evfd, &one, sizeof one);
-            (void)k;
+            kick(w);
         }
         pthread_mutex_lock(&s->pool_mu);
     }
@@ -1363,9 +1366,7 @@ static void hand_over(sl_http_server *s, int fd) {
     c->next = w->inbox;
     w->inbox = c;
     pthread_mutex_unlock(&w->mu);
-    uint64_t one = 1;
-    ssize_t k = write(w->evfd, &one, sizeof one);
-    (void)k;
+    kick(w);
 }
 
 /* Accepts until told to stop. Over the connection limit, a connection gets
@@ -1522,9 +1523,7 @@ static void stop_workers(sl_http_server *s) {
         pthread_mutex_lock(&w->mu);
         w->quit = 1;
         pthread_mutex_unlock(&w->mu);
-        uint64_t one = 1;
-        ssize_t k = write(w->evfd, &one, sizeof one);
-        (void)k;
+        kick(w);
         pthread_join(w->t, NULL);
         w->started = 0;
     }
