@@ -76,9 +76,9 @@ const sl_table *const *sl_engine_tables(size_t *n) {
 }
 
 /* Writes the deferred lease entries of every queue whose time came, or all
- * of them (at close). Queues are never freed before the engine, and new
- * ones are added at the head, so the list is walked from a head read under
- * the lock. */
+ * of them (at close). Only this thread (the poller, or close once the
+ * poller stopped) frees qstates, and new ones are added at the head, so the
+ * list is walked from a head read under the lock. */
 static void flush_lease_entries(sl_engine *e, int all) {
     pthread_mutex_lock(&e->mu);
     qstate *head = e->queues;
@@ -119,6 +119,7 @@ static void *poller_main(void *arg) {
         }
         eng_fire(e, NULL, 1, sl_now_ms());
         flush_lease_entries(e, 0);
+        eng_queue_reap(e, 0);
         pthread_mutex_lock(&e->mu);
     }
     pthread_mutex_unlock(&e->mu);
@@ -230,18 +231,7 @@ void sl_engine_close(sl_engine *e) {
     /* Wake whoever still waits, so no watch outlives the engine. */
     eng_fire(e, NULL, 0, 0);
     flush_lease_entries(e, 1);
-    for (qstate *q = e->queues, *n; q; q = n) {
-        n = q->next;
-        msg_fresh_drop(q);
-        msg_receipt_free(q);
-        free(q->fresh);
-        free(q->pend);
-        free(q->dues);
-        pthread_mutex_destroy(&q->mu);
-        pthread_cond_destroy(&q->claimed);
-        pthread_cond_destroy(&q->fresh_cv);
-        free(q);
-    }
+    eng_queue_reap(e, 1);
     pthread_cond_destroy(&e->wake);
     pthread_mutex_destroy(&e->mu);
     free(e);

@@ -72,12 +72,20 @@ int msg_get_msg(sl_engine *e, const char *qkey, int64_t bucket, int64_t id, int 
 
 /* --- Put ---------------------------------------------------------------------- */
 
-static int is_sealed(sl_engine *e, const char *qkey, int64_t bucket) {
+/* Whether a row written into bucket b now may be missed by the reader and
+ * the repair worker alike: 1 when b is sealed (its marker exists) or behind
+ * the repair pointer (finalized, and perhaps deleted with its marker), 0
+ * when neither has passed it, or a store error. The marker is read first:
+ * a bucket loses its marker only after the pointer has moved past it. */
+int msg_bucket_passed(sl_engine *e, const char *qkey, int64_t b) {
     sl_result r;
     sl_result_init(&r);
-    int rc = msg_get_msg(e, qkey, bucket, -1, SL_READ_DEFAULT, &r);
+    int rc = msg_get_msg(e, qkey, b, -1, SL_READ_DEFAULT, &r);
     sl_result_free(&r);
-    return rc == 0;
+    if (rc != SL_ENOTFOUND) return rc == 0 ? 1 : rc;
+    int64_t repair;
+    if ((rc = eng_pointer_get(e, qkey, "repair", &repair)) != 0) return rc;
+    return repair > b;
 }
 
 int msg_put_check(sl_engine *e, const char *account, const char *queue, const sl_put *msgs, size_t n,
@@ -153,7 +161,8 @@ int msg_put_after(sl_engine *e, qstate *q, const sl_write *w, const put_pending 
          * reader cannot have sealed it while the block is younger than half
          * the gap grace, so the check costs nothing in steady state. */
         int64_t bucket = p[i].id / q->opts.bucket_size;
-        if (sl_now_ms() - p[i].block_ms >= e->cfg.lease_grace_ms / 2 && is_sealed(e, q->qkey, bucket)) {
+        if (sl_now_ms() - p[i].block_ms >= e->cfg.lease_grace_ms / 2 &&
+            msg_bucket_passed(e, q->qkey, bucket) == 1) {
             sl_result r;
             sl_result_init(&r);
             /* Only a row nobody has taken: the reader may have found it

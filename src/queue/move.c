@@ -1,6 +1,10 @@
 /* move.c: moving a message to a new id or another queue: republishing,
- * dead-lettering, redrive; a move is a copy keyed by its source, so a crash
- * between copy and ack makes no duplicate. */
+ * dead-lettering, redrive. The source is marked MOVING with the slot its
+ * copy goes to, the copy is written there with insert-if-not-exists, then
+ * the source is marked done; a crash between two steps leaves a MOVING row
+ * that the repair worker completes the same way, so the copy is made once.
+ * Completed late, the slot's bucket may have been sealed or finalized
+ * meanwhile: see late_slot and forward_if_passed. */
 #include <stdio.h>
 #include <string.h>
 
@@ -8,19 +12,140 @@
 
 /* --- Moving messages ---------------------------------------------------------- */
 
-/* dest format: "<dst qkey>|<id>|<bucket>|<reset>|<dead>". */
+/* The live incarnation whose key is qkey ("account/name/version"), or
+ * SL_ENOTFOUND when that queue was deleted since. */
+static int queue_of_qkey(sl_engine *e, const char *qkey, qstate **q) {
+    char account[QKEY_MAX], name[QKEY_MAX];
+    if (sscanf(qkey, "%[^/]/%[^/]/", account, name) != 2) return SL_ENOTFOUND;
+    int rc = eng_queue(e, account, name, q);
+    return rc == 0 && strcmp((*q)->qkey, qkey) != 0 ? SL_ENOTFOUND : rc;
+}
+
+/* A copy just written (or found) at id in bucket b of dqkey, claimed at
+ * claim_ms: when the reader or the repair worker may have passed that
+ * bucket already (it was sealed while the copy was on its way, or the copy
+ * was written in time and its bucket finalized since), nobody may ever hand
+ * the copy out, so it moves on to a fresh id, or its own interrupted move is
+ * completed. Both are compare-and-sets: if the repair worker republishes it
+ * first, or a receive leases it, that is fine too. */
+static int forward_if_passed(sl_engine *e, const char *dqkey, int64_t b, int64_t id, int64_t claim_ms) {
+    if (claim_ms > 0 && sl_now_ms() - claim_ms < e->cfg.lease_grace_ms / 2)
+        return 0; /* cannot be sealed yet */
+    int rc = msg_bucket_passed(e, dqkey, b);
+    if (rc <= 0) return rc;
+    qstate *dq;
+    if (queue_of_qkey(e, dqkey, &dq) != 0) return 0; /* deleted since, and its messages with it */
+    sl_result r;
+    sl_result_init(&r);
+    rc = msg_get_msg(e, dqkey, b, id, SL_READ_SERIAL, &r);
+    if (rc == 0) {
+        int64_t st = r.rows[0].v[M_STATE].i;
+        /* Only a READY copy: a leased one was found, and has its lease entry. */
+        if (st == MS_READY)
+            rc = msg_move(e, dq, &r.rows[0], dq, 0, 0);
+        else if (st == MS_MOVING)
+            rc = msg_complete_move(e, dq, &r.rows[0]);
+        if (rc == 0 && (st == MS_READY || st == MS_MOVING))
+            sl_log(SL_INFO, "move to %s: bucket %lld was passed before copy %lld landed, moved it on", dqkey,
+                   (long long)b, (long long)id);
+    }
+    sl_result_free(&r);
+    /* Not found: expired. Not applied: leased or moved meanwhile. */
+    return rc == SL_ENOTFOUND || rc == SL_ENOTAPPLIED ? 0 : rc;
+}
+
+enum { SLOT_OPEN, SLOT_USED, SLOT_GONE };
+
+/* Where a move completed late (long after its claim: by the repair worker,
+ * after a crash cut it) stands with its slot, id in bucket b of dqkey:
+ * SLOT_OPEN while neither the reader nor the repair worker has passed the
+ * bucket, so a copy written there now is found; SLOT_USED when the copy is
+ * there already (written in time, before the crash): whatever became of it
+ * is its own story; SLOT_GONE when the bucket was passed and the copy was
+ * never written, so that nobody would ever look at a copy written now. A
+ * finalized bucket is kept, rows and marker, for GC_DELAY_MS after it was
+ * sealed (repair.c), so an empty slot there is known to be empty. Once it
+ * is deleted, a copy written in time and since consumed can no longer be
+ * told from one never written: that is SLOT_GONE too, and the move goes to
+ * a fresh slot, which prefers a duplicate to a loss. */
+static int late_slot(sl_engine *e, const char *dqkey, int64_t b, int64_t id) {
+    sl_result r;
+    sl_result_init(&r);
+    int rc = msg_get_msg(e, dqkey, b, -1, SL_READ_DEFAULT, &r);
+    sl_result_free(&r);
+    if (rc == SL_ENOTFOUND) {
+        int64_t repair;
+        if ((rc = eng_pointer_get(e, dqkey, "repair", &repair)) != 0) return rc;
+        if (repair <= b) return SLOT_OPEN;
+        sl_log(SL_ERR,
+               "move to %s: bucket %lld was deleted before the move was completed; "
+               "writing the copy again elsewhere (it may be a duplicate)",
+               dqkey, (long long)b);
+        return SLOT_GONE;
+    }
+    if (rc) return rc;
+    sl_result_init(&r);
+    rc = msg_get_msg(e, dqkey, b, id, SL_READ_SERIAL, &r);
+    sl_result_free(&r);
+    return rc == 0 ? SLOT_USED : rc == SL_ENOTFOUND ? SLOT_GONE : rc;
+}
+
+/* Points the move of m (MOVING, as read) at a fresh slot of its
+ * destination, then completes it there. */
+static int retarget(sl_engine *e, qstate *src, const sl_row *m, const char *dqkey, int reset, int dead) {
+    qstate *dq;
+    int rc = queue_of_qkey(e, dqkey, &dq);
+    if (rc) return rc;
+    int64_t did, claim_ms;
+    if ((rc = msg_claim_block(e, dq, &did, &claim_ms)) != 0) return rc;
+    char dest[QKEY_MAX + 100];
+    snprintf(dest, sizeof dest, "%s|%lld|%lld|%d|%d|%lld", dq->qkey, (long long)did,
+             (long long)(did / dq->opts.bucket_size), reset, dead, (long long)claim_ms);
+    sl_write w = {0};
+    msg_key(&w, src->qkey, m->v[M_BUCKET].i, m->v[M_ID].i);
+    w.kind = SL_W_UPDATE_IF;
+    w.ttl = (int)ttl_left_s(m->v[M_EXP].i, sl_now_ms());
+    w.row.v[M_VERSION] = sl_vint(m->v[M_VERSION].i + 1);
+    w.row.v[M_DEST] = sl_vtext(dest);
+    w.row.v[M_NONCE] = sl_vint(eng_nonce());
+    w.cond[0] = msg_cond_of(m, M_VERSION);
+    w.cond[1] = (sl_cond){M_STATE, sl_vint(MS_MOVING)};
+    w.ncond = 2;
+    if ((rc = eng_cas(e, &w, M_NONCE, NULL)) != 0) return rc;
+    sl_log(SL_INFO, "move of %s id %lld: its slot in %s was passed, moved to id %lld", src->qkey,
+           (long long)m->v[M_ID].i, dq->qkey, (long long)did);
+    sl_row again = *m;
+    again.v[M_VERSION] = sl_vint(m->v[M_VERSION].i + 1);
+    again.v[M_DEST] = sl_vtext(dest);
+    rc = msg_complete_move(e, src, &again);
+    if (rc == 0) eng_notify(e, dq);
+    return rc;
+}
+
+/* dest format: "<dst qkey>|<id>|<bucket>|<reset>|<dead>|<claim ms>"; rows
+ * written before the claim time was recorded lack the last field. */
 int msg_complete_move(sl_engine *e, qstate *src, const sl_row *m) {
-    char dest[QKEY_MAX + 80], dqkey[QKEY_MAX];
+    char dest[QKEY_MAX + 100], dqkey[QKEY_MAX];
     if (sl_val_str(&m->v[M_DEST], dest, sizeof dest) < 0) return SL_EINTERNAL;
     char *bar = strchr(dest, '|');
-    long long did, dbucket;
+    long long did, dbucket, claim_ms = 0;
     int reset, dead;
     if (!bar || (size_t)(bar - dest) >= sizeof dqkey ||
-        sscanf(bar, "|%lld|%lld|%d|%d", &did, &dbucket, &reset, &dead) != 4)
+        sscanf(bar, "|%lld|%lld|%d|%d|%lld", &did, &dbucket, &reset, &dead, &claim_ms) < 4)
         return SL_EINTERNAL;
     memcpy(dqkey, dest, (size_t)(bar - dest));
     dqkey[bar - dest] = 0;
     int64_t now = sl_now_ms();
+    if (claim_ms == 0 || now - claim_ms >= e->cfg.lease_grace_ms / 2) {
+        /* Late: the slot's bucket may have been sealed since the claim. */
+        int slot = late_slot(e, dqkey, dbucket, did);
+        if (slot < 0) return slot;
+        if (slot == SLOT_GONE) {
+            int rc = retarget(e, src, m, dqkey, reset, dead);
+            /* The destination was deleted: the copy goes with it, as before. */
+            if (rc != SL_ENOTFOUND) return rc;
+        }
+    }
     int64_t exp = m->v[M_EXP].i;
     sl_write w = {0};
     msg_key(&w, dqkey, dbucket, did);
@@ -42,6 +167,9 @@ int msg_complete_move(sl_engine *e, qstate *src, const sl_row *m) {
     int rc = eng_cas(e, &w, M_NONCE, NULL);
     if (rc && rc != SL_ENOTAPPLIED) return rc;
     __atomic_add_fetch(&e->moves, 1, __ATOMIC_RELEASE); /* a READY row the pools lack */
+    /* Before the source is marked done: a crash in between leaves it
+     * MOVING, and this runs again. */
+    if ((rc = forward_if_passed(e, dqkey, dbucket, did, claim_ms)) != 0) return rc;
 
     sl_write f = {0};
     msg_key(&f, src->qkey, m->v[M_BUCKET].i, m->v[M_ID].i);
@@ -63,12 +191,12 @@ int msg_complete_move(sl_engine *e, qstate *src, const sl_row *m) {
  * delivery count again (redrive); dead marks it dead-lettered. Returns
  * SL_ENOTAPPLIED when the row changed since it was read. */
 int msg_move(sl_engine *e, qstate *src, const sl_row *row, qstate *dst, int reset, int dead) {
-    int64_t did;
-    int rc = msg_claim(e, dst, &did);
+    int64_t did, claim_ms;
+    int rc = msg_claim_block(e, dst, &did, &claim_ms);
     if (rc) return rc;
-    char dest[QKEY_MAX + 80];
-    snprintf(dest, sizeof dest, "%s|%lld|%lld|%d|%d", dst->qkey, (long long)did,
-             (long long)(did / dst->opts.bucket_size), reset, dead);
+    char dest[QKEY_MAX + 100];
+    snprintf(dest, sizeof dest, "%s|%lld|%lld|%d|%d|%lld", dst->qkey, (long long)did,
+             (long long)(did / dst->opts.bucket_size), reset, dead, (long long)claim_ms);
     int64_t now = sl_now_ms();
     sl_write w = {0};
     msg_key(&w, src->qkey, row->v[M_BUCKET].i, row->v[M_ID].i);

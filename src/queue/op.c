@@ -86,10 +86,12 @@ static sl_op *op_new(sl_engine *e, qstate *q, int kind, size_t n, void (*done)(v
     op->arg = arg;
     op->left = 1;
     sem_init(&op->sem, 0, 0); /* cannot fail for a process-private semaphore */
+    eng_queue_hold(e, q);
     return op;
 }
 
 static void op_free(sl_op *op) {
+    eng_queue_release(op->e, op->q);
     sem_destroy(&op->sem);
     free(op);
 }

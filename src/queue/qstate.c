@@ -1,6 +1,7 @@
 /* qstate.c: the node-local cache of queue definitions and their state
  * (qstate), checked against the store now and then. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "queue_int.h"
@@ -100,11 +101,60 @@ int eng_queue(sl_engine *e, const char *account, const char *name, qstate **out)
 }
 
 /* Marks an incarnation dead and wakes its watchers, which then find the
- * queue gone. The qstate itself lives until the engine closes. */
+ * queue gone. The poller frees the qstate later (eng_queue_reap). */
 void eng_queue_forget(sl_engine *e, qstate *q) {
     pthread_mutex_lock(&e->mu);
     q->dead = 1;
     pthread_mutex_unlock(&e->mu);
     msg_fresh_drop(q);
     eng_notify(e, q);
+}
+
+void eng_queue_hold(sl_engine *e, qstate *q) {
+    pthread_mutex_lock(&e->mu);
+    q->users++;
+    pthread_mutex_unlock(&e->mu);
+}
+
+void eng_queue_release(sl_engine *e, qstate *q) {
+    pthread_mutex_lock(&e->mu);
+    q->users--;
+    pthread_mutex_unlock(&e->mu);
+}
+
+static void qstate_free(qstate *q) {
+    msg_fresh_drop(q);
+    msg_receipt_free(q);
+    free(q->fresh);
+    free(q->pend);
+    free(q->dues);
+    pthread_mutex_destroy(&q->mu);
+    pthread_cond_destroy(&q->claimed);
+    pthread_cond_destroy(&q->fresh_cv);
+    free(q);
+}
+
+/* Frees the dead incarnations that nothing holds and that have been dead
+ * for QSTATE_REAP_PASSES calls of this (one poller pass each), or every
+ * qstate when all is set (the engine closes). Called by the poller, the
+ * one thread that walks the list without the lock (flush_lease_entries),
+ * or at close once the poller has stopped. */
+void eng_queue_reap(sl_engine *e, int all) {
+    qstate *gone = NULL;
+    pthread_mutex_lock(&e->mu);
+    for (qstate **pp = &e->queues; *pp;) {
+        qstate *q = *pp;
+        if (all || (q->dead && q->users == 0 && ++q->dead_passes >= QSTATE_REAP_PASSES)) {
+            *pp = q->next;
+            q->next = gone;
+            gone = q;
+        } else {
+            pp = &q->next;
+        }
+    }
+    pthread_mutex_unlock(&e->mu);
+    for (qstate *n; gone; gone = n) {
+        n = gone->next;
+        qstate_free(gone);
+    }
 }

@@ -99,8 +99,8 @@ static int init_incarnation(sl_engine *e, const char *qkey, const char *account,
     w.row.v[MO_NONCE] = sl_vint(eng_nonce());
     int rc = eng_cas(e, &w, MO_NONCE, NULL);
     if (rc && rc != SL_ENOTAPPLIED) return rc;
-    static const char *ptrs[] = {"reader", "repair", "purge", "lease"};
-    for (int i = 0; i < 4; i++) {
+    static const char *ptrs[] = {"reader", "repair", "purge", "lease", "gc"};
+    for (int i = 0; i < 5; i++) {
         sl_write p = {0};
         p.t = &sl_t_pointers;
         p.kind = SL_W_INSERT_IF_NOT_EXISTS;

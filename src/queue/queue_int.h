@@ -77,6 +77,18 @@ extern const sl_table sl_t_accounts, sl_t_queues, sl_t_queue_index, sl_t_monoton
 
 #define QKEY_MAX (2 * SL_NAME_MAX + 24)
 #define READ_WINDOW 8          /* non-empty buckets the reader looks ahead of its pointer */
+/* How long a finalized bucket is kept after it was sealed before the repair
+ * worker deletes it (repair.c, gc_run): a move that a crash cut, completed
+ * later, looks at its slot there (move.c, late_slot). Two minutes cover a
+ * restart, the finalize timeout and another node taking over the repair
+ * lease; a move completed later still loses nothing (it may duplicate).
+ * The price: a queue keeps two minutes of finalized rows on disk. */
+#define GC_DELAY_MS (2 * 60 * 1000)
+/* Poller passes (200 ms each: a minute) a dead qstate is kept, unheld:
+ * longer than any call that looked it up takes (store requests time out in
+ * seconds). Counted in passes, not time, so that a process stopped and
+ * resumed does not free one under a call that was stopped with it. */
+#define QSTATE_REAP_PASSES 300
 #define READ_SCAN_MAX 64       /* buckets it reads at most to find them */
 #define SEAL_BATCH 16          /* buckets a refill notes for sealing at most */
 #define LEASE_SWEEP_MS 5000    /* how often the durable lease cursor is saved */
@@ -102,9 +114,12 @@ typedef struct {
 } cand;
 
 /* The node-local state of one incarnation (qkey) of a queue. Created on
- * first use and kept until the engine closes, so that pointers to it stay
- * valid without reference counting; an incarnation that was deleted is
- * marked dead and no longer found by name. */
+ * first use. An incarnation that was deleted is marked dead and no longer
+ * found by name; the poller frees it once nothing holds it (users: the
+ * operations and watches that keep a pointer to it past the call that made
+ * them) and it has stayed dead for QSTATE_REAP_PASSES of the poller,
+ * longer than any call that looked it up can take. Queues created and
+ * deleted all day would otherwise pile up. */
 typedef struct qstate {
     struct qstate *next;
     char account[SL_NAME_MAX + 1], name[SL_NAME_MAX + 1];
@@ -115,6 +130,8 @@ typedef struct qstate {
     void *mac_pads;           /* msg_receipt_init: its HMAC pads, absorbed */
     int64_t checked_ms;   /* when the queue row was last confirmed */
     int dead;
+    int users;            /* under e->mu: see above */
+    int64_t dead_passes;  /* under e->mu: poller passes since it died */
 
     pthread_mutex_t mu;   /* guards everything below */
     int64_t id_next, id_end, block_ms; /* the id block this node writes to */
@@ -239,6 +256,9 @@ int eng_counter_add(sl_engine *e, const char *qkey, const char *name, int64_t de
 
 /* qstate.c */
 int eng_queue(sl_engine *e, const char *account, const char *name, qstate **out);
+void eng_queue_hold(sl_engine *e, qstate *q);
+void eng_queue_release(sl_engine *e, qstate *q);
+void eng_queue_reap(sl_engine *e, int all);
 void eng_queue_forget(sl_engine *e, qstate *q);
 
 /* watch.c */
@@ -258,6 +278,7 @@ int msg_put_after(sl_engine *e, qstate *q, const sl_write *w, const put_pending 
 int msg_open_queue(sl_engine *e, const char *account, const char *queue, qstate **q);
 void msg_key(sl_write *w, const char *qkey, int64_t bucket, int64_t id);
 int msg_get_msg(sl_engine *e, const char *qkey, int64_t bucket, int64_t id, int cons, sl_result *r);
+int msg_bucket_passed(sl_engine *e, const char *qkey, int64_t b);
 sl_cond msg_cond_of(const sl_row *m, int col);
 void msg_ack_writes(qstate *q, const char *const *receipts, size_t n, int *rcs, sl_write *w, size_t *idx,
                     size_t *k);
@@ -295,6 +316,7 @@ int msg_take_due(sl_engine *e, qstate *q, int max, int invis_s, sl_message *out,
 int msg_seal_take(qstate *q);
 int msg_seal_state(sl_engine *e, qstate *q, int64_t b, const sl_result *r, int ready, int64_t now);
 int msg_seal_run(sl_engine *e, qstate *q, const int64_t *bs, int n);
+int msg_seal_behind(sl_engine *e, qstate *q);
 int msg_lease_writes(sl_engine *e, qstate *q, sl_row **rows, size_t k, int invis_s, sl_row **todo,
                      sl_write *w, int64_t *visible);
 int msg_lease_batch(sl_engine *e, qstate *q, sl_row **rows, size_t k, int invis_s, sl_message *out,

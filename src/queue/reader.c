@@ -489,6 +489,71 @@ int msg_seal_run(sl_engine *e, qstate *q, const int64_t *bs, int n) {
     return R < 0 ? 0 : eng_pointer_max(e, q->qkey, "reader", R);
 }
 
+/* Seals the buckets from this node's reader on whose rows have all been
+ * taken, as a refill would. A refill runs only when a receive finds the
+ * pool dry, and on a queue whose every receive finds the rows that puts on
+ * this node just fed the pool, that never happens: the buckets behind would
+ * never be sealed, so never finalized or deleted, and the queue would grow
+ * without bound (the soak found it: batches put and received in turn, 11,000
+ * buckets of acked rows). The repair worker calls this every poll; it reads
+ * nothing while the reader is at the newest bucket. */
+int msg_seal_behind(sl_engine *e, qstate *q) {
+    int64_t S = q->opts.bucket_size, R, head;
+    int rc = 0;
+    for (int round = 0; round < 64 && rc == 0 && !e->stopping; round++) {
+        pthread_mutex_lock(&q->mu);
+        R = q->reader;
+        head = q->head;
+        pthread_mutex_unlock(&q->mu);
+        if (R < 0) {
+            if ((rc = eng_pointer_get(e, q->qkey, "reader", &R)) != 0) return rc;
+            pthread_mutex_lock(&q->mu);
+            if (q->reader < R) q->reader = R;
+            pthread_mutex_unlock(&q->mu);
+        }
+        if ((R + 1) * S > head || !msg_seal_take(q)) return 0;
+        int64_t seal[SEAL_BATCH], now = sl_now_ms(), b = R;
+        int n = 0;
+        for (; n < SEAL_BATCH && (b + 1) * S <= head; b++) {
+            sl_result r;
+            sl_result_init(&r);
+            if ((rc = msg_scan_bucket(e, q, b, &r)) != 0) {
+                sl_result_free(&r);
+                break;
+            }
+            int ready = 0;
+            int64_t present = 0;
+            for (size_t i = 0; i < r.n; i++) {
+                const sl_row *m = &r.rows[i];
+                present += m->v[M_ID].i >= 0;
+                ready |= m->v[M_ID].i >= 0 && m->v[M_STATE].i == MS_READY && !msg_purged(q, m);
+            }
+            int st = msg_seal_state(e, q, b, &r, ready, now);
+            sl_result_free(&r);
+            if (st == SEAL_DONE && n == 0) {
+                R = b + 1; /* sealed by someone else: the pointer moves on */
+            } else if (st == SEAL_NOW) {
+                seal[n++] = b | (present < S ? SEAL_GAPS : 0);
+            } else {
+                break;
+            }
+        }
+        if (n == 0) {
+            pthread_mutex_lock(&q->mu);
+            q->sealing = 0;
+            int moved = q->reader < R;
+            if (moved) q->reader = R;
+            pthread_mutex_unlock(&q->mu);
+            if (rc == 0 && moved) rc = eng_pointer_max(e, q->qkey, "reader", R);
+            if (!moved) break;
+            continue;
+        }
+        int src = msg_seal_run(e, q, seal, n); /* gives the right to seal back */
+        if (!rc) rc = src;
+    }
+    return rc;
+}
+
 /* A bucket sealed while ids of it had no row yet: a put of one of them may
  * have landed between the scan that decided to seal and the marker, and
  * checked for the marker (put_after) before it was there. Read the bucket

@@ -5,7 +5,7 @@
  * when it was sealed has landed or never will, so the worker republishes
  * what is still undelivered in it (late writes, and leases that ran out long
  * ago), completes moves that a crash interrupted, then finalizes the bucket
- * and, when the queue says so, deletes it. In the newest bucket, which is
+ * and, when the queue says so, deletes it GC_DELAY_MS after it was sealed. In the newest bucket, which is
  * not sealed while ids have not moved past it, it republishes messages whose
  * lease ran out long ago (see repair_newest). One node at a time runs a queue's
  * worker: it holds a lease row, taken with insert-if-not-exists and renewed
@@ -105,6 +105,55 @@ static int finalize_run(sl_engine *e, qstate *q, int64_t *P, int64_t R) {
     return rc;
 }
 
+/* Deletes finalized buckets, from the gc pointer up to the repair pointer
+ * P, once they have been sealed for GC_DELAY_MS, a run at a time with one
+ * write each (three durable writes per bucket were a background load that
+ * competed with the clients'). A finalized bucket keeps its rows and its
+ * marker that long because a move cut by a crash may be completed long
+ * after its claim, into a slot of such a bucket: while the bucket exists,
+ * the slot tells whether the copy was ever written (see move.c). The
+ * pointer moves before the deletes, so a crash between the two leaves rows
+ * behind (they expire), never a pointer at a deleted bucket. */
+static int gc_run(sl_engine *e, qstate *q, int64_t P) {
+    sl_val key[2] = {sl_vtext(q->qkey), sl_vtext("gc")};
+    sl_result r;
+    sl_result_init(&r);
+    int rc = sl_store_get(e->st, &sl_t_pointers, key, SL_READ_DEFAULT, &r);
+    /* A queue made before the gc pointer existed deleted its buckets as it
+     * finalized them: start near the repair pointer. */
+    int64_t G = rc == 0 ? r.rows[0].v[PT_VALUE].i : P > REPAIR_RUN ? P - REPAIR_RUN : 0;
+    sl_result_free(&r);
+    if (rc && rc != SL_ENOTFOUND) return rc;
+    int64_t now = sl_now_ms();
+    for (int young = 0; !young && G < P && !e->stopping;) {
+        int64_t from = G;
+        for (; G < P && G < from + REPAIR_RUN; G++) {
+            sl_result_init(&r);
+            rc = msg_get_msg(e, q->qkey, G, -1, SL_READ_DEFAULT, &r);
+            int64_t sealed = rc == 0 ? r.rows[0].v[M_PUT].i : 0;
+            sl_result_free(&r);
+            if (rc && rc != SL_ENOTFOUND) return rc;
+            if (rc == 0 && now - sealed < GC_DELAY_MS) {
+                young = 1; /* buckets are sealed in order: the rest are younger */
+                break;
+            }
+        }
+        if (G == from) break;
+        if ((rc = eng_pointer_max(e, q->qkey, "gc", G)) != 0) return rc;
+        sl_write d[REPAIR_RUN];
+        for (int64_t b = from; b < G; b++) {
+            sl_write *w = &d[b - from];
+            memset(w, 0, sizeof *w);
+            w->t = &sl_t_messages;
+            w->kind = SL_W_DELETE_PARTITION;
+            w->row.v[M_QKEY] = sl_vtext(q->qkey);
+            w->row.v[M_BUCKET] = sl_vint(b);
+        }
+        if ((rc = eng_write(e, d, (size_t)(G - from))) != 0) return rc;
+    }
+    return 0;
+}
+
 /* The newest bucket. Ids have not moved past it, so the reader cannot seal
  * it and finalize_run never reaches it: a message leased there whose lease
  * index entry was lost (its node died before the entry landed) would stay
@@ -147,36 +196,22 @@ int repair_queue(sl_engine *e, qstate *q) {
     /* Keep this node's lease cursor near now even when nobody receives, so
      * the first receive after a quiet spell finds due leases at once. */
     msg_lease_scan(e, q, sl_now_ms());
+    int rc = msg_seal_behind(e, q);
+    if (rc) return rc;
     if (!own_repair(e, q)) return 0;
     int64_t P, R;
-    int rc;
     if ((rc = eng_pointer_get(e, q->qkey, "repair", &P)) != 0) return rc;
     if ((rc = eng_pointer_get(e, q->qkey, "reader", &R)) != 0) return rc;
     msg_refresh_purge(e, q, 1);
     while (P < R && !e->stopping) {
-        /* Finalize a run of buckets, then move the pointer past the run and
-         * delete it with one write each: three durable writes per bucket
-         * were a background load that competed with the clients'. The
-         * pointer moves before the deletes, so a crash between the two leaves
-         * rows behind (they expire), never a pointer at a deleted bucket. */
+        /* Finalize a run of buckets, then move the pointer past the run. */
         int64_t from = P;
         rc = finalize_run(e, q, &P, R);
         if (P == from) break;
         int rc2 = eng_pointer_max(e, q->qkey, "repair", P);
-        if (rc2 == 0 && q->opts.delete_buckets) {
-            sl_write d[REPAIR_RUN];
-            for (int64_t b = from; b < P; b++) {
-                sl_write *w = &d[b - from];
-                memset(w, 0, sizeof *w);
-                w->t = &sl_t_messages;
-                w->kind = SL_W_DELETE_PARTITION;
-                w->row.v[M_QKEY] = sl_vtext(q->qkey);
-                w->row.v[M_BUCKET] = sl_vint(b);
-            }
-            rc2 = eng_write(e, d, (size_t)(P - from));
-        }
         if (rc || rc2) return rc ? rc : rc2;
     }
+    if (rc == 0 && q->opts.delete_buckets) rc = gc_run(e, q, P);
     return rc ? rc : repair_newest(e, q);
 }
 
@@ -191,8 +226,8 @@ int repair_delete_queue(sl_engine *e, const char *qkey, int64_t bucket_size) {
     int64_t head = rc == 0 ? r.rows[0].v[MO_NEXT].i : 0;
     sl_result_free(&r);
     if (rc && rc != SL_ENOTFOUND) return rc;
-    int64_t first = 0;
-    if (rc == 0) eng_pointer_get(e, qkey, "repair", &first);
+    int64_t first = 0; /* buckets before the gc pointer are deleted already */
+    if (rc == 0) eng_pointer_get(e, qkey, "gc", &first);
     sl_write d = {0};
     d.t = &sl_t_messages;
     d.kind = SL_W_DELETE_PARTITION;

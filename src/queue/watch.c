@@ -23,6 +23,7 @@ int sl_watch_add(sl_engine *e, const char *account, const char *queue, int64_t d
         return SL_EBUSY;
     }
     e->nwatches++;
+    q->users++;
     w->next = e->watches;
     e->watches = w;
     pthread_cond_broadcast(&e->wake);
@@ -61,6 +62,7 @@ static void fire_n(sl_engine *e, qstate *q, int expired_only, int64_t now, size_
         if (hit) {
             *pp = w->next;
             e->nwatches--;
+            w->q->users--;
             w->fired = 1;
             w->next = NULL;
             w->fn(w->arg);
@@ -79,6 +81,7 @@ int sl_watch_cancel(sl_engine *e, sl_watch *w) {
             if (*pp == w) {
                 *pp = w->next;
                 e->nwatches--;
+                w->q->users--;
                 break;
             }
     }
