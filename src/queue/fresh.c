@@ -321,6 +321,17 @@ int msg_fresh_take(sl_engine *e, qstate *q, size_t want, int have, int *refills,
     *k = 0;
     for (;;) {
         pthread_mutex_lock(&q->mu);
+        q->take_mono_ms = sl_mono_ms();
+        if (q->fresh_stale && !q->fresh_scanning) {
+            /* The rows dropped are READY in the store: the refill reads
+             * them again, in bucket order, behind the ones left waiting. */
+            for (int i = q->fresh_pos; i < q->nfresh; i++)
+                free(q->fresh[i]);
+            q->nfresh = q->fresh_pos = 0;
+            q->fresh_bytes = 0;
+            q->fresh_stale = 0;
+            q->fresh_dirty = 1;
+        }
         if ((*k = fresh_pop(q, v, want)) > 0 || have || *refills >= 4) {
             pthread_mutex_unlock(&q->mu);
             return 0;

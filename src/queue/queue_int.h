@@ -181,6 +181,13 @@ typedef struct qstate {
      * FRESH_IDLE_MS ago by both clocks (what other nodes put shows within
      * that, and a gap's grace or a bucket's sealing waits no longer). */
     int fresh_dirty;
+    /* Set by the repair pass (msg_seal_behind) when READY rows older than
+     * twice the gap grace sit at the reader's front of a queue that
+     * receives: if this node's puts keep the pool fed, it never runs dry and
+     * no refill would ever find them. The next receive empties the pool and
+     * refills it from the front. */
+    int fresh_stale;
+    int64_t take_mono_ms;       /* when a receive last took from the pool */
     uint64_t fresh_moves;       /* e->moves as of the last refill */
     int64_t fresh_mono_ms;      /* when the last refill ended (monotonic) */
     int64_t fresh_now_ms;       /* and by sl_now_ms() (gap grace, retention) */

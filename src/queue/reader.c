@@ -504,6 +504,9 @@ int msg_seal_behind(sl_engine *e, qstate *q) {
         pthread_mutex_lock(&q->mu);
         R = q->reader;
         head = q->head;
+        /* On a queue that receives, look at the newest bucket too: rows
+         * left behind there would wait as long (see fresh_stale). */
+        int active = q->nfresh > q->fresh_pos || sl_mono_ms() - q->take_mono_ms < 60000;
         pthread_mutex_unlock(&q->mu);
         if (R < 0) {
             if ((rc = eng_pointer_get(e, q->qkey, "reader", &R)) != 0) return rc;
@@ -511,10 +514,11 @@ int msg_seal_behind(sl_engine *e, qstate *q) {
             if (q->reader < R) q->reader = R;
             pthread_mutex_unlock(&q->mu);
         }
-        if ((R + 1) * S > head || !msg_seal_take(q)) return 0;
+        int64_t end = active ? head : head / S * S; /* ids below end are read */
+        if (R * S >= end || !msg_seal_take(q)) return 0;
         int64_t seal[SEAL_BATCH], now = sl_now_ms(), b = R;
         int n = 0;
-        for (; n < SEAL_BATCH && (b + 1) * S <= head; b++) {
+        for (; n < SEAL_BATCH && b * S < end; b++) {
             sl_result r;
             sl_result_init(&r);
             if ((rc = msg_scan_bucket(e, q, b, &r)) != 0) {
@@ -522,11 +526,14 @@ int msg_seal_behind(sl_engine *e, qstate *q) {
                 break;
             }
             int ready = 0;
-            int64_t present = 0;
+            int64_t present = 0, oldest = INT64_MAX;
             for (size_t i = 0; i < r.n; i++) {
                 const sl_row *m = &r.rows[i];
                 present += m->v[M_ID].i >= 0;
-                ready |= m->v[M_ID].i >= 0 && m->v[M_STATE].i == MS_READY && !msg_purged(q, m);
+                if (m->v[M_ID].i >= 0 && m->v[M_STATE].i == MS_READY && !msg_purged(q, m)) {
+                    ready = 1;
+                    if (m->v[M_VISIBLE].i < oldest) oldest = m->v[M_VISIBLE].i;
+                }
             }
             int st = msg_seal_state(e, q, b, &r, ready, now);
             sl_result_free(&r);
@@ -535,6 +542,11 @@ int msg_seal_behind(sl_engine *e, qstate *q) {
             } else if (st == SEAL_NOW) {
                 seal[n++] = b | (present < S ? SEAL_GAPS : 0);
             } else {
+                if (ready && active && now - oldest >= 2 * e->cfg.lease_grace_ms) {
+                    pthread_mutex_lock(&q->mu);
+                    q->fresh_stale = 1;
+                    pthread_mutex_unlock(&q->mu);
+                }
                 break;
             }
         }
