@@ -331,6 +331,7 @@ int msg_fresh_take(sl_engine *e, qstate *q, size_t want, int have, int *refills,
             q->fresh_bytes = 0;
             q->fresh_stale = 0;
             q->fresh_dirty = 1;
+            q->fresh_next = 0; /* the rows dropped may lie in buckets a refill skips */
         }
         if ((*k = fresh_pop(q, v, want)) > 0 || have || *refills >= 4) {
             pthread_mutex_unlock(&q->mu);

@@ -526,13 +526,16 @@ int msg_seal_behind(sl_engine *e, qstate *q) {
                 break;
             }
             int ready = 0;
-            int64_t present = 0, oldest = INT64_MAX;
+            int64_t present = 0, oldest = INT64_MAX, oldest_id = -1;
             for (size_t i = 0; i < r.n; i++) {
                 const sl_row *m = &r.rows[i];
                 present += m->v[M_ID].i >= 0;
                 if (m->v[M_ID].i >= 0 && m->v[M_STATE].i == MS_READY && !msg_purged(q, m)) {
                     ready = 1;
-                    if (m->v[M_VISIBLE].i < oldest) oldest = m->v[M_VISIBLE].i;
+                    if (m->v[M_VISIBLE].i < oldest) {
+                        oldest = m->v[M_VISIBLE].i;
+                        oldest_id = m->v[M_ID].i;
+                    }
                 }
             }
             int st = msg_seal_state(e, q, b, &r, ready, now);
@@ -543,8 +546,15 @@ int msg_seal_behind(sl_engine *e, qstate *q) {
                 seal[n++] = b | (present < S ? SEAL_GAPS : 0);
             } else {
                 if (ready && active && now - oldest >= 2 * e->cfg.lease_grace_ms) {
+                    /* Stale only if the pool lacks it: a backlog that the
+                     * pool holds in order is handed out as it is. */
                     pthread_mutex_lock(&q->mu);
-                    q->fresh_stale = 1;
+                    int pooled = 0;
+                    for (int i = q->fresh_pos; i < q->nfresh && !pooled; i++)
+                        pooled = q->fresh[i]->v[M_ID].i == oldest_id;
+                    for (int i = 0; i < q->nleasing && !pooled; i++)
+                        pooled = q->leasing[i] == oldest_id;
+                    if (!pooled) q->fresh_stale = 1;
                     pthread_mutex_unlock(&q->mu);
                 }
                 break;
