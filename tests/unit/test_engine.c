@@ -719,25 +719,33 @@ static void test_dead_letter_and_redrive(void **state) {
     msg_clear(&m);
 }
 
+/* The DLQ "dlq" (buckets of dlq_bucket ids) and "q" (maxDeliveryCount 1,
+ * dead-lettering to it) with one message, body, delivered once and its
+ * lease over: due for the DLQ. r gets q's bucket 0, that message's row. */
+static void due_for_dlq(fx *f, int dlq_bucket, const char *body, qstate **q, qstate **d, sl_result *r) {
+    mkqueue(f, "dlq", dlq_bucket, 5, NULL);
+    mkqueue(f, "q", 20, 1, "dlq");
+    assert_int_equal(put(f, "q", body, 0), 0);
+    sl_message m;
+    assert_int_equal(recv1(f, "q", 1, &m), 1);
+    msg_clear(&m);
+    sl_clock_advance_ms(1000);
+    assert_int_equal(eng_queue(f->e, "acct", "q", q), 0);
+    assert_int_equal(eng_queue(f->e, "acct", "dlq", d), 0);
+    sl_result_init(r);
+    assert_int_equal(msg_scan_bucket(f->e, *q, 0, r), 0);
+    assert_int_equal(r->n, 1);
+}
+
 /* The copy to the DLQ is keyed by the source message: a crash between the
  * copy and marking the source done leaves a MOVING row, and finishing it
  * again makes no second copy. */
 static void test_dead_letter_crash_no_duplicate(void **state) {
     fx *f = *state;
-    mkqueue(f, "dlq", 20, 5, NULL);
-    mkqueue(f, "q", 20, 1, "dlq");
-    assert_int_equal(put(f, "q", "p", 0), 0);
-    sl_message m;
-    assert_int_equal(recv1(f, "q", 1, &m), 1);
-    msg_clear(&m);
-    sl_clock_advance_ms(1000);
     qstate *q, *d;
-    assert_int_equal(eng_queue(f->e, "acct", "q", &q), 0);
-    assert_int_equal(eng_queue(f->e, "acct", "dlq", &d), 0);
     sl_result r;
-    sl_result_init(&r);
-    assert_int_equal(msg_scan_bucket(f->e, q, 0, &r), 0);
-    assert_int_equal(r.n, 1);
+    due_for_dlq(f, 20, "p", &q, &d, &r);
+    sl_message m;
     /* Move, then pretend the final CAS never happened by moving it back to
      * MOVING through a plain store write, and complete it twice. */
     assert_int_equal(msg_move(f->e, q, &r.rows[0], d, 0, 1), 0);
@@ -791,20 +799,10 @@ enum { LATE_FINALIZED, LATE_DELETED, LATE_COPY_ACKED };
  * made, and the copy was delivered and acked from the DLQ before the move
  * was completed: completing it makes no second copy. */
 static void dead_letter_completed_late(fx *f, int mode) {
-    mkqueue(f, "dlq", 2, 5, NULL);
-    mkqueue(f, "q", 20, 1, "dlq");
-    assert_int_equal(put(f, "q", "poison", 0), 0);
-    sl_message m;
-    assert_int_equal(recv1(f, "q", 1, &m), 1);
-    msg_clear(&m);
-    sl_clock_advance_ms(1000);
     qstate *q, *d;
-    assert_int_equal(eng_queue(f->e, "acct", "q", &q), 0);
-    assert_int_equal(eng_queue(f->e, "acct", "dlq", &d), 0);
     sl_result r;
-    sl_result_init(&r);
-    assert_int_equal(msg_scan_bucket(f->e, q, 0, &r), 0);
-    assert_int_equal(r.n, 1);
+    due_for_dlq(f, 2, "poison", &q, &d, &r);
+    sl_message m;
     int copied = mode == LATE_COPY_ACKED;
     sl_store_sqlite_set_fault(f->st, cut_move, copied ? &copied : NULL);
     assert_int_not_equal(msg_move(f->e, q, &r.rows[0], d, 0, 1), 0);
