@@ -495,8 +495,9 @@ int msg_seal_run(sl_engine *e, qstate *q, const int64_t *bs, int n) {
  * this node just fed the pool, that never happens: the buckets behind would
  * never be sealed, so never finalized or deleted, and the queue would grow
  * without bound (the soak found it: batches put and received in turn, 11,000
- * buckets of acked rows). The repair worker calls this every poll; it reads
- * nothing while the reader is at the newest bucket. */
+ * buckets of acked rows). The repair worker calls this every poll; while
+ * the reader is at the newest bucket it reads nothing, or on a queue that
+ * receives that bucket alone (see fresh_stale). */
 int msg_seal_behind(sl_engine *e, qstate *q) {
     int64_t S = q->opts.bucket_size, R, head;
     int rc = 0;
