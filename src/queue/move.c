@@ -69,21 +69,9 @@ enum { SLOT_OPEN, SLOT_USED, SLOT_GONE };
  * told from one never written: that is SLOT_GONE too, and the move goes to
  * a fresh slot, which prefers a duplicate to a loss. */
 static int late_slot(sl_engine *e, const char *dqkey, int64_t b, int64_t id) {
+    int rc = msg_bucket_passed(e, dqkey, b);
+    if (rc <= 0) return rc < 0 ? rc : SLOT_OPEN;
     sl_result r;
-    sl_result_init(&r);
-    int rc = msg_get_msg(e, dqkey, b, -1, SL_READ_DEFAULT, &r);
-    sl_result_free(&r);
-    if (rc == SL_ENOTFOUND) {
-        int64_t repair;
-        if ((rc = eng_pointer_get(e, dqkey, "repair", &repair)) != 0) return rc;
-        if (repair <= b) return SLOT_OPEN;
-        sl_log(SL_ERR,
-               "move to %s: bucket %lld was deleted before the move was completed; "
-               "writing the copy again elsewhere (it may be a duplicate)",
-               dqkey, (long long)b);
-        return SLOT_GONE;
-    }
-    if (rc) return rc;
     sl_result_init(&r);
     rc = msg_get_msg(e, dqkey, b, id, SL_READ_SERIAL, &r);
     sl_result_free(&r);
@@ -112,8 +100,9 @@ static int retarget(sl_engine *e, qstate *src, const sl_row *m, const char *dqke
     w.cond[1] = (sl_cond){M_STATE, sl_vint(MS_MOVING)};
     w.ncond = 2;
     if ((rc = eng_cas(e, &w, M_NONCE, NULL)) != 0) return rc;
-    sl_log(SL_INFO, "move of %s id %lld: its slot in %s was passed, moved to id %lld", src->qkey,
-           (long long)m->v[M_ID].i, dq->qkey, (long long)did);
+    /* Past GC_DELAY_MS (the bucket deleted) this may be a second copy. */
+    sl_log(SL_ERR, "move of %s id %lld: its slot in %s was passed with no copy in it, moved to id %lld",
+           src->qkey, (long long)m->v[M_ID].i, dq->qkey, (long long)did);
     sl_row again = *m;
     again.v[M_VERSION] = sl_vint(m->v[M_VERSION].i + 1);
     again.v[M_DEST] = sl_vtext(dest);
