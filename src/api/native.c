@@ -807,7 +807,7 @@ static int h_receive(sl_http_req *r, void *ctx) {
         st->op = NULL;
         int rc = sl_msg_receive_finish(op, &m, &n);
         if (rc) return sl_api_fail(r, rc, st->account, st->queue);
-        if (n > 0 || sl_now_ms() >= st->deadline_ms || sl_http_stopping(r))
+        if (n > 0 || sl_now_ms() >= st->deadline_ms || sl_http_stopping(r) || sl_http_gone(r))
             return receive_answer(r, st, m, n);
         sl_messages_free(m, n);
         if (!st->watched) {
@@ -819,10 +819,12 @@ static int h_receive(sl_http_req *r, void *ctx) {
         }
         /* Parked on the watch, unless it fired while the receive ran (its
          * wake-up then found the request running, and ran it again). */
-        if (!__atomic_load_n(&st->fired, __ATOMIC_ACQUIRE) && !sl_http_stopping(r)) return SL_HTTP_WAIT;
+        if (!__atomic_load_n(&st->fired, __ATOMIC_ACQUIRE) && !sl_http_stopping(r) && !sl_http_gone(r))
+            return SL_HTTP_WAIT;
     }
-    /* The watch fired (a put, or the deadline), or the server is stopping. */
-    if (sl_http_stopping(r)) return receive_answer(r, st, NULL, 0);
+    /* The watch fired (a put, or the deadline), the server is stopping, or
+     * the client is gone (then no new receive takes messages for it). */
+    if (sl_http_stopping(r) || sl_http_gone(r)) return receive_answer(r, st, NULL, 0);
     if (st->w) {
         sl_watch_cancel(e, st->w);
         st->w = NULL;

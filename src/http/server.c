@@ -185,6 +185,7 @@ struct sl_http_req {
     /* parking, under the worker's mu */
     int parked, woken, wake_pending, last_run;
     int answered; /* the store pool ran the handler to its answer */
+    int gone;     /* the client went away (atomic): answer now, do not wait */
     sl_http_req *pnext, *pprev;
     sl_http_req *qnext; /* in the store pool's queue */
     int resumes;
@@ -412,6 +413,10 @@ int sl_http_resumes(const sl_http_req *r) {
 }
 int sl_http_stopping(const sl_http_req *r) {
     return __atomic_load_n(&r->srv->stopping, __ATOMIC_ACQUIRE);
+}
+
+int sl_http_gone(const sl_http_req *r) {
+    return __atomic_load_n(&r->gone, __ATOMIC_ACQUIRE);
 }
 
 void sl_http_set_user(sl_http_req *r, void *user, void (*destroy)(void *)) {
@@ -701,6 +706,22 @@ static void conn_close(conn *c) {
     c->next = w->closed;
     w->closed = c;
     __atomic_sub_fetch(&w->s->nconns, 1, __ATOMIC_RELEASE);
+}
+
+/* Ends c after a failed read or write, or a reset. A running or parked
+ * request is not freed under its handler or its wake-up source (freeing a
+ * parked one left it on the worker's parked list): the connection goes
+ * when the request is done, in conn_resume. */
+static void conn_drop(conn *c) {
+    if (c->state != C_RUN) {
+        conn_close(c);
+        return;
+    }
+    /* A long poll of a client that is gone must not take the next
+     * messages: its handler, woken, sees sl_http_gone() and answers. */
+    c->dead = 1;
+    __atomic_store_n(&c->req->gone, 1, __ATOMIC_RELEASE);
+    sl_http_wake(c->req);
 }
 
 static void free_closed(worker *w) {
@@ -1205,22 +1226,17 @@ static void conn_event(conn *c, uint32_t ev) {
     }
     if ((ev & EPOLLOUT) || ((ev & EPOLLIN) && c->tls_want_read)) {
         if (conn_flush(c) < 0) {
-            /* A running or parked request is not freed under its handler
-             * or its wake-up source: the connection goes when it is done. */
-            if (c->state == C_RUN)
-                c->dead = 1;
-            else
-                conn_close(c);
+            conn_drop(c);
             return;
         }
         /* The output drained: serve what waited behind it. */
         if (c->out_len == 0 && c->state != C_RUN) ev |= EPOLLIN;
     }
     if ((ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && c->state != C_RUN) {
-        if (conn_on_input(c) < 0) {
-            conn_close(c);
-            return;
-        }
+        /* The input may have started a request that now runs or parks. */
+        if (conn_on_input(c) < 0) conn_drop(c);
+    } else if (ev & (EPOLLERR | EPOLLHUP)) {
+        conn_drop(c); /* a reset while a request runs or parks */
     } else if (ev & EPOLLIN) {
         c->read_pending = 1;
     }
@@ -1236,7 +1252,9 @@ static void conn_resume(conn *c) {
         return;
     }
     conn_process(c);
-    if (conn_flush(c) < 0 || (c->read_pending && c->state != C_RUN && conn_on_input(c) < 0)) conn_close(c);
+    /* conn_process may have started the next pipelined request, which now
+     * runs or parks. */
+    if (conn_flush(c) < 0 || (c->read_pending && c->state != C_RUN && conn_on_input(c) < 0)) conn_drop(c);
 }
 
 /* Closes idle connections, answers 408 to requests that take too long to

@@ -34,11 +34,13 @@ Content-Type application/json, with an X-Request-Id header."""
 
 import contextlib
 import json
+import os
 import re
 import resource
 import select
 import signal
 import socket
+import struct
 import threading
 import time
 import urllib.parse
@@ -801,6 +803,117 @@ def test_pipelined_requests_are_answered_in_order(server, client):
     assert [m["message"] for m in msgs] == [body.decode()]
     assert client.ack(q, msgs[0]["popReceipt"]).status_code == 204
 
+
+def _unread_bytes(server_port, client_port):
+    """The receive queue of the server's end of a loopback connection, from
+    /proc/net/tcp: how many bytes the server has not read yet (None when
+    there is no such connection)."""
+    want_local, want_remote = f":{server_port:04X}", f":{client_port:04X}"
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1].endswith(want_local) and fields[2].endswith(want_remote):
+                return int(fields[4].split(":")[1], 16)
+    return None
+
+
+def _open_sockets(srv):
+    """How many sockets the server process holds (a reset connection's
+    socket stays open until the server closes it)."""
+    d = f"/proc/{srv.proc.pid}/fd"
+    n = 0
+    for f in os.listdir(d):
+        try:
+            n += os.readlink(f"{d}/{f}").startswith("socket:")
+        except OSError:  # closed meanwhile
+            pass
+    return n
+
+
+def _reset_after_read(srv, data):
+    """Sends data on a new connection, waits until the server has read all
+    of it, then resets the connection (SO_LINGER 0)."""
+    host, port = addr_of(srv)
+    conn = Conn((host, port), timeout=10)
+    conn.send(data)
+    mine = conn.sock.getsockname()[1]
+    await_until(lambda: _unread_bytes(port, mine) == 0, timeout=10, desc="the server to read the request")
+    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
+
+
+def _poll_bytes(srv, c, q, wait):
+    body = json.dumps({"waitSeconds": wait}).encode()
+    return request_bytes(srv, c, "POST", c.qpath(q, "/messages/receive"),
+                         ["Content-Type: application/json", f"Content-Length: {len(body)}"], body)
+
+
+def test_pipelined_long_poll_behind_a_reset_is_not_freed_while_parked(server_factory):
+    """Sixteen connections each pipeline GET /health and a 3 s long poll on
+    an empty queue and are reset at once. Where the server reads both
+    requests before it sees the reset, the long poll starts and parks, and
+    then the answer to /health cannot be written. The server must not free
+    the parked request (it did: a use after free that the HTTP fuzzer
+    found; CI runs this file under ASan). It closes every reset connection,
+    long polls on fresh connections are still woken by puts and get every
+    message, and SIGTERM ends it with exit code 0."""
+    srv = server_factory("pipereset")
+    c = srv.client()
+    q = c.new_queue("pipereset")
+    socks = _open_sockets(srv)
+    for _ in range(16):
+        conn = Conn(addr_of(srv), timeout=10)
+        conn.send(request_bytes(srv, c, "GET", "/health") + _poll_bytes(srv, c, q, 3))
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+    await_until(lambda: _open_sockets(srv) <= socks, timeout=20, desc="the server to close the reset connections")
+
+    got, errors = [], []
+
+    def waiter():
+        wc = srv.client()
+        try:
+            r = wc.receive(q, wait=20, timeout=30)
+            if r.status_code != 200:
+                errors.append(f"{r.status_code} {r.text[:200]}")
+            else:
+                got.extend(r.json()["messages"])
+        finally:
+            wc.close()
+
+    threads = [threading.Thread(target=waiter) for _ in range(8)]
+    for t in threads:
+        t.start()
+    bodies = {f"after the resets {i}" for i in range(8)}
+    for b in sorted(bodies):
+        c.put_ok(q, b)
+    for t in threads:
+        t.join(40)
+    assert not errors, f"long polls after the resets failed: {errors}"
+    assert {m["message"] for m in got} == bodies, f"long polls after the resets got {got!r}"
+    for m in got:
+        assert c.ack(q, m["popReceipt"]).status_code == 204
+    c.close()
+    rc = srv.stop()
+    with srv._lock:
+        sanitizer = [ln for ln in srv.lines if "Sanitizer" in ln]
+    assert rc == 0 and not sanitizer, f"exit code {rc} after the resets:\n" + "\n".join(sanitizer[:20])
+
+
+def test_long_poll_of_a_reset_connection_takes_no_message(server, client):
+    """A client starts a 20 s long poll and its connection is reset: the
+    server ends that poll at once and closes the connection, and a message
+    put afterwards goes to the next receive, not to the poll of a client
+    that is gone (where it would stay invisible for 30 s)."""
+    q = client.new_queue("gonepoll")
+    socks = _open_sockets(server)
+    _reset_after_read(server, _poll_bytes(server, client, q, 20))
+    await_until(lambda: _open_sockets(server) <= socks, timeout=10,
+                desc="the server to end the long poll of the reset connection and close it")
+    client.put_ok(q, "after the reset")
+    msgs = client.receive_list(q, 1, 30)
+    assert [m["message"] for m in msgs] == ["after the reset"], f"the next receive got {msgs!r}"
+    assert client.ack(q, msgs[0]["popReceipt"]).status_code == 204
 
 def test_post_with_body_keeps_the_connection_alive(server, client):
     """A put with a body is answered without `Connection: close`, and a
