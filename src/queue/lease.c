@@ -6,7 +6,13 @@
 #include "queue_int.h"
 
 /* The lease index entry of message id (at version) that becomes due at
- * due. */
+ * due. It lives until the message expires, but no more than
+ * LEASE_ENTRY_KEEP_MS past its due time: by then a node's lease scan (a
+ * receive, or the repair worker's tick) has read it, unless every node was
+ * down all that time, and the repair worker republishes such a message
+ * anyway (finalize_run, repair_newest). With the message's expiry alone,
+ * the entry of every lease that was written stayed for the retention
+ * period (14 days by default), long after its message was acked. */
 void msg_lease_entry_write(qstate *q, int64_t id, int64_t version, int64_t due, int64_t exp_ms, int64_t now,
                            sl_write *w) {
     memset(w, 0, sizeof *w);
@@ -17,7 +23,9 @@ void msg_lease_entry_write(qstate *q, int64_t id, int64_t version, int64_t due, 
     w->row.v[L_DUE] = sl_vint(due);
     w->row.v[L_ID] = sl_vint(id);
     w->row.v[L_VERSION] = sl_vint(version);
-    w->ttl = (int)ttl_left_s((exp_ms > due ? exp_ms : due) + 60000, now);
+    int64_t keep = exp_ms > due ? exp_ms : due;
+    if (keep > due + LEASE_ENTRY_KEEP_MS) keep = due + LEASE_ENTRY_KEEP_MS;
+    w->ttl = (int)ttl_left_s(keep + 60000, now);
 }
 
 /* Whether a moment stamped (mono_ms, sl_now_ms) is less than FRESH_IDLE_MS

@@ -107,6 +107,7 @@ extern const sl_table sl_t_accounts, sl_t_queues, sl_t_queue_index, sl_t_monoton
 #define LEASE_DEFER_MS 1000       /* a lease entry is written this long after the lease */
 #define LEASE_DEFER_MIN_MS 2000   /* if the lease lasts at least this long */
 #define LEASE_DEFER_MAX 65536     /* entries a queue defers at most */
+#define LEASE_ENTRY_KEEP_MS (24LL * 3600 * 1000) /* an entry outlives its due time by this at most */
 
 /* A due redelivery found by the lease scan, not yet taken. */
 typedef struct {

@@ -497,6 +497,46 @@ static void test_lease_found_after_long_idle(void **state) {
     assert_true(found);
 }
 
+static size_t lease_entries_at(fx *f, int64_t m);
+
+/* A lease entry outlives its due time by a day at most: it stayed for the
+ * message's retention (14 days), long after an ack, so the leases table
+ * grew with every lease written. A message whose entry expired before any
+ * node read it (every node down for longer) is still delivered: the repair
+ * worker republishes it. */
+static void test_lease_entry_kept_a_day_past_due(void **state) {
+    fx *f = *state;
+    mkqueue(f, "q", 20, 5, NULL);
+    assert_int_equal(put(f, "q", "acked", 0), 0);
+    assert_int_equal(put(f, "q", "abandoned", 0), 0);
+    sl_message a, b;
+    assert_int_equal(recv1(f, "q", 1, &a), 1); /* a short lease's entry is written at once */
+    assert_int_equal(recv1(f, "q", 1, &b), 1);
+    if (strcmp(a.body, "acked") != 0) {
+        sl_message t = a;
+        a = b;
+        b = t;
+    }
+    assert_string_equal(a.body, "acked");
+    assert_int_equal(sl_msg_ack(f->e, "acct", "q", a.receipt), 0);
+    msg_clear(&a);
+    msg_clear(&b);
+    int64_t due_minute = (sl_now_ms() + 1000) / 60000;
+    assert_int_equal(lease_entries_at(f, due_minute), 2);
+    close_engine(f); /* every node down */
+    sl_clock_advance_ms(LEASE_ENTRY_KEEP_MS + 2 * 60000);
+    open_engine(f);
+    assert_int_equal(lease_entries_at(f, due_minute), 0);
+    assert_int_equal(sl_engine_tick(f->e), 0);
+    sl_message m;
+    assert_int_equal(recv1(f, "q", 30, &m), 1);
+    assert_string_equal(m.body, "abandoned");
+    assert_int_equal(m.delivery_count, 2);
+    assert_int_equal(sl_msg_ack(f->e, "acct", "q", m.receipt), 0);
+    msg_clear(&m);
+    assert_int_equal(qsize(f, "q"), 0);
+}
+
 /* Empty buckets (blocks of ids claimed and never used, by crashed or idle
  * writers) between the reader and new messages must not delay them: with
  * the clock frozen, so no gap grace passes, the message is received at once. */
@@ -1273,17 +1313,22 @@ static void test_ack_many_mixed(void **state) {
     for (int i = 0; i < 3; i++) msg_clear(&m[i]);
 }
 
-static size_t lease_entries(fx *f) {
+/* The lease entries of queue q (its first incarnation) due in minute m. */
+static size_t lease_entries_at(fx *f, int64_t m) {
     sl_result r;
     sl_result_init(&r);
     sl_slice s = {0};
     s.t = &sl_t_leases;
     s.pk[0] = sl_vtext("acct/q/1");
-    s.pk[1] = sl_vint(sl_now_ms() / 60000);
+    s.pk[1] = sl_vint(m);
     assert_int_equal(sl_store_slice(f->st, &s, &r), 0);
     size_t n = r.n;
     sl_result_free(&r);
     return n;
+}
+
+static size_t lease_entries(fx *f) {
+    return lease_entries_at(f, sl_now_ms() / 60000);
 }
 
 /* Receivers on one node share a pool of READY rows bounded in bytes: with
@@ -1901,6 +1946,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_abandoned_block_sealed_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slow_put_after_ack_not_moved, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_found_after_long_idle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lease_entry_kept_a_day_past_due, setup, teardown),
         cmocka_unit_test_setup_teardown(test_late_write_republished, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_lease_entry_in_newest_bucket, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_letter_and_redrive, setup, teardown),
