@@ -708,6 +708,16 @@ static void conn_close(conn *c) {
     __atomic_sub_fetch(&w->s->nconns, 1, __ATOMIC_RELEASE);
 }
 
+/* The client of c's running or parked request went away: a reset, or the
+ * end of its input (a client that gives up on a long poll closes its
+ * connection, as nginx also takes it). The request is woken to answer now,
+ * and sl_http_gone() tells its handler, so that a long poll does not take
+ * messages for a client that will never see them. */
+static void req_abandoned(conn *c) {
+    __atomic_store_n(&c->req->gone, 1, __ATOMIC_RELEASE);
+    sl_http_wake(c->req);
+}
+
 /* Ends c after a failed read or write, or a reset. A running or parked
  * request is not freed under its handler or its wake-up source (freeing a
  * parked one left it on the worker's parked list): the connection goes
@@ -717,11 +727,8 @@ static void conn_drop(conn *c) {
         conn_close(c);
         return;
     }
-    /* A long poll of a client that is gone must not take the next
-     * messages: its handler, woken, sees sl_http_gone() and answers. */
     c->dead = 1;
-    __atomic_store_n(&c->req->gone, 1, __ATOMIC_RELEASE);
-    sl_http_wake(c->req);
+    req_abandoned(c);
 }
 
 static void free_closed(worker *w) {
@@ -1233,12 +1240,17 @@ static void conn_event(conn *c, uint32_t ev) {
         if (c->out_len == 0 && c->state != C_RUN) ev |= EPOLLIN;
     }
     if ((ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && c->state != C_RUN) {
-        /* The input may have started a request that now runs or parks. */
-        if (conn_on_input(c) < 0) conn_drop(c);
+        /* The input may have started a request that now runs or parks, and
+         * may have ended behind it. */
+        if (conn_on_input(c) < 0)
+            conn_drop(c);
+        else if (c->state == C_RUN && (ev & EPOLLRDHUP))
+            req_abandoned(c);
     } else if (ev & (EPOLLERR | EPOLLHUP)) {
         conn_drop(c); /* a reset while a request runs or parks */
-    } else if (ev & EPOLLIN) {
+    } else if (ev & (EPOLLIN | EPOLLRDHUP)) {
         c->read_pending = 1;
+        if (ev & EPOLLRDHUP) req_abandoned(c);
     }
 }
 

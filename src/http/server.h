@@ -121,9 +121,9 @@ const char *sl_http_request_id(const sl_http_req *r);
 int sl_http_resumes(const sl_http_req *r);
 /* True once sl_http_stop() began: answer now, do not park. */
 int sl_http_stopping(const sl_http_req *r);
-/* True once the client is known to be gone (its connection was reset, or
- * an answer could not be written): a parked request is woken once when
- * that happens, and should answer rather than wait again. */
+/* True once the client is known to be gone (its connection was reset or
+ * closed, or an answer could not be written): a parked request is woken
+ * when that happens, and should answer rather than wait again. */
 int sl_http_gone(const sl_http_req *r);
 
 /* Request-scoped memory, zeroed, freed with the request. NULL when out of memory. */

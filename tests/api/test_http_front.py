@@ -830,15 +830,16 @@ def _open_sockets(srv):
     return n
 
 
-def _reset_after_read(srv, data):
+def _leave_after_read(srv, data, how="reset"):
     """Sends data on a new connection, waits until the server has read all
-    of it, then resets the connection (SO_LINGER 0)."""
+    of it, then leaves: a reset (SO_LINGER 0) or a plain close (a FIN)."""
     host, port = addr_of(srv)
     conn = Conn((host, port), timeout=10)
     conn.send(data)
     mine = conn.sock.getsockname()[1]
     await_until(lambda: _unread_bytes(port, mine) == 0, timeout=10, desc="the server to read the request")
-    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    if how == "reset":
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     conn.close()
 
 
@@ -900,19 +901,21 @@ def test_pipelined_long_poll_behind_a_reset_is_not_freed_while_parked(server_fac
     assert rc == 0 and not sanitizer, f"exit code {rc} after the resets:\n" + "\n".join(sanitizer[:20])
 
 
-def test_long_poll_of_a_reset_connection_takes_no_message(server, client):
-    """A client starts a 20 s long poll and its connection is reset: the
-    server ends that poll at once and closes the connection, and a message
-    put afterwards goes to the next receive, not to the poll of a client
-    that is gone (where it would stay invisible for 30 s)."""
+@pytest.mark.parametrize("how", ["reset", "close"])
+def test_long_poll_of_a_client_that_left_takes_no_message(server, client, how):
+    """A client starts a 20 s long poll and leaves: its connection is reset,
+    or closed as a client that gives up on a request closes it. The server
+    ends that poll at once and closes the connection, and a message put
+    afterwards goes to the next receive, not to the poll of a client that
+    is gone (where it would stay invisible for 30 s)."""
     q = client.new_queue("gonepoll")
     socks = _open_sockets(server)
-    _reset_after_read(server, _poll_bytes(server, client, q, 20))
+    _leave_after_read(server, _poll_bytes(server, client, q, 20), how)
     await_until(lambda: _open_sockets(server) <= socks, timeout=10,
-                desc="the server to end the long poll of the reset connection and close it")
-    client.put_ok(q, "after the reset")
+                desc=f"the server to end the long poll of the {how} connection and close it")
+    client.put_ok(q, "after the client left")
     msgs = client.receive_list(q, 1, 30)
-    assert [m["message"] for m in msgs] == ["after the reset"], f"the next receive got {msgs!r}"
+    assert [m["message"] for m in msgs] == ["after the client left"], f"the next receive got {msgs!r}"
     assert client.ack(q, msgs[0]["popReceipt"]).status_code == 204
 
 def test_post_with_body_keeps_the_connection_alive(server, client):
