@@ -29,14 +29,26 @@ while the server is down after a kill is not).
 
 Each minute: the server's RSS and open descriptors (/proc), the size of
 the data directory (database and WAL), and the p50/p99 latency of each
-operation of the checked load completed in that minute. The figures go to
-OUT/soak.csv, the plot to OUT/soak.png, the summary to OUT/soak.md.
+operation of the checked load completed in that minute; on the embedded
+store also the bytes the database's pages in use take (its pages less its
+free list: SQLite reuses freed pages but does not shrink the file, so the
+file's size is the high-water mark of what the rows needed), split by
+SQLite's dbstat into the buckets (the messages table and its index) and
+the lease index, and the WAL's size. The figures go to OUT/soak.csv, the
+plot to OUT/soak.png, the summary to OUT/soak.md.
 
 RSS and descriptors are compared within each run of the server (between
 kills): flat means the last sample of a run is within 25 % (RSS) or 16
 descriptors of the run's first sample taken after a minute of load. The
-database is flat when its size stops growing: the largest size of the last
-half is at most 25 % above the largest of the first half.
+database is judged by its reclaim, not by its size during the load: what
+the buckets need at a time follows the throughput (an acked message keeps
+its bucket until the bucket is finalized and two minutes older, see
+GC_DELAY_MS), and the file keeps its high-water mark. After the drain, with
+nothing left to deliver, the buckets must fall to at most 10 % of their
+peak (or 2 MiB) within six minutes, as the repair worker finalizes and
+deletes them. The lease index is reported beside: its entries expire a day
+after they fall due, not with their bucket. The largest sizes of the first
+and second half are reported too.
 """
 
 import argparse
@@ -44,6 +56,7 @@ import csv
 import json
 import os
 import socket
+import sqlite3
 import sys
 import tempfile
 import threading
@@ -93,6 +106,33 @@ def dir_bytes(path):
             except OSError:
                 pass
     return total
+
+
+def db_use(data_dir):
+    """What the embedded store's database in data_dir holds: {"rows": bytes
+    its pages in use take (page count less the free list), "buckets": the
+    messages table and its index, "leases": the lease index, "wal": the
+    WAL file's size}, from SQLite's dbstat table; None where there is no
+    database (Cassandra)."""
+    path = os.path.join(data_dir, "sluice.db")
+    if not os.path.exists(path):
+        return None
+    try:
+        wal = os.path.getsize(path + "-wal")
+    except OSError:
+        wal = 0
+    try:
+        con = sqlite3.connect(path, timeout=10)
+        try:
+            size, count, free = (con.execute(f"PRAGMA {p}").fetchone()[0]
+                                 for p in ("page_size", "page_count", "freelist_count"))
+            per = dict(con.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name").fetchall())
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+    return {"rows": (count - free) * size, "buckets": per.get("messages", 0) + per.get("messages__exp", 0),
+            "leases": per.get("leases", 0) + per.get("leases__exp", 0), "wal": wal}
 
 
 def pct(xs, p):
@@ -273,14 +313,18 @@ def main():
                       if o.kind == kind and isinstance(o.status, int) and o.status < 300]
                 lat[kind] = (pct(xs, 50), pct(xs, 99), len(xs))
             pid = srv.proc.pid if srv.proc else None
+            use = db_use(srv.data_dir) or {}
             row = {"t_s": round(now - t0), "run": srv.runs, "rss_kib": rss_kib(pid), "fds": fds(pid),
-                   "data_bytes": dir_bytes(srv.data_dir)}
+                   "data_bytes": dir_bytes(srv.data_dir), "rows_bytes": use.get("rows"),
+                   "bucket_bytes": use.get("buckets"), "lease_bytes": use.get("leases"), "wal_bytes": use.get("wal")}
             for kind, (p50, p99, n) in lat.items():
                 row[f"{kind}_n"] = n
                 row[f"{kind}_p50_ms"] = round(p50, 2) if p50 is not None else ""
                 row[f"{kind}_p99_ms"] = round(p99, 2) if p99 is not None else ""
             samples.append(row)
-            print(f"[{now - t0:6.0f} s] rss {row['rss_kib']} KiB, fds {row['fds']}, data {row['data_bytes']} B, "
+            print(f"[{now - t0:6.0f} s] rss {row['rss_kib']} KiB, fds {row['fds']}, data {row['data_bytes']} B "
+                  f"(rows {row['rows_bytes']} B: buckets {row['bucket_bytes']} B, lease index {row['lease_bytes']} B; "
+                  f"WAL {row['wal_bytes']} B), "
                   f"p99 put/recv/ack {row['put_p99_ms']}/{row['receive_p99_ms']}/{row['ack_p99_ms']} ms, "
                   f"{row['put_n']} puts, {row['ack_n']} acks", flush=True)
             next_sample += args.sample
@@ -341,6 +385,7 @@ def main():
     c.close()
     print("side queues left:", side_left or "none", flush=True)
     idle = hist.await_idle_stats(base, key, "soak", timeout_s=30)
+    reclaim = await_reclaim(srv.data_dir, samples)
     final = {"rss_kib": rss_kib(srv.proc.pid), "fds": fds(srv.proc.pid), "data_bytes": dir_bytes(srv.data_dir)}
     srv.stop()
 
@@ -362,7 +407,8 @@ def main():
         "longest_false_empty_s": res.longest_false_empty_s,
         "idle_stats_exact": idle.ok, "idle_stats": idle.stats, "after_drain": leftover,
         "side_queues_left": side_left,
-        "side_ops": side.ops, "side_unexpected": side.unexpected[:20], "final": final, **verdict,
+        "side_ops": side.ops, "side_unexpected": side.unexpected[:20], "final": final, "reclaim": reclaim,
+        **verdict,
     }
     print(json.dumps(summary, indent=1, default=str))
     with open(os.path.join(args.out, "soak.json"), "w") as f:
@@ -371,7 +417,7 @@ def main():
           and not res.false_empty and not res.unknown and not res.unexpected and idle.ok
           and not leftover["other"] and not side_left
           and not side.ops.get("unexpected") and verdict["rss_flat"] and verdict["fds_flat"]
-          and verdict["data_flat"])
+          and reclaim["ok"])
     write_md(os.path.join(args.out, "soak.md"), args, summary, samples, kills, res, ok)
     print("soak", "PASSED" if ok else "FAILED")
     return 0 if ok else 1
@@ -386,9 +432,11 @@ def write_md(path, args, summary, samples, kills, res, ok):
          "every sample: `soak.csv`; the summary: `soak.json`.",
          "",
          f"**{'PASSED' if ok else 'FAILED'}.** RSS flat within each run: {summary['rss_flat']}; "
-         f"descriptors flat: {summary['fds_flat']}; data directory flat: {summary['data_flat']} "
-         f"(largest in the first half {summary['data_max_first_half']} B, in the second "
-         f"{summary['data_max_second_half']} B).",
+         f"descriptors flat: {summary['fds_flat']}; {reclaim_line(summary['reclaim'])}. Data directory "
+         f"(the database file's high-water mark, and the WAL): largest in the first half "
+         f"{summary['data_max_first_half']} B, in the second {summary['data_max_second_half']} B; rows in "
+         f"use at most {summary['rows_max_first_half']} B in the first half, {summary['rows_max_second_half']} B "
+         f"in the second; WAL at most {summary['wal_max']} B.",
          "",
          "History checker (the checked 4+4 load, after a drain): "
          f"{summary['checked_ops']} operations; lost {summary['lost']}, delivered after ack "
@@ -413,15 +461,53 @@ def write_md(path, args, summary, samples, kills, res, ok):
     for r in summary["runs"]:
         L.append(f"| {r['run']} | {r['rss_first_kib']} / {r['rss_last_kib']} / {r['rss_max_kib']} | "
                  f"{r['fds_first']} / {r['fds_last']} / {r['fds_max']} |")
-    L += ["", "| minute | run | RSS (KiB) | fds | data (MiB) | put p50/p99 (ms) | receive p50/p99 | ack p50/p99 | "
-          "puts | acks |", "|---|---|---|---|---|---|---|---|---|---|"]
+    L += ["", "| minute | run | RSS (KiB) | fds | data (MiB) | rows (MiB) | buckets (MiB) | lease index (MiB) | "
+          "WAL (MiB) | put p50/p99 (ms) | receive p50/p99 | ack p50/p99 | puts | acks |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for x in samples:
         L.append(f"| {x['t_s'] / 60:.0f} | {x['run']} | {x['rss_kib']} | {x['fds']} | "
-                 f"{x['data_bytes'] / 2**20:.1f} | {x['put_p50_ms']} / {x['put_p99_ms']} | "
+                 f"{x['data_bytes'] / 2**20:.1f} | {mib(x['rows_bytes'])} | {mib(x['bucket_bytes'])} | "
+                 f"{mib(x['lease_bytes'])} | {mib(x['wal_bytes'])} | "
+                 f"{x['put_p50_ms']} / {x['put_p99_ms']} | "
                  f"{x['receive_p50_ms']} / {x['receive_p99_ms']} | {x['ack_p50_ms']} / {x['ack_p99_ms']} | "
                  f"{x['put_n']} | {x['ack_n']} |")
     with open(path, "w") as f:
         f.write("\n".join(L) + "\n")
+
+
+def mib(b):
+    return "-" if b is None else f"{b / 2**20:.1f}"
+
+
+def await_reclaim(data_dir, samples, timeout_s=360):
+    """After the drain: waits until the buckets (the messages table and its
+    index) fall to 10 % of their peak (or 2 MiB), as the repair worker
+    finalizes and deletes the drained buckets. The lease index is reported
+    beside: its entries expire a day after they fall due (lease.c), not with
+    the buckets. Returns the figures; ok is True where there is no database
+    (Cassandra: its TTLs and compaction are not this script's to judge)."""
+    peak = max((s["bucket_bytes"] or 0 for s in samples), default=0)
+    bound = max(2 * 2**20, peak // 10)
+    t0 = time.monotonic()
+    use = db_use(data_dir)
+    if use is None:
+        return {"ok": True, "peak_bucket_bytes": None, "bound_bytes": None, "use": None, "after_s": 0}
+    while use is not None and use["buckets"] > bound and time.monotonic() - t0 < timeout_s:
+        time.sleep(10)
+        use = db_use(data_dir)
+    after = round(time.monotonic() - t0)
+    print(f"{after} s after the drain: {use} (peak of the buckets {peak} B, bound {bound} B)", flush=True)
+    return {"ok": use is not None and use["buckets"] <= bound, "peak_bucket_bytes": peak, "bound_bytes": bound,
+            "use": use, "after_s": after}
+
+
+def reclaim_line(r):
+    if r["use"] is None:
+        return "buckets reclaimed: not measured (no embedded database)"
+    u = r["use"]
+    return (f"buckets reclaimed after the drain: {r['ok']} ({u['buckets']} B {r['after_s']} s after it, peak "
+            f"{r['peak_bucket_bytes']} B, bound {r['bound_bytes']} B; rows in use then {u['rows']} B, of "
+            f"which the lease index {u['leases']} B; WAL {u['wal']} B)")
 
 
 def judge(samples, sample_s):
@@ -446,7 +532,11 @@ def judge(samples, sample_s):
     sizes = [s["data_bytes"] for s in samples]
     half = len(sizes) // 2
     data_flat = half == 0 or max(sizes[half:]) <= 1.25 * max(sizes[:half])
+    rows = [s["rows_bytes"] or 0 for s in samples]
     return {"rss_flat": rss_flat, "fds_flat": fds_flat, "data_flat": data_flat, "runs": growth,
+            "rows_max_first_half": max(rows[:half]) if half else None,
+            "rows_max_second_half": max(rows[half:]) if rows else None,
+            "wal_max": max((s["wal_bytes"] or 0 for s in samples), default=None),
             "data_max_first_half": max(sizes[:half]) if half else None,
             "data_max_second_half": max(sizes[half:]) if sizes else None}
 
@@ -463,8 +553,14 @@ def plot(samples, kills, path):
     ax[0].set_ylabel("RSS (MiB)")
     ax[1].plot(t, [s["fds"] or 0 for s in samples], marker=".")
     ax[1].set_ylabel("open descriptors")
-    ax[2].plot(t, [s["data_bytes"] / 2**20 for s in samples], marker=".")
-    ax[2].set_ylabel("data directory (MiB)")
+    ax[2].plot(t, [s["data_bytes"] / 2**20 for s in samples], marker=".", label="data directory")
+    if any(s["rows_bytes"] is not None for s in samples):
+        ax[2].plot(t, [(s["rows_bytes"] or 0) / 2**20 for s in samples], marker=".", label="rows in use")
+        ax[2].plot(t, [(s["bucket_bytes"] or 0) / 2**20 for s in samples], marker=".", label="buckets")
+        ax[2].plot(t, [(s["lease_bytes"] or 0) / 2**20 for s in samples], marker=".", label="lease index")
+        ax[2].plot(t, [(s["wal_bytes"] or 0) / 2**20 for s in samples], marker=".", label="WAL")
+        ax[2].legend()
+    ax[2].set_ylabel("MiB")
     for kind in ("put", "receive", "ack"):
         ax[3].plot(t, [s[f"{kind}_p99_ms"] or None for s in samples], marker=".", label=f"{kind} p99")
     ax[3].set_ylabel("latency (ms)")
