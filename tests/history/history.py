@@ -965,15 +965,37 @@ def _false_empties(ops, by_id, first_delivery, res):
             b_cap.append(b_cap[-1] + n)
         ms = sorted(vis.get(q, []), reverse=True)  # by vu, descending
         es.sort(key=lambda o: o.complete, reverse=True)
+        # The admitted messages (vu >= rc) as a Fenwick tree of counts over
+        # their rank in (vf, messageId, vu) order, so that the k-th least
+        # is found in O(log n): inserting into a sorted list made the sweep
+        # quadratic, and an hour's soak (1.8 million puts) never finished.
+        n = len(ms)
+        order = sorted(range(n), key=lambda i: (ms[i][1], ms[i][2], ms[i][0]))
+        rank = [0] * n
+        for r, i in enumerate(order):
+            rank[i] = r + 1
+        tree = [0] * (n + 1)
+        admitted = 0
         j = 0
-        admitted = []  # (vf, messageId, vu) of the messages with vu >= rc, sorted
         for e in es:
-            while j < len(ms) and ms[j][0] >= e.complete:
-                bisect.insort(admitted, (ms[j][1], ms[j][2], ms[j][0]))
+            while j < n and ms[j][0] >= e.complete:
+                i = rank[j]
+                while i <= n:
+                    tree[i] += 1
+                    i += i & -i
+                admitted += 1
                 j += 1
             k = b_cap[bisect.bisect_left(b_at, e.complete)]
-            if k < len(admitted) and admitted[k][0] < e.invoke:
-                vf, mid, vu = admitted[k]
+            if k >= admitted:
+                continue
+            pos, left, step = 0, k + 1, 1 << n.bit_length()
+            while step:  # the last rank whose prefix count is below k + 1
+                if pos + step <= n and tree[pos + step] < left:
+                    pos += step
+                    left -= tree[pos]
+                step >>= 1
+            vu, vf, mid = ms[order[pos]]
+            if vf < e.invoke:
                 stale = e.invoke - vf
                 res.max_empty_staleness_s = max(res.max_empty_staleness_s, stale)
                 if stale > bound:
