@@ -531,9 +531,8 @@ def judge(samples, sample_s):
             fds_flat = False
     sizes = [s["data_bytes"] for s in samples]
     half = len(sizes) // 2
-    data_flat = half == 0 or max(sizes[half:]) <= 1.25 * max(sizes[:half])
     rows = [s["rows_bytes"] or 0 for s in samples]
-    return {"rss_flat": rss_flat, "fds_flat": fds_flat, "data_flat": data_flat, "runs": growth,
+    return {"rss_flat": rss_flat, "fds_flat": fds_flat, "runs": growth,
             "rows_max_first_half": max(rows[:half]) if half else None,
             "rows_max_second_half": max(rows[half:]) if rows else None,
             "wal_max": max((s["wal_bytes"] or 0 for s in samples), default=None),

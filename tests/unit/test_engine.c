@@ -963,6 +963,29 @@ static void test_deleted_queue_state_freed(void **state) {
     msg_clear(&m);
 }
 
+/* One round of a batch load: puts n messages of body in one call, receives
+ * n in one call and acks each. Returns how many of those received have the
+ * body old. */
+static int batch_round(fx *f, const char *body, size_t n, const char *old) {
+    sl_put p[10];
+    char ids[10][SL_MSGID_LEN + 1];
+    assert_true(n <= 10);
+    for (size_t i = 0; i < n; i++)
+        p[i] = (sl_put){body, strlen(body), 0, NULL};
+    assert_int_equal(sl_msg_put(f->e, "acct", "q", p, n, ids), 0);
+    sl_message *v;
+    size_t got;
+    assert_int_equal(sl_msg_receive(f->e, "acct", "q", (int)n, 30, &v, &got), 0);
+    assert_int_equal(got, n);
+    int k = 0;
+    for (size_t i = 0; i < got; i++) {
+        k += strcmp(v[i].body, old) == 0;
+        assert_int_equal(sl_msg_ack(f->e, "acct", "q", v[i].receipt), 0);
+    }
+    sl_messages_free(v, got);
+    return k;
+}
+
 /* A queue whose every receive is served by the rows that puts on this node
  * just fed the pool never refills, and so never sealed a bucket: nothing was
  * finalized or deleted, and the queue grew without bound (the soak: batches
@@ -972,18 +995,7 @@ static void test_pool_fed_queue_still_sealed(void **state) {
     fx *f = *state;
     mkqueue(f, "q", 10, 5, NULL);
     for (int round = 0; round < 5; round++) {
-        sl_put p[10];
-        for (int i = 0; i < 10; i++)
-            p[i] = (sl_put){"m", 1, 0, NULL};
-        char ids[10][SL_MSGID_LEN + 1];
-        assert_int_equal(sl_msg_put(f->e, "acct", "q", p, 10, ids), 0);
-        sl_message *v;
-        size_t n;
-        assert_int_equal(sl_msg_receive(f->e, "acct", "q", 10, 30, &v, &n), 0);
-        assert_int_equal(n, 10);
-        for (size_t i = 0; i < n; i++)
-            assert_int_equal(sl_msg_ack(f->e, "acct", "q", v[i].receipt), 0);
-        sl_messages_free(v, n);
+        batch_round(f, "m", 10, "");
         sl_clock_advance_ms(100);
     }
     qstate *q;
@@ -1022,20 +1034,7 @@ static void test_rows_outside_a_fed_pool_delivered(void **state) {
             sl_clock_advance_ms(5000);
             assert_int_equal(sl_engine_tick(f->e), 0);
         }
-        sl_put p[5];
-        for (int i = 0; i < 5; i++)
-            p[i] = (sl_put){"new", 3, 0, NULL};
-        char ids[5][SL_MSGID_LEN + 1];
-        assert_int_equal(sl_msg_put(f->e, "acct", "q", p, 5, ids), 0);
-        sl_message *v;
-        size_t n;
-        assert_int_equal(sl_msg_receive(f->e, "acct", "q", 5, 30, &v, &n), 0);
-        assert_int_equal(n, 5);
-        for (size_t i = 0; i < n; i++) {
-            old += strcmp(v[i].body, "old") == 0;
-            assert_int_equal(sl_msg_ack(f->e, "acct", "q", v[i].receipt), 0);
-        }
-        sl_messages_free(v, n);
+        old += batch_round(f, "new", 5, "old");
         if (round < 4) assert_int_equal(old, 0); /* the pool is never dry */
     }
     assert_int_equal(old, 5);
