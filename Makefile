@@ -11,8 +11,8 @@ override CFLAGS += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -MMD -M
 LDLIBS  := -ljansson -lsqlite3 -lssl -lcrypto -llz4 -lm -pthread
 B       ?= build
 
-# Modules, bottom to top (util, cql, store, auth, account, queue, http and
-# api, client). Each unit test links only the modules it needs
+# Modules, bottom to top (util, cql, store, auth, account, queue and events,
+# http and api, client). Each unit test links only the modules it needs
 # (TEST_DEPS_<name>), so one module can be built and tested on its own.
 UTIL_SRC  := $(wildcard src/util/*.c)
 STORE_SRC := $(wildcard src/store/*.c)
@@ -22,6 +22,7 @@ QUEUE_SRC := $(wildcard src/queue/*.c)
 AUTH_SRC  := $(wildcard src/auth/*.c)
 HTTP_SRC  := $(wildcard src/http/*.c) $(wildcard src/api/*.c)
 CQL_SRC   := $(wildcard src/cql/*.c)
+EVENTS_SRC := $(wildcard src/events/*.c)
 MAIN_SRC  := src/main.c
 
 obj = $(patsubst %.c,$(B)/obj/%.o,$(1))
@@ -33,7 +34,9 @@ ACCT_OBJ  := $(call obj,$(ACCT_SRC))
 CLIENT_OBJ := $(call obj,$(CLIENT_SRC))
 HTTP_OBJ  := $(call obj,$(HTTP_SRC))
 CQL_OBJ   := $(call obj,$(CQL_SRC))
-LIB_OBJ   := $(UTIL_OBJ) $(CQL_OBJ) $(STORE_OBJ) $(QUEUE_OBJ) $(AUTH_OBJ) $(ACCT_OBJ) $(HTTP_OBJ) $(CLIENT_OBJ)
+EVENTS_OBJ := $(call obj,$(EVENTS_SRC))
+LIB_OBJ   := $(UTIL_OBJ) $(CQL_OBJ) $(STORE_OBJ) $(QUEUE_OBJ) $(EVENTS_OBJ) $(AUTH_OBJ) $(ACCT_OBJ) $(HTTP_OBJ) \
+             $(CLIENT_OBJ)
 
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
@@ -49,6 +52,7 @@ TEST_DEPS_test_account = $(UTIL_OBJ) $(CQL_OBJ) $(STORE_OBJ) $(AUTH_OBJ) $(ACCT_
 TEST_DEPS_test_cql_codec = $(UTIL_OBJ) $(CQL_OBJ)
 TEST_DEPS_test_cql_token = $(UTIL_OBJ) $(CQL_OBJ)
 TEST_DEPS_test_http_parse = $(UTIL_OBJ) $(B)/obj/src/http/parse.o
+TEST_DEPS_test_events = $(UTIL_OBJ) $(EVENTS_OBJ)
 
 .PHONY: all test unit check dev fmt fmt-check clean deps fuzz-cql fuzz-cql-run cql-live fuzz-http fuzz-http-bin \
         fuzz-http-replay store-bench
@@ -159,8 +163,9 @@ clean:
 # libFuzzer targets, one per parser (needs clang): `make fuzz`, then e.g.
 # build/fuzz/fuzz_auth fuzz/corpus/auth. Built from the sources directly so
 # that every module is instrumented.
-FUZZ_SRC := fuzz/fuzz_auth.c
+FUZZ_SRC := fuzz/fuzz_auth.c fuzz/fuzz_ev_token.c
 FUZZ_DEPS_fuzz_auth = $(UTIL_SRC) $(AUTH_SRC)
+FUZZ_DEPS_fuzz_ev_token = $(UTIL_SRC) $(EVENTS_SRC)
 .PHONY: fuzz
 fuzz: $(patsubst fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
 build/fuzz/%: fuzz/%.c $$(FUZZ_DEPS_$$*)
@@ -171,7 +176,8 @@ build/fuzz/%: fuzz/%.c $$(FUZZ_DEPS_$$*)
 # Every committed corpus replayed once under the sanitizers: each past
 # finding stays a regression test. scripts/test.sh runs this.
 .PHONY: fuzz-replay
-fuzz-replay: fuzz-http-bin build/fuzz/fuzz_auth $(B)/fuzz/fuzz_cql_frame
+fuzz-replay: fuzz-http-bin build/fuzz/fuzz_auth build/fuzz/fuzz_ev_token $(B)/fuzz/fuzz_cql_frame
 	$(B)/fuzz/fuzz_cql_frame -runs=0 fuzz/corpus/cql_frame
 	build/fuzz/fuzz_auth -runs=0 fuzz/corpus/auth
+	build/fuzz/fuzz_ev_token -runs=0 fuzz/corpus/ev_token
 	FUZZ_HTTP_NOTES=$(B)/fuzz/http_notes $(B)/fuzz/fuzz_http $(FUZZ_HTTP_RUN) -runs=0 fuzz/corpus/http

@@ -85,6 +85,21 @@ uint64_t sl_random_u64(void);
 size_t sl_b64url_encode(const void *in, size_t n, char *out);
 long sl_b64url_decode(const char *in, size_t n, void *out, size_t cap);
 
+/* Proleptic Gregorian calendar dates in UTC: days since 1970-01-01 of a
+ * date and back, and the days of a month (1..12). No libc time zone state
+ * is involved. */
+int64_t sl_days_from_civil(int y, int m, int d);
+void sl_civil_from_days(int64_t days, int *y, int *m, int *d);
+int sl_month_days(int y, int m);
+/* An RFC 3339 date-time, "YYYY-MM-DDTHH:MM:SS" with an optional fraction of
+ * 1 to 9 digits, then "Z" or an offset "+HH:MM" or "-HH:MM" (lower also
+ * takes 't' and 'z', which RFC 3339 allows). No leap second, nothing
+ * missing, nothing after it; s need not be NUL-terminated. Returns 0 with
+ * the microseconds since the epoch (a finer fraction is truncated) and,
+ * when frac_digits is not NULL, how many fractional digits it had; or
+ * SL_EINVAL. */
+int sl_time_parse(const char *s, size_t n, int lower, int64_t *us, int *frac_digits);
+
 /* Logging to stderr, one line per call, with a level word and a timestamp.
  * sl_log_level: 0 errors only, 1 info (default), 2 debug. */
 extern int sl_log_level;

@@ -193,6 +193,77 @@ long sl_b64url_decode(const char *in, size_t n, void *out, size_t cap) {
     return (long)o;
 }
 
+/* --- Calendar dates ----------------------------------------------------- */
+
+static int leap(int y) {
+    return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+int sl_month_days(int y, int m) {
+    static const int d[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    return m == 2 && leap(y) ? 29 : d[m - 1];
+}
+
+/* Howard Hinnant's days_from_civil and civil_from_days, so no libc time
+ * zone state is involved. */
+int64_t sl_days_from_civil(int y, int m, int d) {
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+void sl_civil_from_days(int64_t z, int *y, int *m, int *d) {
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = (int)(yoe + era * 400 + (*m <= 2));
+}
+
+static int digits(const char *s, int n, int *v) {
+    *v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return -1;
+        *v = *v * 10 + (s[i] - '0');
+    }
+    return 0;
+}
+
+int sl_time_parse(const char *s, size_t n, int lower, int64_t *us, int *frac_digits) {
+    int y, mo, d, h, mi, sec, frac = 0, nfrac = 0;
+    if (n < 20 || digits(s, 4, &y) || s[4] != '-' || digits(s + 5, 2, &mo) || s[7] != '-' ||
+        digits(s + 8, 2, &d) || (s[10] != 'T' && !(lower && s[10] == 't')) || digits(s + 11, 2, &h) ||
+        s[13] != ':' || digits(s + 14, 2, &mi) || s[16] != ':' || digits(s + 17, 2, &sec))
+        return SL_EINVAL;
+    size_t i = 19;
+    if (s[i] == '.') {
+        for (int scale = 100000; ++i < n && s[i] >= '0' && s[i] <= '9'; scale /= 10, nfrac++)
+            frac += (s[i] - '0') * scale;
+        if (nfrac == 0 || nfrac > 9) return SL_EINVAL;
+    }
+    int offset_min = 0;
+    if (i + 6 == n && (s[i] == '+' || s[i] == '-')) {
+        int oh, om;
+        if (digits(s + i + 1, 2, &oh) || s[i + 3] != ':' || digits(s + i + 4, 2, &om) || oh > 23 || om > 59)
+            return SL_EINVAL;
+        offset_min = (s[i] == '-' ? -1 : 1) * (oh * 60 + om);
+    } else if (i + 1 != n || (s[i] != 'Z' && !(lower && s[i] == 'z'))) {
+        return SL_EINVAL;
+    }
+    if (mo < 1 || mo > 12 || d < 1 || d > sl_month_days(y, mo) || h > 23 || mi > 59 || sec > 59)
+        return SL_EINVAL;
+    *us = (((sl_days_from_civil(y, mo, d) * 24 + h) * 60 + mi - offset_min) * 60 + sec) * 1000000 + frac;
+    if (frac_digits) *frac_digits = nfrac;
+    return 0;
+}
+
 int sl_log_level = SL_INFO;
 
 void sl_log(int level, const char *fmt, ...) {

@@ -1,0 +1,148 @@
+/* events.h: the event log (DESIGN.md "The event log", API.md "Event log").
+ *
+ * An account's events are stored once (the event row) and indexed once per
+ * query dimension (the 'all', 'type' and 'tag' indexes), each index cut into
+ * partitions by time bucket and shard, so that a partition stays bounded
+ * however long the log and however hot one key. A query reads the
+ * partitions of one index in position order and pages with continuation
+ * tokens that name the position reached.
+ *
+ * This header holds the parts that touch no store and no clock, each a pure
+ * function tested on its own (tests/unit/test_events.c):
+ *
+ *   positions and their times   (recorded time in microseconds, id)
+ *   the syntax of ids, types and tags
+ *   buckets, months and shards   index.c
+ *   the merge of partitions      index.c
+ *   continuation tokens          page.c
+ *
+ * events/ sits on store.h and util only; it never includes queue/. */
+#ifndef SL_EVENTS_H
+#define SL_EVENTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../sluice.h"
+
+#define SL_EV_ID_MAX 128     /* ids and types: [A-Za-z0-9_.:-]{1,128} */
+#define SL_EV_TAG_MAX 64     /* tags: [A-Za-z0-9_.:=-]{1,64} */
+#define SL_EV_FILTER_MAX 10  /* type or tag values of one query, tags of one event */
+#define SL_EV_TOKEN_MAX 4096 /* characters of a continuation token */
+#define SL_EV_TIME_LEN 27    /* "2026-12-04T09:00:00.123456Z" */
+#define SL_EV_SECRET_LEN 32  /* the token secret, kept in the store */
+/* The last microsecond a time may name: 9999-12-31T23:59:59.999999Z. */
+#define SL_EV_TIME_LAST 253402300799999999LL
+
+/* --- Positions ----------------------------------------------------------- */
+
+/* An event's position: when the server recorded it (microseconds since the
+ * epoch, UTC) and its id. Positions are unique and totally ordered: by time,
+ * then by the id's bytes, which is the clustering order of the index tables
+ * on both stores (Cassandra compares text as UTF-8 bytes, SQLite's BINARY
+ * collation with memcmp). */
+typedef struct {
+    int64_t us;
+    char id[SL_EV_ID_MAX + 1];
+} sl_ev_pos;
+
+/* <0, 0 or >0 as a is before, at or after b in ascending order. */
+int sl_ev_pos_cmp(const sl_ev_pos *a, const sl_ev_pos *b);
+
+/* A time of the API: an RFC 3339 date-time with any offset and up to six
+ * fractional digits ("2026-12-04T10:00:00.5+01:00"; 'T' and 'Z' in either
+ * case, as RFC 3339 allows), or integer milliseconds since the epoch
+ * ("1764842400500"). Years 1970..9999 and no leap second; returns 0 and the
+ * microseconds since the epoch, or SL_EINVAL. s is NUL-terminated. */
+int sl_ev_time_parse(const char *s, int64_t *us);
+/* Writes us (0..SL_EV_TIME_LAST) as UTC with exactly six fractional digits
+ * and a 'Z', so that written times sort as strings; returns the length
+ * (SL_EV_TIME_LEN), or 0 for a time out of that range. */
+size_t sl_ev_time_format(int64_t us, char out[SL_EV_TIME_LEN + 1]);
+
+/* The syntax of ids and types, and of tags (1 when valid). */
+int sl_ev_id_valid(const char *s);
+int sl_ev_tag_valid(const char *s);
+
+/* --- Buckets, months and shards (index.c) -------------------------------- */
+
+/* The index partition of an event: its bucket (the start of the time bucket
+ * its recorded time falls in, in microseconds) and its shard. The width and
+ * the shard count are recorded with each bucket in the bucket directory, so
+ * a change of the deployment's settings applies to new buckets only. */
+#define SL_EV_WIDTH_DEFAULT_US 60000000LL /* 60 s */
+#define SL_EV_SHARDS_DEFAULT 4
+#define SL_EV_SHARDS_MAX 64
+
+int64_t sl_ev_bucket(int64_t us, int64_t width_us);
+/* The month a bucket starts in, as the directory partitions it: 202612. */
+int sl_ev_month(int64_t us);
+/* The month after m, and the first microsecond of m. */
+int sl_ev_month_next(int m);
+int64_t sl_ev_month_start(int m);
+/* hash(id) mod shards (FNV-1a). It only spreads writes: a reader reads
+ * every shard of a bucket, so nothing depends on it but balance. */
+int sl_ev_shard(const char *id, int shards);
+
+/* --- The merge (index.c) ------------------------------------------------- */
+
+/* One partition's slice, in the query's order (ascending, or descending
+ * with desc). more: the slice stopped at its limit, so entries may follow
+ * its last one. */
+typedef struct {
+    const sl_ev_pos *p;
+    size_t n;
+    int more;
+} sl_ev_run;
+
+/* An entry taken by the merge: run r, its entry i. */
+typedef struct {
+    uint32_t r, i;
+} sl_ev_hit;
+
+/* The most runs one merge takes: every shard of every key of a query. */
+#define SL_EV_MERGE_MAX (SL_EV_FILTER_MAX * SL_EV_SHARDS_MAX)
+
+/* Merges the runs (at most SL_EV_MERGE_MAX; more are not read) into one
+ * sequence in the query's order, each position once (an event with two
+ * wanted tags sits in two partitions; the first run that holds it supplies
+ * it), at most limit hits into out. It stops early, setting *cut, where a
+ * run that has more lies beyond its last entry: what follows could be out
+ * of order, so the caller reads that run on from the last hit. Returns the
+ * number of hits. */
+size_t sl_ev_merge(const sl_ev_run *runs, size_t nruns, int desc, size_t limit, sl_ev_hit *out, int *cut);
+
+/* --- Queries and continuation tokens (page.c) ---------------------------- */
+
+/* A query and how far it got: what a continuation token carries. The type
+ * and tag values are kept sorted and without repeats (sl_ev_query_canon),
+ * so two queries with the same sets compare equal. end is the range's
+ * frozen end; last is the position reached, in the query's order. */
+typedef struct {
+    char account[SL_NAME_MAX + 1];
+    int ntypes, ntags;
+    char types[SL_EV_FILTER_MAX][SL_EV_ID_MAX + 1];
+    char tags[SL_EV_FILTER_MAX][SL_EV_TAG_MAX + 1];
+    int desc;
+    int64_t start_us, end_us; /* [start, end) */
+    int has_last;
+    sl_ev_pos last;
+} sl_ev_query;
+
+/* Sorts the type and tag values and drops repeats. */
+void sl_ev_query_canon(sl_ev_query *q);
+/* Whether two queries are the same (account, filters, order, range),
+ * whatever position each reached. Both must be canonical. */
+int sl_ev_query_same(const sl_ev_query *a, const sl_ev_query *b);
+
+/* Writes q's token into out (at most SL_EV_TOKEN_MAX characters and a NUL)
+ * and returns its length, or SL_EINVAL for a query that is not valid and
+ * canonical. */
+long sl_ev_token_make(const sl_ev_query *q, const unsigned char secret[SL_EV_SECRET_LEN],
+                      char out[SL_EV_TOKEN_MAX + 1]);
+/* Reads a token made under secret: 0 and *q, or SL_EINVAL for one that is
+ * malformed, altered, or made under another secret. The caller checks that
+ * it belongs to the account and matches the query it came with. */
+int sl_ev_token_read(const char *s, size_t n, const unsigned char secret[SL_EV_SECRET_LEN], sl_ev_query *q);
+
+#endif
