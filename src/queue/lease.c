@@ -132,10 +132,21 @@ void msg_lease_entry_cancel(qstate *q, int64_t id, int64_t version) {
 }
 
 /* Writes the deferred entries whose time came (write_at <= upto), waiting
- * for the commit when sync is set. */
+ * for the commit when sync is set. A deleted incarnation's entries are
+ * dropped: its messages are gone, and the entries would only land in a
+ * partition that nothing reads again. */
 int msg_lease_flush(sl_engine *e, qstate *q, int64_t upto, int sync) {
     enum { CHUNK = 64 };
     int64_t now = sl_now_ms();
+    pthread_mutex_lock(&e->mu);
+    int dead = q->dead;
+    pthread_mutex_unlock(&e->mu);
+    if (dead) {
+        pthread_mutex_lock(&q->mu);
+        q->pend_n = 0;
+        pthread_mutex_unlock(&q->mu);
+        return 0;
+    }
     for (;;) {
         sl_write w[CHUNK];
         size_t n = 0;
