@@ -52,6 +52,8 @@ const char *sl_errmsg(int rc);
  * it by hand: sl_clock_manual(1) freezes it at the value given to
  * sl_clock_set_ms() and only sl_clock_advance_ms() moves it. Thread-safe. */
 int64_t sl_now_ms(void);
+/* The same clock in microseconds (the manual clock's milliseconds times 1000). */
+int64_t sl_now_us(void);
 void sl_clock_manual(int on);
 void sl_clock_set_ms(int64_t ms);
 void sl_clock_advance_ms(int64_t ms);

@@ -1,5 +1,5 @@
-/* event.c: an event's position, the times of the API, and the syntax of
- * ids, types and tags. */
+/* event.c: an event's position, the times of the API, the syntax of ids,
+ * types and tags, and the rules of an event's fields. */
 #include <stdio.h>
 #include <string.h>
 
@@ -64,4 +64,32 @@ int sl_ev_id_valid(const char *s) {
 
 int sl_ev_tag_valid(const char *s) {
     return token_valid(s, SL_EV_TAG_MAX, 1);
+}
+
+/* 1..max characters of UTF-8 (the API's JSON decoder has checked the
+ * encoding), none of them a control character. */
+static int text_valid(const char *s, size_t max) {
+    size_t chars = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f) return 0;
+        if ((*p & 0xc0) != 0x80 && ++chars > max) return 0;
+    }
+    return chars > 0;
+}
+
+const char *sl_event_check(const sl_event *ev) {
+    int64_t us;
+    if (ev->id[0] && !sl_ev_id_valid(ev->id)) return "id";
+    if (!sl_ev_id_valid(ev->type)) return "type";
+    if (ev->source && !text_valid(ev->source, SL_EV_STR_MAX)) return "source";
+    if (ev->subject && !text_valid(ev->subject, SL_EV_STR_MAX)) return "subject";
+    if (ev->time && sl_time_parse(ev->time, strlen(ev->time), 1, &us, NULL) != 0) return "time";
+    if (ev->datacontenttype && !text_valid(ev->datacontenttype, SL_EV_DCT_MAX)) return "datacontenttype";
+    if (ev->ntags < 0 || ev->ntags > SL_EV_FILTER_MAX) return "tags";
+    for (int i = 0; i < ev->ntags; i++) {
+        if (!sl_ev_tag_valid(ev->tags[i])) return "tags";
+        for (int j = 0; j < i; j++)
+            if (strcmp(ev->tags[i], ev->tags[j]) == 0) return "tags";
+    }
+    return NULL;
 }

@@ -7,14 +7,18 @@
  * partitions of one index in position order and pages with continuation
  * tokens that name the position reached.
  *
- * This header holds the parts that touch no store and no clock, each a pure
- * function tested on its own (tests/unit/test_events.c):
+ * Its pure parts, which touch no store and no clock, are each tested on
+ * their own (tests/unit/test_events.c):
  *
  *   positions and their times   (recorded time in microseconds, id)
  *   the syntax of ids, types and tags
  *   buckets, months and shards   index.c
  *   the merge of partitions      index.c
  *   continuation tokens          page.c
+ *
+ * and the log on the store (log.c; tests/unit/test_evlog.c): its tables,
+ * positions stamped by this node and the read horizon, ingest that is
+ * idempotent by id, reading one event, and each account's retention.
  *
  * events/ sits on store.h and util only; it never includes queue/. */
 #ifndef SL_EVENTS_H
@@ -24,6 +28,7 @@
 #include <stdint.h>
 
 #include "../sluice.h"
+#include "../store/store.h"
 
 #define SL_EV_ID_MAX 128     /* ids and types: [A-Za-z0-9_.:-]{1,128} */
 #define SL_EV_TAG_MAX 64     /* tags: [A-Za-z0-9_.:=-]{1,64} */
@@ -144,5 +149,99 @@ long sl_ev_token_make(const sl_ev_query *q, const unsigned char secret[SL_EV_SEC
  * malformed, altered, or made under another secret. The caller checks that
  * it belongs to the account and matches the query it came with. */
 int sl_ev_token_read(const char *s, size_t n, const unsigned char secret[SL_EV_SECRET_LEN], sl_ev_query *q);
+
+/* --- Events ------------------------------------------------------------- */
+
+#define SL_EV_STR_MAX 256    /* source, subject: 1..256 characters */
+#define SL_EV_DCT_MAX 128    /* datacontenttype */
+#define SL_EV_TIME_MAX 64    /* the producer's time, an RFC 3339 string */
+#define SL_EV_META_MAX 32    /* metadata entries; the API checks them */
+#define SL_EV_DATA_MAX 65536 /* bytes of data's compact JSON */
+#define SL_EV_RETENTION_DEFAULT 604800
+#define SL_EV_RETENTION_MAX 31536000
+
+/* An event as given (API.md "Events"). The strings are borrowed; NULL
+ * means absent. metadata and data are compact JSON written by
+ * the API in one canonical form (keys sorted, numbers as it writes them),
+ * so that two events with equal values have equal strings: ingest compares
+ * them as strings. metadata NULL means {}, data NULL means null. */
+typedef struct {
+    char id[SL_EV_ID_MAX + 1]; /* "" : the server makes one */
+    char type[SL_EV_ID_MAX + 1];
+    const char *source, *subject, *time, *datacontenttype;
+    int ntags;
+    char tags[SL_EV_FILTER_MAX][SL_EV_TAG_MAX + 1];
+    const char *metadata, *data;
+} sl_event;
+
+/* NULL when ev may be stored, else the name of the first field out of its
+ * rule (the id only when given): "id", "type", "source", ... */
+const char *sl_event_check(const sl_event *ev);
+
+/* An event as stored: the event (its strings owned by r), its position and
+ * when it expires. Free with sl_stored_event_free. */
+typedef struct {
+    sl_event ev;
+    int64_t recorded_us, expires_us;
+    sl_result r;
+} sl_stored_event;
+void sl_stored_event_free(sl_stored_event *s);
+
+/* --- The log on the store (log.c) ---------------------------------------- */
+
+typedef struct sl_evlog sl_evlog;
+
+typedef struct {
+    int settle_ms;    /* the read horizon's distance from now; 0 on the embedded store */
+    int64_t width_us; /* bucket width of new buckets; 0: SL_EV_WIDTH_DEFAULT_US */
+    int shards;       /* shards of new buckets; 0: SL_EV_SHARDS_DEFAULT */
+} sl_evlog_config;
+
+/* The tables of the log, for `sluice schema` and sl_store_ensure, and each
+ * by name for tests and tools (log.c describes them). */
+const sl_table *const *sl_evlog_tables(size_t *n);
+extern const sl_table sl_t_event, sl_t_event_index, sl_t_event_bucket, sl_t_event_settings, sl_t_event_secret;
+
+/* Opens the log on st (whose tables must exist; the embedded store makes
+ * them) and reads or makes the token secret. Returns 0 and *out, or a
+ * store error. */
+int sl_evlog_open(sl_store *st, const sl_evlog_config *cfg, sl_evlog **out);
+void sl_evlog_close(sl_evlog *l);
+/* The token secret (the same on every node). */
+const unsigned char *sl_evlog_secret(const sl_evlog *l);
+
+/* The read horizon: no position before it can still be written. Now less
+ * the settle time, and never past the oldest ingest of this node still in
+ * flight, so that on the embedded store (settle 0) a read never passes an
+ * event that a commit under way would add. */
+int64_t sl_evlog_horizon(sl_evlog *l);
+
+typedef enum {
+    SL_EV_CREATED = 1, /* stored now */
+    SL_EV_MATCHED,     /* the id exists with the same content: nothing stored */
+    SL_EV_CONFLICT     /* the id exists with other content: nothing stored */
+} sl_ev_outcome;
+
+typedef struct {
+    sl_ev_outcome outcome;
+    char id[SL_EV_ID_MAX + 1];
+    int64_t recorded_us, expires_us; /* the stored event's */
+} sl_ev_receipt;
+
+/* Stores ev in account's log, or finds it stored already (by id). Returns
+ * 0 and the receipt; SL_EINVAL (ev fails sl_event_check) or SL_ETOOBIG
+ * (data too large); or a store error, after which the event may or may
+ * not be stored and a retry with the same id is safe. */
+int sl_evlog_put(sl_evlog *l, const char *account, const sl_event *ev, sl_ev_receipt *out);
+/* Reads one event: 0 and *out, or SL_ENOTFOUND (never stored, expired, or
+ * its ingest not finished), or a store error. */
+int sl_evlog_get(sl_evlog *l, const char *account, const char *id, sl_stored_event *out);
+
+/* An account's retention in seconds (SL_EV_RETENTION_DEFAULT until set),
+ * and setting it (1..SL_EV_RETENTION_MAX, else SL_EINVAL): events ingested
+ * from then on expire that long after they were recorded. Each node reads
+ * it again after at most a few seconds. */
+int sl_evlog_retention(sl_evlog *l, const char *account, int *seconds);
+int sl_evlog_set_retention(sl_evlog *l, const char *account, int seconds);
 
 #endif

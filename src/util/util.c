@@ -85,6 +85,13 @@ void sl_alloc_hook(int (*fail)(size_t)) {
     __atomic_store_n(&alloc_fail, fail, __ATOMIC_RELEASE);
 }
 
+int64_t sl_now_us(void) {
+    if (__atomic_load_n(&clock_is_manual, __ATOMIC_ACQUIRE)) return sl_now_ms() * 1000;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 void sl_clock_manual(int on) {
     pthread_mutex_lock(&clock_mu);
     if (on && !clock_is_manual) {

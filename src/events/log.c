@@ -1,0 +1,492 @@
+/* log.c: the event log on the store: its tables, the positions this node
+ * stamps and the read horizon, ingest (idempotent by id), reading one
+ * event, and each account's retention.
+ *
+ * Tables (store.h types; DESIGN.md "The event log" has them in CQL):
+ *
+ *   event          ((account, id)) recorded_us, expires_us, type, source,
+ *                  subject, time, datacontenttype, tags, metadata, data,
+ *                  confirmed
+ *   event_index    ((ikey, bucket, shard), recorded_us, id) type, tags
+ *   event_bucket   ((ikey, month), bucket) width_us, shards
+ *   event_settings ((account)) retention_s
+ *   event_secret   ((name)) secret
+ *
+ * ikey names one index key of one account: "<account>/a/" for the 'all'
+ * index, "<account>/t/<type>" and "<account>/g/<tag>" (no name, type or
+ * tag contains '/'). tags are stored joined by spaces, in the order given
+ * (no tag contains a space). Every row of an event carries the account's
+ * retention as its TTL; a directory row the retention plus the bucket's
+ * width, so it outlives the last entry of its bucket.
+ *
+ * Ingest writes the event row unconfirmed with its index entries and any
+ * directory row this node has not written yet, then confirms the row. A
+ * reader skips an entry whose row is missing, unconfirmed or at another
+ * position, so an ingest cut anywhere leaves nothing visible, and its
+ * retry (same id) stores the event at a new position. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "events.h"
+
+enum {
+    EV_ACCOUNT,
+    EV_ID,
+    EV_RECORDED,
+    EV_EXPIRES,
+    EV_TYPE,
+    EV_SOURCE,
+    EV_SUBJECT,
+    EV_TIME,
+    EV_DCT,
+    EV_TAGS,
+    EV_META,
+    EV_DATA,
+    EV_CONFIRMED,
+    EV_NCOLS
+};
+const sl_table sl_t_event = {"event",
+                             2,
+                             0,
+                             EV_NCOLS,
+                             {{"account", SL_TEXT},
+                              {"id", SL_TEXT},
+                              {"recorded_us", SL_INT},
+                              {"expires_us", SL_INT},
+                              {"type", SL_TEXT},
+                              {"source", SL_TEXT},
+                              {"subject", SL_TEXT},
+                              {"time", SL_TEXT},
+                              {"datacontenttype", SL_TEXT},
+                              {"tags", SL_TEXT},
+                              {"metadata", SL_TEXT},
+                              {"data", SL_TEXT},
+                              {"confirmed", SL_INT}}};
+enum { IX_IKEY, IX_BUCKET, IX_SHARD, IX_RECORDED, IX_ID, IX_TYPE, IX_TAGS };
+const sl_table sl_t_event_index = {"event_index",
+                                   3,
+                                   2,
+                                   7,
+                                   {{"ikey", SL_TEXT},
+                                    {"bucket", SL_INT},
+                                    {"shard", SL_INT},
+                                    {"recorded_us", SL_INT},
+                                    {"id", SL_TEXT},
+                                    {"type", SL_TEXT},
+                                    {"tags", SL_TEXT}}};
+enum { BK_IKEY, BK_MONTH, BK_BUCKET, BK_WIDTH, BK_SHARDS };
+const sl_table sl_t_event_bucket = {
+    "event_bucket",
+    2,
+    1,
+    5,
+    {{"ikey", SL_TEXT}, {"month", SL_INT}, {"bucket", SL_INT}, {"width_us", SL_INT}, {"shards", SL_INT}}};
+const sl_table sl_t_event_settings = {
+    "event_settings", 1, 0, 2, {{"account", SL_TEXT}, {"retention_s", SL_INT}}};
+const sl_table sl_t_event_secret = {"event_secret", 1, 0, 2, {{"name", SL_TEXT}, {"secret", SL_BLOB}}};
+
+static const sl_table *const tables[] = {&sl_t_event, &sl_t_event_index, &sl_t_event_bucket,
+                                         &sl_t_event_settings, &sl_t_event_secret};
+
+const sl_table *const *sl_evlog_tables(size_t *n) {
+    *n = sizeof tables / sizeof tables[0];
+    return tables;
+}
+
+#define IKEY_MAX (SL_NAME_MAX + 3 + SL_EV_ID_MAX + 1)
+#define RETENTION_CACHE 64
+#define RETENTION_FRESH_MS 5000
+#define DIR_CACHE 4096
+
+/* An ingest in flight, in the list of them (oldest stamp first). */
+typedef struct stamp {
+    int64_t us;
+    struct stamp *prev, *next;
+} stamp;
+
+struct sl_evlog {
+    sl_store *st;
+    int64_t settle_us, width_us;
+    int shards;
+    unsigned char secret[SL_EV_SECRET_LEN];
+    pthread_mutex_t mu; /* guards everything below */
+    int64_t last_us;
+    stamp *oldest, *newest;
+    struct {
+        char account[SL_NAME_MAX + 1];
+        int seconds;
+        int64_t read_ms;
+    } retention[RETENTION_CACHE]; /* by a hash of the account */
+    uint64_t dirs[DIR_CACHE];     /* hashes of the directory rows written */
+};
+
+static uint64_t fnv64(uint64_t h, const void *p, size_t n) {
+    for (const unsigned char *c = p; n--; c++)
+        h = (h ^ *c) * 1099511628211ull;
+    return h;
+}
+
+/* --- Life ---------------------------------------------------------------- */
+
+/* The secret is made once per deployment: the first node's insert wins and
+ * every other node reads it. */
+static int load_secret(sl_evlog *l) {
+    sl_result r;
+    sl_result_init(&r);
+    sl_val key[1] = {sl_vtext("token")};
+    int rc = sl_store_get(l->st, &sl_t_event_secret, key, SL_READ_SERIAL, &r);
+    if (rc == SL_ENOTFOUND) {
+        unsigned char fresh[SL_EV_SECRET_LEN];
+        if ((rc = sl_random_bytes(fresh, sizeof fresh)) != 0) goto done;
+        sl_write w = {.t = &sl_t_event_secret, .kind = SL_W_INSERT_IF_NOT_EXISTS};
+        w.row.v[0] = key[0];
+        w.row.v[1] = sl_vbytes(fresh, sizeof fresh);
+        rc = sl_store_apply(l->st, &w, 1, NULL);
+        if (rc == 0) {
+            memcpy(l->secret, fresh, sizeof fresh);
+            goto done;
+        }
+        /* Lost to another node, or unknown: whichever landed is the one. */
+        if (rc != SL_ENOTAPPLIED && rc != SL_EUNKNOWN) goto done;
+        rc = sl_store_get(l->st, &sl_t_event_secret, key, SL_READ_SERIAL, &r);
+    }
+    if (rc == 0) {
+        const sl_val *v = &r.rows[0].v[1];
+        if (!v->set || v->null || v->n != SL_EV_SECRET_LEN)
+            rc = SL_EINTERNAL;
+        else
+            memcpy(l->secret, v->p, SL_EV_SECRET_LEN);
+    }
+done:
+    sl_result_free(&r);
+    return rc;
+}
+
+int sl_evlog_open(sl_store *st, const sl_evlog_config *cfg, sl_evlog **out) {
+    *out = NULL;
+    sl_evlog *l = sl_calloc(1, sizeof *l);
+    if (!l) return SL_ENOMEM;
+    l->st = st;
+    l->settle_us = (int64_t)cfg->settle_ms * 1000;
+    l->width_us = cfg->width_us > 0 ? cfg->width_us : SL_EV_WIDTH_DEFAULT_US;
+    l->shards = cfg->shards > 0 && cfg->shards <= SL_EV_SHARDS_MAX ? cfg->shards : SL_EV_SHARDS_DEFAULT;
+    pthread_mutex_init(&l->mu, NULL);
+    size_t n;
+    const sl_table *const *t = sl_evlog_tables(&n);
+    int rc = sl_store_ensure(st, t, n);
+    if (rc == 0) rc = load_secret(l);
+    if (rc) {
+        sl_evlog_close(l);
+        return rc;
+    }
+    *out = l;
+    return 0;
+}
+
+void sl_evlog_close(sl_evlog *l) {
+    if (!l) return;
+    pthread_mutex_destroy(&l->mu);
+    free(l);
+}
+
+const unsigned char *sl_evlog_secret(const sl_evlog *l) {
+    return l->secret;
+}
+
+/* --- Positions ----------------------------------------------------------- */
+
+/* Stamps are unique on this node and increase: a clock that stands still
+ * or steps back moves them on by a microsecond. */
+static int64_t stamp_take(sl_evlog *l, stamp *s) {
+    pthread_mutex_lock(&l->mu);
+    int64_t now = sl_now_us();
+    s->us = now > l->last_us ? now : l->last_us + 1;
+    l->last_us = s->us;
+    s->next = NULL;
+    s->prev = l->newest;
+    if (l->newest)
+        l->newest->next = s;
+    else
+        l->oldest = s;
+    l->newest = s;
+    pthread_mutex_unlock(&l->mu);
+    return s->us;
+}
+
+static void stamp_done(sl_evlog *l, stamp *s) {
+    pthread_mutex_lock(&l->mu);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        l->oldest = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    else
+        l->newest = s->prev;
+    pthread_mutex_unlock(&l->mu);
+}
+
+int64_t sl_evlog_horizon(sl_evlog *l) {
+    pthread_mutex_lock(&l->mu);
+    int64_t h = sl_now_us() - l->settle_us;
+    if (l->oldest && l->oldest->us < h) h = l->oldest->us;
+    pthread_mutex_unlock(&l->mu);
+    return h;
+}
+
+/* --- Retention ----------------------------------------------------------- */
+
+static size_t retention_slot(const char *account) {
+    return (size_t)(fnv64(14695981039346656037ull, account, strlen(account)) % RETENTION_CACHE);
+}
+
+int sl_evlog_retention(sl_evlog *l, const char *account, int *seconds) {
+    size_t k = retention_slot(account);
+    int64_t now = sl_mono_ms();
+    pthread_mutex_lock(&l->mu);
+    int hit =
+        strcmp(l->retention[k].account, account) == 0 && now - l->retention[k].read_ms < RETENTION_FRESH_MS;
+    if (hit) *seconds = l->retention[k].seconds;
+    pthread_mutex_unlock(&l->mu);
+    if (hit) return 0;
+    sl_result r;
+    sl_result_init(&r);
+    sl_val key[1] = {sl_vtext(account)};
+    int rc = sl_store_get(l->st, &sl_t_event_settings, key, SL_READ_DEFAULT, &r);
+    int s = SL_EV_RETENTION_DEFAULT;
+    if (rc == 0 && r.rows[0].v[1].set && !r.rows[0].v[1].null) s = (int)r.rows[0].v[1].i;
+    sl_result_free(&r);
+    if (rc && rc != SL_ENOTFOUND) return rc;
+    pthread_mutex_lock(&l->mu);
+    snprintf(l->retention[k].account, sizeof l->retention[k].account, "%s", account);
+    l->retention[k].seconds = s;
+    l->retention[k].read_ms = now;
+    pthread_mutex_unlock(&l->mu);
+    *seconds = s;
+    return 0;
+}
+
+int sl_evlog_set_retention(sl_evlog *l, const char *account, int seconds) {
+    if (!sl_name_valid(account) || seconds < 1 || seconds > SL_EV_RETENTION_MAX) return SL_EINVAL;
+    sl_write w = {.t = &sl_t_event_settings, .kind = SL_W_UPSERT};
+    w.row.v[0] = sl_vtext(account);
+    w.row.v[1] = sl_vint(seconds);
+    int rc = sl_store_apply(l->st, &w, 1, NULL);
+    if (rc == SL_EUNKNOWN) rc = sl_store_apply(l->st, &w, 1, NULL); /* an idempotent upsert */
+    if (rc) return rc;
+    size_t k = retention_slot(account);
+    pthread_mutex_lock(&l->mu);
+    l->retention[k].account[0] = '\0'; /* this node reads it again at once */
+    pthread_mutex_unlock(&l->mu);
+    return 0;
+}
+
+/* --- Ingest -------------------------------------------------------------- */
+
+static sl_val opt_text(const char *s) {
+    return s ? sl_vtext(s) : sl_vnull();
+}
+
+static size_t join_tags(const sl_event *ev, char *out) {
+    size_t o = 0;
+    out[0] = '\0';
+    for (int i = 0; i < ev->ntags; i++)
+        o += (size_t)sprintf(out + o, "%s%s", i ? " " : "", ev->tags[i]);
+    return o;
+}
+
+/* Whether a stored row holds the content of ev: the fields API.md's
+ * idempotent ingest compares. */
+static int same_text(const sl_val *v, const char *s) {
+    if (!v->set || v->null) return s == NULL;
+    return s && strlen(s) == v->n && memcmp(s, v->p, v->n) == 0;
+}
+
+static int same_content(const sl_row *row, const sl_event *ev, const char *tags) {
+    return same_text(&row->v[EV_TYPE], ev->type) && same_text(&row->v[EV_SOURCE], ev->source) &&
+           same_text(&row->v[EV_SUBJECT], ev->subject) && same_text(&row->v[EV_TIME], ev->time) &&
+           same_text(&row->v[EV_DCT], ev->datacontenttype) && same_text(&row->v[EV_TAGS], tags) &&
+           same_text(&row->v[EV_META], ev->metadata) && same_text(&row->v[EV_DATA], ev->data);
+}
+
+/* Whether this node wrote the directory row (ikey, bucket) with this
+ * retention already; marks it written when mark is set. */
+static int dir_known(sl_evlog *l, const char *ikey, int64_t bucket, int retention, int mark) {
+    uint64_t h = fnv64(14695981039346656037ull, ikey, strlen(ikey) + 1);
+    h = fnv64(h, &bucket, sizeof bucket);
+    h = fnv64(h, &retention, sizeof retention);
+    h |= 1; /* 0 marks an empty slot */
+    size_t k = (size_t)(h % DIR_CACHE);
+    pthread_mutex_lock(&l->mu);
+    int known = l->dirs[k] == h;
+    if (mark) l->dirs[k] = h;
+    pthread_mutex_unlock(&l->mu);
+    return known;
+}
+
+int sl_evlog_put(sl_evlog *l, const char *account, const sl_event *ev, sl_ev_receipt *out) {
+    enum { NKEYS = 2 + SL_EV_FILTER_MAX };
+    char tags[SL_EV_FILTER_MAX * (SL_EV_TAG_MAX + 1) + 1], ikeys[NKEYS][IKEY_MAX];
+    sl_write w[1 + 2 * NKEYS];
+    memset(out, 0, sizeof *out);
+    if (!sl_name_valid(account) || sl_event_check(ev)) return SL_EINVAL;
+    if (ev->data && strlen(ev->data) > SL_EV_DATA_MAX) return SL_ETOOBIG;
+    join_tags(ev, tags);
+    if (ev->id[0]) {
+        snprintf(out->id, sizeof out->id, "%s", ev->id);
+    } else {
+        unsigned char raw[16];
+        int rc = sl_random_bytes(raw, sizeof raw);
+        if (rc) return rc;
+        sl_b64url_encode(raw, sizeof raw, out->id);
+    }
+
+    /* An id stored already: the same content is a match, other content a
+     * conflict. A row not confirmed is an ingest that was cut or is under
+     * way: this one stores the event again, at a new position. */
+    sl_result r;
+    sl_result_init(&r);
+    sl_val key[2] = {sl_vtext(account), sl_vtext(out->id)};
+    int rc = ev->id[0] ? sl_store_get(l->st, &sl_t_event, key, SL_READ_DEFAULT, &r) : SL_ENOTFOUND;
+    if (rc == 0 && r.rows[0].v[EV_CONFIRMED].set && r.rows[0].v[EV_CONFIRMED].i == 1) {
+        out->outcome = same_content(&r.rows[0], ev, ev->ntags ? tags : NULL) ? SL_EV_MATCHED : SL_EV_CONFLICT;
+        out->recorded_us = r.rows[0].v[EV_RECORDED].i;
+        out->expires_us = r.rows[0].v[EV_EXPIRES].i;
+        sl_result_free(&r);
+        return 0;
+    }
+    sl_result_free(&r);
+    if (rc && rc != SL_ENOTFOUND) return rc;
+    int retention;
+    if ((rc = sl_evlog_retention(l, account, &retention)) != 0) return rc;
+
+    stamp s;
+    int64_t us = stamp_take(l, &s);
+    int64_t bucket = sl_ev_bucket(us, l->width_us);
+    int shard = sl_ev_shard(out->id, l->shards);
+    size_t nw = 0, nkeys = 0;
+    memset(w, 0, sizeof w);
+    sl_write *row = &w[nw++];
+    row->t = &sl_t_event;
+    row->kind = SL_W_UPSERT;
+    row->ttl = retention;
+    row->row.v[EV_ACCOUNT] = key[0];
+    row->row.v[EV_ID] = key[1];
+    row->row.v[EV_RECORDED] = sl_vint(us);
+    row->row.v[EV_EXPIRES] = sl_vint(us + (int64_t)retention * 1000000);
+    row->row.v[EV_TYPE] = sl_vtext(ev->type);
+    row->row.v[EV_SOURCE] = opt_text(ev->source);
+    row->row.v[EV_SUBJECT] = opt_text(ev->subject);
+    row->row.v[EV_TIME] = opt_text(ev->time);
+    row->row.v[EV_DCT] = opt_text(ev->datacontenttype);
+    row->row.v[EV_TAGS] = opt_text(ev->ntags ? tags : NULL);
+    row->row.v[EV_META] = opt_text(ev->metadata);
+    row->row.v[EV_DATA] = opt_text(ev->data);
+    row->row.v[EV_CONFIRMED] = sl_vint(0);
+    snprintf(ikeys[nkeys++], IKEY_MAX, "%s/a/", account);
+    snprintf(ikeys[nkeys++], IKEY_MAX, "%s/t/%s", account, ev->type);
+    for (int i = 0; i < ev->ntags; i++)
+        snprintf(ikeys[nkeys++], IKEY_MAX, "%s/g/%s", account, ev->tags[i]);
+    size_t ndirs = 0;
+    for (size_t k = 0; k < nkeys; k++) {
+        sl_write *e = &w[nw++];
+        e->t = &sl_t_event_index;
+        e->kind = SL_W_UPSERT;
+        e->ttl = retention;
+        e->row.v[IX_IKEY] = sl_vtext(ikeys[k]);
+        e->row.v[IX_BUCKET] = sl_vint(bucket);
+        e->row.v[IX_SHARD] = sl_vint(shard);
+        e->row.v[IX_RECORDED] = sl_vint(us);
+        e->row.v[IX_ID] = key[1];
+        e->row.v[IX_TYPE] = sl_vtext(ev->type);
+        e->row.v[IX_TAGS] = opt_text(ev->ntags ? tags : NULL);
+        if (dir_known(l, ikeys[k], bucket, retention, 0)) continue;
+        sl_write *d = &w[nw++];
+        d->t = &sl_t_event_bucket;
+        d->kind = SL_W_UPSERT;
+        d->ttl = retention + (int)(l->width_us / 1000000) + 1;
+        d->row.v[BK_IKEY] = sl_vtext(ikeys[k]);
+        d->row.v[BK_MONTH] = sl_vint(sl_ev_month(bucket));
+        d->row.v[BK_BUCKET] = sl_vint(bucket);
+        d->row.v[BK_WIDTH] = sl_vint(l->width_us);
+        d->row.v[BK_SHARDS] = sl_vint(l->shards);
+        ndirs++;
+    }
+    /* Plain upserts of fixed values: landing twice or late changes
+     * nothing, so an unknown outcome is retried. */
+    rc = sl_store_apply(l->st, w, nw, NULL);
+    if (rc == SL_EUNKNOWN) rc = sl_store_apply(l->st, w, nw, NULL);
+    if (rc == 0) {
+        for (size_t k = 0; ndirs && k < nkeys; k++)
+            dir_known(l, ikeys[k], bucket, retention, 1);
+        sl_write c = {.t = &sl_t_event, .kind = SL_W_UPSERT, .ttl = retention};
+        c.row.v[EV_ACCOUNT] = key[0];
+        c.row.v[EV_ID] = key[1];
+        c.row.v[EV_CONFIRMED] = sl_vint(1);
+        rc = sl_store_apply(l->st, &c, 1, NULL);
+        if (rc == SL_EUNKNOWN) rc = sl_store_apply(l->st, &c, 1, NULL);
+    }
+    stamp_done(l, &s);
+    if (rc) return rc;
+    out->outcome = SL_EV_CREATED;
+    out->recorded_us = us;
+    out->expires_us = us + (int64_t)retention * 1000000;
+    return 0;
+}
+
+/* --- Reading one event --------------------------------------------------- */
+
+void sl_stored_event_free(sl_stored_event *s) {
+    sl_result_free(&s->r);
+}
+
+/* A text value of a row as a NUL-terminated string owned by r, or NULL
+ * when it is not set (or, setting *rc, when there is no memory). */
+static const char *owned_text(sl_result *r, const sl_val *v, int *rc) {
+    if (!v->set || v->null) return NULL;
+    char *s = sl_result_alloc(r, v->n + 1);
+    if (!s) {
+        *rc = SL_ENOMEM;
+        return NULL;
+    }
+    memcpy(s, v->p, v->n);
+    s[v->n] = '\0';
+    return s;
+}
+
+int sl_evlog_get(sl_evlog *l, const char *account, const char *id, sl_stored_event *out) {
+    memset(out, 0, sizeof *out);
+    sl_result_init(&out->r);
+    if (!sl_name_valid(account) || !sl_ev_id_valid(id)) return SL_ENOTFOUND;
+    sl_val key[2] = {sl_vtext(account), sl_vtext(id)};
+    int rc = sl_store_get(l->st, &sl_t_event, key, SL_READ_DEFAULT, &out->r);
+    if (rc) return rc;
+    const sl_row *row = &out->r.rows[0];
+    if (!row->v[EV_CONFIRMED].set || row->v[EV_CONFIRMED].i != 1 || !row->v[EV_TYPE].set) {
+        sl_result_free(&out->r);
+        return SL_ENOTFOUND;
+    }
+    sl_event *ev = &out->ev;
+    snprintf(ev->id, sizeof ev->id, "%s", id);
+    if (sl_val_str(&row->v[EV_TYPE], ev->type, sizeof ev->type) < 0) rc = SL_EINTERNAL;
+    char tags[SL_EV_FILTER_MAX * (SL_EV_TAG_MAX + 1) + 1];
+    long n =
+        row->v[EV_TAGS].set && !row->v[EV_TAGS].null ? sl_val_str(&row->v[EV_TAGS], tags, sizeof tags) : 0;
+    if (n < 0) rc = SL_EINTERNAL;
+    tags[n > 0 ? n : 0] = '\0';
+    for (char *save, *t = strtok_r(tags, " ", &save); t && ev->ntags < SL_EV_FILTER_MAX;
+         t = strtok_r(NULL, " ", &save))
+        snprintf(ev->tags[ev->ntags++], sizeof ev->tags[0], "%s", t);
+    ev->source = owned_text(&out->r, &row->v[EV_SOURCE], &rc);
+    ev->subject = owned_text(&out->r, &row->v[EV_SUBJECT], &rc);
+    ev->time = owned_text(&out->r, &row->v[EV_TIME], &rc);
+    ev->datacontenttype = owned_text(&out->r, &row->v[EV_DCT], &rc);
+    ev->metadata = owned_text(&out->r, &row->v[EV_META], &rc);
+    ev->data = owned_text(&out->r, &row->v[EV_DATA], &rc);
+    out->recorded_us = row->v[EV_RECORDED].i;
+    out->expires_us = row->v[EV_EXPIRES].i;
+    if (rc) sl_result_free(&out->r);
+    return rc;
+}

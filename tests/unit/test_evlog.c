@@ -1,0 +1,455 @@
+/* test_evlog.c: the event log on the embedded store (src/events/log.c):
+ * ingest and reading back, idempotency by id, positions and the read
+ * horizon with an ingest in flight, an ingest cut before its confirmation,
+ * the index entries and directory rows an ingest writes, retention, the
+ * rules of the fields, and the token secret shared through the store. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* nftw, mkdtemp; the sanitizer build drops the Makefile's -D */
+#endif
+#include <ftw.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "events/events.h"
+#include "sluice.h"
+#include "store/store.h"
+
+#define T0_MS 1800000000000LL
+
+typedef struct {
+    char dir[64];
+    sl_store *st;
+    sl_evlog *l;
+} fx;
+
+static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+static int setup(void **state) {
+    fx *f = calloc(1, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/sluice-evlog-XXXXXX");
+    if (!mkdtemp(f->dir)) return -1;
+    sl_clock_manual(1);
+    sl_clock_set_ms(T0_MS);
+    sl_log_level = SL_ERR;
+    assert_int_equal(sl_store_sqlite_open(f->dir, &f->st), 0);
+    sl_evlog_config cfg = {0};
+    assert_int_equal(sl_evlog_open(f->st, &cfg, &f->l), 0);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fx *f = *state;
+    sl_evlog_close(f->l);
+    sl_store_close(f->st);
+    nftw(f->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    sl_clock_manual(0);
+    free(f);
+    return 0;
+}
+
+static sl_event order_event(const char *id) {
+    sl_event ev;
+    memset(&ev, 0, sizeof ev);
+    snprintf(ev.id, sizeof ev.id, "%s", id);
+    snprintf(ev.type, sizeof ev.type, "order.created");
+    ev.source = "shop/checkout-3";
+    ev.subject = "order/1042";
+    ev.time = "2026-12-04T10:00:00.5+01:00";
+    ev.datacontenttype = "application/json";
+    ev.ntags = 2;
+    snprintf(ev.tags[0], sizeof ev.tags[0], "customer-77");
+    snprintf(ev.tags[1], sizeof ev.tags[1], "eu");
+    ev.metadata = "{\"traceId\":\"4bf92f35\"}";
+    ev.data = "{\"items\":3,\"total\":99.5}";
+    return ev;
+}
+
+static size_t rows_of(fx *f, const sl_table *t, sl_val pk0, sl_val pk1, sl_val pk2) {
+    sl_result r;
+    sl_result_init(&r);
+    sl_slice s = {0};
+    s.t = t;
+    s.pk[0] = pk0;
+    s.pk[1] = pk1;
+    s.pk[2] = pk2;
+    assert_int_equal(sl_store_slice(f->st, &s, &r), 0);
+    size_t n = r.n;
+    sl_result_free(&r);
+    return n;
+}
+
+static size_t entries(fx *f, const char *ikey, int64_t us, const char *id) {
+    return rows_of(f, &sl_t_event_index, sl_vtext(ikey), sl_vint(sl_ev_bucket(us, SL_EV_WIDTH_DEFAULT_US)),
+                   sl_vint(sl_ev_shard(id, SL_EV_SHARDS_DEFAULT)));
+}
+
+static void test_put_and_get(void **state) {
+    fx *f = *state;
+    sl_event ev = order_event("order-1042-created");
+    sl_ev_receipt rc;
+    assert_int_equal(sl_evlog_put(f->l, "acme", &ev, &rc), 0);
+    assert_int_equal(rc.outcome, SL_EV_CREATED);
+    assert_string_equal(rc.id, "order-1042-created");
+    assert_int_equal(rc.recorded_us, T0_MS * 1000);
+    assert_int_equal(rc.expires_us, rc.recorded_us + (int64_t)SL_EV_RETENTION_DEFAULT * 1000000);
+
+    sl_stored_event s;
+    assert_int_equal(sl_evlog_get(f->l, "acme", "order-1042-created", &s), 0);
+    assert_string_equal(s.ev.type, "order.created");
+    assert_string_equal(s.ev.source, "shop/checkout-3");
+    assert_string_equal(s.ev.subject, "order/1042");
+    assert_string_equal(s.ev.time, "2026-12-04T10:00:00.5+01:00");
+    assert_string_equal(s.ev.datacontenttype, "application/json");
+    assert_int_equal(s.ev.ntags, 2);
+    assert_string_equal(s.ev.tags[0], "customer-77");
+    assert_string_equal(s.ev.tags[1], "eu");
+    assert_string_equal(s.ev.metadata, ev.metadata);
+    assert_string_equal(s.ev.data, ev.data);
+    assert_int_equal(s.recorded_us, rc.recorded_us);
+    assert_int_equal(s.expires_us, rc.expires_us);
+    sl_stored_event_free(&s);
+
+    /* Absent fields read back absent; another account has its own ids. */
+    sl_event bare;
+    memset(&bare, 0, sizeof bare);
+    snprintf(bare.id, sizeof bare.id, "b");
+    snprintf(bare.type, sizeof bare.type, "t");
+    assert_int_equal(sl_evlog_put(f->l, "acme", &bare, &rc), 0);
+    assert_int_equal(sl_evlog_get(f->l, "acme", "b", &s), 0);
+    assert_null(s.ev.source);
+    assert_null(s.ev.data);
+    assert_null(s.ev.metadata);
+    assert_int_equal(s.ev.ntags, 0);
+    sl_stored_event_free(&s);
+    assert_int_equal(sl_evlog_get(f->l, "other", "b", &s), SL_ENOTFOUND);
+    assert_int_equal(sl_evlog_get(f->l, "acme", "never", &s), SL_ENOTFOUND);
+    assert_int_equal(sl_evlog_get(f->l, "acme", "not an id", &s), SL_ENOTFOUND);
+}
+
+/* The same id again: the same content matches the stored event and gets
+ * its receipt; other content is a conflict; neither stores anything. */
+static void test_idempotent_by_id(void **state) {
+    fx *f = *state;
+    sl_event ev = order_event("e1");
+    sl_ev_receipt first, again;
+    assert_int_equal(sl_evlog_put(f->l, "acme", &ev, &first), 0);
+    sl_clock_advance_ms(5000);
+    assert_int_equal(sl_evlog_put(f->l, "acme", &ev, &again), 0);
+    assert_int_equal(again.outcome, SL_EV_MATCHED);
+    assert_int_equal(again.recorded_us, first.recorded_us);
+    assert_int_equal(again.expires_us, first.expires_us);
+
+    sl_event other[5];
+    for (int i = 0; i < 5; i++)
+        other[i] = order_event("e1");
+    other[0].data = "{\"items\":4,\"total\":99.5}";
+    snprintf(other[1].tags[0], sizeof other[1].tags[0], "eu");
+    snprintf(other[1].tags[1], sizeof other[1].tags[1], "customer-77"); /* tags compare in order */
+    other[2].source = NULL;
+    other[3].ntags = 1;
+    snprintf(other[4].type, sizeof other[4].type, "order.paid");
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(sl_evlog_put(f->l, "acme", &other[i], &again), 0);
+        assert_int_equal(again.outcome, SL_EV_CONFLICT);
+        assert_int_equal(again.recorded_us, first.recorded_us);
+    }
+    sl_stored_event s;
+    assert_int_equal(sl_evlog_get(f->l, "acme", "e1", &s), 0);
+    assert_string_equal(s.ev.data, ev.data);
+    assert_string_equal(s.ev.type, "order.created");
+    sl_stored_event_free(&s);
+    /* One index entry in the 'all' index: nothing was stored twice. */
+    assert_int_equal(entries(f, "acme/a/", first.recorded_us, "e1"), 1);
+}
+
+/* Without an id the server makes one: unique, of the id syntax. Positions
+ * increase even while the clock stands still. */
+static void test_made_ids_and_positions(void **state) {
+    fx *f = *state;
+    enum { N = 500 };
+    static char ids[N][SL_EV_ID_MAX + 1];
+    int64_t last = 0;
+    sl_event ev;
+    memset(&ev, 0, sizeof ev);
+    snprintf(ev.type, sizeof ev.type, "tick");
+    for (int i = 0; i < N; i++) {
+        sl_ev_receipt rc;
+        assert_int_equal(sl_evlog_put(f->l, "acme", &ev, &rc), 0);
+        assert_int_equal(rc.outcome, SL_EV_CREATED);
+        assert_true(sl_ev_id_valid(rc.id));
+        assert_true(rc.recorded_us > last);
+        last = rc.recorded_us;
+        snprintf(ids[i], sizeof ids[i], "%s", rc.id);
+        for (int j = 0; j < i; j++)
+            assert_string_not_equal(ids[i], ids[j]);
+    }
+    assert_int_equal(last, T0_MS * 1000 + N - 1);
+    sl_stored_event s;
+    assert_int_equal(sl_evlog_get(f->l, "acme", ids[N / 2], &s), 0);
+    sl_stored_event_free(&s);
+}
+
+/* --- An ingest held in the store ------------------------------------------ */
+
+typedef struct {
+    sem_t entered, release;
+    int hold;
+} holder;
+
+static sl_fault_action hold_index_writes(void *ctx, const sl_write *w, size_t n) {
+    holder *h = ctx;
+    for (size_t i = 0; i < n; i++)
+        if (w[i].t == &sl_t_event_index && __atomic_exchange_n(&h->hold, 0, __ATOMIC_ACQ_REL)) {
+            sem_post(&h->entered);
+            sem_wait(&h->release);
+        }
+    return SL_FAULT_NONE;
+}
+
+typedef struct {
+    fx *f;
+    sl_ev_receipt rc;
+    int ret;
+} put_arg;
+
+static void *put_thread(void *arg) {
+    put_arg *a = arg;
+    sl_event ev = order_event("held");
+    a->ret = sl_evlog_put(a->f->l, "acme", &ev, &a->rc);
+    return NULL;
+}
+
+/* The horizon never passes an ingest still in flight: the clock moves on
+ * 10 s while one is held in the store, and the horizon stays at its stamp
+ * until it is done, then moves to now. */
+static void test_horizon_waits_for_ingest_in_flight(void **state) {
+    fx *f = *state;
+    holder h;
+    sem_init(&h.entered, 0, 0);
+    sem_init(&h.release, 0, 0);
+    h.hold = 1;
+    sl_store_sqlite_set_fault(f->st, hold_index_writes, &h);
+    put_arg a = {f, {0}, -1};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, put_thread, &a), 0);
+    sem_wait(&h.entered);
+    sl_clock_advance_ms(10000);
+    int64_t during = sl_evlog_horizon(f->l);
+    sem_post(&h.release);
+    pthread_join(t, NULL);
+    sl_store_sqlite_set_fault(f->st, NULL, NULL);
+    assert_int_equal(a.ret, 0);
+    assert_int_equal(a.rc.recorded_us, T0_MS * 1000);
+    assert_int_equal(during, a.rc.recorded_us);
+    assert_int_equal(sl_evlog_horizon(f->l), (T0_MS + 10000) * 1000);
+    sem_destroy(&h.entered);
+    sem_destroy(&h.release);
+}
+
+/* --- An ingest cut before its confirmation --------------------------------- */
+
+static sl_fault_action fail_confirmation(void *ctx, const sl_write *w, size_t n) {
+    int *left = ctx;
+    if (n == 1 && w->t == &sl_t_event && !w->row.v[4].set && *left > 0) { /* only 'confirmed' is written */
+        --*left;
+        return SL_FAULT_FAIL;
+    }
+    return SL_FAULT_NONE;
+}
+
+/* The event row and its entries are written, the confirmation is not: the
+ * event is not visible, and the client's retry with the same id stores it
+ * at a new position. */
+static void test_cut_ingest_is_invisible_and_retried(void **state) {
+    fx *f = *state;
+    int left = 1;
+    sl_store_sqlite_set_fault(f->st, fail_confirmation, &left);
+    sl_event ev = order_event("cut");
+    sl_ev_receipt rc;
+    assert_int_equal(sl_evlog_put(f->l, "acme", &ev, &rc), SL_EUNAVAILABLE);
+    int64_t first_us = T0_MS * 1000;
+    assert_int_equal(entries(f, "acme/a/", first_us, "cut"), 1); /* written, and skipped by readers */
+    sl_stored_event s;
+    assert_int_equal(sl_evlog_get(f->l, "acme", "cut", &s), SL_ENOTFOUND);
+    sl_clock_advance_ms(1000);
+    assert_int_equal(sl_evlog_put(f->l, "acme", &ev, &rc), 0);
+    assert_int_equal(rc.outcome, SL_EV_CREATED);
+    assert_true(rc.recorded_us > first_us);
+    assert_int_equal(sl_evlog_get(f->l, "acme", "cut", &s), 0);
+    assert_int_equal(s.recorded_us, rc.recorded_us);
+    sl_stored_event_free(&s);
+    assert_int_equal(sl_evlog_put(f->l, "acme", &ev, &rc), 0);
+    assert_int_equal(rc.outcome, SL_EV_MATCHED);
+}
+
+/* --- Index entries and the bucket directory -------------------------------- */
+
+static int dir_writes;
+static sl_fault_action count_dir_writes(void *ctx, const sl_write *w, size_t n) {
+    (void)ctx;
+    for (size_t i = 0; i < n; i++)
+        dir_writes += w[i].t == &sl_t_event_bucket;
+    return SL_FAULT_NONE;
+}
+
+static void test_index_entries_and_directory(void **state) {
+    fx *f = *state;
+    sl_event ev = order_event("e1");
+    sl_ev_receipt rc;
+    dir_writes = 0;
+    sl_store_sqlite_set_fault(f->st, count_dir_writes, NULL);
+    assert_int_equal(sl_evlog_put(f->l, "acme", &ev, &rc), 0);
+    assert_int_equal(dir_writes, 4); /* all, the type, two tags */
+    static const char *keys[] = {"acme/a/", "acme/t/order.created", "acme/g/customer-77", "acme/g/eu"};
+    int64_t bucket = sl_ev_bucket(rc.recorded_us, SL_EV_WIDTH_DEFAULT_US);
+    for (size_t k = 0; k < 4; k++) {
+        assert_int_equal(entries(f, keys[k], rc.recorded_us, "e1"), 1);
+        sl_result r;
+        sl_result_init(&r);
+        sl_slice s = {0};
+        s.t = &sl_t_event_bucket;
+        s.pk[0] = sl_vtext(keys[k]);
+        s.pk[1] = sl_vint(sl_ev_month(bucket));
+        assert_int_equal(sl_store_slice(f->st, &s, &r), 0);
+        assert_int_equal(r.n, 1);
+        assert_int_equal(r.rows[0].v[2].i, bucket);
+        assert_int_equal(r.rows[0].v[3].i, SL_EV_WIDTH_DEFAULT_US);
+        assert_int_equal(r.rows[0].v[4].i, SL_EV_SHARDS_DEFAULT);
+        sl_result_free(&r);
+    }
+    assert_int_equal(entries(f, "acme/t/order.paid", rc.recorded_us, "e1"), 0);
+    /* The same bucket again: the directory is known; the next bucket's is
+     * written, for the keys of that event only. */
+    ev = order_event("e2");
+    assert_int_equal(sl_evlog_put(f->l, "acme", &ev, &rc), 0);
+    assert_int_equal(dir_writes, 4);
+    sl_clock_advance_ms(SL_EV_WIDTH_DEFAULT_US / 1000);
+    ev = order_event("e3");
+    ev.ntags = 0;
+    assert_int_equal(sl_evlog_put(f->l, "acme", &ev, &rc), 0);
+    assert_int_equal(dir_writes, 6);
+    sl_store_sqlite_set_fault(f->st, NULL, NULL);
+}
+
+/* --- Retention ------------------------------------------------------------- */
+
+static void test_retention(void **state) {
+    fx *f = *state;
+    int s;
+    assert_int_equal(sl_evlog_retention(f->l, "acme", &s), 0);
+    assert_int_equal(s, SL_EV_RETENTION_DEFAULT);
+    assert_int_equal(sl_evlog_set_retention(f->l, "acme", 0), SL_EINVAL);
+    assert_int_equal(sl_evlog_set_retention(f->l, "acme", SL_EV_RETENTION_MAX + 1), SL_EINVAL);
+    assert_int_equal(sl_evlog_set_retention(f->l, "acme", 60), 0);
+    assert_int_equal(sl_evlog_retention(f->l, "acme", &s), 0);
+    assert_int_equal(s, 60);
+    assert_int_equal(sl_evlog_retention(f->l, "other", &s), 0);
+    assert_int_equal(s, SL_EV_RETENTION_DEFAULT);
+
+    sl_event ev = order_event("short");
+    sl_ev_receipt rc;
+    assert_int_equal(sl_evlog_put(f->l, "acme", &ev, &rc), 0);
+    assert_int_equal(rc.expires_us, rc.recorded_us + 60 * 1000000LL);
+    assert_int_equal(sl_evlog_put(f->l, "other", &ev, &rc), 0);
+    sl_clock_advance_ms(61 * 1000);
+    sl_stored_event st;
+    assert_int_equal(sl_evlog_get(f->l, "acme", "short", &st), SL_ENOTFOUND);
+    assert_int_equal(entries(f, "acme/a/", T0_MS * 1000, "short"), 0);
+    assert_int_equal(sl_evlog_get(f->l, "other", "short", &st), 0);
+    sl_stored_event_free(&st);
+    /* Expired, its id is free again. */
+    assert_int_equal(sl_evlog_put(f->l, "acme", &ev, &rc), 0);
+    assert_int_equal(rc.outcome, SL_EV_CREATED);
+}
+
+/* --- The rules of the fields ----------------------------------------------- */
+
+static void test_field_rules(void **state) {
+    fx *f = *state;
+    sl_ev_receipt rc;
+    char long_text[600], many[SL_EV_STR_MAX * 2 + 1];
+    memset(long_text, 'x', SL_EV_STR_MAX + 1);
+    long_text[SL_EV_STR_MAX + 1] = '\0';
+    for (int i = 0; i < SL_EV_STR_MAX; i++)
+        memcpy(many + 2 * i, "\xc3\xa9", 2); /* 256 characters of 2 bytes */
+    many[SL_EV_STR_MAX * 2] = '\0';
+    sl_event ev = order_event("x");
+    assert_null(sl_event_check(&ev));
+    ev.source = many;
+    assert_null(sl_event_check(&ev));
+    struct {
+        const char *field;
+        sl_event ev;
+    } bad[9];
+    for (int i = 0; i < 9; i++)
+        bad[i].ev = order_event("x");
+    bad[0].field = "id", snprintf(bad[0].ev.id, sizeof bad[0].ev.id, "a b");
+    bad[1].field = "type", bad[1].ev.type[0] = '\0';
+    bad[2].field = "source", bad[2].ev.source = "";
+    bad[3].field = "source", bad[3].ev.source = long_text;
+    bad[4].field = "subject", bad[4].ev.subject = "two\nlines";
+    bad[5].field = "time", bad[5].ev.time = "yesterday";
+    bad[6].field = "tags", snprintf(bad[6].ev.tags[1], sizeof bad[6].ev.tags[1], "customer-77");
+    bad[7].field = "tags", bad[7].ev.ntags = SL_EV_FILTER_MAX + 1;
+    bad[8].field = "datacontenttype", bad[8].ev.datacontenttype = "a\x7f";
+    for (int i = 0; i < 9; i++) {
+        const char *why = sl_event_check(&bad[i].ev);
+        if (!why || strcmp(why, bad[i].field) != 0) fail_msg("case %d: %s, not %s", i, why, bad[i].field);
+        assert_int_equal(sl_evlog_put(f->l, "acme", &bad[i].ev, &rc), SL_EINVAL);
+    }
+    char *big = malloc(SL_EV_DATA_MAX + 2);
+    memset(big, '1', SL_EV_DATA_MAX + 1);
+    big[SL_EV_DATA_MAX + 1] = '\0';
+    ev = order_event("big");
+    ev.data = big;
+    assert_int_equal(sl_evlog_put(f->l, "acme", &ev, &rc), SL_ETOOBIG);
+    big[SL_EV_DATA_MAX] = '\0';
+    assert_int_equal(sl_evlog_put(f->l, "acme", &ev, &rc), 0);
+    free(big);
+    assert_int_equal(sl_evlog_put(f->l, "not/an/account", &ev, &rc), SL_EINVAL);
+    sl_stored_event s;
+    assert_int_equal(sl_evlog_get(f->l, "acme", "x", &s), SL_ENOTFOUND); /* nothing refused was stored */
+}
+
+/* Every node verifies every node's tokens: the secret is made once and
+ * read from the store by the next log opened. */
+static void test_secret_shared(void **state) {
+    fx *f = *state;
+    sl_evlog *other;
+    sl_evlog_config cfg = {0};
+    assert_int_equal(sl_evlog_open(f->st, &cfg, &other), 0);
+    assert_memory_equal(sl_evlog_secret(other), sl_evlog_secret(f->l), SL_EV_SECRET_LEN);
+    static const unsigned char zero[SL_EV_SECRET_LEN];
+    assert_memory_not_equal(sl_evlog_secret(f->l), zero, SL_EV_SECRET_LEN);
+    sl_evlog_close(other);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_put_and_get, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idempotent_by_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_made_ids_and_positions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_horizon_waits_for_ingest_in_flight, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cut_ingest_is_invisible_and_retried, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_index_entries_and_directory, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_field_rules, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_secret_shared, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
