@@ -3,7 +3,8 @@
  * An account's events are stored once (the event row) and indexed once per
  * query dimension (the 'all', 'type' and 'tag' indexes), each index cut into
  * partitions by time bucket and shard, so that a partition stays bounded
- * however long the log and however hot one key. A query reads the
+ * however long the log and however hot one key. Buckets have one width in
+ * a deployment, so the buckets of all keys line up and never overlap. A query reads the
  * partitions of one index in position order and pages with continuation
  * tokens that name the position reached.
  *
@@ -122,7 +123,10 @@ size_t sl_ev_merge(const sl_ev_run *runs, size_t nruns, int desc, size_t limit, 
 /* A query and how far it got: what a continuation token carries. The type
  * and tag values are kept sorted and without repeats (sl_ev_query_canon),
  * so two queries with the same sets compare equal. end is the range's
- * frozen end; last is the position reached, in the query's order. */
+ * frozen end. last is the position reached: the next page reads strictly
+ * after it in the query's order. Its id may be "", which sorts before every
+ * id: (t, "") ascending has reached every time before t, descending every
+ * time from t on. */
 typedef struct {
     char account[SL_NAME_MAX + 1];
     int ntypes, ntags;
@@ -191,20 +195,23 @@ void sl_stored_event_free(sl_stored_event *s);
 
 typedef struct sl_evlog sl_evlog;
 
+/* width_us and shards are the deployment's: the first node to open the log
+ * stores its own, and every node uses the stored ones from then on. */
 typedef struct {
     int settle_ms;    /* the read horizon's distance from now; 0 on the embedded store */
-    int64_t width_us; /* bucket width of new buckets; 0: SL_EV_WIDTH_DEFAULT_US */
-    int shards;       /* shards of new buckets; 0: SL_EV_SHARDS_DEFAULT */
+    int64_t width_us; /* bucket width, whole seconds dividing a day; 0: SL_EV_WIDTH_DEFAULT_US */
+    int shards;       /* 1..SL_EV_SHARDS_MAX; 0: SL_EV_SHARDS_DEFAULT */
 } sl_evlog_config;
 
 /* The tables of the log, for `sluice schema` and sl_store_ensure, and each
  * by name for tests and tools (log.c describes them). */
 const sl_table *const *sl_evlog_tables(size_t *n);
-extern const sl_table sl_t_event, sl_t_event_index, sl_t_event_bucket, sl_t_event_settings, sl_t_event_secret;
+extern const sl_table sl_t_event, sl_t_event_index, sl_t_event_bucket, sl_t_event_settings, sl_t_event_meta;
 
 /* Opens the log on st (whose tables must exist; the embedded store makes
- * them) and reads or makes the token secret. Returns 0 and *out, or a
- * store error. */
+ * them) and reads or makes the deployment's settings and token secret.
+ * Returns 0 and *out, SL_EINVAL for a config out of its rules, or a store
+ * error. */
 int sl_evlog_open(sl_store *st, const sl_evlog_config *cfg, sl_evlog **out);
 void sl_evlog_close(sl_evlog *l);
 /* The token secret (the same on every node). */
@@ -243,5 +250,25 @@ int sl_evlog_get(sl_evlog *l, const char *account, const char *id, sl_stored_eve
  * it again after at most a few seconds. */
 int sl_evlog_retention(sl_evlog *l, const char *account, int *seconds);
 int sl_evlog_set_retention(sl_evlog *l, const char *account, int seconds);
+
+/* --- Queries on the store (query.c) ------------------------------------- */
+
+#define SL_EV_LIMIT_MAX 1000
+
+/* One page: events in the query's order (each freed by sl_ev_page_free),
+ * and either done (the query is complete) or next, the query with the
+ * position reached, to make the continuation token from. */
+typedef struct {
+    sl_stored_event *events;
+    size_t n;
+    int done;
+    sl_ev_query next;
+} sl_ev_page;
+
+/* Reads the page of q (canonical; end capped at the horizon by the caller
+ * on the first page) that follows its position, at most limit events
+ * (1..SL_EV_LIMIT_MAX). Returns 0 and *out, SL_EINVAL, or a store error. */
+int sl_evlog_query(sl_evlog *l, const sl_ev_query *q, int limit, sl_ev_page *out);
+void sl_ev_page_free(sl_ev_page *p);
 
 #endif

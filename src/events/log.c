@@ -10,7 +10,7 @@
  *   event_index    ((ikey, bucket, shard), recorded_us, id) type, tags
  *   event_bucket   ((ikey, month), bucket) width_us, shards
  *   event_settings ((account)) retention_s
- *   event_secret   ((name)) secret
+ *   event_meta     ((name)) secret, width_us, shards: one row, "log"
  *
  * ikey names one index key of one account: "<account>/a/" for the 'all'
  * index, "<account>/t/<type>" and "<account>/g/<tag>" (no name, type or
@@ -29,7 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "events.h"
+#include "events_int.h"
 
 enum {
     EV_ACCOUNT,
@@ -64,7 +64,6 @@ const sl_table sl_t_event = {"event",
                               {"metadata", SL_TEXT},
                               {"data", SL_TEXT},
                               {"confirmed", SL_INT}}};
-enum { IX_IKEY, IX_BUCKET, IX_SHARD, IX_RECORDED, IX_ID, IX_TYPE, IX_TAGS };
 const sl_table sl_t_event_index = {"event_index",
                                    3,
                                    2,
@@ -76,7 +75,6 @@ const sl_table sl_t_event_index = {"event_index",
                                     {"id", SL_TEXT},
                                     {"type", SL_TEXT},
                                     {"tags", SL_TEXT}}};
-enum { BK_IKEY, BK_MONTH, BK_BUCKET, BK_WIDTH, BK_SHARDS };
 const sl_table sl_t_event_bucket = {
     "event_bucket",
     2,
@@ -85,17 +83,21 @@ const sl_table sl_t_event_bucket = {
     {{"ikey", SL_TEXT}, {"month", SL_INT}, {"bucket", SL_INT}, {"width_us", SL_INT}, {"shards", SL_INT}}};
 const sl_table sl_t_event_settings = {
     "event_settings", 1, 0, 2, {{"account", SL_TEXT}, {"retention_s", SL_INT}}};
-const sl_table sl_t_event_secret = {"event_secret", 1, 0, 2, {{"name", SL_TEXT}, {"secret", SL_BLOB}}};
+const sl_table sl_t_event_meta = {
+    "event_meta",
+    1,
+    0,
+    4,
+    {{"name", SL_TEXT}, {"secret", SL_BLOB}, {"width_us", SL_INT}, {"shards", SL_INT}}};
 
 static const sl_table *const tables[] = {&sl_t_event, &sl_t_event_index, &sl_t_event_bucket,
-                                         &sl_t_event_settings, &sl_t_event_secret};
+                                         &sl_t_event_settings, &sl_t_event_meta};
 
 const sl_table *const *sl_evlog_tables(size_t *n) {
     *n = sizeof tables / sizeof tables[0];
     return tables;
 }
 
-#define IKEY_MAX (SL_NAME_MAX + 3 + SL_EV_ID_MAX + 1)
 #define RETENTION_CACHE 64
 #define RETENTION_FRESH_MS 5000
 #define DIR_CACHE 4096
@@ -128,37 +130,52 @@ static uint64_t fnv64(uint64_t h, const void *p, size_t n) {
     return h;
 }
 
+void ev_ikey(char out[IKEY_MAX], const char *account, char kind, const char *key) {
+    snprintf(out, IKEY_MAX, "%s/%c/%s", account, kind, key);
+}
+
 /* --- Life ---------------------------------------------------------------- */
 
-/* The secret is made once per deployment: the first node's insert wins and
- * every other node reads it. */
-static int load_secret(sl_evlog *l) {
+/* The deployment's log settings, made once: the first node's insert wins
+ * and every node reads them. The token secret, so that every node verifies
+ * every node's tokens; the bucket width and shard count, so that buckets
+ * are the same on every node and never overlap (a reader walks one bucket
+ * at a time). A node configured otherwise says so and uses the stored
+ * ones. */
+static int load_meta(sl_evlog *l) {
     sl_result r;
     sl_result_init(&r);
-    sl_val key[1] = {sl_vtext("token")};
-    int rc = sl_store_get(l->st, &sl_t_event_secret, key, SL_READ_SERIAL, &r);
+    sl_val key[1] = {sl_vtext("log")};
+    int rc = sl_store_get(l->st, &sl_t_event_meta, key, SL_READ_SERIAL, &r);
     if (rc == SL_ENOTFOUND) {
         unsigned char fresh[SL_EV_SECRET_LEN];
         if ((rc = sl_random_bytes(fresh, sizeof fresh)) != 0) goto done;
-        sl_write w = {.t = &sl_t_event_secret, .kind = SL_W_INSERT_IF_NOT_EXISTS};
+        sl_write w = {.t = &sl_t_event_meta, .kind = SL_W_INSERT_IF_NOT_EXISTS};
         w.row.v[0] = key[0];
         w.row.v[1] = sl_vbytes(fresh, sizeof fresh);
+        w.row.v[2] = sl_vint(l->width_us);
+        w.row.v[3] = sl_vint(l->shards);
         rc = sl_store_apply(l->st, &w, 1, NULL);
-        if (rc == 0) {
-            memcpy(l->secret, fresh, sizeof fresh);
-            goto done;
-        }
         /* Lost to another node, or unknown: whichever landed is the one. */
-        if (rc != SL_ENOTAPPLIED && rc != SL_EUNKNOWN) goto done;
-        rc = sl_store_get(l->st, &sl_t_event_secret, key, SL_READ_SERIAL, &r);
+        if (rc == 0 || rc == SL_ENOTAPPLIED || rc == SL_EUNKNOWN)
+            rc = sl_store_get(l->st, &sl_t_event_meta, key, SL_READ_SERIAL, &r);
     }
-    if (rc == 0) {
-        const sl_val *v = &r.rows[0].v[1];
-        if (!v->set || v->null || v->n != SL_EV_SECRET_LEN)
-            rc = SL_EINTERNAL;
-        else
-            memcpy(l->secret, v->p, SL_EV_SECRET_LEN);
+    if (rc) goto done;
+    const sl_row *row = &r.rows[0];
+    int64_t width = row->v[2].i, shards = row->v[3].i;
+    if (!row->v[1].set || row->v[1].null || row->v[1].n != SL_EV_SECRET_LEN || width <= 0 ||
+        86400000000LL % width != 0 || shards < 1 || shards > SL_EV_SHARDS_MAX) {
+        sl_log(SL_ERR, "the event log's settings in the store are unreadable");
+        rc = SL_EINTERNAL;
+        goto done;
     }
+    memcpy(l->secret, row->v[1].p, SL_EV_SECRET_LEN);
+    if (width != l->width_us || shards != l->shards)
+        sl_log(SL_INFO, "event log: buckets of %lld s in %lld shards, as the store says (not %lld s in %d)",
+               (long long)(width / 1000000), (long long)shards, (long long)(l->width_us / 1000000),
+               l->shards);
+    l->width_us = width;
+    l->shards = (int)shards;
 done:
     sl_result_free(&r);
     return rc;
@@ -170,13 +187,18 @@ int sl_evlog_open(sl_store *st, const sl_evlog_config *cfg, sl_evlog **out) {
     if (!l) return SL_ENOMEM;
     l->st = st;
     l->settle_us = (int64_t)cfg->settle_ms * 1000;
-    l->width_us = cfg->width_us > 0 ? cfg->width_us : SL_EV_WIDTH_DEFAULT_US;
-    l->shards = cfg->shards > 0 && cfg->shards <= SL_EV_SHARDS_MAX ? cfg->shards : SL_EV_SHARDS_DEFAULT;
+    l->width_us = cfg->width_us ? cfg->width_us : SL_EV_WIDTH_DEFAULT_US;
+    l->shards = cfg->shards ? cfg->shards : SL_EV_SHARDS_DEFAULT;
+    if (l->width_us < 1000000 || 86400000000LL % l->width_us != 0 || l->shards < 1 ||
+        l->shards > SL_EV_SHARDS_MAX) {
+        free(l);
+        return SL_EINVAL;
+    }
     pthread_mutex_init(&l->mu, NULL);
     size_t n;
     const sl_table *const *t = sl_evlog_tables(&n);
     int rc = sl_store_ensure(st, t, n);
-    if (rc == 0) rc = load_secret(l);
+    if (rc == 0) rc = load_meta(l);
     if (rc) {
         sl_evlog_close(l);
         return rc;
@@ -193,6 +215,14 @@ void sl_evlog_close(sl_evlog *l) {
 
 const unsigned char *sl_evlog_secret(const sl_evlog *l) {
     return l->secret;
+}
+
+sl_store *ev_store(const sl_evlog *l) {
+    return l->st;
+}
+
+int64_t ev_width(const sl_evlog *l) {
+    return l->width_us;
 }
 
 /* --- Positions ----------------------------------------------------------- */
@@ -385,10 +415,10 @@ int sl_evlog_put(sl_evlog *l, const char *account, const sl_event *ev, sl_ev_rec
     row->row.v[EV_META] = opt_text(ev->metadata);
     row->row.v[EV_DATA] = opt_text(ev->data);
     row->row.v[EV_CONFIRMED] = sl_vint(0);
-    snprintf(ikeys[nkeys++], IKEY_MAX, "%s/a/", account);
-    snprintf(ikeys[nkeys++], IKEY_MAX, "%s/t/%s", account, ev->type);
+    ev_ikey(ikeys[nkeys++], account, 'a', "");
+    ev_ikey(ikeys[nkeys++], account, 't', ev->type);
     for (int i = 0; i < ev->ntags; i++)
-        snprintf(ikeys[nkeys++], IKEY_MAX, "%s/g/%s", account, ev->tags[i]);
+        ev_ikey(ikeys[nkeys++], account, 'g', ev->tags[i]);
     size_t ndirs = 0;
     for (size_t k = 0; k < nkeys; k++) {
         sl_write *e = &w[nw++];

@@ -73,8 +73,8 @@ static int query_ok(const sl_ev_query *q) {
         if (!sl_ev_id_valid(q->types[i]) || (i > 0 && strcmp(q->types[i - 1], q->types[i]) >= 0)) return 0;
     for (int i = 0; i < q->ntags; i++)
         if (!sl_ev_tag_valid(q->tags[i]) || (i > 0 && strcmp(q->tags[i - 1], q->tags[i]) >= 0)) return 0;
-    return !q->has_last ||
-           (sl_ev_id_valid(q->last.id) && q->last.us >= q->start_us && q->last.us < q->end_us);
+    return !q->has_last || ((q->last.id[0] == '\0' || sl_ev_id_valid(q->last.id)) &&
+                            q->last.us >= q->start_us && q->last.us < q->end_us);
 }
 
 static void mac(const unsigned char *secret, const unsigned char *raw, size_t n, unsigned char out[32]) {

@@ -25,6 +25,9 @@
 
 #define T0_MS 1800000000000LL
 
+static int64_t g_width_us; /* the log's bucket width and shards at setup; 0: the defaults */
+static int g_shards;
+
 typedef struct {
     char dir[64];
     sl_store *st;
@@ -46,7 +49,7 @@ static int setup(void **state) {
     sl_clock_set_ms(T0_MS);
     sl_log_level = SL_ERR;
     assert_int_equal(sl_store_sqlite_open(f->dir, &f->st), 0);
-    sl_evlog_config cfg = {0};
+    sl_evlog_config cfg = {0, g_width_us, g_shards};
     assert_int_equal(sl_evlog_open(f->st, &cfg, &f->l), 0);
     *state = f;
     return 0;
@@ -439,6 +442,136 @@ static void test_secret_shared(void **state) {
     sl_evlog_close(other);
 }
 
+/* --- Queries against brute force ------------------------------------------ */
+
+enum { NEV = 700 };
+typedef struct {
+    int64_t us;
+    char id[32];
+    int type;
+    unsigned tags; /* bit i: tag gi */
+    int visible;
+} ref_event;
+
+static int ref_cmp(const void *a, const void *b) {
+    const ref_event *x = a, *y = b;
+    if (x->us != y->us) return x->us < y->us ? -1 : 1;
+    return strcmp(x->id, y->id);
+}
+
+static int setup_small_buckets(void **state) {
+    g_width_us = 1000000; /* 1 s */
+    g_shards = 3;
+    int rc = setup(state);
+    g_width_us = 0;
+    g_shards = 0;
+    return rc;
+}
+
+static uint64_t rnd = 88172645463325252ull;
+static uint64_t next_rnd(void) {
+    rnd ^= rnd << 13;
+    rnd ^= rnd >> 7;
+    rnd ^= rnd << 17;
+    return rnd;
+}
+
+/* Events of 4 types and 0..3 of 5 tags over about 17 minutes of 1-second
+ * buckets of 3 shards (some at one microsecond, some cut before their
+ * confirmation), then random queries paged to their end through tokens:
+ * each gives exactly the matching events in the range, in strict position
+ * order, each once, at most limit per page. */
+static void test_queries_match_brute_force(void **state) {
+    fx *f = *state;
+    static ref_event ref[NEV];
+    int cut_left = 0;
+    for (int i = 0; i < NEV; i++) {
+        ref_event *r = &ref[i];
+        sl_clock_advance_ms((int64_t)(next_rnd() % 4) == 0 ? 0 : (int64_t)(next_rnd() % 3000));
+        sl_event ev;
+        memset(&ev, 0, sizeof ev);
+        snprintf(r->id, sizeof r->id, "ev-%d", i);
+        snprintf(ev.id, sizeof ev.id, "%s", r->id);
+        r->type = (int)(next_rnd() % 4);
+        snprintf(ev.type, sizeof ev.type, "t%d", r->type);
+        r->tags = 0;
+        for (int k = (int)(next_rnd() % 4); k > 0; k--) {
+            int g = (int)(next_rnd() % 5);
+            if (r->tags & 1u << g) continue;
+            r->tags |= 1u << g;
+            snprintf(ev.tags[ev.ntags++], sizeof ev.tags[0], "g%d", g);
+        }
+        int cut = next_rnd() % 20 == 0;
+        if (cut) {
+            cut_left = 1;
+            sl_store_sqlite_set_fault(f->st, fail_confirmation, &cut_left);
+        }
+        sl_ev_receipt rc;
+        int ret = sl_evlog_put(f->l, "acme", &ev, &rc);
+        sl_store_sqlite_set_fault(f->st, NULL, NULL);
+        assert_int_equal(ret, cut ? SL_EUNAVAILABLE : 0);
+        r->us = cut ? sl_now_us() : rc.recorded_us;
+        r->visible = !cut;
+    }
+    sl_clock_advance_ms(1);
+    int64_t first = ref[0].us, horizon = sl_evlog_horizon(f->l);
+    qsort(ref, NEV, sizeof ref[0], ref_cmp);
+
+    sl_ev_query q;
+    char tok[SL_EV_TOKEN_MAX + 1];
+    static ref_event want[NEV];
+    for (int round = 0; round < 150; round++) {
+        memset(&q, 0, sizeof q);
+        snprintf(q.account, sizeof q.account, "acme");
+        q.desc = (int)(next_rnd() % 2);
+        int64_t span = horizon - first + 2000000;
+        q.start_us = round % 3 == 0 ? 0 : first - 1000000 + (int64_t)(next_rnd() % (uint64_t)span);
+        q.end_us = round % 3 == 0 ? horizon : q.start_us + (int64_t)(next_rnd() % (uint64_t)span);
+        if (q.end_us > horizon) q.end_us = horizon;
+        if (q.end_us < q.start_us) q.end_us = q.start_us;
+        unsigned types = 0, tags = 0;
+        for (int k = (int)(next_rnd() % 3); k > 0; k--)
+            types |= 1u << (next_rnd() % 4);
+        for (int k = (int)(next_rnd() % 3); k > 0; k--)
+            tags |= 1u << (next_rnd() % 5);
+        for (int t = 0; t < 4; t++)
+            if (types & 1u << t) snprintf(q.types[q.ntypes++], sizeof q.types[0], "t%d", t);
+        for (int g = 0; g < 5; g++)
+            if (tags & 1u << g) snprintf(q.tags[q.ntags++], sizeof q.tags[0], "g%d", g);
+        sl_ev_query_canon(&q);
+        int nwant = 0;
+        for (int i = 0; i < NEV; i++) {
+            const ref_event *r = &ref[q.desc ? NEV - 1 - i : i];
+            if (r->visible && r->us >= q.start_us && r->us < q.end_us && (!types || types & 1u << r->type) &&
+                (!tags || tags & r->tags))
+                want[nwant++] = *r;
+        }
+        int limit = 1 + (int)(next_rnd() % 40), got = 0, pages = 0;
+        for (;;) {
+            sl_ev_page p;
+            assert_int_equal(sl_evlog_query(f->l, &q, limit, &p), 0);
+            assert_true(p.n <= (size_t)limit);
+            for (size_t i = 0; i < p.n; i++, got++) {
+                if (got >= nwant) fail_msg("round %d: more events than the %d matching", round, nwant);
+                if (strcmp(p.events[i].ev.id, want[got].id) != 0)
+                    fail_msg("round %d (%s, limit %d): event %d is %s, not %s", round,
+                             q.desc ? "desc" : "asc", limit, got, p.events[i].ev.id, want[got].id);
+                assert_int_equal(p.events[i].recorded_us, want[got].us);
+            }
+            int done = p.done;
+            sl_ev_query next = p.next;
+            sl_ev_page_free(&p);
+            assert_true(++pages < 2000);
+            if (done) break;
+            /* Through a token, as a client pages. */
+            long n = sl_ev_token_make(&next, sl_evlog_secret(f->l), tok);
+            assert_true(n > 0);
+            assert_int_equal(sl_ev_token_read(tok, (size_t)n, sl_evlog_secret(f->l), &q), 0);
+        }
+        if (got != nwant) fail_msg("round %d: %d events of the %d matching", round, got, nwant);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_put_and_get, setup, teardown),
@@ -450,6 +583,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
         cmocka_unit_test_setup_teardown(test_field_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_secret_shared, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queries_match_brute_force, setup_small_buckets, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
