@@ -30,7 +30,8 @@ int main(int argc, char **argv) {
     sigaddset(&set, SIGINT);
     sigprocmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
-    static const sl_http_route routes[] = {{"GET", "/", hello, 0, 0}, {"GET", "/health", hello, 0, 0}};
+    static const sl_http_route routes[] = {{"GET", "/", hello, 0, 0, NULL},
+                                           {"GET", "/health", hello, 0, 0, NULL}};
     sl_http_config cfg = {
         .host = "127.0.0.1", .threads = argc > 2 ? atoi(argv[2]) : 8, .routes = routes, .nroutes = 2};
     sl_http_server *s;

@@ -33,6 +33,7 @@
 #include "api/req.h"
 #include "client/client.h"
 #include "cql/client.h"
+#include "events/events.h"
 #include "http/server.h"
 #include "queue/queue.h"
 #include "store/store.h"
@@ -61,6 +62,7 @@ typedef struct {
     int admin_port;
     char admin_token[1025];
     int auth_skew_s;
+    int event_settle_ms;
     /* Cassandra: used when contact_points is set. */
     char contact_points[1024];
     char keyspace[64];
@@ -167,7 +169,8 @@ static const option options[] = {
     {"data_dir", "data", "--data", "--data-dir", "SLUICE_DATA_DIR", O_STR, offsetof(config, data_dir),
      sizeof(((config *)0)->data_dir), 1, 0, NULL, "`dev`: a new temporary directory; `serve`: required",
      "the embedded store's directory", 0},
-    OPT("port", "--port", "SLUICE_PORT", O_INT, port, 0, 65535, "8080", NULL, "the queue API's port (0 picks a free one)"),
+    OPT("port", "--port", "SLUICE_PORT", O_INT, port, 0, 65535, "8080", NULL,
+        "the queue API's port (0 picks a free one)"),
     OPT("host", "--host", "SLUICE_HOST", O_STR, host, 1, 0, NULL, "`dev`: 127.0.0.1; `serve`: 0.0.0.0",
         "the address to listen on"),
     OPT("threads", "--threads", "SLUICE_THREADS", O_INT, threads, 1, 1024, NULL, "8 embedded, 4 on Cassandra",
@@ -177,8 +180,8 @@ static const option options[] = {
         "threads for the requests that wait on the store (at most this many are in flight there)"),
     OPT("max_message_bytes", "--max-message-bytes", "SLUICE_MAX_MESSAGE_BYTES", O_LLONG, max_message_bytes, 1,
         64 << 20, "262144", NULL, "the largest message"),
-    OPT("max_json_bytes", "--max-json-bytes", "SLUICE_MAX_JSON_BYTES", O_LLONG, max_json_bytes, 1024, 256 << 20,
-        "1048576", NULL, "the largest JSON request body"),
+    OPT("max_json_bytes", "--max-json-bytes", "SLUICE_MAX_JSON_BYTES", O_LLONG, max_json_bytes, 1024,
+        256 << 20, "1048576", NULL, "the largest JSON request body"),
     OPT("log_level", "--log-level", "SLUICE_LOG_LEVEL", O_LOG, log_level, 0, 2, "info", NULL,
         "error, info or debug (or 0-2)"),
     OPT("admin_port", "--admin-port", "SLUICE_ADMIN_PORT", O_INT, admin_port, 0, 65535, "8081", NULL,
@@ -187,12 +190,17 @@ static const option options[] = {
         "the admin API's address"),
     OPT("admin_token", "--admin-token", "SLUICE_ADMIN_TOKEN", O_STR, admin_token, 16, 0, NULL,
         "`dev`: made up and printed; `serve`: required",
-        "the admin API's bearer token, 16 to 1024 characters (prefer the environment or the file: flags show in "
+        "the admin API's bearer token, 16 to 1024 characters (prefer the environment or the file: flags show "
+        "in "
         "`ps`)"),
-    OPT("auth_skew_seconds", "--auth-skew-seconds", "SLUICE_AUTH_SKEW_SECONDS", O_INT, auth_skew_s, 1, 3600, "60",
-        NULL, "how far a signed request's time may be from the server's"),
-    OPT("max_pending_writes", "--max-pending-writes", "SLUICE_MAX_PENDING_WRITES", O_INT, max_pending_writes, 1,
-        1 << 24, "10000", NULL, "embedded store: writes waiting for a commit; beyond, 429"),
+    OPT("auth_skew_seconds", "--auth-skew-seconds", "SLUICE_AUTH_SKEW_SECONDS", O_INT, auth_skew_s, 1, 3600,
+        "60", NULL, "how far a signed request's time may be from the server's"),
+    OPT("event_settle_ms", "--event-settle-ms", "SLUICE_EVENT_SETTLE_MS", O_INT, event_settle_ms, 0, 60000,
+        "2000", NULL,
+        "Cassandra: how far behind now the event log's reads stop (clock skew between nodes, ingests in "
+        "flight)"),
+    OPT("max_pending_writes", "--max-pending-writes", "SLUICE_MAX_PENDING_WRITES", O_INT, max_pending_writes,
+        1, 1 << 24, "10000", NULL, "embedded store: writes waiting for a commit; beyond, 429"),
     OPT("max_waiters", "--max-waiters", "SLUICE_MAX_WAITERS", O_INT, max_waiters, 1, 1 << 24, "10000", NULL,
         "long polls waiting at once; beyond, 429"),
     OPT("tls_cert", "--tls-cert", "SLUICE_TLS_CERT", O_STR, tls_cert, 1, 0, NULL, "none: plain HTTP",
@@ -209,17 +217,18 @@ static const option options[] = {
     CQL("cassandra_port", "--cassandra-port", "CASSANDRA_PORT", O_INT, cassandra_port, 1, 65535, NULL, "9042",
         "the native protocol port"),
     CQL("keyspace", "--keyspace", "KEYSPACE", O_STR, keyspace, 1, 0, "sluice", NULL, "the keyspace"),
-    CQL("username", NULL, "USERNAME", O_STR, username, 0, 0, NULL, "none", "PasswordAuthenticator (SASL PLAIN)"),
+    CQL("username", NULL, "USERNAME", O_STR, username, 0, 0, NULL, "none",
+        "PasswordAuthenticator (SASL PLAIN)"),
     CQL("password", NULL, "PASSWORD", O_STR, password, 0, 0, NULL, "none", "its password"),
     {"consistency_level", "consistency", "--consistency-level", NULL, "CONSISTENCY_LEVEL", O_CL,
      offsetof(config, consistency), sizeof(((config *)0)->consistency), 0, 0, NULL, "LOCAL_QUORUM",
      "reads and writes", 1},
     {"serial_consistency_level", "serial_consistency", "--serial-consistency-level", NULL,
      "SERIAL_CONSISTENCY_LEVEL", O_SERIAL_CL, offsetof(config, serial_consistency),
-     sizeof(((config *)0)->serial_consistency), 0, 0, NULL, "LOCAL_SERIAL", "compare-and-set (leases, acks, ids)",
-     1},
-    CQL("data_center", "--data-center", "DATA_CENTER", O_STR, data_center, 0, 0, NULL, "the contact points' DC",
-        "the local DC for DC-aware routing"),
+     sizeof(((config *)0)->serial_consistency), 0, 0, NULL, "LOCAL_SERIAL",
+     "compare-and-set (leases, acks, ids)", 1},
+    CQL("data_center", "--data-center", "DATA_CENTER", O_STR, data_center, 0, 0, NULL,
+        "the contact points' DC", "the local DC for DC-aware routing"),
     CQL("use_ssl", NULL, "USE_SSL", O_BOOL, use_ssl, 0, 0, NULL, "off", "TLS to the nodes"),
     CQL("ssl_ca_file", NULL, "SSL_CA_FILE", O_STR, ssl_ca_file, 0, 0, NULL,
         "none: the nodes' certificates are not verified", "the CA that signed the nodes' certificates"),
@@ -227,8 +236,9 @@ static const option options[] = {
         "check each node's certificate against its name or IP"),
     CQL("cluster_name", NULL, "CLUSTER_NAME", O_STR, cluster_name, 0, 0, NULL, "none",
         "checked against the cluster's, informational"),
-    CQL("request_timeout_ms", "--request-timeout-ms", "SLUICE_REQUEST_TIMEOUT_MS", O_INT, request_timeout_ms, 100,
-        600000, NULL, "5000", "a CQL request's timeout; the API answers 503 with `Retry-After` when the store does not"),
+    CQL("request_timeout_ms", "--request-timeout-ms", "SLUICE_REQUEST_TIMEOUT_MS", O_INT, request_timeout_ms,
+        100, 600000, NULL, "5000",
+        "a CQL request's timeout; the API answers 503 with `Retry-After` when the store does not"),
 };
 #define NOPTIONS (sizeof options / sizeof options[0])
 
@@ -469,8 +479,9 @@ static const char *cl_name(uint16_t cl, const char *dflt) {
 
 /* Opens the store the configuration names; for Cassandra, dev creates the
  * keyspace (SimpleStrategy, RF 1) and the tables first. */
-/* Every table of the schema: the engine's and the account module's. One
- * list, so that `sluice schema` creates exactly what the server needs. */
+/* Every table of the schema: the engine's, the account module's and the
+ * event log's. One list, so that `sluice schema` creates exactly what the
+ * server needs. */
 static const sl_table *const *schema_tables(size_t *n) {
     static const sl_table *all[64];
     static size_t count;
@@ -479,6 +490,9 @@ static const sl_table *const *schema_tables(size_t *n) {
         const sl_table *const *e = sl_engine_tables(&ne);
         for (size_t i = 0; i < ne && count < 64; i++) all[count++] = e[i];
         for (size_t i = 0; i < sl_acct_ntables && count < 64; i++) all[count++] = sl_acct_tables[i];
+        const sl_table *const *ev = sl_evlog_tables(&ne);
+        for (size_t i = 0; i < ne && count < 64; i++)
+            all[count++] = ev[i];
     }
     *n = count;
     return all;
@@ -660,6 +674,9 @@ static int run(const config *c, int dev, int temp_dir) {
     sl_store *st = NULL;
     sl_engine *e = NULL;
     sl_api *api = NULL;
+    sl_evlog *evlog = NULL;
+    sl_api_events *evapi = NULL;
+    sl_http_route *routes = NULL;
     sl_acct *acct = NULL;
     sl_admin *admin = NULL;
     sl_http_server *srv = NULL, *admin_srv = NULL;
@@ -683,6 +700,16 @@ static int run(const config *c, int dev, int temp_dir) {
     if (rc) {
         fprintf(stderr, "sluice: cannot open the queue engine: %s%s\n", sl_strerror(rc),
                 rc == SL_ENOTFOUND && c->contact_points[0] ? " (the schema is missing: run `sluice schema`)"
+                                                           : "");
+        goto out;
+    }
+    /* The event log's read horizon on Cassandra: now less the settle time,
+     * which covers clock skew between Sluice nodes and ingests in flight. */
+    sl_evlog_config evc = {.settle_ms = c->contact_points[0] ? c->event_settle_ms : 0};
+    rc = sl_evlog_open(st, &evc, &evlog);
+    if (rc) {
+        fprintf(stderr, "sluice: cannot open the event log: %s%s\n", sl_strerror(rc),
+                rc == SL_ENOTFOUND && c->contact_points[0] ? " (its tables are missing: run `sluice schema`)"
                                                            : "");
         goto out;
     }
@@ -726,6 +753,9 @@ static int run(const config *c, int dev, int temp_dir) {
                         .max_message_bytes = (size_t)c->max_message_bytes,
                         .max_json_bytes = (size_t)c->max_json_bytes};
     rc = sl_api_native_open(&ac, &api);
+    sl_api_events_config evac = {
+        .log = evlog, .acct = acct, .skew_ms = ac.skew_ms, .max_json_bytes = ac.max_json_bytes};
+    if (rc == 0) rc = sl_api_events_open(&evac, &evapi);
     if (rc) {
         fprintf(stderr, "sluice: cannot set up the API: %s\n", sl_strerror(rc));
         goto out;
@@ -751,7 +781,23 @@ static int run(const config *c, int dev, int temp_dir) {
                          .tls_key = c->tls_key,
                          .ctx = api,
                          .render_error = sl_api_render_error};
-    sl_api_native_routes(api, &hc.routes, &hc.nroutes);
+    /* One port serves the queue API and the event log: one table of both
+     * APIs' routes, each route carrying its API as its ctx. */
+    const sl_http_route *nr, *er;
+    size_t nn, ne;
+    sl_api_native_routes(api, &nr, &nn);
+    sl_api_events_routes(evapi, &er, &ne);
+    if (!(routes = calloc(nn + ne, sizeof *routes))) {
+        rc = SL_ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < nn; i++) {
+        routes[i] = nr[i];
+        routes[i].ctx = api;
+    }
+    memcpy(routes + nn, er, ne * sizeof *er);
+    hc.routes = routes;
+    hc.nroutes = nn + ne;
     rc = sl_http_start(&hc, &srv);
     if (rc) {
         fprintf(stderr, "sluice: cannot start the HTTP server on %s:%d\n", c->host, c->port);
@@ -782,6 +828,9 @@ out:
     sl_http_stop(admin_srv);
     if (e) sl_engine_close(e);
     if (api) sl_api_native_close(api);
+    sl_api_events_close(evapi);
+    free(routes);
+    sl_evlog_close(evlog);
     sl_api_admin_close(admin);
     sl_acct_close(acct);
     sl_store_close(st);

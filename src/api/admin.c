@@ -444,15 +444,15 @@ int sl_api_admin_open(const sl_admin_config *cfg, sl_admin **out) {
     /* Every route but the document reads or writes the store: the store pool
      * runs them (sl_http_route.blocks). */
     const sl_http_route routes[] = {
-        {"GET", "/openapi.json", h_openapi, 0, 0},
-        {"POST", BASE, h_create, BODY_MAX, 1},
-        {"GET", BASE, h_list, BODY_MAX, 1},
-        {"GET", BASE "/{a}", h_get, BODY_MAX, 1},
-        {"DELETE", BASE "/{a}", h_delete, BODY_MAX, 1},
-        {"POST", BASE "/{a}/keys", h_key_create, BODY_MAX, 1},
-        {"DELETE", BASE "/{a}/keys/{k}", h_key_delete, BODY_MAX, 1},
-        {"POST", BASE "/{a}/signedUrls", h_signed_url, BODY_MAX, 1},
-        {"POST", "/admin/api/v1/permissions", h_permissions, BODY_MAX, 1},
+        {"GET", "/openapi.json", h_openapi, 0, 0, NULL},
+        {"POST", BASE, h_create, BODY_MAX, 1, NULL},
+        {"GET", BASE, h_list, BODY_MAX, 1, NULL},
+        {"GET", BASE "/{a}", h_get, BODY_MAX, 1, NULL},
+        {"DELETE", BASE "/{a}", h_delete, BODY_MAX, 1, NULL},
+        {"POST", BASE "/{a}/keys", h_key_create, BODY_MAX, 1, NULL},
+        {"DELETE", BASE "/{a}/keys/{k}", h_key_delete, BODY_MAX, 1, NULL},
+        {"POST", BASE "/{a}/signedUrls", h_signed_url, BODY_MAX, 1, NULL},
+        {"POST", "/admin/api/v1/permissions", h_permissions, BODY_MAX, 1, NULL},
     };
     a->nroutes = sizeof routes / sizeof routes[0];
     memcpy(a->routes, routes, sizeof routes);

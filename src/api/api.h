@@ -3,7 +3,7 @@
  * req.h; each server is given sl_api_render_error as its error hook.
  *
  * native.c serves the queue API of API.md ("Queue API" and its extensions)
- * plus /health and /openapi.json. It validates every input before it calls
+ * plus /health and /openapi.json; events.c the event log. It validates every input before it calls
  * the engine, so that bad input always gets a 4xx, and maps engine codes to
  * statuses; a 500 means a bug. */
 #ifndef SL_API_H
@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "../account/account.h"
+#include "../events/events.h"
 #include "../http/server.h"
 #include "../queue/queue.h"
 
@@ -48,6 +49,22 @@ int sl_api_admin_open(const sl_admin_config *cfg, sl_admin **out);
 /* The routing table; pass a itself as the server's ctx. */
 void sl_api_admin_routes(sl_admin *a, const sl_http_route **routes, size_t *n);
 void sl_api_admin_close(sl_admin *a);
+
+/* The event log's routes of API.md ("Event log"), served on the queue port
+ * beside the native API: each route carries its own ctx, so main.c joins
+ * the two tables into one server. */
+typedef struct {
+    sl_evlog *log;         /* borrowed */
+    sl_acct *acct;         /* borrowed */
+    int64_t skew_ms;       /* 0 means 60 s */
+    size_t max_json_bytes; /* 0 means 1 MiB */
+} sl_api_events_config;
+
+typedef struct sl_api_events sl_api_events;
+
+int sl_api_events_open(const sl_api_events_config *cfg, sl_api_events **out);
+void sl_api_events_routes(sl_api_events *a, const sl_http_route **routes, size_t *n);
+void sl_api_events_close(sl_api_events *a);
 
 /* The OpenAPI 3 document of the admin API (src/api/openapi-admin.json). */
 extern const char sl_openapi_admin_json[];

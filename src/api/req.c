@@ -309,6 +309,10 @@ int sl_api_query_bool(sl_http_req *r, const char *name, int def, int *out) {
 /* The body as a JSON object; an empty body counts as {} when empty_ok.
  * Returns a new reference, or NULL after answering 400. */
 json_t *sl_api_body_object(sl_http_req *r, int empty_ok) {
+    return sl_api_body_object_code(r, empty_ok, "InvalidJson");
+}
+
+json_t *sl_api_body_object_code(sl_http_req *r, int empty_ok, const char *code) {
     size_t len;
     const char *b = sl_http_body(r, &len);
     size_t i = 0;
@@ -316,19 +320,19 @@ json_t *sl_api_body_object(sl_http_req *r, int empty_ok) {
         i++;
     if (i == len) {
         if (empty_ok) return json_object();
-        sl_http_error(r, 400, "InvalidJson", "a JSON object body is required");
+        sl_http_error(r, 400, code, "a JSON object body is required");
         return NULL;
     }
     json_error_t err;
     json_t *j = json_loadb(b, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);
     if (!j) {
-        sl_http_error(r, 400, "InvalidJson", "malformed JSON at line %d column %d: %s", err.line, err.column,
+        sl_http_error(r, 400, code, "malformed JSON at line %d column %d: %s", err.line, err.column,
                       err.text);
         return NULL;
     }
     if (!json_is_object(j)) {
         json_decref(j);
-        sl_http_error(r, 400, "InvalidJson", "the body must be a JSON object");
+        sl_http_error(r, 400, code, "the body must be a JSON object");
         return NULL;
     }
     return j;

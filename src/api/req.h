@@ -79,6 +79,9 @@ int sl_api_query_bool(sl_http_req *r, const char *name, int def, int *out);
 /* The body as a JSON object (an empty one counts as {} when empty_ok): a
  * new reference, or NULL after answering 400. */
 json_t *sl_api_body_object(sl_http_req *r, int empty_ok);
+/* The same, answering 400 with code (the event log's MalformedJson) for a
+ * body that is not a JSON object. */
+json_t *sl_api_body_object_code(sl_http_req *r, int empty_ok, const char *code);
 /* Fields of a body object, def when absent unless required: 0, or -1 after
  * answering 400. sl_api_field_str returns 0 when absent or null (*out
  * NULL), 1 when present, -1 after answering 400 (not a string, or one with

@@ -42,30 +42,39 @@ typedef struct {
 
 int sl_client_is_command(const char *cmd) {
     return strcmp(cmd, "queue") == 0 || strcmp(cmd, "put") == 0 || strcmp(cmd, "get") == 0 ||
-           strcmp(cmd, "ack") == 0;
+           strcmp(cmd, "ack") == 0 || strcmp(cmd, "events") == 0;
 }
 
 void sl_client_usage(FILE *f) {
-    fprintf(f, "usage:\n"
-               "  sluice queue create NAME      create a queue (no error when it exists)\n"
-               "  sluice queue list             list the account's queues\n"
-               "  sluice queue stats NAME       message counts of a queue\n"
-               "  sluice queue delete NAME      delete a queue and its messages\n"
-               "  sluice put QUEUE MESSAGE      put a message (\"-\" reads it from standard input)\n"
-               "  sluice get QUEUE [--wait N] [--invisibility N]\n"
-               "                                receive one message, waiting up to N (0-20) seconds\n"
-               "  sluice ack QUEUE RECEIPT      acknowledge (delete) a received message\n"
-               "\n"
-               "options (flag, environment):\n"
-               "  --url URL        SLUICE_URL      the queue API (http://127.0.0.1:8080)\n"
-               "  --account NAME   SLUICE_ACCOUNT  the account\n"
-               "  --key KEY        SLUICE_KEY      one of its keys (requests are signed with it)\n"
-               "  --scheme S       SLUICE_AUTH_SCHEME  sigv4 (AWS Signature Version 4, covers the body\n"
-               "                                   and query; the default) or signed\n"
-               "  --json                           print the server's JSON\n"
-               "\n"
-               "exit codes: 0 ok, 1 not found or nothing to get, 2 usage, 3 authentication or\n"
-               "permission, 4 server or network failure\n");
+    fprintf(
+        f,
+        "usage:\n"
+        "  sluice queue create NAME      create a queue (no error when it exists)\n"
+        "  sluice queue list             list the account's queues\n"
+        "  sluice queue stats NAME       message counts of a queue\n"
+        "  sluice queue delete NAME      delete a queue and its messages\n"
+        "  sluice put QUEUE MESSAGE      put a message (\"-\" reads it from standard input)\n"
+        "  sluice get QUEUE [--wait N] [--invisibility N]\n"
+        "                                receive one message, waiting up to N (0-20) seconds\n"
+        "  sluice ack QUEUE RECEIPT      acknowledge (delete) a received message\n"
+        "  sluice events put EVENT       ingest an event, a JSON object (\"-\" reads it from standard "
+        "input)\n"
+        "  sluice events get ID          print one event\n"
+        "  sluice events query [--type T]... [--tag T]... [--start TIME] [--end TIME] [--desc] [--limit N]\n"
+        "                                print the matching events, one JSON object a line, to the end\n"
+        "  sluice events tail [--type T]... [--tag T]... [--start TIME]\n"
+        "                                the same, then follow the log as events arrive (Ctrl-C ends)\n"
+        "\n"
+        "options (flag, environment):\n"
+        "  --url URL        SLUICE_URL      the queue API (http://127.0.0.1:8080)\n"
+        "  --account NAME   SLUICE_ACCOUNT  the account\n"
+        "  --key KEY        SLUICE_KEY      one of its keys (requests are signed with it)\n"
+        "  --scheme S       SLUICE_AUTH_SCHEME  sigv4 (AWS Signature Version 4, covers the body\n"
+        "                                   and query; the default) or signed\n"
+        "  --json                           print the server's JSON\n"
+        "\n"
+        "exit codes: 0 ok, 1 not found or nothing to get, 2 usage, 3 authentication or\n"
+        "permission, 4 server or network failure\n");
 }
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -472,6 +481,126 @@ static int cmd_ack(conn_cfg *c, int argc, char **argv, const char *base) {
     return rc;
 }
 
+/* --- The event log ----------------------------------------------------------- */
+
+/* Appends "&name=value" (escaped) to the query q of capacity cap. */
+static void add_param(char *q, size_t cap, const char *name, const char *value) {
+    size_t n = strlen(q);
+    if (n + strlen(name) + 3 >= cap) return;
+    n += (size_t)snprintf(q + n, cap - n, "%s%s=", n ? "&" : "", name);
+    put_escaped(q + n, value, cap - n);
+}
+
+/* query and tail: pages one query to its end, printing each event as a
+ * line of JSON; tail then queries again from the range's end, once a
+ * second, for as long as it runs. */
+static int events_read(conn_cfg *c, int argc, char **argv, const char *ebase, int follow) {
+    char filters[4096] = "", query[8192], path[512];
+    const char *start = NULL;
+    for (int i = 0; i < argc; i++) {
+        int has = i + 1 < argc;
+        if ((strcmp(argv[i], "--type") == 0 || strcmp(argv[i], "--tag") == 0) && has) {
+            add_param(filters, sizeof filters, argv[i] + 2, argv[i + 1]);
+            i++;
+        } else if (strcmp(argv[i], "--start") == 0 && has) {
+            start = argv[++i];
+        } else if (!follow && (strcmp(argv[i], "--end") == 0 || strcmp(argv[i], "--limit") == 0) && has) {
+            add_param(filters, sizeof filters, argv[i] + 2, argv[i + 1]);
+            i++;
+        } else if (!follow && strcmp(argv[i], "--desc") == 0) {
+            add_param(filters, sizeof filters, "order", "desc");
+        } else {
+            return usage_error("events %s: unexpected '%s'", follow ? "tail" : "query", argv[i]);
+        }
+    }
+    snprintf(path, sizeof path, "%s/events", ebase);
+    char *token = NULL, *from = start ? strdup(start) : NULL;
+    int rc = 0;
+    for (;;) {
+        snprintf(query, sizeof query, "%s", token ? "" : filters);
+        if (token)
+            add_param(query, sizeof query, "continuation", token);
+        else if (from)
+            add_param(query, sizeof query, "start", from);
+        response r = {0};
+        json_t *j = NULL;
+        int json = c->json;
+        c->json = 0; /* one event a line, not the page */
+        rc = call_json(c, "GET", path, query, NULL, 0, 200, 200, &r, &j);
+        c->json = json;
+        if (rc == 0) {
+            size_t i;
+            json_t *e;
+            json_array_foreach(json_object_get(j, "events"), i, e) {
+                char *line = json_dumps(e, JSON_COMPACT | JSON_PRESERVE_ORDER);
+                if (line) printf("%s\n", line);
+                free(line);
+            }
+            fflush(stdout);
+            const char *next = json_string_value(json_object_get(j, "continuation"));
+            const char *end = json_string_value(json_object_get(j, "end"));
+            free(token);
+            token = next ? strdup(next) : NULL;
+            if (!next && end) {
+                free(from);
+                from = strdup(end);
+            }
+        }
+        json_decref(j);
+        free(r.body);
+        if (rc || (!token && !follow)) break;
+        if (!token) sleep(1);
+    }
+    free(token);
+    free(from);
+    return rc;
+}
+
+static int cmd_events(conn_cfg *c, int argc, char **argv, const char *ebase) {
+    if (argc < 1) return usage_error("events needs put, get, query or tail");
+    const char *sub = argv[0];
+    char path[1024];
+    response r = {0};
+    json_t *j = NULL;
+    int rc;
+    if (strcmp(sub, "put") == 0) {
+        if (argc != 2) return usage_error("events put needs one EVENT, a JSON object");
+        char *owned = NULL;
+        const char *ev = argv[1];
+        size_t len = strlen(ev);
+        if (strcmp(ev, "-") == 0) {
+            if (!(owned = read_stdin(&len))) return EXIT_SERVER;
+            ev = owned;
+        }
+        snprintf(path, sizeof path, "%s/events", ebase);
+        rc = call_json(c, "POST", path, NULL, ev, len, 201, 200, &r, &j);
+        if (rc == 0 && !c->json)
+            printf("%s %s%s\n", json_string_value(json_object_get(j, "id")),
+                   json_string_value(json_object_get(j, "recordedAt")),
+                   r.status == 200 ? " (stored already)" : "");
+        free(owned);
+    } else if (strcmp(sub, "get") == 0) {
+        if (argc != 2 || !*argv[1] || strlen(argv[1]) > 128)
+            return usage_error("events get needs one event ID");
+        char id[3 * 128 + 1];
+        put_escaped(id, argv[1], sizeof id);
+        snprintf(path, sizeof path, "%s/events/%s", ebase, id);
+        rc = call_json(c, "GET", path, NULL, NULL, 0, 200, 200, &r, &j);
+        if (rc == 0 && !c->json) {
+            char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+            if (s) printf("%s\n", s);
+            free(s);
+        }
+    } else if (strcmp(sub, "query") == 0 || strcmp(sub, "tail") == 0) {
+        return events_read(c, argc - 1, argv + 1, ebase, sub[0] == 't');
+    } else {
+        return usage_error("unknown events command '%s'", sub);
+    }
+    json_decref(j);
+    free(r.body);
+    return rc;
+}
+
 int sl_client_main(int argc, char **argv) {
     conn_cfg c = {.timeout_s = 30};
     const char *url = getenv("SLUICE_URL"), *account = getenv("SLUICE_ACCOUNT"), *key = getenv("SLUICE_KEY");
@@ -513,11 +642,14 @@ int sl_client_main(int argc, char **argv) {
     else if (!key || sl_auth_key_init(&c.key, "key", key) != 0)
         usage_error("set SLUICE_KEY (or --key) to one of the account's keys (86 characters)");
     else {
-        char base[160];
+        char base[160], ebase[160];
         c.sigv4 = !scheme || !*scheme || strcmp(scheme, "sigv4") == 0;
         snprintf(c.account, sizeof c.account, "%s", account);
         snprintf(base, sizeof base, "/api/v1/accounts/%s/queues", account);
-        if (strcmp(cmd, "queue") == 0)
+        snprintf(ebase, sizeof ebase, "/api/v1/accounts/%s", account);
+        if (strcmp(cmd, "events") == 0)
+            rc = cmd_events(&c, nrest, rest, ebase);
+        else if (strcmp(cmd, "queue") == 0)
             rc = cmd_queue(&c, nrest, rest, base);
         else if (strcmp(cmd, "put") == 0)
             rc = cmd_put(&c, nrest, rest, base);

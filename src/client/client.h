@@ -4,6 +4,7 @@
  *   sluice put QUEUE MESSAGE      (MESSAGE "-" reads standard input)
  *   sluice get QUEUE [--wait N] [--invisibility N]
  *   sluice ack QUEUE RECEIPT
+ *   sluice events put EVENT | get ID | query [filters] | tail [filters]
  *
  * configured by SLUICE_URL (default http://127.0.0.1:8080), SLUICE_ACCOUNT
  * and SLUICE_KEY, or --url, --account and --key. Every request is signed,

@@ -379,6 +379,30 @@ const char *sl_http_query(const sl_http_req *r, const char *name) {
     return NULL;
 }
 
+size_t sl_http_query_all(const sl_http_req *r, sl_http_kv *out, size_t cap, int *oom) {
+    size_t count = 0;
+    *oom = 0;
+    for (const char *p = r->query; *p; p += strcspn(p, "&"), p += *p == '&') {
+        size_t n = strcspn(p, "&"), k = strcspn(p, "=");
+        if (n == 0) continue;
+        if (k > n) k = n;
+        if (count < cap) {
+            /* Decoded into the request's memory; const only to callers. */
+            char *name = sl_http_alloc((sl_http_req *)r, k + 1),
+                 *v = sl_http_alloc((sl_http_req *)r, n - k + 1);
+            if (!name || !v) {
+                *oom = 1;
+                return 0;
+            }
+            unescape(p, k, name, 1);
+            if (k < n) unescape(p + k + 1, n - k - 1, v, 1);
+            out[count] = (sl_http_kv){name, v};
+        }
+        count++;
+    }
+    return count;
+}
+
 const char *sl_http_header(const sl_http_req *r, const char *name) {
     for (size_t i = 0; i < r->nfields; i++)
         if (strcasecmp(r->fields[i].name, name) == 0) return r->fields[i].value;
@@ -1035,10 +1059,13 @@ void sl_http_wake(sl_http_req *r) {
 static void conn_process(conn *c);
 
 /* Calls r's handler until it answers (returns 0) or parks (returns 1), on
- * an event-loop thread or a store-pool thread. */
+ * an event-loop thread or a store-pool thread. Only SL_HTTP_WAIT parks: a
+ * handler that returns anything else has answered (or must be taken to
+ * have), so a stray return value never leaves a request parked for good. */
 static int run_handler(sl_http_req *r) {
     for (;;) {
-        if (r->route->r->fn(r, r->srv->cfg.ctx) == SL_HTTP_DONE) return 0;
+        void *ctx = r->route->r->ctx ? r->route->r->ctx : r->srv->cfg.ctx;
+        if (r->route->r->fn(r, ctx) != SL_HTTP_WAIT) return 0;
         int p = park(r);
         if (p == 1) return 1;
         /* Stopping: handlers answer instead of parking once they see it

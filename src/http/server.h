@@ -51,6 +51,7 @@ typedef struct {
     sl_http_fn fn;
     size_t body_max; /* bytes; 0 means the server's default (1 MiB) */
     int blocks;      /* the handler may wait on the store: run it on the store pool */
+    void *ctx;       /* passed to fn; NULL: the config's ctx (one server can carry several APIs) */
 } sl_http_route;
 
 /* Renders an error body into out (cap bytes): returns its length and sets
@@ -93,23 +94,28 @@ void sl_http_stop(sl_http_server *s);
 
 /* --- Inside a handler --------------------------------------------------- */
 
+/* A request header or query parameter; strings live as long as the request. */
+typedef struct {
+    const char *name;
+    const char *value;
+} sl_http_kv;
+
 const char *sl_http_method(const sl_http_req *r);
 /* The path parameter named in the route's pattern, or NULL. */
 const char *sl_http_param(const sl_http_req *r, const char *name);
 /* A query parameter (decoded), NULL when absent, "" when given without a value. */
 const char *sl_http_query(const sl_http_req *r, const char *name);
 const char *sl_http_header(const sl_http_req *r, const char *name);
+/* Every query parameter (decoded), in the order sent, a repeated one once
+ * per occurrence: stores up to cap and returns how many there are in all,
+ * or 0 with *oom set when out of memory. */
+size_t sl_http_query_all(const sl_http_req *r, sl_http_kv *out, size_t cap, int *oom);
 /* The request target exactly as sent on the wire, split at the first '?'
  * (no percent-decoding, no normalization): what signatures are computed
  * over. *query is "" when there is none. */
 void sl_http_raw_target(const sl_http_req *r, const char **path, size_t *path_len, const char **query,
                         size_t *query_len);
 
-/* One request header as received; strings live as long as the request. */
-typedef struct {
-    const char *name;
-    const char *value;
-} sl_http_kv;
 /* Stores up to cap headers, in the order received (a repeated header once
  * per occurrence), and returns how many the request has in all. */
 size_t sl_http_headers(const sl_http_req *r, sl_http_kv *out, size_t cap);

@@ -1,7 +1,9 @@
 /* store_cql.c: the Cassandra backend of the table contract (store.h).
  *
- * Schema, version 1 (created by sl_store_cql_schema, i.e. `sluice schema`;
- * serve only checks it). Every sl_table T becomes, in the keyspace K,
+ * Schema, version 2 (created by sl_store_cql_schema, i.e. `sluice schema`;
+ * serve only checks it). Version 2 adds the event log's tables; running
+ * `sluice schema` on a version 1 keyspace creates them (every statement is
+ * IF NOT EXISTS) and records version 2. Every sl_table T becomes, in the keyspace K,
  *
  *   CREATE TABLE "K"."T" ("pk1" <ty>, .., "ck1" <ty>, .., "col" <ty>, ..,
  *                         "_row" boolean,
@@ -9,7 +11,7 @@
  *
  * with <ty> bigint, text or blob for SL_INT, SL_TEXT, SL_BLOB, and
  * "K"."schema_version" (name text PRIMARY KEY, version int) holds the row
- * ('sluice', 1). A database with a newer version is refused.
+ * ('sluice', 2). A database with a newer version is refused.
  *
  * "_row" is written (true, with the write's TTL) by every upsert and
  * compare-and-set. Cassandra evaluates "IF c = null" as true for a row that
@@ -59,7 +61,7 @@
 #include "../cql/client.h"
 #include "store_int.h"
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 #define PAGE_SIZE 1000
 #define DDL_TIMEOUT_MS 60000
 #define ROW_COL "_row"
@@ -761,7 +763,9 @@ int sl_store_cql_schema(sl_store *st, const sl_table *const *tables, size_t n, i
         b.n = 0;
         sb_add(&b, "INSERT INTO ");
         sb_ident(&b, s->ks);
-        sb_add(&b, ".schema_version (name, version) VALUES ('sluice', 1)");
+        char v[64];
+        snprintf(v, sizeof v, ".schema_version (name, version) VALUES ('sluice', %d)", SCHEMA_VERSION);
+        sb_add(&b, v);
         rc = b.oom ? SL_ENOMEM : ddl(s, b.p);
     }
     free(b.p);

@@ -544,6 +544,58 @@ class SluiceClient:
             got.extend(msgs)
         raise AssertionError(f"queue {q} did not drain within {timeout} s")
 
+    # --- the event log ------------------------------------------------------
+
+    def ebase(self, account=None):
+        return f"/api/v1/accounts/{account or self.account}"
+
+    def put_event(self, event, account=None):
+        return self.request("POST", self.ebase(account) + "/events", json=event)
+
+    def put_events(self, events, account=None):
+        return self.request("POST", self.ebase(account) + "/events/batch", json={"events": events})
+
+    def get_event(self, event_id, account=None):
+        return self.request("GET", f"{self.ebase(account)}/events/{event_id}")
+
+    def query_events(self, params=None, account=None):
+        """params: a dict or a list of (name, value) pairs (for repeated
+        type= and tag=)."""
+        return self.request("GET", self.ebase(account) + "/events", params=params)
+
+    def query_all(self, params=None, limit=None):
+        """Pages one query to its end through its continuation tokens:
+        (events, pages, the range's end)."""
+        params = list(params.items() if isinstance(params, dict) else params or [])
+        if limit:
+            params.append(("limit", str(limit)))
+        events, pages, token, end = [], [], None, None
+        while True:
+            r = assert_status(self.query_events(params + ([("continuation", token)] if token else [])), 200)
+            page = r.json()
+            pages.append(page)
+            events.extend(page["events"])
+            assert end is None or page["end"] == end, f"the range's end moved: {end} then {page['end']}"
+            end = page["end"]
+            token = page["continuation"]
+            if token is None:
+                return events, pages, end
+            assert len(pages) < 10000, "the query does not end"
+
+    def await_readable(self, recorded_at):
+        """Waits until queries reach past the time recorded_at (an event's
+        recordedAt): at once on the embedded store, within the settle time
+        (--event-settle-ms) on Cassandra."""
+        def past():
+            page = assert_status(self.query_events({"start": recorded_at, "limit": "1"}), 200).json()
+            return page["end"] > recorded_at  # both UTC with six fractional digits: they sort as strings
+        await_until(past, timeout=30, desc=f"the event log's read horizon to pass {recorded_at}")
+
+    def eventlog(self, retention=None, account=None):
+        if retention is None:
+            return self.request("GET", self.ebase(account) + "/eventlog")
+        return self.request("PUT", self.ebase(account) + "/eventlog", json={"retentionSeconds": retention})
+
 
 class AdminClient:
     """The admin API of API.md (Bearer token). Methods return

@@ -155,3 +155,58 @@ def admin_other_key(server):
     assert r.status_code == 201
     yield r.json()["keys"]["primary"]
     a.close()
+
+
+def test_events_put_get_query(server, client, scheme):
+    p = unique_name("clie")
+    ids = []
+    for i in range(5):
+        ev = {"id": f"{p}-{i}", "type": f"{p}.{'ab'[i % 2]}", "tags": ["even"] if i % 2 == 0 else []}
+        rc, out, err = run(server, "events", "put", json.dumps(ev))
+        assert rc == 0 and out.startswith(f"{p}-{i} "), (rc, out, err)
+        ids.append(ev["id"])
+    client.await_readable(out.split()[1])
+    rc, out, err = run(server, "events", "put", "-", stdin=json.dumps({"id": ids[0], "type": f"{p}.a",
+                                                                       "tags": ["even"]}))
+    assert rc == 0 and "stored already" in out, (rc, out, err)
+    rc, out, err = run(server, "events", "put", json.dumps({"id": ids[0], "type": "other"}))
+    assert rc == 1 and "409" in err, (rc, out, err)
+    rc, out, err = run(server, "events", "put", '{"type": "bad type"}')
+    assert rc == 2 and "400" in err, (rc, out, err)
+    rc, out, err = run(server, "events", "get", ids[2])
+    assert rc == 0 and json.loads(out)["id"] == ids[2], (rc, out, err)
+    rc, out, err = run(server, "events", "get", "no-such-event")
+    assert rc == 1 and "404" in err, (rc, out, err)
+    # Paged to the end (a page of 1), filtered, in both orders.
+    rc, out, err = run(server, "events", "query", "--type", f"{p}.a", "--type", f"{p}.b", "--tag", "even",
+                       "--limit", "1")
+    assert rc == 0 and [json.loads(x)["id"] for x in out.splitlines()] == ids[0::2], (rc, out, err)
+    rc, out, err = run(server, "events", "query", "--type", f"{p}.a", "--desc")
+    assert rc == 0 and [json.loads(x)["id"] for x in out.splitlines()] == ids[0::2][::-1], (rc, out, err)
+    rc, out, err = run(server, "events", "query", "--color", "red")
+    assert rc == 2, (rc, out, err)
+
+
+def read_line(proc, timeout=30.0):
+    """The next line the process writes, or a failure after timeout s."""
+    import select
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, f"no line from {proc.args} within {timeout} s"
+    return proc.stdout.readline()
+
+
+def test_events_tail_follows_the_log(server, client):
+    p = unique_name("tail")
+    env = dict(os.environ, SLUICE_URL=server.base_url, SLUICE_ACCOUNT="dev", SLUICE_KEY=server.key)
+    first = client.put_event({"id": f"{p}-0", "type": p}).json()
+    proc = subprocess.Popen([BINARY, "events", "tail", "--type", p, "--start", first["recordedAt"]],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1, env=env)
+    try:
+        assert json.loads(read_line(proc))["id"] == f"{p}-0"
+        for i in range(1, 4):
+            client.put_event({"id": f"{p}-{i}", "type": p})
+            client.put_event({"type": p + "-other"})
+            assert json.loads(read_line(proc))["id"] == f"{p}-{i}"
+    finally:
+        proc.kill()
+        proc.wait()

@@ -300,6 +300,55 @@ static void test_cut_ingest_is_invisible_and_retried(void **state) {
     assert_int_equal(rc.outcome, SL_EV_MATCHED);
 }
 
+/* --- Late writes ------------------------------------------------------------- */
+
+static int slow_left;
+static sl_fault_action slow_index_writes(void *ctx, const sl_write *w, size_t n) {
+    (void)ctx;
+    for (size_t i = 0; i < n; i++)
+        if (w[i].t == &sl_t_event_index && slow_left > 0) {
+            slow_left--;
+            sl_clock_advance_ms(600); /* the writes take 600 ms */
+            break;
+        }
+    return SL_FAULT_NONE;
+}
+
+/* With a settle time (Cassandra's horizon), an ingest whose writes took
+ * over half of it is stored again at a new position: a reader elsewhere
+ * may have passed the first one. The entries at the old position are
+ * skipped, so a query returns the event once, at the position its receipt
+ * names; writes that stay late after a few tries answer ETIMEOUT. */
+static void test_late_ingest_is_stamped_again(void **state) {
+    fx *f = *state;
+    sl_evlog_close(f->l);
+    sl_evlog_config cfg = {.settle_ms = 1000};
+    assert_int_equal(sl_evlog_open(f->st, &cfg, &f->l), 0);
+    slow_left = 1;
+    sl_store_sqlite_set_fault(f->st, slow_index_writes, NULL);
+    sl_event ev = order_event("late");
+    sl_ev_receipt rc;
+    assert_int_equal(sl_evlog_put(f->l, "acme", &ev, &rc), 0);
+    assert_int_equal(rc.recorded_us, (T0_MS + 600) * 1000);
+    assert_int_equal(entries(f, "acme/a/", T0_MS * 1000, "late"), 2); /* the old entry and the new */
+    sl_clock_advance_ms(2000);
+    sl_ev_query q;
+    memset(&q, 0, sizeof q);
+    snprintf(q.account, sizeof q.account, "acme");
+    q.end_us = sl_evlog_horizon(f->l);
+    sl_ev_page p;
+    assert_int_equal(sl_evlog_query(f->l, &q, 10, &p), 0);
+    assert_int_equal(p.n, 1);
+    assert_int_equal(p.events[0].recorded_us, rc.recorded_us);
+    sl_ev_page_free(&p);
+    slow_left = 100;
+    ev = order_event("never-on-time");
+    assert_int_equal(sl_evlog_put(f->l, "acme", &ev, &rc), SL_ETIMEOUT);
+    sl_stored_event st;
+    assert_int_equal(sl_evlog_get(f->l, "acme", "never-on-time", &st), SL_ENOTFOUND);
+    sl_store_sqlite_set_fault(f->st, NULL, NULL);
+}
+
 /* --- Index entries and the bucket directory -------------------------------- */
 
 static int dir_writes;
@@ -579,6 +628,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_made_ids_and_positions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_horizon_waits_for_ingest_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cut_ingest_is_invisible_and_retried, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_late_ingest_is_stamped_again, setup, teardown),
         cmocka_unit_test_setup_teardown(test_index_entries_and_directory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
         cmocka_unit_test_setup_teardown(test_field_rules, setup, teardown),
