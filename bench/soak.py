@@ -333,6 +333,8 @@ def main():
     stop.set()
     for t in threads:
         t.join(60)
+    # The hour's samples are kept before the checks, which take minutes.
+    write_samples(args.out, samples, kills)
     print("load over; draining", flush=True)
     dr = hist.drain(base, key, "soak", h, deadline_s=180)
     res = hist.check(h, visible_bound_s=5.0, queue="soak", lease_s=60.0)
@@ -389,14 +391,8 @@ def main():
     final = {"rss_kib": rss_kib(srv.proc.pid), "fds": fds(srv.proc.pid), "data_bytes": dir_bytes(srv.data_dir)}
     srv.stop()
 
-    os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "soak-server.log"), "w") as f:
         f.write("\n".join(srv.lines) + "\n")
-    with open(os.path.join(args.out, "soak.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(samples[0].keys()))
-        w.writeheader()
-        w.writerows(samples)
-    plot(samples, kills, os.path.join(args.out, "soak.png"))
     verdict = judge(samples, args.sample)
     summary = {
         "duration_s": args.duration, "kills": len(kills), "checked_ops": len(h.ops()),
@@ -477,6 +473,15 @@ def write_md(path, args, summary, samples, kills, res, ok):
 
 def mib(b):
     return "-" if b is None else f"{b / 2**20:.1f}"
+
+
+def write_samples(out, samples, kills):
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "soak.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(samples[0].keys()))
+        w.writeheader()
+        w.writerows(samples)
+    plot(samples, kills, os.path.join(out, "soak.png"))
 
 
 def await_reclaim(data_dir, samples, timeout_s=360):
