@@ -2,7 +2,7 @@
  *
  * LLVMFuzzerInitialize opens the embedded store in a fresh temporary
  * directory (/dev/shm when there is one), the engine, the accounts module,
- * the native API and the admin API, creates the account "dev" with a few
+ * the native API, the event log's API and the admin API, creates the account "dev" with a few
  * queues, and starts both real HTTP servers on 127.0.0.1, port 0. Each input
  * then becomes a request sent over loopback, so the HTTP parser and server, the
  * routing, authentication, the handlers, the engine and the store all run
@@ -13,7 +13,7 @@
  * side is then shut; this fuzzes the request parser (src/http/parse.c), the
  * connection handling and our URL handling.
  * Otherwise the first byte picks a route template (routes[] below: every
- * route of API.md, both APIs), the second holds flags (F_*), the third the
+ * route of API.md, all three APIs; 0xE0..0xEF the event log's), the second holds flags (F_*), the third the
  * credentials (low two bits: 0 "Key", 1 none, 2 "Signed", 3 SigV4, each
  * computed for the request as sent; the admin API gets its Bearer token
  * unless 1), and the rest are fields separated by NUL bytes:
@@ -86,6 +86,7 @@
 #define BASE "/api/v1/accounts/{a}/queues"
 
 #define ADMIN "/admin/api/v1/accounts"
+#define EVENTS "/api/v1/accounts/{a}"
 
 /* admin: 1 for the admin API's server (Authorization: Bearer); there {q} is a
  * key name. */
@@ -120,8 +121,18 @@ static const struct {
     {"POST", ADMIN "/{a}/keys", 1},
     {"DELETE", ADMIN "/{a}/keys/{q}", 1},
     {"POST", ADMIN "/{a}/signedUrls", 1},
+    /* The event log; first bytes 0xE0..0xEF pick these, so that the rest of
+     * the corpus keeps the routes it was found on. {q} is an event id. */
+    {"POST", EVENTS "/events", 0},
+    {"POST", EVENTS "/events/batch", 0},
+    {"GET", EVENTS "/events/{q}", 0},
+    {"GET", EVENTS "/events", 0},
+    {"GET", EVENTS "/eventlog", 0},
+    {"PUT", EVENTS "/eventlog", 0},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
+#define NEVENT_ROUTES 6
+#define NQUEUE_ROUTES (NROUTES - NEVENT_ROUTES)
 
 static const char *const queues[] = {"orders", "dlq", "withdlq", "fifo"};
 
@@ -138,6 +149,9 @@ enum {
 static sl_store *g_store;
 static sl_engine *g_engine;
 static sl_api *g_api;
+static sl_evlog *g_evlog;
+static sl_api_events *g_evapi;
+static sl_http_route g_routes[64];
 static sl_http_server *g_srv, *g_admin_srv;
 static sl_acct *g_acct;
 static sl_admin *g_admin;
@@ -273,9 +287,22 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     g_admin_port = sl_http_port(g_admin_srv);
     sl_api_config ac = {.engine = g_engine, .acct = g_acct};
     if ((rc = sl_api_native_open(&ac, &g_api))) die("api: %s", sl_strerror(rc));
+    sl_evlog_config evc = {0};
+    if ((rc = sl_evlog_open(g_store, &evc, &g_evlog))) die("event log: %s", sl_strerror(rc));
+    sl_api_events_config evac = {.log = g_evlog, .acct = g_acct};
+    if ((rc = sl_api_events_open(&evac, &g_evapi))) die("events api: %s", sl_strerror(rc));
     sl_http_config hc = {.host = "127.0.0.1", .port = 0, .threads = 4, .store_threads = 4, .conn_timeout_s = 5,
                          .ctx = g_api, .render_error = sl_api_render_error};
-    sl_api_native_routes(g_api, &hc.routes, &hc.nroutes);
+    /* Both APIs on one port, as main.c serves them. */
+    const sl_http_route *nr, *er;
+    size_t nn, ne;
+    sl_api_native_routes(g_api, &nr, &nn);
+    sl_api_events_routes(g_evapi, &er, &ne);
+    if (nn + ne > sizeof g_routes / sizeof g_routes[0]) die("too many routes");
+    memcpy(g_routes, nr, nn * sizeof *nr);
+    memcpy(g_routes + nn, er, ne * sizeof *er);
+    hc.routes = g_routes;
+    hc.nroutes = nn + ne;
     if ((rc = sl_http_start(&hc, &g_srv))) die("http: %s", sl_strerror(rc));
     g_port = sl_http_port(g_srv);
     g_req = malloc(MAX_REQ);
@@ -640,7 +667,7 @@ static void run_raw(const uint8_t *data, size_t size, int port) {
 }
 
 static void run_structured(const uint8_t *data, size_t size) {
-    unsigned ri = data[0] % NROUTES;
+    unsigned ri = data[0] >= 0xE0 ? NQUEUE_ROUTES + (data[0] - 0xE0u) % NEVENT_ROUTES : data[0] % NQUEUE_ROUTES;
     unsigned flags = size > 1 ? data[1] : 0;
     unsigned auth = size > 2 ? data[2] : 0;
     const uint8_t *f[7];

@@ -16,6 +16,9 @@ ROUTES = ["health", "openapi", "metrics", "ui", "list", "create", "get", "delete
           "admin_openapi", "admin_create", "admin_list", "admin_get", "admin_delete", "key_create",
           "key_delete", "signed_url"]
 R = {name: i for i, name in enumerate(ROUTES)}
+# The event log's routes: first bytes 0xE0.. (fuzz_http.c keeps them apart).
+R.update({name: 0xE0 + i for i, name in enumerate(["ev_put", "ev_batch", "ev_get", "ev_query", "ev_log",
+                                                     "ev_log_put"])})
 Q = {"orders": 0, "dlq": 1, "withdlq": 2, "fifo": 3}
 METHOD, CHUNKED, EXPECT, HTTP10, NOLEN, AGAIN = 1, 2, 4, 8, 16, 128
 KEY, NONE, SIGNED, SIGV4 = 0, 1, 2, 3
@@ -288,14 +291,34 @@ def seeds():
     # A refused HEAD (a bare CR ends its request line) is answered without a
     # body, as a HEAD client reads it; found by the fuzzer.
     add(raw("HEAD /api/v1/accounts/dev/queues/orders/messages HTTP/1.1\r: x\r\nHost: x\r\n\r\n"))
+    # The event log: an event with every field, the seed's anatomy, bad
+    # ones, a batch with a duplicate, queries with filters and a token
+    # shape, the retention.
+    add(seed("ev_put", '{"id":"e1","type":"order.created","source":"s","subject":"o/1","time":'
+                       '"2026-12-04T10:00:00.5+01:00","datacontenttype":"application/json","specversion":"1.0",'
+                       '"tags":["eu","c-7"],"metadata":{"k":"v"},"data":{"total":99.5,"n":[1,2.0,1e2]}}'))
+    add(seed("ev_put", '{"type":"legacy","payload":{"a":1},"metadata":{"tags":["x"],"o":"seed"}}'))
+    add(seed("ev_put", '{"type":"t","data":"@X65@"}'))
+    add(seed("ev_put", '{"type":"t","tags":["a","a"],"recordedAt":"x"}'))
+    add(seed("ev_batch", '{"events":[{"id":"b1","type":"t"},{"id":"b1","type":"t"}]}'))
+    add(seed("ev_batch", '{"events":[{"type":"t","tags":["eu"]},{"type":"u"}]}'))
+    add(seed("ev_get", q="orders"))
+    add(seed("ev_query", query="type=order.created&type=t&tag=eu&order=desc&limit=2&start=0"))
+    add(seed("ev_query", query="start=2026-12-04T10:00:00Z&end=9999-12-31T23:59:59.999999Z"))
+    add(seed("ev_query", query="continuation=v1AAAA&limit=1000"))
+    add(seed("ev_log"))
+    add(seed("ev_log_put", '{"retentionSeconds":60}'))
     return out
 
 
 def main():
+    """Writes the seeds; --fresh first removes everything else (the inputs
+    that fuzzing campaigns added)."""
     d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "http")
     os.makedirs(d, exist_ok=True)
-    for name in os.listdir(d):
-        os.unlink(os.path.join(d, name))
+    if "--fresh" in sys.argv:
+        for name in os.listdir(d):
+            os.unlink(os.path.join(d, name))
     for s in seeds():
         if len(s) > 65536:
             sys.exit("seed over 64 KiB")
