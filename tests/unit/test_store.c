@@ -931,9 +931,28 @@ static int cql_exec(sl_store *s, const char *q) {
     return sl_cql_query(sl_store_cql_client(s), q, NULL, 0, &o, NULL);
 }
 
+/* The version `sluice schema` recorded in keyspace ks. */
+static int64_t schema_version(sl_store *s, const char *ks) {
+    char q[256];
+    snprintf(q, sizeof q, "SELECT version FROM \"%s\".schema_version WHERE name = 'sluice'", ks);
+    sl_cql_opts o = {.flags = SL_CQL_READ, .consistency = SL_CQL_SERIAL};
+    sl_cql_res *res = NULL;
+    int64_t v = -1;
+    if (sl_cql_query(sl_store_cql_client(s), q, NULL, 0, &o, &res) == 0 && res->r.kind == SL_CQL_RESULT_ROWS &&
+        res->r.nrows == 1) {
+        sl_cql_rd rows = res->r.rows;
+        sl_cql_bytes c;
+        sl_cql_rows_next(&rows, &c);
+        v = sl_cql_cell_i64(c);
+    }
+    sl_cql_res_free(res);
+    return v;
+}
+
 /* `sluice schema` on Cassandra: ensure() refuses a missing schema, creating
- * it twice is a no-op, a column added to a definition is migrated, and a
- * schema version newer than the build's is refused. */
+ * it twice is a no-op, a column added to a definition is migrated, a
+ * schema version newer than the build's is refused, and version 1 is
+ * migrated to version 2. */
 static void t_cql_schema(void **state) {
     (void)state;
     if (!cql_port()) {
@@ -965,13 +984,15 @@ static void t_cql_schema(void **state) {
     assert_int_equal(sl_store_ensure(s, t2, 1), 0);
     assert_int_equal(kv_i(s, "kept"), 7);
 
-    /* A newer schema is refused; the current one is accepted again. */
-    snprintf(q, sizeof q, "UPDATE \"%s\".schema_version SET version = 2 WHERE name = 'sluice'", ks);
+    /* A newer schema (version 3) is refused; version 1, before the event
+     * log's tables, is migrated (the current one is 2). */
+    snprintf(q, sizeof q, "UPDATE \"%s\".schema_version SET version = 3 WHERE name = 'sluice'", ks);
     assert_int_equal(cql_exec(s, q), 0);
     assert_int_equal(sl_store_cql_schema(s, test_tables, NTABLES, 0, NULL), SL_EINVAL);
     snprintf(q, sizeof q, "UPDATE \"%s\".schema_version SET version = 1 WHERE name = 'sluice'", ks);
     assert_int_equal(cql_exec(s, q), 0);
     assert_int_equal(sl_store_cql_schema(s, test_tables, NTABLES, 0, NULL), 0);
+    assert_int_equal(schema_version(s, ks), 2);
     snprintf(q, sizeof q, "DROP KEYSPACE \"%s\"", ks);
     assert_int_equal(cql_exec(s, q), 0);
     sl_store_close(s);
