@@ -190,9 +190,8 @@ static const option options[] = {
         "the admin API's address"),
     OPT("admin_token", "--admin-token", "SLUICE_ADMIN_TOKEN", O_STR, admin_token, 16, 0, NULL,
         "`dev`: made up and printed; `serve`: required",
-        "the admin API's bearer token, 16 to 1024 characters (prefer the environment or the file: flags show "
-        "in "
-        "`ps`)"),
+        "the admin API's bearer token, 16 to 1024 characters (prefer the environment or the file: "
+        "flags show in `ps`)"),
     OPT("auth_skew_seconds", "--auth-skew-seconds", "SLUICE_AUTH_SKEW_SECONDS", O_INT, auth_skew_s, 1, 3600,
         "60", NULL, "how far a signed request's time may be from the server's"),
     OPT("event_settle_ms", "--event-settle-ms", "SLUICE_EVENT_SETTLE_MS", O_INT, event_settle_ms, 0, 60000,
