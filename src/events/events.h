@@ -158,7 +158,6 @@ int sl_ev_token_read(const char *s, size_t n, const unsigned char secret[SL_EV_S
 
 #define SL_EV_STR_MAX 256    /* source, subject: 1..256 characters */
 #define SL_EV_DCT_MAX 128    /* datacontenttype */
-#define SL_EV_TIME_MAX 64    /* the producer's time, an RFC 3339 string */
 #define SL_EV_META_MAX 32    /* metadata entries; the API checks them */
 #define SL_EV_DATA_MAX 65536 /* bytes of data's compact JSON */
 #define SL_EV_RETENTION_DEFAULT 604800
@@ -237,8 +236,10 @@ typedef struct {
 
 /* Stores ev in account's log, or finds it stored already (by id). Returns
  * 0 and the receipt; SL_EINVAL (ev fails sl_event_check) or SL_ETOOBIG
- * (data too large); or a store error, after which the event may or may
- * not be stored and a retry with the same id is safe. */
+ * (data too large); SL_ETIMEOUT when its writes stayed slower than half
+ * the settle time through every new position; or a store error. After an
+ * error the event may or may not be stored, and a retry with the same id
+ * is safe. */
 int sl_evlog_put(sl_evlog *l, const char *account, const sl_event *ev, sl_ev_receipt *out);
 /* Reads one event: 0 and *out, or SL_ENOTFOUND (never stored, expired, or
  * its ingest not finished), or a store error. */
