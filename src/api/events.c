@@ -28,29 +28,16 @@ struct sl_api_events {
 
 /* --- Auth ------------------------------------------------------------------- */
 
-/* The account in the path, the credentials for it, and the level. A signed
- * URL for one queue grants nothing here (sl_auth_check: no queue named). */
+/* The account in the path, its credentials and the level. A signed URL
+ * for one queue grants nothing here (sl_auth_check: no queue named). */
 static int begin(sl_api_events *a, sl_http_req *r, char level, const char **account) {
     struct sl_auth_cred cred;
-    *account = sl_http_param(r, "account");
-    if (!sl_name_valid(*account)) {
-        sl_http_error(r, 400, "InvalidAccountName", "account names match [A-Za-z0-9_.-]{1,80}");
-        return -1;
-    }
-    int rc = sl_api_authenticate(a->cfg.acct, a->cfg.skew_ms, r, *account, &cred);
-    if (rc) {
-        sl_api_deny(r, rc);
-        return -1;
-    }
-    return sl_api_allowed(r, &cred, level, NULL);
+    return sl_api_path_account(r, account) ||
+           sl_api_authorize(a->cfg.acct, a->cfg.skew_ms, r, *account, level, NULL, &cred);
 }
 
-/* After all input was checked: the account must exist. */
 static int account_ok(sl_api_events *a, sl_http_req *r, const char *account) {
-    int rc = sl_acct_exists(a->cfg.acct, account);
-    if (rc == 0) return 0;
-    sl_api_fail(r, rc, account, NULL);
-    return -1;
+    return sl_api_account_ok(a->cfg.acct, r, account);
 }
 
 /* A store error of the log: 503 with Retry-After (the client retries with

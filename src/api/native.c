@@ -115,12 +115,7 @@ static int check_attrs(sl_http_req *r, json_t *attrs, size_t idx) {
 static int begin_cred(sl_api *a, sl_http_req *r, char level, const char **account, const char **queue,
                       struct sl_auth_cred *cred) {
     struct sl_auth_cred local;
-    if (!cred) cred = &local;
-    *account = sl_http_param(r, "account");
-    if (!sl_name_valid(*account)) {
-        sl_http_error(r, 400, "InvalidAccountName", "account names match [A-Za-z0-9_.-]{1,80}");
-        return -1;
-    }
+    if (sl_api_path_account(r, account)) return -1;
     if (queue) {
         *queue = sl_http_param(r, "q");
         if (!sl_api_name_ok(*queue)) {
@@ -129,24 +124,16 @@ static int begin_cred(sl_api *a, sl_http_req *r, char level, const char **accoun
             return -1;
         }
     }
-    int rc = sl_api_authenticate(a->cfg.acct, a->cfg.skew_ms, r, *account, cred);
-    if (rc) {
-        sl_api_deny(r, rc);
-        return -1;
-    }
-    return level ? sl_api_allowed(r, cred, level, queue ? *queue : NULL) : 0;
+    return sl_api_authorize(a->cfg.acct, a->cfg.skew_ms, r, *account, level, queue ? *queue : NULL,
+                            cred ? cred : &local);
 }
 
 static int begin(sl_api *a, sl_http_req *r, char level, const char **account, const char **queue) {
     return begin_cred(a, r, level, account, queue, NULL);
 }
 
-/* After all input was checked: the account must exist. */
 static int account_ok(sl_api *a, sl_http_req *r, const char *account) {
-    int rc = sl_acct_exists(a->cfg.acct, account);
-    if (rc == 0) return 0;
-    sl_api_fail(r, rc, account, NULL);
-    return -1;
+    return sl_api_account_ok(a->cfg.acct, r, account);
 }
 
 /* --- JSON of engine results --------------------------------------------- */

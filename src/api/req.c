@@ -186,6 +186,30 @@ void sl_api_deny(sl_http_req *r, int rc) {
 
 /* May cred do level on queue (NULL: account-wide)? Answers and returns -1
  * when not. */
+int sl_api_path_account(sl_http_req *r, const char **account) {
+    *account = sl_http_param(r, "account");
+    if (sl_name_valid(*account)) return 0;
+    sl_http_error(r, 400, "InvalidAccountName", "account names match [A-Za-z0-9_.-]{1,80}");
+    return -1;
+}
+
+int sl_api_authorize(sl_acct *acct, int64_t skew_ms, sl_http_req *r, const char *account, char level,
+                     const char *queue, struct sl_auth_cred *cred) {
+    int rc = sl_api_authenticate(acct, skew_ms, r, account, cred);
+    if (rc) {
+        sl_api_deny(r, rc);
+        return -1;
+    }
+    return level ? sl_api_allowed(r, cred, level, queue) : 0;
+}
+
+int sl_api_account_ok(sl_acct *acct, sl_http_req *r, const char *account) {
+    int rc = sl_acct_exists(acct, account);
+    if (rc == 0) return 0;
+    sl_api_fail(r, rc, account, NULL);
+    return -1;
+}
+
 int sl_api_allowed(sl_http_req *r, const struct sl_auth_cred *cred, char level, const char *queue) {
     int rc = sl_auth_check(cred, level, queue);
     if (rc == 0) return 0;

@@ -56,6 +56,17 @@ int sl_api_authenticate(sl_acct *acct, int64_t skew_ms, sl_http_req *r, const ch
                         struct sl_auth_cred *cred);
 /* Answers 401 or 403 (or 503 for a store error) for an auth code. */
 void sl_api_deny(sl_http_req *r, int rc);
+/* The account named in the path: 0, or -1 after answering 400
+ * InvalidAccountName. */
+int sl_api_path_account(sl_http_req *r, const char **account);
+/* Authenticates r for account and, when level is not 0, checks that the
+ * credentials grant it on queue (NULL: account-wide): 0 and *cred, or -1
+ * after answering 401, 403 or 503. */
+int sl_api_authorize(sl_acct *acct, int64_t skew_ms, sl_http_req *r, const char *account, char level,
+                     const char *queue, struct sl_auth_cred *cred);
+/* After all input was checked: the account must exist. 0, or -1 after
+ * answering. */
+int sl_api_account_ok(sl_acct *acct, sl_http_req *r, const char *account);
 /* May cred do level on queue (NULL: account-wide)? Answers and returns -1
  * when not. */
 int sl_api_allowed(sl_http_req *r, const struct sl_auth_cred *cred, char level, const char *queue);

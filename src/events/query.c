@@ -175,17 +175,17 @@ int sl_evlog_query(sl_evlog *l, const sl_ev_query *q, int limit, sl_ev_page *out
             done = 1;
             break;
         }
-        int64_t width0 = 0, b = 0, width[SL_EV_FILTER_MAX];
-        int64_t bk[SL_EV_FILTER_MAX];
+        /* The buckets from the one holding t to the last the range reaches
+         * (never before the retention's floor): the same for every key,
+         * since buckets line up. */
+        int64_t far_t = desc ? (lo > floor ? lo : floor) : hi - 1, w = ev_width(l);
+        int64_t from = sl_ev_bucket(t, w), bound = sl_ev_bucket(far_t, w);
+        if (!desc && from < sl_ev_bucket(floor, w)) from = sl_ev_bucket(floor, w);
+        int64_t b = 0, width0 = 0, bk[SL_EV_FILTER_MAX];
         int shards[SL_EV_FILTER_MAX], found = 0;
-        int64_t far_t = desc ? (lo > floor ? lo : floor) : hi - 1;
         for (int k = 0; k < c.nkeys && rc == 0; k++) {
-            /* Buckets are aligned to the width, so the bucket holding t
-             * starts at most one width before it. */
-            int64_t w0 = ev_width(l);
-            int64_t from = sl_ev_bucket(t, w0), bound = sl_ev_bucket(far_t, w0);
-            if (!desc && from < sl_ev_bucket(floor, w0)) from = sl_ev_bucket(floor, w0);
-            int r = next_bucket(&c, k, from, bound, &bk[k], &width[k], &shards[k]);
+            int64_t wk;
+            int r = next_bucket(&c, k, from, bound, &bk[k], &wk, &shards[k]);
             if (r == SL_ENOTFOUND) {
                 bk[k] = -1;
                 continue;
@@ -194,7 +194,7 @@ int sl_evlog_query(sl_evlog *l, const sl_ev_query *q, int limit, sl_ev_page *out
                 rc = r;
                 break;
             }
-            if (!found || (desc ? bk[k] > b : bk[k] < b)) b = bk[k], width0 = width[k];
+            if (!found || (desc ? bk[k] > b : bk[k] < b)) b = bk[k], width0 = wk;
             found = 1;
         }
         if (rc) break;
