@@ -122,16 +122,21 @@ static const struct {
     {"DELETE", ADMIN "/{a}/keys/{q}", 1},
     {"POST", ADMIN "/{a}/signedUrls", 1},
     /* The event log; first bytes 0xE0..0xEF pick these, so that the rest of
-     * the corpus keeps the routes it was found on. {q} is an event id. */
+     * the corpus keeps the routes it was found on. {q} is an event id or a
+     * subscription's name. */
     {"POST", EVENTS "/events", 0},
     {"POST", EVENTS "/events/batch", 0},
     {"GET", EVENTS "/events/{q}", 0},
     {"GET", EVENTS "/events", 0},
     {"GET", EVENTS "/eventlog", 0},
     {"PUT", EVENTS "/eventlog", 0},
+    {"GET", EVENTS "/subscriptions", 0},
+    {"POST", EVENTS "/subscriptions", 0},
+    {"GET", EVENTS "/subscriptions/{q}", 0},
+    {"DELETE", EVENTS "/subscriptions/{q}", 0},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
-#define NEVENT_ROUTES 6
+#define NEVENT_ROUTES 10
 #define NQUEUE_ROUTES (NROUTES - NEVENT_ROUTES)
 
 static const char *const queues[] = {"orders", "dlq", "withdlq", "fifo"};
@@ -231,8 +236,13 @@ static void ensure_queues(void) {
         if (strcmp(queues[i], "fifo") == 0) o.strict_fifo = 1, o.bucket_size = 1;
         char err[256];
         rc = sl_queue_create(g_engine, "dev", &o, err, sizeof err);
-        if (rc && rc != SL_EEXISTS && rc != SL_EINVAL)
-            die("cannot create queue %s: %s", queues[i], sl_strerror(rc));
+        if (rc && rc != SL_EEXISTS && rc != SL_EINVAL) {
+            /* What the engine says about the account and the DLQ, for the
+             * report (a campaign once stopped here: withdlq ENOTFOUND). */
+            sl_queue_info dq;
+            die("cannot create queue %s: %s (%s; account dev: %s, queue dlq: %s)", queues[i], sl_strerror(rc), err,
+                sl_strerror(sl_acct_exists(g_acct, "dev")), sl_strerror(sl_queue_get(g_engine, "dev", "dlq", &dq)));
+        }
     }
 }
 
@@ -278,7 +288,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     ec.accounts = g_acct;
     if ((rc = sl_engine_open(g_store, &ec, &g_engine))) die("engine: %s", sl_strerror(rc));
     ensure_queues();
-    sl_admin_config adc = {.engine = g_engine, .acct = g_acct, .token = ADMIN_TOKEN};
+    sl_admin_config adc = {.engine = g_engine, .acct = g_acct, .log = NULL, .token = ADMIN_TOKEN};
     if ((rc = sl_api_admin_open(&adc, &g_admin))) die("admin api: %s", sl_strerror(rc));
     sl_http_config ahc = {.host = "127.0.0.1", .port = 0, .threads = 1, .store_threads = 2, .conn_timeout_s = 5,
                           .ctx = g_admin, .render_error = sl_api_render_error};
@@ -289,7 +299,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     if ((rc = sl_api_native_open(&ac, &g_api))) die("api: %s", sl_strerror(rc));
     sl_evlog_config evc = {0};
     if ((rc = sl_evlog_open(g_store, &evc, &g_evlog))) die("event log: %s", sl_strerror(rc));
-    sl_api_events_config evac = {.log = g_evlog, .acct = g_acct};
+    sl_api_events_config evac = {.log = g_evlog, .acct = g_acct, .engine = g_engine};
     if ((rc = sl_api_events_open(&evac, &g_evapi))) die("events api: %s", sl_strerror(rc));
     sl_http_config hc = {.host = "127.0.0.1", .port = 0, .threads = 4, .store_threads = 4, .conn_timeout_s = 5,
                          .ctx = g_api, .render_error = sl_api_render_error};

@@ -18,7 +18,8 @@ ROUTES = ["health", "openapi", "metrics", "ui", "list", "create", "get", "delete
 R = {name: i for i, name in enumerate(ROUTES)}
 # The event log's routes: first bytes 0xE0.. (fuzz_http.c keeps them apart).
 R.update({name: 0xE0 + i for i, name in enumerate(["ev_put", "ev_batch", "ev_get", "ev_query", "ev_log",
-                                                     "ev_log_put"])})
+                                                     "ev_log_put", "sub_list", "sub_create", "sub_get",
+                                                     "sub_delete"])})
 Q = {"orders": 0, "dlq": 1, "withdlq": 2, "fifo": 3}
 METHOD, CHUNKED, EXPECT, HTTP10, NOLEN, AGAIN = 1, 2, 4, 8, 16, 128
 KEY, NONE, SIGNED, SIGV4 = 0, 1, 2, 3
@@ -308,6 +309,17 @@ def seeds():
     add(seed("ev_query", query="continuation=v1AAAA&limit=1000"))
     add(seed("ev_log"))
     add(seed("ev_log_put", '{"retentionSeconds":60}'))
+    # Subscriptions: a full definition, a replay from a time, bad filters
+    # and start, one into a queue that does not exist; list, read, delete.
+    add(seed("sub_create", '{"subscriptionName":"orders","queueName":"orders","filter":{"types":["order.created"],'
+                           '"tags":["eu","vip"]},"startFrom":"earliest"}'))
+    add(seed("sub_create", '{"subscriptionName":"s2","queueName":"dlq","startFrom":"2026-12-04T10:00:00+01:00"}'))
+    add(seed("sub_create", '{"subscriptionName":"s3","queueName":"orders","filter":{"types":"x","tags":[1]},'
+                           '"startFrom":"soon"}'))
+    add(seed("sub_create", '{"subscriptionName":"s4","queueName":"nope","filter":null}'))
+    add(seed("sub_list"))
+    add(seed("sub_get", q="orders"))
+    add(seed("sub_delete", q="orders"))
     return out
 
 

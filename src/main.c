@@ -656,6 +656,36 @@ static int test_faults(sl_store *st, sl_fault_random_cfg *f) {
     return 0;
 }
 
+/* The subscriptions' sink: the event log delivers into queues through it,
+ * so that events/ and queue/ stay siblings. A page of events becomes one
+ * batch put, durable when it returns 0. */
+static int sub_put(void *ctx, const char *account, const char *queue, const char *sub,
+                   const sl_stored_event *evs, size_t n) {
+    sl_put p[SL_EV_SUB_PAGE];
+    char *body[SL_EV_SUB_PAGE], *attrs[SL_EV_SUB_PAGE];
+    char(*ids)[SL_MSGID_LEN + 1] = malloc(SL_EV_SUB_PAGE * sizeof *ids);
+    size_t made = 0;
+    int rc = n <= SL_EV_SUB_PAGE && ids ? 0 : SL_ENOMEM;
+    for (; rc == 0 && made < n; made++) {
+        size_t len;
+        if ((rc = sl_api_event_message(&evs[made], sub, &body[made], &len, &attrs[made])) != 0) break;
+        p[made] = (sl_put){.body = body[made], .len = len, .attrs_json = attrs[made]};
+    }
+    if (rc == 0) rc = sl_msg_put(ctx, account, queue, p, n, ids);
+    for (size_t i = 0; i < made; i++) {
+        free(body[i]);
+        free(attrs[i]);
+    }
+    free(ids);
+    return rc;
+}
+
+static int sub_queue_exists(void *ctx, const char *account, const char *queue) {
+    sl_queue_info qi;
+    int rc = sl_queue_get(ctx, account, queue, &qi);
+    return rc == 0 ? 1 : rc == SL_ENOTFOUND ? 0 : rc;
+}
+
 static int run(const config *c, int dev, int temp_dir) {
     static sl_fault_random_cfg faults;
     sl_log_level = c->log_level;
@@ -674,6 +704,7 @@ static int run(const config *c, int dev, int temp_dir) {
     sl_engine *e = NULL;
     sl_api *api = NULL;
     sl_evlog *evlog = NULL;
+    sl_evsubs *evsubs = NULL;
     sl_api_events *evapi = NULL;
     sl_http_route *routes = NULL;
     sl_acct *acct = NULL;
@@ -695,6 +726,12 @@ static int run(const config *c, int dev, int temp_dir) {
     ec.background = 1;
     ec.max_watches = c->max_waiters;
     ec.accounts = acct;
+    /* One name for this node in every lease row (queues' repair workers,
+     * subscriptions). */
+    unsigned char nid[8];
+    if ((rc = sl_random_bytes(nid, sizeof nid)) != 0) goto out;
+    for (size_t i = 0; i < sizeof nid; i++)
+        snprintf(ec.node_id + 2 * i, 3, "%02x", nid[i]);
     rc = sl_engine_open(st, &ec, &e);
     if (rc) {
         fprintf(stderr, "sluice: cannot open the queue engine: %s%s\n", sl_strerror(rc),
@@ -712,6 +749,11 @@ static int run(const config *c, int dev, int temp_dir) {
                                                            : "");
         goto out;
     }
+    sl_evsubs_config sbc = {.node_id = ec.node_id, .sink = {sub_put, sub_queue_exists, e}};
+    if ((rc = sl_evsubs_start(evlog, &sbc, &evsubs)) != 0) {
+        fprintf(stderr, "sluice: cannot start the subscriptions' worker: %s\n", sl_strerror(rc));
+        goto out;
+    }
     if (dev) {
         /* sl_acct_ensure only writes what is missing, so a restart on the
          * same data does not need the store to accept writes. */
@@ -721,7 +763,7 @@ static int run(const config *c, int dev, int temp_dir) {
             goto out;
         }
     }
-    sl_admin_config adc = {.engine = e, .acct = acct, .token = c->admin_token};
+    sl_admin_config adc = {.engine = e, .acct = acct, .log = evlog, .token = c->admin_token};
     if ((rc = sl_api_admin_open(&adc, &admin)) != 0) {
         fprintf(stderr, "sluice: cannot set up the admin API: %s\n", sl_strerror(rc));
         goto out;
@@ -753,7 +795,7 @@ static int run(const config *c, int dev, int temp_dir) {
                         .max_json_bytes = (size_t)c->max_json_bytes};
     rc = sl_api_native_open(&ac, &api);
     sl_api_events_config evac = {
-        .log = evlog, .acct = acct, .skew_ms = ac.skew_ms, .max_json_bytes = ac.max_json_bytes};
+        .log = evlog, .acct = acct, .engine = e, .skew_ms = ac.skew_ms, .max_json_bytes = ac.max_json_bytes};
     if (rc == 0) rc = sl_api_events_open(&evac, &evapi);
     if (rc) {
         fprintf(stderr, "sluice: cannot set up the API: %s\n", sl_strerror(rc));
@@ -825,6 +867,7 @@ static int run(const config *c, int dev, int temp_dir) {
 out:
     sl_http_stop(srv);
     sl_http_stop(admin_srv);
+    sl_evsubs_stop(evsubs);
     if (e) sl_engine_close(e);
     if (api) sl_api_native_close(api);
     sl_api_events_close(evapi);
@@ -923,7 +966,8 @@ static int cmd_schema(int argc, char **argv) {
                 rc == SL_ENOTFOUND ? " (no such keyspace: --create-keyspace creates it)" : "");
         return 1;
     }
-    printf("schema version 1 is in place in keyspace %s (%zu tables)\n", c.keyspace, n);
+    printf("schema version %d is in place in keyspace %s (%zu tables)\n", SL_STORE_CQL_SCHEMA_VERSION,
+           c.keyspace, n);
     return 0;
 }
 

@@ -5,6 +5,7 @@
 #ifndef SLUICE_H
 #define SLUICE_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -64,6 +65,10 @@ void sl_clock_advance_ms(int64_t ms);
  * CLOCK_MONOTONIC. */
 int64_t sl_mono_ms(void);
 void sl_mono_hook(int64_t (*fn)(void));
+
+/* Waits on cv (with mu held, as pthread_cond_wait) for at most ms
+ * milliseconds of the real clock (a condition variable's default). */
+void sl_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int ms);
 
 /* Allocation in the engine and the embedded store goes through these, so
  * that a test can fail any allocation: sl_alloc_hook(fail) makes each call

@@ -187,8 +187,9 @@ static int h_get(sl_http_req *r, void *ctx) {
 
 /* Deletes an account and everything in it: its keys first (requests stop
  * authenticating at once on this node), then each of its queues is marked
- * deleted (the engine removes their data in the background) while the
- * account still exists, then the account. A retry after a failure
+ * deleted (the engine removes their data in the background) and its event
+ * log forgotten (its subscriptions deleted, its events gone from reads)
+ * while the account still exists, then the account. A retry after a failure
  * finishes the job. *queues counts the queues deleted. */
 static int delete_account(sl_admin *a, const char *account, size_t *queues) {
     int exists;
@@ -206,6 +207,7 @@ static int delete_account(sl_admin *a, const char *account, size_t *queues) {
     }
     free(qs);
     if (rc && rc != SL_ENOTFOUND) return rc;
+    if (a->cfg.log && (rc = sl_evlog_forget(a->cfg.log, account)) != 0) return rc;
     return sl_acct_delete_finish(a->cfg.acct, account, 1);
 }
 

@@ -39,6 +39,7 @@ void sl_api_native_close(sl_api *a);
 typedef struct {
     sl_engine *engine; /* borrowed */
     sl_acct *acct;     /* borrowed */
+    sl_evlog *log;     /* borrowed; NULL: no event log to forget accounts in */
     const char *token; /* the admin token, copied */
 } sl_admin_config;
 
@@ -56,6 +57,7 @@ void sl_api_admin_close(sl_admin *a);
 typedef struct {
     sl_evlog *log;         /* borrowed */
     sl_acct *acct;         /* borrowed */
+    sl_engine *engine;     /* borrowed: a subscription's queue must exist */
     int64_t skew_ms;       /* 0 means 60 s */
     size_t max_json_bytes; /* 0 means 1 MiB */
 } sl_api_events_config;
@@ -65,6 +67,11 @@ typedef struct sl_api_events sl_api_events;
 int sl_api_events_open(const sl_api_events_config *cfg, sl_api_events **out);
 void sl_api_events_routes(sl_api_events *a, const sl_http_route **routes, size_t *n);
 void sl_api_events_close(sl_api_events *a);
+/* The queue message a subscription puts for an event (API.md
+ * "Subscriptions"): body, the StoredEvent as GET /events/{id} answers it,
+ * and attrs, the attributes as a JSON object; both malloc'ed. Returns 0 or
+ * SL_ENOMEM. */
+int sl_api_event_message(const sl_stored_event *s, const char *sub, char **body, size_t *len, char **attrs);
 
 /* The OpenAPI 3 document of the admin API (src/api/openapi-admin.json). */
 extern const char sl_openapi_admin_json[];

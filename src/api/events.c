@@ -1,5 +1,6 @@
 /* events.c: the event log's routes (API.md "Event log"): ingest one event
- * or a batch, read one, query with continuation tokens, and the retention.
+ * or a batch, read one, query with continuation tokens, the retention, and
+ * subscriptions.
  *
  * Every input is decoded and checked against API.md's rules before the log
  * sees it. The log (events/) gets metadata and data as canonical JSON: keys
@@ -22,7 +23,7 @@
 
 struct sl_api_events {
     sl_api_events_config cfg;
-    sl_http_route routes[6];
+    sl_http_route routes[10];
     size_t nroutes;
 };
 
@@ -550,6 +551,166 @@ static int h_eventlog(sl_http_req *r, void *ctx) {
     return sl_api_json(r, 200, json_pack("{s:i}", "retentionSeconds", seconds));
 }
 
+/* --- Subscriptions ---------------------------------------------------------- */
+
+static json_t *names_json(const char *v, int n, size_t size) {
+    json_t *a = json_array();
+    for (int i = 0; a && i < n; i++)
+        json_array_append_new(a, json_string(v + (size_t)i * size));
+    return a;
+}
+
+static json_t *sub_json(const sl_ev_sub *s) {
+    const sl_ev_query *f = &s->filter;
+    return json_pack("{s:s,s:s,s:{s:o,s:o},s:o,s:o,s:s,s:o,s:I}", "subscriptionName", s->name, "queueName",
+                     s->queue, "filter", "types", names_json(f->types[0], f->ntypes, sizeof f->types[0]),
+                     "tags", names_json(f->tags[0], f->ntags, sizeof f->tags[0]), "startFrom",
+                     time_json(s->start_us), "createdAt", time_json(s->created_us), "state",
+                     s->state == SL_SUB_QUEUE_MISSING ? "queueMissing" : "active", "position",
+                     time_json(s->position.us), "delivered", (json_int_t)s->delivered);
+}
+
+/* filter.types or filter.tags: 0..10 valid values, or -1 after answering. */
+static int filter_list(sl_http_req *r, json_t *v, const char *name, int type, sl_ev_query *f) {
+    if (!json_is_array(v) || json_array_size(v) > SL_EV_FILTER_MAX)
+        return sl_api_invalid(r, "InvalidParameter",
+                              "field 'filter.%s' must be an array of at most 10 values", name);
+    size_t i;
+    json_t *t;
+    json_array_foreach(v, i, t) {
+        const char *x = json_string_value(t);
+        if (!x || strlen(x) != json_string_length(t) || (type ? !sl_ev_id_valid(x) : !sl_ev_tag_valid(x)))
+            return sl_api_invalid(r, "InvalidParameter",
+                                  "field 'filter.%s' holds a value that is not a valid %s", name,
+                                  type ? "type" : "tag");
+        snprintf(type ? f->types[i] : f->tags[i], type ? SL_EV_ID_MAX + 1 : SL_EV_TAG_MAX + 1, "%s", x);
+    }
+    *(type ? &f->ntypes : &f->ntags) = (int)json_array_size(v);
+    return 0;
+}
+
+/* A SubscriptionCreate; 0, or -1 after answering 400. */
+static int decode_sub(sl_http_req *r, json_t *b, sl_ev_sub *s) {
+    memset(s, 0, sizeof *s);
+    const char *k;
+    json_t *v;
+    int have_name = 0, have_queue = 0;
+    json_object_foreach(b, k, v) {
+        if (strcmp(k, "subscriptionName") == 0 || strcmp(k, "queueName") == 0) {
+            const char *x = json_string_value(v);
+            if (!x || strlen(x) != json_string_length(v) || !sl_name_valid(x))
+                return sl_api_invalid(r, "InvalidParameter", "field '%s' must match [A-Za-z0-9_.-]{1,80}", k);
+            snprintf(k[0] == 's' ? s->name : s->queue, SL_NAME_MAX + 1, "%s", x);
+            *(k[0] == 's' ? &have_name : &have_queue) = 1;
+        } else if (strcmp(k, "filter") == 0) {
+            if (json_is_null(v)) continue;
+            if (!json_is_object(v))
+                return sl_api_invalid(r, "InvalidParameter", "field 'filter' must be an object");
+            const char *fk;
+            json_t *fv;
+            json_object_foreach(v, fk, fv) {
+                if (strcmp(fk, "types") == 0 || strcmp(fk, "tags") == 0) {
+                    if (!json_is_null(fv) && filter_list(r, fv, fk, fk[1] == 'y', &s->filter)) return -1;
+                } else {
+                    return sl_api_invalid(r, "InvalidParameter", "unknown field 'filter.%s'", fk);
+                }
+            }
+        } else if (strcmp(k, "startFrom") == 0) {
+            const char *x = json_string_value(v);
+            if (json_is_null(v) || (x && strcmp(x, "now") == 0)) {
+                s->start = SL_SUB_NOW;
+            } else if (x && strcmp(x, "earliest") == 0) {
+                s->start = SL_SUB_EARLIEST;
+            } else if (x && strlen(x) == json_string_length(v) && sl_ev_time_parse(x, &s->start_us) == 0) {
+                s->start = SL_SUB_TIME;
+            } else {
+                return sl_api_invalid(
+                    r, "InvalidParameter",
+                    "field 'startFrom' must be \"now\", \"earliest\" or an RFC 3339 date-time");
+            }
+        } else {
+            return sl_api_invalid(r, "InvalidParameter", "unknown field '%s'", k);
+        }
+    }
+    if (!have_name) return sl_api_invalid(r, "InvalidParameter", "field 'subscriptionName' is required");
+    if (!have_queue) return sl_api_invalid(r, "InvalidParameter", "field 'queueName' is required");
+    sl_ev_query_canon(&s->filter);
+    return 0;
+}
+
+static int h_subs(sl_http_req *r, void *ctx) {
+    sl_api_events *a = ctx;
+    const char *account;
+    int post = strcmp(sl_http_method(r), "POST") == 0;
+    if (begin(a, r, post ? 'c' : 'g', &account)) return SL_HTTP_DONE;
+    if (!post) {
+        if (account_ok(a, r, account)) return SL_HTTP_DONE;
+        sl_ev_sub *subs;
+        size_t n;
+        int rc = sl_evsub_list(a->cfg.log, account, &subs, &n);
+        if (rc) return log_fail(r, rc);
+        json_t *list = json_array();
+        for (size_t i = 0; list && i < n; i++)
+            json_array_append_new(list, sub_json(&subs[i]));
+        free(subs);
+        return sl_api_json(r, 200, json_pack("{s:o}", "subscriptions", list));
+    }
+    json_t *b = body_object(r);
+    if (!b) return SL_HTTP_DONE;
+    sl_ev_sub def, s;
+    int bad_req = decode_sub(r, b, &def);
+    json_decref(b);
+    if (bad_req || account_ok(a, r, account)) return SL_HTTP_DONE;
+    sl_queue_info qi;
+    int rc = sl_queue_get(a->cfg.engine, account, def.queue, &qi);
+    if (rc == SL_ENOTFOUND) return sl_http_error(r, 404, "QueueNotFound", "no queue '%s'", def.queue);
+    if (rc) return log_fail(r, rc);
+    int created;
+    rc = sl_evsub_create(a->cfg.log, account, &def, &s, &created);
+    if (rc == SL_EEXISTS)
+        return sl_http_error(r, 409, "SubscriptionExists", "subscription '%s' exists with another definition",
+                             def.name);
+    if (rc == SL_ETOOBIG)
+        return sl_http_error(r, 409, "SubscriptionLimitExceeded", "the account has %d subscriptions already",
+                             SL_EV_SUBS_MAX);
+    if (rc) return log_fail(r, rc);
+    return sl_api_json(r, created ? 201 : 200, sub_json(&s));
+}
+
+static int h_sub(sl_http_req *r, void *ctx) {
+    sl_api_events *a = ctx;
+    const char *account, *name = sl_http_param(r, "s");
+    int del = strcmp(sl_http_method(r), "DELETE") == 0;
+    if (begin(a, r, del ? 'd' : 'g', &account) || account_ok(a, r, account)) return SL_HTTP_DONE;
+    sl_ev_sub s;
+    int rc = del ? sl_evsub_delete(a->cfg.log, account, name) : sl_evsub_get(a->cfg.log, account, name, &s);
+    if (rc == SL_ENOTFOUND)
+        return sl_http_error(r, 404, "SubscriptionNotFound", "no subscription '%s'", name);
+    if (rc) return log_fail(r, rc);
+    return sl_api_json(r, 200, del ? json_object() : sub_json(&s));
+}
+
+/* The message a subscription puts for one event. */
+int sl_api_event_message(const sl_stored_event *s, const char *sub, char **body, size_t *len, char **attrs) {
+    *body = *attrs = NULL;
+    json_t *j = stored_json(s);
+    json_t *at =
+        json_pack("{s:s,s:s,s:s}", "ce-id", s->ev.id, "ce-type", s->ev.type, "sluice-subscription", sub);
+    if (at && s->ev.source) json_object_set_new(at, "ce-source", json_string(s->ev.source));
+    if (j) *body = json_dumps(j, JSON_COMPACT);
+    if (at) *attrs = json_dumps(at, JSON_COMPACT);
+    json_decref(j);
+    json_decref(at);
+    if (!*body || !*attrs) {
+        free(*body);
+        free(*attrs);
+        *body = *attrs = NULL;
+        return SL_ENOMEM;
+    }
+    *len = strlen(*body);
+    return 0;
+}
+
 /* --- The API ---------------------------------------------------------------- */
 
 int sl_api_events_open(const sl_api_events_config *cfg, sl_api_events **out) {
@@ -560,9 +721,16 @@ int sl_api_events_open(const sl_api_events_config *cfg, sl_api_events **out) {
     size_t js = a->cfg.max_json_bytes ? a->cfg.max_json_bytes : 1 << 20;
 #define BASE "/api/v1/accounts/{account}"
     const sl_http_route routes[] = {
-        {"POST", BASE "/events", h_put, js, 1, a},      {"POST", BASE "/events/batch", h_batch, js, 1, a},
-        {"GET", BASE "/events/{id}", h_get, 0, 1, a},   {"GET", BASE "/events", h_query, 0, 1, a},
-        {"GET", BASE "/eventlog", h_eventlog, 0, 1, a}, {"PUT", BASE "/eventlog", h_eventlog, js, 1, a},
+        {"POST", BASE "/events", h_put, js, 1, a},
+        {"POST", BASE "/events/batch", h_batch, js, 1, a},
+        {"GET", BASE "/events/{id}", h_get, 0, 1, a},
+        {"GET", BASE "/events", h_query, 0, 1, a},
+        {"GET", BASE "/eventlog", h_eventlog, 0, 1, a},
+        {"PUT", BASE "/eventlog", h_eventlog, js, 1, a},
+        {"GET", BASE "/subscriptions", h_subs, 0, 1, a},
+        {"POST", BASE "/subscriptions", h_subs, js, 1, a},
+        {"GET", BASE "/subscriptions/{s}", h_sub, 0, 1, a},
+        {"DELETE", BASE "/subscriptions/{s}", h_sub, 0, 1, a},
     };
 #undef BASE
     a->nroutes = sizeof routes / sizeof routes[0];

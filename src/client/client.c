@@ -42,7 +42,7 @@ typedef struct {
 
 int sl_client_is_command(const char *cmd) {
     return strcmp(cmd, "queue") == 0 || strcmp(cmd, "put") == 0 || strcmp(cmd, "get") == 0 ||
-           strcmp(cmd, "ack") == 0 || strcmp(cmd, "events") == 0;
+           strcmp(cmd, "ack") == 0 || strcmp(cmd, "events") == 0 || strcmp(cmd, "subscriptions") == 0;
 }
 
 void sl_client_usage(FILE *f) {
@@ -64,6 +64,13 @@ void sl_client_usage(FILE *f) {
         "                                print the matching events, one JSON object a line, to the end\n"
         "  sluice events tail [--type T]... [--tag T]... [--start TIME]\n"
         "                                the same, then follow the log as events arrive (Ctrl-C ends)\n"
+        "  sluice subscriptions create NAME QUEUE [--type T]... [--tag T]... [--start now|earliest|TIME]\n"
+        "                                route the matching events into QUEUE (no error when the same\n"
+        "                                one exists)\n"
+        "  sluice subscriptions list     the account's subscriptions: name, queue, state, position,\n"
+        "                                delivered\n"
+        "  sluice subscriptions delete NAME\n"
+        "                                stop routing; what was put stays in the queue\n"
         "\n"
         "options (flag, environment):\n"
         "  --url URL        SLUICE_URL      the queue API (http://127.0.0.1:8080)\n"
@@ -601,6 +608,76 @@ static int cmd_events(conn_cfg *c, int argc, char **argv, const char *ebase) {
     return rc;
 }
 
+static int sub_name(const char *s) {
+    if (sl_name_valid(s)) return 0;
+    usage_error("'%s' is not a subscription name: [A-Za-z0-9_.-]{1,80}", s);
+    return -1;
+}
+
+static int cmd_subscriptions(conn_cfg *c, int argc, char **argv, const char *ebase) {
+    if (argc < 1) return usage_error("subscriptions needs create, list or delete");
+    const char *sub = argv[0];
+    char path[512];
+    response r = {0};
+    json_t *j = NULL;
+    int rc;
+    if (strcmp(sub, "list") == 0) {
+        if (argc != 1) return usage_error("subscriptions list takes no argument");
+        snprintf(path, sizeof path, "%s/subscriptions", ebase);
+        rc = call_json(c, "GET", path, NULL, NULL, 0, 200, 200, &r, &j);
+        size_t i;
+        json_t *s;
+        if (rc == 0 && !c->json) json_array_foreach(json_object_get(j, "subscriptions"), i, s) {
+                printf("%s %s %s %s %lld\n", json_string_value(json_object_get(s, "subscriptionName")),
+                       json_string_value(json_object_get(s, "queueName")),
+                       json_string_value(json_object_get(s, "state")),
+                       json_string_value(json_object_get(s, "position")),
+                       (long long)json_integer_value(json_object_get(s, "delivered")));
+            }
+    } else if (strcmp(sub, "delete") == 0) {
+        if (argc != 2) return usage_error("subscriptions delete needs one NAME");
+        if (sub_name(argv[1])) return EXIT_USAGE;
+        snprintf(path, sizeof path, "%s/subscriptions/%s", ebase, argv[1]);
+        rc = call_json(c, "DELETE", path, NULL, NULL, 0, 200, 200, &r, &j);
+    } else if (strcmp(sub, "create") == 0) {
+        if (argc < 3) return usage_error("subscriptions create needs NAME and QUEUE");
+        if (sub_name(argv[1]) || queue_name(argv[2])) return EXIT_USAGE;
+        json_t *types = json_array(), *tags = json_array();
+        json_t *body = json_pack("{s:s,s:s,s:{s:o,s:o}}", "subscriptionName", argv[1], "queueName", argv[2],
+                                 "filter", "types", types, "tags", tags);
+        if (!body) return EXIT_SERVER;
+        rc = 0;
+        for (int i = 3; i < argc && rc == 0; i++) {
+            int type = strcmp(argv[i], "--type") == 0, tag = strcmp(argv[i], "--tag") == 0;
+            if ((type || tag || strcmp(argv[i], "--start") == 0) && i + 1 < argc) {
+                json_t *v = json_string(argv[++i]);
+                if (type || tag)
+                    json_array_append_new(type ? types : tags, v);
+                else
+                    json_object_set_new(body, "startFrom", v);
+            } else {
+                rc = usage_error("subscriptions create: unexpected '%s'", argv[i]);
+            }
+        }
+        char *text = rc ? NULL : json_dumps(body, JSON_COMPACT);
+        json_decref(body);
+        if (rc) return rc;
+        if (!text) return EXIT_SERVER;
+        snprintf(path, sizeof path, "%s/subscriptions", ebase);
+        rc = call_json(c, "POST", path, NULL, text, strlen(text), 201, 200, &r, &j);
+        free(text);
+        if (rc == 0 && !c->json)
+            printf("%s from %s%s\n", json_string_value(json_object_get(j, "subscriptionName")),
+                   json_string_value(json_object_get(j, "startFrom")),
+                   r.status == 200 ? " (exists already)" : "");
+    } else {
+        return usage_error("unknown subscriptions command '%s'", sub);
+    }
+    json_decref(j);
+    free(r.body);
+    return rc;
+}
+
 int sl_client_main(int argc, char **argv) {
     conn_cfg c = {.timeout_s = 30};
     const char *url = getenv("SLUICE_URL"), *account = getenv("SLUICE_ACCOUNT"), *key = getenv("SLUICE_KEY");
@@ -649,6 +726,8 @@ int sl_client_main(int argc, char **argv) {
         snprintf(ebase, sizeof ebase, "/api/v1/accounts/%s", account);
         if (strcmp(cmd, "events") == 0)
             rc = cmd_events(&c, nrest, rest, ebase);
+        else if (strcmp(cmd, "subscriptions") == 0)
+            rc = cmd_subscriptions(&c, nrest, rest, ebase);
         else if (strcmp(cmd, "queue") == 0)
             rc = cmd_queue(&c, nrest, rest, base);
         else if (strcmp(cmd, "put") == 0)

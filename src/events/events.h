@@ -251,6 +251,12 @@ int sl_evlog_get(sl_evlog *l, const char *account, const char *id, sl_stored_eve
  * it again after at most a few seconds. */
 int sl_evlog_retention(sl_evlog *l, const char *account, int *seconds);
 int sl_evlog_set_retention(sl_evlog *l, const char *account, int seconds);
+/* Forgets a deleted account's log: its events are gone from reads at once
+ * on this node and within a few seconds on the others (each stays stored
+ * until its TTL), its retention is the default again, and its
+ * subscriptions are deleted. A re-created account of that name starts
+ * with an empty log. 0 or a store error; a retry finishes the job. */
+int sl_evlog_forget(sl_evlog *l, const char *account);
 
 /* --- Queries on the store (query.c) ------------------------------------- */
 
@@ -271,5 +277,75 @@ typedef struct {
  * (1..SL_EV_LIMIT_MAX). Returns 0 and *out, SL_EINVAL, or a store error. */
 int sl_evlog_query(sl_evlog *l, const sl_ev_query *q, int limit, sl_ev_page *out);
 void sl_ev_page_free(sl_ev_page *p);
+
+/* --- Subscriptions (sub.c) ---------------------------------------------- */
+
+/* A subscription routes the events of its account's log that match its
+ * filter into a queue of that account, at least once and in position
+ * order, from startFrom on (API.md "Subscriptions"). Its row holds the
+ * definition and the durable cursor: every matching event before the
+ * cursor has been put in the queue. One node at a time works it, holding
+ * a lease row; after each page put in the queue it advances the cursor
+ * with a compare-and-set on the row's version. */
+#define SL_EV_SUBS_MAX 100 /* subscriptions of one account */
+#define SL_EV_SUB_PAGE 100 /* events put in the queue as one batch */
+
+typedef enum { SL_SUB_NOW = 0, SL_SUB_EARLIEST = 1, SL_SUB_TIME = 2 } sl_sub_start;
+typedef enum { SL_SUB_ACTIVE = 0, SL_SUB_QUEUE_MISSING = 1, SL_SUB_DELETED = 2 } sl_sub_state;
+
+typedef struct {
+    char name[SL_NAME_MAX + 1], queue[SL_NAME_MAX + 1];
+    sl_ev_query filter; /* its types and tags only, canonical */
+    sl_sub_start start; /* as given */
+    int64_t start_us;   /* the time it starts from (given for SL_SUB_TIME; resolved on create) */
+    int64_t created_us;
+    sl_sub_state state;
+    sl_ev_pos position; /* the durable cursor */
+    int64_t delivered;  /* events put */
+    int64_t version;    /* bumped by every change of the row */
+} sl_ev_sub;
+
+extern const sl_table sl_t_event_subscription, sl_t_event_sub_dir, sl_t_event_sub_lease;
+
+/* Creates name's subscription from def (name, queue, filter, start and,
+ * for SL_SUB_TIME, start_us; the caller checks that the queue exists).
+ * Returns 0 and the subscription in *out, with *created 1 when it was made
+ * now and 0 when one with the same definition existed; SL_EEXISTS when the
+ * name is taken by a different one; SL_ETOOBIG when the account has
+ * SL_EV_SUBS_MAX; SL_EINVAL; or a store error. */
+int sl_evsub_create(sl_evlog *l, const char *account, const sl_ev_sub *def, sl_ev_sub *out, int *created);
+/* 0 and *out, SL_ENOTFOUND, or a store error. */
+int sl_evsub_get(sl_evlog *l, const char *account, const char *name, sl_ev_sub *out);
+/* The account's subscriptions by name (*out malloc'ed; free it). */
+int sl_evsub_list(sl_evlog *l, const char *account, sl_ev_sub **out, size_t *n);
+/* Deletes one: 0, SL_ENOTFOUND, or a store error. Its worker stops within
+ * a page; what it put stays in the queue. */
+int sl_evsub_delete(sl_evlog *l, const char *account, const char *name);
+
+/* Where the worker puts events: main.c wires it to the queue engine, so
+ * that events/ and queue/ stay siblings. put stores n events (1..
+ * SL_EV_SUB_PAGE) in the queue as one batch and returns 0 once they are
+ * durable, SL_ENOTFOUND when the queue does not exist, or another error
+ * (the worker tries again later). exists answers 1, 0, or an error. */
+typedef struct {
+    int (*put)(void *ctx, const char *account, const char *queue, const char *sub, const sl_stored_event *evs,
+               size_t n);
+    int (*exists)(void *ctx, const char *account, const char *queue);
+    void *ctx;
+} sl_ev_sink;
+
+typedef struct {
+    const char *node_id; /* this node's name in the lease rows */
+    sl_ev_sink sink;
+    int poll_ms; /* how often an idle subscription looks for events; 0: 250 */
+} sl_evsubs_config;
+
+typedef struct sl_evsubs sl_evsubs;
+
+/* Starts this node's worker thread, which takes the lease of every
+ * subscription that no live node holds and delivers its events. */
+int sl_evsubs_start(sl_evlog *l, const sl_evsubs_config *cfg, sl_evsubs **out);
+/* Stops it and gives its leases back, so another node takes over at once. */
+void sl_evsubs_stop(sl_evsubs *w);
 
 #endif

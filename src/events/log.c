@@ -9,8 +9,10 @@
  *                  confirmed
  *   event_index    ((ikey, bucket, shard), recorded_us, id) type, tags
  *   event_bucket   ((ikey, month), bucket) width_us, shards
- *   event_settings ((account)) retention_s
+ *   event_settings ((account)) retention_s, floor_us
  *   event_meta     ((name)) secret, width_us, shards: one row, "log"
+ *
+ * and the subscriptions' tables (sub.c).
  *
  * ikey names one index key of one account: "<account>/a/" for the 'all'
  * index, "<account>/t/<type>" and "<account>/g/<tag>" (no name, type or
@@ -82,7 +84,7 @@ const sl_table sl_t_event_bucket = {
     5,
     {{"ikey", SL_TEXT}, {"month", SL_INT}, {"bucket", SL_INT}, {"width_us", SL_INT}, {"shards", SL_INT}}};
 const sl_table sl_t_event_settings = {
-    "event_settings", 1, 0, 2, {{"account", SL_TEXT}, {"retention_s", SL_INT}}};
+    "event_settings", 1, 0, 3, {{"account", SL_TEXT}, {"retention_s", SL_INT}, {"floor_us", SL_INT}}};
 const sl_table sl_t_event_meta = {
     "event_meta",
     1,
@@ -90,8 +92,9 @@ const sl_table sl_t_event_meta = {
     4,
     {{"name", SL_TEXT}, {"secret", SL_BLOB}, {"width_us", SL_INT}, {"shards", SL_INT}}};
 
-static const sl_table *const tables[] = {&sl_t_event, &sl_t_event_index, &sl_t_event_bucket,
-                                         &sl_t_event_settings, &sl_t_event_meta};
+static const sl_table *const tables[] = {&sl_t_event,          &sl_t_event_index,    &sl_t_event_bucket,
+                                         &sl_t_event_settings, &sl_t_event_meta,     &sl_t_event_subscription,
+                                         &sl_t_event_sub_dir,  &sl_t_event_sub_lease};
 
 const sl_table *const *sl_evlog_tables(size_t *n) {
     *n = sizeof tables / sizeof tables[0];
@@ -120,6 +123,7 @@ struct sl_evlog {
     struct {
         char account[SL_NAME_MAX + 1];
         int seconds;
+        int64_t floor_us;
         int64_t read_ms;
     } retention[RETENTION_CACHE]; /* by a hash of the account */
     uint64_t dirs[DIR_CACHE];     /* hashes of the directory rows written */
@@ -229,10 +233,12 @@ int64_t ev_width(const sl_evlog *l) {
 /* --- Positions ----------------------------------------------------------- */
 
 /* Stamps are unique on this node and increase: a clock that stands still
- * or steps back moves them on by a microsecond. */
-static int64_t stamp_take(sl_evlog *l, stamp *s) {
+ * or steps back moves them on by a microsecond. None is before floor (the
+ * account's last deletion, stamped by a node whose clock may be ahead). */
+static int64_t stamp_take(sl_evlog *l, stamp *s, int64_t floor) {
     pthread_mutex_lock(&l->mu);
     int64_t now = sl_now_us();
+    if (l->last_us < floor) l->last_us = floor;
     s->us = now > l->last_us ? now : l->last_us + 1;
     l->last_us = s->us;
     s->next = NULL;
@@ -273,13 +279,16 @@ static size_t retention_slot(const char *account) {
     return (size_t)(fnv64(14695981039346656037ull, account, strlen(account)) % RETENTION_CACHE);
 }
 
-int sl_evlog_retention(sl_evlog *l, const char *account, int *seconds) {
+/* An account's settings: its retention, and its floor: the time its
+ * account was last deleted, before which no event of it is seen (0: never
+ * deleted). Each node reads them again after RETENTION_FRESH_MS. */
+static int settings(sl_evlog *l, const char *account, int *seconds, int64_t *floor) {
     size_t k = retention_slot(account);
     int64_t now = sl_mono_ms();
     pthread_mutex_lock(&l->mu);
     int hit =
         strcmp(l->retention[k].account, account) == 0 && now - l->retention[k].read_ms < RETENTION_FRESH_MS;
-    if (hit) *seconds = l->retention[k].seconds;
+    if (hit) *seconds = l->retention[k].seconds, *floor = l->retention[k].floor_us;
     pthread_mutex_unlock(&l->mu);
     if (hit) return 0;
     sl_result r;
@@ -287,16 +296,51 @@ int sl_evlog_retention(sl_evlog *l, const char *account, int *seconds) {
     sl_val key[1] = {sl_vtext(account)};
     int rc = sl_store_get(l->st, &sl_t_event_settings, key, SL_READ_DEFAULT, &r);
     int s = SL_EV_RETENTION_DEFAULT;
+    int64_t f = 0;
     if (rc == 0 && r.rows[0].v[1].set && !r.rows[0].v[1].null) s = (int)r.rows[0].v[1].i;
+    if (rc == 0 && r.rows[0].v[2].set && !r.rows[0].v[2].null) f = r.rows[0].v[2].i;
     sl_result_free(&r);
     if (rc && rc != SL_ENOTFOUND) return rc;
     pthread_mutex_lock(&l->mu);
     snprintf(l->retention[k].account, sizeof l->retention[k].account, "%s", account);
     l->retention[k].seconds = s;
+    l->retention[k].floor_us = f;
     l->retention[k].read_ms = now;
     pthread_mutex_unlock(&l->mu);
     *seconds = s;
+    *floor = f;
     return 0;
+}
+
+int sl_evlog_retention(sl_evlog *l, const char *account, int *seconds) {
+    int64_t floor;
+    return settings(l, account, seconds, &floor);
+}
+
+static void settings_forget(sl_evlog *l, const char *account) {
+    size_t k = retention_slot(account);
+    pthread_mutex_lock(&l->mu);
+    l->retention[k].account[0] = '\0'; /* this node reads them again at once */
+    pthread_mutex_unlock(&l->mu);
+}
+
+int sl_evlog_forget(sl_evlog *l, const char *account) {
+    if (!sl_name_valid(account)) return SL_EINVAL;
+    sl_write w = {.t = &sl_t_event_settings, .kind = SL_W_UPSERT};
+    w.row.v[0] = sl_vtext(account);
+    w.row.v[1] = sl_vnull();
+    w.row.v[2] = sl_vint(sl_now_us());
+    int rc = sl_store_apply(l->st, &w, 1, NULL);
+    if (rc == SL_EUNKNOWN) rc = sl_store_apply(l->st, &w, 1, NULL); /* a later floor is as good */
+    if (rc) return rc;
+    settings_forget(l, account);
+    sl_ev_sub *subs;
+    size_t n;
+    if ((rc = sl_evsub_list(l, account, &subs, &n)) != 0) return rc;
+    for (size_t i = 0; i < n && (rc == 0 || rc == SL_ENOTFOUND); i++)
+        rc = sl_evsub_delete(l, account, subs[i].name);
+    free(subs);
+    return rc == SL_ENOTFOUND ? 0 : rc;
 }
 
 int sl_evlog_set_retention(sl_evlog *l, const char *account, int seconds) {
@@ -306,12 +350,8 @@ int sl_evlog_set_retention(sl_evlog *l, const char *account, int seconds) {
     w.row.v[1] = sl_vint(seconds);
     int rc = sl_store_apply(l->st, &w, 1, NULL);
     if (rc == SL_EUNKNOWN) rc = sl_store_apply(l->st, &w, 1, NULL); /* an idempotent upsert */
-    if (rc) return rc;
-    size_t k = retention_slot(account);
-    pthread_mutex_lock(&l->mu);
-    l->retention[k].account[0] = '\0'; /* this node reads it again at once */
-    pthread_mutex_unlock(&l->mu);
-    return 0;
+    if (rc == 0) settings_forget(l, account);
+    return rc;
 }
 
 /* --- Ingest -------------------------------------------------------------- */
@@ -454,11 +494,17 @@ int sl_evlog_put(sl_evlog *l, const char *account, const sl_event *ev, sl_ev_rec
     /* An id stored already: the same content is a match, other content a
      * conflict. A row not confirmed is an ingest that was cut or is under
      * way: this one stores the event again, at a new position. */
+    int retention;
+    int64_t floor;
+    int rc = settings(l, account, &retention, &floor);
+    if (rc) return rc;
     sl_result r;
     sl_result_init(&r);
     sl_val key[2] = {sl_vtext(account), sl_vtext(out->id)};
-    int rc = ev->id[0] ? sl_store_get(l->st, &sl_t_event, key, SL_READ_DEFAULT, &r) : SL_ENOTFOUND;
-    if (rc == 0 && r.rows[0].v[EV_CONFIRMED].set && r.rows[0].v[EV_CONFIRMED].i == 1) {
+    rc = ev->id[0] ? sl_store_get(l->st, &sl_t_event, key, SL_READ_DEFAULT, &r) : SL_ENOTFOUND;
+    /* A row from before the account was deleted is no longer there. */
+    if (rc == 0 && r.rows[0].v[EV_CONFIRMED].set && r.rows[0].v[EV_CONFIRMED].i == 1 &&
+        r.rows[0].v[EV_RECORDED].i >= floor) {
         out->outcome = same_content(&r.rows[0], ev, ev->ntags ? tags : NULL) ? SL_EV_MATCHED : SL_EV_CONFLICT;
         out->recorded_us = r.rows[0].v[EV_RECORDED].i;
         out->expires_us = r.rows[0].v[EV_EXPIRES].i;
@@ -467,8 +513,6 @@ int sl_evlog_put(sl_evlog *l, const char *account, const sl_event *ev, sl_ev_rec
     }
     sl_result_free(&r);
     if (rc && rc != SL_ENOTFOUND) return rc;
-    int retention;
-    if ((rc = sl_evlog_retention(l, account, &retention)) != 0) return rc;
 
     /* On Cassandra a reader on another node passes a position settle
      * after it was stamped, so the event must be confirmed by then. One
@@ -478,7 +522,7 @@ int sl_evlog_put(sl_evlog *l, const char *account, const sl_event *ev, sl_ev_rec
     int64_t us = 0;
     for (int attempt = 1;; attempt++) {
         stamp s;
-        us = stamp_take(l, &s);
+        us = stamp_take(l, &s, floor);
         rc = write_unconfirmed(l, account, out->id, ev, ev->ntags ? tags : NULL, retention, us);
         int late = rc == 0 && l->settle_us > 0 && sl_now_us() - us > l->settle_us / 2;
         if (late && attempt < RESTAMP_MAX) {
@@ -523,11 +567,15 @@ int sl_evlog_get(sl_evlog *l, const char *account, const char *id, sl_stored_eve
     memset(out, 0, sizeof *out);
     sl_result_init(&out->r);
     if (!sl_name_valid(account) || !sl_ev_id_valid(id)) return SL_ENOTFOUND;
-    sl_val key[2] = {sl_vtext(account), sl_vtext(id)};
-    int rc = sl_store_get(l->st, &sl_t_event, key, SL_READ_DEFAULT, &out->r);
+    int retention;
+    int64_t floor;
+    int rc = settings(l, account, &retention, &floor);
     if (rc) return rc;
+    sl_val key[2] = {sl_vtext(account), sl_vtext(id)};
+    if ((rc = sl_store_get(l->st, &sl_t_event, key, SL_READ_DEFAULT, &out->r)) != 0) return rc;
     const sl_row *row = &out->r.rows[0];
-    if (!row->v[EV_CONFIRMED].set || row->v[EV_CONFIRMED].i != 1 || !row->v[EV_TYPE].set) {
+    if (!row->v[EV_CONFIRMED].set || row->v[EV_CONFIRMED].i != 1 || !row->v[EV_TYPE].set ||
+        row->v[EV_RECORDED].i < floor) {
         sl_result_free(&out->r);
         return SL_ENOTFOUND;
     }

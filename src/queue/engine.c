@@ -94,14 +94,7 @@ static void *poller_main(void *arg) {
     sl_engine *e = arg;
     pthread_mutex_lock(&e->mu);
     while (!e->stopping) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 200 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&e->wake, &e->mu, &ts);
+        sl_cond_wait_ms(&e->wake, &e->mu, 200);
         if (e->stopping) break;
         /* Collect the distinct queues with watchers (a few; bounded). */
         qstate *qs[64];

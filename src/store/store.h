@@ -271,7 +271,9 @@ int sl_store_cql_open(const struct sl_cql_config *cfg, sl_store **out);
 /* Creates the keyspace (when create_keyspace; replication is a CQL map
  * literal, SimpleStrategy RF 1 when NULL), the schema_version table and
  * every table of tables[], adds columns missing from existing tables, and
- * refuses a schema newer than this build's. Running it again is a no-op. */
+ * refuses a schema newer than this build's (SL_STORE_CQL_SCHEMA_VERSION).
+ * Running it again is a no-op. */
+#define SL_STORE_CQL_SCHEMA_VERSION 3
 int sl_store_cql_schema(sl_store *s, const sl_table *const *tables, size_t n, int create_keyspace,
                         const char *replication);
 /* The store's client (for tests and tools); NULL for another backend. */

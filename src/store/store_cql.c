@@ -1,9 +1,10 @@
 /* store_cql.c: the Cassandra backend of the table contract (store.h).
  *
- * Schema, version 2 (created by sl_store_cql_schema, i.e. `sluice schema`;
- * serve only checks it). Version 2 adds the event log's tables; running
- * `sluice schema` on a version 1 keyspace creates them (every statement is
- * IF NOT EXISTS) and records version 2. Every sl_table T becomes, in the keyspace K,
+ * Schema, version 3 (created by sl_store_cql_schema, i.e. `sluice schema`;
+ * serve only checks it). Version 2 added the event log's tables, version 3
+ * its subscriptions'; running `sluice schema` on an older keyspace creates
+ * what is missing (every statement is IF NOT EXISTS) and records version 3. Every sl_table T becomes, in the
+ * keyspace K,
  *
  *   CREATE TABLE "K"."T" ("pk1" <ty>, .., "ck1" <ty>, .., "col" <ty>, ..,
  *                         "_row" boolean,
@@ -11,7 +12,7 @@
  *
  * with <ty> bigint, text or blob for SL_INT, SL_TEXT, SL_BLOB, and
  * "K"."schema_version" (name text PRIMARY KEY, version int) holds the row
- * ('sluice', 2). A database with a newer version is refused.
+ * ('sluice', 3). A database with a newer version is refused.
  *
  * "_row" is written (true, with the write's TTL) by every upsert and
  * compare-and-set. Cassandra evaluates "IF c = null" as true for a row that
@@ -61,7 +62,7 @@
 #include "../cql/client.h"
 #include "store_int.h"
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION SL_STORE_CQL_SCHEMA_VERSION
 #define PAGE_SIZE 1000
 #define DDL_TIMEOUT_MS 60000
 #define ROW_COL "_row"

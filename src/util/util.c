@@ -62,6 +62,18 @@ void sl_mono_hook(int64_t (*fn)(void)) {
     __atomic_store_n(&mono_fn, fn, __ATOMIC_RELEASE);
 }
 
+void sl_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int ms) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(cv, mu, &ts);
+}
+
 static int (*alloc_fail)(size_t);
 
 static int alloc_fails(size_t n) {

@@ -591,6 +591,55 @@ class SluiceClient:
             return page["end"] > recorded_at  # both UTC with six fractional digits: they sort as strings
         await_until(past, timeout=30, desc=f"the event log's read horizon to pass {recorded_at}")
 
+    def create_sub(self, name, queue, filter=None, start=None, account=None, **extra):
+        body = {"subscriptionName": name, "queueName": queue, **extra}
+        if filter is not None:
+            body["filter"] = filter
+        if start is not None:
+            body["startFrom"] = start
+        return self.request("POST", self.ebase(account) + "/subscriptions", json=body)
+
+    def get_sub(self, name, account=None):
+        return self.request("GET", f"{self.ebase(account)}/subscriptions/{name}")
+
+    def list_subs(self, account=None):
+        return self.request("GET", self.ebase(account) + "/subscriptions")
+
+    def delete_sub(self, name, account=None):
+        return self.request("DELETE", f"{self.ebase(account)}/subscriptions/{name}")
+
+    def await_sub(self, name, desc, pred, timeout=30):
+        """Waits until pred(the Subscription) holds; returns it."""
+        last = {}
+
+        def check():
+            last["s"] = assert_status(self.get_sub(name), 200).json()
+            return pred(last["s"])
+
+        try:
+            await_until(check, timeout=timeout, interval=0.1, desc=desc)
+        except AssertionError:
+            raise AssertionError(f"subscription {name}: {desc} not within {timeout} s; last: {last.get('s')}")
+        return last["s"]
+
+    def collect_events(self, q, ids, timeout=30, invisibility=30):
+        """Receives and acks from q until every event id in ids has come
+        (as a subscription puts them: the StoredEvent as the body, ce-id
+        among the attributes); returns the messages in the order received,
+        duplicates included."""
+        want, got, msgs = set(ids), set(), []
+
+        def more():
+            for m in self.receive_list(q, 32, invisibility):
+                msgs.append(m)
+                got.add(m["attributes"].get("ce-id"))
+                assert_status(self.ack(q, m["popReceipt"]), 204)
+            return want <= got
+
+        await_until(more, timeout=timeout, interval=0.05,
+                    desc=f"{len(want - got)} of {len(want)} events to arrive in queue {q}")
+        return msgs
+
     def eventlog(self, retention=None, account=None):
         if retention is None:
             return self.request("GET", self.ebase(account) + "/eventlog")

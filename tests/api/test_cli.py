@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from sluice_client import BINARY, REPO, unique_name
+from sluice_client import BINARY, REPO, await_until, unique_name
 
 
 def run(server, *args, key=None, account="dev", url=None, stdin=None, env_extra=None):
@@ -210,3 +210,44 @@ def test_events_tail_follows_the_log(server, client):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_subscriptions_create_list_delete(server, client, scheme):
+    p = unique_name("clis")
+    q = client.new_queue("cliq")
+    rc, out, err = run(server, "subscriptions", "create", p, q, "--type", f"{p}.a", "--tag", "eu", "--start",
+                       "earliest")
+    assert rc == 0 and out.startswith(f"{p} from "), (rc, out, err)
+    rc, out, err = run(server, "subscriptions", "create", p, q, "--tag", "eu", "--type", f"{p}.a", "--start",
+                       "earliest")
+    assert rc == 0 and "exists already" in out, (rc, out, err)
+    rc, out, err = run(server, "subscriptions", "create", p, q)
+    assert rc == 1 and "409" in err, (rc, out, err)
+    rc, out, err = run(server, "subscriptions", "create", unique_name("clis"), "no-such-queue")
+    assert rc == 1 and "404" in err, (rc, out, err)
+    rc, out, err = run(server, "subscriptions", "create", p, q, "--start", "whenever")
+    assert rc == 2 and "400" in err, (rc, out, err)
+    rc, out, err = run(server, "subscriptions", "create", p, q, "--colour", "red")
+    assert rc == 2, (rc, out, err)
+    # The subscription routes events into the queue.
+    ev = client.put_event({"id": f"{p}-1", "type": f"{p}.a", "tags": ["eu"]}).json()
+    client.collect_events(q, [ev["id"]])
+    mine = None
+
+    def listed():
+        nonlocal mine
+        rc, out, err = run(server, "subscriptions", "list")
+        assert rc == 0, (rc, out, err)
+        mine = [line.split() for line in out.splitlines() if line.split()[0] == p]
+        return mine and int(mine[0][4]) >= 1
+
+    await_until(listed, timeout=30, desc="the CLI's list to show one delivered")
+    assert mine[0][1:3] == [q, "active"], mine
+    rc, out, err = run(server, "subscriptions", "list", "--json")
+    assert rc == 0 and p in [s["subscriptionName"] for s in json.loads(out)["subscriptions"]], (rc, out, err)
+    rc, out, err = run(server, "subscriptions", "delete", p)
+    assert rc == 0, (rc, out, err)
+    rc, out, err = run(server, "subscriptions", "delete", p)
+    assert rc == 1 and "404" in err, (rc, out, err)
+    rc, out, err = run(server, "subscriptions", "delete", "bad/name")
+    assert rc == 2, (rc, out, err)

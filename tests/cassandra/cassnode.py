@@ -115,3 +115,11 @@ def repair_lease(port, keyspace, account, queue):
     prefix = f"{account}/{queue}/"
     mine = [r for r in rows if isinstance(r.get("qkey"), str) and r["qkey"].startswith(prefix)]
     return mine[-1] if mine else None
+
+
+def sub_lease(port, keyspace, account, name):
+    """The lease row of an event subscription as a dict (owner, nonce, ttl),
+    or None when there is none."""
+    rows = cql_mini.query(port, f'SELECT skey, owner, nonce, ttl(owner) AS ttl FROM "{keyspace}".event_sub_lease')
+    mine = [r for r in rows if r.get("skey") == f"{account}/{name}"]
+    return mine[0] if mine else None

@@ -1,9 +1,12 @@
-"""Several Sluice nodes on one Cassandra (issue 3, item 5).
+"""Several Sluice nodes on one Cassandra (issue 3, item 5; issue 14).
 
 Two server processes on different ports share one keyspace: what one node
 writes the other serves; a long poll on one node wakes within a second of a
 put on the other; exactly one node runs a queue's repair worker at a time,
 and when it is killed the other takes over once the lease has expired.
+Events ingested on one node are read and paged on the other, and an event
+subscription has one owner, which moves when its node is killed, with no
+event lost.
 
 The repair worker's owner is observed in the one place it exists: the
 queue's row in the repair_lease table, read with a small test-side CQL
@@ -25,7 +28,7 @@ import uuid
 import pytest
 
 import cql_mini
-from cassnode import repair_lease
+from cassnode import repair_lease, sub_lease
 from sluice_client import (CASSANDRA_PORT, SluiceServer, assert_status, await_until, describe, new_keyspace,
                            sleep_until)
 
@@ -291,5 +294,91 @@ def test_late_write_is_delivered_by_the_surviving_repair_worker(server_factory):
     assert_status(cb.ack(q, got["popReceipt"]), 204)
     assert _lease(ks, q)["owner"] != id_a
     cb.await_stats(q, timeout=30, size=0)
+    ca.close()
+    cb.close()
+
+
+def _sub_lease(ks, name):
+    try:
+        return sub_lease(CASSANDRA_PORT, ks, "dev", name)
+    except (OSError, cql_mini.CqlError) as e:
+        raise AssertionError(f"cannot read the lease of subscription {name} in {ks}: {e}")
+
+
+def test_events_cross_nodes_and_a_subscription_moves_when_its_owner_dies(server_factory, record_property):
+    ks = new_keyspace("sluice_ev")
+    a = server_factory("node-a", keyspace=ks)
+    ca = a.client()
+    q = ca.new_queue("mn-sub")
+    name = f"mn-sub-{uuid.uuid4().hex[:8]}"
+    assert_status(ca.create_sub(name, q, {"types": ["mn.t"]}), 201)
+    # Only A runs: the lease's owner is A.
+    id_a = await_until(lambda: (_sub_lease(ks, name) or {}).get("owner"), timeout=20, interval=0.2,
+                       desc=f"a lease row for subscription {name}")
+    b = server_factory("node-b", keyspace=ks)
+    cb = b.client()
+
+    # Ingested on either node, read and paged on the other.
+    ids = []
+    for i in range(10):
+        c = ca if i % 2 == 0 else cb
+        ids.append(assert_status(c.put_event({"id": f"mn-{i}", "type": "mn.t", "data": i}), 201).json())
+    for c in (ca, cb):
+        c.await_readable(ids[-1]["recordedAt"])
+        evs, pages, _ = c.query_all([("type", "mn.t")], limit=3)
+        assert [e["id"] for e in evs] == [r["id"] for r in sorted(ids, key=lambda r: (r["recordedAt"], r["id"]))]
+        assert_status(c.get_event("mn-3"), 200)
+    first = cb.collect_events(q, [r["id"] for r in ids], timeout=30)
+
+    # While A lives the lease stays A's, and A renews it.
+    owners, nonces = set(), set()
+    end = time.monotonic() + 7
+    while time.monotonic() < end:
+        row = _sub_lease(ks, name)
+        assert row is not None, "the lease row vanished while its owner was alive"
+        owners.add(row["owner"])
+        nonces.add(row["nonce"])
+        time.sleep(0.2)
+    assert owners == {id_a}, f"the subscription's lease changed hands while its owner lived: {owners}"
+    assert len(nonces) >= 2, "the owner did not renew its lease within 7 s"
+
+    # A dies under ingest: B takes the lease over and every answered event arrives.
+    later = [assert_status(cb.put_event({"id": f"mn-late-{i}", "type": "mn.t"}), 201).json()["id"] for i in range(5)]
+    t_kill = time.monotonic()
+    a.kill()
+    later += [assert_status(cb.put_event({"id": f"mn-after-{i}", "type": "mn.t"}), 201).json()["id"]
+              for i in range(5)]
+    row = await_until(lambda: (lambda r: r if r and r["owner"] not in (id_a, "") else None)(_sub_lease(ks, name)),
+                      timeout=TAKEOVER_DEADLINE_S, interval=0.2, desc="node B to take over the subscription")
+    takeover = time.monotonic() - t_kill
+    msgs = cb.collect_events(q, later, timeout=60)
+    got = [m["attributes"]["ce-id"] for m in first + msgs]
+    assert set(got) == {r["id"] for r in ids} | set(later), "an event other than the matching ones was put"
+    summary = (f"subscription takeover {takeover:.1f} s after SIGKILL of its owner (lease TTL 15 s); "
+               f"{len(got) - len(set(got))} duplicates of {len(set(got))} events")
+    print(summary)
+    record_property("subscription_takeover", summary)
+    s = cb.get_sub(name).json()
+    assert s["state"] == "active" and s["delivered"] >= len(set(got)), s
+    assert row["owner"] == _sub_lease(ks, name)["owner"]
+    ca.close()
+    cb.close()
+
+
+def test_a_stopped_node_gives_its_subscriptions_back_at_once(server_factory):
+    ks = new_keyspace("sluice_evs")
+    a = server_factory("node-a", keyspace=ks)
+    ca = a.client()
+    q = ca.new_queue("mn-give")
+    name = f"mn-give-{uuid.uuid4().hex[:8]}"
+    assert_status(ca.create_sub(name, q), 201)
+    id_a = await_until(lambda: (_sub_lease(ks, name) or {}).get("owner"), timeout=20, interval=0.2,
+                       desc=f"a lease row for subscription {name}")
+    b = server_factory("node-b", keyspace=ks)
+    cb = b.client()
+    a.stop()  # SIGTERM: the lease is handed back, not left to expire
+    assert (_sub_lease(ks, name) or {}).get("owner") != id_a, "a stopped node kept its lease"
+    ev = assert_status(cb.put_event({"type": "mn.give"}), 201).json()
+    cb.collect_events(q, [ev["id"]], timeout=10)
     ca.close()
     cb.close()

@@ -2,7 +2,10 @@
  * ingest and reading back, idempotency by id, positions and the read
  * horizon with an ingest in flight, an ingest cut before its confirmation,
  * the index entries and directory rows an ingest writes, retention, the
- * rules of the fields, and the token secret shared through the store. */
+ * rules of the fields, the token secret shared through the store, and
+ * subscriptions: the worker's delivery in order through a lost advance, a
+ * missing queue and failed puts, one owner of two nodes' workers, and a
+ * deleted subscription or account. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* nftw, mkdtemp; the sanitizer build drops the Makefile's -D */
 #endif
@@ -621,6 +624,342 @@ static void test_queries_match_brute_force(void **state) {
     }
 }
 
+/* --- Subscriptions ------------------------------------------------------ */
+
+/* A sink that records what the worker puts, as the queue would hold it. */
+typedef struct {
+    pthread_mutex_t mu;
+    char (*ids)[SL_EV_ID_MAX + 1];
+    size_t n, cap;
+    int puts;
+    int missing;   /* answer SL_ENOTFOUND: no such queue */
+    int fail_left; /* answer SL_EIO this many times */
+} sink_rec;
+
+static int rec_put(void *ctx, const char *account, const char *queue, const char *sub,
+                   const sl_stored_event *evs, size_t n) {
+    (void)account;
+    (void)queue;
+    (void)sub;
+    sink_rec *k = ctx;
+    pthread_mutex_lock(&k->mu);
+    int rc = k->missing ? SL_ENOTFOUND : k->fail_left > 0 ? (k->fail_left--, SL_EIO) : 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (k->n == k->cap) k->ids = realloc(k->ids, (k->cap = k->cap ? 2 * k->cap : 256) * sizeof *k->ids);
+        snprintf(k->ids[k->n++], sizeof k->ids[0], "%s", evs[i].ev.id);
+    }
+    if (rc == 0) k->puts++;
+    pthread_mutex_unlock(&k->mu);
+    return rc;
+}
+
+static int rec_exists(void *ctx, const char *account, const char *queue) {
+    (void)account;
+    (void)queue;
+    sink_rec *k = ctx;
+    pthread_mutex_lock(&k->mu);
+    int x = !k->missing;
+    pthread_mutex_unlock(&k->mu);
+    return x;
+}
+
+static size_t rec_count(sink_rec *k) {
+    pthread_mutex_lock(&k->mu);
+    size_t n = k->n;
+    pthread_mutex_unlock(&k->mu);
+    return n;
+}
+
+/* Waits (real time; the worker runs on it) until cond(arg) holds, for at
+ * most 20 s. */
+static int await_cond(int (*cond)(void *), void *arg) {
+    for (int i = 0; i < 2000; i++) {
+        if (cond(arg)) return 1;
+        usleep(10000);
+    }
+    return 0;
+}
+
+typedef struct {
+    sink_rec *k;
+    size_t n;
+} atleast;
+static int has_atleast(void *arg) {
+    atleast *a = arg;
+    return rec_count(a->k) >= a->n;
+}
+
+static sl_evsubs *start_worker(fx *f, const char *node, sink_rec *k) {
+    sl_evsubs_config c = {.node_id = node, .sink = {rec_put, rec_exists, k}, .poll_ms = 10};
+    sl_evsubs *w;
+    assert_int_equal(sl_evsubs_start(f->l, &c, &w), 0);
+    return w;
+}
+
+static sl_ev_sub sub_def(const char *name, const char *type) {
+    sl_ev_sub d;
+    memset(&d, 0, sizeof d);
+    snprintf(d.name, sizeof d.name, "%s", name);
+    snprintf(d.queue, sizeof d.queue, "q");
+    if (type) snprintf(d.filter.types[d.filter.ntypes++], sizeof d.filter.types[0], "%s", type);
+    d.start = SL_SUB_NOW;
+    return d;
+}
+
+static void put_typed(fx *f, const char *id, const char *type) {
+    sl_event ev;
+    memset(&ev, 0, sizeof ev);
+    snprintf(ev.id, sizeof ev.id, "%s", id);
+    snprintf(ev.type, sizeof ev.type, "%s", type);
+    sl_ev_receipt rc;
+    assert_int_equal(sl_evlog_put(f->l, "acme", &ev, &rc), 0);
+}
+
+/* Fails the next compare-and-set of a subscription row that advances its
+ * cursor over delivered events (delivered past *ctx): not applied, and the
+ * caller is told the outcome is unknown (as a crash between the put and
+ * the advance leaves it). */
+static int advances_to_drop;
+static sl_fault_action drop_advance(void *ctx, const sl_write *w, size_t n) {
+    int col = 0;
+    while (strcmp(sl_t_event_subscription.cols[col].name, "delivered") != 0)
+        col++;
+    if (n == 1 && w->t == &sl_t_event_subscription && w->kind == SL_W_UPDATE_IF &&
+        w->row.v[col].i > *(const int64_t *)ctx && __atomic_load_n(&advances_to_drop, __ATOMIC_SEQ_CST) > 0) {
+        __atomic_sub_fetch(&advances_to_drop, 1, __ATOMIC_SEQ_CST);
+        return SL_FAULT_UNKNOWN_DROPPED;
+    }
+    return SL_FAULT_NONE;
+}
+
+/* Matching events are put in position order, each once; a put whose
+ * advance is lost is put again (the same events, nothing else) and
+ * nothing is lost; failed puts are tried again. */
+static void test_sub_delivers_in_order(void **state) {
+    fx *f = *state;
+    sink_rec k = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    sl_ev_sub def = sub_def("s1", "a"), s;
+    int created;
+    assert_int_equal(sl_evsub_create(f->l, "acme", &def, &s, &created), 0);
+    assert_true(created);
+    sl_clock_advance_ms(1);
+    char id[32];
+    for (int i = 0; i < 250; i++) {
+        snprintf(id, sizeof id, "e%03d", i);
+        put_typed(f, id, i % 5 == 0 ? "b" : "a");
+    }
+    sl_clock_advance_ms(1);
+    sl_evsubs *w = start_worker(f, "node-a", &k);
+    atleast want = {&k, 200};
+    assert_true(await_cond(has_atleast, &want));
+    pthread_mutex_lock(&k.mu);
+    assert_int_equal(k.n, 200);
+    for (int i = 0, j = 0; i < 250; i++) {
+        if (i % 5 == 0) continue;
+        snprintf(id, sizeof id, "e%03d", i);
+        assert_string_equal(k.ids[j++], id);
+    }
+    pthread_mutex_unlock(&k.mu);
+
+    /* The next advance is lost after its put: that page comes again. */
+    static const int64_t so_far = 200; /* an idle write of the cursor is not the one */
+    __atomic_store_n(&advances_to_drop, 1, __ATOMIC_SEQ_CST);
+    sl_store_sqlite_set_fault(f->st, drop_advance, (void *)&so_far);
+    for (int i = 0; i < 30; i++) {
+        snprintf(id, sizeof id, "f%03d", i);
+        put_typed(f, id, "a");
+    }
+    sl_clock_advance_ms(1);
+    want.n = 260;
+    assert_true(await_cond(has_atleast, &want));
+    /* Then puts that fail twice: tried again, nothing lost. */
+    pthread_mutex_lock(&k.mu);
+    k.fail_left = 2;
+    pthread_mutex_unlock(&k.mu);
+    put_typed(f, "g000", "a");
+    sl_clock_advance_ms(1);
+    want.n = 261;
+    assert_true(await_cond(has_atleast, &want));
+    sl_evsubs_stop(w);
+    sl_store_sqlite_set_fault(f->st, NULL, NULL);
+    assert_int_equal(__atomic_load_n(&advances_to_drop, __ATOMIC_SEQ_CST), 0);
+    /* f000..f029 twice in a row (the page again), then g000. */
+    assert_int_equal(k.n, 261);
+    for (int i = 0; i < 60; i++) {
+        snprintf(id, sizeof id, "f%03d", i % 30);
+        assert_string_equal(k.ids[200 + i], id);
+    }
+    assert_string_equal(k.ids[260], "g000");
+    assert_int_equal(sl_evsub_get(f->l, "acme", "s1", &s), 0);
+    assert_int_equal(s.delivered, 231); /* the lost advance did not count */
+    assert_int_equal(s.state, SL_SUB_ACTIVE);
+    assert_true(s.position.us > 0);
+    free(k.ids);
+}
+
+typedef struct {
+    fx *f;
+    sl_sub_state state;
+} state_is;
+static int has_state(void *arg) {
+    state_is *x = arg;
+    sl_ev_sub s;
+    return sl_evsub_get(x->f->l, "acme", "s1", &s) == 0 && s.state == x->state;
+}
+
+/* While its queue is missing a subscription waits with its position
+ * unchanged, then delivers what came meanwhile. */
+static void test_sub_waits_for_its_queue(void **state) {
+    fx *f = *state;
+    sink_rec k = {.mu = PTHREAD_MUTEX_INITIALIZER, .missing = 1};
+    sl_ev_sub def = sub_def("s1", NULL), s;
+    int created;
+    assert_int_equal(sl_evsub_create(f->l, "acme", &def, &s, &created), 0);
+    int64_t start = s.position.us;
+    sl_clock_advance_ms(1);
+    put_typed(f, "m1", "x");
+    put_typed(f, "m2", "y");
+    sl_clock_advance_ms(1);
+    sl_evsubs *w = start_worker(f, "node-a", &k);
+    state_is missing = {f, SL_SUB_QUEUE_MISSING}, active = {f, SL_SUB_ACTIVE};
+    assert_true(await_cond(has_state, &missing));
+    assert_int_equal(sl_evsub_get(f->l, "acme", "s1", &s), 0);
+    assert_int_equal(s.position.us, start);
+    assert_int_equal(rec_count(&k), 0);
+    pthread_mutex_lock(&k.mu);
+    k.missing = 0;
+    pthread_mutex_unlock(&k.mu);
+    atleast want = {&k, 2};
+    assert_true(await_cond(has_atleast, &want));
+    assert_true(await_cond(has_state, &active));
+    sl_evsubs_stop(w);
+    assert_int_equal(k.n, 2);
+    assert_string_equal(k.ids[0], "m1");
+    assert_string_equal(k.ids[1], "m2");
+    free(k.ids);
+}
+
+/* Two nodes' workers: one owns the subscription and delivers; when it
+ * stops it gives the lease back and the other delivers from where it was,
+ * at once. A deleted subscription delivers nothing more. */
+static void test_sub_one_owner_then_the_other(void **state) {
+    fx *f = *state;
+    sink_rec ka = {.mu = PTHREAD_MUTEX_INITIALIZER}, kb = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    sl_ev_sub def = sub_def("s1", NULL), s;
+    int created;
+    assert_int_equal(sl_evsub_create(f->l, "acme", &def, &s, &created), 0);
+    sl_evsubs *a = start_worker(f, "node-a", &ka);
+    atleast one = {&ka, 1};
+    sl_clock_advance_ms(1);
+    put_typed(f, "o1", "x");
+    sl_clock_advance_ms(1);
+    assert_true(await_cond(has_atleast, &one));
+    sl_evsubs *b = start_worker(f, "node-b", &kb);
+    char id[32];
+    for (int i = 2; i <= 20; i++) {
+        snprintf(id, sizeof id, "o%d", i);
+        put_typed(f, id, "x");
+        sl_clock_advance_ms(1);
+    }
+    one.n = 20;
+    assert_true(await_cond(has_atleast, &one));
+    assert_int_equal(rec_count(&kb), 0);
+    sl_evsubs_stop(a);
+    put_typed(f, "o21", "x");
+    sl_clock_advance_ms(1);
+    atleast other = {&kb, 1};
+    assert_true(await_cond(has_atleast, &other)); /* well before the 15 s TTL */
+    assert_string_equal(kb.ids[0], "o21");
+    assert_int_equal(ka.n, 20);
+
+    /* Deleted: a second subscription shows the worker has moved past. */
+    assert_int_equal(sl_evsub_delete(f->l, "acme", "s1"), 0);
+    assert_int_equal(sl_evsub_delete(f->l, "acme", "s1"), SL_ENOTFOUND);
+    assert_int_equal(sl_evsub_get(f->l, "acme", "s1", &s), SL_ENOTFOUND);
+    sl_ev_sub d2 = sub_def("s2", "marker");
+    assert_int_equal(sl_evsub_create(f->l, "acme", &d2, &s, &created), 0);
+    sl_clock_advance_ms(1);
+    put_typed(f, "o22", "x");
+    put_typed(f, "mk", "marker");
+    sl_clock_advance_ms(1);
+    other.n = 2;
+    assert_true(await_cond(has_atleast, &other));
+    sl_evsubs_stop(b);
+    assert_int_equal(kb.n, 2);
+    assert_string_equal(kb.ids[1], "mk");
+    free(ka.ids);
+    free(kb.ids);
+}
+
+/* Definitions: the same one is found again, another under the name is
+ * refused, an account holds at most SL_EV_SUBS_MAX, and a deleted
+ * account's subscriptions and events are gone. */
+static void test_sub_definitions_and_forget(void **state) {
+    fx *f = *state;
+    sl_ev_sub d = sub_def("s1", "b"), s;
+    snprintf(d.filter.types[d.filter.ntypes++], sizeof d.filter.types[0], "a");
+    d.start = SL_SUB_TIME;
+    d.start_us = 1000;
+    int created;
+    assert_int_equal(sl_evsub_create(f->l, "acme", &d, &s, &created), 0);
+    assert_true(created);
+    assert_string_equal(s.filter.types[0], "a"); /* canonical */
+    assert_int_equal(s.position.us, 1000);
+    assert_int_equal(sl_evsub_create(f->l, "acme", &d, &s, &created), 0);
+    assert_false(created);
+    d.start_us = 2000;
+    assert_int_equal(sl_evsub_create(f->l, "acme", &d, &s, &created), SL_EEXISTS);
+    for (int i = 2; i <= SL_EV_SUBS_MAX; i++) {
+        sl_ev_sub x = sub_def("", NULL);
+        snprintf(x.name, sizeof x.name, "s%d", i);
+        assert_int_equal(sl_evsub_create(f->l, "acme", &x, &s, &created), 0);
+    }
+    sl_ev_sub x = sub_def("one-more", NULL);
+    assert_int_equal(sl_evsub_create(f->l, "acme", &x, &s, &created), SL_ETOOBIG);
+    assert_int_equal(sl_evsub_create(f->l, "other", &x, &s, &created), 0);
+    sl_ev_sub *all;
+    size_t n;
+    assert_int_equal(sl_evsub_list(f->l, "acme", &all, &n), 0);
+    assert_int_equal(n, SL_EV_SUBS_MAX);
+    free(all);
+
+    put_typed(f, "kept", "t");
+    sl_stored_event e;
+    assert_int_equal(sl_evlog_get(f->l, "acme", "kept", &e), 0);
+    sl_stored_event_free(&e);
+    assert_int_equal(sl_evlog_set_retention(f->l, "acme", 60), 0);
+    sl_clock_advance_ms(1);
+    assert_int_equal(sl_evlog_forget(f->l, "acme"), 0);
+    assert_int_equal(sl_evlog_get(f->l, "acme", "kept", &e), SL_ENOTFOUND);
+    assert_int_equal(sl_evsub_list(f->l, "acme", &all, &n), 0);
+    assert_int_equal(n, 0);
+    free(all);
+    assert_int_equal(sl_evsub_list(f->l, "other", &all, &n), 0);
+    assert_int_equal(n, 1);
+    free(all);
+    int secs;
+    assert_int_equal(sl_evlog_retention(f->l, "acme", &secs), 0);
+    assert_int_equal(secs, SL_EV_RETENTION_DEFAULT);
+    /* The id is free: stored anew, not matched with the forgotten one. */
+    sl_event ev;
+    memset(&ev, 0, sizeof ev);
+    snprintf(ev.id, sizeof ev.id, "kept");
+    snprintf(ev.type, sizeof ev.type, "other");
+    sl_ev_receipt rc;
+    assert_int_equal(sl_evlog_put(f->l, "acme", &ev, &rc), 0);
+    assert_int_equal(rc.outcome, SL_EV_CREATED);
+    sl_clock_advance_ms(1);
+    sl_ev_query q;
+    memset(&q, 0, sizeof q);
+    snprintf(q.account, sizeof q.account, "acme");
+    q.end_us = sl_evlog_horizon(f->l);
+    sl_ev_page p;
+    assert_int_equal(sl_evlog_query(f->l, &q, 10, &p), 0);
+    assert_int_equal(p.n, 1);
+    assert_string_equal(p.events[0].ev.type, "other");
+    sl_ev_page_free(&p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_put_and_get, setup, teardown),
@@ -634,6 +973,10 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_field_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_secret_shared, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queries_match_brute_force, setup_small_buckets, teardown),
+        cmocka_unit_test_setup_teardown(test_sub_delivers_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sub_waits_for_its_queue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sub_one_owner_then_the_other, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sub_definitions_and_forget, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
