@@ -51,7 +51,7 @@
 
 #include "hist.h"
 
-enum { PROTO_SLUICE, PROTO_AZURE, PROTO_HELLO };
+enum { PROTO_SLUICE, PROTO_AZURE, PROTO_HELLO, PROTO_EVENTS };
 enum { ROLE_HELLO, ROLE_PROD, ROLE_CONS };
 enum { OP_PUT, OP_RECV, OP_ACK, OP_HELLO, OP_N };
 static const char *op_name[OP_N] = {"put", "receive", "ack", "hello"};
@@ -219,10 +219,42 @@ static void req_head(conn *c, const char *method, const char *target, const char
 
 static char qbase[512]; /* /api/v1/accounts/A/queues/Q or /A/Q */
 
+/* W5's event: one of 4 types, 2 of 8 tags, 200 bytes of data (a JSON
+ * string), no id (the server makes one). */
+#define EV_DATA_LEN 200
+static int make_event(conn *c, char *out) {
+    char d[EV_DATA_LEN - 1];
+    long seq = c->seq++;
+    int n = snprintf(d, sizeof d, "%d-%d-%ld-", c->w->id, c->id, seq);
+    memset(d + n, 'x', sizeof d - 1 - (size_t)n);
+    d[sizeof d - 1] = '\0';
+    return sprintf(out, "{\"type\":\"t%ld\",\"tags\":[\"g%ld\",\"r%ld\"],\"data\":\"%s\"}", seq % 4, seq % 8,
+                   4 + (seq / 8) % 4, d);
+}
+
 static void build_put(conn *c, int n) {
     char m[MSG_LEN + 1], target[1024];
     wreset(c);
     c->op = OP_PUT;
+    if (opt.proto == PROTO_EVENTS) {
+        static __thread char body[100 * (EV_DATA_LEN + 64) + 32];
+        size_t bl = 0;
+        if (opt.batch == 1) {
+            bl = (size_t)make_event(c, body);
+            snprintf(target, sizeof target, "/api/v1/accounts/%s/events", opt.account);
+        } else {
+            bl += (size_t)sprintf(body, "{\"events\":[");
+            for (int i = 0; i < n; i++) {
+                if (i) body[bl++] = ',';
+                bl += (size_t)make_event(c, body + bl);
+            }
+            bl += (size_t)sprintf(body + bl, "]}");
+            snprintf(target, sizeof target, "/api/v1/accounts/%s/events/batch", opt.account);
+        }
+        req_head(c, "POST", target, "application/json", bl);
+        wput(c, body, bl);
+        return;
+    }
     if (opt.proto == PROTO_AZURE) {
         char body[512];
         make_msg(c, m);
@@ -780,8 +812,9 @@ static void *worker_main(void *arg) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: loadgen --port P [--host 127.0.0.1] [--proto sluice|azure|hello] [options]\n"
-            "  --producers P --consumers C   clients (sluice, azure)\n"
+            "usage: loadgen --port P [--host 127.0.0.1] [--proto sluice|azure|hello|events] [options]\n"
+            "  --producers P --consumers C   clients (sluice, azure; events: producers only, ingesting\n"
+            "                                 events of 4 types, 2 tags and 200 bytes of data)\n"
             "  --conns N --path /health       clients and path (hello)\n"
             "  --threads T                    epoll threads (2)\n"
             "  --duration S --warmup S        measured seconds, after a warm-up (10, 0)\n"
@@ -827,6 +860,8 @@ int main(int argc, char **argv) {
             if (!strcmp(optarg, "sluice")) opt.proto = PROTO_SLUICE;
             else if (!strcmp(optarg, "azure")) opt.proto = PROTO_AZURE;
             else if (!strcmp(optarg, "hello")) opt.proto = PROTO_HELLO;
+            else if (!strcmp(optarg, "events"))
+                opt.proto = PROTO_EVENTS;
             else usage();
             break;
         case 'u': opt.path = optarg; break;
@@ -865,6 +900,7 @@ int main(int argc, char **argv) {
         if (opt.conns < 1) opt.conns = 64;
         opt.producers = opt.consumers = 0;
     } else {
+        if (opt.proto == PROTO_EVENTS) opt.consumers = 0;
         opt.conns = opt.producers + opt.consumers;
         if (opt.conns < 1) usage();
     }
@@ -948,10 +984,14 @@ int main(int argc, char **argv) {
            "\"batch\":%d,\"recv_max\":%d,\"wait_s\":%d,\"rate_target\":%.1f,\"seconds\":%.3f,"
            "\"messages_put\":%ld,\"messages_acked\":%ld,\"put_msgs_per_s\":%.1f,\"lifecycles_per_s\":%.1f,"
            "\"empty_receives\":%ld,\"stale_acks\":%ld,\"reconnects\":%ld,\"ops\":{",
-           opt.label, opt.proto == PROTO_SLUICE ? "sluice" : opt.proto == PROTO_AZURE ? "azure" : "hello",
-           opt.producers, opt.consumers, opt.conns, opt.threads, opt.batch, opt.recv_max, opt.wait_s, opt.rate, secs,
-           puts, acked, secs > 0 ? (double)puts / secs : 0, secs > 0 ? (double)acked / secs : 0, empties, stale,
-           reconnects);
+           opt.label,
+           opt.proto == PROTO_SLUICE   ? "sluice"
+           : opt.proto == PROTO_AZURE  ? "azure"
+           : opt.proto == PROTO_EVENTS ? "events"
+                                       : "hello",
+           opt.producers, opt.consumers, opt.conns, opt.threads, opt.batch, opt.recv_max, opt.wait_s,
+           opt.rate, secs, puts, acked, secs > 0 ? (double)puts / secs : 0,
+           secs > 0 ? (double)acked / secs : 0, empties, stale, reconnects);
     int first = 1;
     for (int o = 0; o < OP_N; o++) {
         if (tot[o].n == 0 && tot[o].errors == 0) continue;

@@ -297,7 +297,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     g_admin_port = sl_http_port(g_admin_srv);
     sl_api_config ac = {.engine = g_engine, .acct = g_acct};
     if ((rc = sl_api_native_open(&ac, &g_api))) die("api: %s", sl_strerror(rc));
-    sl_evlog_config evc = {0};
+    sl_evlog_config evc = {.atomic = 1}; /* as main.c opens it on the embedded store */
     if ((rc = sl_evlog_open(g_store, &evc, &g_evlog))) die("event log: %s", sl_strerror(rc));
     sl_api_events_config evac = {.log = g_evlog, .acct = g_acct, .engine = g_engine};
     if ((rc = sl_api_events_open(&evac, &g_evapi))) die("events api: %s", sl_strerror(rc));

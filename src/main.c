@@ -740,8 +740,10 @@ static int run(const config *c, int dev, int temp_dir) {
         goto out;
     }
     /* The event log's read horizon on Cassandra: now less the settle time,
-     * which covers clock skew between Sluice nodes and ingests in flight. */
-    sl_evlog_config evc = {.settle_ms = c->contact_points[0] ? c->event_settle_ms : 0};
+     * which covers clock skew between Sluice nodes and ingests in flight.
+     * The embedded store commits an event and its index entries at once. */
+    sl_evlog_config evc = {.settle_ms = c->contact_points[0] ? c->event_settle_ms : 0,
+                           .atomic = !c->contact_points[0]};
     rc = sl_evlog_open(st, &evc, &evlog);
     if (rc) {
         fprintf(stderr, "sluice: cannot open the event log: %s%s\n", sl_strerror(rc),

@@ -343,21 +343,29 @@ static int h_batch(sl_http_req *r, void *ctx) {
         ok = ok && account_ok(a, r, account) == 0;
     }
     json_t *results = ok ? json_array() : NULL;
+    sl_event *evs = ok ? calloc(n, sizeof *evs) : NULL;
+    sl_ev_receipt *rcs = ok ? calloc(n, sizeof *rcs) : NULL;
+    if (ok && (!results || !evs || !rcs)) {
+        sl_api_unavailable(r, 503, "ServiceUnavailable", "out of memory");
+        ok = 0;
+    }
+    for (size_t i = 0; ok && i < n; i++)
+        evs[i] = in[i].ev;
+    int ret = ok ? sl_evlog_put_batch(a->cfg.log, account, evs, n, rcs) : 0;
+    if (ret) {
+        log_fail(r, ret);
+        ok = 0;
+    }
     for (size_t i = 0; ok && i < n; i++) {
-        sl_ev_receipt rc;
-        int ret = sl_evlog_put(a->cfg.log, account, &in[i].ev, &rc);
-        if (ret) {
-            log_fail(r, ret);
-            ok = 0;
-            break;
-        }
-        json_t *one = receipt_json(&rc);
+        json_t *one = receipt_json(&rcs[i]);
         json_object_set_new(one, "status",
-                            json_integer(rc.outcome == SL_EV_CREATED   ? 201
-                                         : rc.outcome == SL_EV_MATCHED ? 200
-                                                                       : 409));
+                            json_integer(rcs[i].outcome == SL_EV_CREATED   ? 201
+                                         : rcs[i].outcome == SL_EV_MATCHED ? 200
+                                                                           : 409));
         json_array_append_new(results, one);
     }
+    free(evs);
+    free(rcs);
     for (size_t i = 0; i < decoded; i++)
         ev_in_free(&in[i]);
     free(in);

@@ -200,6 +200,12 @@ typedef struct {
     int settle_ms;    /* the read horizon's distance from now; 0 on the embedded store */
     int64_t width_us; /* bucket width, whole seconds dividing a day; 0: SL_EV_WIDTH_DEFAULT_US */
     int shards;       /* 1..SL_EV_SHARDS_MAX; 0: SL_EV_SHARDS_DEFAULT */
+    /* The store commits a batch of writes at once, all or nothing (the
+     * embedded store): an ingest then writes each event confirmed, with
+     * its index entries, in one commit, and a batch of events in one. 0:
+     * the row unconfirmed with its entries first, then its confirmation
+     * (Cassandra, where a batch is not seen all at once). */
+    int atomic;
 } sl_evlog_config;
 
 /* The tables of the log, for `sluice schema` and sl_store_ensure, and each
@@ -241,6 +247,10 @@ typedef struct {
  * error the event may or may not be stored, and a retry with the same id
  * is safe. */
 int sl_evlog_put(sl_evlog *l, const char *account, const sl_event *ev, sl_ev_receipt *out);
+/* n events (distinct ids) as sl_evlog_put each, out[i] for evs[i]; with
+ * config.atomic in one commit. Returns 0 with every receipt, or the first
+ * error (then each event may or may not be stored; a retry is safe). */
+int sl_evlog_put_batch(sl_evlog *l, const char *account, const sl_event *evs, size_t n, sl_ev_receipt *out);
 /* Reads one event: 0 and *out, or SL_ENOTFOUND (never stored, expired, or
  * its ingest not finished), or a store error. */
 int sl_evlog_get(sl_evlog *l, const char *account, const char *id, sl_stored_event *out);

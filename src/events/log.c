@@ -116,6 +116,7 @@ struct sl_evlog {
     sl_store *st;
     int64_t settle_us, width_us;
     int shards;
+    int atomic; /* sl_evlog_config.atomic */
     unsigned char secret[SL_EV_SECRET_LEN];
     pthread_mutex_t mu; /* guards everything below */
     int64_t last_us;
@@ -192,6 +193,7 @@ int sl_evlog_open(sl_store *st, const sl_evlog_config *cfg, sl_evlog **out) {
     if (!l) return SL_ENOMEM;
     l->st = st;
     l->settle_us = (int64_t)cfg->settle_ms * 1000;
+    l->atomic = cfg->atomic;
     l->width_us = cfg->width_us ? cfg->width_us : SL_EV_WIDTH_DEFAULT_US;
     l->shards = cfg->shards ? cfg->shards : SL_EV_SHARDS_DEFAULT;
     if (l->width_us < 1000000 || 86400000000LL % l->width_us != 0 || l->shards < 1 ||
@@ -397,24 +399,36 @@ static int dir_known(sl_evlog *l, const char *ikey, int64_t bucket, int retentio
     return known;
 }
 
-/* Writes the event row, not confirmed, at position (us, id), with its
- * index entries and the directory rows this node has not written yet. */
-static int write_unconfirmed(sl_evlog *l, const char *account, const char *id, const sl_event *ev,
-                             const char *tags, int retention, int64_t us) {
-    enum { NKEYS = 2 + SL_EV_FILTER_MAX };
+/* The index keys of one event and the bucket its position falls in. */
+#define NKEYS (2 + SL_EV_FILTER_MAX)
+#define EV_WRITES_MAX (1 + 2 * NKEYS) /* the row, an entry and a directory row per key */
+typedef struct {
     char ikeys[NKEYS][IKEY_MAX];
-    sl_write w[1 + 2 * NKEYS];
-    sl_val key[2] = {sl_vtext(account), sl_vtext(id)};
-    int64_t bucket = sl_ev_bucket(us, l->width_us);
+    size_t nkeys;
+    int64_t bucket;
+    int ndirs;
+} ev_keys;
+
+/* Appends to w the writes of one event at position (us, id): its row
+ * (confirmed or not), its index entries, and the directory rows this node
+ * has not written yet. Returns how many (at most EV_WRITES_MAX); the
+ * values borrow from the arguments and from k. */
+static size_t event_writes(sl_evlog *l, const char *account, const char *id, const sl_event *ev,
+                           const char *tags, int retention, int64_t us, int confirmed, ev_keys *k,
+                           sl_write *w) {
+    sl_val acc = sl_vtext(account), idv = sl_vtext(id);
     int shard = sl_ev_shard(id, l->shards);
-    size_t nw = 0, nkeys = 0;
-    memset(w, 0, sizeof w);
+    size_t nw = 0;
+    k->bucket = sl_ev_bucket(us, l->width_us);
+    k->nkeys = 0;
+    k->ndirs = 0;
+    memset(w, 0, EV_WRITES_MAX * sizeof *w);
     sl_write *row = &w[nw++];
     row->t = &sl_t_event;
     row->kind = SL_W_UPSERT;
     row->ttl = retention;
-    row->row.v[EV_ACCOUNT] = key[0];
-    row->row.v[EV_ID] = key[1];
+    row->row.v[EV_ACCOUNT] = acc;
+    row->row.v[EV_ID] = idv;
     row->row.v[EV_RECORDED] = sl_vint(us);
     row->row.v[EV_EXPIRES] = sl_vint(us + (int64_t)retention * 1000000);
     row->row.v[EV_TYPE] = sl_vtext(ev->type);
@@ -425,43 +439,61 @@ static int write_unconfirmed(sl_evlog *l, const char *account, const char *id, c
     row->row.v[EV_TAGS] = opt_text(ev->ntags ? tags : NULL);
     row->row.v[EV_META] = opt_text(ev->metadata);
     row->row.v[EV_DATA] = opt_text(ev->data);
-    row->row.v[EV_CONFIRMED] = sl_vint(0);
-    ev_ikey(ikeys[nkeys++], account, 'a', "");
-    ev_ikey(ikeys[nkeys++], account, 't', ev->type);
+    row->row.v[EV_CONFIRMED] = sl_vint(confirmed);
+    ev_ikey(k->ikeys[k->nkeys++], account, 'a', "");
+    ev_ikey(k->ikeys[k->nkeys++], account, 't', ev->type);
     for (int i = 0; i < ev->ntags; i++)
-        ev_ikey(ikeys[nkeys++], account, 'g', ev->tags[i]);
-    size_t ndirs = 0;
-    for (size_t k = 0; k < nkeys; k++) {
+        ev_ikey(k->ikeys[k->nkeys++], account, 'g', ev->tags[i]);
+    for (size_t j = 0; j < k->nkeys; j++) {
         sl_write *e = &w[nw++];
         e->t = &sl_t_event_index;
         e->kind = SL_W_UPSERT;
         e->ttl = retention;
-        e->row.v[IX_IKEY] = sl_vtext(ikeys[k]);
-        e->row.v[IX_BUCKET] = sl_vint(bucket);
+        e->row.v[IX_IKEY] = sl_vtext(k->ikeys[j]);
+        e->row.v[IX_BUCKET] = sl_vint(k->bucket);
         e->row.v[IX_SHARD] = sl_vint(shard);
         e->row.v[IX_RECORDED] = sl_vint(us);
-        e->row.v[IX_ID] = key[1];
+        e->row.v[IX_ID] = idv;
         e->row.v[IX_TYPE] = sl_vtext(ev->type);
         e->row.v[IX_TAGS] = opt_text(ev->ntags ? tags : NULL);
-        if (dir_known(l, ikeys[k], bucket, retention, 0)) continue;
+        if (dir_known(l, k->ikeys[j], k->bucket, retention, 0)) continue;
         sl_write *d = &w[nw++];
         d->t = &sl_t_event_bucket;
         d->kind = SL_W_UPSERT;
         d->ttl = retention + (int)(l->width_us / 1000000) + 1;
-        d->row.v[BK_IKEY] = sl_vtext(ikeys[k]);
-        d->row.v[BK_MONTH] = sl_vint(sl_ev_month(bucket));
-        d->row.v[BK_BUCKET] = sl_vint(bucket);
+        d->row.v[BK_IKEY] = sl_vtext(k->ikeys[j]);
+        d->row.v[BK_MONTH] = sl_vint(sl_ev_month(k->bucket));
+        d->row.v[BK_BUCKET] = sl_vint(k->bucket);
         d->row.v[BK_WIDTH] = sl_vint(l->width_us);
         d->row.v[BK_SHARDS] = sl_vint(l->shards);
-        ndirs++;
+        k->ndirs++;
     }
-    /* Plain upserts of fixed values: landing twice or late changes
-     * nothing, so an unknown outcome is retried. */
-    int rc = sl_store_apply(l->st, w, nw, NULL);
-    if (rc == SL_EUNKNOWN) rc = sl_store_apply(l->st, w, nw, NULL);
-    if (rc == 0)
-        for (size_t k = 0; ndirs && k < nkeys; k++)
-            dir_known(l, ikeys[k], bucket, retention, 1);
+    return nw;
+}
+
+/* Once its writes are durable: this node has written these directory rows. */
+static void dirs_written(sl_evlog *l, const ev_keys *k, int retention) {
+    for (size_t j = 0; k->ndirs && j < k->nkeys; j++)
+        dir_known(l, k->ikeys[j], k->bucket, retention, 1);
+}
+
+/* Plain upserts of fixed values: landing twice or late changes nothing,
+ * so an unknown outcome is retried. */
+static int apply_idempotent(sl_evlog *l, const sl_write *w, size_t n) {
+    int rc = sl_store_apply(l->st, w, n, NULL);
+    if (rc == SL_EUNKNOWN) rc = sl_store_apply(l->st, w, n, NULL);
+    return rc;
+}
+
+/* Writes the event row, not confirmed, at position (us, id), with its
+ * index entries and the directory rows this node has not written yet. */
+static int write_unconfirmed(sl_evlog *l, const char *account, const char *id, const sl_event *ev,
+                             const char *tags, int retention, int64_t us) {
+    sl_write w[EV_WRITES_MAX];
+    ev_keys k;
+    size_t nw = event_writes(l, account, id, ev, tags, retention, us, 0, &k, w);
+    int rc = apply_idempotent(l, w, nw);
+    if (rc == 0) dirs_written(l, &k, retention);
     return rc;
 }
 
@@ -476,12 +508,15 @@ static int confirm(sl_evlog *l, const sl_val key[2], int retention) {
     return rc;
 }
 
-int sl_evlog_put(sl_evlog *l, const char *account, const sl_event *ev, sl_ev_receipt *out) {
-    char tags[SL_EV_FILTER_MAX * (SL_EV_TAG_MAX + 1) + 1];
+/* The part of an ingest before its writes: checks ev, makes its id when
+ * it has none, and looks an id up. Returns 1 when the event is to be
+ * written (out->id set), 0 when out is the answer already (the id exists
+ * and matches or conflicts), or an error. */
+static int ingest_prepare(sl_evlog *l, const char *account, const sl_event *ev, const char *tags,
+                          int64_t floor, sl_ev_receipt *out) {
     memset(out, 0, sizeof *out);
     if (!sl_name_valid(account) || sl_event_check(ev)) return SL_EINVAL;
     if (ev->data && strlen(ev->data) > SL_EV_DATA_MAX) return SL_ETOOBIG;
-    join_tags(ev, tags);
     if (ev->id[0]) {
         snprintf(out->id, sizeof out->id, "%s", ev->id);
     } else {
@@ -489,30 +524,93 @@ int sl_evlog_put(sl_evlog *l, const char *account, const sl_event *ev, sl_ev_rec
         int rc = sl_random_bytes(raw, sizeof raw);
         if (rc) return rc;
         sl_b64url_encode(raw, sizeof raw, out->id);
+        return 1;
     }
-
     /* An id stored already: the same content is a match, other content a
      * conflict. A row not confirmed is an ingest that was cut or is under
-     * way: this one stores the event again, at a new position. */
-    int retention;
-    int64_t floor;
-    int rc = settings(l, account, &retention, &floor);
-    if (rc) return rc;
+     * way: this one stores the event again, at a new position. A row from
+     * before the account was deleted is no longer there. */
     sl_result r;
     sl_result_init(&r);
     sl_val key[2] = {sl_vtext(account), sl_vtext(out->id)};
-    rc = ev->id[0] ? sl_store_get(l->st, &sl_t_event, key, SL_READ_DEFAULT, &r) : SL_ENOTFOUND;
-    /* A row from before the account was deleted is no longer there. */
+    int rc = sl_store_get(l->st, &sl_t_event, key, SL_READ_DEFAULT, &r);
     if (rc == 0 && r.rows[0].v[EV_CONFIRMED].set && r.rows[0].v[EV_CONFIRMED].i == 1 &&
         r.rows[0].v[EV_RECORDED].i >= floor) {
         out->outcome = same_content(&r.rows[0], ev, ev->ntags ? tags : NULL) ? SL_EV_MATCHED : SL_EV_CONFLICT;
         out->recorded_us = r.rows[0].v[EV_RECORDED].i;
         out->expires_us = r.rows[0].v[EV_EXPIRES].i;
-        sl_result_free(&r);
-        return 0;
+        rc = 0;
+    } else {
+        rc = rc == 0 || rc == SL_ENOTFOUND ? 1 : rc;
     }
     sl_result_free(&r);
-    if (rc && rc != SL_ENOTFOUND) return rc;
+    return rc;
+}
+
+/* The embedded store's ingest of n events: every row confirmed, with its
+ * index entries, in one commit, so nothing is ever unconfirmed after it. */
+static int put_atomic(sl_evlog *l, const char *account, const sl_event *evs, size_t n, sl_ev_receipt *out) {
+    int retention;
+    int64_t floor;
+    int rc = settings(l, account, &retention, &floor);
+    if (rc) return rc;
+    typedef char tagbuf[SL_EV_FILTER_MAX * (SL_EV_TAG_MAX + 1) + 1];
+    tagbuf *tags = sl_malloc(n * sizeof *tags);
+    ev_keys *keys = sl_malloc(n * sizeof *keys);
+    stamp *st = sl_malloc(n * sizeof *st);
+    sl_write *w = sl_malloc(n * EV_WRITES_MAX * sizeof *w);
+    char *todo = sl_calloc(n, 1);
+    rc = tags && keys && st && w && todo ? 0 : SL_ENOMEM;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        join_tags(&evs[i], tags[i]);
+        int r = ingest_prepare(l, account, &evs[i], tags[i], floor, &out[i]);
+        if (r < 0) rc = r;
+        todo[i] = r == 1;
+    }
+    size_t nw = 0, stamped = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (!todo[i]) continue;
+        out[i].recorded_us = stamp_take(l, &st[i], floor);
+        stamped = i + 1;
+        nw += event_writes(l, account, out[i].id, &evs[i], evs[i].ntags ? tags[i] : NULL, retention,
+                           out[i].recorded_us, 1, &keys[i], w + nw);
+    }
+    if (rc == 0 && nw) rc = apply_idempotent(l, w, nw);
+    for (size_t i = 0; i < stamped; i++) {
+        if (!todo[i]) continue;
+        stamp_done(l, &st[i]);
+        if (rc) continue;
+        dirs_written(l, &keys[i], retention);
+        out[i].outcome = SL_EV_CREATED;
+        out[i].expires_us = out[i].recorded_us + (int64_t)retention * 1000000;
+    }
+    free(tags);
+    free(keys);
+    free(st);
+    free(w);
+    free(todo);
+    return rc;
+}
+
+int sl_evlog_put_batch(sl_evlog *l, const char *account, const sl_event *evs, size_t n, sl_ev_receipt *out) {
+    if (l->atomic) return put_atomic(l, account, evs, n, out);
+    for (size_t i = 0; i < n; i++) {
+        int rc = sl_evlog_put(l, account, &evs[i], &out[i]);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+int sl_evlog_put(sl_evlog *l, const char *account, const sl_event *ev, sl_ev_receipt *out) {
+    if (l->atomic) return put_atomic(l, account, ev, 1, out);
+    char tags[SL_EV_FILTER_MAX * (SL_EV_TAG_MAX + 1) + 1];
+    join_tags(ev, tags);
+    int retention;
+    int64_t floor;
+    int rc = settings(l, account, &retention, &floor);
+    if (rc) return rc;
+    if ((rc = ingest_prepare(l, account, ev, tags, floor, out)) <= 0) return rc;
+    sl_val key[2] = {sl_vtext(account), sl_vtext(out->id)};
 
     /* On Cassandra a reader on another node passes a position settle
      * after it was stamped, so the event must be confirmed by then. One

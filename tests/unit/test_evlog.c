@@ -30,6 +30,7 @@
 
 static int64_t g_width_us; /* the log's bucket width and shards at setup; 0: the defaults */
 static int g_shards;
+static int g_atomic; /* the log as main.c opens it on the embedded store (one commit per ingest) */
 
 typedef struct {
     char dir[64];
@@ -52,7 +53,7 @@ static int setup(void **state) {
     sl_clock_set_ms(T0_MS);
     sl_log_level = SL_ERR;
     assert_int_equal(sl_store_sqlite_open(f->dir, &f->st), 0);
-    sl_evlog_config cfg = {0, g_width_us, g_shards};
+    sl_evlog_config cfg = {0, g_width_us, g_shards, g_atomic};
     assert_int_equal(sl_evlog_open(f->st, &cfg, &f->l), 0);
     *state = f;
     return 0;
@@ -960,6 +961,98 @@ static void test_sub_definitions_and_forget(void **state) {
     sl_ev_page_free(&p);
 }
 
+static int setup_atomic(void **state) {
+    g_atomic = 1;
+    int rc = setup(state);
+    g_atomic = 0;
+    return rc;
+}
+
+static int count_writes;
+static sl_fault_action count_and_pass(void *ctx, const sl_write *w, size_t n) {
+    (void)w;
+    (void)n;
+    count_writes++;
+    return ctx ? *(sl_fault_action *)ctx : SL_FAULT_NONE;
+}
+
+/* The embedded store's ingest: a batch of events in one commit, each
+ * confirmed with its entries; ids found stored answer without a write; a
+ * failed commit leaves nothing, and a commit whose outcome is unknown is
+ * made again, storing each event once. */
+static void test_atomic_batch(void **state) {
+    fx *f = *state;
+    enum { N = 50 };
+    sl_event evs[N];
+    sl_ev_receipt rc[N];
+    for (int i = 0; i < N; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "b%02d", i);
+        evs[i] = order_event(id);
+    }
+    sl_ev_receipt first;
+    assert_int_equal(sl_evlog_put(f->l, "acme", &evs[3], &first), 0);
+    snprintf(evs[4].id, sizeof evs[4].id, "x");
+    assert_int_equal(sl_evlog_put(f->l, "acme", &evs[4], &first), 0);
+    evs[4].data = "{\"other\":1}";
+    sl_clock_advance_ms(1);
+
+    /* Fails: nothing of the batch is stored. */
+    sl_fault_action fail = SL_FAULT_FAIL;
+    count_writes = 0;
+    sl_store_sqlite_set_fault(f->st, count_and_pass, &fail);
+    assert_int_equal(sl_evlog_put_batch(f->l, "acme", evs, N, rc), SL_EUNAVAILABLE);
+    sl_store_sqlite_set_fault(f->st, NULL, NULL);
+    assert_int_equal(count_writes, 1); /* one commit for the batch */
+    sl_stored_event s;
+    assert_int_equal(sl_evlog_get(f->l, "acme", "b00", &s), SL_ENOTFOUND);
+
+    /* Applied, the outcome unknown: made again, each event once. */
+    sl_fault_action unknown = SL_FAULT_UNKNOWN_APPLIED;
+    count_writes = 0;
+    sl_store_sqlite_set_fault(f->st, count_and_pass, &unknown);
+    int ret = sl_evlog_put_batch(f->l, "acme", evs, N, rc);
+    sl_store_sqlite_set_fault(f->st, NULL, NULL);
+    assert_int_equal(ret, SL_EUNKNOWN); /* the retry met the same fault */
+    assert_int_equal(count_writes, 2);
+    count_writes = 0;
+    sl_store_sqlite_set_fault(f->st, count_and_pass, NULL);
+    assert_int_equal(sl_evlog_put_batch(f->l, "acme", evs, N, rc), 0);
+    sl_store_sqlite_set_fault(f->st, NULL, NULL);
+    for (int i = 0; i < N; i++) {
+        assert_string_equal(rc[i].id, evs[i].id);
+        /* b03 was stored first, x conflicts; the rest were stored by the
+         * unknown commit and match now. */
+        assert_int_equal(rc[i].outcome, i == 4 ? SL_EV_CONFLICT : SL_EV_MATCHED);
+    }
+    sl_clock_advance_ms(1);
+    sl_ev_query q;
+    memset(&q, 0, sizeof q);
+    snprintf(q.account, sizeof q.account, "acme");
+    q.end_us = sl_evlog_horizon(f->l);
+    sl_ev_page p;
+    assert_int_equal(sl_evlog_query(f->l, &q, 100, &p), 0);
+    assert_int_equal(p.n, N);
+    sl_ev_page_free(&p);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(sl_evlog_get(f->l, "acme", evs[i].id, &s), 0);
+        sl_stored_event_free(&s);
+    }
+    /* A new batch: one commit for all of it. */
+    for (int i = 0; i < N; i++)
+        snprintf(evs[i].id, sizeof evs[i].id, "n%02d", i);
+    evs[4].data = evs[5].data;
+    count_writes = 0;
+    sl_store_sqlite_set_fault(f->st, count_and_pass, NULL);
+    assert_int_equal(sl_evlog_put_batch(f->l, "acme", evs, N, rc), 0);
+    sl_store_sqlite_set_fault(f->st, NULL, NULL);
+    assert_int_equal(count_writes, 1);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(rc[i].outcome, SL_EV_CREATED);
+        if (i) assert_true(rc[i].recorded_us > rc[i - 1].recorded_us);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_put_and_get, setup, teardown),
@@ -977,6 +1070,15 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_sub_waits_for_its_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sub_one_owner_then_the_other, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sub_definitions_and_forget, setup, teardown),
+        /* The same on the log as main.c opens it on the embedded store. */
+        cmocka_unit_test_setup_teardown(test_atomic_batch, setup_atomic, teardown),
+        cmocka_unit_test_setup_teardown(test_put_and_get, setup_atomic, teardown),
+        cmocka_unit_test_setup_teardown(test_idempotent_by_id, setup_atomic, teardown),
+        cmocka_unit_test_setup_teardown(test_made_ids_and_positions, setup_atomic, teardown),
+        cmocka_unit_test_setup_teardown(test_retention, setup_atomic, teardown),
+        cmocka_unit_test_setup_teardown(test_field_rules, setup_atomic, teardown),
+        cmocka_unit_test_setup_teardown(test_sub_delivers_in_order, setup_atomic, teardown),
+        cmocka_unit_test_setup_teardown(test_sub_definitions_and_forget, setup_atomic, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
