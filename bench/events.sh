@@ -7,11 +7,15 @@
 #       at the same concurrency in the same run: an event is 5 rows and a confirmation, so INSERT/5 is
 #       about its ceiling.
 #   W6  query: p50/p99 of a 100-event page by type, by tag and by both, in each order, on a log of
-#       N_EVENTS (1,000,000) events ingested batched first, 16 clients.
-#   SUB a subscription into one queue while events are ingested at 5,000/s (--rate): its lag behind the
+#       N_EVENTS (1,000,000) events ingested batched first, at 1 client (latency) and 16 (pages/s).
+#   SUB a subscription into one queue while events are ingested at 5,000/s (--rate, batches of 20): its lag behind the
 #       read horizon, sampled each second, and the events it delivered.
 #
-#   bench/events.sh [--quick] [--no-cassandra] [--events N]
+#   bench/events.sh [--quick] [--no-cassandra] [--no-embedded] [--no-w5] [--no-w6] [--no-sub] [--append]
+#                   [--events N]
+#
+# --append adds to events.raw instead of starting it afresh (the report takes the last result of each
+# measurement), to measure one part again.
 #
 # Writes bench/results/events.raw (JSON lines) and bench/results/events.md. Builds what it needs from the
 # work tree (sluice, bench/build/loadgen, build/tests/store_bench); Cassandra through scripts/cassandra.sh
@@ -19,18 +23,26 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-QUICK=0 CASS=1 N_EVENTS=1000000
+ARGS="$*"
+QUICK=0 CASS=1 EMB=1 W5=1 W6=1 SUB=1 APPEND=0 N_EVENTS=1000000
 while [ $# -gt 0 ]; do
     case $1 in
     --quick) QUICK=1 ;;
     --no-cassandra) CASS=0 ;;
+    --no-embedded) EMB=0 ;;
+    --no-w5) W5=0 ;;
+    --no-w6) W6=0 ;;
+    --no-sub) SUB=0 ;;
+    --append) APPEND=1 ;;
     --events) N_EVENTS=$2; shift ;;
-    *) echo "usage: bench/events.sh [--quick] [--no-cassandra] [--events N]" >&2; exit 2 ;;
+    *) echo "usage: bench/events.sh [--quick] [--no-cassandra] [--no-embedded] [--no-w5] [--no-w6] [--no-sub]" \
+           "[--append] [--events N]" >&2
+       exit 2 ;;
     esac
     shift
 done
-DUR=20 WARM=3 SUBDUR=30
-((QUICK)) && { DUR=3; WARM=1; SUBDUR=5; [ "$N_EVENTS" = 1000000 ] && N_EVENTS=20000; }
+DUR=20 WARM=3 SUBDUR=30 W6DUR=10
+((QUICK)) && { DUR=3; WARM=1; SUBDUR=5; W6DUR=2; [ "$N_EVENTS" = 1000000 ] && N_EVENTS=20000; }
 CASS_HEAP=${CASSANDRA_HEAP:-1g}
 RAW=bench/results/events.raw
 MD=bench/results/events.md
@@ -48,8 +60,9 @@ trap cleanup EXIT
 make -s build/sluice
 make -s -C bench build/loadgen
 ((CASS)) && make -s store-bench >/dev/null
-: >"$RAW"
-echo "{\"meta\":{\"date\":\"$(date -u +%FT%TZ)\",\"commit\":\"$(git rev-parse --short HEAD)$(git diff --quiet || echo +)\",\"nproc\":$(nproc),\"quick\":$QUICK,\"events\":$N_EVENTS}}" >>"$RAW"
+((APPEND)) || : >"$RAW"
+echo "{\"run\":{\"date\":\"$(date -u +%FT%TZ)\",\"commit\":\"$(git rev-parse --short HEAD)$(git diff --quiet || echo +)\",\"args\":\"$ARGS\"}}" >>"$RAW"
+((APPEND)) || echo "{\"meta\":{\"date\":\"$(date -u +%FT%TZ)\",\"commit\":\"$(git rev-parse --short HEAD)$(git diff --quiet || echo +)\",\"nproc\":$(nproc),\"quick\":$QUICK,\"events\":$N_EVENTS}}" >>"$RAW"
 
 start_sluice() { # DATADIR [flags] -> SP, SPID, KEY
     local d=$1
@@ -79,6 +92,7 @@ E() { echo "http://127.0.0.1:$SP/api/v1/accounts/dev$1"; }
 run_store() { # SYSTEM
     local sys=$1 n b j path label
     for n in 16 64; do
+        ((W5)) || break
         for b in 1 100; do
             log "$sys W5 ingest, $n clients, $b per request"
             j=$(LG --proto events --producers "$n" --batch "$b" --duration "$DUR" --warmup "$WARM" --label "w5-$n-$b")
@@ -86,26 +100,39 @@ run_store() { # SYSTEM
             python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("   ", round(d["put_msgs_per_s"]), "events/s")' "$j" >&2
         done
     done
+    ((W6)) && w6 "$sys"
+    ((SUB)) && sub "$sys"
+    return 0
+}
+
+w6() { # SYSTEM
+    local sys=$1 j path label n
     log "$sys W6: ingesting $N_EVENTS events (16 clients, batches of 100)"
     j=$(LG --proto events --producers 16 --batch 100 --put-count "$N_EVENTS" --duration 100000 --label w6-load)
     record "$sys" w6-load "$N_EVENTS" "$j"
     api -o /dev/null "$(E /events)?limit=1"
     # Pages from either end of the log, by a type (1 event in 4), a tag (1 in 8), a type and a tag
     # (1 in 8: every g5 event is a t1; 1 in 16 for r5, read from the tag index and filtered by type).
+    # One client (the latency of a page) and 16 (pages/s, and the latency under load).
     for q in "type=t1" "tag=g3" "type=t1&tag=g5" "type=t1&tag=r5"; do
         for o in asc desc; do
-            path="/api/v1/accounts/dev/events?$q&order=$o&limit=100&start=0"
-            label="w6 ${q//&/ } $o"
-            log "$sys $label"
-            j=$(LG --proto hello --path "$path" --conns 16 --duration "$DUR" --warmup "$WARM" --label "$label")
-            record "$sys" w6 "$q $o" "$j"
+            for n in 1 16; do
+                path="/api/v1/accounts/dev/events?$q&order=$o&limit=100&start=0"
+                label="w6 ${q//&/ } $o $n"
+                log "$sys $label"
+                j=$(LG --proto hello --path "$path" --conns "$n" --threads 1 --duration "$W6DUR" --warmup 1 --label "$label")
+                record "$sys" w6 "$q $o $n" "$j"
+            done
         done
     done
-    # SUB: a subscription into one queue under 5,000 events/s; a consumer drains the queue.
+}
+
+sub() { # SYSTEM: a subscription into one queue under 5,000 events/s
+    local sys=$1
     api -o /dev/null -X POST "$(E /queues)" -d '{"queueName":"subq"}'
     api -o /dev/null -X POST "$(E /subscriptions)" -d '{"subscriptionName":"bench","queueName":"subq"}'
     log "$sys SUB: 5,000 events/s for ${SUBDUR}s through one subscription"
-    LG --proto events --producers 16 --rate 5000 --duration "$SUBDUR" --label sub-load >"$TMP/sub-load.json" &
+    LG --proto events --producers 16 --batch 20 --rate 5000 --duration "$SUBDUR" --label sub-load >"$TMP/sub-load.json" &
     local lg=$!
     python3 - "$(E /subscriptions/bench)" "$KEY" "$SUBDUR" >"$TMP/sub.json" <<'EOF'
 import json, sys, time, urllib.request
@@ -134,10 +161,12 @@ EOF
 }
 
 # --- The embedded store ---
-start_sluice "$TMP/embedded"
-log "embedded store: sluice pid $SPID port $SP"
-run_store embedded
-stop_sluice
+if ((EMB)); then
+    start_sluice "$TMP/embedded"
+    log "embedded store: sluice pid $SPID port $SP"
+    run_store embedded
+    stop_sluice
+fi
 
 # --- One Cassandra node ---
 if ((CASS)); then
@@ -146,6 +175,11 @@ if ((CASS)); then
     log "starting Cassandra on 127.0.0.1:$port (heap $CASS_HEAP)"
     scripts/cassandra.sh start --port "$port" --run-dir "$CASS_RUN" --heap "$CASS_HEAP" >"$TMP/cassandra-start.txt" 2>&1 ||
         { tail -20 "$TMP/cassandra-start.txt" >&2; exit 1; }
+    # The JVM compiles its hot paths for a minute or two: warm it up first (not recorded), then the raw
+    # rates, then Sluice on the same warm node.
+    log "warming Cassandra up: 16 threads of INSERTs for $((4 * DUR)) s (not recorded)"
+    timeout 600 build/tests/store_bench "$port" 16 $((4 * DUR)) --op upsert --body 100 --keyspace sluice_raw \
+        --json >/dev/null 2>&1 || true
     for n in 16 64; do
         log "raw CQL: $n threads of single-row INSERTs (100-byte body)"
         j=$(timeout 300 build/tests/store_bench "$port" "$n" "$DUR" --warmup "$WARM" --op upsert --body 100 \
@@ -161,20 +195,27 @@ fi
 python3 - "$RAW" "$MD" <<'EOF'
 import json, sys
 raw, md = sys.argv[1], sys.argv[2]
-meta, rows = {}, []
+meta, rows, runs = {}, [], []
 for line in open(raw):
     d = json.loads(line)
     if "meta" in d:
         meta = d["meta"]
+    elif "run" in d:
+        runs.append(d["run"])
     else:
         rows.append(d)
 def find(sys_, wl, lvl):
+    found = None  # the last one: a run with --append measured it again
     for r in rows:
         if r["system"] == sys_ and r["workload"] == wl and r["level"] == lvl:
-            return r["result"]
+            found = r["result"]
+    return found
 out = [f"# Event log benchmarks (W5, W6, a subscription)", "",
        f"bench/events.sh on {meta.get('date')}, commit {meta.get('commit')}, {meta.get('nproc')} cores"
-       + (" (**--quick**: not for comparison)" if meta.get("quick") else "") + ".", "",
+       + (" (**--quick**: not for comparison)" if meta.get("quick") else "") + "."]
+out += [f"Measured again later with `bench/events.sh {r['args']}` at {r['date']} (commit {r['commit']}): "
+        "where it measured something, its figures replace the first run's." for r in runs[1:]]
+out += ["",
        "## W5: ingest (events/s; 4 types, 2 tags, 200 bytes of data each)", "",
        "| store | clients | per request | events/s | request p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|---|"]
 for s in ("embedded", "cassandra"):
@@ -196,19 +237,23 @@ for n in ("16", "64"):
         out.append(f"Raw single-row INSERTs of the same CQL client, {n} threads: {rate:,.0f}/s, so INSERT/5 = "
                    f"{rate / 5:,.0f}/s; Sluice's best at {n} clients: {best:,.0f} events/s = "
                    f"{best / (rate / 5) if rate else 0:.2f} x INSERT/5.")
-out += ["", f"## W6: a 100-event page on a log of {meta.get('events'):,} events (16 clients)", "",
-        "| store | query | order | pages/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|---|"]
+out += ["", f"## W6: a 100-event page on a log of {meta.get('events'):,} events", "",
+        "| store | query | order | 1 client: p50 ms | p99 ms | 16 clients: pages/s | p50 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|---|---|---|"]
 for s in ("embedded", "cassandra"):
     load = find(s, "w6-load", str(meta.get("events")))
     for q in ("type=t1", "tag=g3", "type=t1&tag=g5", "type=t1&tag=r5"):
         for o in ("asc", "desc"):
-            r = find(s, "w6", f"{q} {o}")
-            if not r:
+            r1, r16 = find(s, "w6", f"{q} {o} 1"), find(s, "w6", f"{q} {o} 16")
+            if not r1 or not r16:
                 continue
-            op = r["ops"].get("hello", {})
-            out.append(f"| {s} | {q} | {o} | {op.get('per_s', 0):,.0f} | {op.get('p50_ms', 0):.2f} | {op.get('p99_ms', 0):.2f} | {op.get('errors', 0)} |")
+            a, b = r1["ops"].get("hello", {}), r16["ops"].get("hello", {})
+            out.append(f"| {s} | {q} | {o} | {a.get('p50_ms', 0):.2f} | {a.get('p99_ms', 0):.2f} | "
+                       f"{b.get('per_s', 0):,.0f} | {b.get('p50_ms', 0):.2f} | {b.get('p99_ms', 0):.2f} | "
+                       f"{a.get('errors', 0) + b.get('errors', 0)} |")
     if load:
-        out.append(f"| {s} | (loading {load['messages_put']:,} events, batched) | | {load['put_msgs_per_s']:,.0f} events/s | | | |")
+        out.append(f"| {s} | (loading {load['messages_put']:,} events, 16 clients x 100) | | | | "
+                   f"{load['put_msgs_per_s']:,.0f} events/s | | | |")
 out += ["", "## A subscription under 5,000 events/s into one queue", "",
         "| store | events ingested/s | delivered/s | lag p50 s | lag max s | caught up after the load (s) |",
         "|---|---|---|---|---|---|"]

@@ -63,6 +63,7 @@ typedef struct {
     char admin_token[1025];
     int auth_skew_s;
     int event_settle_ms;
+    int event_bucket_s, event_shards;
     /* Cassandra: used when contact_points is set. */
     char contact_points[1024];
     char keyspace[64];
@@ -198,6 +199,12 @@ static const option options[] = {
         "2000", NULL,
         "Cassandra: how far behind now the event log's reads stop (clock skew between nodes, ingests in "
         "flight)"),
+    OPT("event_bucket_seconds", "--event-bucket-seconds", "SLUICE_EVENT_BUCKET_SECONDS", O_INT,
+        event_bucket_s, 1, 86400, "60", NULL,
+        "the event log's time buckets (a divisor of 86400); the first node of a deployment sets it, later "
+        "ones use the stored one"),
+    OPT("event_shards", "--event-shards", "SLUICE_EVENT_SHARDS", O_INT, event_shards, 1, 64, "4", NULL,
+        "partitions per bucket of each event index key; set like the bucket width"),
     OPT("max_pending_writes", "--max-pending-writes", "SLUICE_MAX_PENDING_WRITES", O_INT, max_pending_writes,
         1, 1 << 24, "10000", NULL, "embedded store: writes waiting for a commit; beyond, 429"),
     OPT("max_waiters", "--max-waiters", "SLUICE_MAX_WAITERS", O_INT, max_waiters, 1, 1 << 24, "10000", NULL,
@@ -481,8 +488,9 @@ static const char *cl_name(uint16_t cl, const char *dflt) {
 /* Every table of the schema: the engine's, the account module's and the
  * event log's. One list, so that `sluice schema` creates exactly what the
  * server needs. */
-static const sl_table *const *schema_tables(size_t *n) {
+static const sl_table *const *schema_tables(size_t *n, const char *const **options) {
     static const sl_table *all[64];
+    static const char *with[64]; /* Cassandra's table options, by table */
     static size_t count;
     if (!count) {
         size_t ne;
@@ -490,10 +498,13 @@ static const sl_table *const *schema_tables(size_t *n) {
         for (size_t i = 0; i < ne && count < 64; i++) all[count++] = e[i];
         for (size_t i = 0; i < sl_acct_ntables && count < 64; i++) all[count++] = sl_acct_tables[i];
         const sl_table *const *ev = sl_evlog_tables(&ne);
-        for (size_t i = 0; i < ne && count < 64; i++)
+        for (size_t i = 0; i < ne && count < 64; i++) {
+            with[count] = sl_evlog_table_options(ev[i]);
             all[count++] = ev[i];
+        }
     }
     *n = count;
+    if (options) *options = with;
     return all;
 }
 
@@ -518,8 +529,10 @@ static int open_store(const config *c, int dev, sl_store **st, char *desc, size_
     }
     if (dev) {
         size_t n;
-        const sl_table *const *t = schema_tables(&n);
-        rc = sl_store_cql_schema(*st, t, n, 1, "{'class':'SimpleStrategy','replication_factor':1}");
+        const char *const *with;
+        const sl_table *const *t = schema_tables(&n, &with);
+        rc =
+            sl_store_cql_schema_with(*st, t, with, n, 1, "{'class':'SimpleStrategy','replication_factor':1}");
         if (rc)
             fprintf(stderr, "sluice: cannot create the schema in keyspace %s: %s\n", c->keyspace,
                     sl_strerror(rc));
@@ -657,25 +670,42 @@ static int test_faults(sl_store *st, sl_fault_random_cfg *f) {
 }
 
 /* The subscriptions' sink: the event log delivers into queues through it,
- * so that events/ and queue/ stay siblings. A page of events becomes one
- * batch put, durable when it returns 0. */
+ * so that events/ and queue/ stay siblings. A page of events becomes
+ * batch puts of SL_BATCH_MAX, all started before any is waited for (on the
+ * embedded store they commit together), durable when it returns 0. */
+static void sub_put_done(void *arg) {
+    (void)arg;
+}
+
 static int sub_put(void *ctx, const char *account, const char *queue, const char *sub,
                    const sl_stored_event *evs, size_t n) {
-    sl_put p[SL_EV_SUB_PAGE];
-    char *body[SL_EV_SUB_PAGE], *attrs[SL_EV_SUB_PAGE];
-    char(*ids)[SL_MSGID_LEN + 1] = malloc(SL_EV_SUB_PAGE * sizeof *ids);
-    size_t made = 0;
-    int rc = n <= SL_EV_SUB_PAGE && ids ? 0 : SL_ENOMEM;
+    sl_op *ops[(SL_EV_SUB_PAGE + SL_BATCH_MAX - 1) / SL_BATCH_MAX];
+    sl_put *p = calloc(n, sizeof *p);
+    char **body = calloc(n, sizeof *body), **attrs = calloc(n, sizeof *attrs);
+    char(*ids)[SL_MSGID_LEN + 1] = malloc(SL_BATCH_MAX * sizeof *ids);
+    size_t made = 0, nops = 0;
+    int rc = n <= SL_EV_SUB_PAGE && p && body && attrs && ids ? 0 : SL_ENOMEM;
     for (; rc == 0 && made < n; made++) {
         size_t len;
         if ((rc = sl_api_event_message(&evs[made], sub, &body[made], &len, &attrs[made])) != 0) break;
         p[made] = (sl_put){.body = body[made], .len = len, .attrs_json = attrs[made]};
     }
-    if (rc == 0) rc = sl_msg_put(ctx, account, queue, p, n, ids);
+    for (size_t i = 0; rc == 0 && i < n; i += SL_BATCH_MAX) {
+        size_t k = n - i < SL_BATCH_MAX ? n - i : SL_BATCH_MAX;
+        if ((rc = sl_msg_put_start(ctx, account, queue, p + i, k, sub_put_done, NULL, &ops[nops])) == 0)
+            nops++;
+    }
+    for (size_t i = 0; i < nops; i++) { /* every started put is finished */
+        int r = sl_msg_put_finish(ops[i], ids);
+        if (rc == 0) rc = r;
+    }
     for (size_t i = 0; i < made; i++) {
         free(body[i]);
         free(attrs[i]);
     }
+    free(p);
+    free(body);
+    free(attrs);
     free(ids);
     return rc;
 }
@@ -743,8 +773,15 @@ static int run(const config *c, int dev, int temp_dir) {
      * which covers clock skew between Sluice nodes and ingests in flight.
      * The embedded store commits an event and its index entries at once. */
     sl_evlog_config evc = {.settle_ms = c->contact_points[0] ? c->event_settle_ms : 0,
+                           .width_us = (int64_t)c->event_bucket_s * 1000000,
+                           .shards = c->event_shards,
                            .atomic = !c->contact_points[0]};
     rc = sl_evlog_open(st, &evc, &evlog);
+    if (rc == SL_EINVAL) {
+        fprintf(stderr, "sluice: --event-bucket-seconds must divide a day (86400), not %d\n",
+                c->event_bucket_s);
+        goto out;
+    }
     if (rc) {
         fprintf(stderr, "sluice: cannot open the event log: %s%s\n", sl_strerror(rc),
                 rc == SL_ENOTFOUND && c->contact_points[0] ? " (its tables are missing: run `sluice schema`)"
@@ -960,8 +997,9 @@ static int cmd_schema(int argc, char **argv) {
         return 1;
     }
     size_t n;
-    const sl_table *const *t = schema_tables(&n);
-    rc = sl_store_cql_schema(st, t, n, create_ks, replication);
+    const char *const *with;
+    const sl_table *const *t = schema_tables(&n, &with);
+    rc = sl_store_cql_schema_with(st, t, with, n, create_ks, replication);
     sl_store_close(st);
     if (rc) {
         fprintf(stderr, "sluice: schema in keyspace %s: %s%s\n", c.keyspace, sl_strerror(rc),

@@ -212,6 +212,9 @@ typedef struct {
  * by name for tests and tools (log.c describes them). */
 const sl_table *const *sl_evlog_tables(size_t *n);
 extern const sl_table sl_t_event, sl_t_event_index, sl_t_event_bucket, sl_t_event_settings, sl_t_event_meta;
+/* Cassandra's table options for t (the text after WITH), or NULL: TWCS for
+ * the tables whose rows all expire by TTL. */
+const char *sl_evlog_table_options(const sl_table *t);
 
 /* Opens the log on st (whose tables must exist; the embedded store makes
  * them) and reads or makes the deployment's settings and token secret.
@@ -298,7 +301,7 @@ void sl_ev_page_free(sl_ev_page *p);
  * a lease row; after each page put in the queue it advances the cursor
  * with a compare-and-set on the row's version. */
 #define SL_EV_SUBS_MAX 100 /* subscriptions of one account */
-#define SL_EV_SUB_PAGE 100 /* events put in the queue as one batch */
+#define SL_EV_SUB_PAGE 500 /* events read and put in the queue at once, then one advance */
 
 typedef enum { SL_SUB_NOW = 0, SL_SUB_EARLIEST = 1, SL_SUB_TIME = 2 } sl_sub_start;
 typedef enum { SL_SUB_ACTIVE = 0, SL_SUB_QUEUE_MISSING = 1, SL_SUB_DELETED = 2 } sl_sub_state;
@@ -334,9 +337,9 @@ int sl_evsub_delete(sl_evlog *l, const char *account, const char *name);
 
 /* Where the worker puts events: main.c wires it to the queue engine, so
  * that events/ and queue/ stay siblings. put stores n events (1..
- * SL_EV_SUB_PAGE) in the queue as one batch and returns 0 once they are
- * durable, SL_ENOTFOUND when the queue does not exist, or another error
- * (the worker tries again later). exists answers 1, 0, or an error. */
+ * SL_EV_SUB_PAGE) in the queue and returns 0 once they are all durable,
+ * SL_ENOTFOUND when the queue does not exist, or another error (the worker
+ * tries again later). exists answers 1, 0, or an error. */
 typedef struct {
     int (*put)(void *ctx, const char *account, const char *queue, const char *sub, const sl_stored_event *evs,
                size_t n);

@@ -96,6 +96,15 @@ static const sl_table *const tables[] = {&sl_t_event,          &sl_t_event_index
                                          &sl_t_event_settings, &sl_t_event_meta,     &sl_t_event_subscription,
                                          &sl_t_event_sub_dir,  &sl_t_event_sub_lease};
 
+/* Rows that all expire by TTL: time-window compaction drops whole SSTables
+ * of expired days instead of compacting tombstones (DESIGN.md "Retention"). */
+const char *sl_evlog_table_options(const sl_table *t) {
+    if (t == &sl_t_event || t == &sl_t_event_index || t == &sl_t_event_bucket)
+        return "compaction = {'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'DAYS', "
+               "'compaction_window_size': '1'}";
+    return NULL;
+}
+
 const sl_table *const *sl_evlog_tables(size_t *n) {
     *n = sizeof tables / sizeof tables[0];
     return tables;

@@ -27,8 +27,8 @@
  * node sets owner to "" so another takes over at once). Holding it, it
  * reads the subscription's filter from its cursor to the log's read
  * horizon in pages of SL_EV_SUB_PAGE, reads the row again (a deleted or
- * changed subscription puts nothing), puts the page into the queue as one
- * batch, then advances the cursor with a compare-and-set on version. A
+ * changed subscription puts nothing), puts the page into the queue, then
+ * advances the cursor with a compare-and-set on version. A
  * crash or a lost lease between the put and the advance puts that page
  * again: the same events, never others, never fewer. Where nothing
  * matches, the cursor moves on in memory and is written every PERSIST_MS. */

@@ -276,6 +276,11 @@ int sl_store_cql_open(const struct sl_cql_config *cfg, sl_store **out);
 #define SL_STORE_CQL_SCHEMA_VERSION 3
 int sl_store_cql_schema(sl_store *s, const sl_table *const *tables, size_t n, int create_keyspace,
                         const char *replication);
+/* The same with each table's options (options[i], the text after WITH, or
+ * NULL; options itself may be NULL): set on creation and, with ALTER
+ * TABLE, on a table that exists. */
+int sl_store_cql_schema_with(sl_store *s, const sl_table *const *tables, const char *const *options, size_t n,
+                             int create_keyspace, const char *replication);
 /* The store's client (for tests and tools); NULL for another backend. */
 struct sl_cql_client *sl_store_cql_client(sl_store *s);
 

@@ -654,6 +654,11 @@ static int ddl(cq_store *s, const char *q) {
 
 int sl_store_cql_schema(sl_store *st, const sl_table *const *tables, size_t n, int create_keyspace,
                         const char *replication) {
+    return sl_store_cql_schema_with(st, tables, NULL, n, create_keyspace, replication);
+}
+
+int sl_store_cql_schema_with(sl_store *st, const sl_table *const *tables, const char *const *options,
+                             size_t n, int create_keyspace, const char *replication) {
     if (!st || st->type != &cq_type) return SL_EINVAL;
     cq_store *s = (cq_store *)st;
     sbuf b = {0};
@@ -731,7 +736,25 @@ int sl_store_cql_schema(sl_store *st, const sl_table *const *tables, size_t n, i
             sb_ident(&b, t->cols[k].name);
         }
         sb_add(&b, "))");
+        const char *with = options ? options[i] : NULL;
+        int existed = 0;
+        if (with) {
+            int missing, wrong;
+            if ((rc = check_columns(s, t, &missing, &wrong))) break;
+            existed = missing >= 0;
+            sb_add(&b, " WITH ");
+            sb_add(&b, with);
+        }
         if ((rc = b.oom ? SL_ENOMEM : ddl(s, b.p))) break;
+        /* A table that existed gets the options too (a migration). */
+        if (existed) {
+            b.n = 0;
+            sb_add(&b, "ALTER TABLE ");
+            sb_table(&b, s->ks, t);
+            sb_add(&b, " WITH ");
+            sb_add(&b, with);
+            if ((rc = b.oom ? SL_ENOMEM : ddl(s, b.p))) break;
+        }
         /* Migration: regular columns added to a definition since. */
         for (;;) {
             int missing, wrong;

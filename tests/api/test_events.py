@@ -1,19 +1,23 @@
 """The event log's API (API.md "Event log"), black box: ingest and reading
 back, idempotency by id, the seed's event anatomy, every rule of an event
 with its error, batches, queries by time, type and tag in both orders paged
-through continuation tokens (and refused tokens), tailing with start = the
-previous end, retention, auth, and events and tokens that outlive a
-restart."""
+through continuation tokens (and refused tokens), exact paging while a
+writer ingests, tailing with start = the previous end, retention, auth,
+events and tokens that outlive a restart, and the deployment's bucket width
+and shards."""
 
 import json
+import os
 import re
+import subprocess
+import threading
 import time
 import uuid
 from datetime import datetime, timezone
 
 import pytest
 
-from sluice_client import assert_error, assert_status, describe
+from sluice_client import BINARY, assert_error, assert_status, await_until, describe
 
 TIME6 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 WEEK = 604800
@@ -317,3 +321,75 @@ def test_events_and_tokens_outlive_a_restart(server_factory):
     rest = assert_status(c.query_events({"continuation": r["continuation"]}), 200).json()
     assert [e["id"] for e in r["events"] + rest["events"]][:5] == [e["id"] for e in evs]
     c.close()
+
+
+def test_bucket_width_and_shards_are_the_deployments(server_factory, tmp_path):
+    """--event-bucket-seconds and --event-shards: the first node records
+    them, a node configured otherwise uses the recorded ones and says so,
+    and a width that does not divide a day is refused at start."""
+    srv = server_factory("evcfg", env={"SLUICE_EVENT_BUCKET_SECONDS": "10", "SLUICE_EVENT_SHARDS": "2"})
+    c = srv.client()
+    first = put_series(c, 3, uid("cfg"))
+    c.close()
+    srv.stop()
+    srv.extra_env = {}
+    srv.start()
+    assert any("buckets of 10 s in 2 shards, as the store says (not 60 s in 4)" in line for line in srv.lines), \
+        srv.log_tail(20)
+    c = srv.client()
+    c.await_readable(first[-1]["recordedAt"])
+    got = [e["id"] for e in c.query_all({"start": first[0]["recordedAt"]}, limit=2)[0]]
+    assert got[:3] == [e["id"] for e in first]
+    c.close()
+    p = subprocess.run([BINARY, "dev", "--data", str(tmp_path / "bad"), "--port", "0", "--admin-port", "0",
+                        "--event-bucket-seconds", "7"], capture_output=True, text=True, timeout=60,
+                       env={k: v for k, v in os.environ.items() if k != "CONTACT_POINTS"})
+    assert p.returncode != 0 and "must divide a day" in p.stderr, (p.returncode, p.stderr[-500:])
+
+
+def test_exact_paging_while_a_writer_ingests(client):
+    """Every matching event of the range exactly once, in strict order, in
+    both directions, while another client ingests into the same log; then
+    querying on from the range's end picks up exactly the rest."""
+    kind = uid("conc").replace("-", ".")
+    answered, stop, lock = {}, threading.Event(), threading.Lock()
+
+    def writer():
+        w = client.clone()
+        i = 0
+        while not stop.is_set():
+            ev = {"id": f"{kind}-{i}", "type": kind, "tags": ["odd" if i % 2 else "even"]}
+            r = w.put_event(ev)
+            if r.status_code in (200, 201):
+                with lock:
+                    answered[ev["id"]] = r.json()["recordedAt"]
+                i += 1
+        w.close()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        await_until(lambda: len(answered) >= 60, timeout=30, desc="the writer to ingest 60 events")
+        for order, params in (("asc", [("type", kind)]), ("desc", [("type", kind), ("order", "desc")]),
+                              ("asc", [("type", kind), ("tag", "odd")])):
+            evs, pages, end = client.query_all(params, limit=7)
+            pos = [(e["recordedAt"], e["id"]) for e in evs]
+            want = sorted(set(pos), reverse=order == "desc")
+            assert pos == want, f"{params}: pages repeat or reorder events"
+            assert all(at < end for at, _ in pos), f"{params}: an event at or past the frozen end {end}"
+            with lock:
+                due = {i for i, at in answered.items() if at < end and (("tag", "odd") not in params
+                                                                        or int(i.rsplit("-", 1)[1]) % 2)}
+            got = {i for _, i in pos}
+            assert due <= got, f"{params}: answered events missing: {sorted(due - got)[:3]}"
+            assert len(pages) > 3, "the query did not page"
+    finally:
+        stop.set()
+        t.join()
+    # Tailing: from the previous end, exactly what came after it.
+    evs, _, end = client.query_all([("type", kind)], limit=50)
+    first_end = evs[len(evs) // 2]["recordedAt"]
+    head = [e["id"] for e in evs if e["recordedAt"] < first_end]
+    client.await_readable(max(answered.values()))
+    tail, _, _ = client.query_all([("type", kind), ("start", first_end)], limit=13)
+    assert head + [e["id"] for e in tail] == sorted(answered, key=lambda i: (answered[i], i))

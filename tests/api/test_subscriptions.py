@@ -3,9 +3,10 @@ routes with every rule and error, idempotent create, the limit of 100;
 delivery into the queue (the StoredEvent as the body, the ce-* attributes)
 in position order through filters by type and tag, from startFrom now,
 earliest and a time; a queue deleted and made again loses nothing; a
-deleted subscription delivers no more; isolation between accounts; and,
-across a SIGKILL under ingest, every event whose ingest was answered is
-delivered.
+deleted subscription delivers no more; isolation between accounts; a
+deleted account's log and subscriptions; and, across a SIGKILL under
+ingest, every event whose ingest was answered is delivered, and a
+continuation token issued before the kill finishes its paging exactly.
 
 Absence is shown without waiting for time to pass: delivery is in position
 order, so once a marker event ingested after the events in question has
@@ -310,23 +311,39 @@ def test_every_answered_event_is_delivered_across_a_sigkill(server_factory, reco
                 break
             if r.status_code in (200, 201):
                 with lock:
-                    answered.append(ev["id"])
+                    answered.append((ev["id"], r.json()["recordedAt"]))
         w.close()
 
     threads = [threading.Thread(target=writer, args=(k,)) for k in range(8)]
     for t in threads:
         t.start()
-    # Kill once deliveries are under way (the cursor has moved).
+    # Kill once deliveries are under way (the cursor has moved), with a
+    # query paged part of the way.
     c.await_sub(s, "to deliver", lambda x: x["delivered"] >= 50, timeout=60)
+    page = assert_status(c.query_events({"type": "t.crash", "limit": "20"}), 200).json()
+    assert page["continuation"], page
     srv.kill()
     stop.set()
     for t in threads:
         t.join()
     with lock:
-        ids = list(answered)
+        ids = [i for i, _ in answered]
+        before_end = {i for i, at in answered if at < page["end"]}
     assert ids, "no ingest was answered before the kill"
     srv.start()
     c = srv.client()
+    # The token issued before the kill finishes its paging exactly: every
+    # answered event of its range once, in strict order.
+    evs, token = list(page["events"]), page["continuation"]
+    while token:
+        p = assert_status(c.query_events({"continuation": token}), 200).json()
+        evs += p["events"]
+        token = p["continuation"]
+    pos = [(e["recordedAt"], e["id"]) for e in evs]
+    assert pos == sorted(set(pos)), "the pages after the restart repeat or reorder events"
+    assert all(at < page["end"] for at, _ in pos), "an event past the frozen end"
+    missing = before_end - {i for _, i in pos}
+    assert not missing, f"{len(missing)} answered events missing from the paging, e.g. {sorted(missing)[:3]}"
     t0 = time.monotonic()
     msgs = c.collect_events(q, ids, timeout=120)
     got = [m["attributes"]["ce-id"] for m in msgs]

@@ -14,6 +14,13 @@ pause while each round does one thing users' clusters do:
                     (writes it coordinates time out, are retried elsewhere
                     and land late when it resumes: defect 2), SIGCONT
 
+Beside the queue's load, one client ingests events without a pause (an
+ingest answered 503 is retried with the same id, as API.md says it may be),
+and a subscription routes them into a second queue. After each round every
+answered event is in the log exactly once, pages in strict position order,
+and has been delivered by the subscription (issue 14: a write with an
+unknown outcome never makes an event appear twice or go missing).
+
 Each round waits until the cluster is healthy again, keeps the load on a
 while longer, then drains the queue and checks the whole history
 (tests/history/history.py): no message answered 201 lost, no delivery that
@@ -125,6 +132,11 @@ def test_schema_create_keyspace_first_time(cluster, keyspace):
         rows = nd.query(f"SELECT table_name FROM system_schema.tables WHERE keyspace_name = '{keyspace}'")
         names = {r["table_name"] for r in rows}
         assert {"messages", "monoton", "pointers", "leases", "schema_version"} <= names, (nd.index, names)
+        # The event log's tables, whose rows all expire by TTL, compact by time window.
+        for t in ("event", "event_index", "event_bucket"):
+            c = nd.query(f"SELECT compaction FROM system_schema.tables WHERE keyspace_name = '{keyspace}' "
+                         f"AND table_name = '{t}'")
+            assert c and b"TimeWindowCompactionStrategy" in c[0]["compaction"], (nd.index, t, c)
         ks = nd.query(f"SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = '{keyspace}'")
         raw = ks[0]["replication"] if ks else b""  # a map<text, text>, undecoded by cql_mini
         assert b"NetworkTopologyStrategy" in raw and b"datacenter1\x00\x00\x00\x013" in raw, (nd.index, raw)
@@ -158,6 +170,64 @@ class _Load:
         assert not self.t.is_alive(), "the load did not stop"
 
 
+class _EventLoad:
+    """One client ingesting events of one type until stop(); records the
+    ingests answered 200/201 (id -> recordedAt) and retries the others with
+    the same id."""
+
+    def __init__(self, srv, kind):
+        self.c, self.kind = srv.client(), kind
+        self.answered, self.retried = {}, 0
+        self.halt = threading.Event()
+        self.t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        i = 0
+        while not self.halt.is_set():
+            ev = {"id": f"{self.kind}-{i}", "type": self.kind, "data": {"i": i}}
+            try:
+                r = self.c.put_event(ev)
+            except Exception:  # noqa: BLE001 - a timeout: the same id again
+                r = None
+            if r is not None and r.status_code in (200, 201):
+                self.answered[ev["id"]] = r.json()["recordedAt"]
+                i += 1
+            else:
+                self.retried += 1
+                time.sleep(0.05)
+
+    def start(self):
+        self.t.start()
+        return self
+
+    def stop(self):
+        self.halt.set()
+        self.t.join(timeout=120)
+        assert not self.t.is_alive(), "the event load did not stop"
+
+    def check(self, q_sub):
+        """What went wrong with the log and the subscription (a list)."""
+        bad = []
+        if not self.answered:
+            return ["no event ingest was answered"]
+        self.c.await_readable(max(self.answered.values()))
+        evs, pages, _ = self.c.query_all([("type", self.kind)], limit=50)
+        ids = [e["id"] for e in evs]
+        pos = [(e["recordedAt"], e["id"]) for e in evs]
+        if len(ids) != len(set(ids)):
+            bad.append(f"{len(ids) - len(set(ids))} events appear twice in a query")
+        if pos != sorted(set(pos)):
+            bad.append("a query's pages are not in strict position order")
+        missing = set(self.answered) - set(ids)
+        if missing:
+            bad.append(f"{len(missing)} answered events missing from the log, e.g. {sorted(missing)[:3]}")
+        try:
+            self.c.collect_events(q_sub, list(self.answered), timeout=120)
+        except AssertionError as e:
+            bad.append(f"the subscription did not deliver every answered event: {e}")
+        return bad
+
+
 def _nodes_seen(srv):
     """The most nodes the server's CQL client logged in the cluster."""
     seen = [int(m.group(1)) for line in srv.lines for m in [re.search(r"cql: (\d+) nodes? in the cluster", line)] if m]
@@ -175,9 +245,13 @@ def test_round_keeps_every_message(cluster, keyspace, server_factory, fault, rec
     srv = server_factory(f"c3-{fault}", keyspace=keyspace, env=_cluster_env(cluster, keyspace))
     c = srv.client()
     q = c.new_queue(f"c3-{fault}")
+    q_ev = c.new_queue(f"c3-ev-{fault}")
+    r = c.create_sub(f"c3-{fault}", q_ev, {"types": [f"c3.{fault}"]})
+    assert r.status_code == 201, r.text
     c.close()
     h = History()
     load = _Load(srv, q, h).start()
+    evload = _EventLoad(srv, f"c3.{fault}").start()
     marks = {"start": time.monotonic()}
     try:
         time.sleep(PHASE_S)
@@ -196,6 +270,7 @@ def test_round_keeps_every_message(cluster, keyspace, server_factory, fault, rec
         time.sleep(PHASE_S)
     finally:
         load.stop()
+        evload.stop()
         for nd in cluster.nodes:  # whatever happened, the next round starts from a whole cluster
             if nd.frozen:
                 nd.thaw()
@@ -209,6 +284,7 @@ def test_round_keeps_every_message(cluster, keyspace, server_factory, fault, rec
     res = check(h, visible_bound_s=FALSE_EMPTY_BOUND_S, queue=q, lease_s=LEASE_S / 2)
     stats = await_idle_stats(srv.base_url, srv.key, q, timeout_s=30)
     nodes = _nodes_seen(srv)
+    ev_bad = evload.check(q_ev)
 
     figures = {p.name: p for p in res.phases}
     record_property(f"{fault}", (
@@ -217,9 +293,10 @@ def test_round_keeps_every_message(cluster, keyspace, server_factory, fault, rec
         f"{res.longest_false_empty_s:.1f} s; lost {len(res.lost)}; delivered after ack "
         f"{len(res.delivered_after_ack)}; receipts lost {len(res.lease_lost)}; nodes seen {nodes}; "
         f"back to healthy {healthy_s:.0f} s after the restore; {res.puts_ok} puts, {res.acks_ok} acks, "
-        f"{res.indeterminate} indeterminate"))
+        f"{res.indeterminate} indeterminate; events: {len(evload.answered)} answered, {evload.retried} retried, "
+        f"{len(ev_bad)} problems"))
 
-    failures = [f"{n} {k}" for k, n in res.counts().items() if n]
+    failures = [f"{n} {k}" for k, n in res.counts().items() if n] + ev_bad
     if not d.done:
         failures.append(f"drain incomplete: {len(d.unsettled)} acknowledged puts not delivered and acked")
     if not stats.ok:

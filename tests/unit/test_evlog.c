@@ -105,6 +105,15 @@ static size_t entries(fx *f, const char *ikey, int64_t us, const char *id) {
                    sl_vint(sl_ev_shard(id, SL_EV_SHARDS_DEFAULT)));
 }
 
+/* The first page of acme's whole log, up to the read horizon. */
+static void first_page(fx *f, int limit, sl_ev_page *p) {
+    sl_ev_query q;
+    memset(&q, 0, sizeof q);
+    snprintf(q.account, sizeof q.account, "acme");
+    q.end_us = sl_evlog_horizon(f->l);
+    assert_int_equal(sl_evlog_query(f->l, &q, limit, p), 0);
+}
+
 static void test_put_and_get(void **state) {
     fx *f = *state;
     sl_event ev = order_event("order-1042-created");
@@ -336,12 +345,8 @@ static void test_late_ingest_is_stamped_again(void **state) {
     assert_int_equal(rc.recorded_us, (T0_MS + 600) * 1000);
     assert_int_equal(entries(f, "acme/a/", T0_MS * 1000, "late"), 2); /* the old entry and the new */
     sl_clock_advance_ms(2000);
-    sl_ev_query q;
-    memset(&q, 0, sizeof q);
-    snprintf(q.account, sizeof q.account, "acme");
-    q.end_us = sl_evlog_horizon(f->l);
     sl_ev_page p;
-    assert_int_equal(sl_evlog_query(f->l, &q, 10, &p), 0);
+    first_page(f, 10, &p);
     assert_int_equal(p.n, 1);
     assert_int_equal(p.events[0].recorded_us, rc.recorded_us);
     sl_ev_page_free(&p);
@@ -950,12 +955,8 @@ static void test_sub_definitions_and_forget(void **state) {
     assert_int_equal(sl_evlog_put(f->l, "acme", &ev, &rc), 0);
     assert_int_equal(rc.outcome, SL_EV_CREATED);
     sl_clock_advance_ms(1);
-    sl_ev_query q;
-    memset(&q, 0, sizeof q);
-    snprintf(q.account, sizeof q.account, "acme");
-    q.end_us = sl_evlog_horizon(f->l);
     sl_ev_page p;
-    assert_int_equal(sl_evlog_query(f->l, &q, 10, &p), 0);
+    first_page(f, 10, &p);
     assert_int_equal(p.n, 1);
     assert_string_equal(p.events[0].ev.type, "other");
     sl_ev_page_free(&p);
@@ -1026,12 +1027,8 @@ static void test_atomic_batch(void **state) {
         assert_int_equal(rc[i].outcome, i == 4 ? SL_EV_CONFLICT : SL_EV_MATCHED);
     }
     sl_clock_advance_ms(1);
-    sl_ev_query q;
-    memset(&q, 0, sizeof q);
-    snprintf(q.account, sizeof q.account, "acme");
-    q.end_us = sl_evlog_horizon(f->l);
     sl_ev_page p;
-    assert_int_equal(sl_evlog_query(f->l, &q, 100, &p), 0);
+    first_page(f, 100, &p);
     assert_int_equal(p.n, N);
     sl_ev_page_free(&p);
     for (int i = 0; i < N; i++) {

@@ -949,6 +949,25 @@ static int64_t schema_version(sl_store *s, const char *ks) {
     return v;
 }
 
+/* A table's comment in system_schema, as text ("" when none or unread). */
+static void table_comment(sl_store *s, const char *ks, const char *table, char *out, size_t cap) {
+    char q[256];
+    snprintf(q, sizeof q,
+             "SELECT comment FROM system_schema.tables WHERE keyspace_name = '%s' AND table_name = '%s'", ks,
+             table);
+    sl_cql_opts o = {.flags = SL_CQL_READ};
+    sl_cql_res *res = NULL;
+    out[0] = '\0';
+    if (sl_cql_query(sl_store_cql_client(s), q, NULL, 0, &o, &res) == 0 &&
+        res->r.kind == SL_CQL_RESULT_ROWS && res->r.nrows == 1) {
+        sl_cql_rd rows = res->r.rows;
+        sl_cql_bytes c;
+        sl_cql_rows_next(&rows, &c);
+        if (c.len > 0) snprintf(out, cap, "%.*s", (int)c.len, (const char *)c.p);
+    }
+    sl_cql_res_free(res);
+}
+
 /* `sluice schema` on Cassandra: ensure() refuses a missing schema, creating
  * it twice is a no-op, a column added to a definition is migrated, a
  * schema version newer than the build's is refused, and versions 1 and 2
@@ -982,6 +1001,18 @@ static void t_cql_schema(void **state) {
     assert_int_equal(sl_store_ensure(s, t2, 1), SL_ENOTFOUND);
     assert_int_equal(sl_store_cql_schema(s, t2, 1, 0, NULL), 0);
     assert_int_equal(sl_store_ensure(s, t2, 1), 0);
+    assert_int_equal(kv_i(s, "kept"), 7);
+
+    /* Table options: set on an existing table too, and again after a change. */
+    const char *with[] = {"comment = 'first'"};
+    char comment[64];
+    assert_int_equal(sl_store_cql_schema_with(s, t2, with, 1, 0, NULL), 0);
+    table_comment(s, ks, "kv", comment, sizeof comment);
+    assert_string_equal(comment, "first");
+    with[0] = "comment = 'second'";
+    assert_int_equal(sl_store_cql_schema_with(s, t2, with, 1, 0, NULL), 0);
+    table_comment(s, ks, "kv", comment, sizeof comment);
+    assert_string_equal(comment, "second");
     assert_int_equal(kv_i(s, "kept"), 7);
 
     /* A newer schema (version 4) is refused; version 1 (before the event
