@@ -31,6 +31,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -186,6 +187,10 @@ class SluiceServer:
         self._readers = []
         # The store identity must survive restarts, so it is fixed here.
         self.keyspace = keyspace or os.environ.get("SLUICE_TEST_KEYSPACE") or new_keyspace()
+        # A keyspace made for this server alone is dropped when it closes:
+        # hundreds of keyspaces of 30-odd tables each would load the test
+        # node's heap until its pauses fail requests.
+        self.owns_keyspace = not keyspace and not os.environ.get("SLUICE_TEST_KEYSPACE")
 
     # --- backend hook -----------------------------------------------------
 
@@ -330,6 +335,15 @@ class SluiceServer:
         self.stop()
         if self in LIVE_SERVERS:
             LIVE_SERVERS.remove(self)
+        if BACKEND == "cassandra" and self.owns_keyspace and self.runs:
+            self.owns_keyspace = False
+            try:
+                sys.path.insert(0, os.path.join(REPO, "tests", "cassandra"))
+                import cql_mini
+
+                cql_mini.query(self.cassandra_port, f'DROP KEYSPACE IF EXISTS "{self.keyspace}"', timeout=60.0)
+            except Exception as e:  # noqa: BLE001 - a leftover keyspace only costs the node memory
+                print(f"note: could not drop keyspace {self.keyspace}: {e}", file=sys.stderr)
 
     def log_tail(self, n=60):
         with self._lock:

@@ -220,15 +220,15 @@ def test_a_queue_deleted_and_made_again_loses_nothing(acct):
     c.collect_events(q, [first["id"]])
     assert_status(c.delete_queue(q), 200)
     gap = [put(c, "t.qd", data=i) for i in range(5)]
-    c.await_sub(s, "to say queueMissing", lambda x: x["state"] == "queueMissing")
+    c.await_sub(s, "to say queueMissing", lambda x: x["state"] == "queueMissing", timeout=60)
     more = put(c, "t.qd", data="more")
     held = c.get_sub(s).json()
     assert held["position"] <= gap[0]["recordedAt"], f"the position moved past undelivered events: {held}"
     r = c.create_queue(q, **{"repairWorkerPollSeconds": 1})
     assert r.status_code == 201, describe(r)
     want = [e["id"] for e in gap] + [more["id"]]
-    assert ids_in_order(c.collect_events(q, want)) == want
-    c.await_sub(s, "to be active again", lambda x: x["state"] == "active")
+    assert ids_in_order(c.collect_events(q, want, timeout=60)) == want
+    c.await_sub(s, "to be active again", lambda x: x["state"] == "active", timeout=60)
 
 
 def test_a_deleted_subscription_delivers_no_more(acct):
