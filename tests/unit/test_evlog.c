@@ -1067,15 +1067,17 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_sub_waits_for_its_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sub_one_owner_then_the_other, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sub_definitions_and_forget, setup, teardown),
-        /* The same on the log as main.c opens it on the embedded store. */
+        /* The same on the log as main.c opens it on the embedded store
+         * (named apart: results are counted by name). */
         cmocka_unit_test_setup_teardown(test_atomic_batch, setup_atomic, teardown),
-        cmocka_unit_test_setup_teardown(test_put_and_get, setup_atomic, teardown),
-        cmocka_unit_test_setup_teardown(test_idempotent_by_id, setup_atomic, teardown),
-        cmocka_unit_test_setup_teardown(test_made_ids_and_positions, setup_atomic, teardown),
-        cmocka_unit_test_setup_teardown(test_retention, setup_atomic, teardown),
-        cmocka_unit_test_setup_teardown(test_field_rules, setup_atomic, teardown),
-        cmocka_unit_test_setup_teardown(test_sub_delivers_in_order, setup_atomic, teardown),
-        cmocka_unit_test_setup_teardown(test_sub_definitions_and_forget, setup_atomic, teardown),
+        {"test_put_and_get (atomic)", test_put_and_get, setup_atomic, teardown, NULL},
+        {"test_idempotent_by_id (atomic)", test_idempotent_by_id, setup_atomic, teardown, NULL},
+        {"test_made_ids_and_positions (atomic)", test_made_ids_and_positions, setup_atomic, teardown, NULL},
+        {"test_retention (atomic)", test_retention, setup_atomic, teardown, NULL},
+        {"test_field_rules (atomic)", test_field_rules, setup_atomic, teardown, NULL},
+        {"test_sub_delivers_in_order (atomic)", test_sub_delivers_in_order, setup_atomic, teardown, NULL},
+        {"test_sub_definitions_and_forget (atomic)", test_sub_definitions_and_forget, setup_atomic, teardown,
+         NULL},
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
