@@ -154,11 +154,16 @@ def test_long_poll_on_one_node_wakes_within_a_second_of_a_put_on_the_other(pair,
         cb.close()
 
 
-def _lease(ks, q):
+def _row(read, ks, name, what):
+    """A lease row read with cassnode's read(port, keyspace, account, name)."""
     try:
-        return repair_lease(CASSANDRA_PORT, ks, "dev", q)
+        return read(CASSANDRA_PORT, ks, "dev", name)
     except (OSError, cql_mini.CqlError) as e:
-        raise AssertionError(f"cannot read the repair lease of {q} in {ks}: {e}")
+        raise AssertionError(f"cannot read the {what} of {name} in {ks}: {e}")
+
+
+def _lease(ks, q):
+    return _row(repair_lease, ks, q, "repair lease")
 
 
 def test_one_node_runs_the_repair_worker_and_the_other_takes_over_when_it_dies(server_factory, record_property):
@@ -299,10 +304,7 @@ def test_late_write_is_delivered_by_the_surviving_repair_worker(server_factory):
 
 
 def _sub_lease(ks, name):
-    try:
-        return sub_lease(CASSANDRA_PORT, ks, "dev", name)
-    except (OSError, cql_mini.CqlError) as e:
-        raise AssertionError(f"cannot read the lease of subscription {name} in {ks}: {e}")
+    return _row(sub_lease, ks, name, "subscription lease")
 
 
 def test_events_cross_nodes_and_a_subscription_moves_when_its_owner_dies(server_factory, record_property):
