@@ -22,44 +22,67 @@ static int val_eq(const sl_val *a, const sl_val *b, sl_type t) {
     return a->n == b->n && (a->n == 0 || memcmp(a->p, b->p, a->n) == 0);
 }
 
-/* Runs a compare-and-set and resolves "outcome unknown". Every CAS the
- * engine makes writes a fresh nonce into nonce_col, so after SL_EUNKNOWN a
- * SERIAL read tells whether this CAS applied (the nonce is ours), or did not
- * and can be retried (the condition still holds), or did not and cannot
- * (someone else changed the row). A write parked by the fault hook that
- * applies later finds its condition false, as a late Paxos round would.
- * Returns 0 (applied), SL_ENOTAPPLIED, or a store error. */
-int eng_cas(sl_engine *e, sl_write *w, int nonce_col, sl_result *cur) {
+/* Settles compare-and-set w, of which an earlier send may have applied
+ * (sent): every CAS the engine makes writes a fresh nonce into nonce_col,
+ * so a SERIAL read tells whether it applied (the nonce is ours), or did not
+ * and can be sent again (the condition still holds), or did not and cannot
+ * (someone else changed the row). Once a send's outcome was unknown, "not
+ * applied" from a later send is not taken at its word either: the earlier
+ * one may have landed in between (a Paxos round completed by the next
+ * one), and the read tells which. A read that fails learns nothing, so it
+ * is made again; the answer is never a guess. A write parked by the fault
+ * hook that applies later finds its condition false, as a late Paxos round
+ * would. Returns 0 (applied), SL_ENOTAPPLIED, or a store error. */
+static int cas_resolve(sl_engine *e, sl_write *w, int nonce_col, int sent) {
     const sl_table *t = w->t;
     int64_t nonce = w->row.v[nonce_col].i;
-    for (int attempt = 0; attempt < 4; attempt++) {
-        if (cur) sl_result_free(cur);
-        int rc = sl_store_apply(e->st, w, 1, cur);
-        if (rc != SL_EUNKNOWN) return rc;
-        sl_result r;
-        sl_result_init(&r);
-        rc = sl_store_get(e->st, t, w->row.v, SL_READ_SERIAL, &r);
-        if (rc != 0 && rc != SL_ENOTFOUND) {
+    for (int attempt = 0; attempt < 6; attempt++) {
+        if (sent) {
+            sl_result r;
+            sl_result_init(&r);
+            int rc = sl_store_get(e->st, t, w->row.v, SL_READ_SERIAL, &r);
+            if (rc != 0 && rc != SL_ENOTFOUND) {
+                sl_result_free(&r);
+                continue; /* could not learn the outcome: ask again */
+            }
+            if (rc == 0 && r.rows[0].v[nonce_col].set && r.rows[0].v[nonce_col].i == nonce) {
+                sl_result_free(&r);
+                return 0;
+            }
+            int holds;
+            if (w->kind == SL_W_INSERT_IF_NOT_EXISTS) {
+                holds = (rc == SL_ENOTFOUND);
+            } else {
+                holds = (rc == 0);
+                for (int i = 0; holds && i < w->ncond; i++)
+                    holds = val_eq(&r.rows[0].v[w->cond[i].col], &w->cond[i].v, t->cols[w->cond[i].col].type);
+            }
             sl_result_free(&r);
-            continue; /* could not learn the outcome: ask again */
+            if (!holds) return SL_ENOTAPPLIED;
+            sl_log(SL_DEBUG, "cas on %s: outcome unknown, condition holds, sending again", t->name);
         }
-        if (rc == 0 && r.rows[0].v[nonce_col].set && r.rows[0].v[nonce_col].i == nonce) {
-            sl_result_free(&r);
-            return 0;
+        int rc = sl_store_apply(e->st, w, 1, NULL);
+        if (rc == SL_EUNKNOWN || (rc == SL_ENOTAPPLIED && sent)) {
+            sent = 1;
+            continue;
         }
-        int holds;
-        if (w->kind == SL_W_INSERT_IF_NOT_EXISTS) {
-            holds = (rc == SL_ENOTFOUND);
-        } else {
-            holds = (rc == 0);
-            for (int i = 0; holds && i < w->ncond; i++)
-                holds = val_eq(&r.rows[0].v[w->cond[i].col], &w->cond[i].v, t->cols[w->cond[i].col].type);
-        }
-        sl_result_free(&r);
-        if (!holds) return SL_ENOTAPPLIED;
-        sl_log(SL_DEBUG, "cas on %s: outcome unknown, condition holds, retrying", t->name);
+        return rc;
     }
     return SL_EUNAVAILABLE;
+}
+
+int eng_cas(sl_engine *e, sl_write *w, int nonce_col) {
+    return cas_resolve(e, w, nonce_col, 0);
+}
+
+/* The outcome of compare-and-set w, sent in a conditional batch of n
+ * writes that was answered rc. An unknown outcome is resolved by w's
+ * nonce; a batch of several that was not applied (one condition failed,
+ * maybe not w's) is retried with w alone. */
+int eng_cas_settle(sl_engine *e, sl_write *w, int nonce_col, int rc, size_t n) {
+    if (rc == SL_EUNKNOWN) return cas_resolve(e, w, nonce_col, 1);
+    if (rc == SL_ENOTAPPLIED && n > 1) return cas_resolve(e, w, nonce_col, 0);
+    return rc;
 }
 
 /* --- Combined compare-and-sets -------------------------------------------- */
@@ -108,26 +131,6 @@ static int cas_slot(const sl_write *w) {
     return (int)(h % CAS_SLOTS);
 }
 
-/* Was the CAS w, whose outcome was unknown, applied? Its nonce tells. */
-static int cas_landed(sl_engine *e, const sl_write *w, int nonce_col) {
-    sl_result r;
-    sl_result_init(&r);
-    int landed = sl_store_get(e->st, w->t, w->row.v, SL_READ_SERIAL, &r) == 0 &&
-                 r.rows[0].v[nonce_col].i == w->row.v[nonce_col].i;
-    sl_result_free(&r);
-    return landed;
-}
-
-/* The outcome of compare-and-set w, sent in a conditional batch of n
- * writes that was answered rc. An unknown outcome is resolved by w's
- * nonce, as eng_cas() does; a batch of several that was not applied (one
- * condition failed, maybe not w's) is retried with w alone. */
-int eng_cas_settle(sl_engine *e, sl_write *w, int nonce_col, int rc, size_t n) {
-    if (rc == SL_EUNKNOWN) return cas_landed(e, w, nonce_col) ? 0 : eng_cas(e, w, nonce_col, NULL);
-    if (rc == SL_ENOTAPPLIED && n > 1) return eng_cas(e, w, nonce_col, NULL);
-    return rc;
-}
-
 /* Settles every write of the round's requests. Until settled, a write's
  * result slot holds CAS_PENDING, or CAS_TAKEN once it is in the batch being
  * built; nothing is allocated, since every lease and ack comes this way. */
@@ -164,7 +167,7 @@ static void cas_round(sl_engine *e, cas_req *list) {
                     *rc = CAS_TAKEN;
                 }
             if (nb == 1) {
-                *in[0].rc = eng_cas(e, in[0].w, in[0].nonce_col, NULL);
+                *in[0].rc = eng_cas(e, in[0].w, in[0].nonce_col);
                 continue;
             }
             int brc = sl_store_apply(e->st, batch, nb, NULL);
@@ -296,7 +299,7 @@ int eng_pointer_advance(sl_engine *e, const char *qkey, const char *name, int64_
     w.kind = SL_W_UPDATE_IF;
     w.cond[0] = (sl_cond){PT_VALUE, sl_vint(from)};
     w.ncond = 1;
-    int rc = eng_cas(e, &w, PT_NONCE, NULL);
+    int rc = eng_cas(e, &w, PT_NONCE);
     if (rc == SL_ENOTAPPLIED) {
         int64_t now;
         rc = eng_pointer_get(e, qkey, name, &now);
@@ -304,7 +307,7 @@ int eng_pointer_advance(sl_engine *e, const char *qkey, const char *name, int64_
             if (now == 0 && from == 0) {
                 w.kind = SL_W_INSERT_IF_NOT_EXISTS;
                 w.ncond = 0;
-                rc = eng_cas(e, &w, PT_NONCE, NULL);
+                rc = eng_cas(e, &w, PT_NONCE);
                 return rc == SL_ENOTAPPLIED ? 0 : rc;
             }
             return SL_ENOTAPPLIED;
@@ -349,7 +352,7 @@ int eng_counter_add(sl_engine *e, const char *qkey, const char *name, int64_t de
             w.ncond = 1;
         }
         sl_result_free(&r);
-        rc = eng_cas(e, &w, C_NONCE, NULL);
+        rc = eng_cas(e, &w, C_NONCE);
         if (rc != SL_ENOTAPPLIED) return rc;
     }
     return SL_EUNAVAILABLE;

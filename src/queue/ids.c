@@ -83,7 +83,7 @@ int msg_claim_block(sl_engine *e, qstate *q, int64_t *id, int64_t *block_ms) {
             w.row.v[MO_NONCE] = sl_vint(eng_nonce());
             w.cond[0] = (sl_cond){MO_NEXT, sl_vint(old)};
             w.ncond = 1;
-            rc = eng_cas(e, &w, MO_NONCE, NULL);
+            rc = eng_cas(e, &w, MO_NONCE);
         }
         pthread_mutex_lock(&q->mu);
         q->claiming = 0;

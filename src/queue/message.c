@@ -308,7 +308,7 @@ int sl_msg_update(sl_engine *e, const char *account, const char *queue, const ch
     w.cond[0] = (sl_cond){M_VERSION, sl_vint(version)};
     w.cond[1] = (sl_cond){M_STATE, sl_vint(MS_WAITING)};
     w.ncond = 2;
-    rc = eng_cas(e, &w, M_NONCE, NULL);
+    rc = eng_cas(e, &w, M_NONCE);
     if (rc == SL_ENOTAPPLIED) return SL_ECONFLICT;
     if (rc) return rc;
     msg_lease_entry_cancel(q, id, version);

@@ -99,7 +99,7 @@ static int retarget(sl_engine *e, qstate *src, const sl_row *m, const char *dqke
     w.cond[0] = msg_cond_of(m, M_VERSION);
     w.cond[1] = (sl_cond){M_STATE, sl_vint(MS_MOVING)};
     w.ncond = 2;
-    if ((rc = eng_cas(e, &w, M_NONCE, NULL)) != 0) return rc;
+    if ((rc = eng_cas(e, &w, M_NONCE)) != 0) return rc;
     /* Past GC_DELAY_MS (the bucket deleted) this may be a second copy. */
     sl_log(SL_ERR, "move of %s id %lld: its slot in %s was passed with no copy in it, moved to id %lld",
            src->qkey, (long long)m->v[M_ID].i, dq->qkey, (long long)did);
@@ -153,7 +153,7 @@ int msg_complete_move(sl_engine *e, qstate *src, const sl_row *m) {
     w.row.v[M_NONCE] = sl_vint(eng_nonce());
     /* Insert-if-not-exists makes the copy idempotent: a move that is redone
      * after a crash finds its copy there and does not make a second one. */
-    int rc = eng_cas(e, &w, M_NONCE, NULL);
+    int rc = eng_cas(e, &w, M_NONCE);
     if (rc && rc != SL_ENOTAPPLIED) return rc;
     __atomic_add_fetch(&e->moves, 1, __ATOMIC_RELEASE); /* a READY row the pools lack */
     /* Before the source is marked done: a crash in between leaves it
@@ -170,7 +170,7 @@ int msg_complete_move(sl_engine *e, qstate *src, const sl_row *m) {
     f.cond[0] = (sl_cond){M_VERSION, sl_vint(m->v[M_VERSION].i)};
     f.cond[1] = (sl_cond){M_STATE, sl_vint(MS_MOVING)};
     f.ncond = 2;
-    rc = eng_cas(e, &f, M_NONCE, NULL);
+    rc = eng_cas(e, &f, M_NONCE);
     if (rc == 0 && dead) eng_counter_add(e, src->qkey, "dead", 1);
     return rc;
 }
@@ -198,7 +198,7 @@ int msg_move(sl_engine *e, qstate *src, const sl_row *row, qstate *dst, int rese
     w.cond[0] = msg_cond_of(row, M_VERSION);
     w.cond[1] = msg_cond_of(row, M_STATE);
     w.ncond = 2;
-    if ((rc = eng_cas(e, &w, M_NONCE, NULL)) != 0) return rc;
+    if ((rc = eng_cas(e, &w, M_NONCE)) != 0) return rc;
     sl_row moving = *row;
     moving.v[M_STATE] = sl_vint(MS_MOVING);
     moving.v[M_VERSION] = sl_vint(row->v[M_VERSION].i + 1);

@@ -191,7 +191,7 @@ static void op_settle(sl_op *op) {
     for (size_t g = 0; g < op->ngroups; g++)
         for (size_t x = op->gstart[g]; x < op->gstart[g] + op->gn[g]; x++) {
             op->krc[x] = op->grc[g] == GROUP_LATE
-                             ? eng_cas(op->e, &op->w[x], M_NONCE, NULL)
+                             ? eng_cas(op->e, &op->w[x], M_NONCE)
                              : eng_cas_settle(op->e, &op->w[x], M_NONCE, op->grc[g], op->gn[g]);
         }
 }

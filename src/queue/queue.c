@@ -97,7 +97,7 @@ static int init_incarnation(sl_engine *e, const char *qkey, const char *account,
     w.row.v[MO_QKEY] = sl_vtext(qkey);
     w.row.v[MO_NEXT] = sl_vint(0);
     w.row.v[MO_NONCE] = sl_vint(eng_nonce());
-    int rc = eng_cas(e, &w, MO_NONCE, NULL);
+    int rc = eng_cas(e, &w, MO_NONCE);
     if (rc && rc != SL_ENOTAPPLIED) return rc;
     static const char *ptrs[] = {"reader", "repair", "purge", "lease", "gc"};
     for (int i = 0; i < 5; i++) {
@@ -109,7 +109,7 @@ static int init_incarnation(sl_engine *e, const char *qkey, const char *account,
         /* The lease cursor starts at the queue's birth: nothing is due before. */
         p.row.v[PT_VALUE] = sl_vint(i == 3 ? sl_now_ms() - 60000 : 0);
         p.row.v[PT_NONCE] = sl_vint(eng_nonce());
-        rc = eng_cas(e, &p, PT_NONCE, NULL);
+        rc = eng_cas(e, &p, PT_NONCE);
         if (rc && rc != SL_ENOTAPPLIED) return rc;
     }
     sl_write x = {0};
@@ -184,7 +184,7 @@ int sl_queue_create(sl_engine *e, const char *account, const sl_queue_opts *o, c
             w.cond[1] = (sl_cond){QU_VERSION, sl_vint(old_version)};
             w.ncond = 2;
         }
-        rc = eng_cas(e, &w, QU_NONCE, NULL);
+        rc = eng_cas(e, &w, QU_NONCE);
         free(opts);
         if (rc != SL_ENOTAPPLIED) return rc;
         /* Someone else created or deleted it meanwhile: look again. */
@@ -271,7 +271,7 @@ int sl_queue_delete(sl_engine *e, const char *account, const char *name) {
     w.cond[0] = (sl_cond){QU_STATUS, sl_vint(Q_ACTIVE)};
     w.cond[1] = (sl_cond){QU_VERSION, sl_vint(q->version)};
     w.ncond = 2;
-    rc = eng_cas(e, &w, QU_NONCE, NULL);
+    rc = eng_cas(e, &w, QU_NONCE);
     if (rc == SL_ENOTAPPLIED) rc = SL_ENOTFOUND; /* deleted (or replaced) by someone else */
     if (rc) return rc;
     eng_queue_forget(e, q);

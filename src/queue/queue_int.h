@@ -249,7 +249,7 @@ enum { SEAL_DONE = 1, SEAL_NOW };
 #define SEAL_GAPS (INT64_C(1) << 62) /* in msg_seal_run's b[]: the bucket was short of rows */
 
 /* cas.c */
-int eng_cas(sl_engine *e, sl_write *w, int nonce_col, sl_result *cur);
+int eng_cas(sl_engine *e, sl_write *w, int nonce_col);
 int eng_cas_settle(sl_engine *e, sl_write *w, int nonce_col, int rc, size_t n);
 int eng_same_key(const sl_write *a, const sl_write *b, int ncols);
 /* n <= SL_BATCH_MAX compare-and-sets, each settled on its own: rcs[i] gets

@@ -28,14 +28,14 @@ static int own_repair(sl_engine *e, qstate *q) {
     w.row.v[R_QKEY] = sl_vtext(q->qkey);
     w.row.v[R_OWNER] = sl_vtext(e->cfg.node_id);
     w.row.v[R_NONCE] = sl_vint(eng_nonce());
-    int rc = eng_cas(e, &w, R_NONCE, NULL);
+    int rc = eng_cas(e, &w, R_NONCE);
     if (rc == 0) return 1;
     if (rc != SL_ENOTAPPLIED) return 0;
     w.kind = SL_W_UPDATE_IF;
     w.row.v[R_NONCE] = sl_vint(eng_nonce());
     w.cond[0] = (sl_cond){R_OWNER, sl_vtext(e->cfg.node_id)};
     w.ncond = 1;
-    return eng_cas(e, &w, R_NONCE, NULL) == 0;
+    return eng_cas(e, &w, R_NONCE) == 0;
 }
 
 /* Finalizes the buckets from *P on, up to R and at most REPAIR_RUN of them,
@@ -93,7 +93,7 @@ static int finalize_run(sl_engine *e, qstate *q, int64_t *P, int64_t R) {
             w.cond[0] = (sl_cond){M_STATE, sl_vint(MS_SEALED)};
             w.ncond = 1;
             w.ttl = (int)(q->opts.retention_s + 86400);
-            rc = eng_cas(e, &w, M_NONCE, NULL);
+            rc = eng_cas(e, &w, M_NONCE);
             if (rc && rc != SL_ENOTAPPLIED) {
                 sl_result_free(&r);
                 return rc;

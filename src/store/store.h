@@ -306,6 +306,11 @@ typedef enum {
  * thread, never concurrently with itself for one store. */
 typedef sl_fault_action (*sl_fault_fn)(void *ctx, const sl_write *w, size_t n);
 void sl_store_sqlite_set_fault(sl_store *s, sl_fault_fn fn, void *ctx);
+/* The read hook sees each get() before it runs, with the consistency asked
+ * for, and returns 0 (read) or the error the caller gets instead (a
+ * SERIAL read that times out while a node goes down). */
+typedef int (*sl_read_fault_fn)(void *ctx, const sl_table *t, int consistency);
+void sl_store_sqlite_set_read_fault(sl_store *s, sl_read_fault_fn fn, void *ctx);
 /* Applies every parked (delayed or duplicated) write, in the order they
  * were parked, as writes that land late (see "Timestamps" above): a
  * compare-and-set has its conditions evaluated then; a plain write keeps

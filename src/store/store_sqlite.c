@@ -131,6 +131,8 @@ typedef struct {
     pthread_mutex_t fmu; /* serializes the fault hook */
     sl_fault_fn fault;
     void *fault_ctx;
+    sl_read_fault_fn read_fault;
+    void *read_fault_ctx;
 
     pthread_mutex_t pmu; /* guards the parked list */
     parked *phead, *ptail;
@@ -984,6 +986,15 @@ void sl_store_sqlite_set_fault(sl_store *st, sl_fault_fn fn, void *ctx) {
     pthread_mutex_unlock(&s->fmu);
 }
 
+void sl_store_sqlite_set_read_fault(sl_store *st, sl_read_fault_fn fn, void *ctx) {
+    if (!st || st->type != &sq_type) return;
+    sq_store *s = (sq_store *)st;
+    pthread_mutex_lock(&s->fmu);
+    s->read_fault = fn;
+    s->read_fault_ctx = ctx;
+    pthread_mutex_unlock(&s->fmu);
+}
+
 /* --- The contract -------------------------------------------------------- */
 
 static int sq_ensure(sl_store *st, const sl_table *const *tables, size_t n) {
@@ -1101,9 +1112,15 @@ int sl_store_sqlite_flush(sl_store *st) {
 
 static int sq_get(sl_store *st, const sl_table *t, const sl_val *key, int consistency, sl_result *out) {
     sq_store *s = (sq_store *)st;
-    (void)consistency; /* every read is linearizable here: one writer, WAL */
+    /* Every read is linearizable here (one writer, WAL); the consistency
+     * asked for only reaches the read fault hook. */
     sl_result_free(out);
     if (sl_store_check_table(t) || !key || sl_store_check_key(key, t->npk + t->nck)) return SL_EINVAL;
+    int frc = 0;
+    pthread_mutex_lock(&s->fmu);
+    if (s->read_fault) frc = s->read_fault(s->read_fault_ctx, t, consistency);
+    pthread_mutex_unlock(&s->fmu);
+    if (frc) return frc;
     conn *c;
     sqlite3_stmt *q;
     int rc = reader_take(s, &c);

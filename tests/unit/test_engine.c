@@ -1416,6 +1416,8 @@ typedef struct {
     int every;   /* fault every n-th CAS */
     int count;
     int injected;
+    int fail_reads; /* the SERIAL read after each fault fails too */
+    int read_fails; /* reads still to fail */
 } cas_fault;
 
 static sl_fault_action fault_every_cas(void *ctx, const sl_write *w, size_t n) {
@@ -1423,15 +1425,25 @@ static sl_fault_action fault_every_cas(void *ctx, const sl_write *w, size_t n) {
     if (!sl_write_is_cas(w, n)) return SL_FAULT_NONE;
     if (++c->count % c->every != 0) return SL_FAULT_NONE;
     c->injected++;
+    c->read_fails = c->fail_reads;
     return c->action;
+}
+
+static int fail_serial_read(void *ctx, const sl_table *t, int consistency) {
+    cas_fault *c = ctx;
+    (void)t;
+    if (consistency != SL_READ_SERIAL || c->read_fails == 0) return 0;
+    c->read_fails--;
+    return SL_EUNAVAILABLE;
 }
 
 /* Runs the whole life of a queue (create, put, receive, update, ack,
  * redelivery, dead-lettering, repair, purge, delete) with an unknown outcome
  * injected on every n-th CAS, and checks every guarantee along the way. */
-static void lifecycle_with_unknowns(fx *f, sl_fault_action action, int every) {
-    cas_fault c = {action, every, 0, 0};
+static void lifecycle_with_unknowns(fx *f, sl_fault_action action, int every, int fail_reads) {
+    cas_fault c = {action, every, 0, 0, fail_reads, 0};
     sl_store_sqlite_set_fault(f->st, fault_every_cas, &c);
+    if (fail_reads) sl_store_sqlite_set_read_fault(f->st, fail_serial_read, &c);
     mkqueue(f, "dlq", 4, 5, NULL);
     mkqueue(f, "q", 4, 2, "dlq");
     for (int i = 0; i < 10; i++) {
@@ -1495,20 +1507,34 @@ static void lifecycle_with_unknowns(fx *f, sl_fault_action action, int every) {
     assert_int_equal(sl_msg_receive(f->e, "acct", "q", 1, 1, &v, &n), SL_ENOTFOUND);
     assert_true(c.injected > 0);
     sl_store_sqlite_set_fault(f->st, NULL, NULL);
+    sl_store_sqlite_set_read_fault(f->st, NULL, NULL);
     sl_store_sqlite_release_delayed(f->st);
 }
 
 static void test_unknown_applied_every_cas(void **state) {
-    lifecycle_with_unknowns(*state, SL_FAULT_UNKNOWN_APPLIED, 1);
+    lifecycle_with_unknowns(*state, SL_FAULT_UNKNOWN_APPLIED, 1, 0);
+}
+/* As when a node dies under a compare-and-set: its outcome is unknown, and
+ * the first reads that would tell time out too. An ack that landed is
+ * answered as landed (not 409 "lease lost", which left the client
+ * believing the message would come back, while it was gone). */
+static void test_unknown_applied_then_reads_fail(void **state) {
+    lifecycle_with_unknowns(*state, SL_FAULT_UNKNOWN_APPLIED, 1, 2);
+}
+/* The same through the combiner, as on Cassandra: a batch's unknown outcome
+ * is settled write by write. */
+static void test_unknown_applied_then_reads_fail_combined(void **state) {
+    reopen_combined(*state);
+    lifecycle_with_unknowns(*state, SL_FAULT_UNKNOWN_APPLIED, 1, 2);
 }
 static void test_unknown_dropped_every_cas(void **state) {
-    lifecycle_with_unknowns(*state, SL_FAULT_UNKNOWN_DROPPED, 2);
+    lifecycle_with_unknowns(*state, SL_FAULT_UNKNOWN_DROPPED, 2, 0);
 }
 static void test_unknown_dropped_every_third_cas(void **state) {
-    lifecycle_with_unknowns(*state, SL_FAULT_UNKNOWN_DROPPED, 3);
+    lifecycle_with_unknowns(*state, SL_FAULT_UNKNOWN_DROPPED, 3, 1);
 }
 static void test_delayed_every_other_cas(void **state) {
-    lifecycle_with_unknowns(*state, SL_FAULT_DELAY, 2);
+    lifecycle_with_unknowns(*state, SL_FAULT_DELAY, 2, 0);
 }
 
 /* Receiving many messages leases rows of one bucket in one conditional
@@ -1521,7 +1547,7 @@ static void receive_many(fx *f, sl_fault_action action) {
         snprintf(b, sizeof b, "%d", i);
         assert_int_equal(put(f, "q", b, 0), 0);
     }
-    cas_fault c = {action, 1, 0, 0};
+    cas_fault c = {action, 1, 0, 0, 0, 0};
     if (action != SL_FAULT_NONE) sl_store_sqlite_set_fault(f->st, fault_every_cas, &c);
     int seen[30] = {0}, total = 0;
     for (int round = 0; round < 10 && total < 30; round++) {
@@ -1839,6 +1865,7 @@ ASYNC(test_batch_put_all_or_nothing)
 ASYNC(test_ack_many_mixed)
 ASYNC(test_lease_entry_deferred)
 ASYNC(test_unknown_applied_every_cas)
+ASYNC(test_unknown_applied_then_reads_fail)
 ASYNC(test_unknown_dropped_every_cas)
 ASYNC(test_delayed_every_other_cas)
 ASYNC(test_receive_many_distinct)
@@ -1986,6 +2013,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_pool_overflow_delivers_all, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_entry_deferred, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_entry_of_deleted_queue_dropped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_applied_then_reads_fail, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_applied_then_reads_fail_combined, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_applied_every_cas, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_dropped_every_cas, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_dropped_every_third_cas, setup, teardown),
@@ -2013,6 +2042,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_ack_many_mixed_async, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_entry_deferred_async, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_applied_every_cas_async, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_applied_then_reads_fail_async, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_dropped_every_cas_async, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delayed_every_other_cas_async, setup, teardown),
         cmocka_unit_test_setup_teardown(test_receive_many_distinct_async, setup, teardown),
