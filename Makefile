@@ -56,6 +56,7 @@ TEST_DEPS_test_cql_token = $(UTIL_OBJ) $(CQL_OBJ)
 TEST_DEPS_test_http_parse = $(UTIL_OBJ) $(B)/obj/src/http/parse.o
 TEST_DEPS_test_events = $(UTIL_OBJ) $(call obj,$(EVENTS_PURE_SRC))
 TEST_DEPS_test_evlog = $(UTIL_OBJ) $(CQL_OBJ) $(STORE_OBJ) $(EVENTS_OBJ)
+TEST_DEPS_test_sqs = $(UTIL_OBJ) $(B)/obj/src/api/sqs_codec.o
 
 .PHONY: all test unit check dev fmt fmt-check clean deps fuzz-cql fuzz-cql-run cql-live fuzz-http fuzz-http-bin \
         fuzz-http-replay store-bench
@@ -166,21 +167,24 @@ clean:
 # libFuzzer targets, one per parser (needs clang): `make fuzz`, then e.g.
 # build/fuzz/fuzz_auth fuzz/corpus/auth. Built from the sources directly so
 # that every module is instrumented.
-FUZZ_SRC := fuzz/fuzz_auth.c fuzz/fuzz_ev_token.c
+FUZZ_SRC := fuzz/fuzz_auth.c fuzz/fuzz_ev_token.c fuzz/fuzz_sqs.c
 FUZZ_DEPS_fuzz_auth = $(UTIL_SRC) $(AUTH_SRC)
 FUZZ_DEPS_fuzz_ev_token = $(UTIL_SRC) $(EVENTS_PURE_SRC)
+FUZZ_DEPS_fuzz_sqs = $(UTIL_SRC) src/api/sqs_codec.c
+FUZZ_LIBS_fuzz_sqs = -ljansson
 .PHONY: fuzz
 fuzz: $(patsubst fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
 build/fuzz/%: fuzz/%.c $$(FUZZ_DEPS_$$*)
 	@mkdir -p $(dir $@)
 	clang -g -O1 -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -fsanitize=fuzzer,address,undefined -Isrc \
-	    -o $@ $^ -lcrypto
+	    -o $@ $^ -lcrypto $(FUZZ_LIBS_$*)
 
 # Every committed corpus replayed once under the sanitizers: each past
 # finding stays a regression test. scripts/test.sh runs this.
 .PHONY: fuzz-replay
-fuzz-replay: fuzz-http-bin build/fuzz/fuzz_auth build/fuzz/fuzz_ev_token $(B)/fuzz/fuzz_cql_frame
+fuzz-replay: fuzz-http-bin build/fuzz/fuzz_auth build/fuzz/fuzz_ev_token build/fuzz/fuzz_sqs $(B)/fuzz/fuzz_cql_frame
 	$(B)/fuzz/fuzz_cql_frame -runs=0 fuzz/corpus/cql_frame
 	build/fuzz/fuzz_auth -runs=0 fuzz/corpus/auth
 	build/fuzz/fuzz_ev_token -runs=0 fuzz/corpus/ev_token
+	build/fuzz/fuzz_sqs -runs=0 fuzz/corpus/sqs
 	FUZZ_HTTP_NOTES=$(B)/fuzz/http_notes $(B)/fuzz/fuzz_http $(FUZZ_HTTP_RUN) -runs=0 fuzz/corpus/http

@@ -32,6 +32,10 @@ pyneed=()
 python3 -c 'import pytest' 2>/dev/null || pyneed+=(pytest)
 python3 -c 'import requests' 2>/dev/null || pyneed+=(requests)
 python3 -c 'import botocore' 2>/dev/null || pyneed+=(botocore)
+# SQS: boto3 with the JSON protocol (botocore 1.34 and later) and the AWS CLI.
+python3 -c 'import boto3, botocore, sys; sys.exit(tuple(map(int, botocore.__version__.split(".")[:2])) < (1, 34))' \
+    2>/dev/null || pyneed+=("boto3>=1.34")
+command -v aws >/dev/null 2>&1 || pyneed+=(awscli)
 # Property-based tests of the API from its OpenAPI document; pinned, since
 # its checks and generation change between releases.
 python3 -c 'import schemathesis, sys; sys.exit(schemathesis.__version__ != "4.32.5")' 2>/dev/null ||

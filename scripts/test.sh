@@ -140,7 +140,7 @@ case " $backends " in
 
     # The HTTP front again, with the server built under ASan/UBSan: the
     # hostile-client suites (framing, limits, slow senders, TLS), keep-alive
-    # and shutdown. A memory error in the parser or the connection handling
+    # and shutdown, and the SQS protocol. A memory error in the parser or the connection handling
     # aborts the server and fails the tests; a leak at exit fails the tests
     # that check the exit status (shutdown, the connection limit).
     echo "== the HTTP front under ASan/UBSan (pytest, embedded store)"
@@ -149,7 +149,7 @@ case " $backends " in
         >"$log/asan-build.txt" 2>&1; then
         ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 SLUICE_BIN=build/asan/sluice SLUICE_TEST_BACKEND=sqlite \
             run_pytest asan tests/api/test_http_front.py tests/api/test_https.py tests/api/test_keepalive.py \
-            tests/api/test_shutdown.py
+            tests/api/test_shutdown.py tests/api/test_sqs.py
     else
         cat "$log/asan-build.txt"; failed=$((failed + 1))
     fi

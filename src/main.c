@@ -736,6 +736,7 @@ static int run(const config *c, int dev, int temp_dir) {
     sl_evlog *evlog = NULL;
     sl_evsubs *evsubs = NULL;
     sl_api_events *evapi = NULL;
+    sl_api_sqs *sqsapi = NULL;
     sl_http_route *routes = NULL;
     sl_acct *acct = NULL;
     sl_admin *admin = NULL;
@@ -836,6 +837,12 @@ static int run(const config *c, int dev, int temp_dir) {
     sl_api_events_config evac = {
         .log = evlog, .acct = acct, .engine = e, .skew_ms = ac.skew_ms, .max_json_bytes = ac.max_json_bytes};
     if (rc == 0) rc = sl_api_events_open(&evac, &evapi);
+    sl_api_sqs_config sqc = {.engine = e,
+                             .acct = acct,
+                             .skew_ms = ac.skew_ms,
+                             .max_message_bytes = ac.max_message_bytes,
+                             .tls = c->tls_cert[0] != 0};
+    if (rc == 0) rc = sl_api_sqs_open(&sqc, &sqsapi);
     if (rc) {
         fprintf(stderr, "sluice: cannot set up the API: %s\n", sl_strerror(rc));
         goto out;
@@ -861,13 +868,14 @@ static int run(const config *c, int dev, int temp_dir) {
                          .tls_key = c->tls_key,
                          .ctx = api,
                          .render_error = sl_api_render_error};
-    /* One port serves the queue API and the event log: one table of both
-     * APIs' routes, each route carrying its API as its ctx. */
-    const sl_http_route *nr, *er;
-    size_t nn, ne;
+    /* One port serves the queue API, the event log and SQS: one table of
+     * the APIs' routes, each route carrying its API as its ctx. */
+    const sl_http_route *nr, *er, *sr;
+    size_t nn, ne, ns;
     sl_api_native_routes(api, &nr, &nn);
     sl_api_events_routes(evapi, &er, &ne);
-    if (!(routes = calloc(nn + ne, sizeof *routes))) {
+    sl_api_sqs_routes(sqsapi, &sr, &ns);
+    if (!(routes = calloc(nn + ne + ns, sizeof *routes))) {
         rc = SL_ENOMEM;
         goto out;
     }
@@ -876,8 +884,9 @@ static int run(const config *c, int dev, int temp_dir) {
         routes[i].ctx = api;
     }
     memcpy(routes + nn, er, ne * sizeof *er);
+    memcpy(routes + nn + ne, sr, ns * sizeof *sr);
     hc.routes = routes;
-    hc.nroutes = nn + ne;
+    hc.nroutes = nn + ne + ns;
     rc = sl_http_start(&hc, &srv);
     if (rc) {
         fprintf(stderr, "sluice: cannot start the HTTP server on %s:%d\n", c->host, c->port);
@@ -910,6 +919,7 @@ out:
     if (e) sl_engine_close(e);
     if (api) sl_api_native_close(api);
     sl_api_events_close(evapi);
+    if (sqsapi) sl_api_sqs_close(sqsapi);
     free(routes);
     sl_evlog_close(evlog);
     sl_api_admin_close(admin);

@@ -73,6 +73,23 @@ void sl_api_events_close(sl_api_events *a);
  * SL_ENOMEM. */
 int sl_api_event_message(const sl_stored_event *s, const char *sub, char **body, size_t *len, char **attrs);
 
+/* Amazon SQS's JSON protocol on the queue port (API.md "SQS wire
+ * protocol"): POST / with X-Amz-Target, answered as AWS answers. */
+typedef struct {
+    sl_engine *engine;        /* borrowed */
+    sl_acct *acct;            /* borrowed */
+    int64_t skew_ms;          /* 0 means 60 s */
+    size_t max_message_bytes; /* the server's limit; 0 means SL_MSG_MAX_DEFAULT; at most 1 MiB */
+    int tls;                  /* queue URLs say https */
+} sl_api_sqs_config;
+
+typedef struct sl_api_sqs sl_api_sqs;
+
+int sl_api_sqs_open(const sl_api_sqs_config *cfg, sl_api_sqs **out);
+/* The routing table; each route carries a as its ctx. */
+void sl_api_sqs_routes(sl_api_sqs *a, const sl_http_route **routes, size_t *n);
+void sl_api_sqs_close(sl_api_sqs *a);
+
 /* The OpenAPI 3 document of the admin API (src/api/openapi-admin.json). */
 extern const char sl_openapi_admin_json[];
 extern const size_t sl_openapi_admin_json_len;

@@ -136,19 +136,41 @@ static int account_ok(sl_api *a, sl_http_req *r, const char *account) {
     return sl_api_account_ok(a->cfg.acct, r, account);
 }
 
+/* A message within its queue's maximumMessageBytes (SQS's
+ * MaximumMessageSize), when it has one: 0, or -1 after answering 413. */
+static int check_queue_size(sl_http_req *r, const sl_queue_opts *o, const char *what, size_t len) {
+    if (o->max_bytes <= 0 || len <= (size_t)o->max_bytes) return 0;
+    sl_http_error(r, 413, "MessageTooLarge", "%s is %zu bytes, over the queue's maximumMessageBytes of %d",
+                  what, len, o->max_bytes);
+    return -1;
+}
+
+/* The queue's options, for the defaults of calls that leave a value out
+ * (its visibility timeout, delay and long-poll wait: one queue, whichever
+ * API made it). 0, or -1 after answering. */
+static int queue_opts(sl_api *a, sl_http_req *r, const char *account, const char *q, sl_queue_opts *o) {
+    sl_queue_info qi;
+    int rc = sl_queue_get(a->cfg.engine, account, q, &qi);
+    if (rc) return sl_api_fail(r, rc, account, q), -1;
+    *o = qi.opts;
+    return 0;
+}
+
 /* --- JSON of engine results --------------------------------------------- */
 
 static json_t *queue_json(const sl_queue_info *qi) {
     char created[32];
     sl_api_iso_time(qi->created_ms, created);
     const sl_queue_opts *o = &qi->opts;
-    return json_pack("{s:s,s:i,s:i,s:o,s:i,s:i,s:b,s:I,s:b,s:I,s:s}", "queueName", o->name, "bucketSize",
-                     o->bucket_size, "maxDeliveryCount", o->max_delivery_count, "dlqName",
+    return json_pack("{s:s,s:i,s:i,s:o,s:i,s:i,s:b,s:I,s:b,s:i,s:i,s:i,s:o,s:I,s:s}", "queueName", o->name,
+                     "bucketSize", o->bucket_size, "maxDeliveryCount", o->max_delivery_count, "dlqName",
                      o->dlq[0] ? json_string(o->dlq) : json_null(), "repairWorkerPollSeconds",
                      o->repair_poll_s, "repairWorkerBucketFinalizeTimeSeconds", o->finalize_timeout_s,
                      "deleteBucketsAfterFinalize", o->delete_buckets, "retentionSeconds",
-                     (json_int_t)o->retention_s, "strictFifo", o->strict_fifo, "version",
-                     (json_int_t)qi->version, "createdAt", created);
+                     (json_int_t)o->retention_s, "strictFifo", o->strict_fifo, "visibilityTimeoutSeconds",
+                     o->visibility_s, "delaySeconds", o->delay_s, "receiveWaitSeconds", o->wait_s,
+                     "maximumMessageBytes", o->max_bytes ? json_integer(o->max_bytes) : json_null(),
+                     "version", (json_int_t)qi->version, "createdAt", created);
 }
 
 static json_t *message_json(const sl_message *m, int leased) {
@@ -247,6 +269,21 @@ static int parse_create(sl_http_req *r, json_t *b, sl_queue_opts *o) {
     if (sl_api_field_bool(r, b, "deleteBucketsAfterFinalize", o->delete_buckets, &o->delete_buckets))
         return -1;
     if (sl_api_field_bool(r, b, "strictFifo", o->strict_fifo, &o->strict_fifo)) return -1;
+    if (sl_api_field_int(r, b, "visibilityTimeoutSeconds", INT_MIN, INT_MAX, o->visibility_s, 0, &v))
+        return -1;
+    o->visibility_s = (int)v;
+    if (sl_api_field_int(r, b, "delaySeconds", INT_MIN, INT_MAX, o->delay_s, 0, &v)) return -1;
+    o->delay_s = (int)v;
+    if (sl_api_field_int(r, b, "receiveWaitSeconds", INT_MIN, INT_MAX, o->wait_s, 0, &v)) return -1;
+    o->wait_s = (int)v;
+    json_t *mb = json_object_get(b, "maximumMessageBytes");
+    if (mb && !json_is_null(mb)) {
+        if (sl_api_field_int(r, b, "maximumMessageBytes", INT_MIN, INT_MAX, 0, 0, &v)) return -1;
+        if (v == 0)
+            return sl_api_invalid(r, "InvalidParameter",
+                                  "maximumMessageBytes must be between 1024 and 1048576");
+        o->max_bytes = (int)v;
+    }
     char err[256] = "";
     if (sl_queue_opts_check(o, err, sizeof err) != 0) {
         sl_http_error(r, 400, "InvalidParameter", "%s", err[0] ? err : "invalid queue options");
@@ -393,7 +430,11 @@ static int h_put(sl_http_req *r, void *ctx) {
     if (check_message(a, r, "the message", len)) return SL_HTTP_DONE;
     if (!sl_api_utf8_valid(body, len))
         return sl_http_error(r, 400, "InvalidMessage", "the message must be valid UTF-8");
-    if (account_ok(a, r, account)) return SL_HTTP_DONE;
+    sl_queue_opts qo;
+    if (account_ok(a, r, account) || queue_opts(a, r, account, q, &qo) ||
+        check_queue_size(r, &qo, "the message", len))
+        return SL_HTTP_DONE;
+    if (!sl_http_query(r, "initialInvisibilitySeconds")) delay = qo.delay_s;
     sl_put p = {.body = body, .len = len, .delay_s = (int)delay, .attrs_json = NULL};
     int rc = sl_msg_put_start(a->cfg.engine, account, q, &p, 1, sl_api_op_wake, r, &op);
     return rc ? sl_api_fail(r, rc, account, q) : sl_api_op_park(r, op);
@@ -470,7 +511,7 @@ static int h_batch(sl_http_req *r, void *ctx) {
         snprintf(what, sizeof what, "messages[%zu].message", n);
         if (check_message(a, r, what, json_string_length(text))) goto out;
         long long delay;
-        if (sl_api_field_int(r, m, "delaySeconds", 0, SL_INVIS_MAX, 0, 0, &delay)) goto out;
+        if (sl_api_field_int(r, m, "delaySeconds", 0, SL_INVIS_MAX, -1, 0, &delay)) goto out;
         json_t *at = json_object_get(m, "attributes");
         if (at) {
             if (check_attrs(r, at, n)) goto out;
@@ -488,6 +529,15 @@ static int h_batch(sl_http_req *r, void *ctx) {
                            .attrs_json = attrs[n]};
     }
     if (account_ok(a, r, account)) goto out;
+    /* A message without delaySeconds waits the queue's delay. */
+    sl_queue_opts qo;
+    if (queue_opts(a, r, account, q, &qo)) goto out;
+    for (size_t i = 0; i < n; i++) {
+        char what[48];
+        snprintf(what, sizeof what, "messages[%zu].message", i);
+        if (check_queue_size(r, &qo, what, msgs[i].len)) goto out;
+        if (msgs[i].delay_s < 0) msgs[i].delay_s = qo.delay_s;
+    }
     if (!(st = calloc(1, sizeof *st))) {
         sl_api_fail(r, SL_ENOMEM, account, q);
         goto out;
@@ -533,6 +583,11 @@ static int h_next(sl_http_req *r, void *ctx) {
         sl_api_query_int(r, "invisibilityTimeSeconds", 0, SL_INVIS_MAX, 30, &invis) ||
         account_ok(a, r, account))
         return SL_HTTP_DONE;
+    sl_queue_opts qo;
+    if (!sl_http_query(r, "invisibilityTimeSeconds")) {
+        if (queue_opts(a, r, account, q, &qo)) return SL_HTTP_DONE;
+        invis = qo.visibility_s;
+    }
     int rc = sl_msg_receive_start(a->cfg.engine, account, q, 1, (int)invis, sl_api_op_wake, r, &op);
     return rc ? sl_api_fail(r, rc, account, q) : sl_api_op_park(r, op);
 }
@@ -707,117 +762,44 @@ static int h_ack_batch(sl_http_req *r, void *ctx) {
     return SL_HTTP_WAIT;
 }
 
-/* Long polling. The first call validates and keeps its state across parks.
- * Each receive is started, parked on and finished (see op_park); when it
- * found nothing, a watch is armed and a second receive started, so a put
- * that lands between the two is not missed (the watch fires, or the second
- * receive sees it). The watch's callback only marks the state and wakes the
- * parked request; the handler runs again on a server thread. */
-typedef struct {
-    sl_api *a;
-    sl_http_req *r;
-    char account[SL_NAME_MAX + 1], queue[SL_NAME_MAX + 1];
-    int max, invis;
-    int64_t deadline_ms;
-    sl_watch *w;
-    int fired;   /* w fired */
-    sl_op *op;   /* a receive with the store */
-    int watched; /* op was started after w was armed */
-} recv_state;
-
-static void recv_state_free(void *p) {
-    recv_state *st = p;
-    if (st->w) sl_watch_cancel(st->a->cfg.engine, st->w);
-    if (st->op) sl_op_discard(st->op);
-    free(st);
-}
-
-static void recv_wake(void *arg) {
-    recv_state *st = arg;
-    __atomic_store_n(&st->fired, 1, __ATOMIC_RELEASE);
-    sl_http_wake(st->r);
-}
-
-static int receive_answer(sl_http_req *r, recv_state *st, sl_message *m, size_t n) {
-    if (st->w) {
-        sl_watch_cancel(st->a->cfg.engine, st->w);
-        st->w = NULL;
-    }
+/* Long polling (req.c's sl_api_recv): the first call validates and
+ * starts; later calls resume the parked receive, which answers with
+ * receive_answer. */
+static int receive_answer(sl_http_req *r, void *arg, sl_message *m, size_t n) {
+    (void)arg;
     json_t *j = messages_json(m, n, 1);
     sl_messages_free(m, n);
     return sl_api_json(r, 200, j);
 }
 
-static int receive_start(sl_http_req *r, recv_state *st, int watched) {
-    st->watched = watched;
-    int rc = sl_msg_receive_start(st->a->cfg.engine, st->account, st->queue, st->max, st->invis,
-                                  sl_api_op_wake, r, &st->op);
-    if (rc) {
-        st->op = NULL;
-        return sl_api_fail(r, rc, st->account, st->queue);
-    }
-    return SL_HTTP_WAIT;
-}
-
 static int h_receive(sl_http_req *r, void *ctx) {
     sl_api *a = ctx;
-    recv_state *st = sl_http_user(r);
-    if (!st) {
-        const char *account, *q;
-        if (begin(a, r, 'r', &account, &q)) return SL_HTTP_DONE;
-        json_t *b = sl_api_body_object(r, 1);
-        if (!b) return SL_HTTP_DONE;
-        long long max, invis, wait;
-        int bad = sl_api_field_int(r, b, "maxMessages", 1, SL_RECEIVE_MAX, 1, 0, &max) ||
-                  sl_api_field_int(r, b, "invisibilitySeconds", 0, SL_INVIS_MAX, 30, 0, &invis) ||
-                  sl_api_field_int(r, b, "waitSeconds", 0, SL_WAIT_MAX, 0, 0, &wait);
-        json_decref(b);
-        if (bad || account_ok(a, r, account)) return SL_HTTP_DONE;
-        st = calloc(1, sizeof *st);
-        if (!st) return sl_api_fail(r, SL_ENOMEM, account, q);
-        st->a = a;
-        st->r = r;
-        snprintf(st->account, sizeof st->account, "%s", account);
-        snprintf(st->queue, sizeof st->queue, "%s", q);
-        st->max = (int)max;
-        st->invis = (int)invis;
-        st->deadline_ms = sl_now_ms() + wait * 1000;
-        sl_http_set_user(r, st, recv_state_free);
-        return receive_start(r, st, 0);
+    if (sl_http_user(r)) return sl_api_recv_resume(r);
+    const char *account, *q;
+    if (begin(a, r, 'r', &account, &q)) return SL_HTTP_DONE;
+    json_t *b = sl_api_body_object(r, 1);
+    if (!b) return SL_HTTP_DONE;
+    long long max, invis, wait;
+    int bad = sl_api_field_int(r, b, "maxMessages", 1, SL_RECEIVE_MAX, 1, 0, &max) ||
+              sl_api_field_int(r, b, "invisibilitySeconds", 0, SL_INVIS_MAX, -1, 0, &invis) ||
+              sl_api_field_int(r, b, "waitSeconds", 0, SL_WAIT_MAX, -1, 0, &wait);
+    json_decref(b);
+    if (bad || account_ok(a, r, account)) return SL_HTTP_DONE;
+    /* Left out: the queue's visibility timeout and wait. */
+    sl_queue_opts qo;
+    if (invis < 0 || wait < 0) {
+        if (queue_opts(a, r, account, q, &qo)) return SL_HTTP_DONE;
+        if (invis < 0) invis = qo.visibility_s;
+        if (wait < 0) wait = qo.wait_s;
     }
-    sl_engine *e = a->cfg.engine;
-    if (st->op) {
-        if (sl_api_op_waiting(r, st->op)) return SL_HTTP_WAIT;
-        sl_message *m = NULL;
-        size_t n = 0;
-        sl_op *op = st->op;
-        st->op = NULL;
-        int rc = sl_msg_receive_finish(op, &m, &n);
-        if (rc) return sl_api_fail(r, rc, st->account, st->queue);
-        if (n > 0 || sl_now_ms() >= st->deadline_ms || sl_http_stopping(r) || sl_http_gone(r))
-            return receive_answer(r, st, m, n);
-        sl_messages_free(m, n);
-        if (!st->watched) {
-            if ((rc = sl_watch_add(e, st->account, st->queue, st->deadline_ms, recv_wake, st, &st->w)) != 0) {
-                st->w = NULL;
-                return sl_api_fail(r, rc, st->account, st->queue);
-            }
-            return receive_start(r, st, 1);
-        }
-        /* Parked on the watch, unless it fired while the receive ran (its
-         * wake-up then found the request running, and ran it again). */
-        if (!__atomic_load_n(&st->fired, __ATOMIC_ACQUIRE) && !sl_http_stopping(r) && !sl_http_gone(r))
-            return SL_HTTP_WAIT;
-    }
-    /* The watch fired (a put, or the deadline), the server is stopping, or
-     * the client is gone (then no new receive takes messages for it). */
-    if (sl_http_stopping(r) || sl_http_gone(r)) return receive_answer(r, st, NULL, 0);
-    if (st->w) {
-        sl_watch_cancel(e, st->w);
-        st->w = NULL;
-    }
-    st->fired = 0;
-    return receive_start(r, st, 0);
+    sl_api_recv_args args = {.engine = a->cfg.engine,
+                             .account = account,
+                             .queue = q,
+                             .max = (int)max,
+                             .invis = (int)invis,
+                             .wait_s = (int)wait,
+                             .answer = receive_answer};
+    return sl_api_recv_begin(r, &args);
 }
 
 /* --- Setup -------------------------------------------------------------- */

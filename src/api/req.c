@@ -449,3 +449,121 @@ int sl_api_op_park(sl_http_req *r, sl_op *op) {
     sl_http_set_user(r, op, op_discard);
     return SL_HTTP_WAIT;
 }
+
+/* --- Long polling ----------------------------------------------------------- */
+
+/* Each receive is started, parked on and finished; when it found nothing,
+ * a watch is armed and a second receive started, so a put that lands
+ * between the two is not missed (the watch fires, or the second receive
+ * sees it). The watch's callback only marks the state and wakes the parked
+ * request; the handler runs again on a server thread. */
+typedef struct {
+    sl_api_resume_fn resume; /* first: see sl_api_resume_fn */
+    sl_api_recv_args args;
+    sl_http_req *r;
+    char account[SL_NAME_MAX + 1], queue[SL_NAME_MAX + 1];
+    int64_t deadline_ms;
+    sl_watch *w;
+    int fired;   /* w fired */
+    sl_op *op;   /* a receive with the store */
+    int watched; /* op was started after w was armed */
+} recv_state;
+
+static void recv_state_free(void *p) {
+    recv_state *st = p;
+    if (st->w) sl_watch_cancel(st->args.engine, st->w);
+    if (st->op) sl_op_discard(st->op);
+    if (st->args.arg && st->args.arg_free) st->args.arg_free(st->args.arg);
+    free(st);
+}
+
+static void recv_wake(void *arg) {
+    recv_state *st = arg;
+    __atomic_store_n(&st->fired, 1, __ATOMIC_RELEASE);
+    sl_http_wake(st->r);
+}
+
+static int recv_fail(sl_http_req *r, recv_state *st, int rc) {
+    return st->args.fail ? st->args.fail(r, st->args.arg, rc) : sl_api_fail(r, rc, st->account, st->queue);
+}
+
+static int recv_answer(sl_http_req *r, recv_state *st, sl_message *m, size_t n) {
+    if (st->w) {
+        sl_watch_cancel(st->args.engine, st->w);
+        st->w = NULL;
+    }
+    return st->args.answer(r, st->args.arg, m, n);
+}
+
+static int recv_start(sl_http_req *r, recv_state *st, int watched) {
+    st->watched = watched;
+    int rc = sl_msg_receive_start(st->args.engine, st->account, st->queue, st->args.max, st->args.invis,
+                                  sl_api_op_wake, r, &st->op);
+    if (rc) {
+        st->op = NULL;
+        return recv_fail(r, st, rc);
+    }
+    return SL_HTTP_WAIT;
+}
+
+static int recv_resume(sl_http_req *r, void *state) {
+    (void)state;
+    return sl_api_recv_resume(r);
+}
+
+int sl_api_recv_begin(sl_http_req *r, const sl_api_recv_args *args) {
+    recv_state *st = calloc(1, sizeof *st);
+    if (!st) {
+        int done = args->fail ? args->fail(r, args->arg, SL_ENOMEM)
+                              : sl_api_fail(r, SL_ENOMEM, args->account, args->queue);
+        if (args->arg && args->arg_free) args->arg_free(args->arg);
+        return done;
+    }
+    st->resume = recv_resume;
+    st->args = *args;
+    st->r = r;
+    snprintf(st->account, sizeof st->account, "%s", args->account);
+    snprintf(st->queue, sizeof st->queue, "%s", args->queue);
+    st->args.account = st->account;
+    st->args.queue = st->queue;
+    st->deadline_ms = sl_now_ms() + (int64_t)args->wait_s * 1000;
+    sl_http_set_user(r, st, recv_state_free);
+    return recv_start(r, st, 0);
+}
+
+int sl_api_recv_resume(sl_http_req *r) {
+    recv_state *st = sl_http_user(r);
+    sl_engine *e = st->args.engine;
+    if (st->op) {
+        if (sl_api_op_waiting(r, st->op)) return SL_HTTP_WAIT;
+        sl_message *m = NULL;
+        size_t n = 0;
+        sl_op *op = st->op;
+        st->op = NULL;
+        int rc = sl_msg_receive_finish(op, &m, &n);
+        if (rc) return recv_fail(r, st, rc);
+        if (n > 0 || sl_now_ms() >= st->deadline_ms || sl_http_stopping(r) || sl_http_gone(r))
+            return recv_answer(r, st, m, n);
+        sl_messages_free(m, n);
+        if (!st->watched) {
+            if ((rc = sl_watch_add(e, st->account, st->queue, st->deadline_ms, recv_wake, st, &st->w)) != 0) {
+                st->w = NULL;
+                return recv_fail(r, st, rc);
+            }
+            return recv_start(r, st, 1);
+        }
+        /* Parked on the watch, unless it fired while the receive ran (its
+         * wake-up then found the request running, and ran it again). */
+        if (!__atomic_load_n(&st->fired, __ATOMIC_ACQUIRE) && !sl_http_stopping(r) && !sl_http_gone(r))
+            return SL_HTTP_WAIT;
+    }
+    /* The watch fired (a put, or the deadline), the server is stopping, or
+     * the client is gone (then no new receive takes messages for it). */
+    if (sl_http_stopping(r) || sl_http_gone(r)) return recv_answer(r, st, NULL, 0);
+    if (st->w) {
+        sl_watch_cancel(e, st->w);
+        st->w = NULL;
+    }
+    st->fired = 0;
+    return recv_start(r, st, 0);
+}

@@ -117,4 +117,33 @@ int sl_api_op_pending(sl_http_req *r, sl_op **op);
  * Returns SL_HTTP_WAIT. */
 int sl_api_op_park(sl_http_req *r, sl_op *op);
 
+/* --- Long polling ----------------------------------------------------------- */
+
+/* The user state of a parked request may start with a resume function, so
+ * that a handler with several kinds of parked state (SQS's actions) calls
+ * it without knowing which kind it is: (*(sl_api_resume_fn *)state)(r,
+ * state). The receive's state below does. */
+typedef int (*sl_api_resume_fn)(sl_http_req *r, void *state);
+
+/* A receive that waits up to wait_s for messages without holding a thread
+ * (API.md: it answers as soon as a message becomes visible, on whichever
+ * node it was put). answer renders the result: it owns m (free it with
+ * sl_messages_free) and returns SL_HTTP_DONE; an engine error is answered
+ * by fail, or by sl_api_fail when fail is NULL. arg is the caller's, freed
+ * with arg_free (when not NULL) with the request. */
+typedef struct {
+    sl_engine *engine;
+    const char *account, *queue; /* copied */
+    int max, invis, wait_s;
+    int (*answer)(sl_http_req *r, void *arg, sl_message *m, size_t n);
+    int (*fail)(sl_http_req *r, void *arg, int rc);
+    void *arg;
+    void (*arg_free)(void *arg);
+} sl_api_recv_args;
+/* Starts the receive; the request's user state is the receive's from here
+ * on. Returns SL_HTTP_WAIT or SL_HTTP_DONE. */
+int sl_api_recv_begin(sl_http_req *r, const sl_api_recv_args *args);
+/* What the handler returns when it runs again with that user state. */
+int sl_api_recv_resume(sl_http_req *r);
+
 #endif

@@ -149,6 +149,12 @@ int sl_auth_verify_sigv4(const struct sl_auth_request *rq, const struct sl_auth_
 int sl_auth_verify_url(const struct sl_auth_request *rq, const struct sl_auth_keyring *ring,
                        struct sl_auth_cred *out);
 
+/* The account of a SigV4 Authorization header's access key id ("account"
+ * or "account:keyName"), for APIs whose requests name their account only
+ * there (SQS): 0, or SL_EAUTH when the header is not a well-formed SigV4
+ * one. Says nothing of whether the signature is good. */
+int sl_auth_sigv4_account(const char *authorization, char account[SL_NAME_MAX + 1]);
+
 /* "Signed" scheme, client side (tests, tools): the signature for one request,
  * base64url without padding, 43 characters plus NUL. */
 int sl_auth_signed_sign(const struct sl_auth_key *key, const char *account, const char *method,

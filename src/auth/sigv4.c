@@ -380,6 +380,17 @@ static int canonical_headers(struct sl__sb *b, const struct sl_auth_request *rq,
     return host ? 0 : -1;
 }
 
+int sl_auth_sigv4_account(const char *authorization, char account[SL_NAME_MAX + 1]) {
+    struct authz a = {0};
+    if (!authorization || parse_authorization(authorization, &a) != 0) return SL_EAUTH;
+    const char *colon = memchr(a.akid, ':', a.akid_len);
+    size_t n = colon ? (size_t)(colon - a.akid) : a.akid_len;
+    if (n == 0 || n > SL_NAME_MAX) return SL_EAUTH;
+    memcpy(account, a.akid, n);
+    account[n] = '\0';
+    return 0;
+}
+
 /* Picks the keys an access key id allows: its account must be the ring's,
  * and a ":keyName" suffix narrows the keys to that one. */
 static int select_keys(const struct authz *a, const struct sl_auth_keyring *ring,

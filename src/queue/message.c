@@ -229,26 +229,44 @@ int sl_msg_peek(sl_engine *e, const char *account, const char *queue, int max, s
  * is stale: the message is gone, or it was leased again. */
 static int receipt_row(sl_engine *e, qstate *q, const char *receipt, int64_t *id, int64_t *version,
                        int64_t *exp, sl_result *r) {
-    int rc = msg_receipt_parse(q, receipt, id, version, exp);
+    int sticky;
+    int rc = msg_receipt_parse(q, receipt, id, version, exp, &sticky);
     if (rc) return rc;
     rc = msg_get_msg(e, q->qkey, *id / q->opts.bucket_size, *id, SL_READ_SERIAL, r);
     if (rc == SL_ENOTFOUND) return SL_ECONFLICT;
     if (rc) return rc;
     sl_row *m = &r->rows[0];
-    if (m->v[M_VERSION].i != *version || m->v[M_STATE].i != MS_WAITING) return SL_ECONFLICT;
+    if (m->v[sticky ? M_DCOUNT : M_VERSION].i != *version || m->v[M_STATE].i != MS_WAITING)
+        return SL_ECONFLICT;
+    if (sticky) *version = m->v[M_VERSION].i; /* the update's CAS is on the version it read */
     return 0;
 }
 
-/* The CAS that acks message id as leased at version. */
-static void ack_write(qstate *q, int64_t id, int64_t version, int64_t exp, int64_t now, sl_write *w) {
+int sl_msg_receipt_sticky(sl_engine *e, const char *account, const char *queue, const sl_message *m,
+                          char out[SL_RECEIPT_MAX]) {
+    qstate *q;
+    int rc = eng_queue(e, account, queue, &q);
+    if (rc) return rc;
+    int64_t id, version, exp;
+    int sticky;
+    if ((rc = msg_receipt_parse(q, m->receipt, &id, &version, &exp, &sticky)) != 0) return rc;
+    msg_receipt_make_sticky(q, out, id, sticky ? version : m->delivery_count, exp);
+    return 0;
+}
+
+/* The CAS that acks message id as leased at version, or, for a sticky
+ * receipt, in its delivery number dcount (n): the row is not leased again
+ * since, whatever updates it had. An ack leaves the version as it is then:
+ * every CAS that could follow it asks for a state that is not ACKED. */
+static void ack_write(qstate *q, int64_t id, int64_t n, int sticky, int64_t exp, int64_t now, sl_write *w) {
     memset(w, 0, sizeof *w);
     msg_key(w, q->qkey, id / q->opts.bucket_size, id);
     w->kind = SL_W_UPDATE_IF;
     w->ttl = (int)ttl_left_s(exp, now);
     w->row.v[M_STATE] = sl_vint(MS_ACKED);
-    w->row.v[M_VERSION] = sl_vint(version + 1);
+    if (!sticky) w->row.v[M_VERSION] = sl_vint(n + 1);
     w->row.v[M_NONCE] = sl_vint(eng_nonce());
-    w->cond[0] = (sl_cond){M_VERSION, sl_vint(version)};
+    w->cond[0] = (sl_cond){sticky ? M_DCOUNT : M_VERSION, sl_vint(n)};
     w->cond[1] = (sl_cond){M_STATE, sl_vint(MS_WAITING)};
     w->ncond = 2;
 }
@@ -263,8 +281,9 @@ void msg_ack_writes(qstate *q, const char *const *receipts, size_t n, int *rcs, 
     *k = 0;
     for (size_t i = 0; i < n; i++) {
         int64_t id, version, exp;
-        if ((rcs[i] = msg_receipt_parse(q, receipts[i], &id, &version, &exp)) != 0) continue;
-        ack_write(q, id, version, exp, now, &w[*k]);
+        int sticky;
+        if ((rcs[i] = msg_receipt_parse(q, receipts[i], &id, &version, &exp, &sticky)) != 0) continue;
+        ack_write(q, id, version, sticky, exp, now, &w[*k]);
         idx[(*k)++] = i;
     }
 }
@@ -273,7 +292,8 @@ void msg_ack_writes(qstate *q, const char *const *receipts, size_t n, int *rcs, 
 void msg_ack_after(qstate *q, const sl_write *w, size_t k, const size_t *idx, const int *krc, int *rcs) {
     for (size_t x = 0; x < k; x++) {
         rcs[idx[x]] = krc[x] == SL_ENOTAPPLIED ? SL_ECONFLICT : krc[x];
-        if (krc[x] == 0) msg_lease_entry_cancel(q, w[x].row.v[M_ID].i, w[x].cond[0].v.i);
+        if (krc[x] == 0 && w[x].cond[0].col == M_VERSION)
+            msg_lease_entry_cancel(q, w[x].row.v[M_ID].i, w[x].cond[0].v.i);
     }
 }
 

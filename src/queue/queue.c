@@ -16,6 +16,7 @@ void sl_queue_opts_default(sl_queue_opts *o) {
     o->delete_buckets = 1;
     o->retention_s = 1209600;
     o->strict_fifo = 0;
+    o->visibility_s = 30;
 }
 
 int sl_queue_opts_check(const sl_queue_opts *o, char *err, size_t cap) {
@@ -33,6 +34,10 @@ int sl_queue_opts_check(const sl_queue_opts *o, char *err, size_t cap) {
     RANGE(repair_poll_s, 1, 3600, "repairWorkerPollSeconds");
     RANGE(finalize_timeout_s, 1, 3600, "repairWorkerBucketFinalizeTimeSeconds");
     RANGE(retention_s, 60, 1209600, "retentionSeconds");
+    RANGE(visibility_s, 0, 43200, "visibilityTimeoutSeconds");
+    RANGE(delay_s, 0, 900, "delaySeconds");
+    RANGE(wait_s, 0, 20, "receiveWaitSeconds");
+    if (o->max_bytes != 0) RANGE(max_bytes, 1024, 1048576, "maximumMessageBytes");
 #undef RANGE
     if (o->dlq[0] && !sl_name_valid(o->dlq)) {
         snprintf(err, cap, "dlqName must match [A-Za-z0-9_.-]{1,80}");
@@ -48,11 +53,13 @@ int sl_queue_opts_check(const sl_queue_opts *o, char *err, size_t cap) {
 /* Options are stored as JSON text in the queue row, so that adding an
  * option never needs a schema change. */
 static char *opts_json(const sl_queue_opts *o) {
-    json_t *j = json_pack("{s:i,s:i,s:s?,s:i,s:i,s:b,s:I,s:b}", "bucketSize", o->bucket_size, "maxDeliveryCount",
-                          o->max_delivery_count, "dlqName", o->dlq[0] ? o->dlq : NULL, "repairWorkerPollSeconds",
-                          o->repair_poll_s, "repairWorkerBucketFinalizeTimeSeconds", o->finalize_timeout_s,
-                          "deleteBucketsAfterFinalize", o->delete_buckets, "retentionSeconds",
-                          (json_int_t)o->retention_s, "strictFifo", o->strict_fifo);
+    json_t *j = json_pack(
+        "{s:i,s:i,s:s?,s:i,s:i,s:b,s:I,s:b,s:i,s:i,s:i,s:i}", "bucketSize", o->bucket_size,
+        "maxDeliveryCount", o->max_delivery_count, "dlqName", o->dlq[0] ? o->dlq : NULL,
+        "repairWorkerPollSeconds", o->repair_poll_s, "repairWorkerBucketFinalizeTimeSeconds",
+        o->finalize_timeout_s, "deleteBucketsAfterFinalize", o->delete_buckets, "retentionSeconds",
+        (json_int_t)o->retention_s, "strictFifo", o->strict_fifo, "visibilityTimeoutSeconds", o->visibility_s,
+        "delaySeconds", o->delay_s, "receiveWaitSeconds", o->wait_s, "maximumMessageBytes", o->max_bytes);
     if (!j) return NULL;
     char *s = json_dumps(j, JSON_COMPACT);
     json_decref(j);
@@ -82,6 +89,10 @@ int sl_queue_opts_parse(const char *json, sl_queue_opts *o) {
     o->delete_buckets = (int)get_int(j, "deleteBucketsAfterFinalize", o->delete_buckets);
     o->retention_s = get_int(j, "retentionSeconds", o->retention_s);
     o->strict_fifo = (int)get_int(j, "strictFifo", o->strict_fifo);
+    o->visibility_s = (int)get_int(j, "visibilityTimeoutSeconds", o->visibility_s);
+    o->delay_s = (int)get_int(j, "delaySeconds", o->delay_s);
+    o->wait_s = (int)get_int(j, "receiveWaitSeconds", o->wait_s);
+    o->max_bytes = (int)get_int(j, "maximumMessageBytes", o->max_bytes);
     const char *dlq = json_string_value(json_object_get(j, "dlqName"));
     if (dlq) snprintf(o->dlq, sizeof o->dlq, "%s", dlq);
     json_decref(j);

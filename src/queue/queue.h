@@ -50,6 +50,12 @@ typedef struct {
     int delete_buckets;              /* default 1 */
     int64_t retention_s;             /* 60..1209600 (14 days), default 1209600 */
     int strict_fifo;                 /* default 0 */
+    /* Defaults of the calls that do not say (SQS's queue attributes):
+     * VisibilityTimeout, DelaySeconds, ReceiveMessageWaitTimeSeconds. */
+    int visibility_s; /* 0..43200, default 30 */
+    int delay_s;      /* 0..900, default 0 */
+    int wait_s;       /* 0..20, default 0 */
+    int max_bytes;    /* MaximumMessageSize: 1024..1048576; 0: the server's limit */
 } sl_queue_opts;
 
 /* Fills opts with the defaults of API.md (name left empty). */
@@ -169,6 +175,12 @@ int sl_engine_defers(sl_engine *e);
 
 /* Whether the store answers (for /health): 0 or a store error. */
 int sl_engine_ping(sl_engine *e);
+/* The sticky receipt of a delivery m (SQS's receipt handle): acks and
+ * updates take it as they take m->receipt, and it stays valid through
+ * updates until the message is delivered again. 0, SL_ENOTFOUND (the
+ * queue is gone), SL_EINVAL (m->receipt is not one of the queue's). */
+int sl_msg_receipt_sticky(sl_engine *e, const char *account, const char *queue, const sl_message *m,
+                          char out[SL_RECEIPT_MAX]);
 /* Extends, shortens or ends (invis_s == 0) a lease, optionally replacing
  * the body (body != NULL). Writes the new receipt and the message tag. */
 int sl_msg_update(sl_engine *e, const char *account, const char *queue, const char *receipt,

@@ -295,8 +295,11 @@ void msg_ack_after(qstate *q, const sl_write *w, size_t k, const size_t *idx, co
 /* receipt.c */
 void msg_receipt_init(qstate *q);
 void msg_receipt_free(qstate *q);
-int msg_receipt_parse(const qstate *q, const char *s, int64_t *id, int64_t *version, int64_t *exp_ms);
+int msg_receipt_parse(const qstate *q, const char *s, int64_t *id, int64_t *version, int64_t *exp_ms,
+                      int *sticky);
 void msg_receipt_make(const qstate *q, char out[SL_RECEIPT_MAX], int64_t id, int64_t version, int64_t exp_ms);
+void msg_receipt_make_sticky(const qstate *q, char out[SL_RECEIPT_MAX], int64_t id, int64_t dcount,
+                             int64_t exp_ms);
 
 /* ids.c */
 int msg_claim(sl_engine *e, qstate *q, int64_t *id);

@@ -7,7 +7,13 @@
  * valid exactly until the message is leased again (guarantee 4); the MAC
  * ties it to one incarnation of one queue, so a receipt of another queue, of
  * a queue since re-created, or with any byte changed acks nothing; the
- * expiry lets ack keep the row's TTL without reading it first. */
+ * expiry lets ack keep the row's TTL without reading it first.
+ *
+ * Version 3, a sticky receipt (SQS's receipt handle): the same, with the
+ * message's delivery count in place of its version. It names a delivery,
+ * not a version of the row, so it stays valid through updates (SQS's
+ * ChangeMessageVisibility keeps the handle) until the message is delivered
+ * again, which is the only thing that changes the delivery count. */
 #include <openssl/crypto.h>
 #include <openssl/hmac.h>
 #include <string.h>
@@ -65,21 +71,33 @@ static void receipt_mac(const qstate *q, const char *raw, size_t n, unsigned cha
 
 /* "<fields>.<mac>", both base64url; the MAC binds the receipt to one
  * incarnation of one queue and makes every byte of it count. */
-void msg_receipt_make(const qstate *q, char out[SL_RECEIPT_MAX], int64_t id, int64_t version,
-                      int64_t exp_ms) {
+static void receipt_make(const qstate *q, char out[SL_RECEIPT_MAX], int kind, int64_t id, int64_t n2,
+                         int64_t exp_ms) {
     char raw[96];
     unsigned char mac[32];
-    int n = snprintf(raw, sizeof raw, "2:%lld:%lld:%lld:%lld", (long long)q->version, (long long)id,
-                     (long long)version, (long long)(exp_ms / 1000));
+    int n = snprintf(raw, sizeof raw, "%d:%lld:%lld:%lld:%lld", kind, (long long)q->version, (long long)id,
+                     (long long)n2, (long long)(exp_ms / 1000));
     receipt_mac(q, raw, (size_t)n, mac);
     size_t o = sl_b64url_encode(raw, (size_t)n, out);
     out[o++] = '.';
     sl_b64url_encode(mac, RECEIPT_MAC, out + o);
 }
 
+void msg_receipt_make(const qstate *q, char out[SL_RECEIPT_MAX], int64_t id, int64_t version,
+                      int64_t exp_ms) {
+    receipt_make(q, out, 2, id, version, exp_ms);
+}
+
+void msg_receipt_make_sticky(const qstate *q, char out[SL_RECEIPT_MAX], int64_t id, int64_t dcount,
+                             int64_t exp_ms) {
+    receipt_make(q, out, 3, id, dcount, exp_ms);
+}
+
 /* Returns 0, or SL_EINVAL for anything that is not a receipt this queue
- * incarnation issued: garbage, another queue's, a tampered one. */
-int msg_receipt_parse(const qstate *q, const char *s, int64_t *id, int64_t *version, int64_t *exp_ms) {
+ * incarnation issued: garbage, another queue's, a tampered one. *version
+ * is the message's version, or its delivery count when *sticky is set. */
+int msg_receipt_parse(const qstate *q, const char *s, int64_t *id, int64_t *version, int64_t *exp_ms,
+                      int *sticky) {
     size_t n = strlen(s);
     const char *dot = strchr(s, '.');
     char raw[96];
@@ -92,12 +110,15 @@ int msg_receipt_parse(const qstate *q, const char *s, int64_t *id, int64_t *vers
     receipt_mac(q, raw, (size_t)m, want);
     if (CRYPTO_memcmp(mac, want, RECEIPT_MAC) != 0) return SL_EINVAL;
     long long a, b, c, d;
-    int used = 0;
-    if (sscanf(raw, "2:%lld:%lld:%lld:%lld%n", &a, &b, &c, &d, &used) != 4 || used != m) return SL_EINVAL;
+    int used = 0, kind = 0;
+    if (sscanf(raw, "%d:%lld:%lld:%lld:%lld%n", &kind, &a, &b, &c, &d, &used) != 5 || used != m ||
+        (kind != 2 && kind != 3))
+        return SL_EINVAL;
     if (a != q->version || b < 0 || c < 0 || c == INT64_MAX || d < 0 || d > INT64_MAX / 1000)
         return SL_EINVAL;
     *id = b;
     *version = c;
     *exp_ms = d * 1000;
+    *sticky = kind == 3;
     return 0;
 }

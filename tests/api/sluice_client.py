@@ -60,6 +60,10 @@ DEFAULT_QUEUE_OPTS = {
     "deleteBucketsAfterFinalize": True,
     "retentionSeconds": 1209600,
     "strictFifo": False,
+    "visibilityTimeoutSeconds": 30,
+    "delaySeconds": 0,
+    "receiveWaitSeconds": 0,
+    "maximumMessageBytes": None,
 }
 
 MSG_LIMIT = 256 * 1024

@@ -34,6 +34,10 @@ def test_create_echoes_given_options(client):
         "deleteBucketsAfterFinalize": False,
         "retentionSeconds": 3600,
         "strictFifo": True,
+        "visibilityTimeoutSeconds": 90,
+        "delaySeconds": 4,
+        "receiveWaitSeconds": 20,
+        "maximumMessageBytes": 4096,
     }
     r = assert_status(client.create_queue(name, **opts), 201)
     d = r.json()
@@ -186,6 +190,14 @@ def test_all_valid_name_chars(client):
     ("deleteBucketsAfterFinalize", {}),
     ("strictFifo", "true"),
     ("strictFifo", []),
+    ("visibilityTimeoutSeconds", -1),
+    ("visibilityTimeoutSeconds", 43201),
+    ("delaySeconds", 901),
+    ("receiveWaitSeconds", 21),
+    ("maximumMessageBytes", 0),
+    ("maximumMessageBytes", 1023),
+    ("maximumMessageBytes", 1048577),
+    ("maximumMessageBytes", "4096"),
     ("dlqName", 5),
     ("dlqName", "bad name"),
     ("dlqName", "a" * 81),

@@ -344,6 +344,31 @@ static void test_signed_does_not_cover_query_or_body(void **state) {
 
 /* ---- SigV4, against real signers ---- */
 
+/* The account of an Authorization header's access key id, for SQS, which
+ * names its account nowhere else. */
+static void test_sigv4_account(void **state) {
+    (void)state;
+    char a[SL_NAME_MAX + 1];
+    const char *sig = ", SignedHeaders=host;x-amz-date, Signature="
+                      "0000000000000000000000000000000000000000000000000000000000000000";
+    char h[512];
+    snprintf(h, sizeof h, "AWS4-HMAC-SHA256 Credential=acme/20261121/us-east-1/sqs/aws4_request%s", sig);
+    assert_int_equal(sl_auth_sigv4_account(h, a), 0);
+    assert_string_equal(a, "acme");
+    snprintf(h, sizeof h, "AWS4-HMAC-SHA256 Credential=acme:reader/20261121/eu-west-3/sqs/aws4_request%s",
+             sig);
+    assert_int_equal(sl_auth_sigv4_account(h, a), 0);
+    assert_string_equal(a, "acme");
+    snprintf(h, sizeof h, "AWS4-HMAC-SHA256 Credential=:k/20261121/r/sqs/aws4_request%s", sig);
+    assert_int_equal(sl_auth_sigv4_account(h, a), SL_EAUTH);
+    snprintf(h, sizeof h, "AWS4-HMAC-SHA256 Credential=%081d/20261121/r/sqs/aws4_request%s", 0, sig);
+    assert_int_equal(sl_auth_sigv4_account(h, a), SL_EAUTH);
+    assert_int_equal(sl_auth_sigv4_account("Key abc", a), SL_EAUTH);
+    assert_int_equal(sl_auth_sigv4_account("AWS4-HMAC-SHA256 Credential=acme/2026/r/sqs/aws4_request", a),
+                     SL_EAUTH);
+    assert_int_equal(sl_auth_sigv4_account(NULL, a), SL_EAUTH);
+}
+
 static void test_sigv4_vectors_verify(void **state) {
     (void)state;
     for (size_t i = 0; i < N_VECTORS; i++) {
@@ -756,6 +781,7 @@ int main(void) {
         cmocka_unit_test(test_url_sign_known_answer),
         cmocka_unit_test(test_url_verify),
         cmocka_unit_test(test_dispatch_and_check),
+        cmocka_unit_test(test_sigv4_account),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

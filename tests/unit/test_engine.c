@@ -350,6 +350,47 @@ static void test_stale_receipt_conflicts(void **state) {
     msg_clear(&b);
 }
 
+/* A sticky receipt (SQS's receipt handle) names a delivery: it stays valid
+ * through updates, which retire the plain receipts, until the message is
+ * delivered again. */
+static void test_sticky_receipt(void **state) {
+    fx *f = *state;
+    mkqueue(f, "q", 20, 5, NULL);
+    assert_int_equal(put(f, "q", "x", 0), 0);
+    assert_int_equal(put(f, "q", "y", 0), 0);
+    sl_message a, b, c;
+    char sa[SL_RECEIPT_MAX], sb[SL_RECEIPT_MAX], sc[SL_RECEIPT_MAX], nr[SL_RECEIPT_MAX], tag[SL_TAG_MAX];
+    assert_int_equal(recv1(f, "q", 5, &a), 1);
+    assert_int_equal(sl_msg_receipt_sticky(f->e, "acct", "q", &a, sa), 0);
+    assert_string_not_equal(sa, a.receipt);
+    /* Extended twice with the same handle, then acked with it. */
+    assert_int_equal(sl_msg_update(f->e, "acct", "q", sa, NULL, 0, 100, nr, tag), 0);
+    assert_int_equal(sl_msg_update(f->e, "acct", "q", sa, NULL, 0, 200, nr, tag), 0);
+    sl_clock_advance_ms(150000);
+    assert_int_equal(recv1(f, "q", 5, &b), 1); /* the other message: a is still leased */
+    assert_string_equal(b.body, "y");
+    assert_int_equal(sl_msg_ack(f->e, "acct", "q", a.receipt), SL_ECONFLICT); /* the plain one is retired */
+    assert_int_equal(sl_msg_ack(f->e, "acct", "q", sa), 0);
+    assert_int_equal(sl_msg_ack(f->e, "acct", "q", sa), SL_ECONFLICT);
+    /* Delivered again: the handle of the first delivery acks nothing. */
+    assert_int_equal(sl_msg_receipt_sticky(f->e, "acct", "q", &b, sb), 0);
+    sl_clock_advance_ms(6000);
+    assert_int_equal(recv1(f, "q", 5, &c), 1);
+    assert_string_equal(c.body, "y");
+    assert_int_equal(sl_msg_receipt_sticky(f->e, "acct", "q", &c, sc), 0);
+    assert_int_equal(sl_msg_update(f->e, "acct", "q", sb, NULL, 0, 10, nr, tag), SL_ECONFLICT);
+    assert_int_equal(sl_msg_ack(f->e, "acct", "q", sb), SL_ECONFLICT);
+    /* A handle names one queue's incarnation, byte for byte. */
+    sc[3] ^= 1;
+    assert_int_equal(sl_msg_ack(f->e, "acct", "q", sc), SL_EINVAL);
+    sc[3] ^= 1;
+    assert_int_equal(sl_msg_ack(f->e, "acct", "q", sc), 0);
+    assert_int_equal(qsize(f, "q"), 0);
+    msg_clear(&a);
+    msg_clear(&b);
+    msg_clear(&c);
+}
+
 static void test_update_extends_and_returns(void **state) {
     fx *f = *state;
     mkqueue(f, "q", 20, 5, NULL);
@@ -1860,6 +1901,7 @@ ASYNC(test_put_receive_ack)
 ASYNC(test_redelivery_counts)
 ASYNC(test_ack_after_lease_expired_before_redelivery)
 ASYNC(test_stale_receipt_conflicts)
+ASYNC(test_sticky_receipt)
 ASYNC(test_dead_letter_and_redrive)
 ASYNC(test_batch_put_all_or_nothing)
 ASYNC(test_ack_many_mixed)
@@ -1980,6 +2022,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_ack_after_lease_expired_before_redelivery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_receipt_is_hmac_sha256, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_receipt_conflicts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sticky_receipt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_update_extends_and_returns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_lease_does_not_block, setup, teardown),
         cmocka_unit_test_setup_teardown(test_claimed_id_never_written, setup, teardown),
@@ -2037,6 +2080,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_ack_after_lease_expired_before_redelivery_async, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stale_receipt_conflicts_async, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sticky_receipt_async, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_letter_and_redrive_async, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_put_all_or_nothing_async, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ack_many_mixed_async, setup, teardown),

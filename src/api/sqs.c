@@ -1,0 +1,1254 @@
+/* sqs.c: Amazon SQS's JSON protocol on the queue port (API.md "SQS wire
+ * protocol"): POST / with X-Amz-Target: AmazonSQS.<Action> and a JSON body,
+ * signed with SigV4 by an account's key, answered as AWS answers, so that
+ * the AWS SDKs and the AWS CLI work with only their endpoint changed.
+ *
+ * One queue, two APIs: an SQS queue is a Sluice queue (its attributes map
+ * onto the queue's options), and a message put through either API is
+ * received through the other. String message attributes are stored as the
+ * native API's string attributes; other types keep their DataType (sqs.h).
+ *
+ * Every action checks all of its input before it calls the engine, as the
+ * native API does; an engine error maps to AWS's code for it (sqs_engine).
+ * Receipt handles are the engine's sticky receipts: they stay valid through
+ * ChangeMessageVisibility until the message is received again, as in SQS.
+ *
+ * Choices where AWS leaves room, or Sluice differs (README "SQS"):
+ *  - DeleteMessage with a handle whose message was received again since,
+ *    or deleted, succeeds and deletes nothing, as AWS documents.
+ *  - A whole batch that the store could not take is one 503 (the SDKs
+ *    retry it), not one failure per entry.
+ *  - Not yet served (UnsupportedOperation, 400): the query protocol, FIFO
+ *    queues, SetQueueAttributes, tags, message move tasks, permissions,
+ *    presigned URLs. */
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "api.h"
+#include "req.h"
+#include "sqs.h"
+
+#define SQS_BATCH_MAX 10
+#define SQS_RECEIVE_MAX 10
+#define SQS_VISIBILITY_MAX 43200
+#define SQS_DELAY_MAX 900
+#define SQS_WAIT_MAX 20
+#define SQS_LIST_MAX 1000
+#define SQS_ENTRY_ID_MAX 80
+#define SQS_SIZE_MAX 1048576
+#define SQS_CTYPE "application/x-amz-json-1.0"
+/* Where a message's system attributes (AWSTraceHeader) live in its attributes. */
+#define SYSTEM_KEY "$system"
+
+struct sl_api_sqs {
+    sl_api_sqs_config cfg;
+    sl_http_route routes[1];
+};
+
+/* --- Errors ------------------------------------------------------------- */
+
+/* An error as AWS sends it: the status, the JSON protocol's __type (after
+ * "com.amazonaws.sqs#") and the query protocol's code, which the JSON
+ * protocol repeats in x-amzn-query-error and boto3 reads as Error.Code. */
+typedef struct {
+    int status;
+    const char *type, *code;
+} sqs_err;
+
+static const sqs_err
+    E_NO_QUEUE = {400, "QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue"},
+    E_QUEUE_EXISTS = {400, "QueueNameExists", "QueueAlreadyExists"},
+    E_ATTR_NAME = {400, "InvalidAttributeName", "InvalidAttributeName"},
+    E_ATTR_VALUE = {400, "InvalidAttributeValue", "InvalidAttributeValue"},
+    E_VALUE = {400, "InvalidParameterValue", "InvalidParameterValue"},
+    E_MISSING = {400, "MissingParameter", "MissingParameter"},
+    E_CONTENTS = {400, "InvalidMessageContents", "InvalidMessageContents"},
+    E_RECEIPT = {404, "ReceiptHandleIsInvalid", "ReceiptHandleIsInvalid"},
+    E_NOT_INFLIGHT = {400, "MessageNotInflight", "AWS.SimpleQueueService.MessageNotInflight"},
+    E_EMPTY_BATCH = {400, "EmptyBatchRequest", "AWS.SimpleQueueService.EmptyBatchRequest"},
+    E_BATCH_MANY = {400, "TooManyEntriesInBatchRequest",
+                    "AWS.SimpleQueueService.TooManyEntriesInBatchRequest"},
+    E_BATCH_IDS = {400, "BatchEntryIdsNotDistinct", "AWS.SimpleQueueService.BatchEntryIdsNotDistinct"},
+    E_BATCH_ID = {400, "InvalidBatchEntryId", "AWS.SimpleQueueService.InvalidBatchEntryId"},
+    E_BATCH_LONG = {400, "BatchRequestTooLong", "AWS.SimpleQueueService.BatchRequestTooLong"},
+    E_UNSUPPORTED = {400, "UnsupportedOperation", "AWS.SimpleQueueService.UnsupportedOperation"},
+    E_ACTION = {400, "InvalidAction", "InvalidAction"},
+    E_SERIAL = {400, "SerializationException", "SerializationException"},
+    E_ADDRESS = {404, "InvalidAddress", "InvalidAddress"}, E_DENIED = {403, "AccessDenied", "AccessDenied"},
+    E_NO_AUTH = {403, "MissingAuthenticationToken", "MissingAuthenticationToken"},
+    E_TOKEN = {403, "InvalidClientTokenId", "InvalidClientTokenId"},
+    E_SIGNATURE = {403, "SignatureDoesNotMatch", "SignatureDoesNotMatch"},
+    E_UNAVAILABLE = {503, "ServiceUnavailable", "ServiceUnavailable"},
+    E_INTERNAL = {500, "InternalFailure", "InternalFailure"};
+
+static int sqs_fail(sl_http_req *r, const sqs_err *e, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int sqs_fail(sl_http_req *r, const sqs_err *e, const char *fmt, ...) {
+    char msg[512], type[96], hdr[128];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    snprintf(type, sizeof type, "com.amazonaws.sqs#%s", e->type);
+    json_t *j = json_pack("{s:s,s:s}", "__type", type, "message", msg);
+    if (!j) j = json_pack("{s:s,s:s}", "__type", type, "message", e->type); /* echoed input not UTF-8 */
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    snprintf(hdr, sizeof hdr, "%s;%s", e->code, e->status >= 500 ? "Receiver" : "Sender");
+    sl_http_add_header(r, "x-amzn-query-error", hdr);
+    sl_http_add_header(r, "x-amzn-RequestId", sl_http_request_id(r));
+    if (e->status == 503) sl_http_add_header(r, "Retry-After", "1");
+    if (e->status >= 500)
+        sl_log(SL_INFO, "sqs -> %d %s: %s [%s]", e->status, e->code, msg, sl_http_request_id(r));
+    sl_http_respond(r, text ? e->status : 503, SQS_CTYPE, text ? text : "", text ? strlen(text) : 0);
+    free(text);
+    return SL_HTTP_DONE;
+}
+
+/* An engine code as AWS's error; queue names the queue a "not found" is. */
+static int sqs_engine(sl_http_req *r, int rc, const char *queue) {
+    switch (rc) {
+    case SL_ENOTFOUND:
+        return sqs_fail(r, &E_NO_QUEUE, "The specified queue does not exist: %s", queue ? queue : "");
+    case SL_EINVAL:
+        return sqs_fail(r, &E_VALUE, "A parameter is not valid for this queue.");
+    case SL_EINTERNAL:
+        sl_log(SL_ERR, "sqs: internal error [%s]", sl_http_request_id(r));
+        return sqs_fail(r, &E_INTERNAL, "internal error");
+    default:
+        return sqs_fail(r, &E_UNAVAILABLE, "The service is unavailable (%s); retry.", sl_strerror(rc));
+    }
+}
+
+static int sqs_ok(sl_http_req *r, json_t *j) {
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!text) return sqs_fail(r, &E_UNAVAILABLE, "out of memory");
+    sl_http_add_header(r, "x-amzn-RequestId", sl_http_request_id(r));
+    sl_http_respond(r, 200, SQS_CTYPE, text, strlen(text));
+    free(text);
+    return SL_HTTP_DONE;
+}
+
+/* --- A call ------------------------------------------------------------- */
+
+typedef struct {
+    sl_api_sqs *s;
+    sl_http_req *r;
+    json_t *in;                    /* the request's body */
+    char account[SL_NAME_MAX + 1]; /* the signer's */
+    char region[64];               /* of the signature's scope, for ARNs */
+    char queue[SL_NAME_MAX + 1];   /* the QueueUrl's, once call_queue read it */
+} call;
+
+static void queue_url(const call *c, const char *queue, char *out, size_t cap) {
+    const char *host = sl_http_header(c->r, "Host");
+    if (!host || !*host || strlen(host) > 255 || strpbrk(host, "/ ")) host = "localhost";
+    snprintf(out, cap, "%s://%s/%s/%s", c->s->cfg.tls ? "https" : "http", host, c->account, queue);
+}
+
+static void queue_arn(const call *c, const char *queue, char *out, size_t cap) {
+    snprintf(out, cap, "arn:aws:sqs:%s:%s:%s", c->region, c->account, queue);
+}
+
+/* A string parameter: 1 when present, 0 when absent (or null), -1 after
+ * answering 400 (not a string, or one with a NUL). */
+static int param_str(call *c, const char *name, int required, const char **out) {
+    json_t *v = json_object_get(c->in, name);
+    *out = NULL;
+    if (!v || json_is_null(v)) {
+        if (required)
+            return sqs_fail(c->r, &E_MISSING, "The request must contain the parameter %s.", name), -1;
+        return 0;
+    }
+    if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v))
+        return sqs_fail(c->r, &E_VALUE, "Value for parameter %s must be a string.", name), -1;
+    *out = json_string_value(v);
+    return 1;
+}
+
+/* An integer parameter in [lo, hi], def when absent: 0 or -1 after
+ * answering. The JSON protocol sends numbers; a numeric string is taken
+ * too. */
+static int int_of(json_t *v, long long *out) {
+    if (json_is_integer(v)) {
+        *out = json_integer_value(v);
+        return 0;
+    }
+    return json_is_string(v) ? sl_api_parse_uint(json_string_value(v), 0, LLONG_MAX, out) : -1;
+}
+
+static int param_int(call *c, json_t *o, const char *name, long long lo, long long hi, long long def,
+                     long long *out) {
+    json_t *v = json_object_get(o, name);
+    *out = def;
+    if (!v || json_is_null(v)) return 0;
+    if (int_of(v, out) || *out < lo || *out > hi)
+        return sqs_fail(c->r, &E_VALUE,
+                        "Value for parameter %s is invalid. Reason: it must be an integer "
+                        "from %lld to %lld.",
+                        name, lo, hi),
+               -1;
+    return 0;
+}
+
+/* The queue of the call's QueueUrl, which must be the signer's account's:
+ * 0 or -1 after answering. */
+static int call_queue(call *c) {
+    const char *url;
+    if (param_str(c, "QueueUrl", 1, &url) < 0) return -1;
+    char account[SL_NAME_MAX + 1];
+    if (sl_sqs_queue_url(url, account, c->queue) != 0)
+        return sqs_fail(c->r, &E_ADDRESS, "The address %.200s is not valid for this endpoint.", url), -1;
+    if (strcmp(account, c->account) != 0)
+        return sqs_fail(c->r, &E_DENIED, "Access to the resource %.200s is denied.", url), -1;
+    return 0;
+}
+
+/* call_queue, then the queue's definition: 0 or -1 after answering. */
+static int call_queue_info(call *c, sl_queue_info *qi) {
+    if (call_queue(c)) return -1;
+    int rc = sl_queue_get(c->s->cfg.engine, c->account, c->queue, qi);
+    return rc ? sqs_engine(c->r, rc, c->queue), -1 : 0;
+}
+
+/* Parks the request on the operation a parked state (st, freed by destroy)
+ * started, which returned rc: or, when it did not start, answers rc. */
+static int park(call *c, int rc, void *st, sl_op **op, void (*destroy)(void *)) {
+    if (rc) {
+        *op = NULL;
+        destroy(st);
+        return sqs_engine(c->r, rc, c->queue);
+    }
+    sl_http_set_user(c->r, st, destroy);
+    return SL_HTTP_WAIT;
+}
+
+/* An entry id of a batch: 1..80 of [A-Za-z0-9_-]. */
+static int entry_id_ok(const char *s) {
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > SQS_ENTRY_ID_MAX) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') ||
+              s[i] == '_' || s[i] == '-'))
+            return 0;
+    return 1;
+}
+
+/* The Entries of a batch action: 1..10 objects with distinct valid ids.
+ * Returns the array (borrowed) or NULL after answering. */
+static json_t *batch_entries(call *c) {
+    json_t *e = json_object_get(c->in, "Entries");
+    if (!e || json_is_null(e))
+        return sqs_fail(c->r, &E_MISSING, "The request must contain the parameter Entries."), NULL;
+    if (!json_is_array(e)) return sqs_fail(c->r, &E_VALUE, "Entries must be a list."), NULL;
+    size_t n = json_array_size(e);
+    if (n == 0)
+        return sqs_fail(c->r, &E_EMPTY_BATCH, "There should be at least one entry in the request."), NULL;
+    if (n > SQS_BATCH_MAX)
+        return sqs_fail(c->r, &E_BATCH_MANY,
+                        "Maximum number of entries per request are %d. You have sent %zu.", SQS_BATCH_MAX, n),
+               NULL;
+    for (size_t i = 0; i < n; i++) {
+        json_t *x = json_array_get(e, i);
+        const char *id = json_string_value(json_object_get(x, "Id"));
+        if (!json_is_object(x) || !entry_id_ok(id))
+            return sqs_fail(c->r, &E_BATCH_ID,
+                            "A batch entry id can only contain alphanumeric characters, "
+                            "hyphens and underscores. It can be at most 80 letters long."),
+                   NULL;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(id, json_string_value(json_object_get(json_array_get(e, j), "Id"))) == 0)
+                return sqs_fail(c->r, &E_BATCH_IDS, "Id %s repeated.", id), NULL;
+    }
+    return e;
+}
+
+static json_t *entry_failed(const char *id, const sqs_err *e, const char *msg) {
+    return json_pack("{s:s,s:b,s:s,s:s}", "Id", id, "SenderFault", e->status < 500, "Code", e->code,
+                     "Message", msg);
+}
+
+/* The largest message the queue takes: its MaximumMessageSize, within the
+ * server's limit. */
+static size_t max_message(const call *c, const sl_queue_info *qi) {
+    size_t m = qi->opts.max_bytes > 0 ? (size_t)qi->opts.max_bytes : SQS_SIZE_MAX;
+    return m < c->s->cfg.max_message_bytes ? m : c->s->cfg.max_message_bytes;
+}
+
+/* --- Queues ------------------------------------------------------------- */
+
+/* The attributes a queue may be created with, and how each maps onto the
+ * options. */
+static int set_attr(call *c, sl_queue_opts *o, const char *name, const char *v) {
+    long long x;
+    const struct {
+        const char *name;
+        int *field;
+        long long lo, hi;
+    } ints[] = {{"VisibilityTimeout", &o->visibility_s, 0, SQS_VISIBILITY_MAX},
+                {"DelaySeconds", &o->delay_s, 0, SQS_DELAY_MAX},
+                {"ReceiveMessageWaitTimeSeconds", &o->wait_s, 0, SQS_WAIT_MAX},
+                {"MaximumMessageSize", &o->max_bytes, 1024, SQS_SIZE_MAX}};
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        if (strcmp(name, ints[i].name) != 0) continue;
+        if (sl_api_parse_uint(v, ints[i].lo, ints[i].hi, &x))
+            return sqs_fail(c->r, &E_ATTR_VALUE,
+                            "Invalid value for the parameter %s: it is an integer from %lld "
+                            "to %lld.",
+                            name, ints[i].lo, ints[i].hi),
+                   -1;
+        *ints[i].field = (int)x;
+        return 0;
+    }
+    if (strcmp(name, "MessageRetentionPeriod") == 0) {
+        if (sl_api_parse_uint(v, 60, 1209600, &x))
+            return sqs_fail(c->r, &E_ATTR_VALUE,
+                            "Invalid value for the parameter MessageRetentionPeriod: it is an "
+                            "integer from 60 to 1209600."),
+                   -1;
+        o->retention_s = x;
+        return 0;
+    }
+    if (strcmp(name, "RedrivePolicy") == 0) {
+        if (!*v) {
+            o->dlq[0] = '\0';
+            return 0;
+        }
+        json_t *p = json_loads(v, 0, NULL);
+        const char *arn = json_string_value(json_object_get(p, "deadLetterTargetArn"));
+        long long count = -1;
+        int bad = !json_is_object(p) || !arn || int_of(json_object_get(p, "maxReceiveCount"), &count) ||
+                  count < 1 || count > 1000;
+        /* arn:aws:sqs:region:account:queue, of this account. */
+        const char *q = arn ? strrchr(arn, ':') : NULL;
+        char prefix[160];
+        if (!bad) {
+            size_t an = (size_t)(q - arn);
+            snprintf(prefix, sizeof prefix, ":%s", c->account);
+            size_t pn = strlen(prefix);
+            bad = strncmp(arn, "arn:aws:sqs:", 12) != 0 || an < pn || strncmp(q - pn, prefix, pn) != 0 ||
+                  !sl_name_valid(q + 1);
+        }
+        if (!bad) {
+            snprintf(o->dlq, sizeof o->dlq, "%s", q + 1);
+            o->max_delivery_count = (int)count;
+        }
+        json_decref(p);
+        if (bad)
+            return sqs_fail(c->r, &E_ATTR_VALUE,
+                            "Value %.300s for parameter RedrivePolicy is invalid. Reason: it is "
+                            "{\"deadLetterTargetArn\": an ARN of a queue of this account, "
+                            "\"maxReceiveCount\": 1 to 1000}.",
+                            v),
+                   -1;
+        return 0;
+    }
+    if (strcmp(name, "SqsManagedSseEnabled") == 0 && strcmp(v, "false") == 0) return 0;
+    if (strcmp(name, "FifoQueue") == 0 && strcmp(v, "false") == 0) return 0;
+    if (strcmp(name, "FifoQueue") == 0 || strcmp(name, "ContentBasedDeduplication") == 0 ||
+        strcmp(name, "DeduplicationScope") == 0 || strcmp(name, "FifoThroughputLimit") == 0)
+        return sqs_fail(c->r, &E_UNSUPPORTED, "FIFO queues are not supported by this server yet."), -1;
+    if (strcmp(name, "SqsManagedSseEnabled") == 0 || strcmp(name, "KmsMasterKeyId") == 0 ||
+        strcmp(name, "KmsDataKeyReusePeriodSeconds") == 0)
+        return sqs_fail(c->r, &E_UNSUPPORTED, "Sluice does not encrypt queues at rest: %s cannot be set.",
+                        name),
+               -1;
+    if (strcmp(name, "Policy") == 0 || strcmp(name, "RedriveAllowPolicy") == 0)
+        return sqs_fail(c->r, &E_UNSUPPORTED,
+                        "%s is not supported: Sluice's permissions are its keys and signed "
+                        "URLs.",
+                        name),
+               -1;
+    return sqs_fail(c->r, &E_ATTR_NAME, "Unknown Attribute %.100s.", name), -1;
+}
+
+/* Whether the attributes given (a) agree with what the queue has (o). */
+static int same_attrs(json_t *a, const sl_queue_opts *given, const sl_queue_opts *o) {
+    const char *k;
+    json_t *v;
+    json_object_foreach(a, k, v) {
+        int same = strcmp(k, "VisibilityTimeout") == 0               ? given->visibility_s == o->visibility_s
+                   : strcmp(k, "DelaySeconds") == 0                  ? given->delay_s == o->delay_s
+                   : strcmp(k, "ReceiveMessageWaitTimeSeconds") == 0 ? given->wait_s == o->wait_s
+                   : strcmp(k, "MaximumMessageSize") == 0            ? given->max_bytes == o->max_bytes
+                   : strcmp(k, "MessageRetentionPeriod") == 0        ? given->retention_s == o->retention_s
+                   : strcmp(k, "RedrivePolicy") == 0
+                       ? strcmp(given->dlq, o->dlq) == 0 &&
+                             (!o->dlq[0] || given->max_delivery_count == o->max_delivery_count)
+                       : 1;
+        if (!same) return 0;
+    }
+    return 1;
+}
+
+static int a_create_queue(call *c) {
+    const char *name;
+    if (param_str(c, "QueueName", 1, &name) < 0) return SL_HTTP_DONE;
+    if (!sl_sqs_queue_name_ok(name))
+        return sqs_fail(c->r, &E_VALUE,
+                        "Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 "
+                        "in length");
+    size_t nl = strlen(name);
+    if (nl > 5 && strcmp(name + nl - 5, ".fifo") == 0)
+        return sqs_fail(c->r, &E_UNSUPPORTED, "FIFO queues are not supported by this server yet.");
+    json_t *tags = json_object_get(c->in, "tags");
+    if (json_object_size(tags) > 0)
+        return sqs_fail(c->r, &E_UNSUPPORTED, "Queue tags are not supported by this server yet.");
+    sl_queue_opts o;
+    sl_queue_opts_default(&o);
+    snprintf(o.name, sizeof o.name, "%s", name);
+    json_t *attrs = json_object_get(c->in, "Attributes");
+    if (attrs && !json_is_null(attrs) && !json_is_object(attrs))
+        return sqs_fail(c->r, &E_VALUE, "Attributes must be a map.");
+    const char *k;
+    json_t *v;
+    json_object_foreach(attrs, k, v) {
+        if (!json_is_string(v))
+            return sqs_fail(c->r, &E_ATTR_VALUE, "Value for attribute %.100s must be a string.", k);
+        if (set_attr(c, &o, k, json_string_value(v))) return SL_HTTP_DONE;
+    }
+    if (o.dlq[0] && strcmp(o.dlq, o.name) == 0)
+        return sqs_fail(c->r, &E_ATTR_VALUE,
+                        "Value for parameter RedrivePolicy is invalid. Reason: a queue cannot be "
+                        "its own dead-letter queue.");
+    char err[256] = "", url[512];
+    int rc = sl_queue_create(c->s->cfg.engine, c->account, &o, err, sizeof err);
+    if (rc == SL_EINVAL && o.dlq[0])
+        return sqs_fail(c->r, &E_ATTR_VALUE, "Value for parameter RedrivePolicy is invalid. Reason: %s.",
+                        err[0] ? err : "Dead letter target does not exist");
+    if (rc == SL_EEXISTS) {
+        sl_queue_info qi;
+        if ((rc = sl_queue_get(c->s->cfg.engine, c->account, name, &qi)) != 0)
+            return sqs_engine(c->r, rc, name);
+        if (!same_attrs(attrs, &o, &qi.opts))
+            return sqs_fail(c->r, &E_QUEUE_EXISTS,
+                            "A queue already exists with the same name and a different "
+                            "value for attribute(s) given.");
+        rc = 0;
+    }
+    if (rc) return sqs_engine(c->r, rc, name);
+    queue_url(c, name, url, sizeof url);
+    return sqs_ok(c->r, json_pack("{s:s}", "QueueUrl", url));
+}
+
+static int a_get_queue_url(call *c) {
+    const char *name, *owner;
+    if (param_str(c, "QueueName", 1, &name) < 0 || param_str(c, "QueueOwnerAWSAccountId", 0, &owner) < 0)
+        return SL_HTTP_DONE;
+    if (owner && strcmp(owner, c->account) != 0)
+        return sqs_fail(c->r, &E_DENIED, "Access to the queues of account %.100s is denied.", owner);
+    sl_queue_info qi;
+    int rc = sl_name_valid(name) ? sl_queue_get(c->s->cfg.engine, c->account, name, &qi) : SL_ENOTFOUND;
+    if (rc) return sqs_engine(c->r, rc, name);
+    char url[512];
+    queue_url(c, name, url, sizeof url);
+    return sqs_ok(c->r, json_pack("{s:s}", "QueueUrl", url));
+}
+
+/* ListQueues and ListDeadLetterSourceQueues: the account's queue URLs in
+ * name order, those after NextToken (the last name of the page before)
+ * that have the prefix, or that dead-letter into dlq. */
+static int list_urls(call *c, const char *prefix, const char *dlq, const char *key) {
+    long long max;
+    const char *token;
+    if (param_int(c, c->in, "MaxResults", 1, SQS_LIST_MAX, SQS_LIST_MAX, &max) ||
+        param_str(c, "NextToken", 0, &token) < 0)
+        return SL_HTTP_DONE;
+    int paged = json_object_get(c->in, "MaxResults") != NULL;
+    sl_queue_info *qs = NULL;
+    size_t n = 0;
+    int rc = sl_queue_list(c->s->cfg.engine, c->account, &qs, &n);
+    if (rc) return sqs_engine(c->r, rc, NULL);
+    json_t *urls = json_array(), *out = json_object();
+    size_t got = 0, i = 0;
+    const char *last = NULL;
+    for (; i < n && urls; i++) {
+        const sl_queue_opts *o = &qs[i].opts;
+        if (token && strcmp(o->name, token) <= 0) continue;
+        if (prefix && strncmp(o->name, prefix, strlen(prefix)) != 0) continue;
+        if (dlq && strcmp(o->dlq, dlq) != 0) continue;
+        if ((long long)got == max) break;
+        char url[512];
+        queue_url(c, o->name, url, sizeof url);
+        json_array_append_new(urls, json_string(url));
+        last = o->name;
+        got++;
+    }
+    if (got > 0 || dlq) json_object_set(out, key, urls);
+    if (paged && i < n && last) json_object_set_new(out, "NextToken", json_string(last));
+    json_decref(urls);
+    free(qs);
+    return sqs_ok(c->r, out);
+}
+
+static int a_list_queues(call *c) {
+    const char *prefix;
+    if (param_str(c, "QueueNamePrefix", 0, &prefix) < 0) return SL_HTTP_DONE;
+    return list_urls(c, prefix, NULL, "QueueUrls");
+}
+
+static int a_list_dlq_sources(call *c) {
+    sl_queue_info qi;
+    if (call_queue_info(c, &qi)) return SL_HTTP_DONE;
+    return list_urls(c, NULL, c->queue, "queueUrls");
+}
+
+static int a_delete_queue(call *c) {
+    if (call_queue(c)) return SL_HTTP_DONE;
+    int rc = sl_queue_delete(c->s->cfg.engine, c->account, c->queue);
+    return rc ? sqs_engine(c->r, rc, c->queue) : sqs_ok(c->r, json_object());
+}
+
+static int a_purge_queue(call *c) {
+    if (call_queue(c)) return SL_HTTP_DONE;
+    int rc = sl_queue_purge(c->s->cfg.engine, c->account, c->queue);
+    return rc ? sqs_engine(c->r, rc, c->queue) : sqs_ok(c->r, json_object());
+}
+
+static const char *const queue_attr_names[] = {"ApproximateNumberOfMessages",
+                                               "ApproximateNumberOfMessagesNotVisible",
+                                               "ApproximateNumberOfMessagesDelayed",
+                                               "CreatedTimestamp",
+                                               "LastModifiedTimestamp",
+                                               "DelaySeconds",
+                                               "MaximumMessageSize",
+                                               "MessageRetentionPeriod",
+                                               "QueueArn",
+                                               "ReceiveMessageWaitTimeSeconds",
+                                               "VisibilityTimeout",
+                                               "RedrivePolicy",
+                                               "SqsManagedSseEnabled"};
+
+static int a_get_queue_attributes(call *c) {
+    if (call_queue(c)) return SL_HTTP_DONE;
+    json_t *names = json_object_get(c->in, "AttributeNames");
+    if (names && !json_is_null(names) && !json_is_array(names))
+        return sqs_fail(c->r, &E_VALUE, "AttributeNames must be a list.");
+    enum { NATTR = sizeof queue_attr_names / sizeof queue_attr_names[0] };
+    int want[NATTR] = {0}, any = 0;
+    for (size_t i = 0; i < json_array_size(names); i++) {
+        const char *n = json_string_value(json_array_get(names, i));
+        int all = n && strcmp(n, "All") == 0, known = all;
+        for (size_t k = 0; n && k < NATTR; k++)
+            if (all || strcmp(n, queue_attr_names[k]) == 0) known = want[k] = any = 1;
+        if (!known)
+            return sqs_fail(c->r, &E_ATTR_NAME, "Unknown Attribute %.100s.", n ? n : "(not a string)");
+    }
+    sl_queue_info qi;
+    sl_queue_statistics st = {0};
+    int rc = sl_queue_get(c->s->cfg.engine, c->account, c->queue, &qi);
+    if (rc == 0 && (want[0] || want[1] || want[2]))
+        rc = sl_queue_stats(c->s->cfg.engine, c->account, c->queue, &st);
+    if (rc) return sqs_engine(c->r, rc, c->queue);
+    json_t *out = json_object(), *a = json_object();
+    char v[512];
+    for (size_t k = 0; k < NATTR && a; k++) {
+        if (!want[k]) continue;
+        const sl_queue_opts *o = &qi.opts;
+        v[0] = '\0';
+        switch (k) {
+        case 0:
+            snprintf(v, sizeof v, "%lld", (long long)st.visible);
+            break;
+        case 1:
+            snprintf(v, sizeof v, "%lld", (long long)st.in_flight);
+            break;
+        case 2:
+            snprintf(v, sizeof v, "%lld", (long long)st.delayed);
+            break;
+        case 3:
+        case 4:
+            snprintf(v, sizeof v, "%lld", (long long)(qi.created_ms / 1000));
+            break;
+        case 5:
+            snprintf(v, sizeof v, "%d", o->delay_s);
+            break;
+        case 6:
+            snprintf(v, sizeof v, "%zu", max_message(c, &qi));
+            break;
+        case 7:
+            snprintf(v, sizeof v, "%lld", (long long)o->retention_s);
+            break;
+        case 8:
+            queue_arn(c, c->queue, v, sizeof v);
+            break;
+        case 9:
+            snprintf(v, sizeof v, "%d", o->wait_s);
+            break;
+        case 10:
+            snprintf(v, sizeof v, "%d", o->visibility_s);
+            break;
+        case 11:
+            if (o->dlq[0]) {
+                char arn[300];
+                queue_arn(c, o->dlq, arn, sizeof arn);
+                snprintf(v, sizeof v, "{\"deadLetterTargetArn\":\"%s\",\"maxReceiveCount\":%d}", arn,
+                         o->max_delivery_count);
+            }
+            break;
+        default:
+            snprintf(v, sizeof v, "false");
+            break;
+        }
+        if (v[0]) json_object_set_new(a, queue_attr_names[k], json_string(v));
+    }
+    if (any && json_object_size(a) > 0) json_object_set(out, "Attributes", a);
+    json_decref(a);
+    return sqs_ok(c->r, out);
+}
+
+/* --- Sending ------------------------------------------------------------ */
+
+/* A message to send, checked: its engine form and its answer. */
+typedef struct {
+    const char *id; /* the batch entry's, NULL for SendMessage */
+    sl_put put;
+    char *attrs; /* malloc'ed: the stored attributes */
+    char md5_body[33], md5_attrs[33], md5_sys[33];
+    size_t bytes; /* as AWS counts them against the size limit */
+} outgoing;
+
+/* Checks one message (a SendMessage's body, or a batch entry) and builds
+ * it. Returns NULL when it is good, or the error (with its message in
+ * err) that answers it. */
+static const sqs_err *outgoing_make(call *c, json_t *m, const sl_queue_info *qi, outgoing *o, char *err,
+                                    size_t cap) {
+    json_t *body = json_object_get(m, "MessageBody");
+    if (!body || json_is_null(body)) {
+        snprintf(err, cap, "The request must contain the parameter MessageBody.");
+        return &E_MISSING;
+    }
+    const char *text = json_string_value(body);
+    size_t len = json_string_length(body);
+    if (!text || len == 0) {
+        snprintf(err, cap, "The request must contain the parameter MessageBody.");
+        return &E_MISSING;
+    }
+    if (strlen(text) != len || !sl_sqs_text_ok(text, len)) {
+        snprintf(err, cap,
+                 "Invalid characters found. Valid unicode characters are #x9 | #xA | #xD | #x20 to "
+                 "#xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF");
+        return &E_CONTENTS;
+    }
+    long long delay = qi->opts.delay_s;
+    json_t *d = json_object_get(m, "DelaySeconds");
+    if (d && !json_is_null(d) && (int_of(d, &delay) || delay < 0 || delay > SQS_DELAY_MAX)) {
+        snprintf(err, cap,
+                 "Value for parameter DelaySeconds is invalid. Reason: DelaySeconds must be >= 0 and "
+                 "<= 900.");
+        return &E_VALUE;
+    }
+    json_t *ma = json_object_get(m, "MessageAttributes"), *sa = json_object_get(m, "MessageSystemAttributes");
+    o->bytes = len;
+    if (ma && json_is_null(ma)) ma = NULL;
+    if (sa && json_is_null(sa)) sa = NULL;
+    if ((ma && sl_sqs_attrs_check(ma, 0, &o->bytes, err, cap)) ||
+        (sa && sl_sqs_attrs_check(sa, 1, &o->bytes, err, cap)))
+        return &E_VALUE;
+    size_t max = max_message(c, qi);
+    if (o->bytes > max) {
+        snprintf(err, cap,
+                 "One or more parameters are invalid. Reason: Message must be shorter than %zu bytes.", max);
+        return &E_VALUE;
+    }
+    sl_sqs_md5_hex(text, len, o->md5_body);
+    o->md5_attrs[0] = o->md5_sys[0] = '\0';
+    json_t *stored = json_object();
+    const char *k;
+    json_t *v;
+    json_object_foreach(ma, k, v) {
+        const char *t = json_string_value(json_object_get(v, "DataType"));
+        json_object_set(stored, k, strcmp(t, "String") == 0 ? json_object_get(v, "StringValue") : v);
+    }
+    if (json_object_size(sa) > 0) json_object_set(stored, SYSTEM_KEY, sa);
+    if (!stored || (json_object_size(ma) > 0 && sl_sqs_md5_attrs(ma, o->md5_attrs)) ||
+        (json_object_size(sa) > 0 && sl_sqs_md5_attrs(sa, o->md5_sys)) ||
+        (json_object_size(stored) > 0 && !(o->attrs = json_dumps(stored, JSON_COMPACT | JSON_SORT_KEYS)))) {
+        json_decref(stored);
+        snprintf(err, cap, "out of memory");
+        return &E_UNAVAILABLE;
+    }
+    json_decref(stored);
+    o->put = (sl_put){.body = text, .len = len, .delay_s = (int)delay, .attrs_json = o->attrs};
+    return NULL;
+}
+
+/* A send parked on the store: the messages' bytes live in body. */
+typedef struct {
+    sl_api_resume_fn resume;
+    sl_op *op;
+    json_t *body;
+    int batch;
+    char queue[SL_NAME_MAX + 1];
+    size_t n; /* messages sent */
+    outgoing out[SQS_BATCH_MAX];
+    json_t *failed; /* the batch's entries that were not sent */
+} send_state;
+
+static void send_state_free(void *p) {
+    send_state *st = p;
+    if (st->op) sl_op_discard(st->op);
+    for (size_t i = 0; i < st->n; i++)
+        free(st->out[i].attrs);
+    json_decref(st->body);
+    json_decref(st->failed);
+    free(st);
+}
+
+static json_t *sent_json(const outgoing *o, const char *id) {
+    json_t *j = json_pack("{s:s,s:s}", "MessageId", id, "MD5OfMessageBody", o->md5_body);
+    if (j && o->md5_attrs[0]) json_object_set_new(j, "MD5OfMessageAttributes", json_string(o->md5_attrs));
+    if (j && o->md5_sys[0]) json_object_set_new(j, "MD5OfMessageSystemAttributes", json_string(o->md5_sys));
+    if (j && o->id) json_object_set_new(j, "Id", json_string(o->id));
+    return j;
+}
+
+static int send_resume(sl_http_req *r, void *state) {
+    send_state *st = state;
+    if (sl_api_op_waiting(r, st->op)) return SL_HTTP_WAIT;
+    char ids[SQS_BATCH_MAX][SL_MSGID_LEN + 1];
+    sl_op *op = st->op;
+    st->op = NULL;
+    int rc = sl_msg_put_finish(op, ids);
+    if (rc) return sqs_engine(r, rc, st->queue);
+    if (!st->batch) return sqs_ok(r, sent_json(&st->out[0], ids[0]));
+    json_t *ok = json_array();
+    for (size_t i = 0; ok && i < st->n; i++)
+        json_array_append_new(ok, sent_json(&st->out[i], ids[i]));
+    json_t *j = json_pack("{s:o}", "Successful", ok);
+    if (j && json_array_size(st->failed) > 0) json_object_set(j, "Failed", st->failed);
+    return sqs_ok(r, j);
+}
+
+/* Starts the put of st's messages and parks on it, or answers. */
+static int send_start(call *c, send_state *st) {
+    sl_put puts[SQS_BATCH_MAX];
+    for (size_t i = 0; i < st->n; i++)
+        puts[i] = st->out[i].put;
+    st->resume = send_resume;
+    st->body = json_incref(c->in);
+    snprintf(st->queue, sizeof st->queue, "%s", c->queue);
+    int rc =
+        sl_msg_put_start(c->s->cfg.engine, c->account, c->queue, puts, st->n, sl_api_op_wake, c->r, &st->op);
+    return park(c, rc, st, &st->op, send_state_free);
+}
+
+static int a_send_message(call *c) {
+    sl_queue_info qi;
+    if (call_queue_info(c, &qi)) return SL_HTTP_DONE;
+    send_state *st = calloc(1, sizeof *st);
+    if (!st) return sqs_engine(c->r, SL_ENOMEM, c->queue);
+    char err[512];
+    const sqs_err *e = outgoing_make(c, c->in, &qi, &st->out[0], err, sizeof err);
+    if (e) {
+        free(st->out[0].attrs);
+        free(st);
+        return sqs_fail(c->r, e, "%s", err);
+    }
+    st->n = 1;
+    return send_start(c, st);
+}
+
+static int a_send_message_batch(call *c) {
+    json_t *entries;
+    sl_queue_info qi;
+    if (call_queue_info(c, &qi) || !(entries = batch_entries(c))) return SL_HTTP_DONE;
+    send_state *st = calloc(1, sizeof *st);
+    if (!st || !(st->failed = json_array())) {
+        free(st);
+        return sqs_engine(c->r, SL_ENOMEM, c->queue);
+    }
+    st->batch = 1;
+    size_t total = 0;
+    for (size_t i = 0; i < json_array_size(entries); i++) {
+        json_t *m = json_array_get(entries, i);
+        const char *id = json_string_value(json_object_get(m, "Id"));
+        outgoing *o = &st->out[st->n];
+        memset(o, 0, sizeof *o);
+        char err[512];
+        const sqs_err *e = outgoing_make(c, m, &qi, o, err, sizeof err);
+        if (e == &E_UNAVAILABLE) {
+            free(o->attrs);
+            send_state_free(st);
+            return sqs_engine(c->r, SL_ENOMEM, c->queue);
+        }
+        if (e) {
+            free(o->attrs);
+            json_array_append_new(st->failed, entry_failed(id, e, err));
+            continue;
+        }
+        o->id = id;
+        total += o->bytes;
+        st->n++;
+    }
+    size_t max = max_message(c, &qi);
+    if (total > max) {
+        send_state_free(st);
+        return sqs_fail(c->r, &E_BATCH_LONG,
+                        "Batch requests cannot be longer than %zu bytes. You have sent %zu "
+                        "bytes.",
+                        max, total);
+    }
+    if (st->n == 0) { /* every entry failed: nothing to put */
+        json_t *j = json_pack("{s:[],s:O}", "Successful", "Failed", st->failed);
+        send_state_free(st);
+        return sqs_ok(c->r, j);
+    }
+    return send_start(c, st);
+}
+
+/* --- Receiving ---------------------------------------------------------- */
+
+enum { SYS_SENT = 1, SYS_COUNT = 2, SYS_FIRST = 4, SYS_SENDER = 8, SYS_TRACE = 16 };
+
+/* What a receive returns of each message. */
+typedef struct {
+    sl_api_sqs *s;
+    char account[SL_NAME_MAX + 1], queue[SL_NAME_MAX + 1];
+    unsigned sys;  /* SYS_* asked for */
+    json_t *names; /* MessageAttributeNames, or NULL */
+} rx;
+
+static void rx_free(void *p) {
+    rx *x = p;
+    json_decref(x->names);
+    free(x);
+}
+
+/* Whether MessageAttributeNames asks for attribute k: "All", ".*", a
+ * "prefix.*" or the name itself. */
+static int rx_wants(const rx *x, const char *k) {
+    for (size_t i = 0; i < json_array_size(x->names); i++) {
+        const char *n = json_string_value(json_array_get(x->names, i));
+        size_t nl = n ? strlen(n) : 0;
+        if (!n) continue;
+        if (strcmp(n, "All") == 0 || strcmp(n, ".*") == 0 || strcmp(n, k) == 0) return 1;
+        if (nl > 2 && strcmp(n + nl - 2, ".*") == 0 && strncmp(k, n, nl - 1) == 0) return 1;
+    }
+    return 0;
+}
+
+static json_t *rx_message(const rx *x, const sl_message *m, const char *handle) {
+    char md5[33], v[32];
+    sl_sqs_md5_hex(m->body, m->len, md5);
+    json_t *j = json_pack("{s:s,s:s,s:s,s:o}", "MessageId", m->id, "ReceiptHandle", handle, "MD5OfBody", md5,
+                          "Body", sl_api_json_text(m->body, m->len));
+    json_t *stored = json_loads(m->attrs_json ? m->attrs_json : "{}", 0, NULL);
+    json_t *attrs = json_object(), *sys = json_object();
+    const char *k;
+    json_t *a;
+    json_object_foreach(stored, k, a) {
+        if (strcmp(k, SYSTEM_KEY) == 0 || !rx_wants(x, k)) continue;
+        if (json_is_string(a))
+            json_object_set_new(attrs, k, json_pack("{s:s,s:O}", "DataType", "String", "StringValue", a));
+        else if (json_is_object(a) && json_is_string(json_object_get(a, "DataType")))
+            json_object_set(attrs, k, a);
+    }
+    if (x->sys & SYS_SENT) {
+        snprintf(v, sizeof v, "%lld", (long long)m->enqueued_ms);
+        json_object_set_new(sys, "SentTimestamp", json_string(v));
+    }
+    if (x->sys & SYS_COUNT) {
+        snprintf(v, sizeof v, "%lld", (long long)m->delivery_count);
+        json_object_set_new(sys, "ApproximateReceiveCount", json_string(v));
+    }
+    if (x->sys & SYS_SENDER) json_object_set_new(sys, "SenderId", json_string(x->account));
+    json_t *trace = json_object_get(json_object_get(json_object_get(stored, SYSTEM_KEY), "AWSTraceHeader"),
+                                    "StringValue");
+    if ((x->sys & SYS_TRACE) && json_is_string(trace)) json_object_set(sys, "AWSTraceHeader", trace);
+    if (j && json_object_size(sys) > 0) json_object_set(j, "Attributes", sys);
+    if (j && json_object_size(attrs) > 0 && sl_sqs_md5_attrs(attrs, md5) == 0) {
+        json_object_set(j, "MessageAttributes", attrs);
+        json_object_set_new(j, "MD5OfMessageAttributes", json_string(md5));
+    }
+    json_decref(stored);
+    json_decref(attrs);
+    json_decref(sys);
+    return j;
+}
+
+static int rx_fail(sl_http_req *r, void *arg, int rc) {
+    rx *x = arg;
+    return sqs_engine(r, rc, x ? x->queue : NULL);
+}
+
+static int rx_answer(sl_http_req *r, void *arg, sl_message *m, size_t n) {
+    rx *x = arg;
+    json_t *msgs = json_array();
+    int rc = 0;
+    for (size_t i = 0; i < n && msgs && rc == 0; i++) {
+        char handle[SL_RECEIPT_MAX];
+        rc = sl_msg_receipt_sticky(x->s->cfg.engine, x->account, x->queue, &m[i], handle);
+        if (rc == 0) json_array_append_new(msgs, rx_message(x, &m[i], handle));
+    }
+    sl_messages_free(m, n);
+    if (rc) {
+        json_decref(msgs);
+        return sqs_engine(r, rc, x->queue);
+    }
+    json_t *j = json_object();
+    if (j && json_array_size(msgs) > 0) json_object_set(j, "Messages", msgs);
+    json_decref(msgs);
+    return sqs_ok(r, j);
+}
+
+/* The system attributes a receive asks for, from AttributeNames and
+ * MessageSystemAttributeNames; names SQS knows but Sluice has no value
+ * for (FIFO's, ApproximateFirstReceiveTimestamp) return nothing. */
+static int rx_system(call *c, unsigned *sys) {
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } known[] = {{"All", ~0u},
+                 {"SentTimestamp", SYS_SENT},
+                 {"ApproximateReceiveCount", SYS_COUNT},
+                 {"ApproximateFirstReceiveTimestamp", SYS_FIRST},
+                 {"SenderId", SYS_SENDER},
+                 {"AWSTraceHeader", SYS_TRACE},
+                 {"MessageDeduplicationId", 0},
+                 {"MessageGroupId", 0},
+                 {"SequenceNumber", 0},
+                 {"DeadLetterQueueSourceArn", 0},
+                 {"SqsManagedSseEnabled", 0}};
+    const char *params[] = {"AttributeNames", "MessageSystemAttributeNames", "MessageAttributeNames"};
+    *sys = 0;
+    for (int p = 0; p < 3; p++) {
+        json_t *a = json_object_get(c->in, params[p]);
+        if (a && !json_is_null(a) && !json_is_array(a))
+            return sqs_fail(c->r, &E_VALUE, "%s must be a list.", params[p]), -1;
+        for (size_t i = 0; i < json_array_size(a); i++) {
+            const char *n = json_string_value(json_array_get(a, i));
+            if (!n) return sqs_fail(c->r, &E_VALUE, "%s must be a list of strings.", params[p]), -1;
+            if (p == 2) continue;
+            size_t k = 0;
+            while (k < sizeof known / sizeof known[0] && strcmp(known[k].name, n) != 0)
+                k++;
+            if (k == sizeof known / sizeof known[0])
+                return sqs_fail(c->r, &E_ATTR_NAME, "Unknown Attribute %.100s.", n), -1;
+            *sys |= known[k].bit;
+        }
+    }
+    return 0;
+}
+
+static int a_receive_message(call *c) {
+    sl_queue_info qi;
+    if (call_queue_info(c, &qi)) return SL_HTTP_DONE;
+    long long max, invis, wait;
+    unsigned sys;
+    if (param_int(c, c->in, "MaxNumberOfMessages", 1, SQS_RECEIVE_MAX, 1, &max) ||
+        param_int(c, c->in, "VisibilityTimeout", 0, SQS_VISIBILITY_MAX, qi.opts.visibility_s, &invis) ||
+        param_int(c, c->in, "WaitTimeSeconds", 0, SQS_WAIT_MAX, qi.opts.wait_s, &wait) || rx_system(c, &sys))
+        return SL_HTTP_DONE;
+    rx *x = calloc(1, sizeof *x);
+    if (!x) return sqs_engine(c->r, SL_ENOMEM, c->queue);
+    x->s = c->s;
+    snprintf(x->account, sizeof x->account, "%s", c->account);
+    snprintf(x->queue, sizeof x->queue, "%s", c->queue);
+    x->sys = sys;
+    x->names = json_incref(json_object_get(c->in, "MessageAttributeNames"));
+    sl_api_recv_args args = {.engine = c->s->cfg.engine,
+                             .account = c->account,
+                             .queue = c->queue,
+                             .max = (int)max,
+                             .invis = (int)invis,
+                             .wait_s = (int)wait,
+                             .answer = rx_answer,
+                             .fail = rx_fail,
+                             .arg = x,
+                             .arg_free = rx_free};
+    return sl_api_recv_begin(c->r, &args);
+}
+
+/* --- Deleting and changing visibility ------------------------------------ */
+
+/* A receipt handle that can be one of ours, or NULL. */
+static const char *handle_of(json_t *o) {
+    const char *h = json_string_value(json_object_get(o, "ReceiptHandle"));
+    return h && *h && strlen(h) < SL_RECEIPT_MAX ? h : NULL;
+}
+
+/* A delete parked on the store. */
+typedef struct {
+    sl_api_resume_fn resume;
+    sl_op *op;
+    json_t *body;
+    int batch;
+    char queue[SL_NAME_MAX + 1];
+    size_t n;              /* entries */
+    int at[SQS_BATCH_MAX]; /* each entry's place among the handles acked, or -1: not one of ours */
+} del_state;
+
+static void del_state_free(void *p) {
+    del_state *st = p;
+    if (st->op) sl_op_discard(st->op);
+    json_decref(st->body);
+    free(st);
+}
+
+static int del_answer(sl_http_req *r, del_state *st, const int *rcs) {
+    json_t *entries = json_object_get(st->body, "Entries");
+    if (!st->batch) {
+        int rc = st->at[0] < 0 ? SL_EINVAL : rcs[st->at[0]];
+        if (rc == SL_EINVAL) return sqs_fail(r, &E_RECEIPT, "The input receipt handle is invalid.");
+        if (rc && rc != SL_ECONFLICT) return sqs_engine(r, rc, st->queue);
+        return sqs_ok(r, json_object());
+    }
+    json_t *ok = json_array(), *failed = json_array();
+    for (size_t i = 0; i < st->n && ok && failed; i++) {
+        const char *id = json_string_value(json_object_get(json_array_get(entries, i), "Id"));
+        int rc = st->at[i] < 0 ? SL_EINVAL : rcs[st->at[i]];
+        if (rc == 0 || rc == SL_ECONFLICT)
+            json_array_append_new(ok, json_pack("{s:s}", "Id", id));
+        else if (rc == SL_EINVAL)
+            json_array_append_new(failed,
+                                  entry_failed(id, &E_RECEIPT, "The input receipt handle is invalid."));
+        else
+            json_array_append_new(failed, entry_failed(id, &E_UNAVAILABLE, sl_strerror(rc)));
+    }
+    json_t *j = json_pack("{s:o}", "Successful", ok);
+    if (j && json_array_size(failed) > 0) json_object_set(j, "Failed", failed);
+    json_decref(failed);
+    return sqs_ok(r, j);
+}
+
+static int del_resume(sl_http_req *r, void *state) {
+    del_state *st = state;
+    if (sl_api_op_waiting(r, st->op)) return SL_HTTP_WAIT;
+    int rcs[SQS_BATCH_MAX];
+    sl_op *op = st->op;
+    st->op = NULL;
+    sl_msg_ack_finish(op, rcs);
+    return del_answer(r, st, rcs);
+}
+
+static int delete_messages(call *c, int batch) {
+    json_t *entries = NULL;
+    if (call_queue(c) || (batch && !(entries = batch_entries(c)))) return SL_HTTP_DONE;
+    if (!batch && !json_object_get(c->in, "ReceiptHandle"))
+        return sqs_fail(c->r, &E_MISSING, "The request must contain the parameter ReceiptHandle.");
+    del_state *st = calloc(1, sizeof *st);
+    if (!st) return sqs_engine(c->r, SL_ENOMEM, c->queue);
+    st->resume = del_resume;
+    st->batch = batch;
+    st->body = json_incref(c->in);
+    snprintf(st->queue, sizeof st->queue, "%s", c->queue);
+    st->n = batch ? json_array_size(entries) : 1;
+    const char *handles[SQS_BATCH_MAX];
+    size_t k = 0;
+    for (size_t i = 0; i < st->n; i++) {
+        const char *h = handle_of(batch ? json_array_get(entries, i) : c->in);
+        st->at[i] = h ? (int)k : -1;
+        if (h) handles[k++] = h;
+    }
+    if (k == 0) {
+        int done = del_answer(c->r, st, NULL);
+        del_state_free(st);
+        return done;
+    }
+    int rc =
+        sl_msg_ack_start(c->s->cfg.engine, c->account, c->queue, handles, k, sl_api_op_wake, c->r, &st->op);
+    return park(c, rc, st, &st->op, del_state_free);
+}
+
+static int a_delete_message(call *c) {
+    return delete_messages(c, 0);
+}
+
+static int a_delete_message_batch(call *c) {
+    return delete_messages(c, 1);
+}
+
+/* One visibility change: NULL when done, or the error with its message. */
+static const sqs_err *change_one(call *c, json_t *o, char *err, size_t cap) {
+    const char *h = handle_of(o);
+    json_t *v = json_object_get(o, "VisibilityTimeout");
+    long long invis;
+    if (!json_object_get(o, "ReceiptHandle")) {
+        snprintf(err, cap, "The request must contain the parameter ReceiptHandle.");
+        return &E_MISSING;
+    }
+    if (!v) {
+        snprintf(err, cap, "The request must contain the parameter VisibilityTimeout.");
+        return &E_MISSING;
+    }
+    if (int_of(v, &invis) || invis < 0 || invis > SQS_VISIBILITY_MAX) {
+        snprintf(err, cap,
+                 "Value for parameter VisibilityTimeout is invalid. Reason: it must be an integer from 0 "
+                 "to %d.",
+                 SQS_VISIBILITY_MAX);
+        return &E_VALUE;
+    }
+    char nr[SL_RECEIPT_MAX], tag[SL_TAG_MAX];
+    int rc = h ? sl_msg_update(c->s->cfg.engine, c->account, c->queue, h, NULL, 0, (int)invis, nr, tag)
+               : SL_EINVAL;
+    if (rc == 0) return NULL;
+    if (rc == SL_EINVAL) {
+        snprintf(err, cap, "The input receipt handle is invalid.");
+        return &E_RECEIPT;
+    }
+    if (rc == SL_ECONFLICT) {
+        snprintf(err, cap,
+                 "Message does not exist or is not available for visibility timeout change: it was "
+                 "deleted or received again.");
+        return &E_NOT_INFLIGHT;
+    }
+    snprintf(err, cap, "%s", rc == SL_ENOTFOUND ? "The specified queue does not exist." : sl_strerror(rc));
+    return rc == SL_ENOTFOUND ? &E_NO_QUEUE : &E_UNAVAILABLE;
+}
+
+static int a_change_visibility(call *c) {
+    if (call_queue(c)) return SL_HTTP_DONE;
+    char err[256];
+    const sqs_err *e = change_one(c, c->in, err, sizeof err);
+    return e ? sqs_fail(c->r, e, "%s", err) : sqs_ok(c->r, json_object());
+}
+
+static int a_change_visibility_batch(call *c) {
+    json_t *entries;
+    if (call_queue(c) || !(entries = batch_entries(c))) return SL_HTTP_DONE;
+    json_t *ok = json_array(), *failed = json_array();
+    for (size_t i = 0; i < json_array_size(entries) && ok && failed; i++) {
+        json_t *x = json_array_get(entries, i);
+        const char *id = json_string_value(json_object_get(x, "Id"));
+        char err[256];
+        const sqs_err *e = change_one(c, x, err, sizeof err);
+        if (e == &E_NO_QUEUE) {
+            json_decref(ok);
+            json_decref(failed);
+            return sqs_fail(c->r, e, "%s", err);
+        }
+        json_array_append_new(e ? failed : ok, e ? entry_failed(id, e, err) : json_pack("{s:s}", "Id", id));
+    }
+    json_t *j = json_pack("{s:o}", "Successful", ok);
+    if (j && json_array_size(failed) > 0) json_object_set(j, "Failed", failed);
+    json_decref(failed);
+    return sqs_ok(c->r, j);
+}
+
+/* --- Dispatch ----------------------------------------------------------- */
+
+static int a_unsupported(call *c) {
+    return sqs_fail(c->r, &E_UNSUPPORTED, "This server does not support this action yet.");
+}
+
+static const struct {
+    const char *name;
+    int (*fn)(call *c);
+} actions[] = {
+    {"CreateQueue", a_create_queue},
+    {"GetQueueUrl", a_get_queue_url},
+    {"ListQueues", a_list_queues},
+    {"DeleteQueue", a_delete_queue},
+    {"GetQueueAttributes", a_get_queue_attributes},
+    {"SetQueueAttributes", a_unsupported},
+    {"SendMessage", a_send_message},
+    {"SendMessageBatch", a_send_message_batch},
+    {"ReceiveMessage", a_receive_message},
+    {"DeleteMessage", a_delete_message},
+    {"DeleteMessageBatch", a_delete_message_batch},
+    {"ChangeMessageVisibility", a_change_visibility},
+    {"ChangeMessageVisibilityBatch", a_change_visibility_batch},
+    {"PurgeQueue", a_purge_queue},
+    {"ListDeadLetterSourceQueues", a_list_dlq_sources},
+    {"TagQueue", a_unsupported},
+    {"UntagQueue", a_unsupported},
+    {"ListQueueTags", a_unsupported},
+    {"StartMessageMoveTask", a_unsupported},
+    {"ListMessageMoveTasks", a_unsupported},
+    {"CancelMessageMoveTask", a_unsupported},
+    {"AddPermission", a_unsupported},
+    {"RemovePermission", a_unsupported},
+};
+
+/* The signer: the account named by the SigV4 credential, whose keys must
+ * have made the signature. 0, or -1 after answering 403 (or 503). */
+static int authenticate(call *c) {
+    const char *h = sl_http_header(c->r, "Authorization");
+    if (!h) return sqs_fail(c->r, &E_NO_AUTH, "Request is missing Authentication Token"), -1;
+    if (sl_auth_sigv4_account(h, c->account) != 0)
+        return sqs_fail(c->r, &E_TOKEN,
+                        "The security token included in the request is invalid: SQS requests are "
+                        "signed with AWS Signature Version 4, access key id 'account' or "
+                        "'account:keyName'."),
+               -1;
+    struct sl_auth_cred cred;
+    int rc = sl_api_authenticate(c->s->cfg.acct, c->s->cfg.skew_ms, c->r, c->account, &cred);
+    if (rc == SL_EAUTH)
+        return sqs_fail(c->r, &E_SIGNATURE,
+                        "The request signature we calculated does not match the signature you "
+                        "provided, or the request time is outside the allowed skew."),
+               -1;
+    if (rc) return sqs_engine(c->r, rc, NULL), -1;
+    snprintf(c->region, sizeof c->region, "%s", cred.region);
+    return 0;
+}
+
+static int h_sqs(sl_http_req *r, void *ctx) {
+    void *user = sl_http_user(r);
+    if (user) return (*(sl_api_resume_fn *)user)(r, user);
+    call c = {.s = ctx, .r = r};
+    const char *target = sl_http_header(r, "X-Amz-Target");
+    if (!target)
+        return sqs_fail(r, &E_UNSUPPORTED,
+                        "This server speaks SQS's JSON protocol (X-Amz-Target: AmazonSQS.<Action>, "
+                        "Content-Type: application/x-amz-json-1.0); the query protocol is not "
+                        "supported yet.");
+    size_t k = 0, na = sizeof actions / sizeof actions[0];
+    if (strncmp(target, "AmazonSQS.", 10) == 0)
+        while (k < na && strcmp(actions[k].name, target + 10) != 0)
+            k++;
+    if (strncmp(target, "AmazonSQS.", 10) != 0 || k == na)
+        return sqs_fail(r, &E_ACTION, "The action %.100s is not valid for this endpoint.", target);
+    if (authenticate(&c)) return SL_HTTP_DONE;
+    size_t len;
+    const char *body = sl_http_body(r, &len);
+    if (len == 0) {
+        c.in = json_object();
+    } else {
+        json_error_t err;
+        c.in = json_loadb(body, len, JSON_REJECT_DUPLICATES, &err);
+        if (!json_is_object(c.in)) {
+            json_decref(c.in);
+            return sqs_fail(r, &E_SERIAL, "The body is not a JSON object: %s", err.text);
+        }
+    }
+    if (!c.in) return sqs_engine(r, SL_ENOMEM, NULL);
+    int done = actions[k].fn(&c);
+    json_decref(c.in);
+    return done;
+}
+
+/* --- Setup -------------------------------------------------------------- */
+
+int sl_api_sqs_open(const sl_api_sqs_config *cfg, sl_api_sqs **out) {
+    *out = NULL;
+    sl_api_sqs *a = calloc(1, sizeof *a);
+    if (!a) return SL_ENOMEM;
+    a->cfg = *cfg;
+    if (!a->cfg.max_message_bytes) a->cfg.max_message_bytes = SL_MSG_MAX_DEFAULT;
+    if (a->cfg.max_message_bytes > SQS_SIZE_MAX) a->cfg.max_message_bytes = SQS_SIZE_MAX;
+    /* A batch carries up to the message limit in all, which JSON escaping
+     * can blow up six times (\u00XX). Every action may wait on the store,
+     * so the route runs on the store threads; sends, receives and deletes
+     * park there without holding one. */
+    size_t body_max = a->cfg.max_message_bytes * 6 + 64 * 1024;
+    a->routes[0] = (sl_http_route){"POST", "/", h_sqs, body_max, 1, a};
+    *out = a;
+    return 0;
+}
+
+void sl_api_sqs_routes(sl_api_sqs *a, const sl_http_route **routes, size_t *n) {
+    *routes = a->routes;
+    *n = sizeof a->routes / sizeof a->routes[0];
+}
+
+void sl_api_sqs_close(sl_api_sqs *a) {
+    free(a);
+}

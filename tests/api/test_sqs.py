@@ -1,0 +1,589 @@
+"""The SQS JSON protocol (API.md "SQS wire protocol") through boto3 from
+PyPI, the client most SQS code runs on, on both backends: queues and their
+attributes, messages with typed attributes and AWS's MD5 digests (computed
+here independently), visibility and receipt handles as SQS has them, long
+polling, dead-letter queues by RedrivePolicy, batches with per-entry
+failures, AWS's error codes, and one queue seen through both APIs."""
+
+import hashlib
+import struct
+import threading
+import time
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import pytest
+
+from sluice_client import await_until, unique_name
+
+
+def md5_attrs(attrs):
+    """MD5OfMessageAttributes as AWS documents it, written here from the
+    documentation, not from the server's code."""
+    b = b""
+    for name in sorted(attrs):
+        a = attrs[name]
+        t = a["DataType"]
+        b += struct.pack(">I", len(name.encode())) + name.encode() + struct.pack(">I", len(t)) + t.encode()
+        if t.startswith("Binary"):
+            v = a["BinaryValue"]
+            b += b"\x02" + struct.pack(">I", len(v)) + v
+        else:
+            v = a["StringValue"].encode()
+            b += b"\x01" + struct.pack(">I", len(v)) + v
+    return hashlib.md5(b).hexdigest()
+
+
+def md5(text):
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+def make_client(server, account="dev", key=None, region="eu-west-3"):
+    return boto3.client("sqs", endpoint_url=server.base_url, region_name=region,
+                        aws_access_key_id=account, aws_secret_access_key=key or server.key,
+                        config=botocore.config.Config(retries={"max_attempts": 1}, read_timeout=40))
+
+
+@pytest.fixture(scope="module")
+def sqs(server):
+    return make_client(server)
+
+
+def new_queue(sqs, prefix="q", **attrs):
+    name = unique_name(prefix)
+    url = sqs.create_queue(QueueName=name, Attributes={k: str(v) for k, v in attrs.items()})["QueueUrl"]
+    return name, url
+
+
+def error_of(fn, **kw):
+    """Calls fn expecting an error; returns (code, HTTP status, message)."""
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        fn(**kw)
+    err = e.value.response["Error"]
+    return err["Code"], e.value.response["ResponseMetadata"]["HTTPStatusCode"], err.get("Message", "")
+
+
+def counts(sqs, url):
+    a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    return (int(a["ApproximateNumberOfMessages"]), int(a["ApproximateNumberOfMessagesNotVisible"]),
+            int(a["ApproximateNumberOfMessagesDelayed"]))
+
+
+def receive_one(sqs, url, **kw):
+    r = sqs.receive_message(QueueUrl=url, **kw)
+    msgs = r.get("Messages", [])
+    assert len(msgs) <= 1, msgs
+    return msgs[0] if msgs else None
+
+
+# --- Queues -----------------------------------------------------------------
+
+
+def test_queue_lifecycle(server, sqs):
+    name, url = new_queue(sqs, "life", VisibilityTimeout=45, DelaySeconds=2, MessageRetentionPeriod=3600,
+                          ReceiveMessageWaitTimeSeconds=3, MaximumMessageSize=2048)
+    assert url == f"{server.base_url}/dev/{name}"
+    assert sqs.get_queue_url(QueueName=name)["QueueUrl"] == url
+    a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert a["VisibilityTimeout"] == "45"
+    assert a["DelaySeconds"] == "2"
+    assert a["MessageRetentionPeriod"] == "3600"
+    assert a["ReceiveMessageWaitTimeSeconds"] == "3"
+    assert a["MaximumMessageSize"] == "2048"
+    assert a["QueueArn"] == f"arn:aws:sqs:eu-west-3:dev:{name}"
+    assert abs(int(a["CreatedTimestamp"]) - time.time()) < 600
+    assert (a["ApproximateNumberOfMessages"], a["ApproximateNumberOfMessagesNotVisible"]) == ("0", "0")
+    # Only what was asked for; nothing when nothing was.
+    only = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout", "QueueArn"])
+    assert set(only["Attributes"]) == {"VisibilityTimeout", "QueueArn"}
+    assert "Attributes" not in sqs.get_queue_attributes(QueueUrl=url)
+    # Creating it again with the same attributes is the same queue; with
+    # others, an error.
+    assert sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "45"})["QueueUrl"] == url
+    assert sqs.create_queue(QueueName=name)["QueueUrl"] == url
+    code, status, _ = error_of(sqs.create_queue, QueueName=name, Attributes={"VisibilityTimeout": "46"})
+    assert (code, status) == ("QueueAlreadyExists", 400)
+    # The native API sees the same queue.
+    c = server.client()
+    try:
+        assert c.get_queue(name).status_code == 200
+    finally:
+        c.close()
+    sqs.delete_queue(QueueUrl=url)
+    code, status, _ = error_of(sqs.get_queue_url, QueueName=name)
+    assert (code, status) == ("AWS.SimpleQueueService.NonExistentQueue", 400)
+    code, _, _ = error_of(sqs.send_message, QueueUrl=url, MessageBody="x")
+    assert code == "AWS.SimpleQueueService.NonExistentQueue"
+
+
+def test_list_queues_prefix_and_pages(sqs):
+    prefix = unique_name("lst")
+    urls = [sqs.create_queue(QueueName=f"{prefix}-{i}")["QueueUrl"] for i in range(5)]
+    assert sorted(sqs.list_queues(QueueNamePrefix=prefix)["QueueUrls"]) == sorted(urls)
+    got, token = [], None
+    while True:
+        kw = {"QueueNamePrefix": prefix, "MaxResults": 2}
+        if token:
+            kw["NextToken"] = token
+        page = sqs.list_queues(**kw)
+        assert len(page.get("QueueUrls", [])) <= 2
+        got += page.get("QueueUrls", [])
+        token = page.get("NextToken")
+        if not token:
+            break
+    assert sorted(got) == sorted(urls)
+    assert "QueueUrls" not in sqs.list_queues(QueueNamePrefix=unique_name("none"))
+
+
+def test_queue_attribute_errors(sqs):
+    name = unique_name("bad")
+    for attrs, code in [({"VisibilityTimeout": "43201"}, "InvalidAttributeValue"),
+                        ({"DelaySeconds": "-1"}, "InvalidAttributeValue"),
+                        ({"MaximumMessageSize": "1023"}, "InvalidAttributeValue"),
+                        ({"MessageRetentionPeriod": "59"}, "InvalidAttributeValue"),
+                        ({"NoSuchAttribute": "1"}, "InvalidAttributeName"),
+                        ({"RedrivePolicy": "{\"maxReceiveCount\": 3}"}, "InvalidAttributeValue"),
+                        ({"RedrivePolicy": "{\"deadLetterTargetArn\": \"arn:aws:sqs:r:dev:nosuchqueue\", "
+                                           "\"maxReceiveCount\": 3}"}, "InvalidAttributeValue")]:
+        c, status, _ = error_of(sqs.create_queue, QueueName=name, Attributes=attrs)
+        assert (c, status) == (code, 400), attrs
+    for bad in ["has space", "dot.ted", "x" * 81, ""]:
+        c, status, _ = error_of(sqs.create_queue, QueueName=bad)
+        assert status == 400, bad
+    # Nothing was created by any of them.
+    code, _, _ = error_of(sqs.get_queue_url, QueueName=name)
+    assert code == "AWS.SimpleQueueService.NonExistentQueue"
+    _, url = new_queue(sqs, "attrs")
+    c, status, _ = error_of(sqs.get_queue_attributes, QueueUrl=url, AttributeNames=["NoSuch"])
+    assert (c, status) == ("InvalidAttributeName", 400)
+
+
+# --- Messages ---------------------------------------------------------------
+
+
+def test_send_receive_delete_with_attributes_and_digests(sqs):
+    _, url = new_queue(sqs, "msg")
+    attrs = {"color": {"DataType": "String", "StringValue": "blue ☂"},
+             "count": {"DataType": "Number", "StringValue": "-12.5e3"},
+             "blob": {"DataType": "Binary", "BinaryValue": bytes(range(7))},
+             "kind": {"DataType": "String.custom", "StringValue": "x"}}
+    body = "héllo \U0001F600 <xml/> & tab\t"
+    trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"
+    r = sqs.send_message(QueueUrl=url, MessageBody=body, MessageAttributes=attrs,
+                         MessageSystemAttributes={"AWSTraceHeader": {"DataType": "String", "StringValue": trace}})
+    assert r["MD5OfMessageBody"] == md5(body)
+    assert r["MD5OfMessageAttributes"] == md5_attrs(attrs)
+    assert r["MD5OfMessageSystemAttributes"] == md5_attrs(
+        {"AWSTraceHeader": {"DataType": "String", "StringValue": trace}})
+    sent = time.time() * 1000
+    m = receive_one(sqs, url, MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"])
+    assert m["MessageId"] == r["MessageId"]
+    assert m["Body"] == body
+    assert m["MD5OfBody"] == md5(body)
+    assert m["MessageAttributes"] == attrs
+    assert m["MD5OfMessageAttributes"] == md5_attrs(attrs)
+    a = m["Attributes"]
+    assert a["ApproximateReceiveCount"] == "1"
+    assert a["SenderId"] == "dev"
+    assert a["AWSTraceHeader"] == trace
+    assert abs(int(a["SentTimestamp"]) - sent) < 60000
+    assert counts(sqs, url)[:2] == (0, 1)
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    assert counts(sqs, url) == (0, 0, 0)
+    # Deleting again with the same handle succeeds and does nothing, as in SQS.
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+
+
+def test_message_attribute_selection(sqs):
+    _, url = new_queue(sqs, "sel")
+    attrs = {"app.a": {"DataType": "String", "StringValue": "1"},
+             "app.b": {"DataType": "Number", "StringValue": "2"},
+             "other": {"DataType": "String", "StringValue": "3"}}
+    for _ in range(3):
+        sqs.send_message(QueueUrl=url, MessageBody="m", MessageAttributes=attrs)
+    m = receive_one(sqs, url)
+    assert "MessageAttributes" not in m and "MD5OfMessageAttributes" not in m and "Attributes" not in m
+    m = receive_one(sqs, url, MessageAttributeNames=["app.*"], AttributeNames=["SentTimestamp"])
+    want = {k: v for k, v in attrs.items() if k.startswith("app.")}
+    assert m["MessageAttributes"] == want
+    assert m["MD5OfMessageAttributes"] == md5_attrs(want)
+    assert set(m["Attributes"]) == {"SentTimestamp"}
+    m = receive_one(sqs, url, MessageAttributeNames=["other", "missing"])
+    assert m["MessageAttributes"] == {"other": attrs["other"]}
+
+
+def test_message_errors(sqs):
+    _, url = new_queue(sqs, "merr", MaximumMessageSize=1024)
+    cases = [
+        (dict(MessageBody="bad \x01 char"), "InvalidMessageContents"),
+        (dict(MessageBody=""), "MissingParameter"),
+        (dict(MessageBody="x" * 1025), "InvalidParameterValue"),
+        (dict(MessageBody="x", DelaySeconds=901), "InvalidParameterValue"),
+        (dict(MessageBody="x", MessageAttributes={"AWS.x": {"DataType": "String", "StringValue": "1"}}),
+         "InvalidParameterValue"),
+        (dict(MessageBody="x", MessageAttributes={"n": {"DataType": "Number", "StringValue": "twelve"}}),
+         "InvalidParameterValue"),
+        (dict(MessageBody="x", MessageAttributes={"n": {"DataType": "Date", "StringValue": "1"}}),
+         "InvalidParameterValue"),
+        (dict(MessageBody="x", MessageAttributes={f"k{i}": {"DataType": "String", "StringValue": "v"}
+                                                  for i in range(11)}), "InvalidParameterValue"),
+        (dict(MessageBody="x" * 1000, MessageAttributes={"k": {"DataType": "String", "StringValue": "v" * 30}}),
+         "InvalidParameterValue"),
+    ]
+    for kw, code in cases:
+        c, status, msg = error_of(sqs.send_message, QueueUrl=url, **kw)
+        assert (c, status) == (code, 400), (kw, c, msg)
+    assert counts(sqs, url) == (0, 0, 0)  # nothing half-sent
+    c, status, _ = error_of(sqs.delete_message, QueueUrl=url, ReceiptHandle="not-a-handle")
+    assert (c, status) == ("ReceiptHandleIsInvalid", 404)
+    c, status, _ = error_of(sqs.change_message_visibility, QueueUrl=url, ReceiptHandle="not-a-handle",
+                            VisibilityTimeout=5)
+    assert (c, status) == ("ReceiptHandleIsInvalid", 404)
+    c, status, _ = error_of(sqs.receive_message, QueueUrl=url, MaxNumberOfMessages=11)
+    assert (c, status) == ("InvalidParameterValue", 400)
+
+
+def test_delay_queue_and_per_message_delay(sqs):
+    _, url = new_queue(sqs, "delay", DelaySeconds=900)
+    sqs.send_message(QueueUrl=url, MessageBody="waits")  # the queue's delay
+    sqs.send_message(QueueUrl=url, MessageBody="now", DelaySeconds=0)
+    m = receive_one(sqs, url, WaitTimeSeconds=1)
+    assert m["Body"] == "now"
+    assert receive_one(sqs, url) is None
+    assert await_until(lambda: counts(sqs, url)[2] == 1, desc="one delayed message")
+
+
+# --- Visibility and receipt handles ----------------------------------------
+
+
+def test_visibility_expiry_redelivers_and_old_handle_deletes_nothing(sqs):
+    _, url = new_queue(sqs, "vis")
+    sqs.send_message(QueueUrl=url, MessageBody="again")
+    first = receive_one(sqs, url, VisibilityTimeout=1, AttributeNames=["ApproximateReceiveCount"])
+    assert first["Attributes"]["ApproximateReceiveCount"] == "1"
+    second = await_until(lambda: receive_one(sqs, url, VisibilityTimeout=30,
+                                             AttributeNames=["ApproximateReceiveCount"]),
+                         desc="the redelivery after the visibility timeout")
+    assert second["MessageId"] == first["MessageId"]
+    assert second["Attributes"]["ApproximateReceiveCount"] == "2"
+    assert second["ReceiptHandle"] != first["ReceiptHandle"]
+    # The first delivery's handle deletes nothing (AWS: the request
+    # succeeds, the message is not deleted) and changes nothing.
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=first["ReceiptHandle"])
+    c, status, _ = error_of(sqs.change_message_visibility, QueueUrl=url, ReceiptHandle=first["ReceiptHandle"],
+                            VisibilityTimeout=0)
+    assert (c, status) == ("AWS.SimpleQueueService.MessageNotInflight", 400)
+    assert counts(sqs, url)[:2] == (0, 1)
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=second["ReceiptHandle"])
+    assert counts(sqs, url) == (0, 0, 0)
+
+
+def test_change_visibility_keeps_the_handle(sqs):
+    """SQS keeps a receipt handle valid through ChangeMessageVisibility
+    (sqs-consumer and Celery extend a lease, then delete with the handle
+    they received); Sluice's native receipts change on update, so SQS gets
+    the engine's sticky receipts."""
+    _, url = new_queue(sqs, "chg")
+    sqs.send_message(QueueUrl=url, MessageBody="work")
+    m = receive_one(sqs, url, VisibilityTimeout=30)
+    h = m["ReceiptHandle"]
+    sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=h, VisibilityTimeout=60)
+    sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=h, VisibilityTimeout=120)
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=h)
+    assert counts(sqs, url) == (0, 0, 0)
+    # Visibility 0 returns a message at once.
+    sqs.send_message(QueueUrl=url, MessageBody="back")
+    m = receive_one(sqs, url, VisibilityTimeout=300)
+    sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0)
+    again = await_until(lambda: receive_one(sqs, url, AttributeNames=["ApproximateReceiveCount"]),
+                        desc="the message returned by visibility 0")
+    assert again["MessageId"] == m["MessageId"]
+    assert again["Attributes"]["ApproximateReceiveCount"] == "2"
+
+
+def test_queue_visibility_timeout_is_the_default_lease(sqs):
+    _, url = new_queue(sqs, "vdef", VisibilityTimeout=1)
+    sqs.send_message(QueueUrl=url, MessageBody="x")
+    first = receive_one(sqs, url)
+    again = await_until(lambda: receive_one(sqs, url, VisibilityTimeout=60),
+                        desc="redelivery after the queue's 1 s visibility timeout")
+    assert again["MessageId"] == first["MessageId"]
+
+
+def test_long_poll_returns_when_a_message_arrives(server, sqs):
+    _, url = new_queue(sqs, "poll")
+    got = {}
+    started = threading.Event()
+
+    def poll():
+        c = make_client(server)
+        started.set()
+        got["r"] = c.receive_message(QueueUrl=url, WaitTimeSeconds=20)
+        got["at"] = time.monotonic()
+
+    t = threading.Thread(target=poll)
+    t.start()
+    started.wait()
+    time.sleep(0.5)  # the poll is waiting (the condition is the passing of time)
+    sent = time.monotonic()
+    sqs.send_message(QueueUrl=url, MessageBody="wake")
+    t.join(30)
+    assert not t.is_alive()
+    assert [m["Body"] for m in got["r"].get("Messages", [])] == ["wake"]
+    assert got["at"] - sent < 15, "the long poll waited for its deadline instead of answering the put"
+
+
+def test_queue_wait_time_is_the_default_long_poll(server, sqs):
+    _, url = new_queue(sqs, "qwait", ReceiveMessageWaitTimeSeconds=20)
+    got = {}
+
+    def poll():
+        got["r"] = make_client(server).receive_message(QueueUrl=url)
+
+    t = threading.Thread(target=poll)
+    t.start()
+    time.sleep(1.0)  # the condition is the passing of time: the poll must still be waiting
+    assert t.is_alive(), "ReceiveMessageWaitTimeSeconds=20 did not make the receive wait"
+    sqs.send_message(QueueUrl=url, MessageBody="x")
+    t.join(30)
+    assert [m["Body"] for m in got["r"]["Messages"]] == ["x"]
+
+
+# --- Dead-letter queues -----------------------------------------------------
+
+
+def test_redrive_policy_moves_to_the_dlq(sqs):
+    _, dlq = new_queue(sqs, "dlq")
+    arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    policy = '{"deadLetterTargetArn": "%s", "maxReceiveCount": "2"}' % arn
+    _, src = new_queue(sqs, "src", RedrivePolicy=policy)
+    a = sqs.get_queue_attributes(QueueUrl=src, AttributeNames=["RedrivePolicy"])["Attributes"]
+    assert a["RedrivePolicy"] == '{"deadLetterTargetArn":"%s","maxReceiveCount":2}' % arn
+    assert sqs.list_dead_letter_source_queues(QueueUrl=dlq)["queueUrls"] == [src]
+    sqs.send_message(QueueUrl=src, MessageBody="poison",
+                     MessageAttributes={"k": {"DataType": "Number", "StringValue": "7"}})
+    assert receive_one(sqs, src, VisibilityTimeout=1)["Body"] == "poison"
+    await_until(lambda: receive_one(sqs, src, VisibilityTimeout=1), desc="the second delivery")
+
+    def in_dlq():
+        m = receive_one(sqs, src, VisibilityTimeout=1)
+        assert m is None, "delivered a third time despite maxReceiveCount 2"
+        return receive_one(sqs, dlq, MessageAttributeNames=["All"])
+
+    moved = await_until(in_dlq, timeout=20, desc="the message in the DLQ")
+    assert moved["Body"] == "poison"
+    assert moved["MessageAttributes"] == {"k": {"DataType": "Number", "StringValue": "7"}}
+
+
+# --- Batches ----------------------------------------------------------------
+
+
+def test_batches_with_per_entry_failures(sqs):
+    _, url = new_queue(sqs, "batch")
+    r = sqs.send_message_batch(QueueUrl=url, Entries=[
+        {"Id": "a", "MessageBody": "one", "MessageAttributes": {"x": {"DataType": "String", "StringValue": "1"}}},
+        {"Id": "b", "MessageBody": "two", "DelaySeconds": 901},
+        {"Id": "c", "MessageBody": "bad \x02"},
+        {"Id": "d", "MessageBody": "four"}])
+    ok = {e["Id"]: e for e in r["Successful"]}
+    assert set(ok) == {"a", "d"}
+    assert ok["a"]["MD5OfMessageBody"] == md5("one")
+    assert ok["a"]["MD5OfMessageAttributes"] == md5_attrs({"x": {"DataType": "String", "StringValue": "1"}})
+    failed = {e["Id"]: e for e in r["Failed"]}
+    assert failed["b"]["Code"] == "InvalidParameterValue" and failed["b"]["SenderFault"] is True
+    assert failed["c"]["Code"] == "InvalidMessageContents"
+    msgs = []
+    await_until(lambda: msgs.extend(sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)
+                                    .get("Messages", [])) or len(msgs) >= 2, desc="both messages")
+    assert sorted(m["Body"] for m in msgs) == ["four", "one"]
+    assert sorted(m["MessageId"] for m in msgs) == sorted(e["MessageId"] for e in ok.values())
+    r = sqs.change_message_visibility_batch(QueueUrl=url, Entries=[
+        {"Id": "m0", "ReceiptHandle": msgs[0]["ReceiptHandle"], "VisibilityTimeout": 100},
+        {"Id": "bad", "ReceiptHandle": "garbage", "VisibilityTimeout": 100}])
+    assert [e["Id"] for e in r["Successful"]] == ["m0"]
+    assert [(e["Id"], e["Code"]) for e in r["Failed"]] == [("bad", "ReceiptHandleIsInvalid")]
+    r = sqs.delete_message_batch(QueueUrl=url, Entries=[
+        {"Id": "m0", "ReceiptHandle": msgs[0]["ReceiptHandle"]},
+        {"Id": "m1", "ReceiptHandle": msgs[1]["ReceiptHandle"]},
+        {"Id": "bad", "ReceiptHandle": "garbage"}])
+    assert sorted(e["Id"] for e in r["Successful"]) == ["m0", "m1"]
+    assert [(e["Id"], e["Code"]) for e in r["Failed"]] == [("bad", "ReceiptHandleIsInvalid")]
+    assert counts(sqs, url) == (0, 0, 0)
+
+
+def test_batch_request_errors(sqs):
+    _, url = new_queue(sqs, "berr", MaximumMessageSize=1024)
+    e = {"MessageBody": "x"}
+    cases = [
+        ([], "AWS.SimpleQueueService.EmptyBatchRequest"),
+        ([dict(e, Id=f"i{i}") for i in range(11)], "AWS.SimpleQueueService.TooManyEntriesInBatchRequest"),
+        ([dict(e, Id="same"), dict(e, Id="same")], "AWS.SimpleQueueService.BatchEntryIdsNotDistinct"),
+        ([dict(e, Id="no spaces")], "AWS.SimpleQueueService.InvalidBatchEntryId"),
+        ([{"Id": "a", "MessageBody": "x" * 600}, {"Id": "b", "MessageBody": "y" * 600}],
+         "AWS.SimpleQueueService.BatchRequestTooLong"),
+    ]
+    for entries, code in cases:
+        c, status, _ = error_of(sqs.send_message_batch, QueueUrl=url, Entries=entries)
+        assert (c, status) == (code, 400), entries
+    assert counts(sqs, url) == (0, 0, 0)
+
+
+# --- Purge, auth, actions ---------------------------------------------------
+
+
+def test_purge(sqs):
+    _, url = new_queue(sqs, "purge")
+    sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": str(i)} for i in range(5)])
+    sqs.purge_queue(QueueUrl=url)
+    assert await_until(lambda: counts(sqs, url) == (0, 0, 0), desc="an empty queue after the purge")
+    assert receive_one(sqs, url) is None
+
+
+def test_auth_errors(server, sqs):
+    _, url = new_queue(sqs, "auth")
+    wrong = make_client(server, key="A" * 86)
+    c, status, _ = error_of(wrong.list_queues)
+    assert (c, status) == ("SignatureDoesNotMatch", 403)
+    nobody = make_client(server, account="nosuchaccount", key="A" * 86)
+    c, status, _ = error_of(nobody.list_queues)
+    assert (c, status) == ("SignatureDoesNotMatch", 403)
+    # Another account reaches only its own queues.
+    admin = server.admin()
+    try:
+        other, key = admin.new_account("sqsother")
+    finally:
+        admin.close()
+    theirs = make_client(server, account=other, key=key)
+    c, status, _ = error_of(theirs.send_message, QueueUrl=url, MessageBody="x")
+    assert (c, status) == ("AccessDenied", 403)
+    assert "QueueUrls" not in theirs.list_queues()
+    # A named key signs too ("account:keyName").
+    keyed = make_client(server, account=f"{other}:primary", key=key)
+    name, _ = new_queue(keyed, "mine")
+    assert keyed.get_queue_url(QueueName=name)["QueueUrl"].endswith(f"/{other}/{name}")
+
+
+def test_unsigned_and_unknown_actions(server):
+    import requests
+    r = requests.post(server.base_url + "/", data="{}", headers={
+        "X-Amz-Target": "AmazonSQS.ListQueues", "Content-Type": "application/x-amz-json-1.0"})
+    assert r.status_code == 403
+    assert r.json()["__type"].endswith("#MissingAuthenticationToken")
+    assert r.headers["x-amzn-query-error"] == "MissingAuthenticationToken;Sender"
+    r = requests.post(server.base_url + "/", data="{}", headers={
+        "X-Amz-Target": "AmazonSQS.NoSuchAction", "Content-Type": "application/x-amz-json-1.0"})
+    assert r.status_code == 400 and r.headers["x-amzn-query-error"] == "InvalidAction;Sender"
+
+
+def test_actions_not_served_yet_say_so(sqs):
+    _, url = new_queue(sqs, "later")
+    c, status, _ = error_of(sqs.tag_queue, QueueUrl=url, Tags={"a": "b"})
+    assert (c, status) == ("AWS.SimpleQueueService.UnsupportedOperation", 400)
+    c, _, _ = error_of(sqs.create_queue, QueueName=unique_name("f") + ".fifo", Attributes={"FifoQueue": "true"})
+    assert c == "AWS.SimpleQueueService.UnsupportedOperation"
+
+
+# --- One queue, two APIs ------------------------------------------------------
+
+
+def test_native_and_sqs_are_one_queue(server, sqs):
+    name, url = new_queue(sqs, "both")
+    c = server.client()
+    try:
+        r = c.put_batch(name, [{"message": "from native", "attributes": {"lang": "c"}}])
+        assert r.status_code == 201, r.text
+        m = receive_one(sqs, url, MessageAttributeNames=["All"])
+        assert m["Body"] == "from native"
+        assert m["MessageAttributes"] == {"lang": {"DataType": "String", "StringValue": "c"}}
+        assert m["MD5OfMessageAttributes"] == md5_attrs(m["MessageAttributes"])
+        # The SQS handle acks through the native API too.
+        assert c.ack(name, m["ReceiptHandle"]).status_code == 204
+        sqs.send_message(QueueUrl=url, MessageBody="from sqs",
+                         MessageAttributes={"lang": {"DataType": "String", "StringValue": "python"},
+                                            "n": {"DataType": "Number", "StringValue": "3"}})
+        r = c.receive(name, wait=5)
+        assert r.status_code == 200, r.text
+        (msg,) = r.json()["messages"]
+        assert msg["message"] == "from sqs"
+        assert msg["attributes"]["lang"] == "python"
+        assert msg["attributes"]["n"] == {"DataType": "Number", "StringValue": "3"}
+        assert c.ack(name, msg["popReceipt"]).status_code == 204
+    finally:
+        c.close()
+    assert counts(sqs, url) == (0, 0, 0)
+
+
+def test_binary_attribute_round_trip_bytes(sqs):
+    _, url = new_queue(sqs, "bin")
+    raw = bytes(range(256))
+    sqs.send_message(QueueUrl=url, MessageBody="b",
+                     MessageAttributes={"raw": {"DataType": "Binary.gz", "BinaryValue": raw}})
+    m = receive_one(sqs, url, MessageAttributeNames=["raw"])
+    assert m["MessageAttributes"]["raw"] == {"DataType": "Binary.gz", "BinaryValue": raw}
+    assert m["MD5OfMessageAttributes"] == md5_attrs(m["MessageAttributes"])
+
+
+def test_queue_attributes_govern_native_calls(server, sqs):
+    """VisibilityTimeout, DelaySeconds and MaximumMessageSize are the
+    queue's options, so a native call that leaves them out gets them too."""
+    name, url = new_queue(sqs, "gov", VisibilityTimeout=1, MaximumMessageSize=1024)
+    c = server.client()
+    try:
+        d = c.get_queue(name).json()
+        assert (d["visibilityTimeoutSeconds"], d["maximumMessageBytes"], d["delaySeconds"]) == (1, 1024, 0)
+        assert c.put(name, "x" * 1025).status_code == 413
+        assert c.put(name, "x" * 1024).status_code == 201
+        first = c.receive(name).json()["messages"]
+        assert len(first) == 1
+        again = await_until(lambda: c.receive(name, invisibility=60).json()["messages"],
+                            desc="the native lease of the queue's 1 s visibility timeout to run out")
+        assert again[0]["messageId"] == first[0]["messageId"]
+        assert again[0]["deliveryCount"] == 2
+    finally:
+        c.close()
+
+
+# --- The AWS CLI ------------------------------------------------------------
+
+
+def test_aws_cli(server, tmp_path):
+    """`aws sqs ... --endpoint-url` as a user types it."""
+    import json
+    import os
+    import subprocess
+
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="dev", AWS_SECRET_ACCESS_KEY=server.key, AWS_DEFAULT_REGION="us-east-1",
+               AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
+
+    def aws(*args, ok=True):
+        p = subprocess.run(["aws", "sqs", *args, "--endpoint-url", server.base_url, "--output", "json"],
+                           env=env, capture_output=True, text=True, timeout=60)
+        if ok:
+            assert p.returncode == 0, p.stderr
+            return json.loads(p.stdout) if p.stdout.strip() else {}
+        return p
+
+    name = unique_name("cli")
+    url = aws("create-queue", "--queue-name", name, "--attributes", "VisibilityTimeout=40")["QueueUrl"]
+    assert url.endswith(f"/dev/{name}")
+    assert aws("get-queue-attributes", "--queue-url", url, "--attribute-names", "VisibilityTimeout") == {
+        "Attributes": {"VisibilityTimeout": "40"}}
+    sent = aws("send-message", "--queue-url", url, "--message-body", "from the cli",
+               "--message-attributes", '{"k": {"DataType": "String", "StringValue": "v"}}')
+    assert sent["MD5OfMessageBody"] == md5("from the cli")
+    got = aws("receive-message", "--queue-url", url, "--message-attribute-names", "All", "--wait-time-seconds", "5")
+    (m,) = got["Messages"]
+    assert (m["Body"], m["MessageAttributes"]["k"]["StringValue"]) == ("from the cli", "v")
+    aws("delete-message", "--queue-url", url, "--receipt-handle", m["ReceiptHandle"])
+    assert aws("receive-message", "--queue-url", url) == {}
+    p = aws("get-queue-url", "--queue-name", unique_name("none"), ok=False)
+    assert p.returncode != 0 and "NonExistentQueue" in p.stderr, p.stderr
+    aws("delete-queue", "--queue-url", url)
+
+
+def test_server_exits_cleanly_after_the_above(server):
+    """Last in this module: SIGTERM ends the server that served every test
+    above with status 0; built with ASan (scripts/test.sh runs this module
+    so), a leak or a memory error makes it nonzero."""
+    assert server.stop() == 0, server.log_tail(40)

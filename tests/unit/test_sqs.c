@@ -1,0 +1,198 @@
+/* test_sqs.c: the SQS front end's pure parts (src/api/sqs_codec.c): the
+ * digests of bodies and attributes against values computed independently
+ * (Python's hashlib over AWS's documented layout), the attribute rules,
+ * the characters a message may hold, base64, queue URLs and names. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "api/sqs.h"
+
+static json_t *parse(const char *text) {
+    json_error_t e;
+    json_t *j = json_loads(text, 0, &e);
+    assert_non_null(j);
+    return j;
+}
+
+static void test_md5(void **state) {
+    (void)state;
+    char out[33];
+    sl_sqs_md5_hex("hello", 5, out);
+    assert_string_equal(out, "5d41402abc4b2a76b9719d911017c592");
+    sl_sqs_md5_hex("", 0, out);
+    assert_string_equal(out, "d41d8cd98f00b204e9800998ecf8427e");
+    /* String, Number and Binary (0x00 0x01 as base64) in one map; names
+     * are taken in byte order whatever the map's order. */
+    json_t *a = parse("{\"n\":{\"DataType\":\"Number\",\"StringValue\":\"12\"},"
+                      "\"b\":{\"DataType\":\"Binary\",\"BinaryValue\":\"AAE=\"},"
+                      "\"a\":{\"DataType\":\"String\",\"StringValue\":\"x\"}}");
+    assert_int_equal(sl_sqs_md5_attrs(a, out), 0);
+    assert_string_equal(out, "f67a13c367c670df78d99c7dfb30afb7");
+    json_decref(a);
+    /* A custom type keeps its suffix in the digest. */
+    a = parse("{\"k\":{\"DataType\":\"String.custom\",\"StringValue\":\"x\"}}");
+    assert_int_equal(sl_sqs_md5_attrs(a, out), 0);
+    assert_string_equal(out, "80fd2ea5cda5de52eda95eef7dd16763");
+    json_decref(a);
+    a = parse("{\"k\":{\"DataType\":\"Binary\",\"BinaryValue\":\"not base64!\"}}");
+    assert_int_equal(sl_sqs_md5_attrs(a, out), SL_EINVAL);
+    json_decref(a);
+}
+
+static int check(const char *text, int system) {
+    json_t *a = parse(text);
+    char err[256] = "";
+    size_t bytes = 0;
+    int rc = sl_sqs_attrs_check(a, system, &bytes, err, sizeof err);
+    if (rc) assert_true(err[0] != '\0');
+    json_decref(a);
+    return rc;
+}
+
+static void test_attrs_check(void **state) {
+    (void)state;
+    assert_int_equal(check("{}", 0), 0);
+    assert_int_equal(check("{\"a.b-c_1\":{\"DataType\":\"String\",\"StringValue\":\"v\"}}", 0), 0);
+    assert_int_equal(check("{\"n\":{\"DataType\":\"Number.int\",\"StringValue\":\"-1.5E+10\"}}", 0), 0);
+    assert_int_equal(check("{\"b\":{\"DataType\":\"Binary\",\"BinaryValue\":\"AAE=\"}}", 0), 0);
+    static const char *const bad[] = {
+        "[]",
+        "{\"\":{\"DataType\":\"String\",\"StringValue\":\"v\"}}",
+        "{\".a\":{\"DataType\":\"String\",\"StringValue\":\"v\"}}",
+        "{\"a.\":{\"DataType\":\"String\",\"StringValue\":\"v\"}}",
+        "{\"a..b\":{\"DataType\":\"String\",\"StringValue\":\"v\"}}",
+        "{\"aws.x\":{\"DataType\":\"String\",\"StringValue\":\"v\"}}",
+        "{\"Amazon.x\":{\"DataType\":\"String\",\"StringValue\":\"v\"}}",
+        "{\"a b\":{\"DataType\":\"String\",\"StringValue\":\"v\"}}",
+        "{\"a\":\"v\"}",
+        "{\"a\":{\"DataType\":\"Date\",\"StringValue\":\"v\"}}",
+        "{\"a\":{\"DataType\":\"String.\",\"StringValue\":\"v\"}}",
+        "{\"a\":{\"DataType\":\"String\",\"StringValue\":\"\"}}",
+        "{\"a\":{\"DataType\":\"String\"}}",
+        "{\"a\":{\"DataType\":\"String\",\"StringValue\":\"v\",\"BinaryValue\":\"AAE=\"}}",
+        "{\"a\":{\"DataType\":\"String\",\"StringValue\":\"v\",\"Other\":1}}",
+        "{\"a\":{\"DataType\":\"String\",\"StringValue\":\"\\u0001\"}}",
+        "{\"a\":{\"DataType\":\"Number\",\"StringValue\":\"1e\"}}",
+        "{\"a\":{\"DataType\":\"Number\",\"StringValue\":\"1.2.3\"}}",
+        "{\"a\":{\"DataType\":\"Number\",\"StringValue\":\"123456789012345678901234567890123456789\"}}",
+        "{\"a\":{\"DataType\":\"Binary\",\"BinaryValue\":\"AAE\"}}",
+        "{\"a\":{\"DataType\":\"Binary\",\"StringValue\":\"AAE=\"}}",
+        "{\"k0\":{\"DataType\":\"String\",\"StringValue\":\"v\"},\"k1\":{\"DataType\":\"String\","
+        "\"StringValue\":\"v\"},"
+        "\"k2\":{\"DataType\":\"String\",\"StringValue\":\"v\"},\"k3\":{\"DataType\":\"String\","
+        "\"StringValue\":\"v\"},"
+        "\"k4\":{\"DataType\":\"String\",\"StringValue\":\"v\"},\"k5\":{\"DataType\":\"String\","
+        "\"StringValue\":\"v\"},"
+        "\"k6\":{\"DataType\":\"String\",\"StringValue\":\"v\"},\"k7\":{\"DataType\":\"String\","
+        "\"StringValue\":\"v\"},"
+        "\"k8\":{\"DataType\":\"String\",\"StringValue\":\"v\"},\"k9\":{\"DataType\":\"String\","
+        "\"StringValue\":\"v\"},"
+        "\"k10\":{\"DataType\":\"String\",\"StringValue\":\"v\"}}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (check(bad[i], 0) != SL_EINVAL) fail_msg("accepted: %s", bad[i]);
+    }
+    /* 38 significant digits are allowed; leading zeros do not count. */
+    assert_int_equal(
+        check(
+            "{\"a\":{\"DataType\":\"Number\",\"StringValue\":\"00012345678901234567890123456789012345678\"}}",
+            0),
+        0);
+    /* System attributes: AWSTraceHeader alone, a String. */
+    assert_int_equal(check("{\"AWSTraceHeader\":{\"DataType\":\"String\",\"StringValue\":\"Root=1\"}}", 1),
+                     0);
+    assert_int_equal(check("{\"Other\":{\"DataType\":\"String\",\"StringValue\":\"x\"}}", 1), SL_EINVAL);
+    assert_int_equal(check("{\"AWSTraceHeader\":{\"DataType\":\"Number\",\"StringValue\":\"1\"}}", 1),
+                     SL_EINVAL);
+    /* Sizes as AWS counts them: name, type and value bytes. */
+    json_t *a = parse("{\"ab\":{\"DataType\":\"Binary\",\"BinaryValue\":\"AAEC\"}}");
+    size_t bytes = 100;
+    char err[64];
+    assert_int_equal(sl_sqs_attrs_check(a, 0, &bytes, err, sizeof err), 0);
+    assert_int_equal(bytes, 100 + 2 + 6 + 3);
+    json_decref(a);
+}
+
+static void test_text(void **state) {
+    (void)state;
+    assert_true(sl_sqs_text_ok("plain \t\r\n", 9));
+    assert_true(sl_sqs_text_ok("\xc3\xa9\xe2\x98\x82\xf0\x9f\x98\x80", 9)); /* é ☂ 😀 */
+    assert_true(sl_sqs_text_ok("\xee\x80\x80", 3));                         /* U+E000 */
+    assert_false(sl_sqs_text_ok("\x01", 1));
+    assert_false(sl_sqs_text_ok("a\0b", 3));
+    assert_false(sl_sqs_text_ok("\xed\xa0\x80", 3));     /* a surrogate */
+    assert_false(sl_sqs_text_ok("\xef\xbf\xbe", 3));     /* U+FFFE */
+    assert_false(sl_sqs_text_ok("\xc0\xaf", 2));         /* overlong */
+    assert_false(sl_sqs_text_ok("\xe0\x80\xaf", 3));     /* overlong */
+    assert_false(sl_sqs_text_ok("\xf4\x90\x80\x80", 4)); /* past U+10FFFF */
+    assert_false(sl_sqs_text_ok("\xe2\x98", 2));         /* cut short */
+}
+
+static void test_base64(void **state) {
+    (void)state;
+    unsigned char out[16];
+    assert_int_equal(sl_sqs_b64_decode("", 0, out), 0);
+    assert_int_equal(sl_sqs_b64_decode("AAE=", 4, out), 2);
+    assert_memory_equal(out, "\x00\x01", 2);
+    assert_int_equal(sl_sqs_b64_decode("+/8=", 4, out), 2);
+    assert_memory_equal(out, "\xfb\xff", 2);
+    assert_int_equal(sl_sqs_b64_decode("aGk=", 4, out), 2);
+    assert_int_equal(sl_sqs_b64_decode("aA==", 4, out), 1);
+    assert_int_equal(sl_sqs_b64_decode("aGVsbG8h", 8, out), 6);
+    static const char *const bad[] = {"A", "AA=", "A===", "=AAA", "AA=A", "aA==aA==", "-_8=", "aGk"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (sl_sqs_b64_decode(bad[i], strlen(bad[i]), out) >= 0) fail_msg("decoded: %s", bad[i]);
+}
+
+static void test_queue_urls_and_names(void **state) {
+    (void)state;
+    char a[SL_NAME_MAX + 1], q[SL_NAME_MAX + 1];
+    assert_int_equal(sl_sqs_queue_url("http://127.0.0.1:8080/dev/orders", a, q), 0);
+    assert_string_equal(a, "dev");
+    assert_string_equal(q, "orders");
+    assert_int_equal(sl_sqs_queue_url("https://sqs.eu-west-3.amazonaws.com/acct-1/q.x", a, q), 0);
+    assert_string_equal(a, "acct-1");
+    assert_string_equal(q, "q.x");
+    assert_int_equal(sl_sqs_queue_url("/dev/orders", a, q), 0);
+    static const char *const bad[] = {"",
+                                      "orders",
+                                      "http://host",
+                                      "http://host/",
+                                      "http://host/dev",
+                                      "http://host/dev/",
+                                      "http://host//q",
+                                      "http://host/dev/q/x",
+                                      "http://host/de v/q",
+                                      "http://host/dev/..",
+                                      "dev/orders"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (sl_sqs_queue_url(bad[i], a, q) == 0) fail_msg("parsed: %s", bad[i]);
+    assert_true(sl_sqs_queue_name_ok("orders-1_x"));
+    assert_true(sl_sqs_queue_name_ok("jobs.fifo"));
+    char long_name[82];
+    memset(long_name, 'a', 81);
+    long_name[81] = '\0';
+    assert_false(sl_sqs_queue_name_ok(long_name));
+    long_name[80] = '\0';
+    assert_true(sl_sqs_queue_name_ok(long_name));
+    assert_false(sl_sqs_queue_name_ok(""));
+    assert_false(sl_sqs_queue_name_ok("dot.ted"));
+    assert_false(sl_sqs_queue_name_ok(".fifo"));
+    assert_false(sl_sqs_queue_name_ok("sp ace"));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_md5),
+        cmocka_unit_test(test_attrs_check),
+        cmocka_unit_test(test_text),
+        cmocka_unit_test(test_base64),
+        cmocka_unit_test(test_queue_urls_and_names),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
