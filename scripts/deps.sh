@@ -2,8 +2,10 @@
 # Installs what this machine lacks: with no argument, what building and
 # running Sluice needs (`make dev`); with --test, also what the tests need
 # (`make test`): cmocka, clang for the fuzz targets, a JDK and Maven for the
-# tests' Cassandra, and the Python test tools. Debian packages with apt-get,
-# Python packages with pip. Idempotent and quiet when nothing is missing.
+# tests' Cassandra, the Python test tools, and the SQS clients of the tests
+# (boto3, the AWS CLI, the JavaScript and Go SDKs). Debian packages with
+# apt-get, Python packages with pip, npm packages and Go modules into caches
+# outside the repository. Idempotent and quiet when nothing is missing.
 set -euo pipefail
 test_deps=0
 [ "${1:-}" = "--test" ] && test_deps=1
@@ -36,6 +38,27 @@ python3 -c 'import botocore' 2>/dev/null || pyneed+=(botocore)
 python3 -c 'import boto3, botocore, sys; sys.exit(tuple(map(int, botocore.__version__.split(".")[:2])) < (1, 34))' \
     2>/dev/null || pyneed+=("boto3>=1.34")
 command -v aws >/dev/null 2>&1 || pyneed+=(awscli)
+# The AWS SDK for JavaScript v3 and sqs-consumer for the SQS tests, from npm,
+# into a cache outside the repository (tests/api/test_sqs_js.py); pinned, as
+# later SDK releases need a newer node than Debian's.
+node_dir=${SLUICE_NODE_MODULES:-$HOME/.cache/sluice-node/node_modules}
+if [ ! -d "$node_dir/sqs-consumer" ] || [ ! -d "$node_dir/@aws-sdk/client-sqs" ]; then
+    command -v npm >/dev/null 2>&1 || {
+        sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+        $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nodejs npm >/dev/null
+    }
+    mkdir -p "$(dirname "$node_dir")"
+    echo "deps: npm installing @aws-sdk/client-sqs sqs-consumer into $(dirname "$node_dir")" >&2
+    (cd "$(dirname "$node_dir")" && { [ -f package.json ] || echo '{"private": true}' >package.json; } &&
+        npm install -q --no-audit --no-fund @aws-sdk/client-sqs@3.1178.0 sqs-consumer@14.2.8 >/dev/null)
+fi
+# The AWS SDK for Go v2, for tests/api/go/sqs_smoke (the Go module proxy).
+if ! command -v go >/dev/null 2>&1; then
+    sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq golang-go >/dev/null
+fi
+(cd "$(dirname "$0")/../tests/api/go/sqs_smoke" && go mod download) ||
+    echo "deps: could not fetch the Go modules of tests/api/go/sqs_smoke" >&2
 # Property-based tests of the API from its OpenAPI document; pinned, since
 # its checks and generation change between releases.
 python3 -c 'import schemathesis, sys; sys.exit(schemathesis.__version__ != "4.32.5")' 2>/dev/null ||

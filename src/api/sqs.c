@@ -19,8 +19,7 @@
  *  - A whole batch that the store could not take is one 503 (the SDKs
  *    retry it), not one failure per entry.
  *  - Not yet served (UnsupportedOperation, 400): the query protocol, FIFO
- *    queues, SetQueueAttributes, tags, message move tasks, permissions,
- *    presigned URLs. */
+ *    queues, tags, message move tasks, permissions, presigned URLs. */
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -387,6 +386,33 @@ static int same_attrs(json_t *a, const sl_queue_opts *given, const sl_queue_opts
     return 1;
 }
 
+/* The Attributes of CreateQueue or SetQueueAttributes onto o: 0, or -1
+ * after answering. */
+static int apply_attrs(call *c, json_t *attrs, sl_queue_opts *o) {
+    if (attrs && !json_is_null(attrs) && !json_is_object(attrs))
+        return sqs_fail(c->r, &E_VALUE, "Attributes must be a map."), -1;
+    const char *k;
+    json_t *v;
+    json_object_foreach(attrs, k, v) {
+        if (!json_is_string(v))
+            return sqs_fail(c->r, &E_ATTR_VALUE, "Value for attribute %.100s must be a string.", k), -1;
+        if (set_attr(c, o, k, json_string_value(v))) return -1;
+    }
+    if (o->dlq[0] && strcmp(o->dlq, o->name) == 0)
+        return sqs_fail(c->r, &E_ATTR_VALUE,
+                        "Value for parameter RedrivePolicy is invalid. Reason: a queue cannot be "
+                        "its own dead-letter queue."),
+               -1;
+    return 0;
+}
+
+/* What a create or update of queue o that returned SL_EINVAL (with err)
+ * answers: the DLQ it names does not exist. */
+static int bad_dlq(call *c, const char *err) {
+    return sqs_fail(c->r, &E_ATTR_VALUE, "Value for parameter RedrivePolicy is invalid. Reason: %s.",
+                    err[0] ? err : "Dead letter target does not exist");
+}
+
 static int a_create_queue(call *c) {
     const char *name;
     if (param_str(c, "QueueName", 1, &name) < 0) return SL_HTTP_DONE;
@@ -404,24 +430,10 @@ static int a_create_queue(call *c) {
     sl_queue_opts_default(&o);
     snprintf(o.name, sizeof o.name, "%s", name);
     json_t *attrs = json_object_get(c->in, "Attributes");
-    if (attrs && !json_is_null(attrs) && !json_is_object(attrs))
-        return sqs_fail(c->r, &E_VALUE, "Attributes must be a map.");
-    const char *k;
-    json_t *v;
-    json_object_foreach(attrs, k, v) {
-        if (!json_is_string(v))
-            return sqs_fail(c->r, &E_ATTR_VALUE, "Value for attribute %.100s must be a string.", k);
-        if (set_attr(c, &o, k, json_string_value(v))) return SL_HTTP_DONE;
-    }
-    if (o.dlq[0] && strcmp(o.dlq, o.name) == 0)
-        return sqs_fail(c->r, &E_ATTR_VALUE,
-                        "Value for parameter RedrivePolicy is invalid. Reason: a queue cannot be "
-                        "its own dead-letter queue.");
+    if (apply_attrs(c, attrs, &o)) return SL_HTTP_DONE;
     char err[256] = "", url[512];
     int rc = sl_queue_create(c->s->cfg.engine, c->account, &o, err, sizeof err);
-    if (rc == SL_EINVAL && o.dlq[0])
-        return sqs_fail(c->r, &E_ATTR_VALUE, "Value for parameter RedrivePolicy is invalid. Reason: %s.",
-                        err[0] ? err : "Dead letter target does not exist");
+    if (rc == SL_EINVAL && o.dlq[0]) return bad_dlq(c, err);
     if (rc == SL_EEXISTS) {
         sl_queue_info qi;
         if ((rc = sl_queue_get(c->s->cfg.engine, c->account, name, &qi)) != 0)
@@ -435,6 +447,20 @@ static int a_create_queue(call *c) {
     if (rc) return sqs_engine(c->r, rc, name);
     queue_url(c, name, url, sizeof url);
     return sqs_ok(c->r, json_pack("{s:s}", "QueueUrl", url));
+}
+
+static int a_set_queue_attributes(call *c) {
+    sl_queue_info qi;
+    if (call_queue_info(c, &qi)) return SL_HTTP_DONE;
+    json_t *attrs = json_object_get(c->in, "Attributes");
+    if (!attrs || json_is_null(attrs))
+        return sqs_fail(c->r, &E_MISSING, "The request must contain the parameter Attributes.");
+    sl_queue_opts o = qi.opts;
+    if (apply_attrs(c, attrs, &o)) return SL_HTTP_DONE;
+    char err[256] = "";
+    int rc = sl_queue_update(c->s->cfg.engine, c->account, &o, err, sizeof err);
+    if (rc == SL_EINVAL && o.dlq[0]) return bad_dlq(c, err);
+    return rc ? sqs_engine(c->r, rc, c->queue) : sqs_ok(c->r, json_object());
 }
 
 static int a_get_queue_url(call *c) {
@@ -1147,7 +1173,7 @@ static const struct {
     {"ListQueues", a_list_queues},
     {"DeleteQueue", a_delete_queue},
     {"GetQueueAttributes", a_get_queue_attributes},
-    {"SetQueueAttributes", a_unsupported},
+    {"SetQueueAttributes", a_set_queue_attributes},
     {"SendMessage", a_send_message},
     {"SendMessageBatch", a_send_message_batch},
     {"ReceiveMessage", a_receive_message},

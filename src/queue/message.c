@@ -103,7 +103,7 @@ int msg_put_check(sl_engine *e, const char *account, const char *queue, const sl
  * here. The rows borrow msgs' bytes and ids. */
 int msg_put_rows(sl_engine *e, qstate *q, const sl_put *msgs, size_t n, char (*ids)[SL_MSGID_LEN + 1],
                  put_pending *p, sl_write *w, sl_write *entries, int *any_visible) {
-    int64_t now = sl_now_ms(), exp = now + q->opts.retention_s * 1000;
+    int64_t now = sl_now_ms(), exp = now + eng_queue_retention(q) * 1000;
     size_t nentries = 0;
     int rc = 0;
     *any_visible = 0;

@@ -26,9 +26,46 @@ static qstate *qstate_new(const char *account, const char *name, int64_t version
     return q;
 }
 
+static uint64_t text_hash(const char *s) {
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+/* Takes the options that may change in an incarnation (sl_queue_update)
+ * from fresh, read from the queue row whose options' text hashes to h. */
+static void opts_refresh(qstate *q, const sl_queue_opts *fresh, uint64_t h) {
+    pthread_mutex_lock(&q->mu);
+    if (q->opts_hash != h) {
+        memcpy(q->opts.dlq, fresh->dlq, sizeof q->opts.dlq);
+        q->opts.max_delivery_count = fresh->max_delivery_count;
+        q->opts.retention_s = fresh->retention_s;
+        q->opts.visibility_s = fresh->visibility_s;
+        q->opts.delay_s = fresh->delay_s;
+        q->opts.wait_s = fresh->wait_s;
+        q->opts.max_bytes = fresh->max_bytes;
+        q->opts_hash = h;
+    }
+    pthread_mutex_unlock(&q->mu);
+}
+
+int64_t eng_queue_retention(qstate *q) {
+    pthread_mutex_lock(&q->mu);
+    int64_t r = q->opts.retention_s;
+    pthread_mutex_unlock(&q->mu);
+    return r;
+}
+
+void eng_queue_opts(qstate *q, sl_queue_opts *out) {
+    pthread_mutex_lock(&q->mu);
+    *out = q->opts;
+    pthread_mutex_unlock(&q->mu);
+}
+
 /* Finds the live incarnation of account/name. The queue row is re-read when
- * the cached copy is older than a second, so a delete on another node is
- * seen within a second. */
+ * the cached copy is older than a second, so a delete on another node, or
+ * a change of its options, is seen within a second. */
 int eng_queue(sl_engine *e, const char *account, const char *name, qstate **out) {
     if (!sl_name_valid(account) || !sl_name_valid(name)) return SL_ENOTFOUND;
     int64_t now = sl_now_ms();
@@ -59,11 +96,17 @@ int eng_queue(sl_engine *e, const char *account, const char *name, qstate **out)
         return SL_ENOTFOUND;
     }
     int64_t version = row->v[QU_VERSION].i;
+    char opts[4096];
+    sl_queue_opts fresh;
+    int readable =
+        sl_val_str(&row->v[QU_OPTS], opts, sizeof opts) >= 0 && sl_queue_opts_parse(opts, &fresh) == 0;
+    uint64_t h = readable ? text_hash(opts) : 0;
     pthread_mutex_lock(&e->mu);
     if (q && q->version == version) {
         q->checked_ms = now;
         pthread_mutex_unlock(&e->mu);
         sl_result_free(&r);
+        if (readable) opts_refresh(q, &fresh, h);
         *out = q;
         return 0;
     }
@@ -80,8 +123,10 @@ int eng_queue(sl_engine *e, const char *account, const char *name, qstate **out)
             sl_result_free(&r);
             return SL_ENOMEM;
         }
-        char opts[4096];
-        if (sl_val_str(&row->v[QU_OPTS], opts, sizeof opts) < 0 || sl_queue_opts_parse(opts, &q->opts) != 0) {
+        if (readable) {
+            q->opts = fresh;
+            q->opts_hash = h;
+        } else {
             sl_log(SL_ERR, "queue %s has unreadable options", q->qkey);
             sl_queue_opts_default(&q->opts);
         }

@@ -203,12 +203,85 @@ int sl_queue_create(sl_engine *e, const char *account, const sl_queue_opts *o, c
     return SL_EUNAVAILABLE;
 }
 
+int sl_queue_update(sl_engine *e, const char *account, const sl_queue_opts *o, char *err, size_t cap) {
+    int rc = sl_queue_opts_check(o, err, cap);
+    if (rc) return rc;
+    if ((rc = sl_acct_exists(e->cfg.accounts, account)) != 0) return rc;
+    if (o->dlq[0]) {
+        qstate *d;
+        rc = eng_queue(e, account, o->dlq, &d);
+        if (rc == SL_ENOTFOUND) {
+            snprintf(err, cap, "dead-letter queue '%s' does not exist", o->dlq);
+            return SL_EINVAL;
+        }
+        if (rc) return rc;
+    }
+    for (int attempt = 0; attempt < 8; attempt++) {
+        sl_val key[2] = {sl_vtext(account), sl_vtext(o->name)};
+        sl_result r;
+        sl_result_init(&r);
+        rc = sl_store_get(e->st, &sl_t_queues, key, SL_READ_SERIAL, &r);
+        if (rc) {
+            sl_result_free(&r);
+            return rc;
+        }
+        sl_row *row = &r.rows[0];
+        int64_t version = row->v[QU_VERSION].i;
+        char text[4096];
+        sl_queue_opts now;
+        if (row->v[QU_STATUS].i != Q_ACTIVE) {
+            sl_result_free(&r);
+            return SL_ENOTFOUND;
+        }
+        if (sl_val_str(&row->v[QU_OPTS], text, sizeof text) < 0 || sl_queue_opts_parse(text, &now) != 0)
+            sl_queue_opts_default(&now);
+        sl_result_free(&r);
+        /* Only what may change in an incarnation; the layout stays. */
+        memcpy(now.dlq, o->dlq, sizeof now.dlq);
+        now.max_delivery_count = o->max_delivery_count;
+        now.retention_s = o->retention_s;
+        now.visibility_s = o->visibility_s;
+        now.delay_s = o->delay_s;
+        now.wait_s = o->wait_s;
+        now.max_bytes = o->max_bytes;
+        char *opts = opts_json(&now);
+        if (!opts) return SL_ENOMEM;
+        sl_write w = {0};
+        w.t = &sl_t_queues;
+        w.kind = SL_W_UPDATE_IF;
+        w.row.v[QU_ACCOUNT] = sl_vtext(account);
+        w.row.v[QU_NAME] = sl_vtext(o->name);
+        w.row.v[QU_OPTS] = sl_vtext(opts);
+        w.row.v[QU_NONCE] = sl_vint(eng_nonce());
+        w.cond[0] = (sl_cond){QU_STATUS, sl_vint(Q_ACTIVE)};
+        w.cond[1] = (sl_cond){QU_VERSION, sl_vint(version)};
+        w.ncond = 2;
+        rc = eng_cas(e, &w, QU_NONCE);
+        free(opts);
+        if (rc == 0) {
+            /* This node sees the change at once; the others when they read
+             * the row again, within a second (eng_queue). */
+            qstate *q;
+            pthread_mutex_lock(&e->mu);
+            for (q = e->queues; q; q = q->next)
+                if (!q->dead && q->version == version && strcmp(q->account, account) == 0 &&
+                    strcmp(q->name, o->name) == 0)
+                    q->checked_ms = 0;
+            pthread_mutex_unlock(&e->mu);
+            return eng_queue(e, account, o->name, &q);
+        }
+        if (rc != SL_ENOTAPPLIED) return rc;
+        /* Changed, deleted or created again meanwhile: look again. */
+    }
+    return SL_EUNAVAILABLE;
+}
+
 int sl_queue_get(sl_engine *e, const char *account, const char *name, sl_queue_info *out) {
     int rc = sl_acct_exists(e->cfg.accounts, account);
     if (rc) return rc;
     qstate *q;
     if ((rc = eng_queue(e, account, name, &q)) != 0) return rc;
-    out->opts = q->opts;
+    eng_queue_opts(q, &out->opts);
     out->version = q->version;
     out->created_ms = q->created_ms;
     return 0;

@@ -75,6 +75,13 @@ typedef struct {
  * account, SL_EINVAL for bad options or a DLQ that does not exist (err says
  * which). */
 int sl_queue_create(sl_engine *e, const char *account, const sl_queue_opts *o, char *err, size_t cap);
+/* Changes the options that may change in a queue's life (SQS's
+ * SetQueueAttributes): dlq, max_delivery_count, retention_s, visibility_s,
+ * delay_s, wait_s and max_bytes, taken from o (o->name names the queue; its
+ * other fields are ignored). Every node sees the change within a second.
+ * 0, SL_ENOTFOUND, SL_EINVAL (bad options or a DLQ that does not exist:
+ * err says which), or a store error. */
+int sl_queue_update(sl_engine *e, const char *account, const sl_queue_opts *o, char *err, size_t cap);
 int sl_queue_get(sl_engine *e, const char *account, const char *name, sl_queue_info *out);
 /* Lists an account's active queues, sorted by name. *out is malloc'ed; the
  * caller frees it with free(). */

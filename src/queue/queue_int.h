@@ -126,7 +126,12 @@ typedef struct qstate {
     char account[SL_NAME_MAX + 1], name[SL_NAME_MAX + 1];
     char qkey[QKEY_MAX];
     int64_t version, created_ms;
+    /* The options. Those SQS's SetQueueAttributes changes (sl_queue_update:
+     * dlq, max_delivery_count, retention_s and the calls' defaults) change
+     * under mu, and are read under mu (eng_queue_opts); the others never
+     * change in an incarnation. */
     sl_queue_opts opts;
+    uint64_t opts_hash;       /* under mu: of the options' text as last read */
     unsigned char secret[16]; /* pop receipts are MACed with it */
     void *mac_pads;           /* msg_receipt_init: its HMAC pads, absorbed */
     int64_t checked_ms;   /* when the queue row was last confirmed */
@@ -268,6 +273,10 @@ void eng_queue_hold(sl_engine *e, qstate *q);
 void eng_queue_release(sl_engine *e, qstate *q);
 void eng_queue_reap(sl_engine *e, int all);
 void eng_queue_forget(sl_engine *e, qstate *q);
+/* A copy of q's options, taken under q->mu. */
+void eng_queue_opts(qstate *q, sl_queue_opts *out);
+/* q's retention in seconds, read under q->mu. */
+int64_t eng_queue_retention(qstate *q);
 
 /* watch.c */
 void eng_notify(sl_engine *e, qstate *q);

@@ -51,9 +51,14 @@ void sl_messages_free(sl_message *m, size_t n) {
  * instead of being leased. Returns 1 when m was (or may have been) moved and
  * must not be leased, 0 when it should be leased, or a store error. */
 static int dead_letter_due(sl_engine *e, qstate *q, const sl_row *m) {
-    if (!q->opts.dlq[0] || m->v[M_DCOUNT].i < q->opts.max_delivery_count) return 0;
+    pthread_mutex_lock(&q->mu);
+    char name[SL_NAME_MAX + 1];
+    memcpy(name, q->opts.dlq, sizeof name);
+    int due = name[0] && m->v[M_DCOUNT].i >= q->opts.max_delivery_count;
+    pthread_mutex_unlock(&q->mu);
+    if (!due) return 0;
     qstate *dlq;
-    if (eng_queue(e, q->account, q->opts.dlq, &dlq) != 0) return 0; /* the DLQ is gone: deliver, never drop */
+    if (eng_queue(e, q->account, name, &dlq) != 0) return 0; /* the DLQ is gone: deliver, never drop */
     int rc = msg_move(e, q, m, dlq, 0, 1);
     return rc == 0 || rc == SL_ENOTAPPLIED ? 1 : rc;
 }
@@ -459,11 +464,12 @@ int msg_seal_run(sl_engine *e, qstate *q, const int64_t *bs, int n) {
         b[i] = bs[i] & ~SEAL_GAPS;
     }
     sem_init(&sw.sem, 0, 0); /* cannot fail for a process-private semaphore */
+    int64_t retention = eng_queue_retention(q);
     for (int i = 0; i < n; i++) {
         memset(&w[i], 0, sizeof w[i]);
         msg_key(&w[i], q->qkey, b[i], -1);
         w[i].kind = SL_W_INSERT_IF_NOT_EXISTS;
-        w[i].ttl = (int)(q->opts.retention_s + 86400);
+        w[i].ttl = (int)(retention + 86400);
         w[i].row.v[M_STATE] = sl_vint(MS_SEALED);
         w[i].row.v[M_PUT] = sl_vint(sl_now_ms());
         w[i].row.v[M_NONCE] = sl_vint(eng_nonce());

@@ -92,7 +92,7 @@ static int finalize_run(sl_engine *e, qstate *q, int64_t *P, int64_t R) {
             w.row.v[M_NONCE] = sl_vint(eng_nonce());
             w.cond[0] = (sl_cond){M_STATE, sl_vint(MS_SEALED)};
             w.ncond = 1;
-            w.ttl = (int)(q->opts.retention_s + 86400);
+            w.ttl = (int)(eng_queue_retention(q) + 86400);
             rc = eng_cas(e, &w, M_NONCE);
             if (rc && rc != SL_ENOTAPPLIED) {
                 sl_result_free(&r);

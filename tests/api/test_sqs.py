@@ -376,6 +376,42 @@ def test_redrive_policy_moves_to_the_dlq(sqs):
     assert moved["MessageAttributes"] == {"k": {"DataType": "Number", "StringValue": "7"}}
 
 
+def test_set_queue_attributes(sqs):
+    _, dlq = new_queue(sqs, "sdlq")
+    arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    _, url = new_queue(sqs, "set")
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={
+        "VisibilityTimeout": "1", "DelaySeconds": "0", "MessageRetentionPeriod": "600",
+        "RedrivePolicy": '{"deadLetterTargetArn": "%s", "maxReceiveCount": 1}' % arn})
+    a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert (a["VisibilityTimeout"], a["MessageRetentionPeriod"]) == ("1", "600")
+    assert a["RedrivePolicy"] == '{"deadLetterTargetArn":"%s","maxReceiveCount":1}' % arn
+    # The new policy governs the queue at once: a message received once and
+    # not deleted goes to the DLQ.
+    sqs.send_message(QueueUrl=url, MessageBody="once")
+    assert receive_one(sqs, url)["Body"] == "once"  # the queue's new 1 s visibility timeout
+
+    def moved():
+        assert receive_one(sqs, url) is None, "delivered twice despite maxReceiveCount 1"
+        return receive_one(sqs, dlq)
+
+    assert await_until(moved, timeout=20, desc="the message in the DLQ")["Body"] == "once"
+    # An empty RedrivePolicy removes it; bad values change nothing.
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"RedrivePolicy": ""})
+    assert "RedrivePolicy" not in sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    for attrs, code in [({"VisibilityTimeout": "43201"}, "InvalidAttributeValue"),
+                        ({"Nope": "1"}, "InvalidAttributeName"),
+                        ({"VisibilityTimeout": "5", "RedrivePolicy": '{"deadLetterTargetArn": '
+                          '"arn:aws:sqs:r:dev:missing-q", "maxReceiveCount": 2}'}, "InvalidAttributeValue")]:
+        c, status, _ = error_of(sqs.set_queue_attributes, QueueUrl=url, Attributes=attrs)
+        assert (c, status) == (code, 400), attrs
+    assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])["Attributes"] == {
+        "VisibilityTimeout": "1"}
+    c, _, _ = error_of(sqs.set_queue_attributes, QueueUrl=url.rsplit("/", 1)[0] + "/" + unique_name("gone"),
+                       Attributes={"VisibilityTimeout": "5"})
+    assert c == "AWS.SimpleQueueService.NonExistentQueue"
+
+
 # --- Batches ----------------------------------------------------------------
 
 

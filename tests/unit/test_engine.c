@@ -350,6 +350,66 @@ static void test_stale_receipt_conflicts(void **state) {
     msg_clear(&b);
 }
 
+/* Options that change in a queue's life (SQS's SetQueueAttributes): the
+ * node that changes them sees them at once, another node (a second engine
+ * on the same store) within a second, and the layout never changes. */
+static void test_queue_update(void **state) {
+    fx *f = *state;
+    sl_engine_config cfg = {0};
+    snprintf(cfg.node_id, sizeof cfg.node_id, "other-node");
+    cfg.lease_grace_ms = 2000;
+    cfg.accounts = f->a;
+    sl_engine *other;
+    assert_int_equal(sl_engine_open(f->st, &cfg, &other), 0);
+    mkqueue(f, "dlq", 20, 5, NULL);
+    mkqueue(f, "q", 7, 5, NULL);
+    sl_queue_info qi;
+    assert_int_equal(sl_queue_get(other, "acct", "q", &qi), 0); /* cached on the other node */
+    assert_int_equal(qi.opts.visibility_s, 30);
+    sl_queue_opts o = qi.opts;
+    o.visibility_s = 5;
+    o.delay_s = 2;
+    o.max_delivery_count = 1;
+    o.bucket_size = 99; /* not an option that changes: ignored */
+    snprintf(o.dlq, sizeof o.dlq, "dlq");
+    char err[128] = "";
+    assert_int_equal(sl_queue_update(f->e, "acct", &o, err, sizeof err), 0);
+    assert_int_equal(sl_queue_get(f->e, "acct", "q", &qi), 0);
+    assert_int_equal(qi.opts.visibility_s, 5);
+    assert_int_equal(qi.opts.delay_s, 2);
+    assert_int_equal(qi.opts.bucket_size, 7);
+    assert_string_equal(qi.opts.dlq, "dlq");
+    sl_clock_advance_ms(1001);
+    assert_int_equal(sl_queue_get(other, "acct", "q", &qi), 0);
+    assert_int_equal(qi.opts.visibility_s, 5);
+    assert_string_equal(qi.opts.dlq, "dlq");
+    /* The new redrive policy governs the other node's receives. */
+    assert_int_equal(put(f, "q", "x", 0), 0);
+    sl_message *v;
+    size_t n;
+    assert_int_equal(sl_msg_receive(other, "acct", "q", 1, 1, &v, &n), 0);
+    assert_int_equal(n, 1);
+    sl_messages_free(v, n);
+    sl_clock_advance_ms(2000);
+    for (int i = 0; i < 5 && qsize(f, "dlq") == 0; i++) {
+        assert_int_equal(sl_msg_receive(other, "acct", "q", 1, 1, &v, &n), 0);
+        assert_int_equal(n, 0); /* moved, never delivered a second time */
+        sl_messages_free(v, n);
+        sl_clock_advance_ms(1000);
+    }
+    assert_int_equal(qsize(f, "dlq"), 1);
+    /* A DLQ that does not exist, bad values, a queue that does not. */
+    snprintf(o.dlq, sizeof o.dlq, "nope");
+    assert_int_equal(sl_queue_update(f->e, "acct", &o, err, sizeof err), SL_EINVAL);
+    o.dlq[0] = '\0';
+    o.visibility_s = 43201;
+    assert_int_equal(sl_queue_update(f->e, "acct", &o, err, sizeof err), SL_EINVAL);
+    o.visibility_s = 1;
+    snprintf(o.name, sizeof o.name, "missing");
+    assert_int_equal(sl_queue_update(f->e, "acct", &o, err, sizeof err), SL_ENOTFOUND);
+    sl_engine_close(other);
+}
+
 /* A sticky receipt (SQS's receipt handle) names a delivery: it stays valid
  * through updates, which retire the plain receipts, until the message is
  * delivered again. */
@@ -2023,6 +2083,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_receipt_is_hmac_sha256, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_receipt_conflicts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sticky_receipt, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_update, setup, teardown),
         cmocka_unit_test_setup_teardown(test_update_extends_and_returns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_lease_does_not_block, setup, teardown),
         cmocka_unit_test_setup_teardown(test_claimed_id_never_written, setup, teardown),
