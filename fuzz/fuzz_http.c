@@ -13,7 +13,8 @@
  * side is then shut; this fuzzes the request parser (src/http/parse.c), the
  * connection handling and our URL handling.
  * Otherwise the first byte picks a route template (routes[] below: every
- * route of API.md, all three APIs; 0xE0..0xEF the event log's), the second holds flags (F_*), the third the
+ * route of API.md, all four APIs; 0xE0..0xEF the event log's, 0xD8..0xDF SQS's POST /, whose action goes
+ * in the headers field as X-Amz-Target), the second holds flags (F_*), the third the
  * credentials (low two bits: 0 "Key", 1 none, 2 "Signed", 3 SigV4, each
  * computed for the request as sent; the admin API gets its Bearer token
  * unless 1), and the rest are fields separated by NUL bytes:
@@ -134,10 +135,12 @@ static const struct {
     {"POST", EVENTS "/subscriptions", 0},
     {"GET", EVENTS "/subscriptions/{q}", 0},
     {"DELETE", EVENTS "/subscriptions/{q}", 0},
+    /* SQS's JSON protocol; first bytes 0xD8..0xDF. */
+    {"POST", "/", 0},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
 #define NEVENT_ROUTES 10
-#define NQUEUE_ROUTES (NROUTES - NEVENT_ROUTES)
+#define NQUEUE_ROUTES (NROUTES - NEVENT_ROUTES - 1)
 
 static const char *const queues[] = {"orders", "dlq", "withdlq", "fifo"};
 
@@ -156,6 +159,7 @@ static sl_engine *g_engine;
 static sl_api *g_api;
 static sl_evlog *g_evlog;
 static sl_api_events *g_evapi;
+static sl_api_sqs *g_sqsapi;
 static sl_http_route g_routes[64];
 static sl_http_server *g_srv, *g_admin_srv;
 static sl_acct *g_acct;
@@ -224,8 +228,6 @@ static void ensure_queues(void) {
     int rc = sl_acct_ensure(g_acct, "dev", &g_key);
     if (rc) die("cannot recreate the account dev: %s", sl_strerror(rc));
     for (size_t i = 0; i < sizeof queues / sizeof queues[0]; i++) {
-        sl_queue_info qi;
-        if (sl_queue_get(g_engine, "dev", queues[i], &qi) == 0) continue;
         sl_queue_opts o;
         sl_queue_opts_default(&o);
         snprintf(o.name, sizeof o.name, "%s", queues[i]);
@@ -235,6 +237,17 @@ static void ensure_queues(void) {
         }
         if (strcmp(queues[i], "fifo") == 0) o.strict_fifo = 1, o.bucket_size = 1;
         char err[256];
+        sl_queue_info qi;
+        if (sl_queue_get(g_engine, "dev", queues[i], &qi) == 0) {
+            /* Options an input changed (SQS's SetQueueAttributes: a delay,
+             * a long wait) go back, so that each input starts alike. */
+            const sl_queue_opts *c = &qi.opts;
+            if (c->visibility_s != o.visibility_s || c->delay_s != o.delay_s || c->wait_s != o.wait_s ||
+                c->max_bytes != o.max_bytes || c->retention_s != o.retention_s ||
+                strcmp(c->dlq, o.dlq) != 0 || c->max_delivery_count != o.max_delivery_count)
+                (void)sl_queue_update(g_engine, "dev", &o, err, sizeof err);
+            continue;
+        }
         rc = sl_queue_create(g_engine, "dev", &o, err, sizeof err);
         if (rc && rc != SL_EEXISTS && rc != SL_EINVAL) {
             /* What the engine says about the account and the DLQ, for the
@@ -303,16 +316,20 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     if ((rc = sl_api_events_open(&evac, &g_evapi))) die("events api: %s", sl_strerror(rc));
     sl_http_config hc = {.host = "127.0.0.1", .port = 0, .threads = 4, .store_threads = 4, .conn_timeout_s = 5,
                          .ctx = g_api, .render_error = sl_api_render_error};
-    /* Both APIs on one port, as main.c serves them. */
-    const sl_http_route *nr, *er;
-    size_t nn, ne;
+    /* The APIs on one port, as main.c serves them. */
+    sl_api_sqs_config sqc = {.engine = g_engine, .acct = g_acct};
+    if ((rc = sl_api_sqs_open(&sqc, &g_sqsapi))) die("sqs api: %s", sl_strerror(rc));
+    const sl_http_route *nr, *er, *sr;
+    size_t nn, ne, ns;
     sl_api_native_routes(g_api, &nr, &nn);
     sl_api_events_routes(g_evapi, &er, &ne);
-    if (nn + ne > sizeof g_routes / sizeof g_routes[0]) die("too many routes");
+    sl_api_sqs_routes(g_sqsapi, &sr, &ns);
+    if (nn + ne + ns > sizeof g_routes / sizeof g_routes[0]) die("too many routes");
     memcpy(g_routes, nr, nn * sizeof *nr);
     memcpy(g_routes + nn, er, ne * sizeof *er);
+    memcpy(g_routes + nn + ne, sr, ns * sizeof *sr);
     hc.routes = g_routes;
-    hc.nroutes = nn + ne;
+    hc.nroutes = nn + ne + ns;
     if ((rc = sl_http_start(&hc, &g_srv))) die("http: %s", sl_strerror(rc));
     g_port = sl_http_port(g_srv);
     g_req = malloc(MAX_REQ);
@@ -405,7 +422,8 @@ static int parse_response(const char *p, size_t n, int head, response *out) {
     size_t hlen = (size_t)(end - p) + 2;
     out->has_id = find_header(p, hlen, "X-Request-Id") != NULL;
     const char *ct = find_header(p, hlen, "Content-Type");
-    out->json = ct && strncasecmp(ct, "application/json", 16) == 0;
+    out->json = ct && (strncasecmp(ct, "application/json", 16) == 0 ||
+                       strncasecmp(ct, "application/x-amz-json-1.0", 26) == 0);
     const char *cl = find_header(p, hlen, "Content-Length");
     size_t blen = 0;
     if (cl)
@@ -493,7 +511,9 @@ static void check(const response *r, int head, const char *what) {
             die("%s: status %d with a body that is not JSON (%s): %.*s", what, r->status, err.text,
                 (int)(r->body_len > 400 ? 400 : r->body_len), r->body);
         if (r->status >= 400) {
+            /* Sluice's envelope, or SQS's (__type and message). */
             json_t *code = json_object_get(json_object_get(j, "error"), "code");
+            if (!code) code = json_object_get(j, "__type");
             if (!json_is_string(code) || !r->json)
                 die("%s: status %d without a JSON error object: %.*s", what, r->status,
                     (int)(r->body_len > 400 ? 400 : r->body_len), r->body);
@@ -609,13 +629,11 @@ static void expand(buf *b, const uint8_t *p, size_t n, const char *q, int body) 
     }
 }
 
-/* Long polls must end fast: "waitSeconds": N becomes 0 or 1. */
-static void clamp_wait(char *p, size_t n) {
-    static const char key[] = "\"waitSeconds\"";
-    for (char *s = memmem(p, n, key, sizeof key - 1); s;
-         s = memmem(s + 1, (size_t)(p + n - s - 1), key, sizeof key - 1)) {
-        char *v = s + sizeof key - 1, *end = p + n;
-        while (v < end && (*v == ' ' || *v == ':' || *v == '\t' || *v == '\n' || *v == '\r'))
+static void clamp_key(char *p, size_t n, const char *key) {
+    size_t kl = strlen(key);
+    for (char *s = memmem(p, n, key, kl); s; s = memmem(s + 1, (size_t)(p + n - s - 1), key, kl)) {
+        char *v = s + kl, *end = p + n;
+        while (v < end && (*v == ' ' || *v == ':' || *v == '\t' || *v == '\n' || *v == '\r' || *v == '"'))
             v++;
         if (v < end && *v >= '0' && *v <= '9') {
             if (*v > '1') *v = '1';
@@ -623,6 +641,15 @@ static void clamp_wait(char *p, size_t n) {
                 *v = ' ';
         }
     }
+}
+
+/* Long polls must end fast: "waitSeconds": N becomes 0 or 1, and so do the
+ * waits of SQS and the queues' default waits, which persist ("20" too). */
+static void clamp_wait(char *p, size_t n) {
+    static const char *const keys[] = {"\"waitSeconds\"", "\"WaitTimeSeconds\"",
+                                       "\"ReceiveMessageWaitTimeSeconds\"", "\"receiveWaitSeconds\""};
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+        clamp_key(p, n, keys[k]);
 }
 
 /* --- One input -------------------------------------------------------------- */
@@ -677,7 +704,9 @@ static void run_raw(const uint8_t *data, size_t size, int port) {
 }
 
 static void run_structured(const uint8_t *data, size_t size) {
-    unsigned ri = data[0] >= 0xE0 ? NQUEUE_ROUTES + (data[0] - 0xE0u) % NEVENT_ROUTES : data[0] % NQUEUE_ROUTES;
+    unsigned ri = data[0] >= 0xE0   ? NQUEUE_ROUTES + (data[0] - 0xE0u) % NEVENT_ROUTES
+                  : data[0] >= 0xD8 ? NROUTES - 1
+                                    : data[0] % NQUEUE_ROUTES;
     unsigned flags = size > 1 ? data[1] : 0;
     unsigned auth = size > 2 ? data[2] : 0;
     const uint8_t *f[7];

@@ -20,6 +20,7 @@ R = {name: i for i, name in enumerate(ROUTES)}
 R.update({name: 0xE0 + i for i, name in enumerate(["ev_put", "ev_batch", "ev_get", "ev_query", "ev_log",
                                                      "ev_log_put", "sub_list", "sub_create", "sub_get",
                                                      "sub_delete"])})
+R["sqs"] = 0xD8  # SQS's POST /: the action goes in X-Amz-Target (the headers field)
 Q = {"orders": 0, "dlq": 1, "withdlq": 2, "fifo": 3}
 METHOD, CHUNKED, EXPECT, HTTP10, NOLEN, AGAIN = 1, 2, 4, 8, 16, 128
 KEY, NONE, SIGNED, SIGV4 = 0, 1, 2, 3
@@ -320,6 +321,42 @@ def seeds():
     add(seed("sub_list"))
     add(seed("sub_get", q="orders"))
     add(seed("sub_delete", q="orders"))
+    # SQS's JSON protocol, signed with SigV4 as the SDKs sign it: every
+    # action once, and the errors of its input.
+    def sqs(action, body, auth=SIGV4):
+        return seed("sqs", body, auth=auth, headers=f"X-Amz-Target: AmazonSQS.{action}\n"
+                                                     "Content-Type: application/x-amz-json-1.0")
+    url = '"QueueUrl":"http://fuzz/dev/orders"'
+    add(sqs("ListQueues", '{"QueueNamePrefix":"o","MaxResults":1}'))
+    add(sqs("CreateQueue", '{"QueueName":"sqs1","Attributes":{"VisibilityTimeout":"5","DelaySeconds":"1",'
+                           '"MaximumMessageSize":"2048","MessageRetentionPeriod":"600",'
+                           '"ReceiveMessageWaitTimeSeconds":"1","RedrivePolicy":"{\\"deadLetterTargetArn\\":'
+                           '\\"arn:aws:sqs:r:dev:dlq\\",\\"maxReceiveCount\\":\\"2\\"}"}}'))
+    add(sqs("GetQueueUrl", '{"QueueName":"orders"}'))
+    add(sqs("GetQueueAttributes", '{%s,"AttributeNames":["All"]}' % url))
+    add(sqs("SetQueueAttributes", '{%s,"Attributes":{"VisibilityTimeout":"31"}}' % url))
+    add(sqs("SendMessage", '{%s,"MessageBody":"hi \\u2602","DelaySeconds":0,"MessageAttributes":{"n":'
+                           '{"DataType":"Number","StringValue":"1.5"},"b":{"DataType":"Binary","BinaryValue":"AAE="}},'
+                           '"MessageSystemAttributes":{"AWSTraceHeader":{"DataType":"String","StringValue":"Root=1"}}}'
+        % url))
+    add(sqs("SendMessageBatch", '{%s,"Entries":[{"Id":"a","MessageBody":"1"},{"Id":"b","MessageBody":"\\u0001"},'
+                                '{"Id":"c","MessageBody":"@X300@"}]}' % url))
+    add(sqs("ReceiveMessage", '{%s,"MaxNumberOfMessages":10,"VisibilityTimeout":0,"WaitTimeSeconds":1,'
+                              '"AttributeNames":["All"],"MessageAttributeNames":["All","n.*"]}' % url))
+    add(sqs("DeleteMessage", '{%s,"ReceiptHandle":"@R@"}' % url))
+    add(sqs("DeleteMessageBatch", '{%s,"Entries":[{"Id":"a","ReceiptHandle":"@R@"},{"Id":"b","ReceiptHandle":"x"}]}'
+        % url))
+    add(sqs("ChangeMessageVisibility", '{%s,"ReceiptHandle":"@R@","VisibilityTimeout":0}' % url))
+    add(sqs("ChangeMessageVisibilityBatch", '{%s,"Entries":[{"Id":"a","ReceiptHandle":"@R@","VisibilityTimeout":9}]}'
+        % url))
+    add(sqs("PurgeQueue", '{"QueueUrl":"http://fuzz/dev/dlq"}'))
+    add(sqs("ListDeadLetterSourceQueues", '{"QueueUrl":"http://fuzz/dev/dlq"}'))
+    add(sqs("DeleteQueue", '{"QueueUrl":"http://fuzz/dev/sqs1"}'))
+    add(sqs("TagQueue", '{%s,"Tags":{"a":"b"}}' % url))
+    add(sqs("SendMessage", '{"QueueUrl":"http://fuzz/other/orders","MessageBody":"x"}'))
+    add(sqs("SendMessage", '{%s,"MessageBody":"x"}' % url, auth=KEY))
+    add(sqs("SendMessage", '[1,2]'))
+    add(sqs("NoSuchAction", '{}'))
     return out
 
 

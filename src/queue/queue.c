@@ -444,6 +444,14 @@ int sl_queue_purge(sl_engine *e, const char *account, const char *name) {
     return 0;
 }
 
+int sl_queue_purged_at(sl_engine *e, const char *account, const char *name, int64_t *ms) {
+    int rc = sl_acct_exists(e->cfg.accounts, account);
+    if (rc) return rc;
+    qstate *q;
+    if ((rc = eng_queue(e, account, name, &q)) != 0) return rc;
+    return eng_pointer_get(e, q->qkey, "purge", ms);
+}
+
 int sl_queue_redrive(sl_engine *e, const char *account, const char *dlq, const char *to, int64_t *moved) {
     *moved = 0;
     int rc = sl_acct_exists(e->cfg.accounts, account);

@@ -97,6 +97,9 @@ typedef struct {
 int sl_queue_stats(sl_engine *e, const char *account, const char *name, sl_queue_statistics *out);
 /* Removes every message enqueued before the call. */
 int sl_queue_purge(sl_engine *e, const char *account, const char *name);
+/* When the queue was last purged (its clock's milliseconds), 0 if never:
+ * SQS allows one PurgeQueue a minute. */
+int sl_queue_purged_at(sl_engine *e, const char *account, const char *name, int64_t *ms);
 /* Moves every message of the queue dlq to the queue to, resetting delivery
  * counts; *moved counts them. */
 int sl_queue_redrive(sl_engine *e, const char *account, const char *dlq, const char *to, int64_t *moved);
