@@ -40,8 +40,9 @@
  * What counts as a bug (abort() with the reason): a 500 from anyone; an
  * answer without an X-Request-Id (every answer of the server has one, its
  * HTTP layer's refusals of malformed requests included); an error status
- * whose body is not a JSON error object; a JSON response that does not
- * parse; an answer that is not HTTP; a server that does not answer GET
+ * whose body is not a JSON error object (Sluice's envelope or SQS's), or
+ * for SQS's query protocol an XML ErrorResponse; a JSON response that does
+ * not parse; an answer that is not HTTP; a server that does not answer GET
  * /health within 5 s after the input. Other 5xx and 429s, and requests that
  * got no answer, are noted on stderr and saved once per kind and status
  * under FUZZ_HTTP_NOTES (default build/fuzz/http_notes), not aborted on.
@@ -390,7 +391,8 @@ typedef struct {
     const char *body;
     size_t body_len;
     int has_id;   /* X-Request-Id: the response came from one of our handlers */
-    int json;     /* Content-Type: application/json */
+    int json;     /* Content-Type: application/json (or SQS's x-amz-json-1.0) */
+    int xml;      /* Content-Type: text/xml (SQS's query protocol) */
     size_t total; /* bytes of this response, headers and body */
 } response;
 
@@ -424,6 +426,7 @@ static int parse_response(const char *p, size_t n, int head, response *out) {
     const char *ct = find_header(p, hlen, "Content-Type");
     out->json = ct && (strncasecmp(ct, "application/json", 16) == 0 ||
                        strncasecmp(ct, "application/x-amz-json-1.0", 26) == 0);
+    out->xml = ct && strncasecmp(ct, "text/xml", 8) == 0;
     const char *cl = find_header(p, hlen, "Content-Length");
     size_t blen = 0;
     if (cl)
@@ -504,6 +507,16 @@ static void check(const response *r, int head, const char *what) {
     if (r->status >= 500 || r->status == 429)
         note("5xx", r->status, r->body); /* 503: bad input must never get one */
     if (head) return;                    /* no body to check */
+    if (r->xml) {
+        /* SQS's query protocol: an XML answer, or for an error its
+         * ErrorResponse with a Code. */
+        if (r->body_len < 5 || memcmp(r->body, "<?xml", 5) != 0 ||
+            (r->status >= 400 && (!memmem(r->body, r->body_len, "<ErrorResponse", 14) ||
+                                  !memmem(r->body, r->body_len, "<Code>", 6))))
+            die("%s: status %d with a body that is not SQS's XML: %.*s", what, r->status,
+                (int)(r->body_len > 400 ? 400 : r->body_len), r->body);
+        return;
+    }
     if (r->status >= 400 || r->json) {
         json_error_t err;
         json_t *j = json_loadb(r->body, r->body_len, JSON_ALLOW_NUL, &err);

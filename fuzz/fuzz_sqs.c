@@ -7,9 +7,13 @@
  * its names. The same bytes are also read as a message body (the character
  * rules), as base64 (a decoded length that fits its bound), and as a queue
  * URL: one that parses must name an account and a queue that parse back
- * from "/account/queue" to the same names.
+ * from "/account/queue" to the same names. Last, as a query-protocol form
+ * body: what decodes is answered in XML (an action's result is any JSON
+ * object), which must be well-formed enough to hold no raw '<' or '&' of
+ * the input's text.
  *
  *     make fuzz && build/fuzz/fuzz_sqs fuzz/corpus/sqs */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,6 +56,25 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
         if (sl_sqs_queue_url(path, a2, q2) != 0 || strcmp(a, a2) != 0 || strcmp(q, q2) != 0) abort();
     }
     (void)sl_sqs_queue_name_ok(s);
+    char *names[64], *values[64];
+    long n = sl_sqs_form_split(s, names, values, 64);
+    if (n >= 0) {
+        char action[48], err[256];
+        json_t *in = sl_sqs_query_decode((const char *const *)names, (const char *const *)values, (size_t)n,
+                                         action, sizeof action, err, sizeof err);
+        if (in) {
+            size_t len;
+            char *x = sl_sqs_query_answer(action, in, "rid", &len);
+            if (!x || strlen(x) != len) abort();
+            /* Every '<' opens a tag and every '&' an entity: text is escaped. */
+            for (char *p = strchr(x, '&'); p; p = strchr(p + 1, '&'))
+                if (strncmp(p, "&amp;", 5) && strncmp(p, "&lt;", 4) && strncmp(p, "&gt;", 4) &&
+                    strncmp(p, "&quot;", 6) && strncmp(p, "&apos;", 6) && strncmp(p, "&#xD;", 5))
+                    abort();
+            free(x);
+            json_decref(in);
+        }
+    }
     free(s);
     return 0;
 }

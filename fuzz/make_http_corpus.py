@@ -357,6 +357,27 @@ def seeds():
     add(sqs("SendMessage", '{%s,"MessageBody":"x"}' % url, auth=KEY))
     add(sqs("SendMessage", '[1,2]'))
     add(sqs("NoSuchAction", '{}'))
+    # The query protocol: a form body, no X-Amz-Target; to / and to a queue URL.
+    form = "Content-Type: application/x-www-form-urlencoded"
+    add(seed("sqs", "Action=SendMessage&QueueUrl=%2Fdev%2Forders&MessageBody=hi+%3C%26%3E%0D%0A"
+                    "&MessageAttribute.1.Name=n&MessageAttribute.1.Value.DataType=Number"
+                    "&MessageAttribute.1.Value.StringValue=2&Version=2012-11-05", auth=SIGV4, headers=form))
+    add(seed("sqs", "Action=ReceiveMessage&QueueUrl=%2Fdev%2Forders&AttributeName.1=All&MessageAttributeName.1=All"
+                    "&MaxNumberOfMessages=10&WaitTimeSeconds=1", auth=SIGV4, headers=form))
+    add(seed("sqs", "Action=SendMessageBatch&QueueUrl=%2Fdev%2Forders&SendMessageBatchRequestEntry.1.Id=a"
+                    "&SendMessageBatchRequestEntry.1.MessageBody=x&SendMessageBatchRequestEntry.2.Id=b"
+                    "&SendMessageBatchRequestEntry.2.MessageBody=y&SendMessageBatchRequestEntry.2.DelaySeconds=1",
+             auth=SIGV4, headers=form))
+    add(seed("sqs", "Action=DeleteMessageBatch&QueueUrl=%2Fdev%2Forders&DeleteMessageBatchRequestEntry.1.Id=a"
+                    "&DeleteMessageBatchRequestEntry.1.ReceiptHandle=@R@", auth=SIGV4, headers=form))
+    add(seed("sqs", "Action=CreateQueue&QueueName=sqs2&Attribute.1.Name=VisibilityTimeout&Attribute.1.Value=9",
+             auth=SIGV4, headers=form))
+    add(seed("sqs", "Action=GetQueueAttributes&AttributeName.1=All&AttributeName.3=x", auth=SIGV4, headers=form))
+    add(seed("sqs", "Action=ListQueues", auth=SIGV4, method="GET"))
+    add(raw("GET /dev/orders?Action=GetQueueAttributes&AttributeName.1=All HTTP/1.1\r\nHost: fuzz\r\n\r\n"))
+    add(raw("POST /dev/orders HTTP/1.1\r\nHost: fuzz\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            "Content-Length: 38\r\n\r\nAction=SendMessage&MessageBody=raw%41&"))
+    add(raw("GET /api/v1 HTTP/1.1\r\nHost: fuzz\r\n\r\n"))
     return out
 
 

@@ -34,6 +34,14 @@ RAW = [
     b"https://sqs.eu-west-3.amazonaws.com/acct-1/q.x",
     b"/dev/..",
     b"jobs.fifo",
+    # Query-protocol form bodies.
+    b"Action=SendMessage&QueueUrl=%2Fdev%2Fq&MessageBody=hi+there%0D%0A&MessageAttribute.1.Name=n"
+    b"&MessageAttribute.1.Value.DataType=Number&MessageAttribute.1.Value.StringValue=1",
+    b"Action=SendMessageBatch&SendMessageBatchRequestEntry.1.Id=a&SendMessageBatchRequestEntry.1.MessageBody=%3C%26%3E"
+    b"&SendMessageBatchRequestEntry.2.Id=b&SendMessageBatchRequestEntry.2.MessageBody=x",
+    b"Action=CreateQueue&QueueName=q&Attribute.1.Name=VisibilityTimeout&Attribute.1.Value=40&Tag.1.Key=k&Tag.1.Value=v",
+    b"Action=ReceiveMessage&AttributeName.1=All&MessageAttributeName.1=All&Entries=",
+    b"Action=X&AttributeName.2=a&Foo.1.Bar=b&%zz=1",
 ]
 
 os.makedirs(OUT, exist_ok=True)

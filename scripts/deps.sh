@@ -11,7 +11,9 @@ test_deps=0
 [ "${1:-}" = "--test" ] && test_deps=1
 
 debs=(build-essential pkg-config libjansson-dev libsqlite3-dev libssl-dev liblz4-dev curl)
-[ $test_deps = 1 ] && debs+=(libcmocka-dev python3 python3-pip clang)
+# python3-boto3: Debian's older botocore, which speaks SQS's query protocol
+# (tests/api/test_sqs_query.py runs it under /usr/bin/python3).
+[ $test_deps = 1 ] && debs+=(libcmocka-dev python3 python3-pip clang python3-boto3)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

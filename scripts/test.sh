@@ -149,7 +149,7 @@ case " $backends " in
         >"$log/asan-build.txt" 2>&1; then
         ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 SLUICE_BIN=build/asan/sluice SLUICE_TEST_BACKEND=sqlite \
             run_pytest asan tests/api/test_http_front.py tests/api/test_https.py tests/api/test_keepalive.py \
-            tests/api/test_shutdown.py tests/api/test_sqs.py
+            tests/api/test_shutdown.py tests/api/test_sqs_query.py tests/api/test_sqs.py
     else
         cat "$log/asan-build.txt"; failed=$((failed + 1))
     fi

@@ -139,6 +139,12 @@ static int h_create(sl_http_req *r, void *ctx) {
         json_decref(b);
         return SL_HTTP_DONE;
     }
+    if (sl_api_account_reserved(name)) {
+        int done = sl_http_error(r, 400, "InvalidAccountName",
+                                 "'%s' is reserved: api, admin, health, metrics and ui name routes", name);
+        json_decref(b);
+        return done;
+    }
     snprintf(account, sizeof account, "%s", name);
     json_decref(b);
     struct sl_auth_key keys[2];

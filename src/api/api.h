@@ -73,8 +73,9 @@ void sl_api_events_close(sl_api_events *a);
  * SL_ENOMEM. */
 int sl_api_event_message(const sl_stored_event *s, const char *sub, char **body, size_t *len, char **attrs);
 
-/* Amazon SQS's JSON protocol on the queue port (API.md "SQS wire
- * protocol"): POST / with X-Amz-Target, answered as AWS answers. */
+/* Amazon SQS's JSON and query protocols on the queue port (API.md "SQS
+ * wire protocol"): POST / with X-Amz-Target, or Action=... to / or to a
+ * queue URL, answered as AWS answers. */
 typedef struct {
     sl_engine *engine;        /* borrowed */
     sl_acct *acct;            /* borrowed */

@@ -247,6 +247,13 @@ static size_t utf8_char(const unsigned char *s, size_t n) {
     return len;
 }
 
+int sl_api_account_reserved(const char *s) {
+    static const char *const names[] = {"api", "admin", "health", "metrics", "ui"};
+    for (size_t i = 0; s && i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(s, names[i]) == 0) return 1;
+    return 0;
+}
+
 int sl_api_utf8_valid(const void *p, size_t n) {
     const unsigned char *s = p;
     for (size_t i = 0; i < n;) {

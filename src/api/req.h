@@ -77,6 +77,10 @@ int sl_api_allowed(sl_http_req *r, const struct sl_auth_cred *cred, char level, 
  * pattern of API.md, but neither "." nor ".." (SigV4 normalizes dot
  * segments). */
 int sl_api_name_ok(const char *s);
+/* An account name the other routes' first path segments take (API.md:
+ * api, admin, health, metrics, ui), so that no queue URL "/{account}/
+ * {queue}" of SQS stands for one of them. */
+int sl_api_account_reserved(const char *s);
 int sl_api_utf8_valid(const void *p, size_t n);
 /* A JSON string of bytes that should be UTF-8; invalid sequences become
  * U+FFFD. NULL when out of memory. */

@@ -1,7 +1,14 @@
-/* sqs.c: Amazon SQS's JSON protocol on the queue port (API.md "SQS wire
- * protocol"): POST / with X-Amz-Target: AmazonSQS.<Action> and a JSON body,
- * signed with SigV4 by an account's key, answered as AWS answers, so that
- * the AWS SDKs and the AWS CLI work with only their endpoint changed.
+/* sqs.c: Amazon SQS's protocols on the queue port (API.md "SQS wire
+ * protocol"), answered as AWS answers, so that the AWS SDKs, the AWS CLI
+ * and hand-written clients work with only their endpoint changed:
+ *  - the JSON protocol: POST / with X-Amz-Target: AmazonSQS.<Action> and a
+ *    JSON body (current SDKs);
+ *  - the query protocol: Action=<Action> and its parameters as a form body
+ *    (POST) or a query string (GET), to / or to a queue URL, answered in
+ *    XML (older SDKs, such as Debian's boto3). sqs_codec.c turns its
+ *    parameters into the JSON protocol's body and the results into XML, so
+ *    each action is written once.
+ * Every request is signed with SigV4 by an account's key.
  *
  * One queue, two APIs: an SQS queue is a Sluice queue (its attributes map
  * onto the queue's options), and a message put through either API is
@@ -18,8 +25,8 @@
  *    or deleted, succeeds and deletes nothing, as AWS documents.
  *  - A whole batch that the store could not take is one 503 (the SDKs
  *    retry it), not one failure per entry.
- *  - Not yet served (UnsupportedOperation, 400): the query protocol, FIFO
- *    queues, tags, message move tasks, permissions, presigned URLs. */
+ *  - Not yet served (UnsupportedOperation, 400): FIFO queues, tags,
+ *    message move tasks, permissions, presigned URLs. */
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -45,8 +52,16 @@
 
 struct sl_api_sqs {
     sl_api_sqs_config cfg;
-    sl_http_route routes[1];
+    sl_http_route routes[4];
 };
+
+/* A request and the protocol it speaks: its answers are JSON, or the
+ * query protocol's XML for its action. */
+typedef struct {
+    sl_http_req *r;
+    int query;
+    char action[48];
+} sq;
 
 /* --- Errors ------------------------------------------------------------- */
 
@@ -84,52 +99,65 @@ static const sqs_err
     E_UNAVAILABLE = {503, "ServiceUnavailable", "ServiceUnavailable"},
     E_INTERNAL = {500, "InternalFailure", "InternalFailure"};
 
-static int sqs_fail(sl_http_req *r, const sqs_err *e, const char *fmt, ...)
+static int sqs_fail(const sq *q, const sqs_err *e, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-static int sqs_fail(sl_http_req *r, const sqs_err *e, const char *fmt, ...) {
+static int sqs_fail(const sq *q, const sqs_err *e, const char *fmt, ...) {
+    sl_http_req *r = q->r;
     char msg[512], type[96], hdr[128];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    snprintf(type, sizeof type, "com.amazonaws.sqs#%s", e->type);
-    json_t *j = json_pack("{s:s,s:s}", "__type", type, "message", msg);
-    if (!j) j = json_pack("{s:s,s:s}", "__type", type, "message", e->type); /* echoed input not UTF-8 */
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    snprintf(hdr, sizeof hdr, "%s;%s", e->code, e->status >= 500 ? "Receiver" : "Sender");
-    sl_http_add_header(r, "x-amzn-query-error", hdr);
+    const char *who = e->status >= 500 ? "Receiver" : "Sender";
+    char *text = NULL;
+    size_t len = 0;
+    if (q->query) {
+        text = sl_sqs_query_error(who, e->code, msg, sl_http_request_id(r), &len);
+    } else {
+        snprintf(type, sizeof type, "com.amazonaws.sqs#%s", e->type);
+        json_t *j = json_pack("{s:s,s:s}", "__type", type, "message", msg);
+        if (!j) j = json_pack("{s:s,s:s}", "__type", type, "message", e->type); /* echoed input not UTF-8 */
+        text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        len = text ? strlen(text) : 0;
+        json_decref(j);
+        snprintf(hdr, sizeof hdr, "%s;%s", e->code, who);
+        sl_http_add_header(r, "x-amzn-query-error", hdr);
+    }
     sl_http_add_header(r, "x-amzn-RequestId", sl_http_request_id(r));
     if (e->status == 503) sl_http_add_header(r, "Retry-After", "1");
     if (e->status >= 500)
         sl_log(SL_INFO, "sqs -> %d %s: %s [%s]", e->status, e->code, msg, sl_http_request_id(r));
-    sl_http_respond(r, text ? e->status : 503, SQS_CTYPE, text ? text : "", text ? strlen(text) : 0);
+    sl_http_respond(r, text ? e->status : 503, q->query ? "text/xml" : SQS_CTYPE, text ? text : "", len);
     free(text);
     return SL_HTTP_DONE;
 }
 
 /* An engine code as AWS's error; queue names the queue a "not found" is. */
-static int sqs_engine(sl_http_req *r, int rc, const char *queue) {
+static int sqs_engine(const sq *r, int rc, const char *queue) {
     switch (rc) {
     case SL_ENOTFOUND:
         return sqs_fail(r, &E_NO_QUEUE, "The specified queue does not exist: %s", queue ? queue : "");
     case SL_EINVAL:
         return sqs_fail(r, &E_VALUE, "A parameter is not valid for this queue.");
     case SL_EINTERNAL:
-        sl_log(SL_ERR, "sqs: internal error [%s]", sl_http_request_id(r));
+        sl_log(SL_ERR, "sqs: internal error [%s]", sl_http_request_id(r->r));
         return sqs_fail(r, &E_INTERNAL, "internal error");
     default:
         return sqs_fail(r, &E_UNAVAILABLE, "The service is unavailable (%s); retry.", sl_strerror(rc));
     }
 }
 
-static int sqs_ok(sl_http_req *r, json_t *j) {
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+static int sqs_ok(const sq *q, json_t *j) {
+    size_t len = 0;
+    char *text = !j         ? NULL
+                 : q->query ? sl_sqs_query_answer(q->action, j, sl_http_request_id(q->r), &len)
+                            : json_dumps(j, JSON_COMPACT);
     json_decref(j);
-    if (!text) return sqs_fail(r, &E_UNAVAILABLE, "out of memory");
-    sl_http_add_header(r, "x-amzn-RequestId", sl_http_request_id(r));
-    sl_http_respond(r, 200, SQS_CTYPE, text, strlen(text));
+    if (!text) return sqs_fail(q, &E_UNAVAILABLE, "out of memory");
+    if (!q->query) len = strlen(text);
+    sl_http_add_header(q->r, "x-amzn-RequestId", sl_http_request_id(q->r));
+    sl_http_respond(q->r, 200, q->query ? "text/xml" : SQS_CTYPE, text, len);
     free(text);
     return SL_HTTP_DONE;
 }
@@ -139,6 +167,7 @@ static int sqs_ok(sl_http_req *r, json_t *j) {
 typedef struct {
     sl_api_sqs *s;
     sl_http_req *r;
+    sq q;                          /* r, and its protocol */
     json_t *in;                    /* the request's body */
     char account[SL_NAME_MAX + 1]; /* the signer's */
     char region[64];               /* of the signature's scope, for ARNs */
@@ -162,11 +191,11 @@ static int param_str(call *c, const char *name, int required, const char **out) 
     *out = NULL;
     if (!v || json_is_null(v)) {
         if (required)
-            return sqs_fail(c->r, &E_MISSING, "The request must contain the parameter %s.", name), -1;
+            return sqs_fail(&c->q, &E_MISSING, "The request must contain the parameter %s.", name), -1;
         return 0;
     }
     if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v))
-        return sqs_fail(c->r, &E_VALUE, "Value for parameter %s must be a string.", name), -1;
+        return sqs_fail(&c->q, &E_VALUE, "Value for parameter %s must be a string.", name), -1;
     *out = json_string_value(v);
     return 1;
 }
@@ -188,7 +217,7 @@ static int param_int(call *c, json_t *o, const char *name, long long lo, long lo
     *out = def;
     if (!v || json_is_null(v)) return 0;
     if (int_of(v, out) || *out < lo || *out > hi)
-        return sqs_fail(c->r, &E_VALUE,
+        return sqs_fail(&c->q, &E_VALUE,
                         "Value for parameter %s is invalid. Reason: it must be an integer "
                         "from %lld to %lld.",
                         name, lo, hi),
@@ -203,9 +232,9 @@ static int call_queue(call *c) {
     if (param_str(c, "QueueUrl", 1, &url) < 0) return -1;
     char account[SL_NAME_MAX + 1];
     if (sl_sqs_queue_url(url, account, c->queue) != 0)
-        return sqs_fail(c->r, &E_ADDRESS, "The address %.200s is not valid for this endpoint.", url), -1;
+        return sqs_fail(&c->q, &E_ADDRESS, "The address %.200s is not valid for this endpoint.", url), -1;
     if (strcmp(account, c->account) != 0)
-        return sqs_fail(c->r, &E_DENIED, "Access to the resource %.200s is denied.", url), -1;
+        return sqs_fail(&c->q, &E_DENIED, "Access to the resource %.200s is denied.", url), -1;
     return 0;
 }
 
@@ -213,7 +242,7 @@ static int call_queue(call *c) {
 static int call_queue_info(call *c, sl_queue_info *qi) {
     if (call_queue(c)) return -1;
     int rc = sl_queue_get(c->s->cfg.engine, c->account, c->queue, qi);
-    return rc ? sqs_engine(c->r, rc, c->queue), -1 : 0;
+    return rc ? sqs_engine(&c->q, rc, c->queue), -1 : 0;
 }
 
 /* Parks the request on the operation a parked state (st, freed by destroy)
@@ -222,7 +251,7 @@ static int park(call *c, int rc, void *st, sl_op **op, void (*destroy)(void *)) 
     if (rc) {
         *op = NULL;
         destroy(st);
-        return sqs_engine(c->r, rc, c->queue);
+        return sqs_engine(&c->q, rc, c->queue);
     }
     sl_http_set_user(c->r, st, destroy);
     return SL_HTTP_WAIT;
@@ -244,26 +273,26 @@ static int entry_id_ok(const char *s) {
 static json_t *batch_entries(call *c) {
     json_t *e = json_object_get(c->in, "Entries");
     if (!e || json_is_null(e))
-        return sqs_fail(c->r, &E_MISSING, "The request must contain the parameter Entries."), NULL;
-    if (!json_is_array(e)) return sqs_fail(c->r, &E_VALUE, "Entries must be a list."), NULL;
+        return sqs_fail(&c->q, &E_MISSING, "The request must contain the parameter Entries."), NULL;
+    if (!json_is_array(e)) return sqs_fail(&c->q, &E_VALUE, "Entries must be a list."), NULL;
     size_t n = json_array_size(e);
     if (n == 0)
-        return sqs_fail(c->r, &E_EMPTY_BATCH, "There should be at least one entry in the request."), NULL;
+        return sqs_fail(&c->q, &E_EMPTY_BATCH, "There should be at least one entry in the request."), NULL;
     if (n > SQS_BATCH_MAX)
-        return sqs_fail(c->r, &E_BATCH_MANY,
+        return sqs_fail(&c->q, &E_BATCH_MANY,
                         "Maximum number of entries per request are %d. You have sent %zu.", SQS_BATCH_MAX, n),
                NULL;
     for (size_t i = 0; i < n; i++) {
         json_t *x = json_array_get(e, i);
         const char *id = json_string_value(json_object_get(x, "Id"));
         if (!json_is_object(x) || !entry_id_ok(id))
-            return sqs_fail(c->r, &E_BATCH_ID,
+            return sqs_fail(&c->q, &E_BATCH_ID,
                             "A batch entry id can only contain alphanumeric characters, "
                             "hyphens and underscores. It can be at most 80 letters long."),
                    NULL;
         for (size_t j = 0; j < i; j++)
             if (strcmp(id, json_string_value(json_object_get(json_array_get(e, j), "Id"))) == 0)
-                return sqs_fail(c->r, &E_BATCH_IDS, "Id %s repeated.", id), NULL;
+                return sqs_fail(&c->q, &E_BATCH_IDS, "Id %s repeated.", id), NULL;
     }
     return e;
 }
@@ -297,7 +326,7 @@ static int set_attr(call *c, sl_queue_opts *o, const char *name, const char *v) 
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
         if (strcmp(name, ints[i].name) != 0) continue;
         if (sl_api_parse_uint(v, ints[i].lo, ints[i].hi, &x))
-            return sqs_fail(c->r, &E_ATTR_VALUE,
+            return sqs_fail(&c->q, &E_ATTR_VALUE,
                             "Invalid value for the parameter %s: it is an integer from %lld "
                             "to %lld.",
                             name, ints[i].lo, ints[i].hi),
@@ -307,7 +336,7 @@ static int set_attr(call *c, sl_queue_opts *o, const char *name, const char *v) 
     }
     if (strcmp(name, "MessageRetentionPeriod") == 0) {
         if (sl_api_parse_uint(v, 60, 1209600, &x))
-            return sqs_fail(c->r, &E_ATTR_VALUE,
+            return sqs_fail(&c->q, &E_ATTR_VALUE,
                             "Invalid value for the parameter MessageRetentionPeriod: it is an "
                             "integer from 60 to 1209600."),
                    -1;
@@ -340,7 +369,7 @@ static int set_attr(call *c, sl_queue_opts *o, const char *name, const char *v) 
         }
         json_decref(p);
         if (bad)
-            return sqs_fail(c->r, &E_ATTR_VALUE,
+            return sqs_fail(&c->q, &E_ATTR_VALUE,
                             "Value %.300s for parameter RedrivePolicy is invalid. Reason: it is "
                             "{\"deadLetterTargetArn\": an ARN of a queue of this account, "
                             "\"maxReceiveCount\": 1 to 1000}.",
@@ -352,19 +381,19 @@ static int set_attr(call *c, sl_queue_opts *o, const char *name, const char *v) 
     if (strcmp(name, "FifoQueue") == 0 && strcmp(v, "false") == 0) return 0;
     if (strcmp(name, "FifoQueue") == 0 || strcmp(name, "ContentBasedDeduplication") == 0 ||
         strcmp(name, "DeduplicationScope") == 0 || strcmp(name, "FifoThroughputLimit") == 0)
-        return sqs_fail(c->r, &E_UNSUPPORTED, "FIFO queues are not supported by this server yet."), -1;
+        return sqs_fail(&c->q, &E_UNSUPPORTED, "FIFO queues are not supported by this server yet."), -1;
     if (strcmp(name, "SqsManagedSseEnabled") == 0 || strcmp(name, "KmsMasterKeyId") == 0 ||
         strcmp(name, "KmsDataKeyReusePeriodSeconds") == 0)
-        return sqs_fail(c->r, &E_UNSUPPORTED, "Sluice does not encrypt queues at rest: %s cannot be set.",
+        return sqs_fail(&c->q, &E_UNSUPPORTED, "Sluice does not encrypt queues at rest: %s cannot be set.",
                         name),
                -1;
     if (strcmp(name, "Policy") == 0 || strcmp(name, "RedriveAllowPolicy") == 0)
-        return sqs_fail(c->r, &E_UNSUPPORTED,
+        return sqs_fail(&c->q, &E_UNSUPPORTED,
                         "%s is not supported: Sluice's permissions are its keys and signed "
                         "URLs.",
                         name),
                -1;
-    return sqs_fail(c->r, &E_ATTR_NAME, "Unknown Attribute %.100s.", name), -1;
+    return sqs_fail(&c->q, &E_ATTR_NAME, "Unknown Attribute %.100s.", name), -1;
 }
 
 /* Whether the attributes given (a) agree with what the queue has (o). */
@@ -390,16 +419,16 @@ static int same_attrs(json_t *a, const sl_queue_opts *given, const sl_queue_opts
  * after answering. */
 static int apply_attrs(call *c, json_t *attrs, sl_queue_opts *o) {
     if (attrs && !json_is_null(attrs) && !json_is_object(attrs))
-        return sqs_fail(c->r, &E_VALUE, "Attributes must be a map."), -1;
+        return sqs_fail(&c->q, &E_VALUE, "Attributes must be a map."), -1;
     const char *k;
     json_t *v;
     json_object_foreach(attrs, k, v) {
         if (!json_is_string(v))
-            return sqs_fail(c->r, &E_ATTR_VALUE, "Value for attribute %.100s must be a string.", k), -1;
+            return sqs_fail(&c->q, &E_ATTR_VALUE, "Value for attribute %.100s must be a string.", k), -1;
         if (set_attr(c, o, k, json_string_value(v))) return -1;
     }
     if (o->dlq[0] && strcmp(o->dlq, o->name) == 0)
-        return sqs_fail(c->r, &E_ATTR_VALUE,
+        return sqs_fail(&c->q, &E_ATTR_VALUE,
                         "Value for parameter RedrivePolicy is invalid. Reason: a queue cannot be "
                         "its own dead-letter queue."),
                -1;
@@ -409,7 +438,7 @@ static int apply_attrs(call *c, json_t *attrs, sl_queue_opts *o) {
 /* What a create or update of queue o that returned SL_EINVAL (with err)
  * answers: the DLQ it names does not exist. */
 static int bad_dlq(call *c, const char *err) {
-    return sqs_fail(c->r, &E_ATTR_VALUE, "Value for parameter RedrivePolicy is invalid. Reason: %s.",
+    return sqs_fail(&c->q, &E_ATTR_VALUE, "Value for parameter RedrivePolicy is invalid. Reason: %s.",
                     err[0] ? err : "Dead letter target does not exist");
 }
 
@@ -417,15 +446,15 @@ static int a_create_queue(call *c) {
     const char *name;
     if (param_str(c, "QueueName", 1, &name) < 0) return SL_HTTP_DONE;
     if (!sl_sqs_queue_name_ok(name))
-        return sqs_fail(c->r, &E_VALUE,
+        return sqs_fail(&c->q, &E_VALUE,
                         "Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 "
                         "in length");
     size_t nl = strlen(name);
     if (nl > 5 && strcmp(name + nl - 5, ".fifo") == 0)
-        return sqs_fail(c->r, &E_UNSUPPORTED, "FIFO queues are not supported by this server yet.");
+        return sqs_fail(&c->q, &E_UNSUPPORTED, "FIFO queues are not supported by this server yet.");
     json_t *tags = json_object_get(c->in, "tags");
     if (json_object_size(tags) > 0)
-        return sqs_fail(c->r, &E_UNSUPPORTED, "Queue tags are not supported by this server yet.");
+        return sqs_fail(&c->q, &E_UNSUPPORTED, "Queue tags are not supported by this server yet.");
     sl_queue_opts o;
     sl_queue_opts_default(&o);
     snprintf(o.name, sizeof o.name, "%s", name);
@@ -437,16 +466,16 @@ static int a_create_queue(call *c) {
     if (rc == SL_EEXISTS) {
         sl_queue_info qi;
         if ((rc = sl_queue_get(c->s->cfg.engine, c->account, name, &qi)) != 0)
-            return sqs_engine(c->r, rc, name);
+            return sqs_engine(&c->q, rc, name);
         if (!same_attrs(attrs, &o, &qi.opts))
-            return sqs_fail(c->r, &E_QUEUE_EXISTS,
+            return sqs_fail(&c->q, &E_QUEUE_EXISTS,
                             "A queue already exists with the same name and a different "
                             "value for attribute(s) given.");
         rc = 0;
     }
-    if (rc) return sqs_engine(c->r, rc, name);
+    if (rc) return sqs_engine(&c->q, rc, name);
     queue_url(c, name, url, sizeof url);
-    return sqs_ok(c->r, json_pack("{s:s}", "QueueUrl", url));
+    return sqs_ok(&c->q, json_pack("{s:s}", "QueueUrl", url));
 }
 
 static int a_set_queue_attributes(call *c) {
@@ -454,13 +483,13 @@ static int a_set_queue_attributes(call *c) {
     if (call_queue_info(c, &qi)) return SL_HTTP_DONE;
     json_t *attrs = json_object_get(c->in, "Attributes");
     if (!attrs || json_is_null(attrs))
-        return sqs_fail(c->r, &E_MISSING, "The request must contain the parameter Attributes.");
+        return sqs_fail(&c->q, &E_MISSING, "The request must contain the parameter Attributes.");
     sl_queue_opts o = qi.opts;
     if (apply_attrs(c, attrs, &o)) return SL_HTTP_DONE;
     char err[256] = "";
     int rc = sl_queue_update(c->s->cfg.engine, c->account, &o, err, sizeof err);
     if (rc == SL_EINVAL && o.dlq[0]) return bad_dlq(c, err);
-    return rc ? sqs_engine(c->r, rc, c->queue) : sqs_ok(c->r, json_object());
+    return rc ? sqs_engine(&c->q, rc, c->queue) : sqs_ok(&c->q, json_object());
 }
 
 static int a_get_queue_url(call *c) {
@@ -468,13 +497,13 @@ static int a_get_queue_url(call *c) {
     if (param_str(c, "QueueName", 1, &name) < 0 || param_str(c, "QueueOwnerAWSAccountId", 0, &owner) < 0)
         return SL_HTTP_DONE;
     if (owner && strcmp(owner, c->account) != 0)
-        return sqs_fail(c->r, &E_DENIED, "Access to the queues of account %.100s is denied.", owner);
+        return sqs_fail(&c->q, &E_DENIED, "Access to the queues of account %.100s is denied.", owner);
     sl_queue_info qi;
     int rc = sl_name_valid(name) ? sl_queue_get(c->s->cfg.engine, c->account, name, &qi) : SL_ENOTFOUND;
-    if (rc) return sqs_engine(c->r, rc, name);
+    if (rc) return sqs_engine(&c->q, rc, name);
     char url[512];
     queue_url(c, name, url, sizeof url);
-    return sqs_ok(c->r, json_pack("{s:s}", "QueueUrl", url));
+    return sqs_ok(&c->q, json_pack("{s:s}", "QueueUrl", url));
 }
 
 /* ListQueues and ListDeadLetterSourceQueues: the account's queue URLs in
@@ -490,7 +519,7 @@ static int list_urls(call *c, const char *prefix, const char *dlq, const char *k
     sl_queue_info *qs = NULL;
     size_t n = 0;
     int rc = sl_queue_list(c->s->cfg.engine, c->account, &qs, &n);
-    if (rc) return sqs_engine(c->r, rc, NULL);
+    if (rc) return sqs_engine(&c->q, rc, NULL);
     json_t *urls = json_array(), *out = json_object();
     size_t got = 0, i = 0;
     const char *last = NULL;
@@ -510,7 +539,7 @@ static int list_urls(call *c, const char *prefix, const char *dlq, const char *k
     if (paged && i < n && last) json_object_set_new(out, "NextToken", json_string(last));
     json_decref(urls);
     free(qs);
-    return sqs_ok(c->r, out);
+    return sqs_ok(&c->q, out);
 }
 
 static int a_list_queues(call *c) {
@@ -528,13 +557,13 @@ static int a_list_dlq_sources(call *c) {
 static int a_delete_queue(call *c) {
     if (call_queue(c)) return SL_HTTP_DONE;
     int rc = sl_queue_delete(c->s->cfg.engine, c->account, c->queue);
-    return rc ? sqs_engine(c->r, rc, c->queue) : sqs_ok(c->r, json_object());
+    return rc ? sqs_engine(&c->q, rc, c->queue) : sqs_ok(&c->q, json_object());
 }
 
 static int a_purge_queue(call *c) {
     if (call_queue(c)) return SL_HTTP_DONE;
     int rc = sl_queue_purge(c->s->cfg.engine, c->account, c->queue);
-    return rc ? sqs_engine(c->r, rc, c->queue) : sqs_ok(c->r, json_object());
+    return rc ? sqs_engine(&c->q, rc, c->queue) : sqs_ok(&c->q, json_object());
 }
 
 static const char *const queue_attr_names[] = {"ApproximateNumberOfMessages",
@@ -555,7 +584,7 @@ static int a_get_queue_attributes(call *c) {
     if (call_queue(c)) return SL_HTTP_DONE;
     json_t *names = json_object_get(c->in, "AttributeNames");
     if (names && !json_is_null(names) && !json_is_array(names))
-        return sqs_fail(c->r, &E_VALUE, "AttributeNames must be a list.");
+        return sqs_fail(&c->q, &E_VALUE, "AttributeNames must be a list.");
     enum { NATTR = sizeof queue_attr_names / sizeof queue_attr_names[0] };
     int want[NATTR] = {0}, any = 0;
     for (size_t i = 0; i < json_array_size(names); i++) {
@@ -564,14 +593,14 @@ static int a_get_queue_attributes(call *c) {
         for (size_t k = 0; n && k < NATTR; k++)
             if (all || strcmp(n, queue_attr_names[k]) == 0) known = want[k] = any = 1;
         if (!known)
-            return sqs_fail(c->r, &E_ATTR_NAME, "Unknown Attribute %.100s.", n ? n : "(not a string)");
+            return sqs_fail(&c->q, &E_ATTR_NAME, "Unknown Attribute %.100s.", n ? n : "(not a string)");
     }
     sl_queue_info qi;
     sl_queue_statistics st = {0};
     int rc = sl_queue_get(c->s->cfg.engine, c->account, c->queue, &qi);
     if (rc == 0 && (want[0] || want[1] || want[2]))
         rc = sl_queue_stats(c->s->cfg.engine, c->account, c->queue, &st);
-    if (rc) return sqs_engine(c->r, rc, c->queue);
+    if (rc) return sqs_engine(&c->q, rc, c->queue);
     json_t *out = json_object(), *a = json_object();
     char v[512];
     for (size_t k = 0; k < NATTR && a; k++) {
@@ -626,7 +655,7 @@ static int a_get_queue_attributes(call *c) {
     }
     if (any && json_object_size(a) > 0) json_object_set(out, "Attributes", a);
     json_decref(a);
-    return sqs_ok(c->r, out);
+    return sqs_ok(&c->q, out);
 }
 
 /* --- Sending ------------------------------------------------------------ */
@@ -708,6 +737,7 @@ static const sqs_err *outgoing_make(call *c, json_t *m, const sl_queue_info *qi,
 /* A send parked on the store: the messages' bytes live in body. */
 typedef struct {
     sl_api_resume_fn resume;
+    sq q;
     sl_op *op;
     json_t *body;
     int batch;
@@ -742,14 +772,14 @@ static int send_resume(sl_http_req *r, void *state) {
     sl_op *op = st->op;
     st->op = NULL;
     int rc = sl_msg_put_finish(op, ids);
-    if (rc) return sqs_engine(r, rc, st->queue);
-    if (!st->batch) return sqs_ok(r, sent_json(&st->out[0], ids[0]));
+    if (rc) return sqs_engine(&st->q, rc, st->queue);
+    if (!st->batch) return sqs_ok(&st->q, sent_json(&st->out[0], ids[0]));
     json_t *ok = json_array();
     for (size_t i = 0; ok && i < st->n; i++)
         json_array_append_new(ok, sent_json(&st->out[i], ids[i]));
     json_t *j = json_pack("{s:o}", "Successful", ok);
     if (j && json_array_size(st->failed) > 0) json_object_set(j, "Failed", st->failed);
-    return sqs_ok(r, j);
+    return sqs_ok(&st->q, j);
 }
 
 /* Starts the put of st's messages and parks on it, or answers. */
@@ -758,6 +788,7 @@ static int send_start(call *c, send_state *st) {
     for (size_t i = 0; i < st->n; i++)
         puts[i] = st->out[i].put;
     st->resume = send_resume;
+    st->q = c->q;
     st->body = json_incref(c->in);
     snprintf(st->queue, sizeof st->queue, "%s", c->queue);
     int rc =
@@ -769,13 +800,13 @@ static int a_send_message(call *c) {
     sl_queue_info qi;
     if (call_queue_info(c, &qi)) return SL_HTTP_DONE;
     send_state *st = calloc(1, sizeof *st);
-    if (!st) return sqs_engine(c->r, SL_ENOMEM, c->queue);
+    if (!st) return sqs_engine(&c->q, SL_ENOMEM, c->queue);
     char err[512];
     const sqs_err *e = outgoing_make(c, c->in, &qi, &st->out[0], err, sizeof err);
     if (e) {
         free(st->out[0].attrs);
         free(st);
-        return sqs_fail(c->r, e, "%s", err);
+        return sqs_fail(&c->q, e, "%s", err);
     }
     st->n = 1;
     return send_start(c, st);
@@ -788,7 +819,7 @@ static int a_send_message_batch(call *c) {
     send_state *st = calloc(1, sizeof *st);
     if (!st || !(st->failed = json_array())) {
         free(st);
-        return sqs_engine(c->r, SL_ENOMEM, c->queue);
+        return sqs_engine(&c->q, SL_ENOMEM, c->queue);
     }
     st->batch = 1;
     size_t total = 0;
@@ -802,7 +833,7 @@ static int a_send_message_batch(call *c) {
         if (e == &E_UNAVAILABLE) {
             free(o->attrs);
             send_state_free(st);
-            return sqs_engine(c->r, SL_ENOMEM, c->queue);
+            return sqs_engine(&c->q, SL_ENOMEM, c->queue);
         }
         if (e) {
             free(o->attrs);
@@ -816,7 +847,7 @@ static int a_send_message_batch(call *c) {
     size_t max = max_message(c, &qi);
     if (total > max) {
         send_state_free(st);
-        return sqs_fail(c->r, &E_BATCH_LONG,
+        return sqs_fail(&c->q, &E_BATCH_LONG,
                         "Batch requests cannot be longer than %zu bytes. You have sent %zu "
                         "bytes.",
                         max, total);
@@ -824,7 +855,7 @@ static int a_send_message_batch(call *c) {
     if (st->n == 0) { /* every entry failed: nothing to put */
         json_t *j = json_pack("{s:[],s:O}", "Successful", "Failed", st->failed);
         send_state_free(st);
-        return sqs_ok(c->r, j);
+        return sqs_ok(&c->q, j);
     }
     return send_start(c, st);
 }
@@ -836,6 +867,7 @@ enum { SYS_SENT = 1, SYS_COUNT = 2, SYS_FIRST = 4, SYS_SENDER = 8, SYS_TRACE = 1
 /* What a receive returns of each message. */
 typedef struct {
     sl_api_sqs *s;
+    sq q;
     char account[SL_NAME_MAX + 1], queue[SL_NAME_MAX + 1];
     unsigned sys;  /* SYS_* asked for */
     json_t *names; /* MessageAttributeNames, or NULL */
@@ -901,11 +933,13 @@ static json_t *rx_message(const rx *x, const sl_message *m, const char *handle) 
 
 static int rx_fail(sl_http_req *r, void *arg, int rc) {
     rx *x = arg;
-    return sqs_engine(r, rc, x ? x->queue : NULL);
+    sq q = x ? x->q : (sq){.r = r};
+    return sqs_engine(&q, rc, x ? x->queue : NULL);
 }
 
 static int rx_answer(sl_http_req *r, void *arg, sl_message *m, size_t n) {
     rx *x = arg;
+    (void)r; /* x->q.r */
     json_t *msgs = json_array();
     int rc = 0;
     for (size_t i = 0; i < n && msgs && rc == 0; i++) {
@@ -916,12 +950,12 @@ static int rx_answer(sl_http_req *r, void *arg, sl_message *m, size_t n) {
     sl_messages_free(m, n);
     if (rc) {
         json_decref(msgs);
-        return sqs_engine(r, rc, x->queue);
+        return sqs_engine(&x->q, rc, x->queue);
     }
     json_t *j = json_object();
     if (j && json_array_size(msgs) > 0) json_object_set(j, "Messages", msgs);
     json_decref(msgs);
-    return sqs_ok(r, j);
+    return sqs_ok(&x->q, j);
 }
 
 /* The system attributes a receive asks for, from AttributeNames and
@@ -947,16 +981,16 @@ static int rx_system(call *c, unsigned *sys) {
     for (int p = 0; p < 3; p++) {
         json_t *a = json_object_get(c->in, params[p]);
         if (a && !json_is_null(a) && !json_is_array(a))
-            return sqs_fail(c->r, &E_VALUE, "%s must be a list.", params[p]), -1;
+            return sqs_fail(&c->q, &E_VALUE, "%s must be a list.", params[p]), -1;
         for (size_t i = 0; i < json_array_size(a); i++) {
             const char *n = json_string_value(json_array_get(a, i));
-            if (!n) return sqs_fail(c->r, &E_VALUE, "%s must be a list of strings.", params[p]), -1;
+            if (!n) return sqs_fail(&c->q, &E_VALUE, "%s must be a list of strings.", params[p]), -1;
             if (p == 2) continue;
             size_t k = 0;
             while (k < sizeof known / sizeof known[0] && strcmp(known[k].name, n) != 0)
                 k++;
             if (k == sizeof known / sizeof known[0])
-                return sqs_fail(c->r, &E_ATTR_NAME, "Unknown Attribute %.100s.", n), -1;
+                return sqs_fail(&c->q, &E_ATTR_NAME, "Unknown Attribute %.100s.", n), -1;
             *sys |= known[k].bit;
         }
     }
@@ -973,8 +1007,9 @@ static int a_receive_message(call *c) {
         param_int(c, c->in, "WaitTimeSeconds", 0, SQS_WAIT_MAX, qi.opts.wait_s, &wait) || rx_system(c, &sys))
         return SL_HTTP_DONE;
     rx *x = calloc(1, sizeof *x);
-    if (!x) return sqs_engine(c->r, SL_ENOMEM, c->queue);
+    if (!x) return sqs_engine(&c->q, SL_ENOMEM, c->queue);
     x->s = c->s;
+    x->q = c->q;
     snprintf(x->account, sizeof x->account, "%s", c->account);
     snprintf(x->queue, sizeof x->queue, "%s", c->queue);
     x->sys = sys;
@@ -1003,6 +1038,7 @@ static const char *handle_of(json_t *o) {
 /* A delete parked on the store. */
 typedef struct {
     sl_api_resume_fn resume;
+    sq q;
     sl_op *op;
     json_t *body;
     int batch;
@@ -1018,13 +1054,13 @@ static void del_state_free(void *p) {
     free(st);
 }
 
-static int del_answer(sl_http_req *r, del_state *st, const int *rcs) {
+static int del_answer(del_state *st, const int *rcs) {
     json_t *entries = json_object_get(st->body, "Entries");
     if (!st->batch) {
         int rc = st->at[0] < 0 ? SL_EINVAL : rcs[st->at[0]];
-        if (rc == SL_EINVAL) return sqs_fail(r, &E_RECEIPT, "The input receipt handle is invalid.");
-        if (rc && rc != SL_ECONFLICT) return sqs_engine(r, rc, st->queue);
-        return sqs_ok(r, json_object());
+        if (rc == SL_EINVAL) return sqs_fail(&st->q, &E_RECEIPT, "The input receipt handle is invalid.");
+        if (rc && rc != SL_ECONFLICT) return sqs_engine(&st->q, rc, st->queue);
+        return sqs_ok(&st->q, json_object());
     }
     json_t *ok = json_array(), *failed = json_array();
     for (size_t i = 0; i < st->n && ok && failed; i++) {
@@ -1041,7 +1077,7 @@ static int del_answer(sl_http_req *r, del_state *st, const int *rcs) {
     json_t *j = json_pack("{s:o}", "Successful", ok);
     if (j && json_array_size(failed) > 0) json_object_set(j, "Failed", failed);
     json_decref(failed);
-    return sqs_ok(r, j);
+    return sqs_ok(&st->q, j);
 }
 
 static int del_resume(sl_http_req *r, void *state) {
@@ -1051,17 +1087,18 @@ static int del_resume(sl_http_req *r, void *state) {
     sl_op *op = st->op;
     st->op = NULL;
     sl_msg_ack_finish(op, rcs);
-    return del_answer(r, st, rcs);
+    return del_answer(st, rcs);
 }
 
 static int delete_messages(call *c, int batch) {
     json_t *entries = NULL;
     if (call_queue(c) || (batch && !(entries = batch_entries(c)))) return SL_HTTP_DONE;
     if (!batch && !json_object_get(c->in, "ReceiptHandle"))
-        return sqs_fail(c->r, &E_MISSING, "The request must contain the parameter ReceiptHandle.");
+        return sqs_fail(&c->q, &E_MISSING, "The request must contain the parameter ReceiptHandle.");
     del_state *st = calloc(1, sizeof *st);
-    if (!st) return sqs_engine(c->r, SL_ENOMEM, c->queue);
+    if (!st) return sqs_engine(&c->q, SL_ENOMEM, c->queue);
     st->resume = del_resume;
+    st->q = c->q;
     st->batch = batch;
     st->body = json_incref(c->in);
     snprintf(st->queue, sizeof st->queue, "%s", c->queue);
@@ -1074,7 +1111,7 @@ static int delete_messages(call *c, int batch) {
         if (h) handles[k++] = h;
     }
     if (k == 0) {
-        int done = del_answer(c->r, st, NULL);
+        int done = del_answer(st, NULL);
         del_state_free(st);
         return done;
     }
@@ -1133,7 +1170,7 @@ static int a_change_visibility(call *c) {
     if (call_queue(c)) return SL_HTTP_DONE;
     char err[256];
     const sqs_err *e = change_one(c, c->in, err, sizeof err);
-    return e ? sqs_fail(c->r, e, "%s", err) : sqs_ok(c->r, json_object());
+    return e ? sqs_fail(&c->q, e, "%s", err) : sqs_ok(&c->q, json_object());
 }
 
 static int a_change_visibility_batch(call *c) {
@@ -1148,20 +1185,20 @@ static int a_change_visibility_batch(call *c) {
         if (e == &E_NO_QUEUE) {
             json_decref(ok);
             json_decref(failed);
-            return sqs_fail(c->r, e, "%s", err);
+            return sqs_fail(&c->q, e, "%s", err);
         }
         json_array_append_new(e ? failed : ok, e ? entry_failed(id, e, err) : json_pack("{s:s}", "Id", id));
     }
     json_t *j = json_pack("{s:o}", "Successful", ok);
     if (j && json_array_size(failed) > 0) json_object_set(j, "Failed", failed);
     json_decref(failed);
-    return sqs_ok(c->r, j);
+    return sqs_ok(&c->q, j);
 }
 
 /* --- Dispatch ----------------------------------------------------------- */
 
 static int a_unsupported(call *c) {
-    return sqs_fail(c->r, &E_UNSUPPORTED, "This server does not support this action yet.");
+    return sqs_fail(&c->q, &E_UNSUPPORTED, "This server does not support this action yet.");
 }
 
 static const struct {
@@ -1197,9 +1234,9 @@ static const struct {
  * have made the signature. 0, or -1 after answering 403 (or 503). */
 static int authenticate(call *c) {
     const char *h = sl_http_header(c->r, "Authorization");
-    if (!h) return sqs_fail(c->r, &E_NO_AUTH, "Request is missing Authentication Token"), -1;
+    if (!h) return sqs_fail(&c->q, &E_NO_AUTH, "Request is missing Authentication Token"), -1;
     if (sl_auth_sigv4_account(h, c->account) != 0)
-        return sqs_fail(c->r, &E_TOKEN,
+        return sqs_fail(&c->q, &E_TOKEN,
                         "The security token included in the request is invalid: SQS requests are "
                         "signed with AWS Signature Version 4, access key id 'account' or "
                         "'account:keyName'."),
@@ -1207,46 +1244,106 @@ static int authenticate(call *c) {
     struct sl_auth_cred cred;
     int rc = sl_api_authenticate(c->s->cfg.acct, c->s->cfg.skew_ms, c->r, c->account, &cred);
     if (rc == SL_EAUTH)
-        return sqs_fail(c->r, &E_SIGNATURE,
+        return sqs_fail(&c->q, &E_SIGNATURE,
                         "The request signature we calculated does not match the signature you "
                         "provided, or the request time is outside the allowed skew."),
                -1;
-    if (rc) return sqs_engine(c->r, rc, NULL), -1;
+    if (rc) return sqs_engine(&c->q, rc, NULL), -1;
     snprintf(c->region, sizeof c->region, "%s", cred.region);
+    return 0;
+}
+
+#define QUERY_PARAMS_MAX 256
+
+/* The query protocol's request: the parameters of its query string and,
+ * posted, of its form body, as the JSON protocol's body in c->in. 0, or -1
+ * after answering. */
+static int query_request(call *c) {
+    sl_http_req *r = c->r;
+    int oom = 0;
+    size_t nq = sl_http_query_all(r, NULL, 0, &oom);
+    if (nq > QUERY_PARAMS_MAX) return sqs_fail(&c->q, &E_VALUE, "Too many parameters."), -1;
+    const char **names = sl_http_alloc(r, 2 * QUERY_PARAMS_MAX * sizeof *names);
+    const char **values = sl_http_alloc(r, 2 * QUERY_PARAMS_MAX * sizeof *values);
+    sl_http_kv *kv = sl_http_alloc(r, (nq ? nq : 1) * sizeof *kv);
+    if (!names || !values || !kv || oom) return sqs_engine(&c->q, SL_ENOMEM, NULL), -1;
+    nq = sl_http_query_all(r, kv, nq, &oom);
+    for (size_t i = 0; i < nq; i++) {
+        names[i] = kv[i].name;
+        values[i] = kv[i].value;
+    }
+    size_t n = nq, len;
+    const char *body = sl_http_body(r, &len);
+    if (strcmp(sl_http_method(r), "POST") == 0 && len > 0) {
+        char *copy = sl_http_alloc(r, len + 1);
+        if (!copy) return sqs_engine(&c->q, SL_ENOMEM, NULL), -1;
+        memcpy(copy, body, len);
+        long k = strlen(copy) == len
+                     ? sl_sqs_form_split(copy, (char **)names + n, (char **)values + n, QUERY_PARAMS_MAX)
+                     : SL_EINVAL;
+        if (k < 0)
+            return sqs_fail(&c->q, &E_VALUE, "The body is not application/x-www-form-urlencoded parameters."),
+                   -1;
+        n += (size_t)k;
+    }
+    char err[256];
+    c->in = sl_sqs_query_decode(names, values, n, c->q.action, sizeof c->q.action, err, sizeof err);
+    if (!c->in) return sqs_fail(&c->q, c->q.action[0] ? &E_VALUE : &E_ACTION, "%s", err), -1;
+    /* A request to a queue URL names its queue by its path. */
+    const char *account = sl_http_param(r, "account"), *queue = sl_http_param(r, "q");
+    if (account && queue && !json_object_get(c->in, "QueueUrl")) {
+        char url[2 * SL_NAME_MAX + 8];
+        snprintf(url, sizeof url, "/%s/%s", account, queue);
+        json_object_set_new(c->in, "QueueUrl", json_string(url));
+    }
     return 0;
 }
 
 static int h_sqs(sl_http_req *r, void *ctx) {
     void *user = sl_http_user(r);
     if (user) return (*(sl_api_resume_fn *)user)(r, user);
-    call c = {.s = ctx, .r = r};
-    const char *target = sl_http_header(r, "X-Amz-Target");
-    if (!target)
-        return sqs_fail(r, &E_UNSUPPORTED,
-                        "This server speaks SQS's JSON protocol (X-Amz-Target: AmazonSQS.<Action>, "
-                        "Content-Type: application/x-amz-json-1.0); the query protocol is not "
-                        "supported yet.");
-    size_t k = 0, na = sizeof actions / sizeof actions[0];
-    if (strncmp(target, "AmazonSQS.", 10) == 0)
-        while (k < na && strcmp(actions[k].name, target + 10) != 0)
-            k++;
-    if (strncmp(target, "AmazonSQS.", 10) != 0 || k == na)
-        return sqs_fail(r, &E_ACTION, "The action %.100s is not valid for this endpoint.", target);
-    if (authenticate(&c)) return SL_HTTP_DONE;
-    size_t len;
-    const char *body = sl_http_body(r, &len);
-    if (len == 0) {
-        c.in = json_object();
-    } else {
-        json_error_t err;
-        c.in = json_loadb(body, len, JSON_REJECT_DUPLICATES, &err);
-        if (!json_is_object(c.in)) {
-            json_decref(c.in);
-            return sqs_fail(r, &E_SERIAL, "The body is not a JSON object: %s", err.text);
-        }
+    /* "/api/v1" is no queue URL, but a route that does not exist. */
+    if (sl_api_account_reserved(sl_http_param(r, "account"))) {
+        const char *path, *query;
+        size_t plen, qlen;
+        sl_http_raw_target(r, &path, &plen, &query, &qlen);
+        return sl_http_error(r, 404, "NotFound", "no route for %s %.*s", sl_http_method(r), (int)plen, path);
     }
-    if (!c.in) return sqs_engine(r, SL_ENOMEM, NULL);
-    int done = actions[k].fn(&c);
+    call c = {.s = ctx, .r = r, .q = {.r = r}};
+    const char *target = sl_http_header(r, "X-Amz-Target");
+    size_t k = 0, na = sizeof actions / sizeof actions[0];
+    if (!target) {
+        /* The query protocol: Action=... in a form body or the query. */
+        c.q.query = 1;
+        if (query_request(&c)) return SL_HTTP_DONE;
+        while (k < na && strcmp(actions[k].name, c.q.action) != 0)
+            k++;
+        if (k == na) {
+            json_decref(c.in);
+            return sqs_fail(&c.q, &E_ACTION, "The action %.100s is not valid for this endpoint.", c.q.action);
+        }
+    } else {
+        if (strncmp(target, "AmazonSQS.", 10) == 0)
+            while (k < na && strcmp(actions[k].name, target + 10) != 0)
+                k++;
+        if (strncmp(target, "AmazonSQS.", 10) != 0 || k == na)
+            return sqs_fail(&c.q, &E_ACTION, "The action %.100s is not valid for this endpoint.", target);
+        size_t len;
+        const char *body = sl_http_body(r, &len);
+        if (len == 0) {
+            c.in = json_object();
+        } else {
+            json_error_t err;
+            c.in = json_loadb(body, len, JSON_REJECT_DUPLICATES, &err);
+            if (!json_is_object(c.in)) {
+                json_decref(c.in);
+                return sqs_fail(&c.q, &E_SERIAL, "The body is not a JSON object: %s", err.text);
+            }
+        }
+        if (!c.in) return sqs_engine(&c.q, SL_ENOMEM, NULL);
+    }
+    snprintf(c.q.action, sizeof c.q.action, "%s", actions[k].name);
+    int done = authenticate(&c) ? SL_HTTP_DONE : actions[k].fn(&c);
     json_decref(c.in);
     return done;
 }
@@ -1266,6 +1363,9 @@ int sl_api_sqs_open(const sl_api_sqs_config *cfg, sl_api_sqs **out) {
      * park there without holding one. */
     size_t body_max = a->cfg.max_message_bytes * 6 + 64 * 1024;
     a->routes[0] = (sl_http_route){"POST", "/", h_sqs, body_max, 1, a};
+    a->routes[1] = (sl_http_route){"GET", "/", h_sqs, body_max, 1, a};
+    a->routes[2] = (sl_http_route){"POST", "/{account}/{q}", h_sqs, body_max, 1, a};
+    a->routes[3] = (sl_http_route){"GET", "/{account}/{q}", h_sqs, body_max, 1, a};
     *out = a;
     return 0;
 }

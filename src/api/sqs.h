@@ -62,4 +62,33 @@ int sl_sqs_queue_url(const char *url, char account[SL_NAME_MAX + 1], char queue[
  * FIFO queue's ".fifo" suffix counted in. */
 int sl_sqs_queue_name_ok(const char *name);
 
+/* The query protocol's parameters (form fields or the query string,
+ * decoded, in the order sent) as the JSON protocol's request body: "Name"
+ * as it is, "AttributeName.1" into the list AttributeNames,
+ * "Attribute.1.Name"/".Value" (and MessageAttribute's, whose Value has
+ * fields, and Tag's Key/Value) into maps, "SendMessageBatchRequestEntry.1.*"
+ * and the like into Entries. The action goes to action. Returns a new
+ * object, or NULL with err: with action empty when there is no valid
+ * Action (one, of letters and digits), else for a parameter given twice,
+ * an index out of 1..100 or with a hole, a name this protocol does not
+ * have. */
+json_t *sl_sqs_query_decode(const char *const *names, const char *const *values, size_t n, char *action,
+                            size_t action_cap, char *err, size_t cap);
+
+/* A result in the JSON protocol's shape as the query protocol's XML:
+ * <ActionResponse><ActionResult>...</ActionResult><ResponseMetadata>
+ * <RequestId>..., its maps and lists by SQS's member names (Attribute with
+ * Name and Value, MessageAttribute, Tag, QueueUrl, Message, the batch
+ * ActionResultEntry and BatchResultErrorEntry). malloc'ed, NUL-terminated,
+ * *len its length; NULL when out of memory. */
+char *sl_sqs_query_answer(const char *action, json_t *result, const char *request_id, size_t *len);
+/* The query protocol's ErrorResponse. */
+char *sl_sqs_query_error(const char *type, const char *code, const char *message, const char *request_id,
+                         size_t *len);
+
+/* Splits an application/x-www-form-urlencoded text s (changed in place)
+ * into at most cap names and values, decoded ('+' is a space): their
+ * count, or SL_EINVAL (a bad or NUL escape, more than cap pairs). */
+long sl_sqs_form_split(char *s, char **names, char **values, size_t cap);
+
 #endif

@@ -322,3 +322,453 @@ int sl_sqs_queue_name_ok(const char *name) {
     }
     return 1;
 }
+
+/* --- The query protocol ---------------------------------------------------- */
+
+/* How a query-protocol name with a 1-based index maps onto the JSON
+ * protocol's shape: a list of strings, a map (its entries' key and value
+ * fields), or a list of objects (batch entries). */
+typedef struct {
+    const char *query, *json;
+    char kind;               /* 'l' list of strings, 'm' map, 'o' list of objects */
+    const char *key, *value; /* a map's fields: "Name"/"Value" or "Key"/"Value" */
+} qname;
+
+static const qname qnames[] = {
+    {"AttributeName", "AttributeNames", 'l', NULL, NULL},
+    {"MessageAttributeName", "MessageAttributeNames", 'l', NULL, NULL},
+    {"MessageSystemAttributeName", "MessageSystemAttributeNames", 'l', NULL, NULL},
+    {"TagKey", "TagKeys", 'l', NULL, NULL},
+    {"AWSAccountId", "AWSAccountIds", 'l', NULL, NULL},
+    {"ActionName", "Actions", 'l', NULL, NULL},
+    {"Attribute", "Attributes", 'm', "Name", "Value"},
+    {"MessageAttribute", "MessageAttributes", 'm', "Name", "Value"},
+    {"MessageSystemAttribute", "MessageSystemAttributes", 'm', "Name", "Value"},
+    {"Tag", "Tags", 'm', "Key", "Value"},
+    {"SendMessageBatchRequestEntry", "Entries", 'o', NULL, NULL},
+    {"DeleteMessageBatchRequestEntry", "Entries", 'o', NULL, NULL},
+    {"ChangeMessageVisibilityBatchRequestEntry", "Entries", 'o', NULL, NULL},
+};
+
+#define QUERY_INDEX_MAX 100 /* the largest index a list or map takes */
+
+/* A parameter's or an element's name: letters and digits, 1 to 64. */
+static int ident(const char *s) {
+    size_t n = strlen(s);
+    return n > 0 && n <= 64 &&
+           strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") == n;
+}
+
+/* The element at 1-based index k of the array that stands for `name` in o
+ * (made as needed, holes as null). NULL when out of memory. */
+static json_t *slot(json_t *o, const char *name, long k, int object) {
+    json_t *a = json_object_get(o, name);
+    if (!a) {
+        a = json_array();
+        if (!a || json_object_set_new(o, name, a)) return NULL;
+    }
+    while ((long)json_array_size(a) < k)
+        if (json_array_append_new(a, json_null())) return NULL;
+    json_t *e = json_array_get(a, (size_t)k - 1);
+    if (object && !json_is_object(e)) {
+        e = json_object();
+        if (!e || json_array_set_new(a, (size_t)k - 1, e)) return NULL;
+    }
+    return e;
+}
+
+/* Puts one parameter (name, value) into o, where it goes by the rules of
+ * qnames. 0, SL_EINVAL (err says why), or SL_ENOMEM. */
+static int put_param(json_t *o, const char *name, const char *value, int depth, char *err, size_t cap) {
+    const char *dot = strchr(name, '.');
+    if (!dot && !*value) {
+        /* An empty list or map is its name with an empty value (botocore
+         * sends "Entries=" for no entries). */
+        for (size_t i = 0; i < sizeof qnames / sizeof qnames[0]; i++)
+            if (strcmp(name, qnames[i].json) == 0 || strcmp(name, qnames[i].query) == 0) {
+                if (json_object_get(o, qnames[i].json)) return 0;
+                json_t *e = qnames[i].kind == 'm' ? json_object() : json_array();
+                return json_object_set_new(o, qnames[i].json, e) ? SL_ENOMEM : 0;
+            }
+    }
+    if (!dot) {
+        if (!ident(name)) {
+            snprintf(err, cap, "The parameter %.100s is not valid for this action.", name);
+            return SL_EINVAL;
+        }
+        if (json_object_get(o, name)) {
+            snprintf(err, cap, "The parameter %.100s is given more than once.", name);
+            return SL_EINVAL;
+        }
+        return json_object_set_new(o, name, json_string(value)) ? SL_ENOMEM : 0;
+    }
+    size_t pn = (size_t)(dot - name);
+    const qname *q = NULL;
+    for (size_t i = 0; i < sizeof qnames / sizeof qnames[0] && !q; i++)
+        if (strlen(qnames[i].query) == pn && strncmp(qnames[i].query, name, pn) == 0) q = &qnames[i];
+    char *end;
+    long k = strtol(dot + 1, &end, 10);
+    if (!q || depth > 1 || dot[1] < '1' || dot[1] > '9' || k < 1 || k > QUERY_INDEX_MAX ||
+        (*end != '\0' && *end != '.') || (q->kind == 'l') != (*end == '\0')) {
+        snprintf(err, cap, "The parameter %.100s is not valid for this action.", name);
+        return SL_EINVAL;
+    }
+    if (q->kind == 'l') {
+        if (slot(o, q->json, k, 0) == NULL) return SL_ENOMEM;
+        json_t *a = json_object_get(o, q->json);
+        if (!json_is_null(json_array_get(a, (size_t)k - 1))) {
+            snprintf(err, cap, "The parameter %.100s is given more than once.", name);
+            return SL_EINVAL;
+        }
+        return json_array_set_new(a, (size_t)k - 1, json_string(value)) ? SL_ENOMEM : 0;
+    }
+    /* A map's entry or a batch entry: an object at index k, whose fields
+     * follow (a map entry's value may itself have fields, as
+     * MessageAttribute.1.Value.DataType). */
+    char listname[96];
+    snprintf(listname, sizeof listname, "\x01%s", q->json); /* gathered here, folded into a map at the end */
+    json_t *e = slot(o, q->kind == 'm' ? listname : q->json, k, 1);
+    if (!e) return SL_ENOMEM;
+    const char *rest = end + 1;
+    if (q->kind == 'o') return put_param(e, rest, value, depth + 1, err, cap);
+    if (strcmp(rest, q->key) == 0 || strcmp(rest, q->value) == 0)
+        return put_param(e, rest, value, depth + 1, err, cap);
+    size_t vn = strlen(q->value);
+    if (strncmp(rest, q->value, vn) == 0 && rest[vn] == '.' && !strchr(rest + vn + 1, '.')) {
+        json_t *v = json_object_get(e, q->value);
+        if (!v) {
+            v = json_object();
+            if (!v || json_object_set_new(e, q->value, v)) return SL_ENOMEM;
+        }
+        if (!json_is_object(v)) {
+            snprintf(err, cap, "The parameter %.100s is not valid for this action.", name);
+            return SL_EINVAL;
+        }
+        return put_param(v, rest + vn + 1, value, depth + 1, err, cap);
+    }
+    snprintf(err, cap, "The parameter %.100s is not valid for this action.", name);
+    return SL_EINVAL;
+}
+
+/* Folds the gathered map entries ("\x01Attributes": [{Name, Value}]) of o,
+ * and of its batch entries, into maps; a hole or an entry without its key
+ * or value is an error. */
+static int fold_maps(json_t *o, char *err, size_t cap) {
+    for (size_t i = 0; i < sizeof qnames / sizeof qnames[0]; i++) {
+        const qname *q = &qnames[i];
+        if (q->kind == 'o') {
+            json_t *a = json_object_get(o, q->json);
+            for (size_t x = 0; x < json_array_size(a); x++) {
+                json_t *e = json_array_get(a, x);
+                if (!json_is_object(e)) {
+                    snprintf(err, cap, "%s.%zu is missing.", q->query, x + 1);
+                    return SL_EINVAL;
+                }
+                int rc = fold_maps(e, err, cap);
+                if (rc) return rc;
+            }
+            continue;
+        }
+        if (q->kind != 'l') {
+            char listname[96];
+            snprintf(listname, sizeof listname, "\x01%s", q->json);
+            json_t *a = json_object_get(o, listname);
+            if (!a) continue;
+            json_t *m = json_object();
+            if (!m) return SL_ENOMEM;
+            for (size_t x = 0; x < json_array_size(a); x++) {
+                json_t *e = json_array_get(a, x);
+                const char *key = json_string_value(json_object_get(e, q->key));
+                json_t *v = json_object_get(e, q->value);
+                if (!key || !v || json_object_get(m, key)) {
+                    snprintf(err, cap, "%s.%zu needs one %s and one %s, and a %s of its own.", q->query,
+                             x + 1, q->key, q->value, q->key);
+                    json_decref(m);
+                    return SL_EINVAL;
+                }
+                if (json_object_set(m, key, v)) {
+                    json_decref(m);
+                    return SL_ENOMEM;
+                }
+            }
+            if (json_object_set_new(o, q->json, m) || json_object_del(o, listname)) return SL_ENOMEM;
+        } else {
+            json_t *a = json_object_get(o, q->json);
+            for (size_t x = 0; x < json_array_size(a); x++)
+                if (json_is_null(json_array_get(a, x))) {
+                    snprintf(err, cap, "%s.%zu is missing.", q->query, x + 1);
+                    return SL_EINVAL;
+                }
+        }
+    }
+    return 0;
+}
+
+/* The one Action of the parameters, of letters and digits (it becomes the
+ * answer's tags), into action: 1, or 0 with action empty. */
+static int query_action(const char *const *names, const char *const *values, size_t n, char *action,
+                        size_t cap) {
+    action[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(names[i], "Action") != 0) continue;
+        size_t an = strlen(values[i]);
+        if (action[0] || an >= cap || an == 0 ||
+            strspn(values[i], "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") != an) {
+            action[0] = '\0';
+            return 0;
+        }
+        snprintf(action, cap, "%s", values[i]);
+    }
+    return action[0] != '\0';
+}
+
+json_t *sl_sqs_query_decode(const char *const *names, const char *const *values, size_t n, char *action,
+                            size_t action_cap, char *err, size_t cap) {
+    if (!query_action(names, values, n, action, action_cap)) {
+        snprintf(err, cap, "The request must contain one parameter Action, a name of letters and digits.");
+        return NULL;
+    }
+    json_t *o = json_object();
+    if (!o) {
+        snprintf(err, cap, "out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *k = names[i];
+        /* The action, and the protocol's own and SigV4's presigned parameters. */
+        if (strcmp(k, "Action") == 0 || strcmp(k, "Version") == 0 || strncmp(k, "X-Amz-", 6) == 0 ||
+            strcmp(k, "AWSAccessKeyId") == 0 || strcmp(k, "SignatureVersion") == 0 ||
+            strcmp(k, "SignatureMethod") == 0 || strcmp(k, "Signature") == 0 || strcmp(k, "Timestamp") == 0 ||
+            strcmp(k, "Expires") == 0)
+            continue;
+        int rc = put_param(o, k, values[i], 0, err, cap);
+        if (rc) {
+            if (rc == SL_ENOMEM) snprintf(err, cap, "out of memory");
+            json_decref(o);
+            return NULL;
+        }
+    }
+    if (fold_maps(o, err, cap) != 0) {
+        json_decref(o);
+        return NULL;
+    }
+    /* CreateQueue's tags are "tags" in the JSON protocol. */
+    json_t *tags = json_object_get(o, "Tags");
+    if (tags && strcmp(action, "CreateQueue") == 0) {
+        json_object_set(o, "tags", tags);
+        json_object_del(o, "Tags");
+    }
+    return o;
+}
+
+/* --- XML answers of the query protocol -------------------------------------- */
+
+#define XMLNS "http://queue.amazonaws.com/doc/2012-11-05/"
+
+static int puts_b(buf *b, const char *s) {
+    return put(b, s, strlen(s));
+}
+
+/* Text with XML's five escapes, and CR as a character reference, which an
+ * XML parser would otherwise turn into LF (and break the body's MD5). */
+static int put_text(buf *b, const char *s, size_t n) {
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        switch (s[i]) {
+        case '&':
+            rc = puts_b(b, "&amp;");
+            break;
+        case '<':
+            rc = puts_b(b, "&lt;");
+            break;
+        case '>':
+            rc = puts_b(b, "&gt;");
+            break;
+        case '"':
+            rc = puts_b(b, "&quot;");
+            break;
+        case '\'':
+            rc = puts_b(b, "&apos;");
+            break;
+        case '\r':
+            rc = puts_b(b, "&#xD;");
+            break;
+        default:
+            rc = put(b, &s[i], 1);
+        }
+    }
+    return rc;
+}
+
+static int put_elem(buf *b, const char *name, const char *text, size_t n) {
+    int rc = puts_b(b, "<");
+    if (!rc) rc = puts_b(b, name);
+    if (!rc) rc = puts_b(b, ">");
+    if (!rc) rc = put_text(b, text, n);
+    if (!rc) rc = puts_b(b, "</");
+    if (!rc) rc = puts_b(b, name);
+    if (!rc) rc = puts_b(b, ">");
+    return rc;
+}
+
+static int put_open(buf *b, const char *name, int close) {
+    int rc = puts_b(b, close ? "</" : "<");
+    if (!rc) rc = puts_b(b, name);
+    return rc ? rc : puts_b(b, ">");
+}
+
+static int put_object(buf *b, json_t *o, const char *action);
+
+/* One field of a result: scalars as elements; the maps and lists of the
+ * SQS shapes by their member names. */
+static int put_field(buf *b, const char *key, json_t *v, const char *action) {
+    char num[32];
+    int rc = 0;
+    if (!ident(key)) return 0; /* no element can be named so: left out */
+    if (json_is_string(v)) return put_elem(b, key, json_string_value(v), json_string_length(v));
+    if (json_is_integer(v)) {
+        snprintf(num, sizeof num, "%lld", (long long)json_integer_value(v));
+        return put_elem(b, key, num, strlen(num));
+    }
+    if (json_is_boolean(v))
+        return put_elem(b, key, json_is_true(v) ? "true" : "false", json_is_true(v) ? 4 : 5);
+    if (json_is_object(v)) {
+        /* Maps: Attributes (Name/Value), MessageAttributes (Name and a
+         * Value with fields), Tags (Key/Value). */
+        const char *member = strcmp(key, "Attributes") == 0          ? "Attribute"
+                             : strcmp(key, "MessageAttributes") == 0 ? "MessageAttribute"
+                             : strcmp(key, "Tags") == 0              ? "Tag"
+                                                                     : NULL;
+        const char *kname = strcmp(key, "Tags") == 0 ? "Key" : "Name";
+        if (!member) {
+            if ((rc = put_open(b, key, 0)) == 0 && (rc = put_object(b, v, action)) == 0)
+                rc = put_open(b, key, 1);
+            return rc;
+        }
+        const char *k;
+        json_t *x;
+        json_object_foreach(v, k, x) {
+            if (rc == 0) rc = put_open(b, member, 0);
+            if (rc == 0) rc = put_elem(b, kname, k, strlen(k));
+            if (rc == 0) rc = put_field(b, "Value", x, action);
+            if (rc == 0) rc = put_open(b, member, 1);
+        }
+        return rc;
+    }
+    if (json_is_array(v)) {
+        char entry[96];
+        const char *member = strcmp(key, "QueueUrls") == 0 || strcmp(key, "queueUrls") == 0 ? "QueueUrl"
+                             : strcmp(key, "Messages") == 0                                 ? "Message"
+                             : strcmp(key, "Failed") == 0 ? "BatchResultErrorEntry"
+                                                          : NULL;
+        if (strcmp(key, "Successful") == 0) {
+            snprintf(entry, sizeof entry, "%sResultEntry", action);
+            member = entry;
+        }
+        if (!member) member = key;
+        for (size_t i = 0; i < json_array_size(v) && rc == 0; i++)
+            rc = put_field(b, member, json_array_get(v, i), action);
+        return rc;
+    }
+    return 0; /* null: left out */
+}
+
+static int put_object(buf *b, json_t *o, const char *action) {
+    const char *k;
+    json_t *v;
+    int rc = 0;
+    json_object_foreach(o, k, v) {
+        if (rc == 0) rc = put_field(b, k, v, action);
+    }
+    return rc;
+}
+
+char *sl_sqs_query_answer(const char *action, json_t *result, const char *request_id, size_t *len) {
+    buf b = {0};
+    int rc = puts_b(&b, "<?xml version=\"1.0\"?><");
+    if (!rc) rc = puts_b(&b, action);
+    if (!rc) rc = puts_b(&b, "Response xmlns=\"" XMLNS "\">");
+    if (!rc && json_object_size(result) > 0) {
+        char tag[96];
+        snprintf(tag, sizeof tag, "%sResult", action);
+        if ((rc = put_open(&b, tag, 0)) == 0 && (rc = put_object(&b, result, action)) == 0)
+            rc = put_open(&b, tag, 1);
+    }
+    if (!rc) rc = puts_b(&b, "<ResponseMetadata>");
+    if (!rc) rc = put_elem(&b, "RequestId", request_id, strlen(request_id));
+    if (!rc) rc = puts_b(&b, "</ResponseMetadata></");
+    if (!rc) rc = puts_b(&b, action);
+    if (!rc) rc = puts_b(&b, "Response>");
+    if (!rc) rc = put(&b, "", 1);
+    if (rc) {
+        free(b.p);
+        return NULL;
+    }
+    *len = b.n - 1;
+    return (char *)b.p;
+}
+
+char *sl_sqs_query_error(const char *type, const char *code, const char *message, const char *request_id,
+                         size_t *len) {
+    buf b = {0};
+    int rc = puts_b(&b, "<?xml version=\"1.0\"?><ErrorResponse xmlns=\"" XMLNS "\"><Error>");
+    if (!rc) rc = put_elem(&b, "Type", type, strlen(type));
+    if (!rc) rc = put_elem(&b, "Code", code, strlen(code));
+    if (!rc) rc = put_elem(&b, "Message", message, strlen(message));
+    if (!rc) rc = puts_b(&b, "<Detail/></Error>");
+    if (!rc) rc = put_elem(&b, "RequestId", request_id, strlen(request_id));
+    if (!rc) rc = puts_b(&b, "</ErrorResponse>");
+    if (!rc) rc = put(&b, "", 1);
+    if (rc) {
+        free(b.p);
+        return NULL;
+    }
+    *len = b.n - 1;
+    return (char *)b.p;
+}
+
+static int hexval(char c) {
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* Decodes %XX and '+' of s in place. 0, or SL_EINVAL for a bad escape or
+ * an escaped NUL. */
+static int form_unescape(char *s) {
+    char *o = s;
+    for (char *p = s; *p; p++) {
+        if (*p == '+') {
+            *o++ = ' ';
+        } else if (*p == '%') {
+            int hi = hexval(p[1]), lo = hi < 0 ? -1 : hexval(p[2]);
+            if (lo < 0 || (hi == 0 && lo == 0)) return SL_EINVAL;
+            *o++ = (char)(hi << 4 | lo);
+            p += 2;
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o = '\0';
+    return 0;
+}
+
+long sl_sqs_form_split(char *s, char **names, char **values, size_t cap) {
+    size_t n = 0;
+    for (char *p = s; *p;) {
+        char *amp = strchr(p, '&'), *next = amp ? amp + 1 : p + strlen(p);
+        if (amp) *amp = '\0';
+        if (*p) {
+            if (n == cap) return SL_EINVAL;
+            char *eq = strchr(p, '=');
+            if (eq) *eq = '\0';
+            names[n] = p;
+            values[n] = eq ? eq + 1 : p + strlen(p);
+            if (form_unescape(names[n]) || form_unescape(values[n])) return SL_EINVAL;
+            n++;
+        }
+        p = next;
+    }
+    return (long)n;
+}

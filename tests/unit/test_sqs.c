@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -186,6 +187,164 @@ static void test_queue_urls_and_names(void **state) {
     assert_false(sl_sqs_queue_name_ok("sp ace"));
 }
 
+static json_t *decode(const char *const *kv, size_t n, char *action, char *err) {
+    const char *names[64], *values[64];
+    for (size_t i = 0; i < n; i++) {
+        names[i] = kv[2 * i];
+        values[i] = kv[2 * i + 1];
+    }
+    return sl_sqs_query_decode(names, values, n, action, 64, err, 256);
+}
+
+static void same_json(json_t *got, const char *want) {
+    json_t *w = parse(want);
+    char *g = json_dumps(got, JSON_SORT_KEYS | JSON_COMPACT),
+         *x = json_dumps(w, JSON_SORT_KEYS | JSON_COMPACT);
+    if (!json_equal(got, w)) fail_msg("got %s, want %s", g, x);
+    free(g);
+    free(x);
+    json_decref(w);
+}
+
+static void test_query_decode(void **state) {
+    (void)state;
+    char action[64], err[256];
+    static const char *const send[] = {"Action",
+                                       "SendMessage",
+                                       "Version",
+                                       "2012-11-05",
+                                       "QueueUrl",
+                                       "http://h/dev/q",
+                                       "MessageBody",
+                                       "hi",
+                                       "MessageAttribute.2.Name",
+                                       "n",
+                                       "MessageAttribute.2.Value.DataType",
+                                       "Number",
+                                       "MessageAttribute.2.Value.StringValue",
+                                       "1",
+                                       "MessageAttribute.1.Name",
+                                       "b",
+                                       "MessageAttribute.1.Value.DataType",
+                                       "Binary",
+                                       "MessageAttribute.1.Value.BinaryValue",
+                                       "AAE=",
+                                       "DelaySeconds",
+                                       "5"};
+    json_t *j = decode(send, sizeof send / sizeof send[0] / 2, action, err);
+    assert_non_null(j);
+    assert_string_equal(action, "SendMessage");
+    same_json(j, "{\"QueueUrl\":\"http://h/dev/q\",\"MessageBody\":\"hi\",\"DelaySeconds\":\"5\","
+                 "\"MessageAttributes\":{\"n\":{\"DataType\":\"Number\",\"StringValue\":\"1\"},"
+                 "\"b\":{\"DataType\":\"Binary\",\"BinaryValue\":\"AAE=\"}}}");
+    json_decref(j);
+    static const char *const batch[] = {"Action",
+                                        "SendMessageBatch",
+                                        "QueueUrl",
+                                        "u",
+                                        "SendMessageBatchRequestEntry.1.Id",
+                                        "a",
+                                        "SendMessageBatchRequestEntry.1.MessageBody",
+                                        "one",
+                                        "SendMessageBatchRequestEntry.2.Id",
+                                        "b",
+                                        "SendMessageBatchRequestEntry.2.MessageBody",
+                                        "two",
+                                        "SendMessageBatchRequestEntry.2.MessageAttribute.1.Name",
+                                        "k",
+                                        "SendMessageBatchRequestEntry.2.MessageAttribute.1.Value.DataType",
+                                        "String",
+                                        "SendMessageBatchRequestEntry.2.MessageAttribute.1.Value.StringValue",
+                                        "v"};
+    j = decode(batch, sizeof batch / sizeof batch[0] / 2, action, err);
+    assert_non_null(j);
+    same_json(j, "{\"QueueUrl\":\"u\",\"Entries\":[{\"Id\":\"a\",\"MessageBody\":\"one\"},"
+                 "{\"Id\":\"b\",\"MessageBody\":\"two\",\"MessageAttributes\":{\"k\":{\"DataType\":"
+                 "\"String\",\"StringValue\":\"v\"}}}]}");
+    json_decref(j);
+    static const char *const create[] = {"Action",
+                                         "CreateQueue",
+                                         "QueueName",
+                                         "q",
+                                         "Attribute.1.Name",
+                                         "VisibilityTimeout",
+                                         "Attribute.1.Value",
+                                         "40",
+                                         "Tag.1.Key",
+                                         "team",
+                                         "Tag.1.Value",
+                                         "a",
+                                         "AttributeName.1",
+                                         "All"};
+    j = decode(create, sizeof create / sizeof create[0] / 2, action, err);
+    assert_non_null(j);
+    same_json(j, "{\"QueueName\":\"q\",\"Attributes\":{\"VisibilityTimeout\":\"40\"},"
+                 "\"tags\":{\"team\":\"a\"},\"AttributeNames\":[\"All\"]}");
+    json_decref(j);
+    /* Refused: twice, a hole, an index out of range or not a number, an
+     * unknown dotted name, a map entry without its name, no Action. */
+    static const char *const bad[][6] = {
+        {"Action", "X", "QueueUrl", "a", "QueueUrl", "b"},
+        {"Action", "X", "AttributeName.2", "All", "", ""},
+        {"Action", "X", "AttributeName.0", "All", "", ""},
+        {"Action", "X", "AttributeName.101", "All", "", ""},
+        {"Action", "X", "AttributeName.1x", "All", "", ""},
+        {"Action", "X", "Foo.1.Bar", "v", "", ""},
+        {"Action", "X", "Attribute.1.Value", "v", "", ""},
+        {"Action", "X", "AttributeName.1", "a", "AttributeName.1", "b"},
+        {"QueueUrl", "a", "", "", "", ""},
+        {"Action", "X", "Action", "Y", "", ""},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        size_t n = bad[i][4][0] ? 3 : bad[i][2][0] ? 2 : 1;
+        j = decode(bad[i], n, action, err);
+        if (j) fail_msg("decoded case %zu", i);
+        assert_true(err[0] != '\0');
+    }
+}
+
+static void test_query_answer(void **state) {
+    (void)state;
+    size_t n;
+    json_t *r = parse("{\"Messages\":[{\"MessageId\":\"m1\",\"Body\":\"a&b<c>\\r\\n'\\\"\",\"Attributes\":"
+                      "{\"SenderId\":\"dev\"},\"MessageAttributes\":{\"k\":{\"DataType\":\"String\","
+                      "\"StringValue\":\"v\"}}}]}");
+    char *x = sl_sqs_query_answer("ReceiveMessage", r, "rid", &n);
+    assert_non_null(x);
+    assert_string_equal(
+        x, "<?xml version=\"1.0\"?><ReceiveMessageResponse xmlns=\"http://queue.amazonaws.com/doc/"
+           "2012-11-05/\"><ReceiveMessageResult><Message><MessageId>m1</MessageId><Body>a&amp;b&lt;"
+           "c&gt;&#xD;\n&apos;&quot;</Body><Attribute><Name>SenderId</Name><Value>dev</Value>"
+           "</Attribute><MessageAttribute><Name>k</Name><Value><DataType>String</DataType>"
+           "<StringValue>v</StringValue></Value></MessageAttribute></Message></ReceiveMessageResult>"
+           "<ResponseMetadata><RequestId>rid</RequestId></ResponseMetadata></ReceiveMessageResponse>");
+    assert_int_equal(n, strlen(x));
+    free(x);
+    json_decref(r);
+    r = parse(
+        "{\"Successful\":[{\"Id\":\"a\"}],\"Failed\":[{\"Id\":\"b\",\"SenderFault\":true,\"Code\":\"C\","
+        "\"Message\":\"M\"}]}");
+    x = sl_sqs_query_answer("DeleteMessageBatch", r, "rid", &n);
+    assert_non_null(
+        strstr(x, "<DeleteMessageBatchResult><DeleteMessageBatchResultEntry><Id>a</Id>"
+                  "</DeleteMessageBatchResultEntry><BatchResultErrorEntry><Id>b</Id><SenderFault>true"
+                  "</SenderFault><Code>C</Code><Message>M</Message></BatchResultErrorEntry>"
+                  "</DeleteMessageBatchResult>"));
+    free(x);
+    json_decref(r);
+    r = json_object();
+    x = sl_sqs_query_answer("DeleteMessage", r, "rid", &n);
+    assert_null(strstr(x, "Result"));
+    free(x);
+    json_decref(r);
+    x = sl_sqs_query_error("Sender", "AWS.SimpleQueueService.NonExistentQueue", "no <q>", "rid", &n);
+    assert_string_equal(
+        x, "<?xml version=\"1.0\"?><ErrorResponse xmlns=\"http://queue.amazonaws.com/doc/2012-11-05/\">"
+           "<Error><Type>Sender</Type><Code>AWS.SimpleQueueService.NonExistentQueue</Code><Message>"
+           "no &lt;q&gt;</Message><Detail/></Error><RequestId>rid</RequestId></ErrorResponse>");
+    free(x);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_md5),
@@ -193,6 +352,8 @@ int main(void) {
         cmocka_unit_test(test_text),
         cmocka_unit_test(test_base64),
         cmocka_unit_test(test_queue_urls_and_names),
+        cmocka_unit_test(test_query_decode),
+        cmocka_unit_test(test_query_answer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

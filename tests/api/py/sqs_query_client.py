@@ -1,0 +1,91 @@
+"""Run by tests/api/test_sqs_query.py under Debian's /usr/bin/python3 with
+Debian's python3-boto3, whose botocore (1.29) speaks SQS's query protocol:
+form requests, XML answers. Prints one JSON report of what it saw.
+
+    /usr/bin/python3 sqs_query_client.py <endpoint> <key> <queue name>
+"""
+import hashlib
+import json
+import struct
+import sys
+
+import boto3
+import botocore
+import botocore.exceptions
+
+
+def md5_attrs(attrs):
+    b = b""
+    for name in sorted(attrs):
+        a = attrs[name]
+        t = a["DataType"]
+        b += struct.pack(">I", len(name.encode())) + name.encode() + struct.pack(">I", len(t)) + t.encode()
+        if t.startswith("Binary"):
+            b += b"\x02" + struct.pack(">I", len(a["BinaryValue"])) + a["BinaryValue"]
+        else:
+            v = a["StringValue"].encode()
+            b += b"\x01" + struct.pack(">I", len(v)) + v
+    return hashlib.md5(b).hexdigest()
+
+
+def code_of(fn, **kw):
+    try:
+        fn(**kw)
+    except botocore.exceptions.ClientError as e:
+        return e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]
+    return None
+
+
+endpoint, key, name = sys.argv[1:4]
+sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="dev",
+                   aws_secret_access_key=key)
+out = {"botocore": botocore.__version__}
+created = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "40", "DelaySeconds": "0"})
+url = created["QueueUrl"]
+out["content_type"] = created["ResponseMetadata"]["HTTPHeaders"].get("content-type")
+out["url"] = url
+out["listed"] = url in sqs.list_queues(QueueNamePrefix=name).get("QueueUrls", [])
+out["visibility"] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])["Attributes"]
+attrs = {"s": {"DataType": "String", "StringValue": "x & <y>"},
+         "n": {"DataType": "Number", "StringValue": "12.5"},
+         "b": {"DataType": "Binary", "BinaryValue": bytes([0, 1, 2, 13, 10, 255])}}
+body = "line one\r\nline two <&> \"'\t\u2602"
+sent = sqs.send_message(QueueUrl=url, MessageBody=body, MessageAttributes=attrs)
+out["md5_body_ok"] = sent["MD5OfMessageBody"] == hashlib.md5(body.encode()).hexdigest()
+out["md5_attrs_ok"] = sent["MD5OfMessageAttributes"] == md5_attrs(attrs)
+got = sqs.receive_message(QueueUrl=url, MessageAttributeNames=["All"], AttributeNames=["All"], WaitTimeSeconds=5)
+(m,) = got["Messages"]
+out["body_ok"] = m["Body"] == body
+out["attrs_ok"] = m["MessageAttributes"] == attrs
+out["receive_md5_ok"] = m["MD5OfBody"] == hashlib.md5(body.encode()).hexdigest() and \
+    m["MD5OfMessageAttributes"] == md5_attrs(attrs)
+out["receive_count"] = m["Attributes"]["ApproximateReceiveCount"]
+sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=100)
+sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+batch = sqs.send_message_batch(QueueUrl=url, Entries=[
+    {"Id": "a", "MessageBody": "one"}, {"Id": "b", "MessageBody": "two", "DelaySeconds": 901},
+    {"Id": "c", "MessageBody": "three", "MessageAttributes": {"k": {"DataType": "String", "StringValue": "v"}}}])
+out["batch_ok"] = sorted(e["Id"] for e in batch["Successful"])
+out["batch_failed"] = [(e["Id"], e["Code"], e["SenderFault"]) for e in batch.get("Failed", [])]
+msgs = []
+for _ in range(10):
+    msgs += sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+    if len(msgs) >= 2:
+        break
+out["batch_bodies"] = sorted(x["Body"] for x in msgs)
+deleted = sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": f"m{i}", "ReceiptHandle": x["ReceiptHandle"]}
+                                                         for i, x in enumerate(msgs)] +
+                                   [{"Id": "bad", "ReceiptHandle": "garbage"}])
+out["deleted"] = sorted(e["Id"] for e in deleted["Successful"])
+out["delete_failed"] = [(e["Id"], e["Code"]) for e in deleted.get("Failed", [])]
+a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+out["left"] = int(a["ApproximateNumberOfMessages"]) + int(a["ApproximateNumberOfMessagesNotVisible"])
+out["errors"] = {
+    "missing_queue": code_of(sqs.get_queue_url, QueueName=name + "-missing"),
+    "bad_attribute": code_of(sqs.set_queue_attributes, QueueUrl=url, Attributes={"VisibilityTimeout": "99999"}),
+    "bad_handle": code_of(sqs.delete_message, QueueUrl=url, ReceiptHandle="garbage"),
+    "empty_batch": code_of(sqs.send_message_batch, QueueUrl=url, Entries=[]),
+}
+sqs.delete_queue(QueueUrl=url)
+out["after_delete"] = code_of(sqs.get_queue_url, QueueName=name)
+print(json.dumps(out))
