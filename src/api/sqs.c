@@ -1286,7 +1286,7 @@ static int query_request(call *c) {
                    -1;
         n += (size_t)k;
     }
-    char err[256];
+    char err[256] = "";
     c->in = sl_sqs_query_decode(names, values, n, c->q.action, sizeof c->q.action, err, sizeof err);
     if (!c->in) return sqs_fail(&c->q, c->q.action[0] ? &E_VALUE : &E_ACTION, "%s", err), -1;
     /* A request to a queue URL names its queue by its path. */

@@ -413,6 +413,12 @@ static int put_param(json_t *o, const char *name, const char *value, int depth, 
         snprintf(err, cap, "The parameter %.100s is not valid for this action.", name);
         return SL_EINVAL;
     }
+    const char *list = q->kind == 'm' ? NULL : q->json;
+    json_t *had = list ? json_object_get(o, list) : NULL;
+    if (had && !json_is_array(had)) {
+        snprintf(err, cap, "The parameter %.100s is given both as a list and as a value.", list);
+        return SL_EINVAL;
+    }
     if (q->kind == 'l') {
         if (slot(o, q->json, k, 0) == NULL) return SL_ENOMEM;
         json_t *a = json_object_get(o, q->json);
@@ -548,7 +554,9 @@ json_t *sl_sqs_query_decode(const char *const *names, const char *const *values,
             return NULL;
         }
     }
-    if (fold_maps(o, err, cap) != 0) {
+    int rc = fold_maps(o, err, cap);
+    if (rc) {
+        if (rc == SL_ENOMEM) snprintf(err, cap, "out of memory");
         json_decref(o);
         return NULL;
     }

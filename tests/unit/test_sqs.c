@@ -294,6 +294,7 @@ static void test_query_decode(void **state) {
         {"Action", "X", "AttributeName.1", "a", "AttributeName.1", "b"},
         {"QueueUrl", "a", "", "", "", ""},
         {"Action", "X", "Action", "Y", "", ""},
+        {"Action", "X", "AttributeNames", "a", "AttributeName.1", "b"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         size_t n = bad[i][4][0] ? 3 : bad[i][2][0] ? 2 : 1;
