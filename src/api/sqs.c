@@ -245,16 +245,52 @@ static int call_queue_info(call *c, sl_queue_info *qi) {
     return rc ? sqs_engine(&c->q, rc, c->queue), -1 : 0;
 }
 
-/* Parks the request on the operation a parked state (st, freed by destroy)
- * started, which returned rc: or, when it did not start, answers rc. */
-static int park(call *c, int rc, void *st, sl_op **op, void (*destroy)(void *)) {
+/* What a send or a delete parked on the store holds, first in its state:
+ * the resume function (see sl_api_resume_fn), the request and its
+ * protocol, the operation, the body whose bytes the operation uses, and the
+ * queue. */
+typedef struct {
+    sl_api_resume_fn resume;
+    sq q;
+    sl_op *op;
+    json_t *body;
+    int batch;
+    char queue[SL_NAME_MAX + 1];
+} parked;
+
+static void parked_init(parked *p, const call *c, sl_api_resume_fn resume, int batch) {
+    p->resume = resume;
+    p->q = c->q;
+    p->body = json_incref(c->in);
+    p->batch = batch;
+    snprintf(p->queue, sizeof p->queue, "%s", c->queue);
+}
+
+static void parked_clear(parked *p) {
+    if (p->op) sl_op_discard(p->op);
+    json_decref(p->body);
+}
+
+/* Parks the request on the operation that p (first in a state that
+ * destroy frees) started, which returned rc; or, when it did not start,
+ * frees the state and answers rc. */
+static int park(call *c, int rc, parked *p, void (*destroy)(void *)) {
     if (rc) {
-        *op = NULL;
-        destroy(st);
+        p->op = NULL;
+        destroy(p);
         return sqs_engine(&c->q, rc, c->queue);
     }
-    sl_http_set_user(c->r, st, destroy);
+    sl_http_set_user(c->r, p, destroy);
     return SL_HTTP_WAIT;
+}
+
+/* The operation once the store answered, taken out of p; NULL while the
+ * request should stay parked. */
+static sl_op *parked_take(sl_http_req *r, parked *p) {
+    if (sl_api_op_waiting(r, p->op)) return NULL;
+    sl_op *op = p->op;
+    p->op = NULL;
+    return op;
 }
 
 /* An entry id of a batch: 1..80 of [A-Za-z0-9_-]. */
@@ -736,12 +772,7 @@ static const sqs_err *outgoing_make(call *c, json_t *m, const sl_queue_info *qi,
 
 /* A send parked on the store: the messages' bytes live in body. */
 typedef struct {
-    sl_api_resume_fn resume;
-    sq q;
-    sl_op *op;
-    json_t *body;
-    int batch;
-    char queue[SL_NAME_MAX + 1];
+    parked p; /* first */
     size_t n; /* messages sent */
     outgoing out[SQS_BATCH_MAX];
     json_t *failed; /* the batch's entries that were not sent */
@@ -749,10 +780,9 @@ typedef struct {
 
 static void send_state_free(void *p) {
     send_state *st = p;
-    if (st->op) sl_op_discard(st->op);
+    parked_clear(&st->p);
     for (size_t i = 0; i < st->n; i++)
         free(st->out[i].attrs);
-    json_decref(st->body);
     json_decref(st->failed);
     free(st);
 }
@@ -767,19 +797,18 @@ static json_t *sent_json(const outgoing *o, const char *id) {
 
 static int send_resume(sl_http_req *r, void *state) {
     send_state *st = state;
-    if (sl_api_op_waiting(r, st->op)) return SL_HTTP_WAIT;
+    sl_op *op = parked_take(r, &st->p);
+    if (!op) return SL_HTTP_WAIT;
     char ids[SQS_BATCH_MAX][SL_MSGID_LEN + 1];
-    sl_op *op = st->op;
-    st->op = NULL;
     int rc = sl_msg_put_finish(op, ids);
-    if (rc) return sqs_engine(&st->q, rc, st->queue);
-    if (!st->batch) return sqs_ok(&st->q, sent_json(&st->out[0], ids[0]));
+    if (rc) return sqs_engine(&st->p.q, rc, st->p.queue);
+    if (!st->p.batch) return sqs_ok(&st->p.q, sent_json(&st->out[0], ids[0]));
     json_t *ok = json_array();
     for (size_t i = 0; ok && i < st->n; i++)
         json_array_append_new(ok, sent_json(&st->out[i], ids[i]));
     json_t *j = json_pack("{s:o}", "Successful", ok);
     if (j && json_array_size(st->failed) > 0) json_object_set(j, "Failed", st->failed);
-    return sqs_ok(&st->q, j);
+    return sqs_ok(&st->p.q, j);
 }
 
 /* Starts the put of st's messages and parks on it, or answers. */
@@ -787,13 +816,10 @@ static int send_start(call *c, send_state *st) {
     sl_put puts[SQS_BATCH_MAX];
     for (size_t i = 0; i < st->n; i++)
         puts[i] = st->out[i].put;
-    st->resume = send_resume;
-    st->q = c->q;
-    st->body = json_incref(c->in);
-    snprintf(st->queue, sizeof st->queue, "%s", c->queue);
-    int rc =
-        sl_msg_put_start(c->s->cfg.engine, c->account, c->queue, puts, st->n, sl_api_op_wake, c->r, &st->op);
-    return park(c, rc, st, &st->op, send_state_free);
+    parked_init(&st->p, c, send_resume, st->p.batch);
+    int rc = sl_msg_put_start(c->s->cfg.engine, c->account, c->queue, puts, st->n, sl_api_op_wake, c->r,
+                              &st->p.op);
+    return park(c, rc, &st->p, send_state_free);
 }
 
 static int a_send_message(call *c) {
@@ -821,7 +847,7 @@ static int a_send_message_batch(call *c) {
         free(st);
         return sqs_engine(&c->q, SL_ENOMEM, c->queue);
     }
-    st->batch = 1;
+    st->p.batch = 1;
     size_t total = 0;
     for (size_t i = 0; i < json_array_size(entries); i++) {
         json_t *m = json_array_get(entries, i);
@@ -1037,30 +1063,24 @@ static const char *handle_of(json_t *o) {
 
 /* A delete parked on the store. */
 typedef struct {
-    sl_api_resume_fn resume;
-    sq q;
-    sl_op *op;
-    json_t *body;
-    int batch;
-    char queue[SL_NAME_MAX + 1];
+    parked p;              /* first */
     size_t n;              /* entries */
     int at[SQS_BATCH_MAX]; /* each entry's place among the handles acked, or -1: not one of ours */
 } del_state;
 
 static void del_state_free(void *p) {
     del_state *st = p;
-    if (st->op) sl_op_discard(st->op);
-    json_decref(st->body);
+    parked_clear(&st->p);
     free(st);
 }
 
 static int del_answer(del_state *st, const int *rcs) {
-    json_t *entries = json_object_get(st->body, "Entries");
-    if (!st->batch) {
+    json_t *entries = json_object_get(st->p.body, "Entries");
+    if (!st->p.batch) {
         int rc = st->at[0] < 0 ? SL_EINVAL : rcs[st->at[0]];
-        if (rc == SL_EINVAL) return sqs_fail(&st->q, &E_RECEIPT, "The input receipt handle is invalid.");
-        if (rc && rc != SL_ECONFLICT) return sqs_engine(&st->q, rc, st->queue);
-        return sqs_ok(&st->q, json_object());
+        if (rc == SL_EINVAL) return sqs_fail(&st->p.q, &E_RECEIPT, "The input receipt handle is invalid.");
+        if (rc && rc != SL_ECONFLICT) return sqs_engine(&st->p.q, rc, st->p.queue);
+        return sqs_ok(&st->p.q, json_object());
     }
     json_t *ok = json_array(), *failed = json_array();
     for (size_t i = 0; i < st->n && ok && failed; i++) {
@@ -1077,15 +1097,14 @@ static int del_answer(del_state *st, const int *rcs) {
     json_t *j = json_pack("{s:o}", "Successful", ok);
     if (j && json_array_size(failed) > 0) json_object_set(j, "Failed", failed);
     json_decref(failed);
-    return sqs_ok(&st->q, j);
+    return sqs_ok(&st->p.q, j);
 }
 
 static int del_resume(sl_http_req *r, void *state) {
     del_state *st = state;
-    if (sl_api_op_waiting(r, st->op)) return SL_HTTP_WAIT;
+    sl_op *op = parked_take(r, &st->p);
+    if (!op) return SL_HTTP_WAIT;
     int rcs[SQS_BATCH_MAX];
-    sl_op *op = st->op;
-    st->op = NULL;
     sl_msg_ack_finish(op, rcs);
     return del_answer(st, rcs);
 }
@@ -1097,11 +1116,7 @@ static int delete_messages(call *c, int batch) {
         return sqs_fail(&c->q, &E_MISSING, "The request must contain the parameter ReceiptHandle.");
     del_state *st = calloc(1, sizeof *st);
     if (!st) return sqs_engine(&c->q, SL_ENOMEM, c->queue);
-    st->resume = del_resume;
-    st->q = c->q;
-    st->batch = batch;
-    st->body = json_incref(c->in);
-    snprintf(st->queue, sizeof st->queue, "%s", c->queue);
+    parked_init(&st->p, c, del_resume, batch);
     st->n = batch ? json_array_size(entries) : 1;
     const char *handles[SQS_BATCH_MAX];
     size_t k = 0;
@@ -1116,8 +1131,8 @@ static int delete_messages(call *c, int batch) {
         return done;
     }
     int rc =
-        sl_msg_ack_start(c->s->cfg.engine, c->account, c->queue, handles, k, sl_api_op_wake, c->r, &st->op);
-    return park(c, rc, st, &st->op, del_state_free);
+        sl_msg_ack_start(c->s->cfg.engine, c->account, c->queue, handles, k, sl_api_op_wake, c->r, &st->p.op);
+    return park(c, rc, &st->p, del_state_free);
 }
 
 static int a_delete_message(call *c) {

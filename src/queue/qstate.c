@@ -34,19 +34,23 @@ static uint64_t text_hash(const char *s) {
 }
 
 /* Takes the options that may change in an incarnation (sl_queue_update)
- * from fresh, read from the queue row whose options' text hashes to h. */
-static void opts_refresh(qstate *q, const sl_queue_opts *fresh, uint64_t h) {
+ * from text, the queue row's options as just read, whose hash is h: parsed
+ * only when they changed, not on every read of the row. */
+static void opts_refresh(qstate *q, const char *text, uint64_t h) {
     pthread_mutex_lock(&q->mu);
-    if (q->opts_hash != h) {
-        memcpy(q->opts.dlq, fresh->dlq, sizeof q->opts.dlq);
-        q->opts.max_delivery_count = fresh->max_delivery_count;
-        q->opts.retention_s = fresh->retention_s;
-        q->opts.visibility_s = fresh->visibility_s;
-        q->opts.delay_s = fresh->delay_s;
-        q->opts.wait_s = fresh->wait_s;
-        q->opts.max_bytes = fresh->max_bytes;
-        q->opts_hash = h;
-    }
+    int same = q->opts_hash == h;
+    pthread_mutex_unlock(&q->mu);
+    sl_queue_opts fresh;
+    if (same || sl_queue_opts_parse(text, &fresh) != 0) return;
+    pthread_mutex_lock(&q->mu);
+    memcpy(q->opts.dlq, fresh.dlq, sizeof q->opts.dlq);
+    q->opts.max_delivery_count = fresh.max_delivery_count;
+    q->opts.retention_s = fresh.retention_s;
+    q->opts.visibility_s = fresh.visibility_s;
+    q->opts.delay_s = fresh.delay_s;
+    q->opts.wait_s = fresh.wait_s;
+    q->opts.max_bytes = fresh.max_bytes;
+    q->opts_hash = h;
     pthread_mutex_unlock(&q->mu);
 }
 
@@ -97,16 +101,14 @@ int eng_queue(sl_engine *e, const char *account, const char *name, qstate **out)
     }
     int64_t version = row->v[QU_VERSION].i;
     char opts[4096];
-    sl_queue_opts fresh;
-    int readable =
-        sl_val_str(&row->v[QU_OPTS], opts, sizeof opts) >= 0 && sl_queue_opts_parse(opts, &fresh) == 0;
+    int readable = sl_val_str(&row->v[QU_OPTS], opts, sizeof opts) >= 0;
     uint64_t h = readable ? text_hash(opts) : 0;
     pthread_mutex_lock(&e->mu);
     if (q && q->version == version) {
         q->checked_ms = now;
         pthread_mutex_unlock(&e->mu);
         sl_result_free(&r);
-        if (readable) opts_refresh(q, &fresh, h);
+        if (readable) opts_refresh(q, opts, h);
         *out = q;
         return 0;
     }
@@ -123,8 +125,7 @@ int eng_queue(sl_engine *e, const char *account, const char *name, qstate **out)
             sl_result_free(&r);
             return SL_ENOMEM;
         }
-        if (readable) {
-            q->opts = fresh;
+        if (readable && sl_queue_opts_parse(opts, &q->opts) == 0) {
             q->opts_hash = h;
         } else {
             sl_log(SL_ERR, "queue %s has unreadable options", q->qkey);

@@ -135,19 +135,24 @@ static int init_incarnation(sl_engine *e, const char *qkey, const char *account,
     return eng_write(e, &x, 1);
 }
 
-int sl_queue_create(sl_engine *e, const char *account, const sl_queue_opts *o, char *err, size_t cap) {
+/* What a create or an update checks first: the options, the account, and
+ * the dead-letter queue, which must exist if they name one. 0, SL_EINVAL
+ * (err says why), SL_ENOTFOUND (no account) or a store error. */
+static int opts_usable(sl_engine *e, const char *account, const sl_queue_opts *o, char *err, size_t cap) {
     int rc = sl_queue_opts_check(o, err, cap);
-    if (rc) return rc;
-    if ((rc = sl_acct_exists(e->cfg.accounts, account)) != 0) return rc;
-    if (o->dlq[0]) {
-        qstate *d;
-        rc = eng_queue(e, account, o->dlq, &d);
-        if (rc == SL_ENOTFOUND) {
-            snprintf(err, cap, "dead-letter queue '%s' does not exist", o->dlq);
-            return SL_EINVAL;
-        }
-        if (rc) return rc;
+    if (rc || (rc = sl_acct_exists(e->cfg.accounts, account)) != 0 || !o->dlq[0]) return rc;
+    qstate *d;
+    rc = eng_queue(e, account, o->dlq, &d);
+    if (rc == SL_ENOTFOUND) {
+        snprintf(err, cap, "dead-letter queue '%s' does not exist", o->dlq);
+        return SL_EINVAL;
     }
+    return rc;
+}
+
+int sl_queue_create(sl_engine *e, const char *account, const sl_queue_opts *o, char *err, size_t cap) {
+    int rc = opts_usable(e, account, o, err, cap);
+    if (rc) return rc;
     for (int attempt = 0; attempt < 8; attempt++) {
         sl_val key[2] = {sl_vtext(account), sl_vtext(o->name)};
         sl_result r;
@@ -204,18 +209,8 @@ int sl_queue_create(sl_engine *e, const char *account, const sl_queue_opts *o, c
 }
 
 int sl_queue_update(sl_engine *e, const char *account, const sl_queue_opts *o, char *err, size_t cap) {
-    int rc = sl_queue_opts_check(o, err, cap);
+    int rc = opts_usable(e, account, o, err, cap);
     if (rc) return rc;
-    if ((rc = sl_acct_exists(e->cfg.accounts, account)) != 0) return rc;
-    if (o->dlq[0]) {
-        qstate *d;
-        rc = eng_queue(e, account, o->dlq, &d);
-        if (rc == SL_ENOTFOUND) {
-            snprintf(err, cap, "dead-letter queue '%s' does not exist", o->dlq);
-            return SL_EINVAL;
-        }
-        if (rc) return rc;
-    }
     for (int attempt = 0; attempt < 8; attempt++) {
         sl_val key[2] = {sl_vtext(account), sl_vtext(o->name)};
         sl_result r;

@@ -5,8 +5,6 @@ here independently), visibility and receipt handles as SQS has them, long
 polling, dead-letter queues by RedrivePolicy, batches with per-entry
 failures, AWS's error codes, and one queue seen through both APIs."""
 
-import hashlib
-import struct
 import threading
 import time
 
@@ -16,27 +14,7 @@ import botocore.exceptions
 import pytest
 
 from sluice_client import await_until, unique_name
-
-
-def md5_attrs(attrs):
-    """MD5OfMessageAttributes as AWS documents it, written here from the
-    documentation, not from the server's code."""
-    b = b""
-    for name in sorted(attrs):
-        a = attrs[name]
-        t = a["DataType"]
-        b += struct.pack(">I", len(name.encode())) + name.encode() + struct.pack(">I", len(t)) + t.encode()
-        if t.startswith("Binary"):
-            v = a["BinaryValue"]
-            b += b"\x02" + struct.pack(">I", len(v)) + v
-        else:
-            v = a["StringValue"].encode()
-            b += b"\x01" + struct.pack(">I", len(v)) + v
-    return hashlib.md5(b).hexdigest()
-
-
-def md5(text):
-    return hashlib.md5(text.encode()).hexdigest()
+from sqs_md5 import md5, md5_attrs
 
 
 def make_client(server, account="dev", key=None, region="eu-west-3"):

@@ -142,15 +142,33 @@ def test_schema_create_keyspace_first_time(cluster, keyspace):
         assert b"NetworkTopologyStrategy" in raw and b"datacenter1\x00\x00\x00\x013" in raw, (nd.index, raw)
 
 
-class _Load:
+class _Background:
+    """A load that runs _run() on a thread of its own until stop()."""
+
+    what = "the load"
+
+    def __init__(self):
+        self.halt = threading.Event()
+        self.t = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self.t.start()
+        return self
+
+    def stop(self):
+        self.halt.set()
+        self.t.join(timeout=120)
+        assert not self.t.is_alive(), f"{self.what} did not stop"
+
+
+class _Load(_Background):
     """Producers and consumers that run, in slices, until stop(); the
     history records everything."""
 
     def __init__(self, srv, queue, history):
         self.srv, self.q, self.h = srv, queue, history
-        self.halt = threading.Event()
         self.results = []
-        self.t = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
 
     def _run(self):
         while not self.halt.is_set():
@@ -160,26 +178,18 @@ class _Load:
             self.results.append(producers_consumers(self.srv.base_url, self.srv.key, self.q, PRODUCERS, CONSUMERS,
                                                     2.0, self.h, max_unacked=room, invisibility_s=LEASE_S))
 
-    def start(self):
-        self.t.start()
-        return self
 
-    def stop(self):
-        self.halt.set()
-        self.t.join(timeout=120)
-        assert not self.t.is_alive(), "the load did not stop"
-
-
-class _EventLoad:
+class _EventLoad(_Background):
     """One client ingesting events of one type until stop(); records the
     ingests answered 200/201 (id -> recordedAt) and retries the others with
     the same id."""
 
+    what = "the event load"
+
     def __init__(self, srv, kind):
         self.c, self.kind = srv.client(), kind
         self.answered, self.retried = {}, 0
-        self.halt = threading.Event()
-        self.t = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
 
     def _run(self):
         i = 0
@@ -195,15 +205,6 @@ class _EventLoad:
             else:
                 self.retried += 1
                 time.sleep(0.05)
-
-    def start(self):
-        self.t.start()
-        return self
-
-    def stop(self):
-        self.halt.set()
-        self.t.join(timeout=120)
-        assert not self.t.is_alive(), "the event load did not stop"
 
     def check(self, q_sub):
         """What went wrong with the log and the subscription (a list)."""

@@ -4,28 +4,16 @@ form requests, XML answers. Prints one JSON report of what it saw.
 
     /usr/bin/python3 sqs_query_client.py <endpoint> <key> <queue name>
 """
-import hashlib
 import json
-import struct
+import os
 import sys
 
 import boto3
 import botocore
 import botocore.exceptions
 
-
-def md5_attrs(attrs):
-    b = b""
-    for name in sorted(attrs):
-        a = attrs[name]
-        t = a["DataType"]
-        b += struct.pack(">I", len(name.encode())) + name.encode() + struct.pack(">I", len(t)) + t.encode()
-        if t.startswith("Binary"):
-            b += b"\x02" + struct.pack(">I", len(a["BinaryValue"])) + a["BinaryValue"]
-        else:
-            v = a["StringValue"].encode()
-            b += b"\x01" + struct.pack(">I", len(v)) + v
-    return hashlib.md5(b).hexdigest()
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from sqs_md5 import md5, md5_attrs  # noqa: E402
 
 
 def code_of(fn, **kw):
@@ -51,13 +39,13 @@ attrs = {"s": {"DataType": "String", "StringValue": "x & <y>"},
          "b": {"DataType": "Binary", "BinaryValue": bytes([0, 1, 2, 13, 10, 255])}}
 body = "line one\r\nline two <&> \"'\t\u2602"
 sent = sqs.send_message(QueueUrl=url, MessageBody=body, MessageAttributes=attrs)
-out["md5_body_ok"] = sent["MD5OfMessageBody"] == hashlib.md5(body.encode()).hexdigest()
+out["md5_body_ok"] = sent["MD5OfMessageBody"] == md5(body)
 out["md5_attrs_ok"] = sent["MD5OfMessageAttributes"] == md5_attrs(attrs)
 got = sqs.receive_message(QueueUrl=url, MessageAttributeNames=["All"], AttributeNames=["All"], WaitTimeSeconds=5)
 (m,) = got["Messages"]
 out["body_ok"] = m["Body"] == body
 out["attrs_ok"] = m["MessageAttributes"] == attrs
-out["receive_md5_ok"] = m["MD5OfBody"] == hashlib.md5(body.encode()).hexdigest() and \
+out["receive_md5_ok"] = m["MD5OfBody"] == md5(body) and \
     m["MD5OfMessageAttributes"] == md5_attrs(attrs)
 out["receive_count"] = m["Attributes"]["ApproximateReceiveCount"]
 sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=100)
