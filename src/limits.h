@@ -4,12 +4,13 @@
 #ifndef SL_LIMITS_H
 #define SL_LIMITS_H
 
-#define SL_MSG_MAX_DEFAULT (256 * 1024)
+#define SL_MSG_MAX_DEFAULT (1024 * 1024)
 #define SL_BATCH_MAX 100
 #define SL_RECEIVE_MAX 32
 #define SL_INVIS_MAX 604800 /* 7 days */
 #define SL_WAIT_MAX 20
 #define SL_ATTRS_MAX 10 /* attributes per message */
+#define SL_QUEUE_TAGS_MAX 50 /* tags per queue, as in SQS */
 #define SL_ATTR_KEY_MAX 128
 #define SL_ATTR_VAL_MAX 1024
 #define SL_RECEIPT_MAX 128 /* buffer size for a pop receipt */

@@ -180,7 +180,7 @@ static const option options[] = {
         "4 embedded, 64 on Cassandra",
         "threads for the requests that wait on the store (at most this many are in flight there)"),
     OPT("max_message_bytes", "--max-message-bytes", "SLUICE_MAX_MESSAGE_BYTES", O_LLONG, max_message_bytes, 1,
-        64 << 20, "262144", NULL, "the largest message"),
+        1 << 20, "1048576", NULL, "the largest message (1 MiB at most, as in SQS)"),
     OPT("max_json_bytes", "--max-json-bytes", "SLUICE_MAX_JSON_BYTES", O_LLONG, max_json_bytes, 1024,
         256 << 20, "1048576", NULL, "the largest JSON request body"),
     OPT("log_level", "--log-level", "SLUICE_LOG_LEVEL", O_LOG, log_level, 0, 2, "info", NULL,

@@ -20,7 +20,7 @@ typedef struct {
     sl_engine *engine;        /* borrowed, must outlive the API */
     sl_acct *acct;            /* borrowed: accounts and keys */
     int64_t skew_ms;          /* allowed request-time skew; 0 means 60 s */
-    size_t max_message_bytes; /* 0 means SL_MSG_MAX_DEFAULT (256 KiB) */
+    size_t max_message_bytes; /* 0 means SL_MSG_MAX_DEFAULT (1 MiB) */
     size_t max_json_bytes;    /* 0 means 1 MiB */
 } sl_api_config;
 

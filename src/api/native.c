@@ -820,9 +820,9 @@ int sl_api_native_open(const sl_api_config *cfg, sl_api **out) {
     if (!a->cfg.max_message_bytes) a->cfg.max_message_bytes = SL_MSG_MAX_DEFAULT;
     if (!a->cfg.max_json_bytes) a->cfg.max_json_bytes = JSON_MAX_DEFAULT;
     size_t js = a->cfg.max_json_bytes;
-    /* An update carries one message, which JSON escaping can blow up six
-     * times (\u00XX); let such a body in so that the message limit, not the
-     * escaping, decides. */
+    /* An update or a batch carries a message of up to the limit, which JSON
+     * escaping can blow up six times (\u00XX); let such a body in so that
+     * the message limit, not the escaping, decides. */
     size_t upd = a->cfg.max_message_bytes * 6 + 4096;
     if (upd < js) upd = js;
     const sl_http_route routes[] = {
@@ -840,7 +840,7 @@ int sl_api_native_open(const sl_api_config *cfg, sl_api **out) {
         {"DELETE", BASE "/{q}/messages", h_ack, js, 0, NULL},
         {"GET", BASE "/{q}/messages/next", h_next, js, 0, NULL},
         {"GET", BASE "/{q}/messages/peek", h_peek, js, 0, NULL},
-        {"POST", BASE "/{q}/messages/batch", h_batch, js, 0, NULL},
+        {"POST", BASE "/{q}/messages/batch", h_batch, upd, 0, NULL},
         {"POST", BASE "/{q}/messages/receive", h_receive, js, 0, NULL},
         {"POST", BASE "/{q}/messages/ack", h_ack_batch, js, 0, NULL},
     };

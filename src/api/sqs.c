@@ -25,8 +25,9 @@
  *    or deleted, succeeds and deletes nothing, as AWS documents.
  *  - A whole batch that the store could not take is one 503 (the SDKs
  *    retry it), not one failure per entry.
- *  - Not yet served (UnsupportedOperation, 400): FIFO queues, tags,
- *    message move tasks, permissions, presigned URLs. */
+ *  - AddPermission and RemovePermission are 403 AccessDenied: permissions
+ *    are keys and signed URLs, not queue policies.
+ *  - Not yet served (UnsupportedOperation, 400): FIFO queues. */
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -97,7 +98,8 @@ static const sqs_err
     E_TOKEN = {403, "InvalidClientTokenId", "InvalidClientTokenId"},
     E_SIGNATURE = {403, "SignatureDoesNotMatch", "SignatureDoesNotMatch"},
     E_UNAVAILABLE = {503, "ServiceUnavailable", "ServiceUnavailable"},
-    E_INTERNAL = {500, "InternalFailure", "InternalFailure"};
+    E_INTERNAL = {500, "InternalFailure", "InternalFailure"},
+    E_NO_RESOURCE = {400, "ResourceNotFoundException", "ResourceNotFoundException"};
 
 static int sqs_fail(const sq *q, const sqs_err *e, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -471,6 +473,54 @@ static int apply_attrs(call *c, json_t *attrs, sl_queue_opts *o) {
     return 0;
 }
 
+#define SQS_TAG_KEY_MAX 128
+#define SQS_TAG_VALUE_MAX 256
+
+/* A tag key (1..128 characters) or value (0..256): letters, digits and
+ * spaces in any language, and _ . : / = + - @, as AWS's tagging rules. */
+static int tag_text_ok(const char *s, size_t lo, size_t hi) {
+    size_t chars = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if ((*p & 0xC0) != 0x80) chars++; /* the input is valid UTF-8 (JSON) */
+        if (*p < 0x80 && !strchr("_.:/=+-@ ", *p) && !(*p >= '0' && *p <= '9') &&
+            !((*p | 0x20) >= 'a' && (*p | 0x20) <= 'z'))
+            return 0;
+    }
+    return chars >= lo && chars <= hi;
+}
+
+/* The tag map parameter name: 0 with *out set (NULL when absent and not
+ * required), or -1 after answering. */
+static int tags_param(call *c, const char *name, int required, json_t **out) {
+    json_t *t = json_object_get(c->in, name);
+    *out = NULL;
+    if (!t || json_is_null(t)) {
+        if (!required) return 0;
+        return sqs_fail(&c->q, &E_MISSING, "The request must contain the parameter %s.", name), -1;
+    }
+    if (!json_is_object(t)) return sqs_fail(&c->q, &E_VALUE, "%s must be a map of strings.", name), -1;
+    if (json_object_size(t) > SL_QUEUE_TAGS_MAX)
+        return sqs_fail(&c->q, &E_VALUE, "Too many tags: a queue has at most %d.", SL_QUEUE_TAGS_MAX), -1;
+    const char *k;
+    json_t *v;
+    json_object_foreach(t, k, v) {
+        if (!tag_text_ok(k, 1, SQS_TAG_KEY_MAX) || strncmp(k, "aws:", 4) == 0)
+            return sqs_fail(&c->q, &E_VALUE,
+                            "The tag key '%.128s' is invalid: 1 to 128 letters, digits, spaces or _.:/=+-@, "
+                            "not starting with 'aws:'.",
+                            k),
+                   -1;
+        if (!json_is_string(v) || !tag_text_ok(json_string_value(v), 0, SQS_TAG_VALUE_MAX))
+            return sqs_fail(&c->q, &E_VALUE,
+                            "The value of the tag '%.128s' is invalid: up to 256 letters, digits, spaces or "
+                            "_.:/=+-@.",
+                            k),
+                   -1;
+    }
+    *out = t;
+    return 0;
+}
+
 /* What a create or update of queue o that returned SL_EINVAL (with err)
  * answers: the DLQ it names does not exist. */
 static int bad_dlq(call *c, const char *err) {
@@ -488,16 +538,20 @@ static int a_create_queue(call *c) {
     size_t nl = strlen(name);
     if (nl > 5 && strcmp(name + nl - 5, ".fifo") == 0)
         return sqs_fail(&c->q, &E_UNSUPPORTED, "FIFO queues are not supported by this server yet.");
-    json_t *tags = json_object_get(c->in, "tags");
-    if (json_object_size(tags) > 0)
-        return sqs_fail(&c->q, &E_UNSUPPORTED, "Queue tags are not supported by this server yet.");
+    /* The JSON protocol names them "tags"; the query protocol's Tag.N.Key
+     * decode as "Tags". */
+    json_t *tags;
+    if (tags_param(c, json_object_get(c->in, "tags") ? "tags" : "Tags", 0, &tags)) return SL_HTTP_DONE;
     sl_queue_opts o;
     sl_queue_opts_default(&o);
     snprintf(o.name, sizeof o.name, "%s", name);
     json_t *attrs = json_object_get(c->in, "Attributes");
     if (apply_attrs(c, attrs, &o)) return SL_HTTP_DONE;
-    char err[256] = "", url[512];
-    int rc = sl_queue_create(c->s->cfg.engine, c->account, &o, err, sizeof err);
+    char err[256] = "", url[512], *tags_json = NULL;
+    if (json_object_size(tags) && !(tags_json = json_dumps(tags, JSON_COMPACT)))
+        return sqs_engine(&c->q, SL_ENOMEM, NULL);
+    int rc = sl_queue_create_tagged(c->s->cfg.engine, c->account, &o, tags_json, err, sizeof err);
+    free(tags_json);
     if (rc == SL_EINVAL && o.dlq[0]) return bad_dlq(c, err);
     if (rc == SL_EEXISTS) {
         sl_queue_info qi;
@@ -1210,11 +1264,153 @@ static int a_change_visibility_batch(call *c) {
     return sqs_ok(&c->q, j);
 }
 
-/* --- Dispatch ----------------------------------------------------------- */
+/* --- Tags and permissions ------------------------------------------------ */
 
-static int a_unsupported(call *c) {
-    return sqs_fail(&c->q, &E_UNSUPPORTED, "This server does not support this action yet.");
+/* What the engine's tag calls answer: too many tags is the client's. */
+static int tags_answer(call *c, int rc, const char *err) {
+    if (rc == SL_EINVAL) return sqs_fail(&c->q, &E_VALUE, "%s.", err);
+    return rc ? sqs_engine(&c->q, rc, c->queue) : sqs_ok(&c->q, json_object());
 }
+
+static int a_tag_queue(call *c) {
+    json_t *tags;
+    if (call_queue(c) || tags_param(c, "Tags", 1, &tags)) return SL_HTTP_DONE;
+    char *set = json_dumps(tags, JSON_COMPACT), err[128] = "";
+    if (!set) return sqs_engine(&c->q, SL_ENOMEM, NULL);
+    int rc = sl_queue_tag(c->s->cfg.engine, c->account, c->queue, set, NULL, 0, err, sizeof err);
+    free(set);
+    return tags_answer(c, rc, err);
+}
+
+static int a_untag_queue(call *c) {
+    if (call_queue(c)) return SL_HTTP_DONE;
+    json_t *keys = json_object_get(c->in, "TagKeys");
+    if (!keys || json_is_null(keys))
+        return sqs_fail(&c->q, &E_MISSING, "The request must contain the parameter TagKeys.");
+    size_t n = json_array_size(keys);
+    if (!json_is_array(keys) || n > SL_QUEUE_TAGS_MAX)
+        return sqs_fail(&c->q, &E_VALUE, "TagKeys must be a list of at most %d keys.", SL_QUEUE_TAGS_MAX);
+    const char *remove[SL_QUEUE_TAGS_MAX];
+    for (size_t i = 0; i < n; i++) {
+        json_t *k = json_array_get(keys, i);
+        remove[i] = json_string_value(k);
+        if (!remove[i] || !tag_text_ok(remove[i], 1, SQS_TAG_KEY_MAX))
+            return sqs_fail(&c->q, &E_VALUE, "TagKeys must hold tag keys of 1 to 128 characters.");
+    }
+    char err[128] = "";
+    int rc = sl_queue_tag(c->s->cfg.engine, c->account, c->queue, NULL, remove, n, err, sizeof err);
+    return tags_answer(c, rc, err);
+}
+
+static int a_list_queue_tags(call *c) {
+    if (call_queue(c)) return SL_HTTP_DONE;
+    char *text;
+    int rc = sl_queue_tags(c->s->cfg.engine, c->account, c->queue, &text);
+    if (rc) return sqs_engine(&c->q, rc, c->queue);
+    json_t *tags = json_loads(text, 0, NULL);
+    free(text);
+    if (!tags) return sqs_engine(&c->q, SL_ENOMEM, NULL);
+    json_t *out = json_object();
+    if (out && json_object_size(tags)) json_object_set(out, "Tags", tags);
+    json_decref(tags);
+    return sqs_ok(&c->q, out);
+}
+
+/* Sluice's permissions are its keys and signed URLs, not queue policies:
+ * AddPermission and RemovePermission answer as AWS does to a principal
+ * whose IAM policies do not allow them, after checking the queue URL. */
+static int a_permission(call *c) {
+    if (call_queue(c)) return SL_HTTP_DONE;
+    return sqs_fail(&c->q, &E_DENIED,
+                    "Access to %s is denied: queue policies are not supported; grant access with "
+                    "an account key or a signed URL.",
+                    c->q.action);
+}
+
+/* --- Message move tasks ---------------------------------------------------- */
+
+/* The queue an ARN parameter names, which must be the signer's: 1 when
+ * present, 0 when absent and not required, -1 after answering. */
+static int param_arn(call *c, const char *name, int required, char queue[SL_NAME_MAX + 1]) {
+    const char *arn;
+    int has = param_str(c, name, required, &arn);
+    if (has <= 0) return has;
+    char account[SL_NAME_MAX + 1];
+    int n = 0;
+    if (sscanf(arn, "arn:%*[a-z-]:sqs:%*[a-z0-9-]:%80[A-Za-z0-9_.-]:%80[A-Za-z0-9_.-]%n", account, queue,
+               &n) != 2 ||
+        arn[n] != '\0')
+        return sqs_fail(&c->q, &E_VALUE, "Value %.200s for parameter %s is invalid: not a queue ARN.", arn,
+                        name),
+               -1;
+    if (strcmp(account, c->account) != 0)
+        return sqs_fail(&c->q, &E_DENIED, "Access to the resource %.200s is denied.", arn), -1;
+    return 1;
+}
+
+static int a_start_move_task(call *c) {
+    char src[SL_NAME_MAX + 1], dst[SL_NAME_MAX + 1] = "", handle[SL_MOVE_HANDLE_MAX], err[160] = "";
+    long long rate;
+    if (param_arn(c, "SourceArn", 1, src) < 0 || param_arn(c, "DestinationArn", 0, dst) < 0 ||
+        param_int(c, c->in, "MaxNumberOfMessagesPerSecond", 1, SL_MOVE_RATE_MAX, SL_MOVE_RATE_MAX, &rate))
+        return SL_HTTP_DONE;
+    int rc = sl_move_task_start(c->s->cfg.engine, c->account, src, dst, (int)rate, handle, err, sizeof err);
+    if (rc == SL_ENOTFOUND)
+        return sqs_fail(&c->q, &E_NO_RESOURCE, "The source queue %s does not exist.", src);
+    if (rc == SL_EINVAL || rc == SL_EEXISTS) return sqs_fail(&c->q, &E_VALUE, "%s.", err);
+    if (rc) return sqs_engine(&c->q, rc, src);
+    return sqs_ok(&c->q, json_pack("{s:s}", "TaskHandle", handle));
+}
+
+static int a_list_move_tasks(call *c) {
+    char src[SL_NAME_MAX + 1], arn[256];
+    long long max;
+    if (param_arn(c, "SourceArn", 1, src) < 0 ||
+        param_int(c, c->in, "MaxResults", 1, SL_MOVE_TASKS_KEPT, 1, &max))
+        return SL_HTTP_DONE;
+    char *text;
+    int rc = sl_move_tasks(c->s->cfg.engine, c->account, src, &text);
+    if (rc == SL_ENOTFOUND)
+        return sqs_fail(&c->q, &E_NO_RESOURCE, "The source queue %s does not exist.", src);
+    if (rc) return sqs_engine(&c->q, rc, src);
+    json_t *tasks = json_loads(text, 0, NULL), *t, *out = json_array();
+    free(text);
+    size_t i;
+    json_array_foreach(tasks, i, t) {
+        if ((long long)i == max) break;
+        const char *status = json_string_value(json_object_get(t, "status"));
+        json_t *o = json_object();
+        queue_arn(c, src, arn, sizeof arn);
+        json_object_set_new(o, "SourceArn", json_string(arn));
+        queue_arn(c, json_string_value(json_object_get(t, "destination")), arn, sizeof arn);
+        json_object_set_new(o, "DestinationArn", json_string(arn));
+        json_object_set(o, "Status", json_object_get(t, "status"));
+        if (status && strcmp(status, "RUNNING") == 0)
+            json_object_set(o, "TaskHandle", json_object_get(t, "taskHandle"));
+        json_object_set(o, "MaxNumberOfMessagesPerSecond", json_object_get(t, "rate"));
+        json_object_set(o, "ApproximateNumberOfMessagesMoved", json_object_get(t, "moved"));
+        json_object_set(o, "ApproximateNumberOfMessagesToMove", json_object_get(t, "toMove"));
+        json_object_set(o, "StartedTimestamp", json_object_get(t, "startedMs"));
+        if (json_object_get(t, "failureReason"))
+            json_object_set(o, "FailureReason", json_object_get(t, "failureReason"));
+        json_array_append_new(out, o);
+    }
+    json_decref(tasks);
+    return sqs_ok(&c->q, json_pack("{s:o}", "Results", out));
+}
+
+static int a_cancel_move_task(call *c) {
+    const char *handle;
+    if (param_str(c, "TaskHandle", 1, &handle) < 0) return SL_HTTP_DONE;
+    int64_t moved;
+    int rc = sl_move_task_cancel(c->s->cfg.engine, c->account, handle, &moved);
+    if (rc == SL_ENOTFOUND)
+        return sqs_fail(&c->q, &E_NO_RESOURCE, "No running message move task has the handle %.200s.", handle);
+    if (rc) return sqs_engine(&c->q, rc, NULL);
+    return sqs_ok(&c->q, json_pack("{s:I}", "ApproximateNumberOfMessagesMoved", (json_int_t)moved));
+}
+
+/* --- Dispatch ----------------------------------------------------------- */
 
 static const struct {
     const char *name;
@@ -1235,22 +1431,23 @@ static const struct {
     {"ChangeMessageVisibilityBatch", a_change_visibility_batch},
     {"PurgeQueue", a_purge_queue},
     {"ListDeadLetterSourceQueues", a_list_dlq_sources},
-    {"TagQueue", a_unsupported},
-    {"UntagQueue", a_unsupported},
-    {"ListQueueTags", a_unsupported},
-    {"StartMessageMoveTask", a_unsupported},
-    {"ListMessageMoveTasks", a_unsupported},
-    {"CancelMessageMoveTask", a_unsupported},
-    {"AddPermission", a_unsupported},
-    {"RemovePermission", a_unsupported},
+    {"TagQueue", a_tag_queue},
+    {"UntagQueue", a_untag_queue},
+    {"ListQueueTags", a_list_queue_tags},
+    {"StartMessageMoveTask", a_start_move_task},
+    {"ListMessageMoveTasks", a_list_move_tasks},
+    {"CancelMessageMoveTask", a_cancel_move_task},
+    {"AddPermission", a_permission},
+    {"RemovePermission", a_permission},
 };
 
 /* The signer: the account named by the SigV4 credential, whose keys must
  * have made the signature. 0, or -1 after answering 403 (or 503). */
 static int authenticate(call *c) {
-    const char *h = sl_http_header(c->r, "Authorization");
-    if (!h) return sqs_fail(&c->q, &E_NO_AUTH, "Request is missing Authentication Token"), -1;
-    if (sl_auth_sigv4_account(h, c->account) != 0)
+    const char *h = sl_http_header(c->r, "Authorization"), *credential = NULL;
+    if (!h && !(credential = sl_http_query(c->r, "X-Amz-Credential")))
+        return sqs_fail(&c->q, &E_NO_AUTH, "Request is missing Authentication Token"), -1;
+    if (sl_auth_sigv4_account(h, credential, c->account) != 0)
         return sqs_fail(&c->q, &E_TOKEN,
                         "The security token included in the request is invalid: SQS requests are "
                         "signed with AWS Signature Version 4, access key id 'account' or "

@@ -667,8 +667,9 @@ static int put_field(buf *b, const char *key, json_t *v, const char *action) {
         char entry[96];
         const char *member = strcmp(key, "QueueUrls") == 0 || strcmp(key, "queueUrls") == 0 ? "QueueUrl"
                              : strcmp(key, "Messages") == 0                                 ? "Message"
-                             : strcmp(key, "Failed") == 0 ? "BatchResultErrorEntry"
-                                                          : NULL;
+                             : strcmp(key, "Failed") == 0  ? "BatchResultErrorEntry"
+                             : strcmp(key, "Results") == 0 ? "ListMessageMoveTasksResultEntry"
+                                                           : NULL;
         if (strcmp(key, "Successful") == 0) {
             snprintf(entry, sizeof entry, "%sResultEntry", action);
             member = entry;

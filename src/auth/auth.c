@@ -135,6 +135,8 @@ int sl_auth_verify(const struct sl_auth_request *rq, const struct sl_auth_keyrin
         if (sl__token_eq(auth, w, "AWS4-HMAC-SHA256")) return sl_auth_verify_sigv4(rq, ring, skew_ms, out);
         return SL_EAUTH;
     }
+    if (sl__query_param(rq->query, rq->query_len, "X-Amz-Algorithm", NULL, 0) != 0)
+        return sl_auth_verify_sigv4(rq, ring, skew_ms, out); /* presigned */
     if (sl__query_param(rq->query, rq->query_len, "sig", NULL, 0) != 0)
         return sl_auth_verify_url(rq, ring, out);
     return SL_EAUTH;

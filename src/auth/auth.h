@@ -149,11 +149,12 @@ int sl_auth_verify_sigv4(const struct sl_auth_request *rq, const struct sl_auth_
 int sl_auth_verify_url(const struct sl_auth_request *rq, const struct sl_auth_keyring *ring,
                        struct sl_auth_cred *out);
 
-/* The account of a SigV4 Authorization header's access key id ("account"
- * or "account:keyName"), for APIs whose requests name their account only
- * there (SQS): 0, or SL_EAUTH when the header is not a well-formed SigV4
- * one. Says nothing of whether the signature is good. */
-int sl_auth_sigv4_account(const char *authorization, char account[SL_NAME_MAX + 1]);
+/* The account of a SigV4 access key id ("account" or "account:keyName"),
+ * taken from the Authorization header, or when that is NULL from a
+ * presigned URL's X-Amz-Credential (decoded), for APIs whose requests name
+ * their account only there (SQS): 0, or SL_EAUTH when it is not well-formed.
+ * Says nothing of whether the signature is good. */
+int sl_auth_sigv4_account(const char *authorization, const char *credential, char account[SL_NAME_MAX + 1]);
 
 /* "Signed" scheme, client side (tests, tools): the signature for one request,
  * base64url without padding, 43 characters plus NUL. */

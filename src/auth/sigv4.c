@@ -4,6 +4,16 @@
  *     Authorization: AWS4-HMAC-SHA256 Credential=<akid>/<yyyymmdd>/<region>/<service>/aws4_request,
  *                    SignedHeaders=<h1;h2;...>, Signature=<64 hex>
  *
+ * or presigned, the same in the query (a URL that works until it expires):
+ *
+ *     ?...&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=<akid>%2F<date>%2F...
+ *      &X-Amz-Date=<amzdate>&X-Amz-Expires=<1..604800 s>&X-Amz-SignedHeaders=host
+ *      &X-Amz-Signature=<64 hex>
+ *
+ * where the canonical query is the query without X-Amz-Signature, and the
+ * URL is good from X-Amz-Date (less the allowed skew) for X-Amz-Expires
+ * seconds. A request carries one form, never both.
+ *
  * akid is "<account>" (any key of the account may have signed) or
  * "<account>:<keyName>" (only that key). The account must be the one the
  * request addresses. The secret is the key's 86-character base64url string
@@ -113,6 +123,16 @@ static int parse_credential(const char *s, size_t n, struct authz *a) {
     return 0;
 }
 
+static int parse_signature(const char *v, size_t vn, struct authz *a) {
+    if (vn != 2 * SL_SHA256_LEN) return -1;
+    for (size_t i = 0; i < SL_SHA256_LEN; i++) {
+        int hi = unhex(v[2 * i]), lo = unhex(v[2 * i + 1]);
+        if (hi < 0 || lo < 0) return -1;
+        a->sig[i] = (unsigned char)(hi << 4 | lo);
+    }
+    return 0;
+}
+
 /* The three components, each exactly once, in any order, separated by
  * commas with optional spaces (botocore writes ", ", some clients ","). */
 static int parse_authorization(const char *h, struct authz *a) {
@@ -140,12 +160,7 @@ static int parse_authorization(const char *h, struct authz *a) {
             a->sh_len = vn;
             seen |= 2;
         } else if (sl__token_eq(p, kn, "Signature") && !(seen & 4)) {
-            if (vn != 2 * SL_SHA256_LEN) return -1;
-            for (size_t i = 0; i < SL_SHA256_LEN; i++) {
-                int hi = unhex(v[2 * i]), lo = unhex(v[2 * i + 1]);
-                if (hi < 0 || lo < 0) return -1;
-                a->sig[i] = (unsigned char)(hi << 4 | lo);
-            }
+            if (parse_signature(v, vn, a)) return -1;
             seen |= 4;
         } else {
             return -1;
@@ -154,6 +169,42 @@ static int parse_authorization(const char *h, struct authz *a) {
         if (*p == ',') p++;
     }
     return seen == 7 ? 0 : -1;
+}
+
+#define PRESIGN_EXPIRES_MAX 604800 /* seven days, as AWS */
+
+/* A presigned request's parameters, decoded; a's strings point into it. */
+struct presigned {
+    char cred[2 * SL_NAME_MAX + 2 * SCOPE_PART_MAX + 32];
+    char sh[1024];
+    char amz[17];
+    char sig[2 * SL_SHA256_LEN + 1];
+    int64_t expires_s;
+};
+
+/* 1 when the query carries a presigned SigV4 (X-Amz-Algorithm), 0 when it
+ * does not, -1 when it does but a parameter is missing, repeated or
+ * malformed. */
+static int parse_presigned(const struct sl_auth_request *rq, struct authz *a, struct presigned *p) {
+    char alg[32], exp[16];
+    int has = sl__query_param(rq->query, rq->query_len, "X-Amz-Algorithm", alg, sizeof alg);
+    if (has <= 0) return has;
+    if (strcmp(alg, "AWS4-HMAC-SHA256") != 0 ||
+        sl__query_param(rq->query, rq->query_len, "X-Amz-Credential", p->cred, sizeof p->cred) != 1 ||
+        sl__query_param(rq->query, rq->query_len, "X-Amz-SignedHeaders", p->sh, sizeof p->sh) != 1 ||
+        sl__query_param(rq->query, rq->query_len, "X-Amz-Date", p->amz, sizeof p->amz) != 1 ||
+        sl__query_param(rq->query, rq->query_len, "X-Amz-Expires", exp, sizeof exp) != 1 ||
+        sl__query_param(rq->query, rq->query_len, "X-Amz-Signature", p->sig, sizeof p->sig) != 1)
+        return -1;
+    char *end;
+    long long e = strtoll(exp, &end, 10);
+    if (exp[0] < '0' || exp[0] > '9' || *end || e < 1 || e > PRESIGN_EXPIRES_MAX || strlen(p->amz) != 16 ||
+        parse_credential(p->cred, strlen(p->cred), a) || parse_signature(p->sig, strlen(p->sig), a))
+        return -1;
+    p->expires_s = e;
+    a->signed_headers = p->sh;
+    a->sh_len = strlen(p->sh);
+    return 1;
 }
 
 /* "Sat, 21 Nov 2026 10:00:00 GMT" to "20261121T100000Z". The zone may also
@@ -380,9 +431,11 @@ static int canonical_headers(struct sl__sb *b, const struct sl_auth_request *rq,
     return host ? 0 : -1;
 }
 
-int sl_auth_sigv4_account(const char *authorization, char account[SL_NAME_MAX + 1]) {
+int sl_auth_sigv4_account(const char *authorization, const char *credential, char account[SL_NAME_MAX + 1]) {
     struct authz a = {0};
-    if (!authorization || parse_authorization(authorization, &a) != 0) return SL_EAUTH;
+    if (authorization ? parse_authorization(authorization, &a) != 0
+                      : !credential || parse_credential(credential, strlen(credential), &a) != 0)
+        return SL_EAUTH;
     const char *colon = memchr(a.akid, ':', a.akid_len);
     size_t n = colon ? (size_t)(colon - a.akid) : a.akid_len;
     if (n == 0 || n > SL_NAME_MAX) return SL_EAUTH;
@@ -427,21 +480,31 @@ int sl_auth_verify_sigv4(const struct sl_auth_request *rq, const struct sl_auth_
                          int64_t skew_ms, struct sl_auth_cred *out) {
     const char *h, *v;
     struct authz a = {0};
+    struct presigned ps;
     char amz[17];
     int64_t t;
     if (skew_ms <= 0) skew_ms = SL_AUTH_DEFAULT_SKEW_MS;
-    if (sl__header(rq, "authorization", &h) != 1 || parse_authorization(h, &a) != 0) return SL_EAUTH;
+    size_t nh = sl__header(rq, "authorization", &h);
+    int presigned = parse_presigned(rq, &a, &ps);
+    if (presigned < 0 || nh > 1 || (nh == 1) == (presigned == 1)) return SL_EAUTH; /* one form */
+    if (nh == 1 && parse_authorization(h, &a) != 0) return SL_EAUTH;
 
-    size_t nd = sl__header(rq, "x-amz-date", &v);
-    if (nd > 1) return SL_EAUTH;
-    if (nd == 1) {
-        if (strlen(v) != 16) return SL_EAUTH;
-        memcpy(amz, v, 17);
-    } else if (sl__header(rq, "date", &v) != 1 || imf_to_amz(v, amz) != 0) {
-        return SL_EAUTH;
+    if (presigned) {
+        memcpy(amz, ps.amz, 17);
+    } else {
+        size_t nd = sl__header(rq, "x-amz-date", &v);
+        if (nd > 1) return SL_EAUTH;
+        if (nd == 1) {
+            if (strlen(v) != 16) return SL_EAUTH;
+            memcpy(amz, v, 17);
+        } else if (sl__header(rq, "date", &v) != 1 || imf_to_amz(v, amz) != 0) {
+            return SL_EAUTH;
+        }
     }
     if (amz_time(amz, &t) != 0 || memcmp(amz, a.date, 8) != 0) return SL_EAUTH;
-    if (t > rq->now_ms + skew_ms || t < rq->now_ms - skew_ms) return SL_EAUTH;
+    /* A presigned URL is good from its time (less the skew) until it expires. */
+    int64_t until = presigned ? t + ps.expires_s * 1000 : t + skew_ms;
+    if (t > rq->now_ms + skew_ms || rq->now_ms > until) return SL_EAUTH;
 
     const struct sl_auth_key *only;
     if (select_keys(&a, ring, &only) != 0) return SL_EAUTH;
@@ -471,7 +534,8 @@ int sl_auth_verify_sigv4(const struct sl_auth_request *rq, const struct sl_auth_
     if (H > HEADERS_MAX) H = HEADERS_MAX;
     size_t uri_cap = 3 * P + 2, q_cap = 3 * Q + 2 * np_max + 2;
     size_t cr_cap = 32 + uri_cap + q_cap + H + a.sh_len + 2 * SL_SHA256_LEN;
-    size_t total = uri_cap + 2 * q_cap + 3 * Q + 2 * np_max + H + cr_cap + 2 * np_max * sizeof(struct pair);
+    size_t total =
+        uri_cap + 2 * q_cap + 3 * Q + 2 * np_max + H + cr_cap + Q + 1 + 2 * np_max * sizeof(struct pair);
     char *mem = malloc(total);
     if (!mem) return SL_ENOMEM;
     struct pair *raw_pairs = (struct pair *)mem, *pairs = raw_pairs + np_max;
@@ -487,6 +551,29 @@ int sl_auth_verify_sigv4(const struct sl_auth_request *rq, const struct sl_auth_
     if (canonical_headers(&hd, rq, a.signed_headers, a.sh_len) != 0 || hd.err) goto done;
     uri_aws(&uri, rq->path, P);
     size_t np = split_pairs(rq->query, Q, raw_pairs);
+    /* A presigned query is signed without its signature; "as sent" is then
+     * the rest in its order (it was appended last). */
+    const char *qraw = Q ? rq->query : "";
+    size_t qraw_len = Q;
+    if (presigned) {
+        size_t k = 0;
+        for (size_t i = 0; i < np; i++)
+            if (!sl__token_eq(raw_pairs[i].k, raw_pairs[i].kn, "X-Amz-Signature"))
+                raw_pairs[k++] = raw_pairs[i];
+        np = k;
+        memcpy(pairs, raw_pairs, np * sizeof *pairs);
+        struct sl__sb rest = {cr.p + cr_cap, 0, Q + 1, 0};
+        for (size_t i = 0; i < np; i++) {
+            if (i) sl__sb_chr(&rest, '&');
+            sl__sb_put(&rest, raw_pairs[i].k, raw_pairs[i].kn);
+            if (raw_pairs[i].v > raw_pairs[i].k + raw_pairs[i].kn) {
+                sl__sb_chr(&rest, '=');
+                sl__sb_put(&rest, raw_pairs[i].v, raw_pairs[i].vn);
+            }
+        }
+        qraw = rest.p;
+        qraw_len = rest.len;
+    }
     int have_qa = query_aws(&qa, &scratch, raw_pairs, pairs, np) == 0;
     memcpy(pairs, raw_pairs, np * sizeof *pairs);
     put_pairs(&qs, pairs, np);
@@ -496,7 +583,7 @@ int sl_auth_verify_sigv4(const struct sl_auth_request *rq, const struct sl_auth_
     }
 
     const struct span uris[2] = {{uri.p, uri.len}, {P ? rq->path : "/", P ? P : 1}};
-    const struct span queries[3] = {{have_qa ? qa.p : NULL, qa.len}, {qs.p, qs.len}, {Q ? rq->query : "", Q}};
+    const struct span queries[3] = {{have_qa ? qa.p : NULL, qa.len}, {qs.p, qs.len}, {qraw, qraw_len}};
 
     /* The string to sign of every distinct candidate form. */
     char sts[MAX_CANDIDATES][320];

@@ -221,6 +221,11 @@ void sl_engine_close(sl_engine *e) {
     pthread_mutex_unlock(&e->mu);
     pthread_join(e->poller, NULL);
     if (e->bg_started) pthread_join(e->bg, NULL);
+    /* Move tasks see stopping at their next message and record that. */
+    pthread_mutex_lock(&e->mu);
+    while (e->movers > 0)
+        pthread_cond_wait(&e->wake, &e->mu);
+    pthread_mutex_unlock(&e->mu);
     /* Wake whoever still waits, so no watch outlives the engine. */
     eng_fire(e, NULL, 0, 0);
     flush_lease_entries(e, 1);

@@ -7,7 +7,7 @@
 #include "queue_int.h"
 /* --- The queue cache ----------------------------------------------------- */
 
-int sl_queue_opts_parse(const char *json, sl_queue_opts *o); /* queue.c */
+int sl_queue_opts_parse(const sl_val *v, sl_queue_opts *o); /* queue.c */
 
 static qstate *qstate_new(const char *account, const char *name, int64_t version) {
     qstate *q = sl_calloc(1, sizeof *q);
@@ -26,17 +26,18 @@ static qstate *qstate_new(const char *account, const char *name, int64_t version
     return q;
 }
 
-static uint64_t text_hash(const char *s) {
+static uint64_t text_hash(const sl_val *v) {
     uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    const unsigned char *s = v->p;
+    for (size_t i = 0; i < v->n; i++)
+        h = (h ^ s[i]) * 1099511628211ULL;
     return h;
 }
 
 /* Takes the options that may change in an incarnation (sl_queue_update)
  * from text, the queue row's options as just read, whose hash is h: parsed
  * only when they changed, not on every read of the row. */
-static void opts_refresh(qstate *q, const char *text, uint64_t h) {
+static void opts_refresh(qstate *q, const sl_val *text, uint64_t h) {
     pthread_mutex_lock(&q->mu);
     int same = q->opts_hash == h;
     pthread_mutex_unlock(&q->mu);
@@ -100,15 +101,15 @@ int eng_queue(sl_engine *e, const char *account, const char *name, qstate **out)
         return SL_ENOTFOUND;
     }
     int64_t version = row->v[QU_VERSION].i;
-    char opts[4096];
-    int readable = sl_val_str(&row->v[QU_OPTS], opts, sizeof opts) >= 0;
+    const sl_val *opts = &row->v[QU_OPTS];
+    int readable = opts->set && !opts->null;
     uint64_t h = readable ? text_hash(opts) : 0;
     pthread_mutex_lock(&e->mu);
     if (q && q->version == version) {
         q->checked_ms = now;
         pthread_mutex_unlock(&e->mu);
+        if (readable) opts_refresh(q, opts, h); /* opts points into r */
         sl_result_free(&r);
-        if (readable) opts_refresh(q, opts, h);
         *out = q;
         return 0;
     }

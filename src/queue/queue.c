@@ -51,19 +51,15 @@ int sl_queue_opts_check(const sl_queue_opts *o, char *err, size_t cap) {
 }
 
 /* Options are stored as JSON text in the queue row, so that adding an
- * option never needs a schema change. */
-static char *opts_json(const sl_queue_opts *o) {
-    json_t *j = json_pack(
-        "{s:i,s:i,s:s?,s:i,s:i,s:b,s:I,s:b,s:i,s:i,s:i,s:i}", "bucketSize", o->bucket_size,
-        "maxDeliveryCount", o->max_delivery_count, "dlqName", o->dlq[0] ? o->dlq : NULL,
-        "repairWorkerPollSeconds", o->repair_poll_s, "repairWorkerBucketFinalizeTimeSeconds",
-        o->finalize_timeout_s, "deleteBucketsAfterFinalize", o->delete_buckets, "retentionSeconds",
-        (json_int_t)o->retention_s, "strictFifo", o->strict_fifo, "visibilityTimeoutSeconds", o->visibility_s,
-        "delaySeconds", o->delay_s, "receiveWaitSeconds", o->wait_s, "maximumMessageBytes", o->max_bytes);
-    if (!j) return NULL;
-    char *s = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    return s;
+ * option never needs a schema change; the row's "tags" sit beside them. */
+static json_t *opts_obj(const sl_queue_opts *o) {
+    return json_pack("{s:i,s:i,s:s?,s:i,s:i,s:b,s:I,s:b,s:i,s:i,s:i,s:i}", "bucketSize", o->bucket_size,
+                     "maxDeliveryCount", o->max_delivery_count, "dlqName", o->dlq[0] ? o->dlq : NULL,
+                     "repairWorkerPollSeconds", o->repair_poll_s, "repairWorkerBucketFinalizeTimeSeconds",
+                     o->finalize_timeout_s, "deleteBucketsAfterFinalize", o->delete_buckets,
+                     "retentionSeconds", (json_int_t)o->retention_s, "strictFifo", o->strict_fifo,
+                     "visibilityTimeoutSeconds", o->visibility_s, "delaySeconds", o->delay_s,
+                     "receiveWaitSeconds", o->wait_s, "maximumMessageBytes", o->max_bytes);
 }
 
 static int64_t get_int(json_t *j, const char *k, int64_t dflt) {
@@ -73,14 +69,9 @@ static int64_t get_int(json_t *j, const char *k, int64_t dflt) {
     return dflt;
 }
 
-/* Reads options written by opts_json; a missing or mistyped field keeps its
- * default, so rows written by an older version still load. */
-int sl_queue_opts_parse(const char *json, sl_queue_opts *o) {
-    json_t *j = json_loads(json, 0, NULL);
-    if (!json_is_object(j)) {
-        json_decref(j);
-        return SL_EINVAL;
-    }
+/* Reads options written by opts_json (the text in v); a missing or mistyped
+ * field keeps its default, so rows written by an older version still load. */
+static void opts_from_json(json_t *j, sl_queue_opts *o) {
     sl_queue_opts_default(o);
     o->bucket_size = (int)get_int(j, "bucketSize", o->bucket_size);
     o->max_delivery_count = (int)get_int(j, "maxDeliveryCount", o->max_delivery_count);
@@ -95,6 +86,15 @@ int sl_queue_opts_parse(const char *json, sl_queue_opts *o) {
     o->max_bytes = (int)get_int(j, "maximumMessageBytes", o->max_bytes);
     const char *dlq = json_string_value(json_object_get(j, "dlqName"));
     if (dlq) snprintf(o->dlq, sizeof o->dlq, "%s", dlq);
+}
+
+int sl_queue_opts_parse(const sl_val *v, sl_queue_opts *o) {
+    json_t *j = v->set && !v->null ? json_loadb(v->p, v->n, 0, NULL) : NULL;
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return SL_EINVAL;
+    }
+    opts_from_json(j, o);
     json_decref(j);
     return 0;
 }
@@ -150,9 +150,44 @@ static int opts_usable(sl_engine *e, const char *account, const sl_queue_opts *o
     return rc;
 }
 
+/* A tag set as the row keeps it: an object of 0..SL_QUEUE_TAGS_MAX string
+ * values. */
+static int tags_check(json_t *tags, char *err, size_t cap) {
+    const char *k;
+    json_t *v;
+    if (!json_is_object(tags)) {
+        snprintf(err, cap, "tags must be an object of strings");
+        return SL_EINVAL;
+    }
+    json_object_foreach(tags, k, v) {
+        if (!json_is_string(v)) {
+            snprintf(err, cap, "the tag '%.128s' is not a string", k);
+            return SL_EINVAL;
+        }
+    }
+    if (json_object_size(tags) > SL_QUEUE_TAGS_MAX) {
+        snprintf(err, cap, "a queue has at most %d tags", SL_QUEUE_TAGS_MAX);
+        return SL_EINVAL;
+    }
+    return 0;
+}
+
 int sl_queue_create(sl_engine *e, const char *account, const sl_queue_opts *o, char *err, size_t cap) {
-    int rc = opts_usable(e, account, o, err, cap);
-    if (rc) return rc;
+    return sl_queue_create_tagged(e, account, o, NULL, err, cap);
+}
+
+/* The options' text for a new queue: o, and its tags when given. */
+static char *new_opts(const sl_queue_opts *o, json_t *tags) {
+    json_t *j = opts_obj(o);
+    char *s = j && (!tags || !json_object_size(tags) || json_object_set(j, "tags", tags) == 0)
+                  ? json_dumps(j, JSON_COMPACT)
+                  : NULL;
+    json_decref(j);
+    return s;
+}
+
+static int queue_create(sl_engine *e, const char *account, const sl_queue_opts *o, json_t *tags) {
+    int rc;
     for (int attempt = 0; attempt < 8; attempt++) {
         sl_val key[2] = {sl_vtext(account), sl_vtext(o->name)};
         sl_result r;
@@ -175,7 +210,7 @@ int sl_queue_create(sl_engine *e, const char *account, const sl_queue_opts *o, c
         char qkey[QKEY_MAX];
         snprintf(qkey, sizeof qkey, "%s/%s/%lld", account, o->name, (long long)version);
         if ((rc = init_incarnation(e, qkey, account, o)) != 0) return rc;
-        char *opts = opts_json(o);
+        char *opts = new_opts(o, tags);
         if (!opts) return SL_ENOMEM;
         sl_write w = {0};
         w.t = &sl_t_queues;
@@ -208,67 +243,166 @@ int sl_queue_create(sl_engine *e, const char *account, const sl_queue_opts *o, c
     return SL_EUNAVAILABLE;
 }
 
-int sl_queue_update(sl_engine *e, const char *account, const sl_queue_opts *o, char *err, size_t cap) {
+int sl_queue_create_tagged(sl_engine *e, const char *account, const sl_queue_opts *o, const char *tags_json,
+                           char *err, size_t cap) {
     int rc = opts_usable(e, account, o, err, cap);
     if (rc) return rc;
+    json_t *tags = tags_json ? json_loads(tags_json, 0, NULL) : NULL;
+    if (tags_json && !tags) return SL_ENOMEM;
+    if (tags && (rc = tags_check(tags, err, cap)) != 0) {
+        json_decref(tags);
+        return rc;
+    }
+    rc = queue_create(e, account, o, tags);
+    json_decref(tags);
+    return rc;
+}
+
+int eng_opts_edit(sl_engine *e, const char *account, const char *name, opts_edit_fn edit, void *arg,
+                  char *err, size_t cap) {
+    int rc = SL_EUNAVAILABLE;
     for (int attempt = 0; attempt < 8; attempt++) {
-        sl_val key[2] = {sl_vtext(account), sl_vtext(o->name)};
+        sl_val key[2] = {sl_vtext(account), sl_vtext(name)};
         sl_result r;
         sl_result_init(&r);
-        rc = sl_store_get(e->st, &sl_t_queues, key, SL_READ_SERIAL, &r);
-        if (rc) {
+        if ((rc = sl_store_get(e->st, &sl_t_queues, key, SL_READ_SERIAL, &r)) != 0) {
             sl_result_free(&r);
             return rc;
         }
         sl_row *row = &r.rows[0];
-        int64_t version = row->v[QU_VERSION].i;
-        char text[4096];
-        sl_queue_opts now;
-        if (row->v[QU_STATUS].i != Q_ACTIVE) {
-            sl_result_free(&r);
-            return SL_ENOTFOUND;
-        }
-        if (sl_val_str(&row->v[QU_OPTS], text, sizeof text) < 0 || sl_queue_opts_parse(text, &now) != 0)
-            sl_queue_opts_default(&now);
+        int64_t version = row->v[QU_VERSION].i, nonce = row->v[QU_NONCE].i;
+        int has_nonce = row->v[QU_NONCE].set && !row->v[QU_NONCE].null;
+        json_t *j = NULL;
+        if (row->v[QU_STATUS].i == Q_ACTIVE && row->v[QU_OPTS].set && !row->v[QU_OPTS].null)
+            j = json_loadb(row->v[QU_OPTS].p, row->v[QU_OPTS].n, 0, NULL);
+        int active = row->v[QU_STATUS].i == Q_ACTIVE;
         sl_result_free(&r);
-        /* Only what may change in an incarnation; the layout stays. */
-        memcpy(now.dlq, o->dlq, sizeof now.dlq);
-        now.max_delivery_count = o->max_delivery_count;
-        now.retention_s = o->retention_s;
-        now.visibility_s = o->visibility_s;
-        now.delay_s = o->delay_s;
-        now.wait_s = o->wait_s;
-        now.max_bytes = o->max_bytes;
-        char *opts = opts_json(&now);
-        if (!opts) return SL_ENOMEM;
+        if (!active) return SL_ENOTFOUND;
+        if (!json_is_object(j)) {
+            json_decref(j);
+            j = json_object(); /* unreadable: the defaults */
+        }
+        char *opts = NULL;
+        if (!j) return SL_ENOMEM;
+        rc = edit(j, arg, err, cap);
+        if (rc == 0 && !(opts = json_dumps(j, JSON_COMPACT))) rc = SL_ENOMEM;
+        json_decref(j);
+        if (rc) return rc;
         sl_write w = {0};
         w.t = &sl_t_queues;
         w.kind = SL_W_UPDATE_IF;
         w.row.v[QU_ACCOUNT] = sl_vtext(account);
-        w.row.v[QU_NAME] = sl_vtext(o->name);
+        w.row.v[QU_NAME] = sl_vtext(name);
         w.row.v[QU_OPTS] = sl_vtext(opts);
         w.row.v[QU_NONCE] = sl_vint(eng_nonce());
         w.cond[0] = (sl_cond){QU_STATUS, sl_vint(Q_ACTIVE)};
         w.cond[1] = (sl_cond){QU_VERSION, sl_vint(version)};
         w.ncond = 2;
+        if (has_nonce) w.cond[w.ncond++] = (sl_cond){QU_NONCE, sl_vint(nonce)};
         rc = eng_cas(e, &w, QU_NONCE);
         free(opts);
         if (rc == 0) {
-            /* This node sees the change at once; the others when they read
-             * the row again, within a second (eng_queue). */
             qstate *q;
             pthread_mutex_lock(&e->mu);
             for (q = e->queues; q; q = q->next)
                 if (!q->dead && q->version == version && strcmp(q->account, account) == 0 &&
-                    strcmp(q->name, o->name) == 0)
+                    strcmp(q->name, name) == 0)
                     q->checked_ms = 0;
             pthread_mutex_unlock(&e->mu);
-            return eng_queue(e, account, o->name, &q);
+            return eng_queue(e, account, name, &q);
         }
         if (rc != SL_ENOTAPPLIED) return rc;
         /* Changed, deleted or created again meanwhile: look again. */
     }
-    return SL_EUNAVAILABLE;
+    return rc == SL_ENOTAPPLIED ? SL_EUNAVAILABLE : rc;
+}
+
+/* Only what may change in an incarnation; the layout and the tags stay. */
+static int edit_update(json_t *j, void *arg, char *err, size_t cap) {
+    (void)err, (void)cap;
+    const sl_queue_opts *o = arg;
+    sl_queue_opts now;
+    opts_from_json(j, &now);
+    memcpy(now.dlq, o->dlq, sizeof now.dlq);
+    now.max_delivery_count = o->max_delivery_count;
+    now.retention_s = o->retention_s;
+    now.visibility_s = o->visibility_s;
+    now.delay_s = o->delay_s;
+    now.wait_s = o->wait_s;
+    now.max_bytes = o->max_bytes;
+    json_t *fresh = opts_obj(&now);
+    int rc = fresh && json_object_update(j, fresh) == 0 ? 0 : SL_ENOMEM;
+    json_decref(fresh);
+    return rc;
+}
+
+int sl_queue_update(sl_engine *e, const char *account, const sl_queue_opts *o, char *err, size_t cap) {
+    int rc = opts_usable(e, account, o, err, cap);
+    if (rc) return rc;
+    return eng_opts_edit(e, account, o->name, edit_update, (void *)o, err, cap);
+}
+
+/* --- Tags --------------------------------------------------------------- */
+
+struct tag_edit {
+    json_t *set;
+    const char *const *remove;
+    size_t nremove;
+};
+
+/* Sets t->set's tags (a new value replaces the old), then removes
+ * t->remove's; the result must stay within SL_QUEUE_TAGS_MAX. */
+static int edit_tags(json_t *j, void *arg, char *err, size_t cap) {
+    const struct tag_edit *t = arg;
+    json_t *tags = json_object_get(j, "tags");
+    tags = json_is_object(tags) ? json_deep_copy(tags) : json_object();
+    if (!tags) return SL_ENOMEM;
+    int rc = t->set && json_object_update(tags, t->set) != 0 ? SL_ENOMEM : 0;
+    for (size_t i = 0; rc == 0 && i < t->nremove; i++)
+        json_object_del(tags, t->remove[i]);
+    if (rc == 0) rc = tags_check(tags, err, cap);
+    if (rc == 0 && json_object_size(tags) == 0)
+        json_object_del(j, "tags");
+    else if (rc == 0 && json_object_set(j, "tags", tags) != 0)
+        rc = SL_ENOMEM;
+    json_decref(tags);
+    return rc;
+}
+
+int sl_queue_tag(sl_engine *e, const char *account, const char *name, const char *set_json,
+                 const char *const *remove, size_t nremove, char *err, size_t cap) {
+    int rc = sl_acct_exists(e->cfg.accounts, account);
+    if (rc) return rc;
+    struct tag_edit t = {NULL, remove, nremove};
+    if (set_json && !(t.set = json_loads(set_json, 0, NULL))) return SL_ENOMEM;
+    if (!t.set || (rc = tags_check(t.set, err, cap)) == 0)
+        rc = eng_opts_edit(e, account, name, edit_tags, &t, err, cap);
+    json_decref(t.set);
+    return rc;
+}
+
+int sl_queue_tags(sl_engine *e, const char *account, const char *name, char **json) {
+    *json = NULL;
+    int rc = sl_acct_exists(e->cfg.accounts, account);
+    if (rc) return rc;
+    sl_val key[2] = {sl_vtext(account), sl_vtext(name)};
+    sl_result r;
+    sl_result_init(&r);
+    if ((rc = sl_store_get(e->st, &sl_t_queues, key, SL_READ_DEFAULT, &r)) == 0) {
+        sl_row *row = &r.rows[0];
+        json_t *j = NULL;
+        if (row->v[QU_STATUS].i != Q_ACTIVE)
+            rc = SL_ENOTFOUND;
+        else if (row->v[QU_OPTS].set && !row->v[QU_OPTS].null)
+            j = json_loadb(row->v[QU_OPTS].p, row->v[QU_OPTS].n, 0, NULL);
+        json_t *tags = json_object_get(j, "tags");
+        if (rc == 0 &&
+            !(*json = json_is_object(tags) ? json_dumps(tags, JSON_COMPACT | JSON_SORT_KEYS) : strdup("{}")))
+            rc = SL_ENOMEM;
+        json_decref(j);
+    }
+    sl_result_free(&r);
+    return rc;
 }
 
 int sl_queue_get(sl_engine *e, const char *account, const char *name, sl_queue_info *out) {
@@ -317,9 +451,7 @@ int sl_queue_list(sl_engine *e, const char *account, sl_queue_info **out, size_t
                 v = nv;
             }
             sl_queue_info *qi = &v[(*n)++];
-            char opts[4096];
-            if (sl_val_str(&row->v[QU_OPTS], opts, sizeof opts) < 0 || sl_queue_opts_parse(opts, &qi->opts) != 0)
-                sl_queue_opts_default(&qi->opts);
+            if (sl_queue_opts_parse(&row->v[QU_OPTS], &qi->opts) != 0) sl_queue_opts_default(&qi->opts);
             snprintf(qi->opts.name, sizeof qi->opts.name, "%s", last);
             qi->version = row->v[QU_VERSION].i;
             qi->created_ms = row->v[QU_CREATED].i;
@@ -455,6 +587,12 @@ int sl_queue_redrive(sl_engine *e, const char *account, const char *dlq, const c
     if ((rc = eng_queue(e, account, dlq, &src)) != 0) return rc;
     if ((rc = eng_queue(e, account, to, &dst)) != 0) return rc;
     if (src == dst) return SL_EINVAL;
+    return eng_redrive(e, src, dst, NULL, NULL, moved);
+}
+
+int eng_redrive(sl_engine *e, qstate *src, qstate *dst, int (*step)(void *arg, int64_t moved), void *arg,
+                int64_t *moved) {
+    int rc;
     msg_refresh_purge(e, src, 1);
     int64_t repair, head, now = sl_now_ms();
     if ((rc = eng_pointer_get(e, src->qkey, "repair", &repair)) != 0) return rc;
@@ -478,6 +616,11 @@ int sl_queue_redrive(sl_engine *e, const char *account, const char *dlq, const c
             else if (rc != SL_ENOTAPPLIED) {
                 sl_result_free(&r);
                 return rc;
+            }
+            if (rc == 0 && step && step(arg, *moved)) {
+                sl_result_free(&r);
+                eng_notify(e, dst);
+                return 1;
             }
         }
         sl_result_free(&r);

@@ -75,6 +75,10 @@ typedef struct {
  * account, SL_EINVAL for bad options or a DLQ that does not exist (err says
  * which). */
 int sl_queue_create(sl_engine *e, const char *account, const sl_queue_opts *o, char *err, size_t cap);
+/* The same, with tags: tags_json is a JSON object of at most
+ * SL_QUEUE_TAGS_MAX string values (the caller checks their names), or NULL. */
+int sl_queue_create_tagged(sl_engine *e, const char *account, const sl_queue_opts *o, const char *tags_json,
+                           char *err, size_t cap);
 /* Changes the options that may change in a queue's life (SQS's
  * SetQueueAttributes): dlq, max_delivery_count, retention_s, visibility_s,
  * delay_s, wait_s and max_bytes, taken from o (o->name names the queue; its
@@ -82,6 +86,16 @@ int sl_queue_create(sl_engine *e, const char *account, const sl_queue_opts *o, c
  * 0, SL_ENOTFOUND, SL_EINVAL (bad options or a DLQ that does not exist:
  * err says which), or a store error. */
 int sl_queue_update(sl_engine *e, const char *account, const sl_queue_opts *o, char *err, size_t cap);
+/* Tags (SQS's TagQueue and UntagQueue): sets the tags of set_json (a JSON
+ * object of strings; a new value replaces the old), then removes the keys
+ * of remove, in one compare-and-set that no concurrent change of the queue
+ * row is lost to. A queue keeps at most SL_QUEUE_TAGS_MAX tags: more is
+ * SL_EINVAL (err says so), and nothing changes. 0, SL_ENOTFOUND or a store
+ * error. */
+int sl_queue_tag(sl_engine *e, const char *account, const char *name, const char *set_json,
+                 const char *const *remove, size_t nremove, char *err, size_t cap);
+/* The queue's tags as a JSON object (sorted keys), malloc'ed into *json. */
+int sl_queue_tags(sl_engine *e, const char *account, const char *name, char **json);
 int sl_queue_get(sl_engine *e, const char *account, const char *name, sl_queue_info *out);
 /* Lists an account's active queues, sorted by name. *out is malloc'ed; the
  * caller frees it with free(). */
@@ -103,6 +117,27 @@ int sl_queue_purged_at(sl_engine *e, const char *account, const char *name, int6
 /* Moves every message of the queue dlq to the queue to, resetting delivery
  * counts; *moved counts them. */
 int sl_queue_redrive(sl_engine *e, const char *account, const char *dlq, const char *to, int64_t *moved);
+
+/* Message move tasks (SQS's StartMessageMoveTask and its kin): the
+ * asynchronous redrive of a dead-letter queue, run by a thread of this node
+ * at up to rate messages a second (movetask.c). */
+#define SL_MOVE_HANDLE_MAX 200
+#define SL_MOVE_RATE_MAX 500
+#define SL_MOVE_TASKS_KEPT 10
+/* Starts moving the ready messages of src, which must be the dead-letter
+ * queue of some queue, to dst (NULL or "": the one queue that dead-letters
+ * into src). handle gets the task's handle. 0; SL_EINVAL (err says why);
+ * SL_EEXISTS when a task runs on src already; SL_ENOTFOUND; a store error. */
+int sl_move_task_start(sl_engine *e, const char *account, const char *src, const char *dst, int rate,
+                       char handle[SL_MOVE_HANDLE_MAX], char *err, size_t cap);
+/* src's last SL_MOVE_TASKS_KEPT tasks, newest first, as a malloc'ed JSON
+ * array of {"taskHandle", "status", "destination", "rate", "moved",
+ * "toMove", "startedMs", "failureReason"?}; status is RUNNING, CANCELLING,
+ * COMPLETED, CANCELLED or FAILED. */
+int sl_move_tasks(sl_engine *e, const char *account, const char *src, char **json);
+/* Cancels a running task of the account; *moved: its count so far. 0, or
+ * SL_ENOTFOUND when no running task has that handle. */
+int sl_move_task_cancel(sl_engine *e, const char *account, const char *handle, int64_t *moved);
 
 /* --- Messages ---------------------------------------------------------- */
 

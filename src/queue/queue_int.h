@@ -39,6 +39,7 @@
 #ifndef SL_QUEUE_INT_H
 #define SL_QUEUE_INT_H
 
+#include <jansson.h>
 #include <pthread.h>
 
 #include "queue.h"
@@ -233,6 +234,7 @@ struct sl_engine {
     uint64_t moves; /* messages copied into a queue by a move (atomic) */
     pthread_t bg, poller;
     int bg_started;
+    int movers; /* message move tasks running on this node (movetask.c), under mu */
 };
 
 /* --- Between the engine's files (each group: where it is defined) ------- */
@@ -252,6 +254,24 @@ typedef struct {
 
 enum { SEAL_DONE = 1, SEAL_NOW };
 #define SEAL_GAPS (INT64_C(1) << 62) /* in msg_seal_run's b[]: the bucket was short of rows */
+
+/* queue.c */
+/* An edit of a live queue's options, given as the JSON object of its row
+ * (the options, its "tags", its "moveTasks"), changed in place. 0, or an
+ * error to return (SL_EINVAL with err set). */
+typedef int (*opts_edit_fn)(json_t *opts, void *arg, char *err, size_t cap);
+/* Applies edit to the options of the queue's live incarnation and writes
+ * them back on condition that nobody wrote the row meanwhile (its nonce),
+ * so that two edits at once (SetQueueAttributes and TagQueue) never lose
+ * one another. This node sees the change at once; the others when they
+ * read the row again, within a second (eng_queue). */
+int eng_opts_edit(sl_engine *e, const char *account, const char *name, opts_edit_fn edit, void *arg,
+                  char *err, size_t cap);
+/* Moves the ready messages of src to dst (redrive), calling step (when not
+ * NULL) after each move with the count so far: a nonzero answer stops it,
+ * and it returns 1. 0 when it went through, or an error. */
+int eng_redrive(sl_engine *e, qstate *src, qstate *dst, int (*step)(void *arg, int64_t moved), void *arg,
+                int64_t *moved);
 
 /* cas.c */
 int eng_cas(sl_engine *e, sl_write *w, int nonce_col);

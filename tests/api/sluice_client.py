@@ -66,7 +66,7 @@ DEFAULT_QUEUE_OPTS = {
     "maximumMessageBytes": None,
 }
 
-MSG_LIMIT = 256 * 1024
+MSG_LIMIT = 1024 * 1024
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 # Servers currently running, so that a failing test's report can show their

@@ -10,6 +10,7 @@ import urllib.parse
 import pytest
 
 from sluice_client import (
+    MSG_LIMIT,
     assert_error,
     assert_status,
     await_until,
@@ -76,8 +77,13 @@ def test_batch_put_with_one_bad_entry_puts_nothing(client):
 
 def test_batch_put_over_size_limit_is_413(client):
     q = client.new_queue("batchbig")
-    r = client.put_batch(q, ["x" * (256 * 1024 + 1)])
+    r = client.put_batch(q, ["x" * (MSG_LIMIT + 1)])
     assert_error(r, 413)
+    # A batch may carry one message of the largest size.
+    body = "0123456789abcdef" * (MSG_LIMIT // 16)
+    assert_status(client.put_batch(q, [body]), 201)
+    r = assert_status(client.request("POST", client.qpath(q, "/messages/receive"), json={"maxMessages": 1}), 200)
+    assert [m["message"] for m in r.json()["messages"]] == [body]
 
 
 def test_batch_delay_and_attributes(client):

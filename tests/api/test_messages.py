@@ -312,7 +312,7 @@ def test_update_with_malformed_json_is_400(client):
     assert_error(r, 400)
 
 
-def test_message_of_exactly_256_kib_is_accepted(client):
+def test_message_of_exactly_1_mib_is_accepted(client):
     q = client.new_queue("big")
     body = ("0123456789abcdef" * (MSG_LIMIT // 16))
     assert len(body.encode()) == MSG_LIMIT
@@ -322,7 +322,7 @@ def test_message_of_exactly_256_kib_is_accepted(client):
     assert m["message"] == body
 
 
-def test_message_over_256_kib_is_413(client):
+def test_message_over_1_mib_is_413(client):
     q = client.new_queue("toobig")
     assert_error(client.put(q, "x" * (MSG_LIMIT + 1)), 413)
     assert_error(client.put(q, "x" * (4 * MSG_LIMIT)), 413)

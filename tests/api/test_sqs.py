@@ -354,6 +354,107 @@ def test_redrive_policy_moves_to_the_dlq(sqs):
     assert moved["MessageAttributes"] == {"k": {"DataType": "Number", "StringValue": "7"}}
 
 
+def arn_of(sqs, url):
+    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+
+def dlq_pair(sqs, n):
+    """A queue and its DLQ, with n messages waiting in the DLQ."""
+    _, dlq = new_queue(sqs, "mvdlq")
+    policy = '{"deadLetterTargetArn": "%s", "maxReceiveCount": "3"}' % arn_of(sqs, dlq)
+    _, src = new_queue(sqs, "mvsrc", RedrivePolicy=policy)
+    for i in range(0, n, 10):
+        r = sqs.send_message_batch(QueueUrl=dlq, Entries=[{"Id": str(k), "MessageBody": f"m{k}"}
+                                                          for k in range(i, min(n, i + 10))])
+        assert not r.get("Failed"), r
+    return src, dlq
+
+
+def drain(sqs, url):
+    bodies = []
+    while True:
+        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60).get("Messages", [])
+        if not msgs:
+            return bodies
+        bodies += [m["Body"] for m in msgs]
+
+
+def test_message_move_task_redrives_to_the_source(sqs):
+    src, dlq = dlq_pair(sqs, 30)
+    src_arn, dlq_arn = arn_of(sqs, src), arn_of(sqs, dlq)
+    handle = sqs.start_message_move_task(SourceArn=dlq_arn, MaxNumberOfMessagesPerSecond=20)["TaskHandle"]
+    (task,) = sqs.list_message_move_tasks(SourceArn=dlq_arn)["Results"]
+    assert task["SourceArn"] == dlq_arn and task["DestinationArn"] == src_arn
+    assert task["ApproximateNumberOfMessagesToMove"] == 30 and task["MaxNumberOfMessagesPerSecond"] == 20
+    if task["Status"] == "RUNNING":
+        assert task["TaskHandle"] == handle
+
+    def done():
+        (t,) = sqs.list_message_move_tasks(SourceArn=dlq_arn)["Results"]
+        return t if t["Status"] == "COMPLETED" else None
+
+    t = await_until(done, timeout=30, desc="the move task's completion")
+    assert t["ApproximateNumberOfMessagesMoved"] == 30 and "TaskHandle" not in t
+    assert sorted(drain(sqs, src)) == sorted(f"m{k}" for k in range(30))
+    assert drain(sqs, dlq) == []
+    # A finished task cannot be cancelled.
+    assert error_of(sqs.cancel_message_move_task, TaskHandle=handle)[:2] == ("ResourceNotFoundException", 400)
+
+
+def test_message_move_task_cancel_and_destination(sqs):
+    src, dlq = dlq_pair(sqs, 40)
+    dlq_arn = arn_of(sqs, dlq)
+    _, other = new_queue(sqs, "mvother")
+    handle = sqs.start_message_move_task(SourceArn=dlq_arn, DestinationArn=arn_of(sqs, other),
+                                         MaxNumberOfMessagesPerSecond=2)["TaskHandle"]
+    # One task at a time on a queue.
+    c, status, msg = error_of(sqs.start_message_move_task, SourceArn=dlq_arn)
+    assert (c, status) == ("InvalidParameterValue", 400) and "already" in msg
+
+    def moved_some():
+        (t,) = sqs.list_message_move_tasks(SourceArn=dlq_arn)["Results"]
+        return t["ApproximateNumberOfMessagesMoved"] >= 1
+
+    await_until(moved_some, timeout=20, desc="the first messages moved")
+    sqs.cancel_message_move_task(TaskHandle=handle)
+
+    def cancelled():
+        (t,) = sqs.list_message_move_tasks(SourceArn=dlq_arn)["Results"]
+        return t if t["Status"] == "CANCELLED" else None
+
+    t = await_until(cancelled, timeout=20, desc="the cancel")
+    moved = drain(sqs, other)
+    left = drain(sqs, dlq)
+    # Stopped early, and every message is in exactly one of the two queues.
+    assert 1 <= len(moved) < 40 and t["ApproximateNumberOfMessagesMoved"] == len(moved)
+    assert sorted(moved + left) == sorted(f"m{k}" for k in range(40))
+    assert drain(sqs, src) == []
+    # A new task may start once the last one ended; the list is newest first.
+    sqs.start_message_move_task(SourceArn=dlq_arn, DestinationArn=arn_of(sqs, other))
+    tasks = sqs.list_message_move_tasks(SourceArn=dlq_arn, MaxResults=10)["Results"]
+    assert len(tasks) == 2 and tasks[1]["Status"] == "CANCELLED"
+
+
+def test_message_move_task_errors(sqs):
+    _, plain = new_queue(sqs, "mvplain")
+    plain_arn = arn_of(sqs, plain)
+    c, _, msg = error_of(sqs.start_message_move_task, SourceArn=plain_arn)
+    assert c == "InvalidParameterValue" and "dead-letter" in msg
+    missing = plain_arn + "-missing"
+    assert error_of(sqs.start_message_move_task, SourceArn=missing)[0] == "ResourceNotFoundException"
+    assert error_of(sqs.list_message_move_tasks, SourceArn=missing)[0] == "ResourceNotFoundException"
+    assert error_of(sqs.start_message_move_task, SourceArn="not-an-arn")[0] == "InvalidParameterValue"
+    assert error_of(sqs.start_message_move_task, SourceArn=plain_arn.replace(":dev:", ":other:"))[:2] == \
+        ("AccessDenied", 403)
+    _, dlq = dlq_pair(sqs, 0)
+    assert error_of(sqs.start_message_move_task, SourceArn=arn_of(sqs, dlq),
+                    MaxNumberOfMessagesPerSecond=501)[0] == "InvalidParameterValue"
+    assert error_of(sqs.start_message_move_task, SourceArn=arn_of(sqs, dlq), DestinationArn=missing)[0] == \
+        "InvalidParameterValue"
+    assert error_of(sqs.cancel_message_move_task, TaskHandle="dev:nope:00")[0] == "ResourceNotFoundException"
+    assert sqs.list_message_move_tasks(SourceArn=plain_arn)["Results"] == []
+
+
 def test_set_queue_attributes(sqs):
     _, dlq = new_queue(sqs, "sdlq")
     arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -490,12 +591,97 @@ def test_unsigned_and_unknown_actions(server):
     assert r.status_code == 400 and r.headers["x-amzn-query-error"] == "InvalidAction;Sender"
 
 
-def test_actions_not_served_yet_say_so(sqs):
-    _, url = new_queue(sqs, "later")
-    c, status, _ = error_of(sqs.tag_queue, QueueUrl=url, Tags={"a": "b"})
+def test_fifo_queues_not_served_yet_say_so(sqs):
+    c, status, _ = error_of(sqs.create_queue, QueueName=unique_name("f") + ".fifo",
+                            Attributes={"FifoQueue": "true"})
     assert (c, status) == ("AWS.SimpleQueueService.UnsupportedOperation", 400)
-    c, _, _ = error_of(sqs.create_queue, QueueName=unique_name("f") + ".fifo", Attributes={"FifoQueue": "true"})
-    assert c == "AWS.SimpleQueueService.UnsupportedOperation"
+
+
+# --- Tags and permissions -------------------------------------------------------
+
+
+def test_tags(sqs):
+    name = unique_name("tags")
+    url = sqs.create_queue(QueueName=name, tags={"team": "billing", "env": "dev"})["QueueUrl"]
+    assert sqs.list_queue_tags(QueueUrl=url)["Tags"] == {"team": "billing", "env": "dev"}
+    # A new value replaces the old; untagging a key that is not there is fine.
+    sqs.tag_queue(QueueUrl=url, Tags={"env": "prod", "cost-center": "4711", "note": ""})
+    sqs.untag_queue(QueueUrl=url, TagKeys=["team", "absent"])
+    assert sqs.list_queue_tags(QueueUrl=url)["Tags"] == {"env": "prod", "cost-center": "4711", "note": ""}
+    # Tags do not disturb the queue's attributes, nor attributes the tags.
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "7"})
+    assert sqs.list_queue_tags(QueueUrl=url)["Tags"]["env"] == "prod"
+    assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])[
+        "Attributes"]["VisibilityTimeout"] == "7"
+    sqs.untag_queue(QueueUrl=url, TagKeys=["env", "cost-center", "note"])
+    assert "Tags" not in sqs.list_queue_tags(QueueUrl=url)
+    # A queue made again after a delete starts without tags.
+    sqs.tag_queue(QueueUrl=url, Tags={"old": "1"})
+    sqs.delete_queue(QueueUrl=url)
+    assert error_of(sqs.list_queue_tags, QueueUrl=url)[0] == "AWS.SimpleQueueService.NonExistentQueue"
+    assert error_of(sqs.tag_queue, QueueUrl=url, Tags={"a": "b"})[0] == \
+        "AWS.SimpleQueueService.NonExistentQueue"
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    assert "Tags" not in sqs.list_queue_tags(QueueUrl=url)
+
+
+def test_tag_limits(sqs):
+    _, url = new_queue(sqs, "taglim")
+    sqs.tag_queue(QueueUrl=url, Tags={f"k{i}": "v" for i in range(50)})
+    # A 51st tag is refused and changes nothing.
+    c, status, msg = error_of(sqs.tag_queue, QueueUrl=url, Tags={"k50": "v", "k0": "changed"})
+    assert (c, status) == ("InvalidParameterValue", 400) and "50" in msg
+    tags = sqs.list_queue_tags(QueueUrl=url)["Tags"]
+    assert len(tags) == 50 and tags["k0"] == "v"
+    # Replacing values and removing keeps within the limit.
+    sqs.tag_queue(QueueUrl=url, Tags={"k0": "w"})
+    for bad in ({"": "v"}, {"k" * 129: "v"}, {"a": "v" * 257}, {"bad*key": "v"}, {"aws:x": "v"}):
+        c, status, _ = error_of(sqs.tag_queue, QueueUrl=url, Tags=bad)
+        assert (c, status) == ("InvalidParameterValue", 400), bad
+    assert error_of(sqs.create_queue, QueueName=unique_name("t"),
+                    tags={f"k{i}": "v" for i in range(51)})[0] == "InvalidParameterValue"
+    # Keys and values of the largest size, in any language, are fine.
+    sqs.untag_queue(QueueUrl=url, TagKeys=[f"k{i}" for i in range(50)])
+    big = {"é" * 128: "ü" * 256, "a b:c/d=e+f-g@h_i.j": ""}
+    sqs.tag_queue(QueueUrl=url, Tags=big)
+    assert sqs.list_queue_tags(QueueUrl=url)["Tags"] == big
+
+
+def test_concurrent_tag_and_attribute_changes_are_all_kept(sqs):
+    _, url = new_queue(sqs, "tagrace")
+    errors = []
+
+    def tagger(i):
+        try:
+            sqs.tag_queue(QueueUrl=url, Tags={f"t{i}": str(i)})
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    def setter(v):
+        try:
+            sqs.set_queue_attributes(QueueUrl=url, Attributes={"DelaySeconds": str(v)})
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=tagger, args=(i,)) for i in range(8)]
+    threads.append(threading.Thread(target=setter, args=(5,)))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sqs.list_queue_tags(QueueUrl=url)["Tags"] == {f"t{i}": str(i) for i in range(8)}
+    assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["DelaySeconds"])[
+        "Attributes"]["DelaySeconds"] == "5"
+
+
+def test_permissions_are_denied_as_without_iam_policies(sqs):
+    _, url = new_queue(sqs, "perm")
+    c, status, msg = error_of(sqs.add_permission, QueueUrl=url, Label="l", AWSAccountIds=["123456789012"],
+                              Actions=["SendMessage"])
+    assert (c, status) == ("AccessDenied", 403) and "key" in msg
+    c, status, _ = error_of(sqs.remove_permission, QueueUrl=url, Label="l")
+    assert (c, status) == ("AccessDenied", 403)
 
 
 # --- One queue, two APIs ------------------------------------------------------

@@ -48,6 +48,10 @@ def test_debian_boto3_over_the_query_protocol(server):
                            "bad_handle": ["ReceiptHandleIsInvalid", 404],
                            "empty_batch": ["AWS.SimpleQueueService.EmptyBatchRequest", 400]}, r
     assert r["after_delete"] == ["AWS.SimpleQueueService.NonExistentQueue", 400], r
+    assert r["tags"] == {"team": "a+b=c/d@e f"} and r["created_tags"] == {"k": "v"}, r
+    assert r["presigned_has_signature"] and r["presigned_status"] == 200, r
+    assert r["presigned_body"] == ["presigned & sent"], r
+    assert r["tampered_status"] == 403, r
 
 
 def signed(server, method, url, data=None, headers=None):
@@ -86,3 +90,26 @@ def test_get_to_a_queue_url_and_xml_errors(server):
         assert e.find(f"{NS}Type").text == "Sender"
     r = requests.get(f"{url}?Action=GetQueueAttributes", timeout=30)
     assert r.status_code == 403 and "MissingAuthenticationToken" in r.text
+
+
+def test_presigned_url_on_the_native_api(server):
+    """SigV4's presigned form works on the native API too (API.md Auth 3)."""
+    name = unique_name("pre")
+    c = server.client()
+    c.create_queue(name)
+    c.put_ok(name, "for a presigned reader")
+    url = f"{server.base_url}/api/v1/accounts/dev/queues/{name}/messages/next?invisibilityTimeSeconds=30"
+    req = botocore.awsrequest.AWSRequest(method="GET", url=url)
+    botocore.auth.SigV4QueryAuth(botocore.credentials.Credentials("dev", server.key), "sqs", "us-east-1",
+                                 expires=120).add_auth(req)
+    p = req.prepare()
+    assert "X-Amz-Signature=" in p.url
+    r = requests.get(p.url, timeout=30)
+    assert r.status_code == 200 and r.json()["message"] == "for a presigned reader", r.text
+    r = requests.get(p.url.replace("invisibilityTimeSeconds=30", "invisibilityTimeSeconds=31"), timeout=30)
+    assert r.status_code == 401, r.text
+    # A presigned URL of another account's key does not open this one.
+    req = botocore.awsrequest.AWSRequest(method="GET", url=url)
+    botocore.auth.SigV4QueryAuth(botocore.credentials.Credentials("dev", "A" * 86), "sqs", "us-east-1",
+                                 expires=120).add_auth(req)
+    assert requests.get(req.prepare().url, timeout=30).status_code == 401

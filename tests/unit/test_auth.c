@@ -353,20 +353,20 @@ static void test_sigv4_account(void **state) {
                       "0000000000000000000000000000000000000000000000000000000000000000";
     char h[512];
     snprintf(h, sizeof h, "AWS4-HMAC-SHA256 Credential=acme/20261121/us-east-1/sqs/aws4_request%s", sig);
-    assert_int_equal(sl_auth_sigv4_account(h, a), 0);
+    assert_int_equal(sl_auth_sigv4_account(h, NULL, a), 0);
     assert_string_equal(a, "acme");
     snprintf(h, sizeof h, "AWS4-HMAC-SHA256 Credential=acme:reader/20261121/eu-west-3/sqs/aws4_request%s",
              sig);
-    assert_int_equal(sl_auth_sigv4_account(h, a), 0);
+    assert_int_equal(sl_auth_sigv4_account(h, NULL, a), 0);
     assert_string_equal(a, "acme");
     snprintf(h, sizeof h, "AWS4-HMAC-SHA256 Credential=:k/20261121/r/sqs/aws4_request%s", sig);
-    assert_int_equal(sl_auth_sigv4_account(h, a), SL_EAUTH);
+    assert_int_equal(sl_auth_sigv4_account(h, NULL, a), SL_EAUTH);
     snprintf(h, sizeof h, "AWS4-HMAC-SHA256 Credential=%081d/20261121/r/sqs/aws4_request%s", 0, sig);
-    assert_int_equal(sl_auth_sigv4_account(h, a), SL_EAUTH);
-    assert_int_equal(sl_auth_sigv4_account("Key abc", a), SL_EAUTH);
-    assert_int_equal(sl_auth_sigv4_account("AWS4-HMAC-SHA256 Credential=acme/2026/r/sqs/aws4_request", a),
-                     SL_EAUTH);
-    assert_int_equal(sl_auth_sigv4_account(NULL, a), SL_EAUTH);
+    assert_int_equal(sl_auth_sigv4_account(h, NULL, a), SL_EAUTH);
+    assert_int_equal(sl_auth_sigv4_account("Key abc", NULL, a), SL_EAUTH);
+    assert_int_equal(
+        sl_auth_sigv4_account("AWS4-HMAC-SHA256 Credential=acme/2026/r/sqs/aws4_request", NULL, a), SL_EAUTH);
+    assert_int_equal(sl_auth_sigv4_account(NULL, NULL, a), SL_EAUTH);
 }
 
 static void test_sigv4_vectors_verify(void **state) {
@@ -412,7 +412,7 @@ static void test_sigv4_vectors_tampered(void **state) {
     for (size_t i = 0; i < N_VECTORS; i++) {
         const struct vector *v = &vectors[i];
         struct req r;
-        if (v->expect != 0) continue;
+        if (v->expect != 0 || strstr(v->name, "presign")) continue; /* test_sigv4_presigned */
         req_from_vector(&r, v);
 
         strcpy(r.method, strcmp(v->method, "GET") ? "GET" : "HEAD");
@@ -472,13 +472,99 @@ static void test_sigv4_vectors_tampered(void **state) {
     }
 }
 
-/* Every prefix of each Authorization header must be refused cleanly (the
+/* Replaces the first occurrence of from in r's query by to. */
+static void query_replace(struct req *r, const char *from, const char *to) {
+    char *at = strstr(r->query, from), rest[512];
+    assert_non_null(at);
+    snprintf(rest, sizeof rest, "%s", at + strlen(from));
+    snprintf(at, sizeof r->query - (size_t)(at - r->query), "%s%s", to, rest);
+    req_sync(r);
+}
+
+/* Presigned URLs (the signature in the query): good from X-Amz-Date, less
+ * the skew, until X-Amz-Expires runs out; every part signed. */
+static void test_sigv4_presigned(void **state) {
+    (void)state;
+    int seen = 0;
+    for (size_t i = 0; i < N_VECTORS; i++) {
+        const struct vector *v = &vectors[i];
+        if (!strstr(v->name, "presign")) continue;
+        seen++;
+        struct req r;
+        struct sl_auth_cred c;
+        req_from_vector(&r, v);
+        assert_int_equal(verify(&r, &dev, &c), 0);
+        assert_int_equal(c.scheme, SL_AUTH_SIGV4);
+        assert_string_equal(c.key_name, "primary");
+        const char *e = strstr(v->query, "X-Amz-Expires=") + 14;
+        int64_t expires_ms = strtoll(e, NULL, 10) * 1000;
+        r.rq.now_ms += expires_ms - 1000;
+        assert_int_equal(verify(&r, &dev, NULL), 0);
+        r.rq.now_ms += 2000;
+        if (verify(&r, &dev, NULL) != SL_EAUTH) fail_msg("%s: verifies after it expired", v->name);
+        req_from_vector(&r, v);
+        r.rq.now_ms -= 61000;
+        if (verify(&r, &dev, NULL) != SL_EAUTH) fail_msg("%s: verifies 61 s before its time", v->name);
+
+        req_from_vector(&r, v);
+        char *sig = strstr(r.query, "X-Amz-Signature=") + 16;
+        sig[7] = sig[7] == '0' ? '1' : '0';
+        EXPECT_FAIL("a changed signature");
+        query_replace(&r, "X-Amz-Expires=", "X-Amz-Expires=1");
+        EXPECT_FAIL("a longer expiry");
+        query_replace(&r, "us-east-1", "us-east-2");
+        EXPECT_FAIL("another region");
+        query_replace(&r, "X-Amz-Algorithm=", "x=1&X-Amz-Algorithm=");
+        EXPECT_FAIL("an added parameter");
+        query_replace(&r, "&X-Amz-SignedHeaders=host", "");
+        EXPECT_FAIL("no SignedHeaders");
+        query_replace(&r, "X-Amz-Signature=", "X-Amz-Signature=00&X-Amz-Signature=");
+        EXPECT_FAIL("two signatures");
+        query_replace(&r, "=", "=x");
+        EXPECT_FAIL("a changed first parameter");
+        strcpy(r.path, "/other");
+        EXPECT_FAIL("another path");
+        strcpy(r.method, "POST");
+        EXPECT_FAIL("another method");
+        for (size_t h = 0; h < r.rq.n_headers; h++)
+            if (strcasecmp(r.h[h].name, "host") == 0) strcat(r.values[h], "0");
+        EXPECT_FAIL("another host");
+        req_header(&r, "Authorization",
+                   "AWS4-HMAC-SHA256 Credential=dev/20261121/us-east-1/sqs/aws4_request, "
+                   "SignedHeaders=host, Signature="
+                   "0000000000000000000000000000000000000000000000000000000000000000");
+        EXPECT_FAIL("an Authorization header as well");
+        if (verify(&r, &strangers, NULL) != SL_EAUTH) fail_msg("%s: wrong key verifies", v->name);
+        if (verify(&r, &other, NULL) != SL_EAUTH) fail_msg("%s: other account verifies", v->name);
+        /* An unsigned header changes nothing. */
+        req_header(&r, "X-Unsigned", "anything");
+        assert_int_equal(verify(&r, &dev, NULL), 0);
+        /* The account, from the credential, for SQS. */
+        char a[SL_NAME_MAX + 1];
+        assert_int_equal(sl_auth_sigv4_account(NULL, "dev/20261121/us-east-1/sqs/aws4_request", a), 0);
+        assert_string_equal(a, "dev");
+        assert_int_equal(sl_auth_sigv4_account(NULL, "dev/2026/us-east-1/sqs/aws4_request", a), SL_EAUTH);
+    }
+    assert_int_equal(seen, 2);
+}
+
+/* Every prefix of each Authorization header (of a presigned URL's query)
+ * must be refused cleanly (the
  * sanitizer build is what makes this test worth having). */
 static void test_sigv4_truncated_headers(void **state) {
     (void)state;
     for (size_t i = 0; i < N_VECTORS; i++) {
         struct req r;
         req_from_vector(&r, &vectors[i]);
+        if (strstr(vectors[i].name, "presign")) {
+            /* Presigned: every prefix of the query. */
+            for (size_t n = 0; n < strlen(vectors[i].query); n++) {
+                snprintf(r.query, sizeof r.query, "%.*s", (int)n, vectors[i].query);
+                req_sync(&r);
+                assert_int_equal(verify(&r, &dev, NULL), SL_EAUTH);
+            }
+            continue;
+        }
         size_t h = 0;
         while (strcasecmp(r.h[h].name, "authorization") != 0)
             h++;
@@ -774,6 +860,7 @@ int main(void) {
         cmocka_unit_test(test_signed_does_not_cover_query_or_body),
         cmocka_unit_test(test_sigv4_vectors_verify),
         cmocka_unit_test(test_sigv4_vectors_tampered),
+        cmocka_unit_test(test_sigv4_presigned),
         cmocka_unit_test(test_sigv4_truncated_headers),
         cmocka_unit_test(test_sigv4_payload_rules),
         cmocka_unit_test(test_sigv4_sign_matches_botocore),

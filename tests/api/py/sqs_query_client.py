@@ -7,6 +7,8 @@ form requests, XML answers. Prints one JSON report of what it saw.
 import json
 import os
 import sys
+import urllib.error
+import urllib.request
 
 import boto3
 import botocore
@@ -74,6 +76,27 @@ out["errors"] = {
     "bad_handle": code_of(sqs.delete_message, QueueUrl=url, ReceiptHandle="garbage"),
     "empty_batch": code_of(sqs.send_message_batch, QueueUrl=url, Entries=[]),
 }
+# Tags: Tag.N.Key/Value and TagKey.N in the query, Tag elements in the XML.
+sqs.tag_queue(QueueUrl=url, Tags={"team": "a+b=c/d@e f", "env": "dev"})
+sqs.untag_queue(QueueUrl=url, TagKeys=["env"])
+out["tags"] = sqs.list_queue_tags(QueueUrl=url).get("Tags")
+tagged = sqs.create_queue(QueueName=name + "-tagged", tags={"k": "v"})["QueueUrl"]
+out["created_tags"] = sqs.list_queue_tags(QueueUrl=tagged).get("Tags")
+sqs.delete_queue(QueueUrl=tagged)
+# A presigned URL (GET, the parameters and the signature in the query),
+# fetched by a plain HTTP client with no credentials.
+purl = sqs.generate_presigned_url("send_message", Params={"QueueUrl": url, "MessageBody": "presigned & sent"},
+                                  ExpiresIn=60, HttpMethod="GET")
+out["presigned_has_signature"] = "X-Amz-Signature=" in purl and "Authorization" not in purl
+with urllib.request.urlopen(purl, timeout=30) as resp:
+    out["presigned_status"] = resp.status
+got = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5).get("Messages", [])
+out["presigned_body"] = [x["Body"] for x in got]
+try:
+    urllib.request.urlopen(purl.replace("presigned", "tampered", 1), timeout=30)
+    out["tampered_status"] = 200
+except urllib.error.HTTPError as e:
+    out["tampered_status"] = e.code
 sqs.delete_queue(QueueUrl=url)
 out["after_delete"] = code_of(sqs.get_queue_url, QueueName=name)
 print(json.dumps(out))

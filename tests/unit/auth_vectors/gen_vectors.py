@@ -95,6 +95,15 @@ def botocore_case(base, method, url, key='dev', secret=PRIMARY, data=b'', header
     URLLib3Session().send(req.prepare())
 
 
+def presign_case(base, method, url, data=None, expires=300):
+    """A presigned URL (SigV4QueryAuth, as generate_presigned_url makes it:
+    a form body's parameters move into the query), sent as it is."""
+    req = AWSRequest(method=method, url=base + url, data=data or {})
+    with mock.patch('botocore.auth.get_current_datetime', return_value=FIXED):
+        botocore.auth.SigV4QueryAuth(Credentials('dev', PRIMARY), 'sqs', 'us-east-1', expires=expires).add_auth(req)
+    URLLib3Session().send(req.prepare())
+
+
 def curl_case(base, method, url, data=None, headers=(), extra=()):
     cmd = ['curl', '-sS', '-o', '/dev/null', '--aws-sigv4', 'aws:amz:us-east-1:sqs', '--user', 'dev:' + PRIMARY,
            '-X', method, *extra]
@@ -155,6 +164,10 @@ def main():
     run('botocore-other-scope-date', boto, botocore_case, 'GET', q, signer=OtherScopeDateSigV4, expect='SL_EAUTH')
     run('botocore-date-header', boto, botocore_case, 'GET', q + '/orders',
         headers={'Date': 'Sat, 21 Nov 2026 10:00:00 GMT'})
+    run('botocore-presign-query', boto, presign_case, 'GET',
+        '/', data={'Action': 'SendMessage', 'QueueUrl': base + '/dev/orders', 'MessageBody': 'hi there & more ~*'})
+    run('botocore-presign-native', boto, presign_case, 'GET', q + '/orders/messages/next?invisibilityTimeSeconds=30',
+        expires=3600)
 
     cv = subprocess.run(['curl', '--version'], capture_output=True, text=True).stdout.split('\n')[0]
     cv = ' '.join(cv.split()[:2])
@@ -176,7 +189,9 @@ def main():
         method, target, _ = line.split(' ')
         path, _, query = target.partition('?')
         amz = next((v for k, v in headers if k.lower() == 'x-amz-date'), None)
-        if amz is None:  # the Date header form
+        if amz is None and 'X-Amz-Date=' in query:  # presigned
+            amz = query.split('X-Amz-Date=')[1].split('&')[0]
+        elif amz is None:  # the Date header form
             d = next(v for k, v in headers if k.lower() == 'date')
             amz = email.utils.parsedate_to_datetime(d).strftime('%Y%m%dT%H%M%SZ')
         out.append('{')
