@@ -13,7 +13,9 @@ test_deps=0
 debs=(build-essential pkg-config libjansson-dev libsqlite3-dev libssl-dev liblz4-dev curl)
 # python3-boto3: Debian's older botocore, which speaks SQS's query protocol
 # (tests/api/test_sqs_query.py runs it under /usr/bin/python3).
-[ $test_deps = 1 ] && debs+=(libcmocka-dev python3 python3-pip clang python3-boto3)
+# libcurl4-openssl-dev: for pip to build pycurl where no wheel fits (Celery's
+# SQS transport, below).
+[ $test_deps = 1 ] && debs+=(libcmocka-dev python3 python3-pip clang python3-boto3 libcurl4-openssl-dev)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -40,6 +42,12 @@ python3 -c 'import botocore' 2>/dev/null || pyneed+=(botocore)
 python3 -c 'import boto3, botocore, sys; sys.exit(tuple(map(int, botocore.__version__.split(".")[:2])) < (1, 34))' \
     2>/dev/null || pyneed+=("boto3>=1.34")
 command -v aws >/dev/null 2>&1 || pyneed+=(awscli)
+# Celery with kombu's SQS transport (boto3, and pycurl for its long polls)
+# for tests/api/test_sqs_celery.py; pinned. PyPI's pycurl is a wheel with its
+# own libcurl; where pip must build it instead, libcurl4-openssl-dev (above)
+# has what that needs.
+python3 -c 'import celery, kombu, pycurl, sys; sys.exit((celery.__version__, kombu.__version__) != ("5.7.0", "5.7.0"))' \
+    2>/dev/null || pyneed+=("celery==5.7.0" "kombu[sqs]==5.7.0")
 # The AWS SDK for JavaScript v3 and sqs-consumer for the SQS tests, from npm,
 # into a cache outside the repository (tests/api/test_sqs_js.py); pinned, as
 # later SDK releases need a newer node than Debian's.

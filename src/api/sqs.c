@@ -27,13 +27,16 @@
  *    retry it), not one failure per entry.
  *  - AddPermission and RemovePermission are 403 AccessDenied: permissions
  *    are keys and signed URLs, not queue policies.
- *  - Not yet served (UnsupportedOperation, 400): FIFO queues. */
+ *  - FIFO queues (fifo.c) send on the store thread, one message after the
+ *    other; a delete releases the group's next message. */
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include <openssl/evp.h>
 
 #include "api.h"
 #include "req.h"
@@ -257,7 +260,8 @@ typedef struct {
     sl_op *op;
     json_t *body;
     int batch;
-    char queue[SL_NAME_MAX + 1];
+    sl_api_sqs *s;
+    char account[SL_NAME_MAX + 1], queue[SL_NAME_MAX + 1];
 } parked;
 
 static void parked_init(parked *p, const call *c, sl_api_resume_fn resume, int batch) {
@@ -265,6 +269,8 @@ static void parked_init(parked *p, const call *c, sl_api_resume_fn resume, int b
     p->q = c->q;
     p->body = json_incref(c->in);
     p->batch = batch;
+    p->s = c->s;
+    snprintf(p->account, sizeof p->account, "%s", c->account);
     snprintf(p->queue, sizeof p->queue, "%s", c->queue);
 }
 
@@ -416,10 +422,26 @@ static int set_attr(call *c, sl_queue_opts *o, const char *name, const char *v) 
         return 0;
     }
     if (strcmp(name, "SqsManagedSseEnabled") == 0 && strcmp(v, "false") == 0) return 0;
-    if (strcmp(name, "FifoQueue") == 0 && strcmp(v, "false") == 0) return 0;
-    if (strcmp(name, "FifoQueue") == 0 || strcmp(name, "ContentBasedDeduplication") == 0 ||
-        strcmp(name, "DeduplicationScope") == 0 || strcmp(name, "FifoThroughputLimit") == 0)
-        return sqs_fail(&c->q, &E_UNSUPPORTED, "FIFO queues are not supported by this server yet."), -1;
+    /* FIFO: FifoQueue only when the queue is made; the others only on a
+     * FIFO queue (apply_attrs checks, once FifoQueue is known). */
+    const struct {
+        const char *name, *no, *yes;
+        int *field;
+    } flags[] = {{"FifoQueue", "false", "true", &o->fifo},
+                 {"ContentBasedDeduplication", "false", "true", &o->fifo_content_dedup},
+                 {"DeduplicationScope", "queue", "messageGroup", &o->fifo_dedup_group},
+                 {"FifoThroughputLimit", "perQueue", "perMessageGroupId", &o->fifo_throughput_group}};
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+        if (strcmp(name, flags[i].name) != 0) continue;
+        if (i == 0 && strcmp(c->q.action, "CreateQueue") != 0)
+            return sqs_fail(&c->q, &E_ATTR_NAME, "FifoQueue cannot be changed after the queue is made."), -1;
+        if (strcmp(v, flags[i].no) != 0 && strcmp(v, flags[i].yes) != 0)
+            return sqs_fail(&c->q, &E_ATTR_VALUE, "Invalid value for the parameter %s: %s or %s.", name,
+                            flags[i].no, flags[i].yes),
+                   -1;
+        *flags[i].field = strcmp(v, flags[i].yes) == 0;
+        return 0;
+    }
     if (strcmp(name, "SqsManagedSseEnabled") == 0 || strcmp(name, "KmsMasterKeyId") == 0 ||
         strcmp(name, "KmsDataKeyReusePeriodSeconds") == 0)
         return sqs_fail(&c->q, &E_UNSUPPORTED, "Sluice does not encrypt queues at rest: %s cannot be set.",
@@ -439,15 +461,20 @@ static int same_attrs(json_t *a, const sl_queue_opts *given, const sl_queue_opts
     const char *k;
     json_t *v;
     json_object_foreach(a, k, v) {
-        int same = strcmp(k, "VisibilityTimeout") == 0               ? given->visibility_s == o->visibility_s
-                   : strcmp(k, "DelaySeconds") == 0                  ? given->delay_s == o->delay_s
-                   : strcmp(k, "ReceiveMessageWaitTimeSeconds") == 0 ? given->wait_s == o->wait_s
-                   : strcmp(k, "MaximumMessageSize") == 0            ? given->max_bytes == o->max_bytes
-                   : strcmp(k, "MessageRetentionPeriod") == 0        ? given->retention_s == o->retention_s
-                   : strcmp(k, "RedrivePolicy") == 0
-                       ? strcmp(given->dlq, o->dlq) == 0 &&
-                             (!o->dlq[0] || given->max_delivery_count == o->max_delivery_count)
-                       : 1;
+        int same =
+            strcmp(k, "VisibilityTimeout") == 0               ? given->visibility_s == o->visibility_s
+            : strcmp(k, "DelaySeconds") == 0                  ? given->delay_s == o->delay_s
+            : strcmp(k, "ReceiveMessageWaitTimeSeconds") == 0 ? given->wait_s == o->wait_s
+            : strcmp(k, "MaximumMessageSize") == 0            ? given->max_bytes == o->max_bytes
+            : strcmp(k, "MessageRetentionPeriod") == 0        ? given->retention_s == o->retention_s
+            : strcmp(k, "RedrivePolicy") == 0
+                ? strcmp(given->dlq, o->dlq) == 0 &&
+                      (!o->dlq[0] || given->max_delivery_count == o->max_delivery_count)
+            : strcmp(k, "FifoQueue") == 0                 ? given->fifo == o->fifo
+            : strcmp(k, "ContentBasedDeduplication") == 0 ? given->fifo_content_dedup == o->fifo_content_dedup
+            : strcmp(k, "DeduplicationScope") == 0        ? given->fifo_dedup_group == o->fifo_dedup_group
+            : strcmp(k, "FifoThroughputLimit") == 0 ? given->fifo_throughput_group == o->fifo_throughput_group
+                                                    : 1;
         if (!same) return 0;
     }
     return 1;
@@ -469,6 +496,20 @@ static int apply_attrs(call *c, json_t *attrs, sl_queue_opts *o) {
         return sqs_fail(&c->q, &E_ATTR_VALUE,
                         "Value for parameter RedrivePolicy is invalid. Reason: a queue cannot be "
                         "its own dead-letter queue."),
+               -1;
+    if (!o->fifo)
+        for (const char *const *f = (const char *const[]){"ContentBasedDeduplication", "DeduplicationScope",
+                                                          "FifoThroughputLimit", NULL};
+             *f; f++)
+            if (json_object_get(attrs, *f))
+                return sqs_fail(&c->q, &E_ATTR_NAME, "Unknown Attribute %s: only FIFO queues have it.", *f),
+                       -1;
+    /* A dead-letter queue is of its source's kind. */
+    sl_queue_info dq;
+    if (o->dlq[0] && sl_queue_get(c->s->cfg.engine, c->account, o->dlq, &dq) == 0 && dq.opts.fifo != o->fifo)
+        return sqs_fail(&c->q, &E_ATTR_VALUE,
+                        "Value for parameter RedrivePolicy is invalid. Reason: Dead-letter queue must be "
+                        "same type of queue as the source."),
                -1;
     return 0;
 }
@@ -536,8 +577,7 @@ static int a_create_queue(call *c) {
                         "Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 "
                         "in length");
     size_t nl = strlen(name);
-    if (nl > 5 && strcmp(name + nl - 5, ".fifo") == 0)
-        return sqs_fail(&c->q, &E_UNSUPPORTED, "FIFO queues are not supported by this server yet.");
+    int fifo_name = nl > 5 && strcmp(name + nl - 5, ".fifo") == 0;
     /* The JSON protocol names them "tags"; the query protocol's Tag.N.Key
      * decode as "Tags". */
     json_t *tags;
@@ -547,6 +587,11 @@ static int a_create_queue(call *c) {
     snprintf(o.name, sizeof o.name, "%s", name);
     json_t *attrs = json_object_get(c->in, "Attributes");
     if (apply_attrs(c, attrs, &o)) return SL_HTTP_DONE;
+    if (fifo_name != o.fifo)
+        return sqs_fail(&c->q, &E_VALUE,
+                        fifo_name
+                            ? "A queue named .fifo is a FIFO queue: set its attribute FifoQueue to true."
+                            : "The name of a FIFO queue must end with the .fifo suffix.");
     char err[256] = "", url[512], *tags_json = NULL;
     if (json_object_size(tags) && !(tags_json = json_dumps(tags, JSON_COMPACT)))
         return sqs_engine(&c->q, SL_ENOMEM, NULL);
@@ -668,7 +713,11 @@ static const char *const queue_attr_names[] = {"ApproximateNumberOfMessages",
                                                "ReceiveMessageWaitTimeSeconds",
                                                "VisibilityTimeout",
                                                "RedrivePolicy",
-                                               "SqsManagedSseEnabled"};
+                                               "SqsManagedSseEnabled",
+                                               "FifoQueue",
+                                               "ContentBasedDeduplication",
+                                               "DeduplicationScope",
+                                               "FifoThroughputLimit"};
 
 static int a_get_queue_attributes(call *c) {
     if (call_queue(c)) return SL_HTTP_DONE;
@@ -737,8 +786,22 @@ static int a_get_queue_attributes(call *c) {
                          o->max_delivery_count);
             }
             break;
-        default:
+        case 12:
             snprintf(v, sizeof v, "false");
+            break;
+        /* FIFO queues' own, only on them. */
+        case 13:
+            if (o->fifo) snprintf(v, sizeof v, "true");
+            break;
+        case 14:
+            if (o->fifo) snprintf(v, sizeof v, "%s", o->fifo_content_dedup ? "true" : "false");
+            break;
+        case 15:
+            if (o->fifo) snprintf(v, sizeof v, "%s", o->fifo_dedup_group ? "messageGroup" : "queue");
+            break;
+        default:
+            if (o->fifo)
+                snprintf(v, sizeof v, "%s", o->fifo_throughput_group ? "perMessageGroupId" : "perQueue");
             break;
         }
         if (v[0]) json_object_set_new(a, queue_attr_names[k], json_string(v));
@@ -757,7 +820,74 @@ typedef struct {
     char *attrs; /* malloc'ed: the stored attributes */
     char md5_body[33], md5_attrs[33], md5_sys[33];
     size_t bytes; /* as AWS counts them against the size limit */
+    /* FIFO queues: the group, and the deduplication id (given, or the
+     * body's SHA-256 when the queue deduplicates by content). */
+    const char *group;
+    char dedup[SL_FIFO_GROUP_MAX + 1];
 } outgoing;
+
+/* A MessageGroupId or MessageDeduplicationId: 1..128 of letters, digits
+ * and punctuation. */
+static int fifo_id_ok(const char *s) {
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > SL_FIFO_GROUP_MAX) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < 0x21 || s[i] > 0x7e) return 0;
+    return 1;
+}
+
+/* The FIFO parameters of message m onto o: NULL, or the error. */
+static const sqs_err *outgoing_fifo(json_t *m, const sl_queue_info *qi, outgoing *o, const char *text,
+                                    size_t len, char *err, size_t cap) {
+    json_t *g = json_object_get(m, "MessageGroupId"), *d = json_object_get(m, "MessageDeduplicationId");
+    if (g && json_is_null(g)) g = NULL;
+    if (d && json_is_null(d)) d = NULL;
+    if (!qi->opts.fifo) {
+        if (d) {
+            snprintf(err, cap,
+                     "The request include parameter MessageDeduplicationId that is not valid for this queue "
+                     "type.");
+            return &E_VALUE;
+        }
+        return NULL; /* a MessageGroupId on a standard queue is allowed, and changes nothing */
+    }
+    if (!g) {
+        snprintf(err, cap, "The request must contain the parameter MessageGroupId.");
+        return &E_MISSING;
+    }
+    if (!fifo_id_ok(json_string_value(g)) || (d && !fifo_id_ok(json_string_value(d)))) {
+        snprintf(err, cap,
+                 "Value for parameter %s is invalid. Reason: 1 to 128 letters, digits or punctuation.",
+                 fifo_id_ok(json_string_value(g)) ? "MessageDeduplicationId" : "MessageGroupId");
+        return &E_VALUE;
+    }
+    json_t *delay = json_object_get(m, "DelaySeconds");
+    long long dv = 0;
+    if (delay && !json_is_null(delay) && (int_of(delay, &dv) || dv != 0)) {
+        snprintf(err, cap,
+                 "Value for parameter DelaySeconds is invalid. Reason: The request include parameter that is "
+                 "not valid for this queue type.");
+        return &E_VALUE;
+    }
+    o->group = json_string_value(g);
+    if (d) {
+        snprintf(o->dedup, sizeof o->dedup, "%s", json_string_value(d));
+    } else if (qi->opts.fifo_content_dedup) {
+        unsigned char h[32];
+        if (!EVP_Digest(text, len, h, NULL, EVP_sha256(), NULL)) {
+            snprintf(err, cap, "out of memory");
+            return &E_UNAVAILABLE;
+        }
+        for (int i = 0; i < 32; i++)
+            snprintf(o->dedup + 2 * i, 3, "%02x", h[i]);
+    } else {
+        snprintf(err, cap,
+                 "The queue should either have ContentBasedDeduplication enabled or MessageDeduplicationId "
+                 "provided explicitly");
+        return &E_VALUE;
+    }
+    return NULL;
+}
 
 /* Checks one message (a SendMessage's body, or a batch entry) and builds
  * it. Returns NULL when it is good, or the error (with its message in
@@ -781,6 +911,8 @@ static const sqs_err *outgoing_make(call *c, json_t *m, const sl_queue_info *qi,
                  "#xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF");
         return &E_CONTENTS;
     }
+    const sqs_err *fe = outgoing_fifo(m, qi, o, text, len, err, cap);
+    if (fe) return fe;
     long long delay = qi->opts.delay_s;
     json_t *d = json_object_get(m, "DelaySeconds");
     if (d && !json_is_null(d) && (int_of(d, &delay) || delay < 0 || delay > SQS_DELAY_MAX)) {
@@ -841,8 +973,11 @@ static void send_state_free(void *p) {
     free(st);
 }
 
-static json_t *sent_json(const outgoing *o, const char *id) {
+static json_t *sent_json(const outgoing *o, const char *id, int64_t seq) {
     json_t *j = json_pack("{s:s,s:s}", "MessageId", id, "MD5OfMessageBody", o->md5_body);
+    char sn[24];
+    snprintf(sn, sizeof sn, "%020lld", (long long)seq);
+    if (j && o->group) json_object_set_new(j, "SequenceNumber", json_string(sn));
     if (j && o->md5_attrs[0]) json_object_set_new(j, "MD5OfMessageAttributes", json_string(o->md5_attrs));
     if (j && o->md5_sys[0]) json_object_set_new(j, "MD5OfMessageSystemAttributes", json_string(o->md5_sys));
     if (j && o->id) json_object_set_new(j, "Id", json_string(o->id));
@@ -856,17 +991,64 @@ static int send_resume(sl_http_req *r, void *state) {
     char ids[SQS_BATCH_MAX][SL_MSGID_LEN + 1];
     int rc = sl_msg_put_finish(op, ids);
     if (rc) return sqs_engine(&st->p.q, rc, st->p.queue);
-    if (!st->p.batch) return sqs_ok(&st->p.q, sent_json(&st->out[0], ids[0]));
+    if (!st->p.batch) return sqs_ok(&st->p.q, sent_json(&st->out[0], ids[0], 0));
     json_t *ok = json_array();
     for (size_t i = 0; ok && i < st->n; i++)
-        json_array_append_new(ok, sent_json(&st->out[i], ids[i]));
+        json_array_append_new(ok, sent_json(&st->out[i], ids[i], 0));
     json_t *j = json_pack("{s:o}", "Successful", ok);
     if (j && json_array_size(st->failed) > 0) json_object_set(j, "Failed", st->failed);
     return sqs_ok(&st->p.q, j);
 }
 
+/* A FIFO queue's sends, one after the other in the batch's order (their
+ * order in their groups), on this store thread. An entry that fails
+ * stops those after it in its group, so none overtakes it. */
+static int send_fifo(call *c, send_state *st) {
+    json_t *ok = json_array();
+    int rc = 0;
+    for (size_t i = 0; i < st->n && ok; i++) {
+        outgoing *o = &st->out[i];
+        int blocked = 0;
+        for (size_t k = 0; k < json_array_size(st->failed) && !blocked; k++) {
+            const char *fg = json_string_value(json_object_get(json_array_get(st->failed, k), "Group"));
+            blocked = fg && strcmp(fg, o->group) == 0;
+        }
+        sl_fifo_msg m = {.body = o->put.body,
+                         .len = o->put.len,
+                         .attrs_json = o->put.attrs_json,
+                         .group = o->group,
+                         .dedup = o->dedup};
+        sl_fifo_sent sent;
+        rc = blocked ? SL_EUNAVAILABLE : sl_fifo_put(c->s->cfg.engine, c->account, c->queue, &m, &sent);
+        if (rc && !st->p.batch) break;
+        if (rc) {
+            json_t *f = entry_failed(o->id, &E_UNAVAILABLE,
+                                     blocked ? "An earlier message of its group in this batch was not sent."
+                                             : sl_errmsg(rc));
+            json_object_set_new(f, "Group", json_string(o->group)); /* removed below */
+            json_array_append_new(st->failed, f);
+            continue;
+        }
+        json_array_append_new(ok, sent_json(o, sent.id, sent.seq));
+    }
+    if (!st->p.batch) {
+        json_t *one = json_incref(json_array_get(ok, 0));
+        json_decref(ok);
+        send_state_free(st);
+        return rc ? sqs_engine(&c->q, rc, c->queue) : sqs_ok(&c->q, one);
+    }
+    json_t *f;
+    size_t i;
+    json_array_foreach(st->failed, i, f) json_object_del(f, "Group");
+    json_t *j = json_pack("{s:o}", "Successful", ok);
+    if (j && json_array_size(st->failed) > 0) json_object_set(j, "Failed", st->failed);
+    send_state_free(st);
+    return sqs_ok(&c->q, j);
+}
+
 /* Starts the put of st's messages and parks on it, or answers. */
 static int send_start(call *c, send_state *st) {
+    if (st->n > 0 && st->out[0].group) return send_fifo(c, st);
     sl_put puts[SQS_BATCH_MAX];
     for (size_t i = 0; i < st->n; i++)
         puts[i] = st->out[i].put;
@@ -942,7 +1124,16 @@ static int a_send_message_batch(call *c) {
 
 /* --- Receiving ---------------------------------------------------------- */
 
-enum { SYS_SENT = 1, SYS_COUNT = 2, SYS_FIRST = 4, SYS_SENDER = 8, SYS_TRACE = 16 };
+enum {
+    SYS_SENT = 1,
+    SYS_COUNT = 2,
+    SYS_FIRST = 4,
+    SYS_SENDER = 8,
+    SYS_TRACE = 16,
+    SYS_GROUP = 32,
+    SYS_DEDUP = 64,
+    SYS_SEQ = 128
+};
 
 /* What a receive returns of each message. */
 typedef struct {
@@ -988,9 +1179,23 @@ static json_t *rx_message(const rx *x, const sl_message *m, const char *handle) 
         else if (json_is_object(a) && json_is_string(json_object_get(a, "DataType")))
             json_object_set(attrs, k, a);
     }
+    /* A FIFO queue's message: its group, deduplication id, number and
+     * send time, as fifo.c released it. */
+    json_t *fifo = json_object_get(stored, "$fifo");
+    json_int_t sent_ms = json_is_integer(json_object_get(fifo, "t"))
+                             ? json_integer_value(json_object_get(fifo, "t"))
+                             : m->enqueued_ms;
     if (x->sys & SYS_SENT) {
-        snprintf(v, sizeof v, "%lld", (long long)m->enqueued_ms);
+        snprintf(v, sizeof v, "%lld", (long long)sent_ms);
         json_object_set_new(sys, "SentTimestamp", json_string(v));
+    }
+    if ((x->sys & SYS_GROUP) && json_is_string(json_object_get(fifo, "g")))
+        json_object_set(sys, "MessageGroupId", json_object_get(fifo, "g"));
+    if ((x->sys & SYS_DEDUP) && json_is_string(json_object_get(fifo, "d")))
+        json_object_set(sys, "MessageDeduplicationId", json_object_get(fifo, "d"));
+    if ((x->sys & SYS_SEQ) && json_is_integer(json_object_get(fifo, "s"))) {
+        snprintf(v, sizeof v, "%020lld", (long long)json_integer_value(json_object_get(fifo, "s")));
+        json_object_set_new(sys, "SequenceNumber", json_string(v));
     }
     if (x->sys & SYS_COUNT) {
         snprintf(v, sizeof v, "%lld", (long long)m->delivery_count);
@@ -1040,7 +1245,8 @@ static int rx_answer(sl_http_req *r, void *arg, sl_message *m, size_t n) {
 
 /* The system attributes a receive asks for, from AttributeNames and
  * MessageSystemAttributeNames; names SQS knows but Sluice has no value
- * for (FIFO's, ApproximateFirstReceiveTimestamp) return nothing. */
+ * for (ApproximateFirstReceiveTimestamp, FIFO's on a standard queue)
+ * return nothing. */
 static int rx_system(call *c, unsigned *sys) {
     static const struct {
         const char *name;
@@ -1051,9 +1257,9 @@ static int rx_system(call *c, unsigned *sys) {
                  {"ApproximateFirstReceiveTimestamp", SYS_FIRST},
                  {"SenderId", SYS_SENDER},
                  {"AWSTraceHeader", SYS_TRACE},
-                 {"MessageDeduplicationId", 0},
-                 {"MessageGroupId", 0},
-                 {"SequenceNumber", 0},
+                 {"MessageDeduplicationId", SYS_DEDUP},
+                 {"MessageGroupId", SYS_GROUP},
+                 {"SequenceNumber", SYS_SEQ},
                  {"DeadLetterQueueSourceArn", 0},
                  {"SqsManagedSseEnabled", 0}};
     const char *params[] = {"AttributeNames", "MessageSystemAttributeNames", "MessageAttributeNames"};
@@ -1130,6 +1336,16 @@ static void del_state_free(void *p) {
 
 static int del_answer(del_state *st, const int *rcs) {
     json_t *entries = json_object_get(st->p.body, "Entries");
+    /* On a FIFO queue, each message acked lets its group's next one out. */
+    for (size_t i = 0; i < st->n; i++) {
+        const char *h = handle_of(st->p.batch ? json_array_get(entries, i) : st->p.body);
+        if (h && st->at[i] >= 0 && rcs[st->at[i]] == 0) {
+            int rc = sl_fifo_acked(st->p.s->cfg.engine, st->p.account, st->p.queue, h);
+            if (rc)
+                sl_log(SL_INFO, "sqs: after a delete in %s/%s: %s", st->p.account, st->p.queue,
+                       sl_strerror(rc));
+        }
+    }
     if (!st->p.batch) {
         int rc = st->at[0] < 0 ? SL_EINVAL : rcs[st->at[0]];
         if (rc == SL_EINVAL) return sqs_fail(&st->p.q, &E_RECEIPT, "The input receipt handle is invalid.");

@@ -66,9 +66,9 @@ const sl_table sl_t_counters = {
 const sl_table sl_t_repair_lease = {
     "repair_lease", 1, 0, 3, {{"qkey", SL_TEXT}, {"owner", SL_TEXT}, {"nonce", SL_INT}}};
 
-static const sl_table *const all_tables[] = {&sl_t_queues,   &sl_t_queue_index,
-                                             &sl_t_monoton,  &sl_t_pointers, &sl_t_messages,
-                                             &sl_t_leases,   &sl_t_counters, &sl_t_repair_lease};
+static const sl_table *const all_tables[] = {
+    &sl_t_queues,   &sl_t_queue_index,  &sl_t_monoton,     &sl_t_pointers, &sl_t_messages,   &sl_t_leases,
+    &sl_t_counters, &sl_t_repair_lease, &sl_t_fifo_groups, &sl_t_fifo_log, &sl_t_fifo_dedup, &sl_t_fifo_busy};
 
 const sl_table *const *sl_engine_tables(size_t *n) {
     *n = sizeof all_tables / sizeof all_tables[0];

@@ -95,7 +95,8 @@ int msg_put_check(sl_engine *e, const char *account, const char *queue, const sl
         if (msgs[i].delay_s < 0 || msgs[i].delay_s > SL_INVIS_MAX || msgs[i].len > 16 * 1024 * 1024)
             return SL_EINVAL;
     int rc = sl_acct_exists(e->cfg.accounts, account);
-    return rc ? rc : eng_queue(e, account, queue, q);
+    if (rc || (rc = eng_queue(e, account, queue, q)) != 0) return rc;
+    return (*q)->opts.fifo ? SL_EINVAL : 0; /* FIFO queues take sl_fifo_put */
 }
 
 /* Claims ids for n messages and builds their rows in w[0..n); delayed

@@ -51,6 +51,9 @@ static void opts_refresh(qstate *q, const sl_val *text, uint64_t h) {
     q->opts.delay_s = fresh.delay_s;
     q->opts.wait_s = fresh.wait_s;
     q->opts.max_bytes = fresh.max_bytes;
+    q->opts.fifo_content_dedup = fresh.fifo_content_dedup;
+    q->opts.fifo_dedup_group = fresh.fifo_dedup_group;
+    q->opts.fifo_throughput_group = fresh.fifo_throughput_group;
     q->opts_hash = h;
     pthread_mutex_unlock(&q->mu);
 }

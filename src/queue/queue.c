@@ -53,13 +53,15 @@ int sl_queue_opts_check(const sl_queue_opts *o, char *err, size_t cap) {
 /* Options are stored as JSON text in the queue row, so that adding an
  * option never needs a schema change; the row's "tags" sit beside them. */
 static json_t *opts_obj(const sl_queue_opts *o) {
-    return json_pack("{s:i,s:i,s:s?,s:i,s:i,s:b,s:I,s:b,s:i,s:i,s:i,s:i}", "bucketSize", o->bucket_size,
-                     "maxDeliveryCount", o->max_delivery_count, "dlqName", o->dlq[0] ? o->dlq : NULL,
-                     "repairWorkerPollSeconds", o->repair_poll_s, "repairWorkerBucketFinalizeTimeSeconds",
-                     o->finalize_timeout_s, "deleteBucketsAfterFinalize", o->delete_buckets,
-                     "retentionSeconds", (json_int_t)o->retention_s, "strictFifo", o->strict_fifo,
-                     "visibilityTimeoutSeconds", o->visibility_s, "delaySeconds", o->delay_s,
-                     "receiveWaitSeconds", o->wait_s, "maximumMessageBytes", o->max_bytes);
+    return json_pack(
+        "{s:i,s:i,s:s?,s:i,s:i,s:b,s:I,s:b,s:i,s:i,s:i,s:i,s:b,s:b,s:b,s:b}", "bucketSize", o->bucket_size,
+        "maxDeliveryCount", o->max_delivery_count, "dlqName", o->dlq[0] ? o->dlq : NULL,
+        "repairWorkerPollSeconds", o->repair_poll_s, "repairWorkerBucketFinalizeTimeSeconds",
+        o->finalize_timeout_s, "deleteBucketsAfterFinalize", o->delete_buckets, "retentionSeconds",
+        (json_int_t)o->retention_s, "strictFifo", o->strict_fifo, "visibilityTimeoutSeconds", o->visibility_s,
+        "delaySeconds", o->delay_s, "receiveWaitSeconds", o->wait_s, "maximumMessageBytes", o->max_bytes,
+        "fifo", o->fifo, "fifoContentDedup", o->fifo_content_dedup, "fifoDedupByGroup", o->fifo_dedup_group,
+        "fifoThroughputByGroup", o->fifo_throughput_group);
 }
 
 static int64_t get_int(json_t *j, const char *k, int64_t dflt) {
@@ -84,6 +86,10 @@ static void opts_from_json(json_t *j, sl_queue_opts *o) {
     o->delay_s = (int)get_int(j, "delaySeconds", o->delay_s);
     o->wait_s = (int)get_int(j, "receiveWaitSeconds", o->wait_s);
     o->max_bytes = (int)get_int(j, "maximumMessageBytes", o->max_bytes);
+    o->fifo = (int)get_int(j, "fifo", 0);
+    o->fifo_content_dedup = (int)get_int(j, "fifoContentDedup", 0);
+    o->fifo_dedup_group = (int)get_int(j, "fifoDedupByGroup", 0);
+    o->fifo_throughput_group = (int)get_int(j, "fifoThroughputByGroup", 0);
     const char *dlq = json_string_value(json_object_get(j, "dlqName"));
     if (dlq) snprintf(o->dlq, sizeof o->dlq, "%s", dlq);
 }
@@ -330,6 +336,9 @@ static int edit_update(json_t *j, void *arg, char *err, size_t cap) {
     now.delay_s = o->delay_s;
     now.wait_s = o->wait_s;
     now.max_bytes = o->max_bytes;
+    now.fifo_content_dedup = o->fifo_content_dedup;
+    now.fifo_dedup_group = o->fifo_dedup_group;
+    now.fifo_throughput_group = o->fifo_throughput_group;
     json_t *fresh = opts_obj(&now);
     int rc = fresh && json_object_update(j, fresh) == 0 ? 0 : SL_ENOMEM;
     json_decref(fresh);

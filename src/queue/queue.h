@@ -56,6 +56,13 @@ typedef struct {
     int delay_s;      /* 0..900, default 0 */
     int wait_s;       /* 0..20, default 0 */
     int max_bytes;    /* MaximumMessageSize: 1024..1048576; 0: the server's limit */
+    /* FIFO queues (fifo.c): fifo is set at creation only; the others may
+     * change (SQS's ContentBasedDeduplication, DeduplicationScope
+     * messageGroup, FifoThroughputLimit perMessageGroupId). */
+    int fifo;
+    int fifo_content_dedup;
+    int fifo_dedup_group;
+    int fifo_throughput_group;
 } sl_queue_opts;
 
 /* Fills opts with the defaults of API.md (name left empty). */
@@ -138,6 +145,35 @@ int sl_move_tasks(sl_engine *e, const char *account, const char *src, char **jso
 /* Cancels a running task of the account; *moved: its count so far. 0, or
  * SL_ENOTFOUND when no running task has that handle. */
 int sl_move_task_cancel(sl_engine *e, const char *account, const char *handle, int64_t *moved);
+
+/* --- FIFO queues (fifo.c) ------------------------------------------------ */
+
+#define SL_FIFO_GROUP_MAX 128 /* a message group id or deduplication id */
+
+typedef struct {
+    const void *body;
+    size_t len;
+    const char *attrs_json; /* a JSON object, or NULL */
+    const char *group;      /* 1..SL_FIFO_GROUP_MAX bytes */
+    const char *dedup;      /* the deduplication id, 1..SL_FIFO_GROUP_MAX */
+} sl_fifo_msg;
+
+typedef struct {
+    char id[SL_MSGID_LEN + 1];
+    int64_t seq;   /* its sequence number in its group */
+    int duplicate; /* a message of the same deduplication id was sent within
+                      five minutes: id and seq are that one's */
+} sl_fifo_sent;
+
+/* Sends a message to a FIFO queue: durable when it returns 0; delivered
+ * after every earlier message of its group is done. SL_EINVAL for a queue
+ * that is not FIFO or a bad group or deduplication id. */
+int sl_fifo_put(sl_engine *e, const char *account, const char *queue, const sl_fifo_msg *m,
+                sl_fifo_sent *out);
+/* After a successful ack of receipt on a FIFO queue (SQS's delete):
+ * releases the next message of its group now (otherwise the sweeper does,
+ * within a repair poll). A no-op on other queues. */
+int sl_fifo_acked(sl_engine *e, const char *account, const char *queue, const char *receipt);
 
 /* --- Messages ---------------------------------------------------------- */
 

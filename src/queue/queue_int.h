@@ -273,6 +273,12 @@ int eng_opts_edit(sl_engine *e, const char *account, const char *name, opts_edit
 int eng_redrive(sl_engine *e, qstate *src, qstate *dst, int (*step)(void *arg, int64_t moved), void *arg,
                 int64_t *moved);
 
+/* fifo.c */
+extern const sl_table sl_t_fifo_groups, sl_t_fifo_log, sl_t_fifo_dedup, sl_t_fifo_busy;
+/* Advances every busy group of a FIFO queue whose head is done: run by the
+ * queue's repair owner. */
+int fifo_sweep(sl_engine *e, qstate *q);
+
 /* cas.c */
 int eng_cas(sl_engine *e, sl_write *w, int nonce_col);
 int eng_cas_settle(sl_engine *e, sl_write *w, int nonce_col, int rc, size_t n);

@@ -203,6 +203,8 @@ int repair_queue(sl_engine *e, qstate *q) {
     if ((rc = eng_pointer_get(e, q->qkey, "repair", &P)) != 0) return rc;
     if ((rc = eng_pointer_get(e, q->qkey, "reader", &R)) != 0) return rc;
     msg_refresh_purge(e, q, 1);
+    if (q->opts.fifo && (rc = fifo_sweep(e, q)) != 0)
+        sl_log(SL_INFO, "fifo sweep of %s: %s", q->qkey, sl_strerror(rc));
     while (P < R && !e->stopping) {
         /* Finalize a run of buckets, then move the pointer past the run. */
         int64_t from = P;

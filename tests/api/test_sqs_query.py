@@ -52,6 +52,8 @@ def test_debian_boto3_over_the_query_protocol(server):
     assert r["presigned_has_signature"] and r["presigned_status"] == 200, r
     assert r["presigned_body"] == ["presigned & sent"], r
     assert r["tampered_status"] == 403, r
+    assert r["fifo_seq_increasing"] and r["fifo_first"] == [["f0", "g", True]], r
+    assert r["fifo_second"] == ["f1"], r
 
 
 def signed(server, method, url, data=None, headers=None):

@@ -2074,6 +2074,211 @@ static void test_alloc_failure_at_every_point(void **state) {
 }
 ASYNC(test_alloc_failure_at_every_point)
 
+/* --- FIFO queues (fifo.c) -------------------------------------------------- */
+
+static void mkfifo_queue(fx *f, const char *name, int maxdc, const char *dlq) {
+    sl_queue_opts o;
+    sl_queue_opts_default(&o);
+    snprintf(o.name, sizeof o.name, "%s", name);
+    o.fifo = 1;
+    o.max_delivery_count = maxdc;
+    o.finalize_timeout_s = 1;
+    o.repair_poll_s = 1;
+    if (dlq) snprintf(o.dlq, sizeof o.dlq, "%s", dlq);
+    char err[128];
+    assert_int_equal(sl_queue_create(f->e, "acct", &o, err, sizeof err), 0);
+}
+
+static int fput(fx *f, const char *q, const char *group, const char *dedup, const char *body,
+                sl_fifo_sent *out) {
+    sl_fifo_msg m = {.body = body, .len = strlen(body), .group = group, .dedup = dedup};
+    sl_fifo_sent scratch;
+    return sl_fifo_put(f->e, "acct", q, &m, out ? out : &scratch);
+}
+
+/* Receives everything visible now: the bodies, joined by spaces, in b. */
+static void recv_all(fx *f, const char *q, int invis, char *b, size_t cap, sl_message *first) {
+    sl_message *v;
+    size_t n;
+    assert_int_equal(sl_store_sqlite_flush(f->st), 0);
+    assert_int_equal(sl_msg_receive(f->e, "acct", q, 10, invis, &v, &n), 0);
+    b[0] = '\0';
+    for (size_t i = 0; i < n; i++)
+        snprintf(b + strlen(b), cap - strlen(b), "%s%s", i ? " " : "", (char *)v[i].body);
+    if (first && n > 0) {
+        *first = v[0];
+        v[0].body = NULL;
+        v[0].attrs_json = NULL;
+    }
+    sl_messages_free(v, n);
+}
+
+static void ack_fifo(fx *f, const char *q, sl_message *m) {
+    assert_int_equal(sl_msg_ack(f->e, "acct", q, m->receipt), 0);
+    assert_int_equal(sl_fifo_acked(f->e, "acct", q, m->receipt), 0);
+    msg_clear(m);
+}
+
+static void test_fifo_groups_order_dedup(void **state) {
+    fx *f = *state;
+    mkfifo_queue(f, "q.fifo", 5, NULL);
+    sl_fifo_sent a0, dup;
+    assert_int_equal(fput(f, "q.fifo", "A", "a0", "A0", &a0), 0);
+    assert_int_equal(fput(f, "q.fifo", "A", "a1", "A1", NULL), 0);
+    assert_int_equal(fput(f, "q.fifo", "B", "b0", "B0", NULL), 0);
+    assert_int_equal(fput(f, "q.fifo", "A", "a0", "A0 again", &dup), 0);
+    assert_true(dup.duplicate);
+    assert_string_equal(dup.id, a0.id);
+    assert_int_equal(dup.seq, a0.seq);
+    /* Standard puts are refused, and a FIFO put to a standard queue. */
+    assert_int_equal(put(f, "q.fifo", "x", 0), SL_EINVAL);
+    mkqueue(f, "std", 20, 5, NULL);
+    assert_int_equal(fput(f, "std", "A", "x", "x", NULL), SL_EINVAL);
+
+    char got[256];
+    sl_message m;
+    recv_all(f, "q.fifo", 30, got, sizeof got, &m);
+    assert_true(strcmp(got, "A0 B0") == 0 || strcmp(got, "B0 A0") == 0);
+    recv_all(f, "q.fifo", 30, got, sizeof got, NULL);
+    assert_string_equal(got, "");    /* both groups blocked */
+    if (strcmp(m.body, "A0") != 0) { /* ack A0, whichever came first */
+        msg_clear(&m);
+        sl_clock_advance_ms(31000); /* both leases run out */
+        recv_all(f, "q.fifo", 30, got, sizeof got, &m);
+        while (strcmp(m.body, "A0") != 0) {
+            msg_clear(&m);
+            sl_clock_advance_ms(31000);
+            recv_all(f, "q.fifo", 30, got, sizeof got, &m);
+        }
+    }
+    ack_fifo(f, "q.fifo", &m);
+    recv_all(f, "q.fifo", 30, got, sizeof got, &m);
+    assert_string_equal(got, "A1");
+    ack_fifo(f, "q.fifo", &m);
+    /* Only the duplicate was left of A: nothing more. */
+    recv_all(f, "q.fifo", 30, got, sizeof got, NULL);
+    assert_string_equal(got, "");
+}
+
+/* A release whose put into the queue failed (the store, or a crash) is
+ * made again by the sweeper once it is stale; the message is never lost. */
+static sl_fault_action fail_message_writes(void *ctx, const sl_write *w, size_t n) {
+    (void)ctx;
+    for (size_t i = 0; i < n; i++)
+        if (w[i].t == &sl_t_messages) return SL_FAULT_FAIL;
+    return SL_FAULT_NONE;
+}
+
+static void test_fifo_release_cut_is_made_again(void **state) {
+    fx *f = *state;
+    mkfifo_queue(f, "q.fifo", 5, NULL);
+    sl_store_sqlite_set_fault(f->st, fail_message_writes, NULL);
+    assert_int_equal(fput(f, "q.fifo", "g", "1", "first", NULL), 0); /* durable in its log */
+    sl_store_sqlite_set_fault(f->st, NULL, NULL);
+    assert_int_equal(fput(f, "q.fifo", "g", "2", "second", NULL), 0);
+    char got[256];
+    sl_message m;
+    recv_all(f, "q.fifo", 30, got, sizeof got, NULL);
+    assert_string_equal(got, ""); /* first is being released: second waits */
+    qstate *q;
+    assert_int_equal(eng_queue(f->e, "acct", "q.fifo", &q), 0);
+    assert_int_equal(repair_queue(f->e, q), 0);
+    recv_all(f, "q.fifo", 30, got, sizeof got, NULL);
+    assert_string_equal(got, ""); /* not stale yet */
+    sl_clock_advance_ms(31000);
+    assert_int_equal(repair_queue(f->e, q), 0);
+    recv_all(f, "q.fifo", 30, got, sizeof got, &m);
+    assert_string_equal(got, "first");
+    ack_fifo(f, "q.fifo", &m);
+    recv_all(f, "q.fifo", 30, got, sizeof got, &m);
+    assert_string_equal(got, "second");
+    ack_fifo(f, "q.fifo", &m);
+}
+
+/* A head that is done without an SQS delete (dead-lettered, acked through
+ * the native API, purged) is found by the sweeper, and its group goes on. */
+static void test_fifo_sweeper_moves_groups_on(void **state) {
+    fx *f = *state;
+    mkfifo_queue(f, "dlq.fifo", 5, NULL);
+    mkfifo_queue(f, "q.fifo", 1, "dlq.fifo");
+    for (int i = 0; i < 4; i++) {
+        char d[16], b[16];
+        snprintf(d, sizeof d, "%d", i);
+        snprintf(b, sizeof b, "m%d", i);
+        assert_int_equal(fput(f, "q.fifo", "g", d, b, NULL), 0);
+    }
+    qstate *q;
+    assert_int_equal(eng_queue(f->e, "acct", "q.fifo", &q), 0);
+    char got[256];
+    sl_message m;
+    /* m0 is received once and left: its next receive dead-letters it. */
+    recv_all(f, "q.fifo", 1, got, sizeof got, NULL);
+    assert_string_equal(got, "m0");
+    sl_clock_advance_ms(2000);
+    recv_all(f, "q.fifo", 30, got, sizeof got, NULL);
+    assert_string_equal(got, "");
+    assert_int_equal(repair_queue(f->e, q), 0);
+    recv_all(f, "q.fifo", 30, got, sizeof got, &m);
+    assert_string_equal(got, "m1");
+    /* m1 acked without sl_fifo_acked (as the native API does). */
+    assert_int_equal(sl_msg_ack(f->e, "acct", "q.fifo", m.receipt), 0);
+    msg_clear(&m);
+    recv_all(f, "q.fifo", 30, got, sizeof got, NULL);
+    assert_string_equal(got, "");
+    assert_int_equal(repair_queue(f->e, q), 0);
+    recv_all(f, "q.fifo", 30, got, sizeof got, NULL);
+    assert_string_equal(got, "m2");
+    /* A purge takes m2 (in the queue) and m3 (in the log). */
+    sl_clock_advance_ms(10);
+    assert_int_equal(sl_queue_purge(f->e, "acct", "q.fifo"), 0);
+    sl_clock_advance_ms(10);
+    assert_int_equal(repair_queue(f->e, q), 0);
+    recv_all(f, "q.fifo", 30, got, sizeof got, NULL);
+    assert_string_equal(got, "");
+    assert_int_equal(fput(f, "q.fifo", "g", "4", "m4", NULL), 0);
+    recv_all(f, "q.fifo", 30, got, sizeof got, NULL);
+    assert_string_equal(got, "m4");
+    recv_all(f, "dlq.fifo", 30, got, sizeof got, NULL);
+    assert_string_equal(got, "m0");
+}
+
+/* Sends whose compare-and-sets have unknown outcomes still give each
+ * message one number, and lose none. */
+static sl_fault_action unknown_fifo_cas(void *ctx, const sl_write *w, size_t n) {
+    int *k = ctx;
+    if (n == 1 && (w[0].t == &sl_t_fifo_log || w[0].t == &sl_t_fifo_groups) && (*k)++ % 2 == 0)
+        return SL_FAULT_UNKNOWN_APPLIED;
+    return SL_FAULT_NONE;
+}
+
+static void test_fifo_unknown_outcomes(void **state) {
+    fx *f = *state;
+    mkfifo_queue(f, "q.fifo", 5, NULL);
+    int k = 0;
+    sl_store_sqlite_set_fault(f->st, unknown_fifo_cas, &k);
+    sl_fifo_sent s[5];
+    for (int i = 0; i < 5; i++) {
+        char d[16], b[16];
+        snprintf(d, sizeof d, "%d", i);
+        snprintf(b, sizeof b, "m%d", i);
+        assert_int_equal(fput(f, "q.fifo", "g", d, b, &s[i]), 0);
+        assert_false(s[i].duplicate);
+        if (i) assert_int_equal(s[i].seq, s[i - 1].seq + 1);
+    }
+    sl_store_sqlite_set_fault(f->st, NULL, NULL);
+    char got[256];
+    sl_message m;
+    for (int i = 0; i < 5; i++) {
+        char b[16];
+        snprintf(b, sizeof b, "m%d", i);
+        recv_all(f, "q.fifo", 30, got, sizeof got, &m);
+        assert_string_equal(got, b);
+        ack_fifo(f, "q.fifo", &m);
+    }
+    recv_all(f, "q.fifo", 30, got, sizeof got, NULL);
+    assert_string_equal(got, "");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_put_receive_ack, setup, teardown),
@@ -2118,6 +2323,10 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_lease_entry_deferred, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_entry_of_deleted_queue_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_applied_then_reads_fail, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fifo_groups_order_dedup, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fifo_release_cut_is_made_again, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fifo_sweeper_moves_groups_on, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fifo_unknown_outcomes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_applied_then_reads_fail_combined, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_applied_every_cas, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_dropped_every_cas, setup, teardown),

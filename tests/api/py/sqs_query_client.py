@@ -97,6 +97,17 @@ try:
     out["tampered_status"] = 200
 except urllib.error.HTTPError as e:
     out["tampered_status"] = e.code
+# A FIFO queue: one message of a group at a time, in order, with its number.
+furl = sqs.create_queue(QueueName=name + ".fifo", Attributes={"FifoQueue": "true",
+                                                             "ContentBasedDeduplication": "true"})["QueueUrl"]
+fsent = [sqs.send_message(QueueUrl=furl, MessageBody=f"f{i}", MessageGroupId="g") for i in range(2)]
+out["fifo_seq_increasing"] = int(fsent[0]["SequenceNumber"]) < int(fsent[1]["SequenceNumber"])
+fgot = sqs.receive_message(QueueUrl=furl, MaxNumberOfMessages=10, AttributeNames=["All"])["Messages"]
+out["fifo_first"] = [(x["Body"], x["Attributes"]["MessageGroupId"], x["Attributes"]["SequenceNumber"] ==
+                      fsent[0]["SequenceNumber"]) for x in fgot]
+sqs.delete_message(QueueUrl=furl, ReceiptHandle=fgot[0]["ReceiptHandle"])
+out["fifo_second"] = [x["Body"] for x in sqs.receive_message(QueueUrl=furl, WaitTimeSeconds=5)["Messages"]]
+sqs.delete_queue(QueueUrl=furl)
 sqs.delete_queue(QueueUrl=url)
 out["after_delete"] = code_of(sqs.get_queue_url, QueueName=name)
 print(json.dumps(out))
