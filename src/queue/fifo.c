@@ -164,6 +164,15 @@ static int busy_mark(sl_engine *e, qstate *q, const char *g) {
     return eng_write(e, &w, 1);
 }
 
+static void log_key(sl_write *w, qstate *q, const char *g, int64_t seq) {
+    w->t = &sl_t_fifo_log;
+    w->ttl = (int)eng_queue_retention(q);
+    w->row.v[FL_QKEY] = sl_vtext(q->qkey);
+    w->row.v[FL_GRP] = sl_vtext(g);
+    w->row.v[FL_PAGE] = sl_vint(seq / FIFO_PAGE);
+    w->row.v[FL_SEQ] = sl_vint(seq);
+}
+
 static int log_read(sl_engine *e, const qstate *q, const char *g, int64_t seq, sl_result *r) {
     sl_val key[4] = {sl_vtext(q->qkey), sl_vtext(g), sl_vint(seq / FIFO_PAGE), sl_vint(seq)};
     return sl_store_get(e->st, &sl_t_fifo_log, key, SL_READ_DEFAULT, r);
@@ -404,13 +413,8 @@ int sl_fifo_put(sl_engine *e, const char *account, const char *queue, const sl_f
         if (!seq) {
             /* Claim s by inserting its row. */
             sl_write w = {0};
-            w.t = &sl_t_fifo_log;
+            log_key(&w, q, m->group, s);
             w.kind = SL_W_INSERT_IF_NOT_EXISTS;
-            w.ttl = (int)eng_queue_retention(q);
-            w.row.v[FL_QKEY] = sl_vtext(q->qkey);
-            w.row.v[FL_GRP] = sl_vtext(m->group);
-            w.row.v[FL_PAGE] = sl_vint(s / FIFO_PAGE);
-            w.row.v[FL_SEQ] = sl_vint(s);
             w.row.v[FL_MID] = sl_vtext(mid);
             w.row.v[FL_BODY] = sl_vbytes(m->body ? m->body : "", m->len);
             w.row.v[FL_ATTRS] = sl_vtext(m->attrs_json ? m->attrs_json : "{}");
@@ -453,13 +457,8 @@ int sl_fifo_put(sl_engine *e, const char *account, const char *queue, const sl_f
     rc = eng_cas(e, &d, FD_NONCE);
     if (rc == SL_ENOTAPPLIED) {
         sl_write x = {0};
-        x.t = &sl_t_fifo_log;
+        log_key(&x, q, m->group, seq);
         x.kind = SL_W_UPSERT;
-        x.ttl = (int)eng_queue_retention(q);
-        x.row.v[FL_QKEY] = sl_vtext(q->qkey);
-        x.row.v[FL_GRP] = sl_vtext(m->group);
-        x.row.v[FL_PAGE] = sl_vint(seq / FIFO_PAGE);
-        x.row.v[FL_SEQ] = sl_vint(seq);
         x.row.v[FL_DUP] = sl_vint(1);
         if ((rc = eng_write(e, &x, 1)) != 0) return rc;
         rc = dedup_find(e, q, key, out, SL_READ_SERIAL);

@@ -291,38 +291,28 @@ int sl_move_task_start(sl_engine *e, const char *account, const char *src, const
 /* --- Listing and cancelling ---------------------------------------------- */
 
 int sl_move_tasks(sl_engine *e, const char *account, const char *src, char **json) {
+    json_t *j, *out = NULL, *t;
     *json = NULL;
-    int rc = sl_acct_exists(e->cfg.accounts, account);
+    int rc = eng_queue_row_json(e, account, src, &j);
     if (rc) return rc;
-    sl_val key[2] = {sl_vtext(account), sl_vtext(src)};
-    sl_result r;
-    sl_result_init(&r);
-    if ((rc = sl_store_get(e->st, &sl_t_queues, key, SL_READ_DEFAULT, &r)) == 0) {
-        sl_row *row = &r.rows[0];
-        json_t *j = NULL, *out = json_array(), *t;
-        if (row->v[QU_STATUS].i != Q_ACTIVE)
-            rc = SL_ENOTFOUND;
-        else if (row->v[QU_OPTS].set && !row->v[QU_OPTS].null)
-            j = json_loadb(row->v[QU_OPTS].p, row->v[QU_OPTS].n, 0, NULL);
-        int64_t now = sl_now_ms();
-        size_t i;
-        json_array_foreach(json_object_get(j, "moveTasks"), i, t) {
-            json_t *c = json_copy(t);
-            const char *shown = task_status(t, now);
-            if (c && strcmp(shown, str_of(t, "status")) != 0) {
-                json_object_set_new(c, "status", json_string(shown));
-                json_object_set_new(c, "failureReason", json_string("the node that ran the task stopped"));
-            }
-            char handle[SL_MOVE_HANDLE_MAX];
-            snprintf(handle, sizeof handle, "%s:%s:%s", account, src, str_of(t, "id"));
-            if (c) json_object_set_new(c, "taskHandle", json_string(handle));
-            json_array_append_new(out, c);
+    int64_t now = sl_now_ms();
+    size_t i;
+    if (!(out = json_array())) rc = SL_ENOMEM;
+    json_array_foreach(json_object_get(j, "moveTasks"), i, t) {
+        json_t *c = json_copy(t);
+        const char *shown = task_status(t, now);
+        if (c && strcmp(shown, str_of(t, "status")) != 0) {
+            json_object_set_new(c, "status", json_string(shown));
+            json_object_set_new(c, "failureReason", json_string("the node that ran the task stopped"));
         }
-        if (rc == 0 && !(out && (*json = json_dumps(out, JSON_COMPACT)))) rc = SL_ENOMEM;
-        json_decref(out);
-        json_decref(j);
+        char handle[SL_MOVE_HANDLE_MAX];
+        snprintf(handle, sizeof handle, "%s:%s:%s", account, src, str_of(t, "id"));
+        if (c) json_object_set_new(c, "taskHandle", json_string(handle));
+        json_array_append_new(out, c);
     }
-    sl_result_free(&r);
+    if (rc == 0 && !(*json = json_dumps(out, JSON_COMPACT))) rc = SL_ENOMEM;
+    json_decref(out);
+    json_decref(j);
     return rc;
 }
 

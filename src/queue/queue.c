@@ -390,27 +390,37 @@ int sl_queue_tag(sl_engine *e, const char *account, const char *name, const char
     return rc;
 }
 
-int sl_queue_tags(sl_engine *e, const char *account, const char *name, char **json) {
-    *json = NULL;
+int eng_queue_row_json(sl_engine *e, const char *account, const char *name, json_t **out) {
+    *out = NULL;
     int rc = sl_acct_exists(e->cfg.accounts, account);
     if (rc) return rc;
     sl_val key[2] = {sl_vtext(account), sl_vtext(name)};
     sl_result r;
     sl_result_init(&r);
     if ((rc = sl_store_get(e->st, &sl_t_queues, key, SL_READ_DEFAULT, &r)) == 0) {
-        sl_row *row = &r.rows[0];
-        json_t *j = NULL;
+        const sl_row *row = &r.rows[0];
         if (row->v[QU_STATUS].i != Q_ACTIVE)
             rc = SL_ENOTFOUND;
         else if (row->v[QU_OPTS].set && !row->v[QU_OPTS].null)
-            j = json_loadb(row->v[QU_OPTS].p, row->v[QU_OPTS].n, 0, NULL);
-        json_t *tags = json_object_get(j, "tags");
-        if (rc == 0 &&
-            !(*json = json_is_object(tags) ? json_dumps(tags, JSON_COMPACT | JSON_SORT_KEYS) : strdup("{}")))
-            rc = SL_ENOMEM;
-        json_decref(j);
+            *out = json_loadb(row->v[QU_OPTS].p, row->v[QU_OPTS].n, 0, NULL);
+        if (rc == 0 && !json_is_object(*out)) {
+            json_decref(*out);
+            if (!(*out = json_object())) rc = SL_ENOMEM;
+        }
     }
     sl_result_free(&r);
+    return rc;
+}
+
+int sl_queue_tags(sl_engine *e, const char *account, const char *name, char **json) {
+    json_t *j;
+    *json = NULL;
+    int rc = eng_queue_row_json(e, account, name, &j);
+    if (rc) return rc;
+    json_t *tags = json_object_get(j, "tags");
+    if (!(*json = json_is_object(tags) ? json_dumps(tags, JSON_COMPACT | JSON_SORT_KEYS) : strdup("{}")))
+        rc = SL_ENOMEM;
+    json_decref(j);
     return rc;
 }
 

@@ -267,6 +267,10 @@ typedef int (*opts_edit_fn)(json_t *opts, void *arg, char *err, size_t cap);
  * read the row again, within a second (eng_queue). */
 int eng_opts_edit(sl_engine *e, const char *account, const char *name, opts_edit_fn edit, void *arg,
                   char *err, size_t cap);
+/* The options object of the live queue row (with its "tags" and
+ * "moveTasks"): 0 with *out (an object; the caller decrefs it),
+ * SL_ENOTFOUND, or a store error. */
+int eng_queue_row_json(sl_engine *e, const char *account, const char *name, json_t **out);
 /* Moves the ready messages of src to dst (redrive), calling step (when not
  * NULL) after each move with the count so far: a nonzero answer stops it,
  * and it returns 1. 0 when it went through, or an error. */
