@@ -21,13 +21,23 @@
  *       the group's messages, FIFO_PAGE sequence numbers a partition;
  *       a sequence number is claimed by inserting its row (if not exists),
  *       so a row's existence means the number is taken. TTL: retention.
+ *       dup: LOG_PENDING while its send has not settled deduplication,
+ *       LOG_READY, or LOG_DUP (a second send of a deduplication id: never
+ *       delivered).
  *   fifo_dedup  ((qkey, dedup))        grp seq mid      TTL five minutes
  *   fifo_busy   ((qkey, shard)) grp    since            TTL FIFO_BUSY_S
  *       groups with messages lately, FIFO_SHARDS partitions, rewritten by
  *       every put and while the sweeper finds the group busy.
  *
- * A put claims the next number and inserts the message's log row, marks its
- * group busy, and releases the group's head if it had none. The release
+ * A put marks its group busy, claims the next number by inserting the
+ * message's log row (pending), then its deduplication row: when that is
+ * new, the log row becomes ready and the group's head is released if it
+ * had none; when the id was sent already, the row becomes a duplicate and
+ * the send is answered with the first one's id. A release stops at a
+ * pending row (the send settles it and releases) until it is
+ * FIFO_PENDING_STALE_MS old: a send cut by a crash is then delivered if
+ * its deduplication row points to it (its client may have been answered,
+ * or will be when it retries), skipped otherwise. The release
  * (fifo_advance) moves the group row's head by a compare-and-set before it
  * puts the message into the queue, so two releases never put two messages.
  * An SQS delete of a head advances its group at once (sl_fifo_acked); the
@@ -49,6 +59,9 @@
 #define FIFO_BUSY_S 600
 #define FIFO_DEDUP_S 300
 #define FIFO_RELEASE_STALE_MS 30000
+#define FIFO_PENDING_STALE_MS 30000
+
+enum { LOG_READY = 0, LOG_DUP = 1, LOG_PENDING = 2 };
 
 const sl_table sl_t_fifo_groups = {"fifo_groups",
                                    2,
@@ -151,6 +164,15 @@ static int64_t shard_of(const char *g) {
     return (int64_t)(h % FIFO_SHARDS);
 }
 
+/* A plain write that may be sent again (an upsert of the same values):
+ * an unknown outcome is retried. */
+static int write_again(sl_engine *e, const sl_write *w) {
+    int rc = eng_write(e, w, 1);
+    for (int i = 0; i < 3 && rc == SL_EUNKNOWN; i++)
+        rc = eng_write(e, w, 1);
+    return rc == SL_EUNKNOWN ? SL_EUNAVAILABLE : rc;
+}
+
 /* Marks the group busy for the next FIFO_BUSY_S seconds. */
 static int busy_mark(sl_engine *e, qstate *q, const char *g) {
     sl_write w = {0};
@@ -161,7 +183,7 @@ static int busy_mark(sl_engine *e, qstate *q, const char *g) {
     w.row.v[FB_SHARD] = sl_vint(shard_of(g));
     w.row.v[FB_GRP] = sl_vtext(g);
     w.row.v[FB_SINCE] = sl_vint(sl_now_ms());
-    return eng_write(e, &w, 1);
+    return write_again(e, &w);
 }
 
 static void log_key(sl_write *w, qstate *q, const char *g, int64_t seq) {
@@ -259,9 +281,48 @@ static int release_put(sl_engine *e, qstate *q, const char *g, int64_t seq, cons
     return rc;
 }
 
+static void dedup_key(qstate *q, const char *group, const char *dedup, char *out, size_t cap) {
+    pthread_mutex_lock(&q->mu);
+    int by_group = q->opts.fifo_dedup_group;
+    pthread_mutex_unlock(&q->mu);
+    if (by_group)
+        snprintf(out, cap, "%zu:%s%s", strlen(group), group, dedup);
+    else
+        snprintf(out, cap, "%s", dedup);
+}
+
+/* Sets the dup column of g's log row seq. */
+static int log_mark(sl_engine *e, qstate *q, const char *g, int64_t seq, int dup) {
+    sl_write x = {0};
+    log_key(&x, q, g, seq);
+    x.kind = SL_W_UPSERT;
+    x.row.v[FL_DUP] = sl_vint(dup);
+    return write_again(e, &x);
+}
+
+/* An earlier message of the same deduplication id, within five minutes:
+ * 1 with its id and number in out, 0 when there is none. */
+static int dedup_find(sl_engine *e, const qstate *q, const char *key, sl_fifo_sent *out, int cons,
+                      char group[SL_FIFO_GROUP_MAX + 1]) {
+    sl_val k[2] = {sl_vtext(q->qkey), sl_vtext(key)};
+    sl_result r;
+    sl_result_init(&r);
+    int rc = sl_store_get(e->st, &sl_t_fifo_dedup, k, cons, &r);
+    if (rc == 0) {
+        sl_val_str(&r.rows[0].v[FD_MID], out->id, sizeof out->id);
+        sl_val_str(&r.rows[0].v[FD_GRP], group, SL_FIFO_GROUP_MAX + 1);
+        out->seq = r.rows[0].v[FD_SEQ].i;
+        out->duplicate = 1;
+        rc = 1;
+    }
+    sl_result_free(&r);
+    return rc == SL_ENOTFOUND ? 0 : rc;
+}
+
 /* The first message of g to release from seq from on (below next): its log
  * row in r, and its number in *seq; 0 with *seq = next when none is left
- * (numbers whose rows expired, were purged or are duplicates are skipped). */
+ * (numbers whose rows expired, were purged or are duplicates are skipped),
+ * or -1 when the first is a send still settling. */
 static int next_pending(sl_engine *e, qstate *q, const char *g, int64_t from, int64_t next, int64_t *seq,
                         sl_result *r) {
     for (int64_t s = from; s < next; s++) {
@@ -274,7 +335,22 @@ static int next_pending(sl_engine *e, qstate *q, const char *g, int64_t from, in
         pthread_mutex_lock(&q->mu);
         int purged = lr->v[FL_PUT].i <= q->purge_ms;
         pthread_mutex_unlock(&q->mu);
-        if (lr->v[FL_DUP].i || purged) continue;
+        if (lr->v[FL_DUP].i == LOG_DUP || purged) continue;
+        if (lr->v[FL_DUP].i == LOG_PENDING) {
+            if (sl_now_ms() - lr->v[FL_PUT].i < FIFO_PENDING_STALE_MS) {
+                *seq = -1;
+                return 0;
+            }
+            /* Its send was cut: delivered if its deduplication row is its. */
+            char dedup[SL_FIFO_GROUP_MAX + 1] = "", key[2 * SL_FIFO_GROUP_MAX + 24],
+                                           dg[SL_FIFO_GROUP_MAX + 1] = "";
+            sl_fifo_sent d;
+            sl_val_str(&lr->v[FL_DEDUP], dedup, sizeof dedup);
+            dedup_key(q, g, dedup, key, sizeof key);
+            int found = dedup_find(e, q, key, &d, SL_READ_SERIAL, dg);
+            if (found < 0) return found;
+            if (!found || d.seq != s || strcmp(dg, g) != 0) continue;
+        }
         *seq = s;
         return 0;
     }
@@ -305,9 +381,9 @@ static int fifo_advance(sl_engine *e, qstate *q, const char *g) {
         } else {
             from = gr.last + 1;
         }
-        if ((rc = next_pending(e, q, g, from, gr.next, &s, &r)) != 0) {
+        if ((rc = next_pending(e, q, g, from, gr.next, &s, &r)) != 0 || s < 0) {
             sl_result_free(&r);
-            return rc;
+            return rc; /* or a send still settling: it releases */
         }
         nw = gr;
         if (s >= gr.next) {
@@ -333,7 +409,9 @@ static int fifo_advance(sl_engine *e, qstate *q, const char *g) {
         /* The head is ours to put: nobody else moves it while hid is -1
          * and the release is recent. */
         group_row mine = nw;
-        if ((rc = group_read(e, q, g, &mine)) != 0 || mine.head != s || mine.hid != -1) {
+        int64_t started = nw.hb;
+        if ((rc = group_read(e, q, g, &mine)) != 0 || mine.head != s || mine.hid != -1 ||
+            mine.hb != started) {
             sl_result_free(&r);
             return rc;
         }
@@ -349,7 +427,9 @@ static int fifo_advance(sl_engine *e, qstate *q, const char *g) {
             done.hb = b;
             done.hid = id;
             if ((rc = group_cas(e, q, g, &mine, &done)) != SL_ENOTAPPLIED) return rc;
-            if ((rc = group_read(e, q, g, &mine)) != 0 || mine.head != s || mine.hid != -1) return rc;
+            if ((rc = group_read(e, q, g, &mine)) != 0 || mine.head != s || mine.hid != -1 ||
+                mine.hb != started)
+                return rc;
         }
         return SL_EUNAVAILABLE;
     }
@@ -357,33 +437,6 @@ static int fifo_advance(sl_engine *e, qstate *q, const char *g) {
 }
 
 /* --- Put ---------------------------------------------------------------------- */
-
-static void dedup_key(qstate *q, const sl_fifo_msg *m, char *out, size_t cap) {
-    pthread_mutex_lock(&q->mu);
-    int by_group = q->opts.fifo_dedup_group;
-    pthread_mutex_unlock(&q->mu);
-    if (by_group)
-        snprintf(out, cap, "%zu:%s%s", strlen(m->group), m->group, m->dedup);
-    else
-        snprintf(out, cap, "%s", m->dedup);
-}
-
-/* An earlier message of the same deduplication id, within five minutes:
- * 1 with its id and number in out, 0 when there is none. */
-static int dedup_find(sl_engine *e, const qstate *q, const char *key, sl_fifo_sent *out, int cons) {
-    sl_val k[2] = {sl_vtext(q->qkey), sl_vtext(key)};
-    sl_result r;
-    sl_result_init(&r);
-    int rc = sl_store_get(e->st, &sl_t_fifo_dedup, k, cons, &r);
-    if (rc == 0) {
-        sl_val_str(&r.rows[0].v[FD_MID], out->id, sizeof out->id);
-        out->seq = r.rows[0].v[FD_SEQ].i;
-        out->duplicate = 1;
-        rc = 1;
-    }
-    sl_result_free(&r);
-    return rc == SL_ENOTFOUND ? 0 : rc;
-}
 
 int sl_fifo_put(sl_engine *e, const char *account, const char *queue, const sl_fifo_msg *m,
                 sl_fifo_sent *out) {
@@ -395,9 +448,19 @@ int sl_fifo_put(sl_engine *e, const char *account, const char *queue, const sl_f
     int rc = msg_open_queue(e, account, queue, &q);
     if (rc) return rc;
     if (!q->opts.fifo) return SL_EINVAL;
-    char key[2 * SL_FIFO_GROUP_MAX + 24];
-    dedup_key(q, m, key, sizeof key);
-    if ((rc = dedup_find(e, q, key, out, SL_READ_DEFAULT)) != 0) return rc < 0 ? rc : 0;
+    char key[2 * SL_FIFO_GROUP_MAX + 24], dg[SL_FIFO_GROUP_MAX + 1];
+    dedup_key(q, m->group, m->dedup, key, sizeof key);
+    if ((rc = dedup_find(e, q, key, out, SL_READ_DEFAULT, dg)) != 0) {
+        if (rc < 0) return rc;
+        /* Sent before: settle that send's row in case its sender was cut
+         * (it is ready then, or about to be). */
+        if ((rc = log_mark(e, q, dg, out->seq, LOG_READY)) != 0) return rc;
+        int arc = fifo_advance(e, q, dg);
+        if (arc)
+            sl_log(SL_INFO, "fifo %s group %s: release after a duplicate: %s", q->qkey, dg, sl_strerror(arc));
+        return 0;
+    }
+    if ((rc = busy_mark(e, q, m->group)) != 0) return rc;
 
     char mid[SL_MSGID_LEN + 1];
     unsigned char rnd[SL_MSGID_LEN / 2];
@@ -420,7 +483,7 @@ int sl_fifo_put(sl_engine *e, const char *account, const char *queue, const sl_f
             w.row.v[FL_ATTRS] = sl_vtext(m->attrs_json ? m->attrs_json : "{}");
             w.row.v[FL_DEDUP] = sl_vtext(m->dedup);
             w.row.v[FL_PUT] = sl_vint(now);
-            w.row.v[FL_DUP] = sl_vint(0);
+            w.row.v[FL_DUP] = sl_vint(LOG_PENDING);
             w.row.v[FL_NONCE] = sl_vint(eng_nonce());
             rc = eng_cas(e, &w, FL_NONCE);
             if (rc && rc != SL_ENOTAPPLIED) return rc;
@@ -456,16 +519,11 @@ int sl_fifo_put(sl_engine *e, const char *account, const char *queue, const sl_f
     d.row.v[FD_NONCE] = sl_vint(eng_nonce());
     rc = eng_cas(e, &d, FD_NONCE);
     if (rc == SL_ENOTAPPLIED) {
-        sl_write x = {0};
-        log_key(&x, q, m->group, seq);
-        x.kind = SL_W_UPSERT;
-        x.row.v[FL_DUP] = sl_vint(1);
-        if ((rc = eng_write(e, &x, 1)) != 0) return rc;
-        rc = dedup_find(e, q, key, out, SL_READ_SERIAL);
+        if ((rc = log_mark(e, q, m->group, seq, LOG_DUP)) != 0) return rc;
+        rc = dedup_find(e, q, key, out, SL_READ_SERIAL, dg);
         return rc < 0 ? rc : 0;
     }
-    if (rc) return rc;
-    if ((rc = busy_mark(e, q, m->group)) != 0) return rc;
+    if (rc || (rc = log_mark(e, q, m->group, seq, LOG_READY)) != 0) return rc;
     /* The message is durable; its release may wait for the sweeper. */
     int arc = fifo_advance(e, q, m->group);
     if (arc) sl_log(SL_INFO, "fifo %s group %s: release after put: %s", q->qkey, m->group, sl_strerror(arc));

@@ -21,6 +21,12 @@ answered event is in the log exactly once, pages in strict position order,
 and has been delivered by the subscription (issue 14: a write with an
 unknown outcome never makes an event appear twice or go missing).
 
+A third load sends through SQS to a FIFO queue (boto3, groups of their own,
+each send retried with its deduplication id until answered) and receives
+and deletes: after the round every answered send was delivered, and within
+each group the deliveries, a redelivery of the same message aside, came in
+send order (issue 15: one message of a group at a time, on every node).
+
 Each round waits until the cluster is healthy again, keeps the load on a
 while longer, then drains the queue and checks the whole history
 (tests/history/history.py): no message answered 201 lost, no delivery that
@@ -229,6 +235,99 @@ class _EventLoad(_Background):
         return bad
 
 
+class _FifoLoad(_Background):
+    """One producer sending "group:i" to a FIFO queue in FIFO_GROUPS groups
+    (a send that fails is sent again with its deduplication id, so it is
+    enqueued once), and one consumer receiving and deleting, both through
+    SQS. Records every delivery in order."""
+
+    what = "the FIFO load"
+    FIFO_GROUPS = 4
+
+    def __init__(self, srv, name):
+        import boto3
+        import botocore.config
+        cfg = botocore.config.Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=20)
+        self.sqs = boto3.client("sqs", endpoint_url=srv.base_url, region_name="us-east-1",
+                                aws_access_key_id="dev", aws_secret_access_key=srv.key, config=cfg)
+        self.url = self.sqs.create_queue(QueueName=name + ".fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+        self.sent = {}        # group -> answered sends (0..n-1)
+        self.unsure = set()   # "group:i" sends never answered when the load stopped
+        self.delivered = {f"g{k}": [] for k in range(self.FIFO_GROUPS)}
+        self.send_errors = self.receive_errors = 0
+        self.receiving = threading.Event()
+        self.consumer = threading.Thread(target=self._consume, daemon=True)
+        super().__init__()
+
+    def start(self):
+        self.receiving.set()
+        self.consumer.start()
+        return super().start()
+
+    def _run(self):
+        i = 0
+        while not self.halt.is_set():
+            for k in range(self.FIFO_GROUPS):
+                g = f"g{k}"
+                body = f"{g}:{i}"
+                while True:
+                    try:
+                        self.sqs.send_message(QueueUrl=self.url, MessageBody=body, MessageGroupId=g,
+                                              MessageDeduplicationId=body)
+                        self.sent.setdefault(g, []).append(i)
+                        break
+                    except Exception:  # noqa: BLE001 - unanswered: the same id again
+                        self.send_errors += 1
+                        if self.halt.is_set():
+                            self.unsure.add(body)
+                            return
+                        time.sleep(0.2)
+            i += 1
+            time.sleep(0.05)
+
+    def _consume(self):
+        while self.receiving.is_set():
+            try:
+                msgs = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10, VisibilityTimeout=20,
+                                                WaitTimeSeconds=1).get("Messages", [])
+            except Exception:  # noqa: BLE001
+                self.receive_errors += 1
+                time.sleep(0.2)
+                continue
+            for m in msgs:
+                g, i = m["Body"].split(":")
+                self.delivered[g].append(int(i))
+                try:
+                    self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=m["ReceiptHandle"])
+                except Exception:  # noqa: BLE001 - it comes back, as the head of its group
+                    self.receive_errors += 1
+
+    def drain_and_check(self, timeout_s):
+        """Waits until every answered send was delivered; what went wrong (a list)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(set(self.sent.get(g, [])) <= set(self.delivered[g]) for g in self.delivered):
+                break
+            time.sleep(0.5)
+        self.receiving.clear()
+        self.consumer.join(60)
+        bad = []
+        if not any(self.sent.values()):
+            return ["no FIFO send was answered"]
+        for g, got in self.delivered.items():
+            missing = set(self.sent.get(g, [])) - set(got)
+            if missing:
+                bad.append(f"FIFO group {g}: {len(missing)} answered sends never delivered, e.g. {sorted(missing)[:3]}")
+            firsts = [x for n, x in enumerate(got) if n == 0 or got[n - 1] != x]
+            if firsts != sorted(firsts) or len(firsts) != len(set(firsts)):
+                bad.append(f"FIFO group {g} delivered out of order: {firsts[:40]}")
+            extra = set(got) - set(self.sent.get(g, [])) - {int(b.split(':')[1]) for b in self.unsure
+                                                            if b.startswith(g + ':')}
+            if extra:
+                bad.append(f"FIFO group {g}: delivered messages never sent, e.g. {sorted(extra)[:3]}")
+        return bad
+
+
 def _nodes_seen(srv):
     """The most nodes the server's CQL client logged in the cluster."""
     seen = [int(m.group(1)) for line in srv.lines for m in [re.search(r"cql: (\d+) nodes? in the cluster", line)] if m]
@@ -253,6 +352,7 @@ def test_round_keeps_every_message(cluster, keyspace, server_factory, fault, rec
     h = History()
     load = _Load(srv, q, h).start()
     evload = _EventLoad(srv, f"c3.{fault}").start()
+    fifo = _FifoLoad(srv, f"c3-fifo-{fault}").start()
     marks = {"start": time.monotonic()}
     try:
         time.sleep(PHASE_S)
@@ -272,6 +372,7 @@ def test_round_keeps_every_message(cluster, keyspace, server_factory, fault, rec
     finally:
         load.stop()
         evload.stop()
+        fifo.stop()
         for nd in cluster.nodes:  # whatever happened, the next round starts from a whole cluster
             if nd.frozen:
                 nd.thaw()
@@ -286,6 +387,7 @@ def test_round_keeps_every_message(cluster, keyspace, server_factory, fault, rec
     stats = await_idle_stats(srv.base_url, srv.key, q, timeout_s=30)
     nodes = _nodes_seen(srv)
     ev_bad = evload.check(q_ev)
+    fifo_bad = fifo.drain_and_check(timeout_s=120)
 
     figures = {p.name: p for p in res.phases}
     record_property(f"{fault}", (
@@ -295,9 +397,11 @@ def test_round_keeps_every_message(cluster, keyspace, server_factory, fault, rec
         f"{len(res.delivered_after_ack)}; receipts lost {len(res.lease_lost)}; nodes seen {nodes}; "
         f"back to healthy {healthy_s:.0f} s after the restore; {res.puts_ok} puts, {res.acks_ok} acks, "
         f"{res.indeterminate} indeterminate; events: {len(evload.answered)} answered, {evload.retried} retried, "
-        f"{len(ev_bad)} problems"))
+        f"{len(ev_bad)} problems; FIFO: {sum(len(v) for v in fifo.sent.values())} answered, "
+        f"{sum(len(v) for v in fifo.delivered.values())} deliveries, {fifo.send_errors} sends retried, "
+        f"{len(fifo_bad)} problems"))
 
-    failures = [f"{n} {k}" for k, n in res.counts().items() if n] + ev_bad
+    failures = [f"{n} {k}" for k, n in res.counts().items() if n] + ev_bad + fifo_bad
     if not d.done:
         failures.append(f"drain incomplete: {len(d.unsettled)} acknowledged puts not delivered and acked")
     if not stats.ok:

@@ -2242,6 +2242,52 @@ static void test_fifo_sweeper_moves_groups_on(void **state) {
     assert_string_equal(got, "m0");
 }
 
+/* A send cut after its log row (before its deduplication row) was never
+ * answered: its message is skipped once the row is stale, and the group
+ * goes on. One cut after its deduplication row may have been answered (or
+ * is, when its client retries): it is delivered, in its place. */
+static sl_fault_action fail_table(void *ctx, const sl_write *w, size_t n) {
+    const sl_table *t = ctx;
+    for (size_t i = 0; i < n; i++)
+        if (w[i].t == t && (t != &sl_t_fifo_log || w[i].kind == SL_W_UPSERT)) return SL_FAULT_FAIL;
+    return SL_FAULT_NONE;
+}
+
+static void test_fifo_sends_cut_midway(void **state) {
+    fx *f = *state;
+    mkfifo_queue(f, "q.fifo", 5, NULL);
+    qstate *q;
+    assert_int_equal(eng_queue(f->e, "acct", "q.fifo", &q), 0);
+    /* Group A: the first send loses its deduplication row. */
+    sl_store_sqlite_set_fault(f->st, fail_table, (void *)&sl_t_fifo_dedup);
+    assert_int_not_equal(fput(f, "q.fifo", "A", "a1", "A1", NULL), 0);
+    sl_store_sqlite_set_fault(f->st, NULL, NULL);
+    assert_int_equal(fput(f, "q.fifo", "A", "a2", "A2", NULL), 0);
+    /* Group B: the first send is cut before its row is marked ready. */
+    sl_store_sqlite_set_fault(f->st, fail_table, (void *)&sl_t_fifo_log);
+    assert_int_not_equal(fput(f, "q.fifo", "B", "b1", "B1", NULL), 0);
+    sl_store_sqlite_set_fault(f->st, NULL, NULL);
+    assert_int_equal(fput(f, "q.fifo", "B", "b2", "B2", NULL), 0);
+    char got[256];
+    sl_message m;
+    recv_all(f, "q.fifo", 30, got, sizeof got, NULL);
+    assert_string_equal(got, ""); /* both groups wait for their first sends */
+    sl_clock_advance_ms(31000);
+    assert_int_equal(repair_queue(f->e, q), 0);
+    recv_all(f, "q.fifo", 30, got, sizeof got, &m);
+    assert_true(strcmp(got, "A2 B1") == 0 || strcmp(got, "B1 A2") == 0);
+    msg_clear(&m);
+    /* Group C: a cut send whose client retries is delivered at once. */
+    sl_store_sqlite_set_fault(f->st, fail_table, (void *)&sl_t_fifo_log);
+    assert_int_not_equal(fput(f, "q.fifo", "C", "c1", "C1", NULL), 0);
+    sl_store_sqlite_set_fault(f->st, NULL, NULL);
+    sl_fifo_sent again;
+    assert_int_equal(fput(f, "q.fifo", "C", "c1", "C1", &again), 0);
+    assert_true(again.duplicate);
+    recv_all(f, "q.fifo", 30, got, sizeof got, NULL);
+    assert_string_equal(got, "C1");
+}
+
 /* Sends whose compare-and-sets have unknown outcomes still give each
  * message one number, and lose none. */
 static sl_fault_action unknown_fifo_cas(void *ctx, const sl_write *w, size_t n) {
@@ -2327,6 +2373,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_fifo_release_cut_is_made_again, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fifo_sweeper_moves_groups_on, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fifo_unknown_outcomes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fifo_sends_cut_midway, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_applied_then_reads_fail_combined, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_applied_every_cas, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_dropped_every_cas, setup, teardown),
