@@ -14,13 +14,27 @@
  * endpoint at least as fast as wrk on the same machine.
  *
  * Protocols: `sluice` (the native API: put, batch put, receive, ack, batch
- * ack), `azure` (Azure Queue REST API with a SAS query string, for Azurite),
- * `hello` (GET one path, for the HTTP ceiling).
+ * ack), `sqs` (Amazon SQS's JSON protocol, SigV4-signed: SendMessage,
+ * SendMessageBatch, ReceiveMessage, DeleteMessage, DeleteMessageBatch; for
+ * Sluice's SQS API and the SQS-compatible peers of bench/sqs.sh), `azure`
+ * (Azure Queue REST API with a SAS query string, for Azurite), `hello` (GET
+ * one path, for the HTTP ceiling).
  *
  * Roles: producers put (one message, or a batch of --batch); consumers
  * receive up to --recv-max messages and ack them (one DELETE per message for
- * a single message or on Azure; one batch ack otherwise). Latency of every
- * request goes into a log-linear histogram (hist.h) per operation.
+ * a single message, with --ack-each, or on Azure; one batch ack otherwise).
+ * Latency of every request goes into a log-linear histogram (hist.h) per
+ * operation.
+ *
+ * SQS: every request is POST / with X-Amz-Target: AmazonSQS.<Action>,
+ * Content-Type: application/x-amz-json-1.0 and AWS Signature Version 4
+ * over content-type, host, x-amz-date and x-amz-target and the body's
+ * SHA-256 (--access-key, by default the account, and --secret, the account
+ * key; the signing key is derived once a day per thread). The QueueUrl in
+ * each body is --queue-url (default http://host:port/account/queue). The
+ * answers are read minimally: ReceiptHandle values out of ReceiveMessage,
+ * and the entries of a batch's "Failed" list (counted in entry_failures,
+ * which bench/sqs.sh requires to be 0, as it requires no non-2xx answer).
  *
  * Bounded: every run stops by itself at --duration (plus --warmup), or when
  * --put-count messages were put / --drain messages were acked, and never
@@ -45,19 +59,23 @@
 #include <strings.h>
 #include <sys/epoll.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/sha.h>
 #include <openssl/ssl.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "hist.h"
 
-enum { PROTO_SLUICE, PROTO_AZURE, PROTO_HELLO, PROTO_EVENTS };
+enum { PROTO_SLUICE, PROTO_AZURE, PROTO_HELLO, PROTO_EVENTS, PROTO_SQS };
 enum { ROLE_HELLO, ROLE_PROD, ROLE_CONS };
 enum { OP_PUT, OP_RECV, OP_ACK, OP_HELLO, OP_N };
 static const char *op_name[OP_N] = {"put", "receive", "ack", "hello"};
 
 #define MAX_RECV 32
-#define RCPT_MAX 160
+#define RCPT_MAX 512 /* SQS receipt handles of some peers are long */
 #define ID_MAX 80
 #define MSG_LEN 100
 
@@ -65,11 +83,12 @@ static const char *op_name[OP_N] = {"put", "receive", "ack", "hello"};
 
 static struct {
     const char *host, *path, *account, *queue, *sas, *label;
+    const char *queue_url, *access_key, *secret, *region; /* sqs */
     const char *headers[8];
     int nheaders;
     int port, proto, producers, consumers, conns, threads;
     double duration, warmup, max_seconds;
-    int batch, recv_max, ack_batch, wait_s, invis_s;
+    int batch, recv_max, ack_batch, ack_each, wait_s, invis_s;
     long backoff_us;
     double rate;
     long put_count, drain;
@@ -81,6 +100,8 @@ static struct {
     .queue = "bench",
     .sas = "",
     .label = "",
+    .secret = "",
+    .region = "us-east-1",
     .proto = PROTO_SLUICE,
     .threads = 2,
     .duration = 10,
@@ -111,7 +132,7 @@ typedef struct worker {
     conn **conns;
     int nconns;
     hist h[OP_N];
-    long empties, stale, reconnects;
+    long empties, stale, reconnects, entry_failures;
 } worker;
 
 struct conn {
@@ -219,6 +240,135 @@ static void req_head(conn *c, const char *method, const char *target, const char
 
 static char qbase[512]; /* /api/v1/accounts/A/queues/Q or /A/Q */
 
+/* --- SQS: the JSON protocol, signed with SigV4 ------------------------------ */
+
+static char sqs_url[600]; /* the QueueUrl of every request body */
+static char sqs_host[300]; /* the Host header's value, signed as "host" */
+
+static void hexenc(const unsigned char *in, size_t n, char *out) {
+    static const char hx[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hx[in[i] >> 4];
+        out[2 * i + 1] = hx[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static void hmac256(const void *key, size_t kl, const void *d, size_t dl, unsigned char out[32]) {
+    unsigned int ol = 32;
+    if (!HMAC(EVP_sha256(), key, (int)kl, d, dl, out, &ol)) die("HMAC");
+}
+
+/* Per thread: X-Amz-Date of the current second, and the signing key
+ * (kSigning) of the current UTC day, derived when the day changes. */
+static __thread struct {
+    time_t sec;
+    char amz[17], day[9];
+    unsigned char key[32];
+} sigv4;
+
+static void sigv4_clock(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (ts.tv_sec == sigv4.sec) return;
+    struct tm tm;
+    char day[9];
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(sigv4.amz, sizeof sigv4.amz, "%Y%m%dT%H%M%SZ", &tm);
+    strftime(day, sizeof day, "%Y%m%d", &tm);
+    sigv4.sec = ts.tv_sec;
+    if (strcmp(day, sigv4.day) != 0) {
+        static __thread char k0[1024];
+        int kl = snprintf(k0, sizeof k0, "AWS4%s", opt.secret);
+        unsigned char a[32], b[32], c[32];
+        hmac256(k0, (size_t)kl, day, 8, a);
+        hmac256(a, 32, opt.region, strlen(opt.region), b);
+        hmac256(b, 32, "sqs", 3, c);
+        hmac256(c, 32, "aws4_request", 12, sigv4.key);
+        memcpy(sigv4.day, day, sizeof day);
+    }
+}
+
+/* One SQS action: POST / with the JSON body, signed (AWS's canonical
+ * request: the URI "/", no query, the four headers, the body's hash). */
+static void sqs_request(conn *c, const char *action, const char *body, size_t bl) {
+    unsigned char h[32];
+    char bodyhash[65], crhash[65], sig[65], cr[1024], sts[512];
+    sigv4_clock();
+    SHA256((const unsigned char *)body, bl, h);
+    hexenc(h, 32, bodyhash);
+    int cl = snprintf(cr, sizeof cr,
+                      "POST\n/\n\ncontent-type:application/x-amz-json-1.0\nhost:%s\nx-amz-date:%s\n"
+                      "x-amz-target:AmazonSQS.%s\n\ncontent-type;host;x-amz-date;x-amz-target\n%s",
+                      sqs_host, sigv4.amz, action, bodyhash);
+    SHA256((const unsigned char *)cr, (size_t)cl, h);
+    hexenc(h, 32, crhash);
+    int sl = snprintf(sts, sizeof sts, "AWS4-HMAC-SHA256\n%s\n%s/%s/sqs/aws4_request\n%s", sigv4.amz, sigv4.day,
+                      opt.region, crhash);
+    hmac256(sigv4.key, 32, sts, (size_t)sl, h);
+    hexenc(h, 32, sig);
+    wreset(c);
+    wfmt(c,
+         "POST / HTTP/1.1\r\nHost: %s\r\nContent-Type: application/x-amz-json-1.0\r\n"
+         "X-Amz-Target: AmazonSQS.%s\r\nX-Amz-Date: %s\r\n"
+         "Authorization: AWS4-HMAC-SHA256 Credential=%s/%s/%s/sqs/aws4_request, "
+         "SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=%s\r\nContent-Length: %zu\r\n\r\n",
+         sqs_host, action, sigv4.amz, opt.access_key, sigv4.day, opt.region, sig, bl);
+    wput(c, body, bl);
+}
+
+#define SQS_BATCH_MAX 10
+static __thread char sqs_body[SQS_BATCH_MAX * (RCPT_MAX + MSG_LEN + 64) + 1024];
+
+static void sqs_put(conn *c, int n) {
+    char m[MSG_LEN + 1];
+    size_t bl;
+    if (n == 1 && opt.batch == 1) {
+        make_msg(c, m);
+        bl = (size_t)sprintf(sqs_body, "{\"QueueUrl\":\"%s\",\"MessageBody\":\"%s\"}", sqs_url, m);
+        sqs_request(c, "SendMessage", sqs_body, bl);
+        return;
+    }
+    bl = (size_t)sprintf(sqs_body, "{\"QueueUrl\":\"%s\",\"Entries\":[", sqs_url);
+    for (int i = 0; i < n; i++) {
+        make_msg(c, m);
+        bl += (size_t)sprintf(sqs_body + bl, "%s{\"Id\":\"%d\",\"MessageBody\":\"%s\"}", i ? "," : "", i, m);
+    }
+    bl += (size_t)sprintf(sqs_body + bl, "]}");
+    sqs_request(c, "SendMessageBatch", sqs_body, bl);
+}
+
+static void sqs_recv(conn *c) {
+    size_t bl = (size_t)sprintf(sqs_body,
+                                "{\"QueueUrl\":\"%s\",\"MaxNumberOfMessages\":%d,\"VisibilityTimeout\":%d,"
+                                "\"WaitTimeSeconds\":%d}",
+                                sqs_url, opt.recv_max, opt.invis_s, opt.wait_s);
+    sqs_request(c, "ReceiveMessage", sqs_body, bl);
+}
+
+/* A handle is sent back exactly as it came (the content of a JSON string). */
+static void sqs_ack(conn *c, int one) {
+    size_t bl;
+    if (one) {
+        bl = (size_t)sprintf(sqs_body, "{\"QueueUrl\":\"%s\",\"ReceiptHandle\":\"%s\"}", sqs_url,
+                             c->rcpt[c->ack_i]);
+        sqs_request(c, "DeleteMessage", sqs_body, bl);
+        return;
+    }
+    bl = (size_t)sprintf(sqs_body, "{\"QueueUrl\":\"%s\",\"Entries\":[", sqs_url);
+    for (int i = 0; i < c->nrec; i++)
+        bl += (size_t)sprintf(sqs_body + bl, "%s{\"Id\":\"%d\",\"ReceiptHandle\":\"%s\"}", i ? "," : "", i,
+                              c->rcpt[i]);
+    bl += (size_t)sprintf(sqs_body + bl, "]}");
+    sqs_request(c, "DeleteMessageBatch", sqs_body, bl);
+}
+
+/* Whether the ack in flight is of one message (receipt ack_i): always on
+ * Azure, with --ack-each, or for a single message without --ack-batch. */
+static int ack_one(const conn *c) {
+    return opt.proto == PROTO_AZURE || opt.ack_each || (c->nrec == 1 && !opt.ack_batch);
+}
+
 /* W5's event: one of 4 types, 2 of 8 tags, 200 bytes of data (a JSON
  * string), no id (the server makes one). */
 #define EV_DATA_LEN 200
@@ -255,6 +405,10 @@ static void build_put(conn *c, int n) {
         wput(c, body, bl);
         return;
     }
+    if (opt.proto == PROTO_SQS) {
+        sqs_put(c, n);
+        return;
+    }
     if (opt.proto == PROTO_AZURE) {
         char body[512];
         make_msg(c, m);
@@ -289,6 +443,10 @@ static void build_recv(conn *c) {
     char target[1024];
     wreset(c);
     c->op = OP_RECV;
+    if (opt.proto == PROTO_SQS) {
+        sqs_recv(c);
+        return;
+    }
     if (opt.proto == PROTO_AZURE) {
         snprintf(target, sizeof target, "%s/messages?numofmessages=%d&visibilitytimeout=%d&%s", qbase, opt.recv_max,
                  opt.invis_s, opt.sas);
@@ -304,17 +462,21 @@ static void build_recv(conn *c) {
 }
 
 static void build_ack(conn *c) {
-    char target[1024], enc[RCPT_MAX * 3];
+    char target[RCPT_MAX * 3 + 1600], enc[RCPT_MAX * 3];
     wreset(c);
     c->op = OP_ACK;
+    if (opt.proto == PROTO_SQS) {
+        sqs_ack(c, ack_one(c));
+        return;
+    }
     if (opt.proto == PROTO_AZURE) {
         urlenc(c->rcpt[c->ack_i], enc, sizeof enc);
         snprintf(target, sizeof target, "%s/messages/%s?popreceipt=%s&%s", qbase, c->mid[c->ack_i], enc, opt.sas);
         req_head(c, "DELETE", target, NULL, 0);
         return;
     }
-    if (c->nrec == 1 && !opt.ack_batch) {
-        urlenc(c->rcpt[0], enc, sizeof enc);
+    if (ack_one(c)) {
+        urlenc(c->rcpt[c->ack_i], enc, sizeof enc);
         snprintf(target, sizeof target, "%s/messages?popReceipt=%s", qbase, enc);
         req_head(c, "DELETE", target, NULL, 0);
         return;
@@ -526,6 +688,25 @@ static void parse_receipts(conn *c, const char *body, size_t blen) {
         }
         return;
     }
+    if (opt.proto == PROTO_SQS) {
+        /* "ReceiptHandle": "..." (some peers put spaces around the colon);
+         * the value is kept as its JSON text, escapes and all */
+        while (c->nrec < MAX_RECV) {
+            const char *r = memmem(p, (size_t)(end - p), "\"ReceiptHandle\"", 15);
+            if (!r) break;
+            r += 15;
+            while (r < end && (*r == ' ' || *r == '\t' || *r == '\r' || *r == '\n' || *r == ':')) r++;
+            if (r >= end || *r != '"') break;
+            const char *re = ++r;
+            while (re < end && *re != '"') re += *re == '\\' ? 2 : 1;
+            if (re >= end || re - r >= RCPT_MAX) break;
+            memcpy(c->rcpt[c->nrec], r, (size_t)(re - r));
+            c->rcpt[c->nrec][re - r] = '\0';
+            c->nrec++;
+            p = re + 1;
+        }
+        return;
+    }
     while (c->nrec < MAX_RECV) {
         const char *r = memmem(p, (size_t)(end - p), "\"popReceipt\":\"", 14);
         if (!r) break;
@@ -605,10 +786,12 @@ static void on_response(conn *c, int status, char *body, size_t blen) {
     hist *h = &w->h[c->op];
     /* a drain's empty receives are its tail: not a latency of a receive that found work */
     int rec = in_window;
-    if (opt.drain > 0 && c->op == OP_RECV && ok &&
-        !memmem(body, blen, opt.proto == PROTO_AZURE ? "<MessageId>" : "popReceipt",
-                opt.proto == PROTO_AZURE ? 11 : 10))
-        rec = 0;
+    if (opt.drain > 0 && c->op == OP_RECV && ok) {
+        const char *mark = opt.proto == PROTO_AZURE ? "<MessageId>"
+                           : opt.proto == PROTO_SQS ? "\"ReceiptHandle\""
+                                                    : "popReceipt";
+        if (!memmem(body, blen, mark, strlen(mark))) rec = 0;
+    }
     if (rec) {
         if (ok) hist_add(h, now - c->t_send);
         else h->errors++;
@@ -632,8 +815,15 @@ static void on_response(conn *c, int status, char *body, size_t blen) {
         return;
     case OP_PUT:
         if (ok) {
-            atomic_fetch_add(&put_total, c->claimed);
-            if (in_window) atomic_fetch_add(&put_window, c->claimed);
+            int n = c->claimed;
+            if (opt.proto == PROTO_SQS && (n > 1 || opt.batch > 1)) {
+                /* SendMessageBatch: the entries in "Failed" were not put */
+                long f = count_str(body, blen, "\"SenderFault\"");
+                w->entry_failures += f;
+                n -= (int)f;
+            }
+            atomic_fetch_add(&put_total, n);
+            if (in_window) atomic_fetch_add(&put_window, n);
         }
         if (stop) c->done = 1;
         else start_put(c, now);
@@ -652,12 +842,16 @@ static void on_response(conn *c, int status, char *body, size_t blen) {
         return;
     case OP_ACK: {
         int n = 1;
-        if (opt.proto == PROTO_SLUICE && (c->nrec > 1 || opt.ack_batch)) {
+        if (!ack_one(c)) {
             n = c->nrec;
-            if (ok) {
+            if (ok && opt.proto == PROTO_SLUICE) {
                 long st = count_str(body, blen, "\"status\":409");
                 w->stale += st;
                 n -= (int)st;
+            } else if (ok && opt.proto == PROTO_SQS) { /* DeleteMessageBatch's "Failed" entries */
+                long f = count_str(body, blen, "\"SenderFault\"");
+                w->entry_failures += f;
+                n -= (int)f;
             }
         } else if (status == 409 || status == 404) {
             w->stale++;
@@ -667,7 +861,7 @@ static void on_response(conn *c, int status, char *body, size_t blen) {
             if (in_window) atomic_fetch_add(&acked_window, n);
             atomic_store(&last_ack_ns, now);
         }
-        if (opt.proto == PROTO_AZURE && ++c->ack_i < c->nrec) {
+        if (ack_one(c) && ++c->ack_i < c->nrec) {
             build_ack(c);
             conn_send(c);
             return;
@@ -812,7 +1006,7 @@ static void *worker_main(void *arg) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: loadgen --port P [--host 127.0.0.1] [--proto sluice|azure|hello|events] [options]\n"
+            "usage: loadgen --port P [--host 127.0.0.1] [--proto sluice|sqs|azure|hello|events] [options]\n"
             "  --producers P --consumers C   clients (sluice, azure; events: producers only, ingesting\n"
             "                                 events of 4 types, 2 tags and 200 bytes of data)\n"
             "  --conns N --path /health       clients and path (hello)\n"
@@ -821,6 +1015,7 @@ static void usage(void) {
             "  --batch B                      messages per put (1: the single-put route)\n"
             "  --recv-max N                   maxMessages per receive (1)\n"
             "  --ack-batch                    use the batch ack route for one message too\n"
+            "  --ack-each                     one ack request per message (sluice, sqs)\n"
             "  --wait S --invis S             waitSeconds, invisibilitySeconds (0, 30)\n"
             "  --backoff-us U                 sleep after an empty receive (0)\n"
             "  --rate R                       total puts/s of all producers (0: closed loop)\n"
@@ -828,6 +1023,9 @@ static void usage(void) {
             "  --drain N                      stop when N messages were acked\n"
             "  --account A --queue Q --sas S  where (azure: account, queue and SAS query)\n"
             "  --header 'Name: value'          an extra request header (up to 8), e.g. Authorization\n"
+            "  --queue-url URL                sqs: the QueueUrl (default http://HOST:PORT/ACCOUNT/QUEUE)\n"
+            "  --access-key K --secret S      sqs: SigV4 access key id (default: the account) and secret\n"
+            "  --region R                     sqs: the region signed (us-east-1); --batch and --recv-max <= 10\n"
             "  --label L --max-seconds S\n"
             "  --tls                          HTTPS (the certificate is not checked)\n");
     exit(2);
@@ -850,7 +1048,8 @@ int main(int argc, char **argv) {
         {"ack-batch", 0, 0, 'A'}, {"wait", 1, 0, 'w'},     {"invis", 1, 0, 'i'},     {"backoff-us", 1, 0, 'B'},
         {"rate", 1, 0, 'R'},      {"put-count", 1, 0, 'N'}, {"drain", 1, 0, 'D'},    {"account", 1, 0, 'a'},
         {"queue", 1, 0, 'q'},     {"sas", 1, 0, 's'},      {"label", 1, 0, 'l'},     {"max-seconds", 1, 0, 'M'},
-        {"header", 1, 0, 'H'},    {"tls", 0, 0, 'T'},       {0, 0, 0, 0}};
+        {"header", 1, 0, 'H'},    {"tls", 0, 0, 'T'},       {"ack-each", 0, 0, 'E'},  {"queue-url", 1, 0, 'U'},
+        {"access-key", 1, 0, 'K'}, {"secret", 1, 0, 'S'},   {"region", 1, 0, 'G'},    {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (ch) {
@@ -862,6 +1061,8 @@ int main(int argc, char **argv) {
             else if (!strcmp(optarg, "hello")) opt.proto = PROTO_HELLO;
             else if (!strcmp(optarg, "events"))
                 opt.proto = PROTO_EVENTS;
+            else if (!strcmp(optarg, "sqs"))
+                opt.proto = PROTO_SQS;
             else usage();
             break;
         case 'u': opt.path = optarg; break;
@@ -875,6 +1076,11 @@ int main(int argc, char **argv) {
         case 'b': opt.batch = atoi(optarg); break;
         case 'm': opt.recv_max = atoi(optarg); break;
         case 'A': opt.ack_batch = 1; break;
+        case 'E': opt.ack_each = 1; break;
+        case 'U': opt.queue_url = optarg; break;
+        case 'K': opt.access_key = optarg; break;
+        case 'S': opt.secret = optarg; break;
+        case 'G': opt.region = optarg; break;
         case 'w': opt.wait_s = atoi(optarg); break;
         case 'i': opt.invis_s = atoi(optarg); break;
         case 'B': opt.backoff_us = atol(optarg); break;
@@ -896,6 +1102,7 @@ int main(int argc, char **argv) {
     if (opt.port <= 0 || opt.threads < 1 || opt.batch < 1 || opt.batch > 100 || opt.recv_max < 1 ||
         opt.recv_max > MAX_RECV)
         usage();
+    if (opt.proto == PROTO_SQS && (opt.batch > SQS_BATCH_MAX || opt.recv_max > SQS_BATCH_MAX || opt.tls)) usage();
     if (opt.proto == PROTO_HELLO) {
         if (opt.conns < 1) opt.conns = 64;
         opt.producers = opt.consumers = 0;
@@ -907,6 +1114,13 @@ int main(int argc, char **argv) {
     if (opt.threads > opt.conns) opt.threads = opt.conns;
     if (opt.proto == PROTO_AZURE) snprintf(qbase, sizeof qbase, "/%s/%s", opt.account, opt.queue);
     else snprintf(qbase, sizeof qbase, "/api/v1/accounts/%s/queues/%s", opt.account, opt.queue);
+    if (opt.proto == PROTO_SQS) {
+        if (!opt.access_key) opt.access_key = opt.account;
+        snprintf(sqs_host, sizeof sqs_host, "%s:%d", opt.host, opt.port);
+        if (opt.queue_url) snprintf(sqs_url, sizeof sqs_url, "%s", opt.queue_url);
+        else snprintf(sqs_url, sizeof sqs_url, "http://%s:%d/%s/%s", opt.host, opt.port, opt.account, opt.queue);
+        if (strpbrk(sqs_url, "\"\\") || strlen(opt.secret) > 900) usage();
+    }
 
     if (opt.tls) {
         if (!(tls_ctx = SSL_CTX_new(TLS_client_method()))) die("SSL_CTX_new");
@@ -961,12 +1175,13 @@ int main(int argc, char **argv) {
     uint64_t t_end = now_ns();
 
     hist *tot = calloc(OP_N, sizeof(hist));
-    long empties = 0, stale = 0, reconnects = 0;
+    long empties = 0, stale = 0, reconnects = 0, entry_failures = 0;
     for (int t = 0; t < opt.threads; t++) {
         for (int o = 0; o < OP_N; o++) hist_merge(&tot[o], &ws[t].h[o]);
         empties += ws[t].empties;
         stale += ws[t].stale;
         reconnects += ws[t].reconnects;
+        entry_failures += ws[t].entry_failures;
     }
     /* the measured window: a drain ends at its last ack */
     double secs;
@@ -983,15 +1198,17 @@ int main(int argc, char **argv) {
     printf("{\"label\":\"%s\",\"proto\":\"%s\",\"producers\":%d,\"consumers\":%d,\"conns\":%d,\"threads\":%d,"
            "\"batch\":%d,\"recv_max\":%d,\"wait_s\":%d,\"rate_target\":%.1f,\"seconds\":%.3f,"
            "\"messages_put\":%ld,\"messages_acked\":%ld,\"put_msgs_per_s\":%.1f,\"lifecycles_per_s\":%.1f,"
-           "\"empty_receives\":%ld,\"stale_acks\":%ld,\"reconnects\":%ld,\"ops\":{",
+           "\"empty_receives\":%ld,\"stale_acks\":%ld,\"entry_failures\":%ld,\"reconnects\":%ld,\"ack_each\":%d,"
+           "\"ops\":{",
            opt.label,
            opt.proto == PROTO_SLUICE   ? "sluice"
            : opt.proto == PROTO_AZURE  ? "azure"
            : opt.proto == PROTO_EVENTS ? "events"
+           : opt.proto == PROTO_SQS    ? "sqs"
                                        : "hello",
            opt.producers, opt.consumers, opt.conns, opt.threads, opt.batch, opt.recv_max, opt.wait_s,
            opt.rate, secs, puts, acked, secs > 0 ? (double)puts / secs : 0,
-           secs > 0 ? (double)acked / secs : 0, empties, stale, reconnects);
+           secs > 0 ? (double)acked / secs : 0, empties, stale, entry_failures, reconnects, opt.ack_each);
     int first = 1;
     for (int o = 0; o < OP_N; o++) {
         if (tot[o].n == 0 && tot[o].errors == 0) continue;
