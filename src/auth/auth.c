@@ -2,21 +2,58 @@
  * the small helpers (hashing, headers, query parameters) the schemes share. */
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <pthread.h>
+#include <string.h>
 #include <strings.h>
 
 #include "auth_int.h"
 
+/* SHA-256, fetched from OpenSSL's provider once: OpenSSL 3 looks an
+ * algorithm named by EVP_sha256() up again on every use, which cost a
+ * SigV4 request more than its hashing (bench/results/sqs.md). */
+static EVP_MD *g_sha256;
+static pthread_once_t g_sha256_once = PTHREAD_ONCE_INIT;
+
+static void fetch_sha256(void) {
+    g_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+static const EVP_MD *sha256_md(void) {
+    pthread_once(&g_sha256_once, fetch_sha256);
+    return g_sha256 ? g_sha256 : EVP_sha256();
+}
+
+/* HMAC-SHA256 (RFC 2104) over the fetched digest. */
 int sl__hmac(const void *key, size_t key_len, const void *msg, size_t n, unsigned char out[SL_SHA256_LEN]) {
+    enum { BLOCK = 64 };
+    unsigned char k[BLOCK] = {0}, pad[BLOCK], inner[SL_SHA256_LEN];
+    int rc = SL_OK;
+    if (key_len > BLOCK)
+        rc = sl__sha256(key, key_len, k);
+    else if (key_len)
+        memcpy(k, key, key_len);
+    EVP_MD_CTX *c = rc == SL_OK ? EVP_MD_CTX_new() : NULL;
+    const EVP_MD *md = sha256_md();
     unsigned int len = 0;
-    if (!HMAC(EVP_sha256(), key, (int)key_len, msg, n, out, &len) || len != SL_SHA256_LEN)
-        return SL_EINTERNAL;
-    return SL_OK;
+    for (int i = 0; i < BLOCK; i++)
+        pad[i] = k[i] ^ 0x36;
+    int ok = c && EVP_DigestInit_ex(c, md, NULL) && EVP_DigestUpdate(c, pad, BLOCK) &&
+             EVP_DigestUpdate(c, msg, n) && EVP_DigestFinal_ex(c, inner, &len) && len == SL_SHA256_LEN;
+    for (int i = 0; i < BLOCK; i++)
+        pad[i] = k[i] ^ 0x5c;
+    ok = ok && EVP_DigestInit_ex(c, md, NULL) && EVP_DigestUpdate(c, pad, BLOCK) &&
+         EVP_DigestUpdate(c, inner, SL_SHA256_LEN) && EVP_DigestFinal_ex(c, out, &len) &&
+         len == SL_SHA256_LEN;
+    EVP_MD_CTX_free(c);
+    OPENSSL_cleanse(k, sizeof k);
+    OPENSSL_cleanse(pad, sizeof pad);
+    OPENSSL_cleanse(inner, sizeof inner);
+    return rc != SL_OK ? rc : ok ? SL_OK : SL_EINTERNAL;
 }
 
 int sl__sha256(const void *msg, size_t n, unsigned char out[SL_SHA256_LEN]) {
     unsigned int len = 0;
-    if (!EVP_Digest(msg, n, out, &len, EVP_sha256(), NULL) || len != SL_SHA256_LEN) return SL_EINTERNAL;
+    if (!EVP_Digest(msg, n, out, &len, sha256_md(), NULL) || len != SL_SHA256_LEN) return SL_EINTERNAL;
     return SL_OK;
 }
 

@@ -460,7 +460,28 @@ static int select_keys(const struct authz *a, const struct sl_auth_keyring *ring
     return *only ? 0 : -1;
 }
 
+/* The last signing keys this thread derived: a key is the same for every
+ * request of one access key, day, region and service, and deriving it is
+ * four HMACs, for each key of the account that may have signed. */
+#define SK_CACHE 8
+static __thread struct sk_entry {
+    char secret[SL_AUTH_KEY_CHARS];
+    char date[9], region[SCOPE_PART_MAX + 1], service[SCOPE_PART_MAX + 1];
+    unsigned char key[SL_SHA256_LEN];
+    int used;
+} sk_cache[SK_CACHE];
+static __thread unsigned sk_next;
+
 static int signing_key(const struct sl_auth_key *k, const struct authz *a, unsigned char out[SL_SHA256_LEN]) {
+    for (int i = 0; i < SK_CACHE; i++) {
+        struct sk_entry *c = &sk_cache[i];
+        if (c->used && CRYPTO_memcmp(c->secret, k->secret, SL_AUTH_KEY_CHARS) == 0 &&
+            strcmp(c->date, a->date) == 0 && strcmp(c->region, a->region) == 0 &&
+            strcmp(c->service, a->service) == 0) {
+            memcpy(out, c->key, SL_SHA256_LEN);
+            return SL_OK;
+        }
+    }
     char secret[4 + SL_AUTH_KEY_CHARS];
     unsigned char k_date[SL_SHA256_LEN], k_region[SL_SHA256_LEN], k_service[SL_SHA256_LEN];
     memcpy(secret, "AWS4", 4);
@@ -469,6 +490,15 @@ static int signing_key(const struct sl_auth_key *k, const struct authz *a, unsig
     if (rc == SL_OK) rc = sl__hmac(k_date, SL_SHA256_LEN, a->region, strlen(a->region), k_region);
     if (rc == SL_OK) rc = sl__hmac(k_region, SL_SHA256_LEN, a->service, strlen(a->service), k_service);
     if (rc == SL_OK) rc = sl__hmac(k_service, SL_SHA256_LEN, "aws4_request", 12, out);
+    if (rc == SL_OK) {
+        struct sk_entry *c = &sk_cache[sk_next++ % SK_CACHE];
+        memcpy(c->secret, k->secret, SL_AUTH_KEY_CHARS);
+        memcpy(c->date, a->date, sizeof c->date);
+        snprintf(c->region, sizeof c->region, "%s", a->region);
+        snprintf(c->service, sizeof c->service, "%s", a->service);
+        memcpy(c->key, out, SL_SHA256_LEN);
+        c->used = 1;
+    }
     OPENSSL_cleanse(secret, sizeof secret);
     OPENSSL_cleanse(k_date, sizeof k_date);
     OPENSSL_cleanse(k_region, sizeof k_region);
