@@ -1058,9 +1058,16 @@ static int send_start(call *c, send_state *st) {
     return park(c, rc, &st->p, send_state_free);
 }
 
+/* A FIFO queue's sends and deletes wait on the store (fifo.c): on the
+ * event loop, they ask for the store pool. */
+static int fifo_off_loop(call *c, const sl_queue_info *qi) {
+    return qi->opts.fifo && !sl_http_on_pool(c->r);
+}
+
 static int a_send_message(call *c) {
     sl_queue_info qi;
     if (call_queue_info(c, &qi)) return SL_HTTP_DONE;
+    if (fifo_off_loop(c, &qi)) return SL_HTTP_POOL;
     send_state *st = calloc(1, sizeof *st);
     if (!st) return sqs_engine(&c->q, SL_ENOMEM, c->queue);
     char err[512];
@@ -1078,6 +1085,7 @@ static int a_send_message_batch(call *c) {
     json_t *entries;
     sl_queue_info qi;
     if (call_queue_info(c, &qi) || !(entries = batch_entries(c))) return SL_HTTP_DONE;
+    if (fifo_off_loop(c, &qi)) return SL_HTTP_POOL;
     send_state *st = calloc(1, sizeof *st);
     if (!st || !(st->failed = json_array())) {
         free(st);
@@ -1326,6 +1334,7 @@ typedef struct {
     parked p;              /* first */
     size_t n;              /* entries */
     int at[SQS_BATCH_MAX]; /* each entry's place among the handles acked, or -1: not one of ours */
+    int fifo;              /* a FIFO queue's: the answer releases the groups' next messages */
 } del_state;
 
 static void del_state_free(void *p) {
@@ -1337,7 +1346,7 @@ static void del_state_free(void *p) {
 static int del_answer(del_state *st, const int *rcs) {
     json_t *entries = json_object_get(st->p.body, "Entries");
     /* On a FIFO queue, each message acked lets its group's next one out. */
-    for (size_t i = 0; i < st->n; i++) {
+    for (size_t i = 0; i < st->n && st->fifo; i++) {
         const char *h = handle_of(st->p.batch ? json_array_get(entries, i) : st->p.body);
         if (h && st->at[i] >= 0 && rcs[st->at[i]] == 0) {
             int rc = sl_fifo_acked(st->p.s->cfg.engine, st->p.account, st->p.queue, h);
@@ -1372,6 +1381,7 @@ static int del_answer(del_state *st, const int *rcs) {
 
 static int del_resume(sl_http_req *r, void *state) {
     del_state *st = state;
+    if (st->fifo && !sl_http_on_pool(r)) return SL_HTTP_POOL;
     sl_op *op = parked_take(r, &st->p);
     if (!op) return SL_HTTP_WAIT;
     int rcs[SQS_BATCH_MAX];
@@ -1384,8 +1394,12 @@ static int delete_messages(call *c, int batch) {
     if (call_queue(c) || (batch && !(entries = batch_entries(c)))) return SL_HTTP_DONE;
     if (!batch && !json_object_get(c->in, "ReceiptHandle"))
         return sqs_fail(&c->q, &E_MISSING, "The request must contain the parameter ReceiptHandle.");
+    sl_queue_info qi;
+    int fifo = sl_queue_get(c->s->cfg.engine, c->account, c->queue, &qi) == 0 && qi.opts.fifo;
+    if (fifo && fifo_off_loop(c, &qi)) return SL_HTTP_POOL;
     del_state *st = calloc(1, sizeof *st);
     if (!st) return sqs_engine(&c->q, SL_ENOMEM, c->queue);
+    st->fifo = fifo;
     parked_init(&st->p, c, del_resume, batch);
     st->n = batch ? json_array_size(entries) : 1;
     const char *handles[SQS_BATCH_MAX];
@@ -1628,33 +1642,38 @@ static int a_cancel_move_task(call *c) {
 
 /* --- Dispatch ----------------------------------------------------------- */
 
+/* loop: on a store that defers its writes (the embedded one), the action
+ * runs on the event loop like the native API's put, receive and ack (it
+ * parks while the store commits); every other action runs on the store
+ * pool, and so does every action on Cassandra. */
 static const struct {
     const char *name;
     int (*fn)(call *c);
+    int loop;
 } actions[] = {
-    {"CreateQueue", a_create_queue},
-    {"GetQueueUrl", a_get_queue_url},
-    {"ListQueues", a_list_queues},
-    {"DeleteQueue", a_delete_queue},
-    {"GetQueueAttributes", a_get_queue_attributes},
-    {"SetQueueAttributes", a_set_queue_attributes},
-    {"SendMessage", a_send_message},
-    {"SendMessageBatch", a_send_message_batch},
-    {"ReceiveMessage", a_receive_message},
-    {"DeleteMessage", a_delete_message},
-    {"DeleteMessageBatch", a_delete_message_batch},
-    {"ChangeMessageVisibility", a_change_visibility},
-    {"ChangeMessageVisibilityBatch", a_change_visibility_batch},
-    {"PurgeQueue", a_purge_queue},
-    {"ListDeadLetterSourceQueues", a_list_dlq_sources},
-    {"TagQueue", a_tag_queue},
-    {"UntagQueue", a_untag_queue},
-    {"ListQueueTags", a_list_queue_tags},
-    {"StartMessageMoveTask", a_start_move_task},
-    {"ListMessageMoveTasks", a_list_move_tasks},
-    {"CancelMessageMoveTask", a_cancel_move_task},
-    {"AddPermission", a_permission},
-    {"RemovePermission", a_permission},
+    {"CreateQueue", a_create_queue, 0},
+    {"GetQueueUrl", a_get_queue_url, 0},
+    {"ListQueues", a_list_queues, 0},
+    {"DeleteQueue", a_delete_queue, 0},
+    {"GetQueueAttributes", a_get_queue_attributes, 0},
+    {"SetQueueAttributes", a_set_queue_attributes, 0},
+    {"SendMessage", a_send_message, 1},
+    {"SendMessageBatch", a_send_message_batch, 1},
+    {"ReceiveMessage", a_receive_message, 1},
+    {"DeleteMessage", a_delete_message, 1},
+    {"DeleteMessageBatch", a_delete_message_batch, 1},
+    {"ChangeMessageVisibility", a_change_visibility, 0},
+    {"ChangeMessageVisibilityBatch", a_change_visibility_batch, 0},
+    {"PurgeQueue", a_purge_queue, 0},
+    {"ListDeadLetterSourceQueues", a_list_dlq_sources, 0},
+    {"TagQueue", a_tag_queue, 0},
+    {"UntagQueue", a_untag_queue, 0},
+    {"ListQueueTags", a_list_queue_tags, 0},
+    {"StartMessageMoveTask", a_start_move_task, 0},
+    {"ListMessageMoveTasks", a_list_move_tasks, 0},
+    {"CancelMessageMoveTask", a_cancel_move_task, 0},
+    {"AddPermission", a_permission, 0},
+    {"RemovePermission", a_permission, 0},
 };
 
 /* The signer: the account named by the SigV4 credential, whose keys must
@@ -1728,6 +1747,9 @@ static int query_request(call *c) {
 }
 
 static int h_sqs(sl_http_req *r, void *ctx) {
+    sl_api_sqs *a = ctx;
+    /* On Cassandra every action waits on the store: the store pool. */
+    if (!sl_http_on_pool(r) && !sl_engine_defers(a->cfg.engine)) return SL_HTTP_POOL;
     void *user = sl_http_user(r);
     if (user) return (*(sl_api_resume_fn *)user)(r, user);
     /* "/api/v1" is no queue URL, but a route that does not exist. */
@@ -1771,6 +1793,10 @@ static int h_sqs(sl_http_req *r, void *ctx) {
         if (!c.in) return sqs_engine(&c.q, SL_ENOMEM, NULL);
     }
     snprintf(c.q.action, sizeof c.q.action, "%s", actions[k].name);
+    if (!actions[k].loop && !sl_http_on_pool(r)) {
+        json_decref(c.in);
+        return SL_HTTP_POOL;
+    }
     int done = authenticate(&c) ? SL_HTTP_DONE : actions[k].fn(&c);
     json_decref(c.in);
     return done;
@@ -1786,14 +1812,16 @@ int sl_api_sqs_open(const sl_api_sqs_config *cfg, sl_api_sqs **out) {
     if (!a->cfg.max_message_bytes) a->cfg.max_message_bytes = SL_MSG_MAX_DEFAULT;
     if (a->cfg.max_message_bytes > SQS_SIZE_MAX) a->cfg.max_message_bytes = SQS_SIZE_MAX;
     /* A batch carries up to the message limit in all, which JSON escaping
-     * can blow up six times (\u00XX). Every action may wait on the store,
-     * so the route runs on the store threads; sends, receives and deletes
-     * park there without holding one. */
+     * can blow up six times (\u00XX). The routes start on the event loop:
+     * on the embedded store, sends, receives and deletes of standard queues
+     * stay there (they park while the store commits, as the native API's
+     * do); every other action, and every action on Cassandra, asks for the
+     * store pool (SL_HTTP_POOL) before it has done anything. */
     size_t body_max = a->cfg.max_message_bytes * 6 + 64 * 1024;
-    a->routes[0] = (sl_http_route){"POST", "/", h_sqs, body_max, 1, a};
-    a->routes[1] = (sl_http_route){"GET", "/", h_sqs, body_max, 1, a};
-    a->routes[2] = (sl_http_route){"POST", "/{account}/{q}", h_sqs, body_max, 1, a};
-    a->routes[3] = (sl_http_route){"GET", "/{account}/{q}", h_sqs, body_max, 1, a};
+    a->routes[0] = (sl_http_route){"POST", "/", h_sqs, body_max, 0, a};
+    a->routes[1] = (sl_http_route){"GET", "/", h_sqs, body_max, 0, a};
+    a->routes[2] = (sl_http_route){"POST", "/{account}/{q}", h_sqs, body_max, 0, a};
+    a->routes[3] = (sl_http_route){"GET", "/{account}/{q}", h_sqs, body_max, 0, a};
     *out = a;
     return 0;
 }

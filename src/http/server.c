@@ -185,6 +185,7 @@ struct sl_http_req {
     /* parking, under the worker's mu */
     int parked, woken, wake_pending, last_run;
     int answered; /* the store pool ran the handler to its answer */
+    int on_pool;  /* the handler runs on the store pool now (or there is none) */
     int gone;     /* the client went away (atomic): answer now, do not wait */
     sl_http_req *pnext, *pprev;
     sl_http_req *qnext; /* in the store pool's queue */
@@ -435,6 +436,10 @@ const char *sl_http_request_id(const sl_http_req *r) {
 int sl_http_resumes(const sl_http_req *r) {
     return r->resumes;
 }
+int sl_http_on_pool(const sl_http_req *r) {
+    return r->on_pool || !r->srv->npool;
+}
+
 int sl_http_stopping(const sl_http_req *r) {
     return __atomic_load_n(&r->srv->stopping, __ATOMIC_ACQUIRE);
 }
@@ -1065,7 +1070,14 @@ static void conn_process(conn *c);
 static int run_handler(sl_http_req *r) {
     for (;;) {
         void *ctx = r->route->r->ctx ? r->route->r->ctx : r->srv->cfg.ctx;
-        if (r->route->r->fn(r, ctx) != SL_HTTP_WAIT) return 0;
+        int rc = r->route->r->fn(r, ctx);
+        if (rc == SL_HTTP_POOL && !sl_http_on_pool(r)) return 2;
+        if (rc == SL_HTTP_POOL) {
+            sl_log(SL_ERR, "http: a handler asked for the store pool while on it");
+            sl_http_error(r, 500, "InternalError", "the handler could not run");
+            return 0;
+        }
+        if (rc != SL_HTTP_WAIT) return 0;
         int p = park(r);
         if (p == 1) return 1;
         /* Stopping: handlers answer instead of parking once they see it
@@ -1118,7 +1130,10 @@ static void *pool_main(void *arg) {
         s->pool_head = r->qnext;
         if (!s->pool_head) s->pool_tail = NULL;
         pthread_mutex_unlock(&s->pool_mu);
-        if (run_handler(r) == 0) {
+        r->on_pool = 1;
+        int h = run_handler(r);
+        r->on_pool = 0;
+        if (h == 0) {
             worker *w = r->c->w;
             pthread_mutex_lock(&w->mu);
             r->answered = 1;
@@ -1150,8 +1165,18 @@ static void run_request(conn *c) {
         } else {
             sl_http_error(r, 404, "NotFound", "no route for %s %s", r->method, r->path);
         }
-    } else if ((r->route->r->blocks && pool_push(s, r) == 0) || run_handler(r) == 1) {
-        return; /* with the store pool, or parked */
+    } else if (r->route->r->blocks && pool_push(s, r) == 0) {
+        return; /* with the store pool */
+    } else {
+        int h = run_handler(r);
+        /* The handler found it must wait on the store after all. */
+        if (h == 2 && pool_push(s, r) == 0) return;
+        if (h == 2) { /* the pool is stopping: run it here */
+            r->on_pool = 1;
+            h = run_handler(r);
+            r->on_pool = 0;
+        }
+        if (h == 1) return; /* parked */
     }
     if (!r->keep_alive || __atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE)) c->close_after = 1;
     if (serialize(c, r) != 0) c->close_after = 1;

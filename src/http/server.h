@@ -38,8 +38,12 @@
 typedef struct sl_http_server sl_http_server;
 typedef struct sl_http_req sl_http_req;
 
-/* What a handler returns. */
-enum { SL_HTTP_DONE = 0, SL_HTTP_WAIT = 1 };
+/* What a handler returns: SL_HTTP_POOL asks for the handler to be run
+ * again, from the start, on the store pool: a route not marked blocks
+ * whose request turns out to need the store (SQS's POST / serves every
+ * action) says so before it has done anything that should not be done
+ * twice, and only while sl_http_on_pool() is 0. */
+enum { SL_HTTP_DONE = 0, SL_HTTP_WAIT = 1, SL_HTTP_POOL = 2 };
 
 typedef int (*sl_http_fn)(sl_http_req *r, void *ctx);
 
@@ -125,6 +129,9 @@ const char *sl_http_body(const sl_http_req *r, size_t *len);
 const char *sl_http_request_id(const sl_http_req *r);
 /* How many times the handler was called again after sl_http_wake(). */
 int sl_http_resumes(const sl_http_req *r);
+/* Whether the handler runs on the store pool now (or the server has none,
+ * so it may wait where it is). */
+int sl_http_on_pool(const sl_http_req *r);
 /* True once sl_http_stop() began: answer now, do not park. */
 int sl_http_stopping(const sl_http_req *r);
 /* True once the client is known to be gone (its connection was reset or
