@@ -150,7 +150,9 @@ def test_an_account_has_at_most_100(acct):
 
 def test_delivery_through_filters_in_position_order(acct):
     c = acct
-    qa, qt, qb = c.new_queue("sa"), c.new_queue("st"), c.new_queue("sb")
+    # strictFifo: a queue hands out what was put in one bucket in put order
+    # only then (DESIGN.md, guarantee 5), and the order is what is checked.
+    qa, qt, qb = (c.new_queue(p, strictFifo=True) for p in ("sa", "st", "sb"))
     sa, st, sb = sub_name(), sub_name(), sub_name()
     assert_status(c.create_sub(sa, qa), 201)
     assert_status(c.create_sub(st, qt, {"types": ["order.created", "order.paid"]}), 201)
@@ -194,7 +196,7 @@ def test_start_from_now_earliest_and_a_time(acct):
     c = acct
     before = [put(c, "t.start", data={"i": i}) for i in range(3)]
     c.await_readable(before[-1]["recordedAt"])
-    qn, qe, qt = c.new_queue("sn"), c.new_queue("se"), c.new_queue("st")
+    qn, qe, qt = (c.new_queue(p, strictFifo=True) for p in ("sn", "se", "st"))
     sn, se, stime = sub_name(), sub_name(), sub_name()
     assert_status(c.create_sub(sn, qn, {"types": ["t.start"]}), 201)
     assert_status(c.create_sub(se, qe, {"types": ["t.start"]}, start="earliest"), 201)
@@ -224,7 +226,7 @@ def test_a_queue_deleted_and_made_again_loses_nothing(acct):
     more = put(c, "t.qd", data="more")
     held = c.get_sub(s).json()
     assert held["position"] <= gap[0]["recordedAt"], f"the position moved past undelivered events: {held}"
-    r = c.create_queue(q, **{"repairWorkerPollSeconds": 1})
+    r = c.create_queue(q, **{"repairWorkerPollSeconds": 1, "strictFifo": True})
     assert r.status_code == 201, describe(r)
     want = [e["id"] for e in gap] + [more["id"]]
     assert ids_in_order(c.collect_events(q, want, timeout=60)) == want
