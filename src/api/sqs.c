@@ -497,13 +497,13 @@ static int apply_attrs(call *c, json_t *attrs, sl_queue_opts *o) {
                         "Value for parameter RedrivePolicy is invalid. Reason: a queue cannot be "
                         "its own dead-letter queue."),
                -1;
-    if (!o->fifo)
-        for (const char *const *f = (const char *const[]){"ContentBasedDeduplication", "DeduplicationScope",
-                                                          "FifoThroughputLimit", NULL};
-             *f; f++)
-            if (json_object_get(attrs, *f))
-                return sqs_fail(&c->q, &E_ATTR_NAME, "Unknown Attribute %s: only FIFO queues have it.", *f),
-                       -1;
+    static const char *const fifo_only[] = {"ContentBasedDeduplication", "DeduplicationScope",
+                                            "FifoThroughputLimit"};
+    for (size_t i = 0; !o->fifo && i < sizeof fifo_only / sizeof fifo_only[0]; i++)
+        if (json_object_get(attrs, fifo_only[i]))
+            return sqs_fail(&c->q, &E_ATTR_NAME, "Unknown Attribute %s: only FIFO queues have it.",
+                            fifo_only[i]),
+                   -1;
     /* A dead-letter queue is of its source's kind. */
     sl_queue_info dq;
     if (o->dlq[0] && sl_queue_get(c->s->cfg.engine, c->account, o->dlq, &dq) == 0 && dq.opts.fifo != o->fifo)

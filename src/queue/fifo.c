@@ -358,8 +358,11 @@ static int next_pending(sl_engine *e, qstate *q, const char *g, int64_t from, in
     return 0;
 }
 
-/* Releases g's next message when its head is done (or it has none). */
-static int fifo_advance(sl_engine *e, qstate *q, const char *g) {
+/* Releases g's next message when its head is done (or it has none).
+ * marked_ms: when g's busy row was last written, as the sweeper read it (0:
+ * unknown); a live head rewrites the row only once it is half way to its
+ * TTL, not on every sweep. */
+static int fifo_advance(sl_engine *e, qstate *q, const char *g, int64_t marked_ms) {
     int rc = 0;
     for (int attempt = 0; attempt < 16; attempt++) {
         group_row gr, nw;
@@ -374,7 +377,8 @@ static int fifo_advance(sl_engine *e, qstate *q, const char *g) {
         } else if (gr.head != 0) {
             int live = head_live(e, q, gr.hb, gr.hid);
             if (live != 0) {
-                if (live == 1) busy_mark(e, q, g); /* still busy: keep it swept */
+                if (live == 1 && sl_now_ms() - marked_ms > FIFO_BUSY_S * 500LL)
+                    busy_mark(e, q, g); /* still busy: keep it swept */
                 return live < 0 ? live : 0;
             }
             from = gr.head + 1;
@@ -455,7 +459,7 @@ int sl_fifo_put(sl_engine *e, const char *account, const char *queue, const sl_f
         /* Sent before: settle that send's row in case its sender was cut
          * (it is ready then, or about to be). */
         if ((rc = log_mark(e, q, dg, out->seq, LOG_READY)) != 0) return rc;
-        int arc = fifo_advance(e, q, dg);
+        int arc = fifo_advance(e, q, dg, 0);
         if (arc)
             sl_log(SL_INFO, "fifo %s group %s: release after a duplicate: %s", q->qkey, dg, sl_strerror(arc));
         return 0;
@@ -525,7 +529,7 @@ int sl_fifo_put(sl_engine *e, const char *account, const char *queue, const sl_f
     }
     if (rc || (rc = log_mark(e, q, m->group, seq, LOG_READY)) != 0) return rc;
     /* The message is durable; its release may wait for the sweeper. */
-    int arc = fifo_advance(e, q, m->group);
+    int arc = fifo_advance(e, q, m->group, sl_now_ms()); /* marked above */
     if (arc) sl_log(SL_INFO, "fifo %s group %s: release after put: %s", q->qkey, m->group, sl_strerror(arc));
     return 0;
 }
@@ -552,7 +556,7 @@ int sl_fifo_acked(sl_engine *e, const char *account, const char *queue, const ch
     }
     sl_result_free(&r);
     if (rc) return rc == SL_ENOTFOUND ? 0 : rc;
-    return g[0] ? fifo_advance(e, q, g) : 0;
+    return g[0] ? fifo_advance(e, q, g, 0) : 0;
 }
 
 int fifo_sweep(sl_engine *e, qstate *q) {
@@ -569,7 +573,7 @@ int fifo_sweep(sl_engine *e, qstate *q) {
             for (size_t i = 0; i < r.n && !e->stopping; i++) {
                 char g[SL_FIFO_GROUP_MAX + 1];
                 if (sl_val_str(&r.rows[i].v[FB_GRP], g, sizeof g) < 0) continue;
-                int arc = fifo_advance(e, q, g);
+                int arc = fifo_advance(e, q, g, r.rows[i].v[FB_SINCE].i);
                 if (arc) rc = arc;
             }
         }
