@@ -5,13 +5,17 @@
  * the body. The request is verified against account "dev" (keys of bytes
  * 0..63 and 64..127, those of tests/unit/auth_vectors) at the time of its
  * X-Amz-Date, so seeds from real signers reach the signature code. The
- * whole input is also fed to the time and levels parsers.
+ * whole input is also fed to the time and levels parsers, and the
+ * Authorization header and the query's X-Amz-Credential to the SigV4
+ * account parser (which must name an account only when verification could).
  *
  *     make fuzz && build/fuzz/fuzz_auth fuzz/corpus/auth */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "auth/auth.h"
+#include "auth/auth_int.h"
 
 #define MAX_HEADERS 24
 
@@ -92,7 +96,19 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
             .now_ms = now,
         };
         struct sl_auth_cred c;
-        if (sl_auth_verify(&rq, &ring, 0, &c) == 0) sl_auth_check(&c, 'r', "orders");
+        int verified = sl_auth_verify(&rq, &ring, 0, &c) == 0;
+        if (verified) sl_auth_check(&c, 'r', "orders");
+
+        char account[SL_NAME_MAX + 1], cred[256];
+        const char *authz = NULL;
+        for (size_t i = 0; i < nh; i++)
+            if (strcasecmp(h[i].name, "Authorization") == 0) authz = h[i].value;
+        int named = authz ? sl_auth_sigv4_account(authz, NULL, account)
+                    : sl__query_param(query, strlen(query), "X-Amz-Credential", cred, sizeof cred) > 0
+                        ? sl_auth_sigv4_account(NULL, cred, account)
+                        : -1;
+        /* A request that verified by SigV4 names its account. */
+        if (verified && c.scheme == SL_AUTH_SIGV4 && (named != 0 || strcmp(account, "dev") != 0)) abort();
     }
     free(buf);
     return 0;

@@ -136,14 +136,19 @@ int sl_api_authenticate(sl_acct *acct, int64_t skew_ms, sl_http_req *r, const ch
     if (nh > 256) return SL_EAUTH;
     sl_http_kv *kv = sl_http_alloc(r, (nh ? nh : 1) * sizeof *kv);
     struct sl_auth_header *hv = sl_http_alloc(r, (nh ? nh : 1) * sizeof *hv);
-    struct sl_auth_key *keys = sl_http_alloc(r, SL_ACCT_MAX_KEYS * sizeof *keys);
-    if (!kv || !hv || !keys) return SL_ENOMEM;
+    /* On the stack, and only the keys there are wiped after: the arena
+     * zeroed and wiped all 7 KiB of them on every request. */
+    struct sl_auth_key keys[SL_ACCT_MAX_KEYS];
+    if (!kv || !hv) return SL_ENOMEM;
     nh = sl_http_headers(r, kv, nh);
     for (size_t i = 0; i < nh; i++)
         hv[i] = (struct sl_auth_header){kv[i].name, kv[i].value};
     size_t nk = 0;
     int rc = sl_acct_keys(acct, account, keys, &nk);
-    if (rc) return rc;
+    if (rc) {
+        OPENSSL_cleanse(keys, sizeof keys); /* a store error may leave some read */
+        return rc;
+    }
     if (nk == 0) {
         /* An account without keys (or none at all) is checked against a
          * secret random key, so that it costs what a wrong key costs and
@@ -157,7 +162,7 @@ int sl_api_authenticate(sl_acct *acct, int64_t skew_ms, sl_http_req *r, const ch
     rq.body = sl_http_body(r, &rq.body_len);
     struct sl_auth_keyring ring = {account, keys, nk};
     rc = sl_auth_verify(&rq, &ring, skew_ms, cred);
-    OPENSSL_cleanse(keys, SL_ACCT_MAX_KEYS * sizeof *keys);
+    OPENSSL_cleanse(keys, nk * sizeof *keys);
     return rc;
 }
 

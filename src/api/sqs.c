@@ -1209,6 +1209,10 @@ static json_t *rx_message(const rx *x, const sl_message *m, const char *handle) 
         snprintf(v, sizeof v, "%lld", (long long)m->delivery_count);
         json_object_set_new(sys, "ApproximateReceiveCount", json_string(v));
     }
+    if ((x->sys & SYS_FIRST) && m->first_receive_ms > 0) {
+        snprintf(v, sizeof v, "%lld", (long long)m->first_receive_ms);
+        json_object_set_new(sys, "ApproximateFirstReceiveTimestamp", json_string(v));
+    }
     if (x->sys & SYS_SENDER) json_object_set_new(sys, "SenderId", json_string(x->account));
     json_t *trace = json_object_get(json_object_get(json_object_get(stored, SYSTEM_KEY), "AWSTraceHeader"),
                                     "StringValue");
@@ -1252,9 +1256,8 @@ static int rx_answer(sl_http_req *r, void *arg, sl_message *m, size_t n) {
 }
 
 /* The system attributes a receive asks for, from AttributeNames and
- * MessageSystemAttributeNames; names SQS knows but Sluice has no value
- * for (ApproximateFirstReceiveTimestamp, FIFO's on a standard queue)
- * return nothing. */
+ * MessageSystemAttributeNames; names SQS knows but that have no value here
+ * (FIFO's on a standard queue, DeadLetterQueueSourceArn) return nothing. */
 static int rx_system(call *c, unsigned *sys) {
     static const struct {
         const char *name;

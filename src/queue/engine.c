@@ -38,7 +38,7 @@ const sl_table sl_t_pointers = {
 const sl_table sl_t_messages = {"messages",
                                 2,
                                 1,
-                                16,
+                                17,
                                 {{"qkey", SL_TEXT},
                                  {"bucket", SL_INT},
                                  {"id", SL_INT},
@@ -54,7 +54,8 @@ const sl_table sl_t_messages = {"messages",
                                  {"state", SL_INT},
                                  {"nonce", SL_INT},
                                  {"dest", SL_TEXT},
-                                 {"put_vis", SL_INT}}};
+                                 {"put_vis", SL_INT},
+                                 {"first_ms", SL_INT}}};
 const sl_table sl_t_leases = {
     "leases",
     2,

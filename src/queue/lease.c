@@ -116,14 +116,16 @@ int msg_lease_entry_defer(qstate *q, int64_t id, int64_t version, int64_t due, i
     return ok;
 }
 
-/* Forgets the deferred entry of (id, version), if it is among the newest
- * ones (an ack usually comes soon after its lease; an entry not found is
- * written, and skipped later as stale). */
+/* Forgets the deferred entry of (id, version), or with version -1 the
+ * newest one of id (a sticky receipt's ack knows the delivery, not the
+ * version), if it is among the newest ones (an ack usually comes soon
+ * after its lease; an entry not found is written, and skipped later as
+ * stale). */
 void msg_lease_entry_cancel(qstate *q, int64_t id, int64_t version) {
     pthread_mutex_lock(&q->mu);
     for (size_t k = 0; k < q->pend_n && k < 4096; k++) {
         struct pend_entry *p = &q->pend[(q->pend_head + q->pend_n - 1 - k) % q->pend_cap];
-        if (p->id == id && p->version == version) {
+        if (p->id == id && (version < 0 || p->version == version)) {
             p->id = -1;
             break;
         }

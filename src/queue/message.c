@@ -289,12 +289,15 @@ void msg_ack_writes(qstate *q, const char *const *receipts, size_t n, int *rcs, 
     }
 }
 
-/* Maps the acks' outcomes to rcs and cancels the acked leases' entries. */
+/* Maps the acks' outcomes to rcs and cancels the acked leases' entries (a
+ * sticky receipt's ack, conditioned on the delivery count, cancels the
+ * newest entry of its message: an acked message needs none). */
 void msg_ack_after(qstate *q, const sl_write *w, size_t k, const size_t *idx, const int *krc, int *rcs) {
     for (size_t x = 0; x < k; x++) {
         rcs[idx[x]] = krc[x] == SL_ENOTAPPLIED ? SL_ECONFLICT : krc[x];
-        if (krc[x] == 0 && w[x].cond[0].col == M_VERSION)
-            msg_lease_entry_cancel(q, w[x].row.v[M_ID].i, w[x].cond[0].v.i);
+        if (krc[x] == 0)
+            msg_lease_entry_cancel(q, w[x].row.v[M_ID].i,
+                                   w[x].cond[0].col == M_VERSION ? w[x].cond[0].v.i : -1);
     }
 }
 

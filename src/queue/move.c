@@ -149,6 +149,7 @@ int msg_complete_move(sl_engine *e, qstate *src, const sl_row *m) {
     w.row.v[M_VISIBLE] = sl_vint(now);
     w.row.v[M_VERSION] = sl_vint(0);
     w.row.v[M_DCOUNT] = sl_vint(reset ? 0 : m->v[M_DCOUNT].i);
+    if (!reset) w.row.v[M_FIRST] = m->v[M_FIRST];
     w.row.v[M_STATE] = sl_vint(MS_READY);
     w.row.v[M_NONCE] = sl_vint(eng_nonce());
     /* Insert-if-not-exists makes the copy idempotent: a move that is redone

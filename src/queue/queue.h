@@ -202,6 +202,7 @@ typedef struct {
     size_t len;
     int64_t delivery_count;
     int64_t enqueued_ms;
+    int64_t first_receive_ms;     /* its first delivery's time, 0 before one */
     char *attrs_json;             /* malloc'ed JSON object text, never NULL */
 } sl_message;
 

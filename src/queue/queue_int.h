@@ -66,8 +66,23 @@ enum { QI_SHARD, QI_QKEY, QI_ACCOUNT, QI_NAME, QI_STATUS, QI_BSIZE };
 enum { MO_QKEY, MO_NEXT, MO_NONCE };
 enum { PT_QKEY, PT_NAME, PT_VALUE, PT_NONCE };
 enum {
-    M_QKEY, M_BUCKET, M_ID, M_MID, M_BODY, M_ATTRS, M_TAG, M_PUT, M_EXP, M_VISIBLE, M_VERSION, M_DCOUNT,
-    M_STATE, M_NONCE, M_DEST, M_PUTVIS
+    M_QKEY,
+    M_BUCKET,
+    M_ID,
+    M_MID,
+    M_BODY,
+    M_ATTRS,
+    M_TAG,
+    M_PUT,
+    M_EXP,
+    M_VISIBLE,
+    M_VERSION,
+    M_DCOUNT,
+    M_STATE,
+    M_NONCE,
+    M_DEST,
+    M_PUTVIS,
+    M_FIRST
 };
 enum { L_QKEY, L_MINUTE, L_DUE, L_ID, L_VERSION };
 enum { C_QKEY, C_NAME, C_VALUE, C_NONCE };

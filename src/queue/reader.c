@@ -35,6 +35,7 @@ int msg_fill_message(sl_message *out, const sl_row *m) {
     }
     out->delivery_count = m->v[M_DCOUNT].i;
     out->enqueued_ms = m->v[M_PUT].i;
+    out->first_receive_ms = m->v[M_FIRST].set && !m->v[M_FIRST].null ? m->v[M_FIRST].i : 0;
     return 0;
 }
 
@@ -63,8 +64,10 @@ static int dead_letter_due(sl_engine *e, qstate *q, const sl_row *m) {
     return rc == 0 || rc == SL_ENOTAPPLIED ? 1 : rc;
 }
 
-/* The CAS that leases message m (as read) until visible_ms. */
-static void lease_write(qstate *q, const sl_row *m, int64_t now, int64_t visible, sl_write *w) {
+/* The CAS that leases message m (as read) until visible_ms. A first
+ * delivery records its time, in the write and in m (leased_message reports
+ * it from there). */
+static void lease_write(qstate *q, sl_row *m, int64_t now, int64_t visible, sl_write *w) {
     memset(w, 0, sizeof *w);
     msg_key(w, q->qkey, m->v[M_BUCKET].i, m->v[M_ID].i);
     w->kind = SL_W_UPDATE_IF;
@@ -73,6 +76,7 @@ static void lease_write(qstate *q, const sl_row *m, int64_t now, int64_t visible
     w->row.v[M_VERSION] = sl_vint(m->v[M_VERSION].i + 1);
     w->row.v[M_VISIBLE] = sl_vint(visible);
     w->row.v[M_DCOUNT] = sl_vint(m->v[M_DCOUNT].i + 1);
+    if (m->v[M_DCOUNT].i == 0) w->row.v[M_FIRST] = m->v[M_FIRST] = sl_vint(now);
     w->row.v[M_NONCE] = sl_vint(eng_nonce());
     w->cond[0] = msg_cond_of(m, M_VERSION);
     w->cond[1] = msg_cond_of(m, M_STATE);
@@ -91,7 +95,7 @@ static int leased_message(qstate *q, const sl_row *m, sl_message *out) {
 /* Leases one message as read in row m (READY, or WAITING and due). Returns
  * 0 with out filled, SL_ENOTAPPLIED when someone else got it first or it
  * was dead-lettered, or a store error. */
-static int lease_one(sl_engine *e, qstate *q, const sl_row *m, int invis_s, sl_message *out) {
+static int lease_one(sl_engine *e, qstate *q, sl_row *m, int invis_s, sl_message *out) {
     int rc = dead_letter_due(e, q, m);
     if (rc) return rc > 0 ? SL_ENOTAPPLIED : rc;
     int64_t now = sl_now_ms(), visible = now + (int64_t)invis_s * 1000;

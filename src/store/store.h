@@ -66,7 +66,7 @@
 #include <stddef.h>
 #include "../sluice.h"
 
-#define SL_MAX_COLS 16
+#define SL_MAX_COLS 20
 #define SL_MAX_PK 3
 #define SL_MAX_CK 2
 
@@ -273,7 +273,7 @@ int sl_store_cql_open(const struct sl_cql_config *cfg, sl_store **out);
  * every table of tables[], adds columns missing from existing tables, and
  * refuses a schema newer than this build's (SL_STORE_CQL_SCHEMA_VERSION).
  * Running it again is a no-op. */
-#define SL_STORE_CQL_SCHEMA_VERSION 4
+#define SL_STORE_CQL_SCHEMA_VERSION 5
 int sl_store_cql_schema(sl_store *s, const sl_table *const *tables, size_t n, int create_keyspace,
                         const char *replication);
 /* The same with each table's options (options[i], the text after WITH, or

@@ -167,6 +167,7 @@ def test_send_receive_delete_with_attributes_and_digests(sqs):
     assert a["SenderId"] == "dev"
     assert a["AWSTraceHeader"] == trace
     assert abs(int(a["SentTimestamp"]) - sent) < 60000
+    assert int(a["SentTimestamp"]) <= int(a["ApproximateFirstReceiveTimestamp"])
     assert counts(sqs, url)[:2] == (0, 1)
     sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
     assert counts(sqs, url) == (0, 0, 0)
@@ -239,13 +240,20 @@ def test_delay_queue_and_per_message_delay(sqs):
 def test_visibility_expiry_redelivers_and_old_handle_deletes_nothing(sqs):
     _, url = new_queue(sqs, "vis")
     sqs.send_message(QueueUrl=url, MessageBody="again")
-    first = receive_one(sqs, url, VisibilityTimeout=1, AttributeNames=["ApproximateReceiveCount"])
+    names = ["ApproximateReceiveCount", "ApproximateFirstReceiveTimestamp"]
+    before = int(time.time() * 1000)
+    first = receive_one(sqs, url, VisibilityTimeout=1, AttributeNames=names)
+    after = int(time.time() * 1000)
     assert first["Attributes"]["ApproximateReceiveCount"] == "1"
-    second = await_until(lambda: receive_one(sqs, url, VisibilityTimeout=30,
-                                             AttributeNames=["ApproximateReceiveCount"]),
+    # The first delivery's time, kept through the next deliveries (the
+    # server's clock is this machine's; a millisecond of rounding allowed).
+    assert before - 1 <= int(first["Attributes"]["ApproximateFirstReceiveTimestamp"]) <= after + 1
+    second = await_until(lambda: receive_one(sqs, url, VisibilityTimeout=30, AttributeNames=names),
                          desc="the redelivery after the visibility timeout")
     assert second["MessageId"] == first["MessageId"]
     assert second["Attributes"]["ApproximateReceiveCount"] == "2"
+    assert (second["Attributes"]["ApproximateFirstReceiveTimestamp"]
+            == first["Attributes"]["ApproximateFirstReceiveTimestamp"])
     assert second["ReceiptHandle"] != first["ReceiptHandle"]
     # The first delivery's handle deletes nothing (AWS: the request
     # succeeds, the message is not deleted) and changes nothing.

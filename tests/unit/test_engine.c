@@ -272,10 +272,13 @@ static void test_redelivery_counts(void **state) {
     mkqueue(f, "q", 20, 5, NULL);
     assert_int_equal(put(f, "q", "x", 0), 0);
     char first[SL_RECEIPT_MAX] = "";
+    int64_t first_ms = sl_now_ms();
     for (int i = 1; i <= 4; i++) {
         sl_message m;
         assert_int_equal(recv1(f, "q", 5, &m), 1);
         assert_int_equal(m.delivery_count, i);
+        /* The first delivery's time, kept by every later one. */
+        assert_int_equal(m.first_receive_ms, first_ms);
         if (i == 1) snprintf(first, sizeof first, "%s", m.receipt);
         /* Invisible for the lease, visible right after. */
         sl_message none;
