@@ -15,7 +15,11 @@ debs=(build-essential pkg-config libjansson-dev libsqlite3-dev libssl-dev liblz4
 # (tests/api/test_sqs_query.py runs it under /usr/bin/python3).
 # libcurl4-openssl-dev: for pip to build pycurl where no wheel fits (Celery's
 # SQS transport, below).
-[ $test_deps = 1 ] && debs+=(libcmocka-dev python3 python3-pip clang python3-boto3 libcurl4-openssl-dev)
+# prometheus and graphite-carbon: the real Prometheus server that scrapes GET
+# /metrics and the real carbon receiver Sluice pushes to, in
+# tests/api/test_metrics.py.
+[ $test_deps = 1 ] && debs+=(libcmocka-dev python3 python3-pip clang python3-boto3 libcurl4-openssl-dev prometheus
+    graphite-carbon)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -16,6 +16,7 @@
  * stops accepting and drains in-flight handlers (so commits they started
  * finish), then the engine stops its threads, then the store closes. */
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
@@ -24,6 +25,8 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 
@@ -37,6 +40,7 @@
 #include "http/server.h"
 #include "queue/queue.h"
 #include "store/store.h"
+#include "util/graphite.h"
 
 #define EXIT_USAGE 2
 /* HTTP event-loop threads by default (measured in bench/results/profile.md,
@@ -78,6 +82,11 @@ typedef struct {
     /* HTTP */
     int http_request_timeout_s, http_idle_timeout_s;
     char tls_cert[PATH_MAX], tls_key[PATH_MAX];
+    /* Graphite */
+    int use_graphite;
+    char graphite_url[300];
+    char graphite_prefix[128];
+    int graphite_interval_s;
 } config;
 
 static void print_options(FILE *f);
@@ -218,6 +227,14 @@ static const option options[] = {
         "seconds for a request to arrive whole from its first byte, else 408"),
     OPT("http_idle_timeout", "--http-idle-timeout", "SLUICE_HTTP_IDLE_TIMEOUT", O_INT, http_idle_timeout_s, 1,
         86400, "60", NULL, "seconds after which a connection with no request in progress closes"),
+    OPT("use_metrics_graphite", NULL, "USE_METRICS_GRAPHITE", O_BOOL, use_graphite, 0, 0, NULL, "off",
+        "push the metrics of GET /metrics to a carbon plaintext receiver"),
+    OPT("graphite_url", NULL, "GRAPHITE_URL", O_STR, graphite_url, 0, 0, NULL, "none",
+        "the receiver's `host:port` (port 2003 when left out)"),
+    OPT("graphite_prefix", NULL, "GRAPHITE_PREFIX", O_STR, graphite_prefix, 1, 0, "sluice", NULL,
+        "the first component of every series' path"),
+    OPT("graphite_interval", "--graphite-interval", "GRAPHITE_INTERVAL", O_INT, graphite_interval_s, 1, 3600,
+        "10", NULL, "seconds between pushes"),
     CQL("contact_points", "--contact-points", "CONTACT_POINTS", O_STR, contact_points, 0, 0, NULL,
         "none: the embedded store", "`host[:port],...`; the other nodes are discovered"),
     CQL("cassandra_port", "--cassandra-port", "CASSANDRA_PORT", O_INT, cassandra_port, 1, 65535, NULL, "9042",
@@ -453,6 +470,10 @@ static int load_config(config *c, int argc, char **argv, int dev) {
         if (set_key(c, fl.key[i], fl.val[i], "command line")) return -1;
     if (!c->tls_cert[0] != !c->tls_key[0]) {
         fprintf(stderr, "sluice: tls_cert and tls_key go together: give both (or neither, for plain HTTP)\n");
+        return -1;
+    }
+    if (c->use_graphite && !c->graphite_url[0]) {
+        fprintf(stderr, "sluice: USE_METRICS_GRAPHITE needs GRAPHITE_URL (the carbon receiver's host:port)\n");
         return -1;
     }
     return 0;
@@ -716,7 +737,63 @@ static int sub_queue_exists(void *ctx, const char *account, const char *queue) {
     return rc == 0 ? 1 : rc == SL_ENOTFOUND ? 0 : rc;
 }
 
+/* GET /metrics on the admin port: every layer's figures, a family at a
+ * time (Prometheus wants a family's samples together), then the process's. */
+static time_t started_s; /* set by run() */
+
+typedef struct {
+    sl_http_server *queue, *admin; /* atomic: set once each has started */
+    sl_engine *engine;
+    sl_store *store;
+} metrics_src;
+
+static void process_metrics(sl_text *t) {
+    long pages = 0, rss = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &rss) != 2) rss = 0;
+        fclose(f);
+    }
+    int fds = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        for (struct dirent *de; (de = readdir(d)) != NULL;)
+            fds += de->d_name[0] != '.';
+        closedir(d);
+        fds--; /* the directory's own descriptor */
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+                 ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
+    sl_metric_head(t, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+    sl_text_printf(t, "process_resident_memory_bytes %ld\n", rss * sysconf(_SC_PAGESIZE));
+    sl_metric_head(t, "process_open_fds", "gauge", "Open file descriptors.");
+    sl_text_printf(t, "process_open_fds %d\n", fds);
+    sl_metric_head(t, "process_cpu_seconds_total", "counter", "User and system CPU time spent, in seconds.");
+    sl_text_printf(t, "process_cpu_seconds_total %.3f\n", cpu);
+    sl_metric_head(t, "process_start_time_seconds", "gauge",
+                   "Start time of the process since the epoch, in seconds.");
+    sl_text_printf(t, "process_start_time_seconds %lld\n", (long long)started_s);
+}
+
+static void write_metrics(void *ctx, sl_text *t) {
+    metrics_src *m = ctx;
+    sl_http_server *srv[2] = {__atomic_load_n(&m->queue, __ATOMIC_ACQUIRE),
+                              __atomic_load_n(&m->admin, __ATOMIC_ACQUIRE)};
+    static const char *const name[2] = {"queue", "admin"};
+    for (int part = 0; part < SL_HTTP_M_N; part++) {
+        sl_http_metrics_head(t, part);
+        for (int i = 0; i < 2; i++)
+            if (srv[i]) sl_http_metrics(srv[i], name[i], part, t);
+    }
+    sl_engine_metrics(m->engine, t);
+    sl_store_metrics(m->store, t);
+    process_metrics(t);
+}
+
 static int run(const config *c, int dev, int temp_dir) {
+    started_s = time(NULL);
     static sl_fault_random_cfg faults;
     sl_log_level = c->log_level;
     raise_fd_limit();
@@ -741,6 +818,7 @@ static int run(const config *c, int dev, int temp_dir) {
     sl_acct *acct = NULL;
     sl_admin *admin = NULL;
     sl_http_server *srv = NULL, *admin_srv = NULL;
+    sl_graphite *graphite = NULL;
     struct sl_auth_key dev_key = {0};
     char store_desc[PATH_MAX + 1500];
     int rc = open_store(c, dev, &st, store_desc, sizeof store_desc);
@@ -803,7 +881,13 @@ static int run(const config *c, int dev, int temp_dir) {
             goto out;
         }
     }
-    sl_admin_config adc = {.engine = e, .acct = acct, .log = evlog, .token = c->admin_token};
+    metrics_src msrc = {.engine = e, .store = st};
+    sl_admin_config adc = {.engine = e,
+                           .acct = acct,
+                           .log = evlog,
+                           .token = c->admin_token,
+                           .metrics = write_metrics,
+                           .metrics_ctx = &msrc};
     if ((rc = sl_api_admin_open(&adc, &admin)) != 0) {
         fprintf(stderr, "sluice: cannot set up the admin API: %s\n", sl_strerror(rc));
         goto out;
@@ -823,6 +907,7 @@ static int run(const config *c, int dev, int temp_dir) {
                           .render_error = sl_api_render_error};
     sl_api_admin_routes(admin, &ahc.routes, &ahc.nroutes);
     rc = sl_http_start(&ahc, &admin_srv);
+    if (rc == 0) __atomic_store_n(&msrc.admin, admin_srv, __ATOMIC_RELEASE);
     if (rc) {
         fprintf(stderr, "sluice: cannot start the admin API on %s:%d%s\n", c->admin_host, c->admin_port,
                 rc == SL_EINVAL && c->tls_cert[0] ? " (see the TLS error above)" : "");
@@ -892,6 +977,17 @@ static int run(const config *c, int dev, int temp_dir) {
         fprintf(stderr, "sluice: cannot start the HTTP server on %s:%d\n", c->host, c->port);
         goto out;
     }
+    __atomic_store_n(&msrc.queue, srv, __ATOMIC_RELEASE);
+    if (c->use_graphite) {
+        rc = sl_graphite_start(c->graphite_url, c->graphite_prefix, c->graphite_interval_s, write_metrics, &msrc,
+                               &graphite);
+        if (rc) {
+            fprintf(stderr, "sluice: GRAPHITE_URL '%s' is not host:port\n", c->graphite_url);
+            goto out;
+        }
+        sl_log(SL_INFO, "graphite: pushing the metrics to %s every %d s as %s.*", c->graphite_url,
+               c->graphite_interval_s, c->graphite_prefix);
+    }
     int port = sl_http_port(srv), admin_port = sl_http_port(admin_srv);
     if (dev) dev_banner(c, port, admin_port, temp_dir, dev_key.secret, store_desc);
     OPENSSL_cleanse(&dev_key, sizeof dev_key);
@@ -913,8 +1009,11 @@ static int run(const config *c, int dev, int temp_dir) {
     }
     sl_log(SL_INFO, "%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
 out:
-    sl_http_stop(srv);
+    /* The readers of the servers' metrics first: the Graphite pusher, then
+     * the admin port (GET /metrics). */
+    sl_graphite_stop(graphite);
     sl_http_stop(admin_srv);
+    sl_http_stop(srv);
     sl_evsubs_stop(evsubs);
     if (e) sl_engine_close(e);
     if (api) sl_api_native_close(api);

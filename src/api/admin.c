@@ -33,7 +33,7 @@
 #include "req.h"
 
 #define BASE "/admin/api/v1/accounts"
-#define NROUTES 9
+#define NROUTES 10
 #define BODY_MAX 16384
 #define TOKEN_MAX 1024
 
@@ -94,6 +94,23 @@ static json_t *keys_object(const struct sl_auth_key *k, size_t n) {
 }
 
 /* --- Routes ------------------------------------------------------------- */
+
+/* GET /metrics: the Prometheus text format, from what every layer counts
+ * (cfg.metrics writes it). It reads no store, so it runs on the event loop. */
+static int h_metrics(sl_http_req *r, void *ctx) {
+    sl_admin *a = ctx;
+    if (admin_auth(a, r)) return SL_HTTP_DONE;
+    if (!a->cfg.metrics) return sl_http_error(r, 404, "NotFound", "this server keeps no metrics");
+    sl_text t = {0};
+    a->cfg.metrics(a->cfg.metrics_ctx, &t);
+    if (t.oom) {
+        free(t.p);
+        return sl_http_error(r, 503, "ServiceUnavailable", "out of memory");
+    }
+    sl_http_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", t.p ? t.p : "", t.n);
+    free(t.p);
+    return SL_HTTP_DONE;
+}
 
 static int h_openapi(sl_http_req *r, void *ctx) {
     (void)ctx;
@@ -453,6 +470,7 @@ int sl_api_admin_open(const sl_admin_config *cfg, sl_admin **out) {
      * runs them (sl_http_route.blocks). */
     const sl_http_route routes[] = {
         {"GET", "/openapi.json", h_openapi, 0, 0, NULL},
+        {"GET", "/metrics", h_metrics, 0, 0, NULL},
         {"POST", BASE, h_create, BODY_MAX, 1, NULL},
         {"GET", BASE, h_list, BODY_MAX, 1, NULL},
         {"GET", BASE "/{a}", h_get, BODY_MAX, 1, NULL},

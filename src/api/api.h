@@ -41,6 +41,9 @@ typedef struct {
     sl_acct *acct;     /* borrowed */
     sl_evlog *log;     /* borrowed; NULL: no event log to forget accounts in */
     const char *token; /* the admin token, copied */
+    /* GET /metrics: writes the Prometheus text (NULL: 404). */
+    void (*metrics)(void *ctx, sl_text *t);
+    void *metrics_ctx;
 } sl_admin_config;
 
 typedef struct sl_admin sl_admin;

@@ -504,6 +504,7 @@ static int recv_answer(sl_http_req *r, recv_state *st, sl_message *m, size_t n) 
         sl_watch_cancel(st->args.engine, st->w);
         st->w = NULL;
     }
+    sl_queue_note_receive(st->args.engine, st->account, st->queue, n);
     return st->args.answer(r, st->args.arg, m, n);
 }
 

@@ -57,6 +57,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "../util/metrics.h"
 #include "parse.h"
 #include "server.h"
 
@@ -70,8 +71,17 @@
 #define LINGER_MS 10000
 #define TICK_MS 250
 
+/* What GET /metrics says of a route: answers by status, and latencies
+ * from a request's head being read whole to its answer being queued (a
+ * long poll's wait included). */
+typedef struct {
+    uint64_t status[600];
+    sl_hist lat;
+} route_stats;
+
 typedef struct {
     const sl_http_route *r;
+    route_stats *st;
     int nseg;
     char *seg[MAX_SEGS]; /* literal, or a parameter name when param[i] */
     int param[MAX_SEGS];
@@ -98,6 +108,8 @@ struct sl_http_server {
     int stopping; /* atomic */
     int nconns;   /* atomic: open connections */
     int nreqs;    /* atomic: requests begun and not finished */
+    route_stats unrouted;   /* answers with no route: 404, 405, the server's own refusals */
+    uint64_t conns_refused; /* atomic: at the connection limit */
     /* The store pool: threads that run the handlers of routes marked
      * blocks, so that no event-loop thread waits on the store. */
     pthread_t *pool;
@@ -174,7 +186,7 @@ struct sl_http_req {
     char *body;
     size_t len, cap, max;
     char id[17];
-    int64_t t0;
+    int64_t t0, t0_us; /* wall ms (logs); monotonic us (latency) */
     /* the response */
     int status, has_resp;
     char *resp;
@@ -605,11 +617,19 @@ static const char *date_field(worker *w) {
     return w->date;
 }
 
+/* Counts an answer for GET /metrics. */
+static void count_answer(const sl_http_req *r) {
+    route_stats *st = r->route ? r->route->st : &r->srv->unrouted;
+    if (r->status >= 100 && r->status < 600) sl_count(&st->status[r->status], 1);
+    sl_hist_observe(&st->lat, sl_latency_us() - r->t0_us);
+}
+
 /* Appends r's response to its connection's output. A response to HEAD
  * carries the fields of the body it does not send; 1xx, 204 and 304 carry
  * no body and no Content-Length (RFC 9110 section 8.6). */
 static int serialize(conn *c, sl_http_req *r) {
     if (!r->has_resp) sl_http_error(r, 500, "InternalError", "the handler set no response");
+    count_answer(r);
     int bodyless = r->status == 204 || r->status == 304 || r->status < 200;
     size_t extra = 0;
     for (int i = 0; i < r->nhdr; i++)
@@ -654,6 +674,7 @@ static sl_http_req *req_new(conn *c) {
     r->srv = c->w->s;
     r->c = c;
     r->t0 = sl_now_ms();
+    r->t0_us = sl_latency_us();
     snprintf(r->id, sizeof r->id, "%016llx", (unsigned long long)sl_random_u64());
     r->method = r->path = r->raw = r->query = (char *)"-";
     __atomic_add_fetch(&r->srv->nreqs, 1, __ATOMIC_RELAXED);
@@ -1408,7 +1429,8 @@ static void *worker_main(void *arg) {
 
 /* Refuses a connection at once, before it is anyone's: a 503 rendered like
  * every other error, if the socket takes it, then close. */
-static void refuse_fd(const sl_http_server *s, int fd) {
+static void refuse_fd(sl_http_server *s, int fd) {
+    sl_count(&s->conns_refused, 1);
     char id[17], body[1536], buf[2048];
     const char *ctype;
     snprintf(id, sizeof id, "%016llx", (unsigned long long)sl_random_u64());
@@ -1526,9 +1548,11 @@ static int connection_limit(void) {
 
 static void free_server(sl_http_server *s) {
     if (s->routes) {
-        for (size_t i = 0; i < s->cfg.nroutes; i++)
+        for (size_t i = 0; i < s->cfg.nroutes; i++) {
             for (int k = 0; k < s->routes[i].nseg; k++)
                 free(s->routes[i].seg[k]);
+            free(s->routes[i].st);
+        }
         free(s->routes);
     }
     for (int i = 0; s->workers && i < s->nworkers; i++) {
@@ -1650,8 +1674,9 @@ int sl_http_start(const sl_http_config *cfg, sl_http_server **out) {
     }
     for (size_t i = 0; i < cfg->nroutes; i++) {
         int rc = compile_route(&cfg->routes[i], &s->routes[i]);
+        if (rc == 0 && !(s->routes[i].st = calloc(1, sizeof *s->routes[i].st))) rc = SL_ENOMEM;
         if (rc != 0) {
-            sl_log(SL_ERR, "http: bad route pattern '%s'", cfg->routes[i].pattern);
+            if (rc == SL_EINVAL) sl_log(SL_ERR, "http: bad route pattern '%s'", cfg->routes[i].pattern);
             free_server(s);
             return rc;
         }
@@ -1698,6 +1723,58 @@ int sl_http_start(const sl_http_config *cfg, sl_http_server **out) {
 
 int sl_http_port(const sl_http_server *s) {
     return s->port;
+}
+
+/* One route's samples of one family (see sl_http_metrics). */
+static void route_metrics(sl_text *t, const char *server, const char *method, const char *route, int part,
+                          const route_stats *st) {
+    if (part == SL_HTTP_M_REQUESTS) {
+        for (int code = 100; code < 600; code++) {
+            uint64_t n = sl_counted(&st->status[code]);
+            if (n)
+                sl_text_printf(t,
+                               "sluice_http_requests_total{server=\"%s\",method=\"%s\",route=\"%s\","
+                               "status=\"%d\"} %llu\n",
+                               server, method, route, code, (unsigned long long)n);
+        }
+    } else {
+        char labels[512];
+        snprintf(labels, sizeof labels, "server=\"%s\",method=\"%s\",route=\"%s\"", server, method, route);
+        sl_hist_print(t, "sluice_http_request_duration_seconds", labels, &st->lat);
+    }
+}
+
+void sl_http_metrics_head(sl_text *t, int part) {
+    static const char *const heads[SL_HTTP_M_N][3] = {
+        {"sluice_http_requests_total", "counter",
+         "Answers by server (queue or admin port), method, route pattern (\"-\" when none matched: 404, 405 "
+         "and the server's own refusals) and status."},
+        {"sluice_http_request_duration_seconds", "histogram",
+         "Time from a request's head being read to its answer, by route (long polls' waits included)."},
+        {"sluice_http_connections", "gauge", "Open connections."},
+        {"sluice_http_connections_refused_total", "counter",
+         "Connections refused with a 503 at the connection limit."},
+    };
+    sl_metric_head(t, heads[part][0], heads[part][1], heads[part][2]);
+}
+
+void sl_http_metrics(sl_http_server *s, const char *server, int part, sl_text *t) {
+    switch (part) {
+    case SL_HTTP_M_REQUESTS:
+    case SL_HTTP_M_DURATION:
+        for (size_t i = 0; i < s->cfg.nroutes; i++)
+            route_metrics(t, server, s->routes[i].r->method, s->routes[i].r->pattern, part, s->routes[i].st);
+        route_metrics(t, server, "-", "-", part, &s->unrouted);
+        break;
+    case SL_HTTP_M_CONNS:
+        sl_text_printf(t, "sluice_http_connections{server=\"%s\"} %d\n", server,
+                       __atomic_load_n(&s->nconns, __ATOMIC_RELAXED));
+        break;
+    default:
+        sl_text_printf(t, "sluice_http_connections_refused_total{server=\"%s\"} %llu\n", server,
+                       (unsigned long long)sl_counted(&s->conns_refused));
+        break;
+    }
 }
 
 int sl_http_tls(const sl_http_server *s) {

@@ -34,6 +34,7 @@
 #include <stdint.h>
 
 #include "../sluice.h"
+#include "../util/metrics.h"
 
 typedef struct sl_http_server sl_http_server;
 typedef struct sl_http_req sl_http_req;
@@ -95,6 +96,15 @@ int sl_http_tls(const sl_http_server *s);
  * sl_http_stopping() true and must not park again), waits for in-flight
  * handlers to finish, and frees the server. */
 void sl_http_stop(sl_http_server *s);
+
+/* GET /metrics (Prometheus text format): each server counts its answers
+ * by route and status and their latencies as it serializes them. A family's
+ * samples must be written together, so the caller writes part by part:
+ * sl_http_metrics_head(t, part), then sl_http_metrics() of every server
+ * with that part. server is the label ("queue", "admin"). */
+enum { SL_HTTP_M_REQUESTS, SL_HTTP_M_DURATION, SL_HTTP_M_CONNS, SL_HTTP_M_REFUSED, SL_HTTP_M_N };
+void sl_http_metrics_head(sl_text *t, int part);
+void sl_http_metrics(sl_http_server *s, const char *server, int part, sl_text *t);
 
 /* --- Inside a handler --------------------------------------------------- */
 

@@ -36,6 +36,7 @@ static int val_eq(const sl_val *a, const sl_val *b, sl_type t) {
 static int cas_resolve(sl_engine *e, sl_write *w, int nonce_col, int sent) {
     const sl_table *t = w->t;
     int64_t nonce = w->row.v[nonce_col].i;
+    if (sent) sl_count(&e->cas_unknown, 1);
     for (int attempt = 0; attempt < 6; attempt++) {
         if (sent) {
             sl_result r;
@@ -63,6 +64,7 @@ static int cas_resolve(sl_engine *e, sl_write *w, int nonce_col, int sent) {
         }
         int rc = sl_store_apply(e->st, w, 1, NULL);
         if (rc == SL_EUNKNOWN || (rc == SL_ENOTAPPLIED && sent)) {
+            if (!sent) sl_count(&e->cas_unknown, 1);
             sent = 1;
             continue;
         }

@@ -5,6 +5,7 @@
  * worker in repair.c. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -212,6 +213,54 @@ int sl_engine_open(sl_store *st, const sl_engine_config *cfg, sl_engine **out) {
 
 int sl_engine_ping(sl_engine *e) {
     return sl_store_ping(e->st);
+}
+
+void sl_queue_note_receive(sl_engine *e, const char *account, const char *queue, size_t n) {
+    pthread_mutex_lock(&e->mu);
+    for (qstate *q = e->queues; q; q = q->next) {
+        if (q->dead || strcmp(q->account, account) != 0 || strcmp(q->name, queue) != 0) continue;
+        sl_count(&q->m.receives, 1);
+        if (n == 0) sl_count(&q->m.empty_receives, 1);
+        break;
+    }
+    pthread_mutex_unlock(&e->mu);
+}
+
+void sl_engine_metrics(sl_engine *e, sl_text *t) {
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } fam[] = {
+        {"sluice_queue_puts_total", "Messages put (a FIFO queue's duplicates not counted).",
+         offsetof(qstate, m.puts)},
+        {"sluice_queue_deliveries_total", "Messages handed to receivers (leased).",
+         offsetof(qstate, m.deliveries)},
+        {"sluice_queue_redeliveries_total", "Deliveries of a message received before (its lease ran out).",
+         offsetof(qstate, m.redeliveries)},
+        {"sluice_queue_acks_total", "Messages acked (deleted) with a current receipt.",
+         offsetof(qstate, m.acks)},
+        {"sluice_queue_dead_letters_total",
+         "Messages moved to the dead-letter queue by this queue's receives.",
+         offsetof(qstate, m.dead_letters)},
+        {"sluice_queue_receives_total", "Receive calls answered (a long poll counts once).",
+         offsetof(qstate, m.receives)},
+        {"sluice_queue_empty_receives_total", "Receive calls answered with no message.",
+         offsetof(qstate, m.empty_receives)},
+    };
+    pthread_mutex_lock(&e->mu);
+    for (size_t f = 0; f < sizeof fam / sizeof fam[0]; f++) {
+        sl_metric_head(t, fam[f].name, "counter", fam[f].help);
+        for (qstate *q = e->queues; q; q = q->next)
+            if (!q->dead)
+                sl_text_printf(
+                    t, "%s{account=\"%s\",queue=\"%s\"} %llu\n", fam[f].name, q->account, q->name,
+                    (unsigned long long)sl_counted((const uint64_t *)((const char *)q + fam[f].off)));
+    }
+    pthread_mutex_unlock(&e->mu);
+    sl_metric_head(t, "sluice_engine_cas_unknown_total", "counter",
+                   "Compare-and-sets whose outcome was unknown (a timeout), resolved by reading the row.");
+    sl_text_printf(t, "sluice_engine_cas_unknown_total %llu\n",
+                   (unsigned long long)sl_counted(&e->cas_unknown));
 }
 
 void sl_engine_close(sl_engine *e) {

@@ -528,6 +528,7 @@ int sl_fifo_put(sl_engine *e, const char *account, const char *queue, const sl_f
         return rc < 0 ? rc : 0;
     }
     if (rc || (rc = log_mark(e, q, m->group, seq, LOG_READY)) != 0) return rc;
+    sl_count(&q->m.puts, 1);
     /* The message is durable; its release may wait for the sweeper. */
     int arc = fifo_advance(e, q, m->group, sl_now_ms()); /* marked above */
     if (arc) sl_log(SL_INFO, "fifo %s group %s: release after put: %s", q->qkey, m->group, sl_strerror(arc));

@@ -322,11 +322,16 @@ static int op_finish(sl_op *op, char (*ids)[SL_MSGID_LEN + 1], int *rcs, sl_mess
     switch (op->kind) {
     case OP_PUT:
         rc = msg_put_after(e, q, op->w, op->p, op->n, op->any_visible, op->rc);
+        if (rc == 0) sl_count(&q->m.puts, op->n);
         if (rc == 0 && ids) memcpy(ids, op->ids, op->n * sizeof *ids);
         break;
     case OP_ACK:
         if (op->ngroups) op_settle(op);
         msg_ack_after(q, op->w, op->nw, op->idx, op->krc, op->rcs);
+        size_t acked = 0;
+        for (size_t i = 0; i < op->n; i++)
+            acked += op->rcs[i] == 0;
+        sl_count(&q->m.acks, acked);
         if (rcs) memcpy(rcs, op->rcs, op->n * sizeof *rcs);
         break;
     case OP_RECV:
@@ -343,6 +348,11 @@ static int op_finish(sl_op *op, char (*ids)[SL_MSGID_LEN + 1], int *rcs, sl_mess
             op->msgs = NULL;
         } else {
             rc = 0;
+            size_t again = 0;
+            for (size_t i = 0; i < op->got; i++)
+                again += op->msgs[i].delivery_count > 1;
+            sl_count(&q->m.deliveries, op->got);
+            sl_count(&q->m.redeliveries, again);
         }
         if (msgs) {
             *msgs = op->msgs;

@@ -14,7 +14,7 @@
 #include "../limits.h"
 #include "../sluice.h"
 #include "../store/store.h"
-
+#include "../util/metrics.h"
 
 typedef struct sl_engine sl_engine;
 
@@ -254,6 +254,16 @@ void sl_op_discard(sl_op *op);
  * writes commit in the background). When they do not (Cassandra), a caller
  * that must not block runs them on a thread that may. */
 int sl_engine_defers(sl_engine *e);
+
+/* GET /metrics: what this node did with each queue it served since it
+ * started (puts, deliveries and redeliveries, acks, dead letters, receive
+ * calls and empty ones) and the engine's unknown compare-and-set outcomes,
+ * in the Prometheus text format. Reads no store. */
+void sl_engine_metrics(sl_engine *e, sl_text *t);
+/* Counts one receive call that answered n messages (the APIs call it once
+ * per call, however long it polled); a queue this node holds no state for
+ * is not counted. */
+void sl_queue_note_receive(sl_engine *e, const char *account, const char *queue, size_t n);
 
 /* Whether the store answers (for /health): 0 or a store error. */
 int sl_engine_ping(sl_engine *e);

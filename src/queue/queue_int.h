@@ -42,6 +42,7 @@
 #include <jansson.h>
 #include <pthread.h>
 
+#include "../util/metrics.h"
 #include "queue.h"
 
 /* Message states. */
@@ -218,6 +219,10 @@ typedef struct qstate {
 
     int seen_pos;
     int64_t repair_next_ms;
+    /* GET /metrics: what this node did with the queue (atomic adds). */
+    struct {
+        uint64_t puts, deliveries, redeliveries, acks, dead_letters, receives, empty_receives;
+    } m;
     struct cas_slot {                    /* combiners of compare-and-sets (eng_cas_many) */
         struct cas_req *head, *tail;     /* waiting for the next round */
         int busy;                        /* a round is being led */
@@ -250,6 +255,7 @@ struct sl_engine {
     pthread_t bg, poller;
     int bg_started;
     int movers; /* message move tasks running on this node (movetask.c), under mu */
+    uint64_t cas_unknown; /* compare-and-sets whose outcome was unknown, resolved by a read (atomic) */
 };
 
 /* --- Between the engine's files (each group: where it is defined) ------- */

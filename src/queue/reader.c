@@ -61,6 +61,7 @@ static int dead_letter_due(sl_engine *e, qstate *q, const sl_row *m) {
     qstate *dlq;
     if (eng_queue(e, q->account, name, &dlq) != 0) return 0; /* the DLQ is gone: deliver, never drop */
     int rc = msg_move(e, q, m, dlq, 0, 1);
+    if (rc == 0) sl_count(&q->m.dead_letters, 1);
     return rc == 0 || rc == SL_ENOTAPPLIED ? 1 : rc;
 }
 

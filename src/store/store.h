@@ -66,11 +66,13 @@
 #include <stddef.h>
 #include "../sluice.h"
 
-#define SL_MAX_COLS 20
+#define SL_MAX_COLS 17
 #define SL_MAX_PK 3
 #define SL_MAX_CK 2
 
 typedef enum { SL_INT = 1, SL_TEXT = 2, SL_BLOB = 3 } sl_type;
+
+struct sl_text; /* util/metrics.h */
 
 typedef struct {
     const char *name;
@@ -211,6 +213,9 @@ typedef struct {
     void (*apply_cb)(sl_store *s, const sl_write *w, size_t n, void (*done)(void *arg, int rc), void *arg);
     int (*ping)(sl_store *s); /* 0 when the store answers */
     void (*close)(sl_store *s);
+    /* Optional: writes the store's figures for GET /metrics (Prometheus
+     * text format, every family with its HELP and TYPE lines). */
+    void (*metrics)(sl_store *s, struct sl_text *t);
     /* A hint for callers, not part of the semantics: concurrent single-row
      * compare-and-sets of one partition are much cheaper sent together as
      * one conditional batch (Cassandra: one Paxos round instead of several
@@ -240,6 +245,9 @@ static inline void sl_store_apply_cb(sl_store *s, const sl_write *w, size_t n, v
 static inline int sl_store_defers(const sl_store *s) { return s->type->apply_cb != NULL; }
 static inline int sl_store_ping(sl_store *s) { return s->type->ping(s); }
 static inline void sl_store_close(sl_store *s) { if (s) s->type->close(s); }
+static inline void sl_store_metrics(sl_store *s, struct sl_text *t) {
+    if (s->type->metrics) s->type->metrics(s, t);
+}
 
 /* --- The embedded SQLite backend (store_sqlite.c) ---------------------- */
 

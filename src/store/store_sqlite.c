@@ -42,8 +42,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "../util/metrics.h"
 #include "store_int.h"
 
 #define LAYOUT_VERSION 1
@@ -115,6 +117,9 @@ typedef struct {
     size_t ntables, tcap;
     uint64_t groups;
     int full; /* the last group failed on a full disk: writer only */
+    /* GET /metrics (atomic adds; read by any thread) */
+    uint64_t m_commits, m_requests;
+    sl_hist m_commit; /* a group's time, from its first statement to its commit's fsync */
 
     pthread_mutex_t mu;      /* guards the queue below */
     pthread_cond_t cv;       /* signals the writer */
@@ -739,7 +744,14 @@ static void *writer_main(void *arg) {
         last->next = NULL;
         pthread_mutex_unlock(&s->mu);
 
+        int64_t t0_us = sl_latency_us();
         run_group(s, group);
+        size_t ngroup = 0;
+        for (req *r = group; r; r = r->next)
+            ngroup++;
+        sl_count(&s->m_commits, 1);
+        sl_count(&s->m_requests, ngroup);
+        sl_hist_observe(&s->m_commit, sl_latency_us() - t0_us);
 
         req *waiters = NULL, **tailp = &waiters, *calls = NULL, **ctail = &calls;
         pthread_mutex_lock(&s->mu);
@@ -1221,6 +1233,27 @@ static void sq_close(sl_store *st) {
     free(s);
 }
 
+static void sq_metrics(sl_store *st, sl_text *t) {
+    sq_store *s = (sq_store *)st;
+    sl_metric_head(t, "sluice_store_commits_total", "counter",
+                   "Embedded store: transactions committed (each fsynced; a group of pending requests).");
+    sl_text_printf(t, "sluice_store_commits_total %llu\n", (unsigned long long)sl_counted(&s->m_commits));
+    sl_metric_head(t, "sluice_store_committed_requests_total", "counter",
+                   "Embedded store: write requests committed; divided by the commits, the mean group size.");
+    sl_text_printf(t, "sluice_store_committed_requests_total %llu\n",
+                   (unsigned long long)sl_counted(&s->m_requests));
+    sl_metric_head(t, "sluice_store_commit_duration_seconds", "histogram",
+                   "Embedded store: a group's time from its first statement to its commit's fsync.");
+    sl_hist_print(t, "sluice_store_commit_duration_seconds", "", &s->m_commit);
+    pthread_mutex_lock(&s->mu);
+    int pending = s->npending;
+    pthread_mutex_unlock(&s->mu);
+    sl_metric_head(
+        t, "sluice_store_pending_writes", "gauge",
+        "Embedded store: write requests queued or being committed (over --max-pending-writes: 429).");
+    sl_text_printf(t, "sluice_store_pending_writes %d\n", pending);
+}
+
 static const sl_store_type sq_type = {
     .name = "sqlite",
     .ensure = sq_ensure,
@@ -1231,6 +1264,7 @@ static const sl_store_type sq_type = {
     .apply_cb = sq_apply_cb,
     .ping = sq_ping,
     .close = sq_close,
+    .metrics = sq_metrics,
 };
 
 /* Reads the layout version, stamps a new database with ours, and refuses
