@@ -60,6 +60,8 @@ typedef struct {
     long long max_message_bytes;
     long long max_json_bytes;
     int log_level;
+    char log_format[8];
+    char log_app[128];
     int max_pending_writes;
     int max_waiters;
     char admin_host[256];
@@ -193,7 +195,12 @@ static const option options[] = {
     OPT("max_json_bytes", "--max-json-bytes", "SLUICE_MAX_JSON_BYTES", O_LLONG, max_json_bytes, 1024,
         256 << 20, "1048576", NULL, "the largest JSON request body"),
     OPT("log_level", "--log-level", "SLUICE_LOG_LEVEL", O_LOG, log_level, 0, 2, "info", NULL,
-        "error, info or debug (or 0-2)"),
+        "error, info or debug (or 0-2); debug adds a line per request"),
+    OPT("log_format", "--log-format", "SLUICE_LOG_FORMAT", O_STR, log_format, 4, 0, "text", NULL,
+        "`text`, or `json`: one object per line (time, level, app, message; requestId, method, route, "
+        "account, queue while a request runs; status and latencyMs on request lines)"),
+    OPT("logstash_custom_app_name", NULL, "LOGSTASH_CUSTOM_APP_NAME", O_STR, log_app, 1, 0, "sluice", NULL,
+        "the `app` field of JSON log lines"),
     OPT("admin_port", "--admin-port", "SLUICE_ADMIN_PORT", O_INT, admin_port, 0, 65535, "8081", NULL,
         "the admin API's port (0 picks a free one)"),
     OPT("admin_host", "--admin-host", "SLUICE_ADMIN_HOST", O_STR, admin_host, 1, 0, "127.0.0.1", NULL,
@@ -470,6 +477,10 @@ static int load_config(config *c, int argc, char **argv, int dev) {
         if (set_key(c, fl.key[i], fl.val[i], "command line")) return -1;
     if (!c->tls_cert[0] != !c->tls_key[0]) {
         fprintf(stderr, "sluice: tls_cert and tls_key go together: give both (or neither, for plain HTTP)\n");
+        return -1;
+    }
+    if (strcmp(c->log_format, "text") != 0 && strcmp(c->log_format, "json") != 0) {
+        fprintf(stderr, "sluice: log_format is text or json, not '%s'\n", c->log_format);
         return -1;
     }
     if (c->use_graphite && !c->graphite_url[0]) {
@@ -796,6 +807,7 @@ static int run(const config *c, int dev, int temp_dir) {
     started_s = time(NULL);
     static sl_fault_random_cfg faults;
     sl_log_level = c->log_level;
+    if (strcmp(c->log_format, "json") == 0) sl_log_json(c->log_app);
     raise_fd_limit();
 
     /* Signals are taken synchronously by this thread with sigwait; block them
@@ -1093,6 +1105,7 @@ static int cmd_schema(int argc, char **argv) {
     free(rest);
     if (rc) return EXIT_USAGE;
     sl_log_level = c.log_level;
+    if (strcmp(c.log_format, "json") == 0) sl_log_json(c.log_app);
     if (!c.contact_points[0]) {
         fprintf(stderr, "sluice: schema needs Cassandra contact points: CONTACT_POINTS, --contact-points or "
                         "contact_points in the config file\n");

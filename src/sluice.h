@@ -108,9 +108,23 @@ int sl_month_days(int y, int m);
 int sl_time_parse(const char *s, size_t n, int lower, int64_t *us, int *frac_digits);
 
 /* Logging to stderr, one line per call, with a level word and a timestamp.
- * sl_log_level: 0 errors only, 1 info (default), 2 debug. */
+ * sl_log_level: 0 errors only, 1 info (default), 2 debug. In JSON (see
+ * sl_log_json) each line is one object: time, level, app, message, and the
+ * request's fields while a request's handler runs on the thread. */
 extern int sl_log_level;
 void sl_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* JSON lines from now on (call before any thread logs); app is the "app"
+ * field (LOGSTASH_CUSTOM_APP_NAME), copied. */
+void sl_log_json(const char *app);
+/* The request a thread works on, for its log lines (NULL: none). Fields
+ * may be NULL; the strings must outlive the setting. */
+typedef struct {
+    const char *request_id, *method, *route, *account, *queue;
+} sl_log_ctx;
+void sl_log_ctx_set(const sl_log_ctx *c);
+/* A request's line at the end of its life (debug level): c's fields, the
+ * status and the latency. */
+void sl_log_request(const sl_log_ctx *c, const char *path, int status, int64_t latency_us);
 #define SL_ERR 0
 #define SL_INFO 1
 #define SL_DEBUG 2

@@ -186,7 +186,8 @@ struct sl_http_req {
     char *body;
     size_t len, cap, max;
     char id[17];
-    int64_t t0, t0_us; /* wall ms (logs); monotonic us (latency) */
+    int64_t t0_us;  /* its head read whole (sl_latency_us) */
+    sl_log_ctx log; /* its fields in log lines (JSON logs) */
     /* the response */
     int status, has_resp;
     char *resp;
@@ -673,7 +674,6 @@ static sl_http_req *req_new(conn *c) {
     if (!r) return NULL;
     r->srv = c->w->s;
     r->c = c;
-    r->t0 = sl_now_ms();
     r->t0_us = sl_latency_us();
     snprintf(r->id, sizeof r->id, "%016llx", (unsigned long long)sl_random_u64());
     r->method = r->path = r->raw = r->query = (char *)"-";
@@ -681,14 +681,22 @@ static sl_http_req *req_new(conn *c) {
     return r;
 }
 
+/* The request's fields for log lines: its id, method, route pattern and
+ * the account and queue its path names. */
+static void log_fields(sl_http_req *r) {
+    r->log = (sl_log_ctx){r->id, r->method, r->route ? r->route->r->pattern : "-",
+                          sl_http_param(r, "account"), sl_http_param(r, "q")};
+}
+
 static void req_free(sl_http_req *r) {
     if (!r) return;
     /* The user state goes first: it may hold a wake-up source (a watch) that
      * must be cancelled before r disappears. */
     if (r->user_free) r->user_free(r->user);
-    if (sl_log_level >= SL_DEBUG)
-        sl_log(SL_DEBUG, "http %s %s %d %lldms [%s]", r->method, r->path, r->status,
-               (long long)(sl_now_ms() - r->t0), r->id);
+    if (sl_log_level >= SL_DEBUG) {
+        log_fields(r);
+        sl_log_request(&r->log, r->path, r->status, sl_latency_us() - r->t0_us);
+    }
     free(r->body);
     free(r->resp);
     __atomic_sub_fetch(&r->srv->nreqs, 1, __ATOMIC_RELEASE);
@@ -1089,9 +1097,12 @@ static void conn_process(conn *c);
  * handler that returns anything else has answered (or must be taken to
  * have), so a stray return value never leaves a request parked for good. */
 static int run_handler(sl_http_req *r) {
+    log_fields(r);
     for (;;) {
         void *ctx = r->route->r->ctx ? r->route->r->ctx : r->srv->cfg.ctx;
+        sl_log_ctx_set(&r->log); /* the handler's log lines carry the request's fields */
         int rc = r->route->r->fn(r, ctx);
+        sl_log_ctx_set(NULL);
         if (rc == SL_HTTP_POOL && !sl_http_on_pool(r)) return 2;
         if (rc == SL_HTTP_POOL) {
             sl_log(SL_ERR, "http: a handler asked for the store pool while on it");

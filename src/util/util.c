@@ -285,22 +285,106 @@ int sl_time_parse(const char *s, size_t n, int lower, int64_t *us, int *frac_dig
 
 int sl_log_level = SL_INFO;
 
-void sl_log(int level, const char *fmt, ...) {
-    if (level > sl_log_level) return;
-    static const char *words[] = {"error", "info", "debug"};
+static int log_json_on;
+static char log_app[128] = "sluice";
+static __thread const sl_log_ctx *log_ctx;
+
+void sl_log_json(const char *app) {
+    log_json_on = 1;
+    if (app && *app) snprintf(log_app, sizeof log_app, "%s", app);
+}
+
+void sl_log_ctx_set(const sl_log_ctx *c) {
+    log_ctx = c;
+}
+
+static const char *const level_words[] = {"error", "info", "debug"};
+
+/* Appends s as a JSON string (quotes included) at *o in out (cap bytes),
+ * cut short rather than overflowing. */
+static void json_str(char *out, size_t cap, size_t *o, const char *s) {
+    static const char hex[] = "0123456789abcdef";
+    if (*o + 2 >= cap) return;
+    out[(*o)++] = '"';
+    for (const unsigned char *p = (const unsigned char *)s; *p && *o + 8 < cap; p++) {
+        if (*p == '"' || *p == '\\') {
+            out[(*o)++] = '\\';
+            out[(*o)++] = (char)*p;
+        } else if (*p < 0x20) {
+            memcpy(out + *o, "\\u00", 4);
+            *o += 4;
+            out[(*o)++] = hex[*p >> 4];
+            out[(*o)++] = hex[*p & 15];
+        } else {
+            out[(*o)++] = (char)*p;
+        }
+    }
+    out[(*o)++] = '"';
+}
+
+static void json_field(char *out, size_t cap, size_t *o, const char *name, const char *v) {
+    if (!v || *o + strlen(name) + 8 >= cap) return;
+    *o += (size_t)snprintf(out + *o, cap - *o, ",\"%s\":", name);
+    json_str(out, cap, o, v);
+}
+
+/* Writes one line: text, or a JSON object with the context's fields and,
+ * for a request's line, its status and latency (status 0: none). */
+static void log_line(int level, const char *msg, const sl_log_ctx *c, const char *path, int status,
+                     int64_t latency_us) {
     char ts[32];
     struct timespec now;
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &now);
     gmtime_r(&now.tv_sec, &tm);
     strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+    const char *word = level_words[level < 0 ? 0 : level > 2 ? 2 : level];
+    if (!log_json_on) {
+        fprintf(stderr, "%s.%03ldZ %s %s\n", ts, now.tv_nsec / 1000000, word, msg);
+        return;
+    }
+    char out[2048];
+    size_t o = (size_t)snprintf(out, sizeof out, "{\"time\":\"%s.%03ldZ\",\"level\":\"%s\"", ts,
+                                now.tv_nsec / 1000000, word);
+    json_field(out, sizeof out, &o, "app", log_app);
+    json_field(out, sizeof out, &o, "message", msg);
+    if (c) {
+        json_field(out, sizeof out, &o, "requestId", c->request_id);
+        json_field(out, sizeof out, &o, "method", c->method);
+        json_field(out, sizeof out, &o, "route", c->route);
+        json_field(out, sizeof out, &o, "account", c->account);
+        json_field(out, sizeof out, &o, "queue", c->queue);
+    }
+    json_field(out, sizeof out, &o, "path", path);
+    if (status && o + 64 < sizeof out)
+        o += (size_t)snprintf(out + o, sizeof out - o, ",\"status\":%d,\"latencyMs\":%.3f", status,
+                              (double)latency_us / 1000.0);
+    if (o + 2 >= sizeof out) o = sizeof out - 2;
+    out[o++] = '}';
+    out[o++] = '\n';
+    fwrite(out, 1, o, stderr);
+}
+
+void sl_log(int level, const char *fmt, ...) {
+    if (level > sl_log_level) return;
     char line[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "%s.%03ldZ %s %s\n", ts, now.tv_nsec / 1000000, words[level < 0 ? 0 : level > 2 ? 2 : level],
-            line);
+    log_line(level, line, log_ctx, NULL, 0, 0);
+}
+
+void sl_log_request(const sl_log_ctx *c, const char *path, int status, int64_t latency_us) {
+    if (SL_DEBUG > sl_log_level) return;
+    if (log_json_on) {
+        log_line(SL_DEBUG, "request", c, path, status, latency_us);
+        return;
+    }
+    char line[1024];
+    snprintf(line, sizeof line, "http %s %s %d %.1fms [%s]", c->method ? c->method : "-", path, status,
+             (double)latency_us / 1000.0, c->request_id ? c->request_id : "-");
+    log_line(SL_DEBUG, line, NULL, NULL, 0, 0);
 }
 
 int sl_name_valid(const char *s) {
