@@ -17,9 +17,11 @@ debs=(build-essential pkg-config libjansson-dev libsqlite3-dev libssl-dev liblz4
 # SQS transport, below).
 # prometheus and graphite-carbon: the real Prometheus server that scrapes GET
 # /metrics and the real carbon receiver Sluice pushes to, in
-# tests/api/test_metrics.py.
+# tests/api/test_metrics.py. podman, runc and mmdebstrap build and run the
+# container image of deploy/Dockerfile, systemd's systemd-analyze checks the
+# unit (tests/api/test_deploy.py).
 [ $test_deps = 1 ] && debs+=(libcmocka-dev python3 python3-pip clang python3-boto3 libcurl4-openssl-dev prometheus
-    graphite-carbon)
+    graphite-carbon podman runc mmdebstrap systemd)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -41,6 +43,7 @@ fi
 pyneed=()
 python3 -c 'import pytest' 2>/dev/null || pyneed+=(pytest)
 python3 -c 'import requests' 2>/dev/null || pyneed+=(requests)
+python3 -c 'import yaml' 2>/dev/null || pyneed+=(pyyaml)
 python3 -c 'import botocore' 2>/dev/null || pyneed+=(botocore)
 # SQS: boto3 with the JSON protocol (botocore 1.34 and later) and the AWS CLI.
 python3 -c 'import boto3, botocore, sys; sys.exit(tuple(map(int, botocore.__version__.split(".")[:2])) < (1, 34))' \

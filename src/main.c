@@ -100,7 +100,7 @@ static void usage(FILE *f) {
                "      directory, with an account 'dev'. Binds 127.0.0.1:8080 by default.\n"
                "  sluice serve [--config FILE] [--data DIR] [--port N] [--host ADDR] [options]\n"
                "      The server on the embedded store in DIR. Binds 0.0.0.0:8080 by default.\n"
-               "  sluice schema [--create-keyspace] [--replication MAP] [options]\n"
+               "  sluice schema [--create-keyspace] [--replication MAP] [options]   (alias: bootstrap)\n"
                "      Creates or migrates the Cassandra schema in KEYSPACE (needs CONTACT_POINTS);\n"
                "      --create-keyspace also creates the keyspace, by default with\n"
                "      {'class':'SimpleStrategy','replication_factor':1}.\n"
@@ -1143,7 +1143,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "dev") == 0) return cmd_server(argc - 2, argv + 2, 1);
     if (strcmp(cmd, "serve") == 0) return cmd_server(argc - 2, argv + 2, 0);
     if (sl_client_is_command(cmd)) return sl_client_main(argc - 1, argv + 1);
-    if (strcmp(cmd, "schema") == 0) return cmd_schema(argc - 2, argv + 2);
+    if (strcmp(cmd, "schema") == 0 || strcmp(cmd, "bootstrap") == 0) return cmd_schema(argc - 2, argv + 2);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("sluice %s\n", SL_VERSION);
         return 0;
