@@ -756,6 +756,7 @@ typedef struct {
     sl_http_server *queue, *admin; /* atomic: set once each has started */
     sl_engine *engine;
     sl_store *store;
+    sl_evlog *evlog;
 } metrics_src;
 
 static void process_metrics(sl_text *t) {
@@ -799,6 +800,7 @@ static void write_metrics(void *ctx, sl_text *t) {
             if (srv[i]) sl_http_metrics(srv[i], name[i], part, t);
     }
     sl_engine_metrics(m->engine, t);
+    sl_evlog_metrics(m->evlog, t);
     sl_store_metrics(m->store, t);
     process_metrics(t);
 }
@@ -893,7 +895,7 @@ static int run(const config *c, int dev, int temp_dir) {
             goto out;
         }
     }
-    metrics_src msrc = {.engine = e, .store = st};
+    metrics_src msrc = {.engine = e, .store = st, .evlog = evlog};
     sl_admin_config adc = {.engine = e,
                            .acct = acct,
                            .log = evlog,

@@ -125,6 +125,11 @@ int sl_cql_schema_change(sl_cql_client *c, const char *query, int timeout_ms);
 int sl_cql_client_protocol(sl_cql_client *c);
 /* How many nodes are known and how many are up. */
 void sl_cql_client_nodes(sl_cql_client *c, int *known, int *up);
+/* GET /metrics: per node (host:port, dc), requests, errors, timeouts,
+ * retries and connections opened since the client started, whether it is
+ * up, and its pooled connections. */
+struct sl_text;
+void sl_cql_metrics(sl_cql_client *c, struct sl_text *t);
 /* The token a prepared statement with these values routes by, and whether
  * it has one (v4 gives partition key indexes). */
 int sl_cql_routing_token(sl_cql_stmt *st, const sl_cql_bytes *vals, size_t n, int64_t *token);

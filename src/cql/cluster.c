@@ -169,6 +169,46 @@ void sl_cql_client_nodes(sl_cql_client *c, int *known, int *up) {
     pthread_mutex_unlock(&c->mu);
 }
 
+void sl_cql_metrics(sl_cql_client *c, sl_text *t) {
+    static const struct {
+        const char *name, *type, *help;
+        size_t off; /* in node_stats; SIZE_MAX: up; SIZE_MAX - 1: connections */
+    } fam[] = {
+        {"sluice_cql_requests_total", "counter", "CQL requests sent to the node, retries included.",
+         offsetof(node_stats, requests)},
+        {"sluice_cql_errors_total", "counter", "CQL requests the node answered with an error or not at all.",
+         offsetof(node_stats, errors)},
+        {"sluice_cql_timeouts_total", "counter", "CQL requests to the node that timed out.",
+         offsetof(node_stats, timeouts)},
+        {"sluice_cql_retries_total", "counter", "CQL requests sent to the node after another node's attempt.",
+         offsetof(node_stats, retries)},
+        {"sluice_cql_connects_total", "counter", "Connections opened to the node (reconnections included).",
+         offsetof(node_stats, connects)},
+        {"sluice_cql_node_up", "gauge", "1 while the client holds a live connection to the node.", SIZE_MAX},
+        {"sluice_cql_connections", "gauge", "The node's pooled connections.", SIZE_MAX - 1},
+    };
+    pthread_mutex_lock(&c->mu);
+    for (size_t f = 0; f < sizeof fam / sizeof fam[0]; f++) {
+        sl_metric_head(t, fam[f].name, fam[f].type, fam[f].help);
+        for (int i = 0; i < c->nnodes; i++) {
+            const node *n = &c->nodes[i];
+            if (n->removed) continue;
+            unsigned long long v;
+            if (fam[f].off == SIZE_MAX) {
+                v = (unsigned long long)n->up;
+            } else if (fam[f].off == SIZE_MAX - 1) {
+                v = 0;
+                for (int k = 0; k < MAX_POOL; k++)
+                    v += n->pool[k] && !n->pool[k]->retired;
+            } else {
+                v = sl_counted((const uint64_t *)((const char *)n->st + fam[f].off));
+            }
+            sl_text_printf(t, "%s{node=\"%s:%d\",dc=\"%s\"} %llu\n", fam[f].name, n->host, n->port, n->dc, v);
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
 uint16_t sl_cql_client_serial(sl_cql_client *c) {
     return c->cfg.serial_consistency;
 }
@@ -321,12 +361,14 @@ void sl_cql_client_close(sl_cql_client *c) {
     pthread_mutex_unlock(&c->mu);
     if (c->maint_started) pthread_join(c->maint, NULL);
     if (c->control) sl_cql_conn_close(c->control);
-    for (int i = 0; i < c->nnodes; i++)
+    for (int i = 0; i < c->nnodes; i++) {
         for (int k = 0; k < MAX_POOL; k++)
             if (c->nodes[i].pool[k]) {
                 sl_cql_conn_close(c->nodes[i].pool[k]->c);
                 free(c->nodes[i].pool[k]);
             }
+        free(c->nodes[i].st);
+    }
     for (sl_cql_stmt *s = c->stmts, *n; s; s = n) {
         n = s->next;
         free(s->query);

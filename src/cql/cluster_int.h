@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <openssl/ssl.h>
 
+#include "../util/metrics.h"
 #include "client.h"
 #include "conn.h"
 #include "token.h"
@@ -24,6 +25,16 @@ typedef struct pconn {
     int retired;
 } pconn;
 
+/* A node's figures for GET /metrics, apart from the node array (which may
+ * move), so that a request counts without the client's lock (atomic adds). */
+typedef struct node_stats {
+    uint64_t requests; /* sent, retries included */
+    uint64_t errors;   /* answered with an error or not at all (timeouts included) */
+    uint64_t timeouts;
+    uint64_t retries;  /* requests sent here after another node's attempt */
+    uint64_t connects; /* connections opened (the first ones and reconnections) */
+} node_stats;
+
 typedef struct node {
     char host[64];
     int port;
@@ -36,6 +47,7 @@ typedef struct node {
     int64_t suspect_until;   /* a request to it timed out: plans try it last until then (mono ms) */
     int timeouts;            /* requests that timed out on it in a row */
     pconn *pool[MAX_POOL];
+    node_stats *st; /* never NULL once added; freed with the client */
 } node;
 
 typedef struct {

@@ -75,6 +75,7 @@ void cql_maintain_pools(sl_cql_client *c) {
         pthread_mutex_lock(&c->mu);
         n = &c->nodes[i];
         if (rc == 0) {
+            sl_count(&n->st->connects, 1);
             pconn *p = calloc(1, sizeof *p);
             int placed = 0;
             for (int k = 0; p && k < c->cfg.pool_size && !placed; k++)

@@ -208,12 +208,16 @@ static int run(sl_cql_client *c, rq *r, int flags, int has_token, int64_t token,
         r->qp.has_timestamp = 1;
         r->qp.timestamp = sl_cql_next_timestamp();
     }
-    int rc = SL_EUNAVAILABLE, timeouts = 0, maybe_applied = 0;
+    int rc = SL_EUNAVAILABLE, timeouts = 0, maybe_applied = 0, tried = 0;
     for (int k = 0; k < np; k++) {
         pthread_mutex_lock(&c->mu);
         pconn *p = cql_pick_conn_locked(c, &c->nodes[plan[k]]);
+        node_stats *ns = c->nodes[plan[k]].st;
         pthread_mutex_unlock(&c->mu);
         if (!p) continue;
+        sl_count(&ns->requests, 1);
+        if (tried) sl_count(&ns->retries, 1);
+        tried = 1;
         int again = 0, reprepares = 0;
         for (;;) {
             uint8_t *body;
@@ -230,6 +234,7 @@ static int run(sl_cql_client *c, rq *r, int flags, int has_token, int64_t token,
             }
             if (rc == SL_EIO || rc == SL_ETIMEOUT) {
                 if (rc == SL_ETIMEOUT) {
+                    sl_count(&ns->timeouts, 1);
                     timeouts++;
                     cql_node_outcome(c, plan[k], 1);
                 }
@@ -277,6 +282,7 @@ static int run(sl_cql_client *c, rq *r, int flags, int has_token, int64_t token,
             break;
         }
         cql_pconn_release(c, p);
+        if (rc != 0) sl_count(&ns->errors, 1);
         if (rc == 0 || !again) break;
         pthread_mutex_lock(&c->mu);
         pthread_cond_signal(&c->maint_cv); /* a connection may have died */

@@ -16,10 +16,15 @@ int cql_find_node(sl_cql_client *c, const char *host) {
 int cql_add_node(sl_cql_client *c, const char *host, int port, const char *dc) {
     int i = cql_find_node(c, host);
     if (i < 0) {
+        node_stats *st = calloc(1, sizeof *st);
+        if (!st) return -1;
         if (c->nnodes == c->capnodes) {
             int cap = c->capnodes ? c->capnodes * 2 : 8;
             node *p = realloc(c->nodes, (size_t)cap * sizeof *p);
-            if (!p) return -1;
+            if (!p) {
+                free(st);
+                return -1;
+            }
             c->nodes = p;
             c->capnodes = cap;
         }
@@ -27,6 +32,7 @@ int cql_add_node(sl_cql_client *c, const char *host, int port, const char *dc) {
         memset(&c->nodes[i], 0, sizeof c->nodes[i]);
         snprintf(c->nodes[i].host, sizeof c->nodes[i].host, "%s", host);
         c->nodes[i].port = port;
+        c->nodes[i].st = st;
     }
     c->nodes[i].removed = 0;
     if (dc) snprintf(c->nodes[i].dc, sizeof c->nodes[i].dc, "%s", dc);

@@ -222,6 +222,10 @@ const char *sl_evlog_table_options(const sl_table *t);
  * error. */
 int sl_evlog_open(sl_store *st, const sl_evlog_config *cfg, sl_evlog **out);
 void sl_evlog_close(sl_evlog *l);
+/* GET /metrics: events ingested by outcome and the ingests' latency, query
+ * pages and their latency, since the process started. */
+struct sl_text;
+void sl_evlog_metrics(sl_evlog *l, struct sl_text *t);
 /* The token secret (the same on every node). */
 const unsigned char *sl_evlog_secret(const sl_evlog *l);
 

@@ -137,7 +137,42 @@ struct sl_evlog {
         int64_t read_ms;
     } retention[RETENTION_CACHE]; /* by a hash of the account */
     uint64_t dirs[DIR_CACHE];     /* hashes of the directory rows written */
+    /* GET /metrics (atomic adds) */
+    uint64_t m_outcomes[3]; /* ingests by outcome: created, matched, conflict */
+    uint64_t m_queries;
+    sl_hist m_ingest, m_query; /* a put or batch's time; a query page's */
 };
+
+void ev_note_query(sl_evlog *l, int64_t t0_us) {
+    sl_count(&l->m_queries, 1);
+    sl_hist_observe(&l->m_query, sl_latency_us() - t0_us);
+}
+
+/* Counts the outcomes of out[0..n) after an ingest that began at t0_us. */
+static void note_ingest(sl_evlog *l, const sl_ev_receipt *out, size_t n, int64_t t0_us) {
+    for (size_t i = 0; i < n; i++)
+        if (out[i].outcome >= SL_EV_CREATED && out[i].outcome <= SL_EV_CONFLICT)
+            sl_count(&l->m_outcomes[out[i].outcome - SL_EV_CREATED], 1);
+    sl_hist_observe(&l->m_ingest, sl_latency_us() - t0_us);
+}
+
+void sl_evlog_metrics(sl_evlog *l, sl_text *t) {
+    static const char *const outcome[] = {"created", "matched", "conflict"};
+    sl_metric_head(
+        t, "sluice_events_ingested_total", "counter",
+        "Events put, by outcome (matched and conflict: an event with that id was there; nothing stored).");
+    for (int i = 0; i < 3; i++)
+        sl_text_printf(t, "sluice_events_ingested_total{outcome=\"%s\"} %llu\n", outcome[i],
+                       (unsigned long long)sl_counted(&l->m_outcomes[i]));
+    sl_metric_head(t, "sluice_events_ingest_duration_seconds", "histogram",
+                   "The time of an event put or batch.");
+    sl_hist_print(t, "sluice_events_ingest_duration_seconds", "", &l->m_ingest);
+    sl_metric_head(t, "sluice_events_queries_total", "counter", "Pages of event queries answered.");
+    sl_text_printf(t, "sluice_events_queries_total %llu\n", (unsigned long long)sl_counted(&l->m_queries));
+    sl_metric_head(t, "sluice_events_query_duration_seconds", "histogram",
+                   "The time of one page of a query.");
+    sl_hist_print(t, "sluice_events_query_duration_seconds", "", &l->m_query);
+}
 
 static uint64_t fnv64(uint64_t h, const void *p, size_t n) {
     for (const unsigned char *c = p; n--; c++)
@@ -601,17 +636,31 @@ static int put_atomic(sl_evlog *l, const char *account, const sl_event *evs, siz
     return rc;
 }
 
+static int put_one(sl_evlog *l, const char *account, const sl_event *ev, sl_ev_receipt *out);
+
 int sl_evlog_put_batch(sl_evlog *l, const char *account, const sl_event *evs, size_t n, sl_ev_receipt *out) {
-    if (l->atomic) return put_atomic(l, account, evs, n, out);
-    for (size_t i = 0; i < n; i++) {
-        int rc = sl_evlog_put(l, account, &evs[i], &out[i]);
-        if (rc) return rc;
+    int64_t t0 = sl_latency_us();
+    if (l->atomic) {
+        int rc = put_atomic(l, account, evs, n, out);
+        if (rc == 0) note_ingest(l, out, n, t0);
+        return rc;
     }
+    for (size_t i = 0; i < n; i++) {
+        int rc = put_one(l, account, &evs[i], &out[i]);
+        if (rc) {
+            note_ingest(l, out, i, t0);
+            return rc;
+        }
+    }
+    note_ingest(l, out, n, t0);
     return 0;
 }
 
 int sl_evlog_put(sl_evlog *l, const char *account, const sl_event *ev, sl_ev_receipt *out) {
-    if (l->atomic) return put_atomic(l, account, ev, 1, out);
+    return sl_evlog_put_batch(l, account, ev, 1, out);
+}
+
+static int put_one(sl_evlog *l, const char *account, const sl_event *ev, sl_ev_receipt *out) {
     char tags[SL_EV_FILTER_MAX * (SL_EV_TAG_MAX + 1) + 1];
     join_tags(ev, tags);
     int retention;

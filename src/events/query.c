@@ -135,7 +135,16 @@ static int read_run(qctx *c, int k, int64_t b, int shard, const sl_ev_pos *cur, 
     return rc;
 }
 
+static int query_page(sl_evlog *l, const sl_ev_query *q, int limit, sl_ev_page *out);
+
 int sl_evlog_query(sl_evlog *l, const sl_ev_query *q, int limit, sl_ev_page *out) {
+    int64_t t0 = sl_latency_us();
+    int rc = query_page(l, q, limit, out);
+    if (rc == 0) ev_note_query(l, t0);
+    return rc;
+}
+
+static int query_page(sl_evlog *l, const sl_ev_query *q, int limit, sl_ev_page *out) {
     memset(out, 0, sizeof *out);
     if (limit < 1 || limit > SL_EV_LIMIT_MAX || q->start_us < 0 || q->start_us > q->end_us ||
         !sl_name_valid(q->account))

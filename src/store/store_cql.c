@@ -62,6 +62,7 @@
 #include <unistd.h>
 
 #include "../cql/client.h"
+#include "../util/metrics.h"
 #include "store_int.h"
 
 #define SCHEMA_VERSION SL_STORE_CQL_SCHEMA_VERSION
@@ -813,6 +814,10 @@ static void cq_close(sl_store *st) {
     free(s);
 }
 
+static void cq_metrics(sl_store *st, sl_text *t) {
+    sl_cql_metrics(((cq_store *)st)->cl, t);
+}
+
 static const sl_store_type cq_type = {
     .name = "cql",
     .ensure = cq_ensure,
@@ -821,6 +826,7 @@ static const sl_store_type cq_type = {
     .apply = cq_apply,
     .ping = cq_ping,
     .close = cq_close,
+    .metrics = cq_metrics,
     .combine_cas = 1,
 };
 
