@@ -757,6 +757,7 @@ typedef struct {
     sl_engine *engine;
     sl_store *store;
     sl_evlog *evlog;
+    sl_evsubs *evsubs;
 } metrics_src;
 
 static void process_metrics(sl_text *t) {
@@ -801,6 +802,7 @@ static void write_metrics(void *ctx, sl_text *t) {
     }
     sl_engine_metrics(m->engine, t);
     sl_evlog_metrics(m->evlog, t);
+    sl_evsubs_metrics(m->evsubs, t);
     sl_store_metrics(m->store, t);
     process_metrics(t);
 }
@@ -895,7 +897,7 @@ static int run(const config *c, int dev, int temp_dir) {
             goto out;
         }
     }
-    metrics_src msrc = {.engine = e, .store = st, .evlog = evlog};
+    metrics_src msrc = {.engine = e, .store = st, .evlog = evlog, .evsubs = evsubs};
     sl_admin_config adc = {.engine = e,
                            .acct = acct,
                            .log = evlog,

@@ -364,5 +364,8 @@ typedef struct sl_evsubs sl_evsubs;
 int sl_evsubs_start(sl_evlog *l, const sl_evsubs_config *cfg, sl_evsubs **out);
 /* Stops it and gives its leases back, so another node takes over at once. */
 void sl_evsubs_stop(sl_evsubs *w);
+/* GET /metrics: per subscription this node works on, how far behind the
+ * log's read horizon it has read, and the events it put into the queue. */
+void sl_evsubs_metrics(sl_evsubs *w, struct sl_text *t);
 
 #endif

@@ -376,6 +376,11 @@ typedef struct {
     int64_t renew_ms; /* the lease is renewed then */
     int64_t fresh_ms; /* the row is read again then */
     int64_t persist_ms;
+    /* GET /metrics, under the worker's mu: how far it has read while owned,
+     * and the events it put into the queue since this node started. */
+    int shown;
+    int64_t seen_us;
+    uint64_t delivered;
 } entry;
 
 struct sl_evsubs {
@@ -583,6 +588,9 @@ static void work(sl_evsubs *w, entry *e, int64_t now) {
                 return;
             }
             e->cur = to;
+            pthread_mutex_lock(&w->mu);
+            e->delivered += n;
+            pthread_mutex_unlock(&w->mu);
         } else {
             sl_ev_page_free(&p);
             e->cur = to;
@@ -611,16 +619,24 @@ static void read_dir(sl_evsubs *w) {
             while (k < w->n && (strcmp(w->e[k].account, account) || strcmp(w->e[k].name, name)))
                 k++;
             if (k < w->n) continue;
+            /* Under mu: GET /metrics reads the array (only this thread writes it). */
+            pthread_mutex_lock(&w->mu);
             if (w->n == w->cap) {
-                entry *g = realloc(w->e, (w->cap = w->cap ? 2 * w->cap : 16) * sizeof *g);
-                if (!g) break;
+                size_t cap = w->cap ? 2 * w->cap : 16;
+                entry *g = realloc(w->e, cap * sizeof *g);
+                if (!g) {
+                    pthread_mutex_unlock(&w->mu);
+                    break;
+                }
                 w->e = g;
+                w->cap = cap;
             }
             entry *e = &w->e[w->n++];
             memset(e, 0, sizeof *e);
             snprintf(e->account, sizeof e->account, "%s", account);
             snprintf(e->name, sizeof e->name, "%s", name);
             snprintf(e->skey, sizeof e->skey, "%s/%s", account, name);
+            pthread_mutex_unlock(&w->mu);
         }
     }
     sl_result_free(&r);
@@ -646,7 +662,31 @@ static void round_robin(sl_evsubs *w) {
             }
         }
         if (own(w, e, now)) work(w, e, now);
+        pthread_mutex_lock(&w->mu);
+        e->shown = e->owned && e->have;
+        e->seen_us = e->cur.us;
+        pthread_mutex_unlock(&w->mu);
     }
+}
+
+void sl_evsubs_metrics(sl_evsubs *w, sl_text *t) {
+    int64_t horizon = sl_evlog_horizon(w->l);
+    sl_metric_head(t, "sluice_subscription_lag_seconds", "gauge",
+                   "How far behind the event log's read horizon a subscription this node works on has read.");
+    pthread_mutex_lock(&w->mu);
+    for (size_t i = 0; i < w->n; i++)
+        if (w->e[i].shown)
+            sl_text_printf(t, "sluice_subscription_lag_seconds{account=\"%s\",subscription=\"%s\"} %.3f\n",
+                           w->e[i].account, w->e[i].name,
+                           horizon > w->e[i].seen_us ? (double)(horizon - w->e[i].seen_us) / 1e6 : 0.0);
+    sl_metric_head(t, "sluice_subscription_events_delivered_total", "counter",
+                   "Events this node put into a subscription's queue.");
+    for (size_t i = 0; i < w->n; i++)
+        if (w->e[i].delivered || w->e[i].shown)
+            sl_text_printf(
+                t, "sluice_subscription_events_delivered_total{account=\"%s\",subscription=\"%s\"} %llu\n",
+                w->e[i].account, w->e[i].name, (unsigned long long)w->e[i].delivered);
+    pthread_mutex_unlock(&w->mu);
 }
 
 static void *run(void *arg) {

@@ -366,3 +366,22 @@ def test_event_log_counters(server, client):
     assert delta("sluice_events_ingest_duration_seconds_count") == 4
     assert delta("sluice_events_queries_total") >= 1
     assert delta("sluice_events_query_duration_seconds_count") == delta("sluice_events_queries_total")
+
+
+def test_subscription_lag_and_deliveries(server, client):
+    q, name = unique_name("msq"), unique_name("msub")
+    assert client.create_queue(q).status_code == 201
+    typ = unique_name("metric.sub")
+    assert client.create_sub(name, q, {"types": [typ]}, start="earliest").status_code == 201
+    for i in range(3):
+        assert client.put_event({"type": typ, "data": {"i": i}}).status_code == 201
+    labels = dict(account="dev", subscription=name)
+
+    def delivered():
+        m = scrape(server)
+        return value(m, "sluice_subscription_events_delivered_total", **labels) == 3 and m
+    m = await_until(delivered, timeout=60, interval=0.5, desc="3 events delivered by the subscription")
+    assert len(client.receive_list(q, max_messages=10)) == 3
+    # Caught up: its lag is how far behind the horizon it looked last, under a minute here.
+    lag = m.get(("sluice_subscription_lag_seconds", frozenset(labels.items())))
+    assert lag is not None and 0 <= lag < 60
