@@ -385,3 +385,27 @@ def test_subscription_lag_and_deliveries(server, client):
     # Caught up: its lag is how far behind the horizon it looked last, under a minute here.
     lag = m.get(("sluice_subscription_lag_seconds", frozenset(labels.items())))
     assert lag is not None and 0 <= lag < 60
+
+
+def test_counters_start_again_after_a_restart(server_factory):
+    srv = server_factory("restart")
+    c = srv.client()
+    q = unique_name("mrs")
+    assert c.create_queue(q).status_code == 201
+    for i in range(3):
+        c.put_ok(q, f"r{i}")
+    assert queue_value(scrape(srv), "sluice_queue_puts_total", q) == 3
+    c.close()
+    srv.stop()
+    srv.start()
+    c = srv.client()
+    # A node counts what it did since it started: nothing yet for this queue.
+    assert queue_value(scrape(srv), "sluice_queue_puts_total", q) == 0
+    c.put_ok(q, "after")
+    got = []
+    await_until(lambda: got.extend(c.receive_list(q, max_messages=10)) or len(got) == 4,
+                desc="the 3 messages of before the restart and the new one")
+    m = scrape(srv)
+    assert queue_value(m, "sluice_queue_puts_total", q) == 1
+    assert queue_value(m, "sluice_queue_deliveries_total", q) == 4
+    c.close()
