@@ -1176,7 +1176,8 @@ static json_t *rx_message(const rx *x, const sl_message *m, const char *handle) 
     sl_sqs_md5_hex(m->body, m->len, md5);
     json_t *j = json_pack("{s:s,s:s,s:s,s:o}", "MessageId", m->id, "ReceiptHandle", handle, "MD5OfBody", md5,
                           "Body", sl_api_json_text(m->body, m->len));
-    json_t *stored = json_loads(m->attrs_json ? m->attrs_json : "{}", 0, NULL);
+    /* Most messages have no attributes: "{}" needs no parse (NULL reads as empty). */
+    json_t *stored = m->attrs_json && strcmp(m->attrs_json, "{}") != 0 ? json_loads(m->attrs_json, 0, NULL) : NULL;
     json_t *attrs = json_object(), *sys = json_object();
     const char *k;
     json_t *a;

@@ -433,9 +433,20 @@ static int canonical_headers(struct sl__sb *b, const struct sl_auth_request *rq,
 
 int sl_auth_sigv4_account(const char *authorization, const char *credential, char account[SL_NAME_MAX + 1]) {
     struct authz a = {0};
-    if (authorization ? parse_authorization(authorization, &a) != 0
-                      : !credential || parse_credential(credential, strlen(credential), &a) != 0)
+    if (authorization) {
+        /* Only the Credential component: verification parses the whole
+         * header anyway, and this runs first on every SQS request. */
+        size_t w = strcspn(authorization, " \t");
+        if (!sl__token_eq(authorization, w, "AWS4-HMAC-SHA256")) return SL_EAUTH;
+        const char *c = authorization + w;
+        while ((c = strstr(c, "Credential=")) != NULL && c[-1] != ' ' && c[-1] != '\t' && c[-1] != ',')
+            c++;
+        if (!c) return SL_EAUTH;
+        c += 11;
+        if (parse_credential(c, strcspn(c, ", \t"), &a) != 0) return SL_EAUTH;
+    } else if (!credential || parse_credential(credential, strlen(credential), &a) != 0) {
         return SL_EAUTH;
+    }
     const char *colon = memchr(a.akid, ':', a.akid_len);
     size_t n = colon ? (size_t)(colon - a.akid) : a.akid_len;
     if (n == 0 || n > SL_NAME_MAX) return SL_EAUTH;

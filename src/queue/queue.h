@@ -204,6 +204,10 @@ typedef struct {
     int64_t enqueued_ms;
     int64_t first_receive_ms;     /* its first delivery's time, 0 before one */
     char *attrs_json;             /* malloc'ed JSON object text, never NULL */
+    /* A delivery's numeric id and expiry, for sl_msg_receipt_sticky (set
+     * by a receive, which need not parse its own receipt again). */
+    int64_t lease_id, lease_exp_ms;
+    int lease_set;
 } sl_message;
 
 void sl_messages_free(sl_message *m, size_t n); /* frees the array too */

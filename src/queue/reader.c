@@ -90,6 +90,9 @@ static int leased_message(qstate *q, const sl_row *m, sl_message *out) {
     if (rc) return rc;
     out->delivery_count = m->v[M_DCOUNT].i + 1;
     msg_receipt_make(q, out->receipt, m->v[M_ID].i, m->v[M_VERSION].i + 1, m->v[M_EXP].i);
+    out->lease_id = m->v[M_ID].i;
+    out->lease_exp_ms = m->v[M_EXP].i;
+    out->lease_set = 1;
     return 0;
 }
 
