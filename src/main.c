@@ -196,7 +196,7 @@ static const option options[] = {
         256 << 20, "1048576", NULL, "the largest JSON request body"),
     OPT("log_level", "--log-level", "SLUICE_LOG_LEVEL", O_LOG, log_level, 0, 2, "info", NULL,
         "error, info or debug (or 0-2); debug adds a line per request"),
-    OPT("log_format", "--log-format", "SLUICE_LOG_FORMAT", O_STR, log_format, 4, 0, "text", NULL,
+    OPT("log_format", "--log-format", "SLUICE_LOG_FORMAT", O_STR, log_format, 1, 0, "text", NULL,
         "`text`, or `json`: one object per line (time, level, app, message; requestId, method, route, "
         "account, queue while a request runs; status and latencyMs on request lines)"),
     OPT("logstash_custom_app_name", NULL, "LOGSTASH_CUSTOM_APP_NAME", O_STR, log_app, 1, 0, "sluice", NULL,
