@@ -43,6 +43,8 @@ static sl_cql_client *synthetic(void) {
 }
 
 static void destroy(sl_cql_client *c) {
+    for (int i = 0; i < c->nnodes; i++)
+        free(c->nodes[i].st); /* what cql_add_node allocated beside the node */
     free(c->nodes);
     free(c->ring);
     free(c->repl);
