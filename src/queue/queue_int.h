@@ -42,7 +42,6 @@
 #include <jansson.h>
 #include <pthread.h>
 
-#include "../util/metrics.h"
 #include "queue.h"
 
 /* Message states. */
