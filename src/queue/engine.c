@@ -153,10 +153,12 @@ int sl_engine_tick(sl_engine *e) {
             }
             qstate *q;
             if (eng_queue(e, account, name, &q) != 0 || strcmp(q->qkey, qkey) != 0) continue;
-            if (q->repair_next_ms > now) continue;
-            q->repair_next_ms = now + (int64_t)q->opts.repair_poll_s * 1000;
-            rc = repair_queue(e, q);
-            if (rc && rc != SL_ENOTFOUND) sl_log(SL_INFO, "repair of %s: %s", qkey, sl_strerror(rc));
+            if (q->repair_next_ms <= now) {
+                q->repair_next_ms = now + (int64_t)q->opts.repair_poll_s * 1000;
+                rc = repair_queue(e, q);
+                if (rc && rc != SL_ENOTFOUND) sl_log(SL_INFO, "repair of %s: %s", qkey, sl_strerror(rc));
+            }
+            lg_maintain(e, q, now); /* after the repair, which may move messages */
         }
         int more = r.more;
         sl_result_free(&r);
@@ -256,7 +258,49 @@ void sl_engine_metrics(sl_engine *e, sl_text *t) {
                     t, "%s{account=\"%s\",queue=\"%s\"} %llu\n", fam[f].name, q->account, q->name,
                     (unsigned long long)sl_counted((const uint64_t *)((const char *)q + fam[f].off)));
     }
+    /* The depth, from memory (ledger.c), of the queues recounted since
+     * they were loaded. The figures take the queues' own locks, which are
+     * never taken before e->mu elsewhere: the queues are held, e->mu let
+     * go, and their figures read then. */
+    size_t nq = 0, cap = 0;
+    for (qstate *q = e->queues; q; q = q->next)
+        cap += !q->dead;
+    qstate **qs = cap ? malloc(cap * sizeof *qs) : NULL;
+    for (qstate *q = e->queues; q && qs && nq < cap; q = q->next)
+        if (!q->dead) {
+            q->users++;
+            qs[nq++] = q;
+        }
     pthread_mutex_unlock(&e->mu);
+    lg_fig *fig = nq ? calloc(nq, sizeof *fig) : NULL;
+    int64_t now = sl_now_ms();
+    for (size_t i = 0; i < nq && fig; i++)
+        lg_figures(qs[i], now, &fig[i]);
+    static const char *const states[] = {"visible", "in_flight", "delayed"};
+    sl_metric_head(t, "sluice_queue_messages", "gauge",
+                   "Messages in the queue by state (visible, in_flight, delayed), kept by this node's "
+                   "operations and recounted from the store when something escaped them.");
+    for (size_t i = 0; i < nq && fig; i++) {
+        if (!fig[i].counted) continue;
+        int64_t v[3] = {fig[i].visible, fig[i].in_flight, fig[i].delayed};
+        for (int k = 0; k < 3; k++)
+            sl_text_printf(t, "sluice_queue_messages{account=\"%s\",queue=\"%s\",state=\"%s\"} %lld\n",
+                           qs[i]->account, qs[i]->name, states[k], (long long)v[k]);
+    }
+    sl_metric_head(t, "sluice_queue_oldest_message_age_seconds", "gauge",
+                   "Age of the oldest message in the queue, 0 when it is empty.");
+    for (size_t i = 0; i < nq && fig; i++)
+        if (fig[i].counted)
+            sl_text_printf(t, "sluice_queue_oldest_message_age_seconds{account=\"%s\",queue=\"%s\"} %lld\n",
+                           qs[i]->account, qs[i]->name, (long long)fig[i].oldest_age_s);
+    if (nq && !fig) t->oom = 1;
+    if (cap && !qs) t->oom = 1;
+    free(fig);
+    pthread_mutex_lock(&e->mu);
+    for (size_t i = 0; i < nq; i++)
+        qs[i]->users--;
+    pthread_mutex_unlock(&e->mu);
+    free(qs);
     sl_metric_head(t, "sluice_engine_cas_unknown_total", "counter",
                    "Compare-and-sets whose outcome was unknown (a timeout), resolved by reading the row.");
     sl_text_printf(t, "sluice_engine_cas_unknown_total %llu\n",

@@ -267,6 +267,7 @@ static int release_put(sl_engine *e, qstate *q, const char *g, int64_t seq, cons
     int any_visible;
     memset(w, 0, sizeof w);
     memset(entries, 0, sizeof entries);
+    lg_op_begin(q);
     int rc = msg_put_rows(e, q, &p, 1, ids, &pp, w, entries, &any_visible);
     if (rc == 0) {
         /* The message keeps the id SendMessage gave it; its send time
@@ -275,6 +276,7 @@ static int release_put(sl_engine *e, qstate *q, const char *g, int64_t seq, cons
         w[0].row.v[M_MID] = sl_vtext(mid);
         rc = msg_put_after(e, q, w, &pp, 1, any_visible, eng_write(e, w, 1));
     }
+    lg_op_end(q);
     free(text);
     *b = pp.id / q->opts.bucket_size;
     *id = pp.id;

@@ -145,6 +145,13 @@ int msg_put_rows(sl_engine *e, qstate *q, const sl_put *msgs, size_t n, char (*i
 /* What follows the write of a put's rows, which returned rc. */
 int msg_put_after(sl_engine *e, qstate *q, const sl_write *w, const put_pending *p, size_t n, int any_visible,
                   int rc) {
+    for (size_t i = 0; i < n; i++) {
+        const sl_row *m = &w[i].row;
+        if (rc == 0)
+            lg_put(q, m->v[M_ID].i, m->v[M_PUT].i, m->v[M_PUTVIS].i, m->v[M_EXP].i);
+        else
+            lg_suspect(q); /* the rows may land all the same */
+    }
     if (rc == 0) {
         msg_fresh_feed(q, w, n);
     } else {
@@ -299,6 +306,8 @@ void msg_ack_writes(qstate *q, const char *const *receipts, size_t n, int *rcs, 
 void msg_ack_after(qstate *q, const sl_write *w, size_t k, const size_t *idx, const int *krc, int *rcs) {
     for (size_t x = 0; x < k; x++) {
         rcs[idx[x]] = krc[x] == SL_ENOTAPPLIED ? SL_ECONFLICT : krc[x];
+        if (krc[x] == 0) lg_gone(q, w[x].row.v[M_ID].i, 0);
+        if (krc[x] != 0 && krc[x] != SL_ENOTAPPLIED) lg_suspect(q);
         if (krc[x] == 0)
             msg_lease_entry_cancel(q, w[x].row.v[M_ID].i,
                                    w[x].cond[0].col == M_VERSION ? w[x].cond[0].v.i : -1);
@@ -339,6 +348,7 @@ int sl_msg_update(sl_engine *e, const char *account, const char *queue, const ch
     rc = eng_cas(e, &w, M_NONCE);
     if (rc == SL_ENOTAPPLIED) return SL_ECONFLICT;
     if (rc) return rc;
+    lg_leased(q, id, 0, visible);
     msg_lease_entry_cancel(q, id, version);
     /* A message returned now (or soon) is found through its entry: write
      * it before answering, so that a receive right after finds it. */

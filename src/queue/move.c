@@ -113,7 +113,26 @@ static int retarget(sl_engine *e, qstate *src, const sl_row *m, const char *dqke
 
 /* dest format: "<dst qkey>|<id>|<bucket>|<reset>|<dead>|<claim ms>"; rows
  * written before the claim time was recorded lack the last field. */
+static int complete_move(sl_engine *e, qstate *src, const sl_row *m);
+
+/* The ledgers (ledger.c) of both queues see the move as it lands. */
 int msg_complete_move(sl_engine *e, qstate *src, const sl_row *m) {
+    char dqkey[QKEY_MAX];
+    qstate *dq = NULL;
+    if (sl_val_str(&m->v[M_DEST], dqkey, sizeof dqkey) >= 0) {
+        char *bar = strchr(dqkey, '|');
+        if (bar) *bar = 0;
+        if (queue_of_qkey(e, dqkey, &dq) != 0) dq = NULL;
+    }
+    lg_op_begin(src);
+    if (dq) lg_op_begin(dq);
+    int rc = complete_move(e, src, m);
+    if (dq) lg_op_end(dq);
+    lg_op_end(src);
+    return rc;
+}
+
+static int complete_move(sl_engine *e, qstate *src, const sl_row *m) {
     char dest[QKEY_MAX + 100], dqkey[QKEY_MAX];
     if (sl_val_str(&m->v[M_DEST], dest, sizeof dest) < 0) return SL_EINTERNAL;
     char *bar = strchr(dest, '|');
@@ -157,6 +176,13 @@ int msg_complete_move(sl_engine *e, qstate *src, const sl_row *m) {
     int rc = eng_cas(e, &w, M_NONCE);
     if (rc && rc != SL_ENOTAPPLIED) return rc;
     __atomic_add_fetch(&e->moves, 1, __ATOMIC_RELEASE); /* a READY row the pools lack */
+    qstate *dq;
+    if (queue_of_qkey(e, dqkey, &dq) == 0) {
+        if (rc == 0)
+            lg_put(dq, did, w.row.v[M_PUT].i, now, exp);
+        else
+            lg_suspect(dq); /* a copy made before, which may or may not have been counted */
+    }
     /* Before the source is marked done: a crash in between leaves it
      * MOVING, and this runs again. */
     if ((rc = forward_if_passed(e, dqkey, dbucket, did, claim_ms)) != 0) return rc;
@@ -172,6 +198,8 @@ int msg_complete_move(sl_engine *e, qstate *src, const sl_row *m) {
     f.cond[1] = (sl_cond){M_STATE, sl_vint(MS_MOVING)};
     f.ncond = 2;
     rc = eng_cas(e, &f, M_NONCE);
+    if (rc == 0) lg_gone(src, m->v[M_ID].i, m->v[M_PUT].i);
+    if (rc && rc != SL_ENOTAPPLIED) lg_suspect(src);
     if (rc == 0 && dead) eng_counter_add(e, src->qkey, "dead", 1);
     return rc;
 }

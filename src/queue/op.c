@@ -87,10 +87,12 @@ static sl_op *op_new(sl_engine *e, qstate *q, int kind, size_t n, void (*done)(v
     op->left = 1;
     sem_init(&op->sem, 0, 0); /* cannot fail for a process-private semaphore */
     eng_queue_hold(e, q);
+    if (kind != OP_RECV) lg_op_begin(q);
     return op;
 }
 
 static void op_free(sl_op *op) {
+    if (op->kind != OP_RECV) lg_op_end(op->q);
     eng_queue_release(op->e, op->q);
     sem_destroy(&op->sem);
     free(op);

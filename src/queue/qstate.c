@@ -23,6 +23,7 @@ static qstate *qstate_new(const char *account, const char *name, int64_t version
     pthread_mutex_init(&q->mu, NULL);
     pthread_cond_init(&q->claimed, NULL);
     pthread_cond_init(&q->fresh_cv, NULL);
+    lg_init(q);
     return q;
 }
 
@@ -179,6 +180,7 @@ static void qstate_free(qstate *q) {
     free(q->pend);
     free(q->dues);
     pthread_mutex_destroy(&q->mu);
+    lg_destroy(q);
     pthread_cond_destroy(&q->claimed);
     pthread_cond_destroy(&q->fresh_cv);
     free(q);

@@ -521,48 +521,37 @@ int sl_queue_delete(sl_engine *e, const char *account, const char *name) {
 }
 
 /* Statistics are computed by reading the buckets that are not finalized yet
- * (from the repair pointer to the head): exact, and proportional to the
- * messages still in the queue rather than to its history. */
+ * (from the repair pointer to the head, lg_scan): exact, and proportional to
+ * the messages still in the queue rather than to its history. GET /metrics
+ * has the same figures from memory (ledger.c). */
+typedef struct {
+    sl_queue_statistics *out;
+    int64_t oldest;
+} stats_acc;
+
+static int stats_row(void *arg, const sl_row *m, int64_t now) {
+    stats_acc *a = arg;
+    if (m->v[M_STATE].i != MS_WAITING || m->v[M_VISIBLE].i <= now)
+        a->out->visible++;
+    else if (m->v[M_DCOUNT].i == 0)
+        a->out->delayed++;
+    else
+        a->out->in_flight++;
+    if (a->oldest == 0 || m->v[M_PUT].i < a->oldest) a->oldest = m->v[M_PUT].i;
+    return 0;
+}
+
 int sl_queue_stats(sl_engine *e, const char *account, const char *name, sl_queue_statistics *out) {
     memset(out, 0, sizeof *out);
     int rc = sl_acct_exists(e->cfg.accounts, account);
     if (rc) return rc;
     qstate *q;
     if ((rc = eng_queue(e, account, name, &q)) != 0) return rc;
-    msg_refresh_purge(e, q, 1);
-    int64_t repair, head, now = sl_now_ms(), oldest = 0;
-    if ((rc = eng_pointer_get(e, q->qkey, "repair", &repair)) != 0) return rc;
-    if ((rc = msg_head(e, q, &head)) != 0) return rc;
-    int64_t last = head > 0 ? (head - 1) / q->opts.bucket_size : -1;
-    for (int64_t b = repair; b <= last; b++) {
-        sl_result r;
-        sl_result_init(&r);
-        if ((rc = msg_scan_bucket(e, q, b, &r)) != 0) {
-            sl_result_free(&r);
-            return rc;
-        }
-        for (size_t i = 0; i < r.n; i++) {
-            sl_row *m = &r.rows[i];
-            if (m->v[M_ID].i < 0 || msg_purged(q, m)) continue;
-            int64_t st = m->v[M_STATE].i;
-            if (st == MS_READY || st == MS_MOVING) {
-                out->visible++;
-            } else if (st == MS_WAITING) {
-                if (m->v[M_VISIBLE].i <= now)
-                    out->visible++;
-                else if (m->v[M_DCOUNT].i == 0)
-                    out->delayed++;
-                else
-                    out->in_flight++;
-            } else {
-                continue;
-            }
-            if (oldest == 0 || m->v[M_PUT].i < oldest) oldest = m->v[M_PUT].i;
-        }
-        sl_result_free(&r);
-    }
+    int64_t now = sl_now_ms();
+    stats_acc a = {out, 0};
+    if ((rc = lg_scan(e, q, now, stats_row, &a)) != 0) return rc;
     out->size = out->visible + out->in_flight + out->delayed;
-    out->oldest_age_s = oldest ? (now - oldest) / 1000 : 0;
+    out->oldest_age_s = a.oldest ? (now - a.oldest) / 1000 : 0;
     sl_val key[2] = {sl_vtext(q->qkey), sl_vtext("dead")};
     sl_result r;
     sl_result_init(&r);
@@ -586,6 +575,7 @@ int sl_queue_purge(sl_engine *e, const char *account, const char *name) {
     if (q->purge_ms < floor) q->purge_ms = floor;
     q->ncands = 0;
     pthread_mutex_unlock(&q->mu);
+    lg_suspect(q);
     for (int i = 0; i < 20 && sl_now_ms() <= floor; i++) usleep(250);
     return 0;
 }
@@ -609,41 +599,29 @@ int sl_queue_redrive(sl_engine *e, const char *account, const char *dlq, const c
     return eng_redrive(e, src, dst, NULL, NULL, moved);
 }
 
+typedef struct {
+    sl_engine *e;
+    qstate *src, *dst;
+    int (*step)(void *arg, int64_t moved);
+    void *arg;
+    int64_t *moved;
+} redrive_ctx;
+
+static int redrive_row(void *arg, const sl_row *m, int64_t now) {
+    redrive_ctx *c = arg;
+    /* Messages leased from the DLQ right now stay with their reader. */
+    if (m->v[M_STATE].i == MS_MOVING || (m->v[M_STATE].i == MS_WAITING && m->v[M_VISIBLE].i > now)) return 0;
+    int rc = msg_move(c->e, c->src, m, c->dst, 1, 0);
+    if (rc == SL_ENOTAPPLIED) return 0;
+    if (rc) return rc;
+    ++*c->moved;
+    return c->step && c->step(c->arg, *c->moved) ? 1 : 0;
+}
+
 int eng_redrive(sl_engine *e, qstate *src, qstate *dst, int (*step)(void *arg, int64_t moved), void *arg,
                 int64_t *moved) {
-    int rc;
-    msg_refresh_purge(e, src, 1);
-    int64_t repair, head, now = sl_now_ms();
-    if ((rc = eng_pointer_get(e, src->qkey, "repair", &repair)) != 0) return rc;
-    if ((rc = msg_head(e, src, &head)) != 0) return rc;
-    int64_t last = head > 0 ? (head - 1) / src->opts.bucket_size : -1;
-    for (int64_t b = repair; b <= last; b++) {
-        sl_result r;
-        sl_result_init(&r);
-        if ((rc = msg_scan_bucket(e, src, b, &r)) != 0) {
-            sl_result_free(&r);
-            return rc;
-        }
-        for (size_t i = 0; i < r.n; i++) {
-            sl_row *m = &r.rows[i];
-            if (m->v[M_ID].i < 0 || msg_purged(src, m)) continue;
-            int64_t st = m->v[M_STATE].i;
-            /* Messages leased from the DLQ right now stay with their reader. */
-            if (st != MS_READY && !(st == MS_WAITING && m->v[M_VISIBLE].i <= now)) continue;
-            rc = msg_move(e, src, m, dst, 1, 0);
-            if (rc == 0) (*moved)++;
-            else if (rc != SL_ENOTAPPLIED) {
-                sl_result_free(&r);
-                return rc;
-            }
-            if (rc == 0 && step && step(arg, *moved)) {
-                sl_result_free(&r);
-                eng_notify(e, dst);
-                return 1;
-            }
-        }
-        sl_result_free(&r);
-    }
+    redrive_ctx c = {e, src, dst, step, arg, moved};
+    int rc = lg_scan(e, src, sl_now_ms(), redrive_row, &c);
     if (*moved) eng_notify(e, dst);
-    return 0;
+    return rc;
 }

@@ -130,6 +130,33 @@ typedef struct {
     int64_t id, version;
 } cand;
 
+/* ledger.c: a queue's depth, kept by this node's operations. */
+typedef struct {
+    int64_t id, vis_ms, put_ms; /* put_ms 0: unknown */
+    int delayed;                /* invisible since its put, never leased */
+} lg_entry;
+typedef struct {
+    lg_entry *e; /* open addressing by id, INT64_MIN: empty */
+    size_t cap, n;
+} lg_table;
+struct ledger {
+    pthread_mutex_t mu; /* guards what follows */
+    int64_t size;       /* live messages */
+    lg_table inv;       /* messages this node made invisible, by id */
+    int64_t oldest_put; /* 0: not known (lg_figures looks further) */
+    int64_t min_exp;    /* the earliest retention end put in since the last recount */
+    int recount;        /* a recount is due */
+    int counted;        /* a recount succeeded */
+    int pending;        /* operations in flight that change the size */
+    uint64_t seq;       /* changes so far: a recount that saw one is not kept */
+    uint64_t seq_seen;  /* seq at the last background pass */
+    int64_t counted_ms, swept_ms;
+};
+typedef struct {
+    int64_t visible, in_flight, delayed, oldest_age_s;
+    int counted; /* 0 until the first recount: the figures mean nothing yet */
+} lg_fig;
+
 /* The node-local state of one incarnation (qkey) of a queue. Created on
  * first use. An incarnation that was deleted is marked dead and no longer
  * found by name; the poller frees it once nothing holds it (users: the
@@ -222,6 +249,7 @@ typedef struct qstate {
     struct {
         uint64_t puts, deliveries, redeliveries, acks, dead_letters, receives, empty_receives;
     } m;
+    struct ledger lg;                    /* the depth (ledger.c) */
     struct cas_slot {                    /* combiners of compare-and-sets (eng_cas_many) */
         struct cas_req *head, *tail;     /* waiting for the next round */
         int busy;                        /* a round is being led */
@@ -296,6 +324,26 @@ int eng_queue_row_json(sl_engine *e, const char *account, const char *name, json
  * and it returns 1. 0 when it went through, or an error. */
 int eng_redrive(sl_engine *e, qstate *src, qstate *dst, int (*step)(void *arg, int64_t moved), void *arg,
                 int64_t *moved);
+
+/* ledger.c */
+void lg_init(qstate *q);
+void lg_destroy(qstate *q);
+/* Around an operation that changes the queue's size (a put, an ack, a
+ * move): a recount that overlaps one is not kept. */
+void lg_op_begin(qstate *q);
+void lg_op_end(qstate *q);
+void lg_put(qstate *q, int64_t id, int64_t put_ms, int64_t vis_ms, int64_t exp_ms);
+void lg_leased(qstate *q, int64_t id, int64_t put_ms, int64_t vis_ms);
+/* Acked or moved out; put_ms 0 when not known. */
+void lg_gone(qstate *q, int64_t id, int64_t put_ms);
+/* Something happened that the hooks cannot count: recount. */
+void lg_suspect(qstate *q);
+/* Calls fn for every live message of q (READY, MOVING or WAITING, not
+ * purged), from the repair pointer to the head; fn's nonzero answer stops
+ * the walk and is returned. */
+int lg_scan(sl_engine *e, qstate *q, int64_t now, int (*fn)(void *, const sl_row *, int64_t), void *arg);
+void lg_maintain(sl_engine *e, qstate *q, int64_t now);
+void lg_figures(qstate *q, int64_t now, lg_fig *out);
 
 /* fifo.c */
 extern const sl_table sl_t_fifo_groups, sl_t_fifo_log, sl_t_fifo_dedup, sl_t_fifo_busy;

@@ -85,7 +85,8 @@ static void lease_write(qstate *q, sl_row *m, int64_t now, int64_t visible, sl_w
 }
 
 /* What a client gets for a message it leased with lease_write(). */
-static int leased_message(qstate *q, const sl_row *m, sl_message *out) {
+static int leased_message(qstate *q, const sl_row *m, int64_t visible, sl_message *out) {
+    lg_leased(q, m->v[M_ID].i, m->v[M_PUT].i, visible);
     int rc = msg_fill_message(out, m);
     if (rc) return rc;
     out->delivery_count = m->v[M_DCOUNT].i + 1;
@@ -108,7 +109,7 @@ static int lease_one(sl_engine *e, qstate *q, sl_row *m, int invis_s, sl_message
     eng_cas_many(e, q, &w, 1, M_NONCE, &rc);
     if (rc) return rc;
     msg_lease_entry(e, q, m->v[M_ID].i, m->v[M_VERSION].i + 1, visible, m->v[M_EXP].i, 1);
-    return leased_message(q, m, out);
+    return leased_message(q, m, visible, out);
 }
 
 /* The leases of rows[0..k) (READY, or WAITING and due): rows that are due
@@ -145,7 +146,7 @@ int msg_lease_after(sl_engine *e, qstate *q, sl_row **todo, size_t n, const int 
             if (rcs[i] != SL_ENOTAPPLIED && !err) err = rcs[i];
             continue;
         }
-        if ((rc = leased_message(q, todo[i], &out[*got])) != 0) return rc;
+        if ((rc = leased_message(q, todo[i], visible, &out[*got])) != 0) return rc;
         (*got)++;
         int64_t id = todo[i]->v[M_ID].i, ver = todo[i]->v[M_VERSION].i + 1, exp = todo[i]->v[M_EXP].i;
         if (!msg_lease_entry_defer(q, id, ver, visible, exp, now))

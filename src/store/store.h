@@ -222,6 +222,9 @@ typedef struct {
      * that contend). The embedded store commits every pending write in one
      * transaction anyway, and combining would only add a hand-off. */
     int combine_cas;
+    /* Other Sluice nodes may share the data (Cassandra): what this node
+     * keeps in memory of it does not see their writes. */
+    int shared;
 } sl_store_type;
 
 struct sl_store {

@@ -828,6 +828,7 @@ static const sl_store_type cq_type = {
     .close = cq_close,
     .metrics = cq_metrics,
     .combine_cas = 1,
+    .shared = 1,
 };
 
 int sl_store_cql_open(const sl_cql_config *cfg, sl_store **out) {

@@ -107,6 +107,50 @@ def await_until(fn, timeout=10.0, interval=0.05, desc="condition"):
         time.sleep(interval)
 
 
+def queue_depth(srv, q, account="dev"):
+    """The queue's depth as GET /metrics on srv's admin port has it:
+    {"visible", "inFlight", "delayed", "oldestMessageAgeSeconds"}, or None
+    while the node has not counted the queue yet."""
+    r = requests.get(srv.admin_url + "/metrics", headers={"Authorization": "Bearer " + srv.admin_token},
+                     timeout=10, verify=False)
+    assert r.status_code == 200, describe(r)
+    names = {"visible": "visible", "in_flight": "inFlight", "delayed": "delayed"}
+    out = {}
+    want = f'account="{account}",queue="{q}"'
+    for line in r.text.splitlines():
+        if line.startswith("sluice_queue_messages{" + want + ",state="):
+            state = line.split('state="', 1)[1].split('"', 1)[0]
+            out[names[state]] = int(line.rsplit(" ", 1)[1])
+        elif line.startswith("sluice_queue_oldest_message_age_seconds{" + want + "}"):
+            out["oldestMessageAgeSeconds"] = int(line.rsplit(" ", 1)[1])
+    return out if len(out) == 4 else None
+
+
+def await_depth(srv, c, q, timeout=20.0, account="dev", **expected):
+    """Waits until the depth in GET /metrics equals the queue's statistics
+    (which count the store's rows) and, for each field given, expected.
+    Returns the depth."""
+    last = {}
+
+    def check():
+        d = queue_depth(srv, q, account)
+        st = c.stats_json(q)
+        d2 = queue_depth(srv, q, account)
+        last["d"], last["s"] = d, st
+        if d is None or d != d2:  # moving under the read: look again
+            return False
+        same = all(d[k] == st[k] for k in ("visible", "inFlight", "delayed"))
+        age = abs(d["oldestMessageAgeSeconds"] - st["oldestMessageAgeSeconds"]) <= 1
+        return same and age and all(d.get(k) == v for k, v in expected.items()) and d
+
+    try:
+        return await_until(check, timeout=timeout, interval=0.2, desc=f"the depth of {q}")
+    except AssertionError:
+        raise AssertionError(f"the depth of {q} in GET /metrics did not come to equal its statistics"
+                             f"{' and ' + str(expected) if expected else ''} within {timeout} s; "
+                             f"last: metrics {last.get('d')}, statistics {last.get('s')}")
+
+
 def sleep_until(t):
     """Waits until time.monotonic() >= t. Used only where the condition *is*
     the passing of time (a lease of N seconds has run out), never to hope

@@ -4,17 +4,19 @@ clients did, checked directly and through a real Prometheus server (Debian's
 `prometheus`, which scripts/deps.sh --test installs) scraping Sluice."""
 
 import os
+import random
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
 import requests
 
-from sluice_client import BACKEND, assert_error, await_until, unique_name
+from sluice_client import BACKEND, assert_error, await_depth, await_until, queue_depth, sleep_until, unique_name
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -149,6 +151,103 @@ def test_redeliveries_and_dead_letters(server, client):
     assert queue_value(m, "sluice_queue_redeliveries_total", q) == 1
     assert queue_value(m, "sluice_queue_dead_letters_total", q) == 1
     assert queue_value(m, "sluice_queue_deliveries_total", dlq) == 1
+
+
+def test_depth_follows_every_kind_of_change(server, client):
+    """sluice_queue_messages and the oldest message's age, which the node
+    keeps in memory as it works (no store read per scrape), equal the
+    queue's statistics (which count the store's rows) after each step."""
+    q = unique_name("md")
+    assert client.create_queue(q).status_code == 201
+    for i in range(10):
+        client.put_ok(q, f"d{i}")
+    await_depth(server, client, q, visible=10, inFlight=0, delayed=0)
+    for i in range(2):
+        client.put_ok(q, f"late{i}", initial_invisibility=120)
+    await_depth(server, client, q, visible=10, inFlight=0, delayed=2)
+    got = client.receive_list(q, max_messages=4, invisibility=120)
+    assert len(got) == 4
+    await_depth(server, client, q, visible=6, inFlight=4, delayed=2)
+    for m in got[:2]:
+        assert client.ack(q, m["popReceipt"]).status_code == 204
+    await_depth(server, client, q, visible=6, inFlight=2, delayed=2)
+    assert client.update(q, got[2]["popReceipt"], new_invisibility=0).status_code == 200
+    await_depth(server, client, q, visible=7, inFlight=1, delayed=2)
+    # A lease that runs out makes its message visible again with nothing
+    # written: the gauge follows the clock.
+    assert len(client.receive_list(q, max_messages=1, invisibility=1)) == 1
+    assert queue_depth(server, q)["inFlight"] == 2
+    await_depth(server, client, q, visible=7, inFlight=1, delayed=2)
+    assert queue_depth(server, q)["oldestMessageAgeSeconds"] >= 0
+    assert client.purge(q).status_code in (200, 204)
+    await_depth(server, client, q, visible=0, inFlight=0, delayed=0, oldestMessageAgeSeconds=0)
+
+    # Dead letters and redrive move messages between queues' gauges.
+    src, dlq = unique_name("mds"), unique_name("mdq")
+    assert client.create_queue(dlq).status_code == 201
+    assert client.create_queue(src, maxDeliveryCount=1, dlqName=dlq).status_code == 201
+    client.put_ok(src, "bounces")
+    assert len(client.receive_list(src, invisibility=1)) == 1
+    await_until(lambda: client.receive_list(src) == [] and client.stats_json(dlq)["visible"] == 1, timeout=20,
+                desc="the message in the DLQ")
+    await_depth(server, client, src, visible=0, inFlight=0, delayed=0)
+    await_depth(server, client, dlq, visible=1, inFlight=0, delayed=0)
+    assert client.redrive(dlq, src).status_code == 200
+    await_depth(server, client, dlq, visible=0)
+    await_depth(server, client, src, visible=1)
+    # A deleted queue leaves the metrics.
+    assert client.delete_queue(src).status_code in (200, 204)
+    await_until(lambda: queue_depth(server, src) is None, desc="the deleted queue gone from /metrics")
+
+
+def test_depth_is_exact_once_concurrent_clients_stop(server):
+    """Eight clients put (some delayed), receive with short and long
+    leases, ack, return and batch at once; once they stop, the gauges equal
+    the statistics, and again after the short leases ran out."""
+    c = server.client()
+    q = unique_name("mc")
+    assert c.create_queue(q).status_code == 201
+    until = time.monotonic() + 4
+    errors = []
+
+    def worker(k):
+        rnd = random.Random(k)
+        cc = server.client()
+        try:
+            while time.monotonic() < until:
+                op = rnd.random()
+                if op < 0.3:
+                    cc.put_ok(q, f"w{k}")
+                elif op < 0.4:
+                    assert cc.put_batch(q, [f"b{k}"] * rnd.randint(2, 10)).status_code in (200, 201)
+                elif op < 0.5:
+                    cc.put_ok(q, f"late{k}", initial_invisibility=rnd.choice([1, 2, 120]))
+                else:
+                    msgs = cc.receive_list(q, max_messages=rnd.randint(1, 8), invisibility=rnd.choice([1, 2, 120]))
+                    acks = [m["popReceipt"] for m in msgs if rnd.random() < 0.6]
+                    if acks:
+                        assert cc.ack_batch(q, acks).status_code == 200
+                    for m in msgs:
+                        if m["popReceipt"] not in acks and rnd.random() < 0.3:
+                            assert cc.update(q, m["popReceipt"], new_invisibility=0).status_code in (200, 409)
+        except Exception as e:  # reported below, with the others
+            errors.append(repr(e))
+        finally:
+            cc.close()
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors[:3]
+    st = c.stats_json(q)
+    assert st["size"] > 0, st
+    await_depth(server, c, q)
+    sleep_until(time.monotonic() + 2.5)  # the 1 and 2 s leases and delays ran out
+    d = await_depth(server, c, q)
+    assert d["inFlight"] + d["delayed"] + d["visible"] == c.stats_json(q)["size"]
+    c.close()
 
 
 def free_port():
@@ -408,4 +507,13 @@ def test_counters_start_again_after_a_restart(server_factory):
     m = scrape(srv)
     assert queue_value(m, "sluice_queue_puts_total", q) == 1
     assert queue_value(m, "sluice_queue_deliveries_total", q) == 4
+    # The depth after a restart: the node recounts the queue from the store
+    # (the 4 leased above, a delayed one and a visible one).
+    c.put_ok(q, "visible")
+    c.put_ok(q, "delayed", initial_invisibility=120)
+    c.close()
+    srv.stop()
+    srv.start()
+    c = srv.client()
+    await_depth(srv, c, q, visible=1, inFlight=4, delayed=1)
     c.close()

@@ -29,7 +29,7 @@ import pytest
 
 import cql_mini
 from cassnode import repair_lease, sub_lease
-from sluice_client import (CASSANDRA_PORT, SluiceServer, assert_status, await_until, describe, new_keyspace,
+from sluice_client import (CASSANDRA_PORT, SluiceServer, assert_status, await_depth, await_until, describe, new_keyspace,
                            sleep_until)
 
 pytestmark = pytest.mark.backend("cassandra", reason="several Sluice nodes share a queue only through Cassandra")
@@ -104,6 +104,26 @@ def test_message_put_on_one_node_is_received_on_the_other(pair):
     finally:
         ca.close()
         cb.close()
+
+
+def test_both_nodes_depth_converges_once_idle(pair):
+    """Each node keeps a queue's depth from its own operations; what the
+    other node does reaches its figures through the recount a shared store
+    gets every 30 s (ledger.c). Once the queue is idle both nodes' metrics
+    equal its statistics: puts on A, receives and acks on B."""
+    a, b = pair
+    ca, cb = a.client(), b.client()
+    q = ca.new_queue("mnd")
+    for i in range(12):
+        ca.put_ok(q, f"d{i}")
+    await_depth(a, ca, q, visible=12, inFlight=0)  # A counted the queue before B touched it
+    got = list(_receive_all(cb, q, 12, invisibility=300).values())
+    assert len(got) == 12
+    assert_status(cb.ack_batch(q, [m["popReceipt"] for m in got[:5]]), 200)
+    for srv, c in ((a, ca), (b, cb)):
+        await_depth(srv, c, q, timeout=90, visible=0, inFlight=7, delayed=0)
+    ca.close()
+    cb.close()
 
 
 def test_long_poll_on_one_node_wakes_within_a_second_of_a_put_on_the_other(pair, record_property):

@@ -21,7 +21,7 @@ import uuid
 
 import requests
 
-from sluice_client import BACKEND, SluiceServer, assert_status, await_until, describe
+from sluice_client import BACKEND, SluiceServer, assert_status, await_depth, await_until, describe
 
 N_PRODUCERS = 4
 N_CONSUMERS = 2
@@ -303,6 +303,13 @@ def test_sigkill_under_load_loses_nothing_and_redelivers_no_ack(tmp_path):
             seen += [(_token(m["message"]), m["messageId"], t_req, 99) for m in msgs]
         assert not seen, f"{len(seen)} acked messages came back after a restart, e.g. {seen[:3]}"
         c.await_stats(q, size=0, visible=0, inFlight=0, delayed=0)
+        # The metrics of the restarted node: the depth is exact, the
+        # counters count what it did since it started (the receives above).
+        await_depth(srv, c, q, visible=0, inFlight=0, delayed=0, oldestMessageAgeSeconds=0)
+        m = requests.get(srv.admin_url + "/metrics", headers={"Authorization": "Bearer " + srv.admin_token},
+                         timeout=10, verify=False).text
+        assert f'sluice_queue_puts_total{{account="dev",queue="{q}"}} 0' in m, m
+        assert f'sluice_queue_acks_total{{account="dev",queue="{q}"}} 0' in m, m
         c.close()
     finally:
         srv.close()
@@ -323,6 +330,9 @@ def test_leases_receipts_and_delays_survive_sigkill(tmp_path):
         srv.kill()
         srv.start()
         c = srv.client()
+        # The restarted node counts the queue again from the store: the
+        # metrics show the leases and the delay of before the crash.
+        await_depth(srv, c, q, visible=1, inFlight=2, delayed=1)
         # Only the one message that was neither leased nor delayed is visible.
         free = [i for i in ids if i not in {m["messageId"] for m in leased}]
         got = []

@@ -548,15 +548,20 @@ static void test_claimed_id_never_written(void **state) {
 
 /* Messages carry a TTL of retentionSeconds: an expired message is never
  * delivered, is not counted, and does not hold up the queue. */
-static void test_retention_expires_messages(void **state) {
-    fx *f = *state;
+/* A queue of buckets of 4 whose messages live 60 s. */
+static void mkqueue_short(fx *f, const char *name) {
     sl_queue_opts o;
     sl_queue_opts_default(&o);
-    snprintf(o.name, sizeof o.name, "short");
+    snprintf(o.name, sizeof o.name, "%s", name);
     o.bucket_size = 4;
     o.retention_s = 60;
     char err[64];
     assert_int_equal(sl_queue_create(f->e, "acct", &o, err, sizeof err), 0);
+}
+
+static void test_retention_expires_messages(void **state) {
+    fx *f = *state;
+    mkqueue_short(f, "short");
     assert_int_equal(put(f, "short", "old", 0), 0);
     assert_int_equal(put(f, "short", "leased", 0), 0);
     sl_message m;
@@ -571,6 +576,106 @@ static void test_retention_expires_messages(void **state) {
     assert_int_equal(recv1(f, "short", 30, &m), 1);
     assert_string_equal(m.body, "fresh");
     msg_clear(&m);
+}
+
+/* --- The depth kept in memory (ledger.c) ------------------------------------ */
+
+/* The ledger's figures equal the statistics (the store's rows counted):
+ * the counts as the operations' hooks left them, then, after two passes of
+ * the background work (a recount that is due waits for a pass with no
+ * change since the one before), the oldest message's age too. */
+static void assert_ledger_matches(fx *f, const char *name) {
+    qstate *q;
+    assert_int_equal(eng_queue(f->e, "acct", name, &q), 0);
+    assert_int_equal(sl_store_sqlite_flush(f->st), 0);
+    for (int pass = 0; pass < 2; pass++) {
+        lg_fig g;
+        lg_figures(q, sl_now_ms(), &g);
+        sl_queue_statistics s;
+        assert_int_equal(sl_queue_stats(f->e, "acct", name, &s), 0);
+        assert_true(g.counted);
+        if (g.visible != s.visible || g.in_flight != s.in_flight || g.delayed != s.delayed)
+            fail_msg("%s: ledger %lld/%lld/%lld, statistics %lld/%lld/%lld (visible/in flight/delayed)",
+                     pass ? "recounted" : "by the hooks", (long long)g.visible, (long long)g.in_flight,
+                     (long long)g.delayed, (long long)s.visible, (long long)s.in_flight,
+                     (long long)s.delayed);
+        if (pass && g.oldest_age_s != s.oldest_age_s)
+            fail_msg("oldest: ledger %lld s, statistics %lld s", (long long)g.oldest_age_s,
+                     (long long)s.oldest_age_s);
+        assert_int_equal(sl_engine_tick(f->e), 0);
+        assert_int_equal(sl_engine_tick(f->e), 0);
+    }
+}
+
+/* Thousands of messages through every kind of change, with the clock
+ * moving leases and delays past their time: the table of invisible
+ * messages grows, and loses entries from everywhere in its probe chains. */
+static void test_ledger_follows_a_random_history(void **state) {
+    fx *f = *state;
+    mkqueue(f, "lg", 16, 1000, NULL);
+    assert_int_equal(sl_engine_tick(f->e), 0); /* the first count, of an empty queue */
+    assert_ledger_matches(f, "lg");
+    srand(7);
+    char(*receipts)[SL_RECEIPT_MAX] = calloc(4096, SL_RECEIPT_MAX);
+    size_t nr = 0;
+    for (int step = 0; step < 6000; step++) {
+        int op = rand() % 10;
+        if (op < 4) {
+            assert_int_equal(put(f, "lg", "x", rand() % 4 == 0 ? 1 + rand() % 30 : 0), 0);
+        } else if (op < 7) {
+            sl_message m;
+            if (recv1(f, "lg", 1 + rand() % 60, &m)) {
+                if (nr < 4096) snprintf(receipts[nr++], SL_RECEIPT_MAX, "%s", m.receipt);
+                msg_clear(&m);
+            }
+        } else if (op < 9 && nr > 0) {
+            size_t i = (size_t)rand() % nr;
+            int rc = sl_msg_ack(f->e, "acct", "lg", receipts[i]);
+            assert_true(rc == 0 || rc == SL_ECONFLICT);
+            memcpy(receipts[i], receipts[--nr], SL_RECEIPT_MAX);
+        } else if (nr > 0) {
+            char nrc[SL_RECEIPT_MAX], tag[SL_TAG_MAX];
+            size_t i = (size_t)rand() % nr;
+            int rc = sl_msg_update(f->e, "acct", "lg", receipts[i], NULL, 0, rand() % 20, nrc, tag);
+            assert_true(rc == 0 || rc == SL_ECONFLICT);
+            if (rc == 0) snprintf(receipts[i], SL_RECEIPT_MAX, "%s", nrc);
+        }
+        if (step % 7 == 0) sl_clock_advance_ms(rand() % 700);
+        if (step % 500 == 499) assert_ledger_matches(f, "lg");
+    }
+    assert_ledger_matches(f, "lg");
+    sl_clock_advance_ms(61000); /* every lease and delay ran out */
+    assert_ledger_matches(f, "lg");
+    free(receipts);
+}
+
+/* What the hooks cannot see is recounted by the background pass: a
+ * purge, and messages that reach their retention. */
+static void test_ledger_recounts_purges_and_retention(void **state) {
+    fx *f = *state;
+    mkqueue_short(f, "lgr");
+    assert_int_equal(sl_engine_tick(f->e), 0);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(put(f, "lgr", "m", 0), 0);
+    sl_message m;
+    assert_int_equal(recv1(f, "lgr", 30, &m), 1);
+    msg_clear(&m);
+    assert_ledger_matches(f, "lgr");
+    sl_clock_advance_ms(60001); /* all six reach their retention */
+    assert_int_equal(sl_engine_tick(f->e), 0);
+    assert_int_equal(sl_engine_tick(f->e), 0);
+    assert_ledger_matches(f, "lgr");
+    assert_int_equal(qsize(f, "lgr"), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(put(f, "lgr", "m", 0), 0);
+    sl_clock_advance_ms(5);
+    assert_int_equal(sl_queue_purge(f->e, "acct", "lgr"), 0);
+    sl_clock_advance_ms(5); /* the purge's floor is in the past (the clock is the test's) */
+    assert_int_equal(put(f, "lgr", "after", 0), 0);
+    assert_int_equal(sl_engine_tick(f->e), 0);
+    assert_int_equal(sl_engine_tick(f->e), 0);
+    assert_ledger_matches(f, "lgr");
+    assert_int_equal(qsize(f, "lgr"), 1);
 }
 
 /* After a day with nobody receiving (and no repair tick: all nodes down),
@@ -2342,6 +2447,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_long_lease_does_not_block, setup, teardown),
         cmocka_unit_test_setup_teardown(test_claimed_id_never_written, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention_expires_messages, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ledger_follows_a_random_history, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ledger_recounts_purges_and_retention, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gaps_do_not_starve_delivery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gap_run_waited_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abandoned_block_sealed_at_once, setup, teardown),

@@ -1,0 +1,315 @@
+/* ledger.c: each queue's depth (visible, in flight, delayed) and the age of
+ * its oldest message, kept current by the operations of this node as they
+ * happen, for GET /metrics and the dashboard, which must not read the store
+ * once per queue per scrape.
+ *
+ *  - size, the live messages (what sl_queue_stats counts: READY, MOVING and
+ *    WAITING rows that no purge covers), goes up with every put and copy
+ *    into the queue and down with every ack and move out of it;
+ *  - the messages this node made invisible (a delayed put, a lease, a
+ *    visibility change) are kept by id with the time they become visible
+ *    again, so that a lease that runs out makes its message visible in the
+ *    figures without anyone writing anything, and an ack removes exactly
+ *    its own entry; visible = size - in flight - delayed;
+ *  - a recount (the scan of sl_queue_stats, from the repair pointer to the
+ *    head) sets them from the store: when the queue is first loaded, and
+ *    whenever something happened that the hooks cannot count exactly (a
+ *    purge, a write whose outcome is unknown, messages reaching their
+ *    retention, a table of invisible messages that outgrew its bound).
+ *    A recount is kept only if no operation of this node that changes the
+ *    size was in flight or finished while it read: the figures are exact
+ *    whenever the queue is idle, and a recount under load waits for a
+ *    quiet moment.
+ *
+ * With several Sluice nodes on one Cassandra cluster, a node sees only its
+ * own operations, so on a store that others share (sl_store_type.shared)
+ * each node recounts the queues it serves every LG_SHARED_RECOUNT_MS: the
+ * figures are exact when the queue is idle, and between recounts count
+ * what this node did since. A recount reads only the buckets that still
+ * hold live messages (those not yet finalized), once per interval; a
+ * scrape never reads the store. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "queue_int.h"
+
+#define LG_MAX (1u << 20)                /* invisible messages one queue keeps by id */
+#define LG_SHARED_RECOUNT_MS (30 * 1000) /* see above */
+#define LG_FORCE_MS (5 * 60 * 1000)      /* a recount waits for a quiet moment this long at most */
+#define LG_SWEEP_MS 5000                 /* entries visible again are dropped this often */
+#define LG_EMPTY INT64_MIN
+
+static size_t slot_of(int64_t id, size_t cap) {
+    return (size_t)(((uint64_t)id * 0x9E3779B97F4A7C15ull) >> 32) & (cap - 1);
+}
+
+static lg_entry *find(lg_table *t, int64_t id) {
+    if (!t->cap) return NULL;
+    for (size_t i = slot_of(id, t->cap);; i = (i + 1) & (t->cap - 1)) {
+        if (t->e[i].id == id) return &t->e[i];
+        if (t->e[i].id == LG_EMPTY) return NULL;
+    }
+}
+
+static void table_free(lg_table *t) {
+    free(t->e);
+    memset(t, 0, sizeof *t);
+}
+
+static int grow(lg_table *t) {
+    size_t cap = t->cap ? 2 * t->cap : 64;
+    lg_entry *e = malloc(cap * sizeof *e);
+    if (!e) return SL_ENOMEM;
+    for (size_t i = 0; i < cap; i++)
+        e[i].id = LG_EMPTY;
+    for (size_t i = 0; i < t->cap; i++) {
+        if (t->e[i].id == LG_EMPTY) continue;
+        size_t j = slot_of(t->e[i].id, cap);
+        while (e[j].id != LG_EMPTY)
+            j = (j + 1) & (cap - 1);
+        e[j] = t->e[i];
+    }
+    free(t->e);
+    t->e = e;
+    t->cap = cap;
+    return 0;
+}
+
+/* Inserts or replaces the entry of id. -1 when the table is full (its
+ * bound, or out of memory). */
+static int put_entry(lg_table *t, const lg_entry *x) {
+    lg_entry *f = find(t, x->id);
+    if (f) {
+        int64_t put = f->put_ms;
+        *f = *x;
+        if (!f->put_ms) f->put_ms = put;
+        return 0;
+    }
+    if (t->n >= LG_MAX) return -1;
+    if ((t->n + 1) * 10 > t->cap * 7 && grow(t)) return -1;
+    size_t i = slot_of(x->id, t->cap);
+    while (t->e[i].id != LG_EMPTY)
+        i = (i + 1) & (t->cap - 1);
+    t->e[i] = *x;
+    t->n++;
+    return 0;
+}
+
+/* Removes id's entry (linear probing: the entries after it that hashed at
+ * or before its slot move back, so no lookup ever stops short). */
+static int del_entry(lg_table *t, int64_t id, lg_entry *out) {
+    lg_entry *f = find(t, id);
+    if (!f) return -1;
+    if (out) *out = *f;
+    size_t i = (size_t)(f - t->e), mask = t->cap - 1;
+    for (size_t j = (i + 1) & mask; t->e[j].id != LG_EMPTY; j = (j + 1) & mask) {
+        size_t h = slot_of(t->e[j].id, t->cap);
+        /* Does j's home lie cyclically in (i, j]? Then it stays. */
+        if (i <= j ? (i < h && h <= j) : (i < h || h <= j)) continue;
+        t->e[i] = t->e[j];
+        i = j;
+    }
+    t->e[i].id = LG_EMPTY;
+    t->n--;
+    return 0;
+}
+
+/* --- Hooks (each under lg.mu) -------------------------------------------- */
+
+void lg_init(qstate *q) {
+    pthread_mutex_init(&q->lg.mu, NULL);
+    q->lg.recount = 1;
+}
+
+void lg_destroy(qstate *q) {
+    table_free(&q->lg.inv);
+    pthread_mutex_destroy(&q->lg.mu);
+}
+
+void lg_op_begin(qstate *q) {
+    pthread_mutex_lock(&q->lg.mu);
+    q->lg.pending++;
+    pthread_mutex_unlock(&q->lg.mu);
+}
+
+void lg_op_end(qstate *q) {
+    pthread_mutex_lock(&q->lg.mu);
+    q->lg.pending--;
+    q->lg.seq++;
+    pthread_mutex_unlock(&q->lg.mu);
+}
+
+void lg_suspect(qstate *q) {
+    pthread_mutex_lock(&q->lg.mu);
+    q->lg.recount = 1;
+    pthread_mutex_unlock(&q->lg.mu);
+}
+
+static void note_put(struct ledger *l, int64_t id, int64_t put_ms, int64_t vis_ms, int64_t exp_ms) {
+    l->seq++;
+    if (l->size++ == 0) l->oldest_put = put_ms; /* else older ones are there (known or not) */
+    if (exp_ms < l->min_exp || !l->min_exp) l->min_exp = exp_ms;
+    if (vis_ms > put_ms) {
+        lg_entry x = {id, vis_ms, put_ms, 1};
+        if (put_entry(&l->inv, &x)) l->recount = 1;
+    }
+}
+
+void lg_put(qstate *q, int64_t id, int64_t put_ms, int64_t vis_ms, int64_t exp_ms) {
+    pthread_mutex_lock(&q->lg.mu);
+    note_put(&q->lg, id, put_ms, vis_ms, exp_ms);
+    pthread_mutex_unlock(&q->lg.mu);
+}
+
+void lg_leased(qstate *q, int64_t id, int64_t put_ms, int64_t vis_ms) {
+    pthread_mutex_lock(&q->lg.mu);
+    lg_entry x = {id, vis_ms, put_ms, 0};
+    q->lg.seq++;
+    if (put_entry(&q->lg.inv, &x)) q->lg.recount = 1;
+    pthread_mutex_unlock(&q->lg.mu);
+}
+
+void lg_gone(qstate *q, int64_t id, int64_t put_ms) {
+    pthread_mutex_lock(&q->lg.mu);
+    struct ledger *l = &q->lg;
+    lg_entry old;
+    l->seq++;
+    if (del_entry(&l->inv, id, &old) == 0 && old.put_ms) put_ms = old.put_ms;
+    if (l->size > 0) l->size--;
+    /* The oldest went (or may have): until a recount finds the next one,
+     * lg_figures looks for it in what this node knows. */
+    if (l->size == 0 || !put_ms || put_ms <= l->oldest_put) {
+        l->oldest_put = 0;
+        l->recount |= l->size > 0; /* once the queue is quiet (lg_maintain) */
+    }
+    pthread_mutex_unlock(&q->lg.mu);
+}
+
+/* --- Recount --------------------------------------------------------------- */
+
+typedef struct {
+    int64_t size, oldest, min_exp;
+    lg_table inv;
+    int full;
+} scan_acc;
+
+static int count_row(void *arg, const sl_row *m, int64_t now) {
+    scan_acc *a = arg;
+    a->size++;
+    if (!a->oldest || m->v[M_PUT].i < a->oldest) a->oldest = m->v[M_PUT].i;
+    if (!a->min_exp || m->v[M_EXP].i < a->min_exp) a->min_exp = m->v[M_EXP].i;
+    if (m->v[M_STATE].i == MS_WAITING && m->v[M_VISIBLE].i > now) {
+        lg_entry x = {m->v[M_ID].i, m->v[M_VISIBLE].i, m->v[M_PUT].i, m->v[M_DCOUNT].i == 0};
+        if (put_entry(&a->inv, &x)) a->full = 1;
+    }
+    return 0;
+}
+
+int lg_scan(sl_engine *e, qstate *q, int64_t now, int (*fn)(void *, const sl_row *, int64_t), void *arg) {
+    msg_refresh_purge(e, q, 1);
+    int64_t repair, head;
+    int rc;
+    if ((rc = eng_pointer_get(e, q->qkey, "repair", &repair)) != 0) return rc;
+    if ((rc = msg_head(e, q, &head)) != 0) return rc;
+    int64_t last = head > 0 ? (head - 1) / q->opts.bucket_size : -1;
+    for (int64_t b = repair; b <= last && !__atomic_load_n(&e->stopping, __ATOMIC_ACQUIRE); b++) {
+        sl_result r;
+        sl_result_init(&r);
+        if ((rc = msg_scan_bucket(e, q, b, &r)) != 0) {
+            sl_result_free(&r);
+            return rc;
+        }
+        for (size_t i = 0; i < r.n; i++) {
+            sl_row *m = &r.rows[i];
+            if (m->v[M_ID].i < 0 || msg_purged(q, m)) continue;
+            int64_t st = m->v[M_STATE].i;
+            if ((st == MS_READY || st == MS_MOVING || st == MS_WAITING) && (rc = fn(arg, m, now)) != 0) break;
+        }
+        sl_result_free(&r);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* Recounts q if that is due; the background worker calls it for every
+ * queue on every pass. */
+void lg_maintain(sl_engine *e, qstate *q, int64_t now) {
+    struct ledger *l = &q->lg;
+    pthread_mutex_lock(&l->mu);
+    if (now - l->swept_ms >= LG_SWEEP_MS) {
+        /* Entries visible again: their messages count as visible anyway. */
+        l->swept_ms = now;
+        for (size_t i = 0; i < l->inv.cap;) {
+            if (l->inv.e[i].id != LG_EMPTY && l->inv.e[i].vis_ms <= now)
+                del_entry(&l->inv, l->inv.e[i].id, NULL); /* i again: another may have moved here */
+            else
+                i++;
+        }
+    }
+    if (l->min_exp && now >= l->min_exp) l->recount = 1; /* messages reached their retention */
+    if (e->st->type->shared && now - l->counted_ms >= LG_SHARED_RECOUNT_MS) l->recount = 1;
+    /* A recount waits for a pass with no change since the pass before, so
+     * that a busy queue is not read over and over in vain; past
+     * LG_FORCE_MS (or before the first count) it goes ahead, and is kept
+     * even if the queue changed meanwhile (it is then due again). */
+    int quiet = l->pending == 0 && l->seq == l->seq_seen;
+    l->seq_seen = l->seq;
+    int due = l->recount && (quiet || now - l->counted_ms >= LG_FORCE_MS);
+    uint64_t seq = l->seq;
+    pthread_mutex_unlock(&l->mu);
+    if (!due) return;
+
+    scan_acc a = {0};
+    int rc = lg_scan(e, q, now, count_row, &a);
+    pthread_mutex_lock(&l->mu);
+    quiet = l->pending == 0 && l->seq == seq;
+    if (rc == 0 && (quiet || now - l->counted_ms >= LG_FORCE_MS)) {
+        l->size = a.size;
+        l->oldest_put = a.oldest;
+        l->min_exp = a.min_exp;
+        table_free(&l->inv);
+        l->inv = a.inv;
+        a.inv = (lg_table){0};
+        l->recount = a.full || !quiet;
+        l->counted_ms = now;
+        l->counted = 1;
+    }
+    pthread_mutex_unlock(&l->mu);
+    table_free(&a.inv);
+}
+
+/* The figures as of now, from memory only. */
+void lg_figures(qstate *q, int64_t now, lg_fig *out) {
+    struct ledger *l = &q->lg;
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&l->mu);
+    int64_t oldest = l->oldest_put, known = 0;
+    for (size_t i = 0; i < l->inv.cap; i++) {
+        const lg_entry *x = &l->inv.e[i];
+        if (x->id == LG_EMPTY) continue;
+        if (x->put_ms && (!known || x->put_ms < known)) known = x->put_ms;
+        if (x->vis_ms <= now) continue;
+        if (x->delayed)
+            out->delayed++;
+        else
+            out->in_flight++;
+    }
+    out->counted = l->counted;
+    int64_t size = l->size;
+    pthread_mutex_unlock(&l->mu);
+    if (!oldest) {
+        /* The oldest this node knows of: an invisible message, or the next
+         * one its receivers would get. */
+        pthread_mutex_lock(&q->mu);
+        if (q->fresh_pos < q->nfresh) {
+            int64_t p = q->fresh[q->fresh_pos]->v[M_PUT].i;
+            if (!known || p < known) known = p;
+        }
+        pthread_mutex_unlock(&q->mu);
+        oldest = known;
+    }
+    if (out->in_flight + out->delayed > size) size = out->in_flight + out->delayed;
+    out->visible = size - out->in_flight - out->delayed;
+    out->oldest_age_s = size > 0 && oldest ? (now - oldest) / 1000 : 0;
+    if (out->oldest_age_s < 0) out->oldest_age_s = 0;
+}
