@@ -71,6 +71,8 @@ $(B)/obj/%.o: %.c
 
 # openapi.c embeds openapi.json with .incbin; rebuild it when the JSON changes.
 $(B)/obj/src/api/openapi.o: src/api/openapi.json src/api/openapi-admin.json
+# web.c embeds the dashboard's files likewise.
+$(B)/obj/src/api/web.o: web/index.html web/app.js web/style.css
 
 .SECONDEXPANSION:
 $(B)/tests/%: tests/unit/%.c $$(if $$(TEST_DEPS_$$*),$$(TEST_DEPS_$$*),$$(LIB_OBJ))

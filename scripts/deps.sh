@@ -2,10 +2,11 @@
 # Installs what this machine lacks: with no argument, what building and
 # running Sluice needs (`make dev`); with --test, also what the tests need
 # (`make test`): cmocka, clang for the fuzz targets, a JDK and Maven for the
-# tests' Cassandra, the Python test tools, and the SQS clients of the tests
-# (boto3, the AWS CLI, the JavaScript and Go SDKs). Debian packages with
-# apt-get, Python packages with pip, npm packages and Go modules into caches
-# outside the repository. Idempotent and quiet when nothing is missing.
+# tests' Cassandra, the Python test tools, chromium for the dashboard's
+# browser test, and the SQS clients of the tests (boto3, the AWS CLI, the
+# JavaScript and Go SDKs). Debian packages with apt-get, Python packages with
+# pip, npm packages and Go modules into caches outside the repository.
+# Idempotent and quiet when nothing is missing.
 set -euo pipefail
 test_deps=0
 [ "${1:-}" = "--test" ] && test_deps=1
@@ -19,9 +20,11 @@ debs=(build-essential pkg-config libjansson-dev libsqlite3-dev libssl-dev liblz4
 # /metrics and the real carbon receiver Sluice pushes to, in
 # tests/api/test_metrics.py. podman, runc and mmdebstrap build and run the
 # container image of deploy/Dockerfile, systemd's systemd-analyze checks the
-# unit (tests/api/test_deploy.py).
+# unit (tests/api/test_deploy.py). chromium and chromium-driver: the real
+# browser that tests/api/test_dashboard.py drives, headless, through Selenium
+# (below), on the dashboard.
 [ $test_deps = 1 ] && debs+=(libcmocka-dev python3 python3-pip clang python3-boto3 libcurl4-openssl-dev prometheus
-    graphite-carbon podman runc mmdebstrap systemd)
+    graphite-carbon podman runc mmdebstrap systemd chromium chromium-driver)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -49,6 +52,10 @@ python3 -c 'import botocore' 2>/dev/null || pyneed+=(botocore)
 python3 -c 'import boto3, botocore, sys; sys.exit(tuple(map(int, botocore.__version__.split(".")[:2])) < (1, 34))' \
     2>/dev/null || pyneed+=("boto3>=1.34")
 command -v aws >/dev/null 2>&1 || pyneed+=(awscli)
+# Selenium 4 (Service, ChromeOptions) for tests/api/test_dashboard.py, which
+# points it at Debian's chromium and chromedriver (above).
+python3 -c 'import selenium, sys; sys.exit(int(selenium.__version__.split(".")[0]) < 4)' 2>/dev/null ||
+    pyneed+=("selenium>=4")
 # Celery with kombu's SQS transport (boto3, and pycurl for its long polls)
 # for tests/api/test_sqs_celery.py; pinned. PyPI's pycurl is a wheel with its
 # own libcurl; where pip must build it instead, libcurl4-openssl-dev (above)

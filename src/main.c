@@ -633,6 +633,7 @@ static void dev_banner(const config *c, int port, int admin_port, int temp_dir, 
     printf("Sluice %s dev server\n"
            "  URL:         %s\n"
            "  admin API:   %s/admin/api/v1 (Authorization: Bearer <admin token>)\n"
+           "  dashboard:   %s/ui/ (log in with the admin token)\n"
            "  store:       %s%s\n"
            "  account:     dev\n"
            "  primary key: %s\n"
@@ -654,7 +655,7 @@ static void dev_banner(const config *c, int port, int admin_port, int temp_dir, 
            "  %s --aws-sigv4 aws:amz:us-east-1:sqs --user \"dev:$KEY\" $B/orders/statistics; echo\n"
            "  %s -H \"Authorization: Bearer $ADMIN\" %s/admin/api/v1/accounts; echo\n"
            "\n",
-           SL_VERSION, url, admin, store_desc,
+           SL_VERSION, url, admin, admin, store_desc,
            temp_dir ? " (a new temporary directory; delete it when done)" : "", key, c->admin_token, url,
            admin, key, c->admin_token, url, curl, curl, curl, curl, curl, curl, admin);
     if (c->tls_cert[0])
@@ -908,27 +909,6 @@ static int run(const config *c, int dev, int temp_dir) {
         fprintf(stderr, "sluice: cannot set up the admin API: %s\n", sl_strerror(rc));
         goto out;
     }
-    /* Both ports: the same TLS and timeouts; the admin API needs few
-     * threads and connections. */
-    sl_http_config ahc = {.host = c->admin_host,
-                          .port = c->admin_port,
-                          .threads = 1,
-                          .store_threads = 4,
-                          .max_conns = 256,
-                          .conn_timeout_s = c->http_idle_timeout_s,
-                          .request_timeout_s = c->http_request_timeout_s,
-                          .tls_cert = c->tls_cert,
-                          .tls_key = c->tls_key,
-                          .ctx = admin,
-                          .render_error = sl_api_render_error};
-    sl_api_admin_routes(admin, &ahc.routes, &ahc.nroutes);
-    rc = sl_http_start(&ahc, &admin_srv);
-    if (rc == 0) __atomic_store_n(&msrc.admin, admin_srv, __ATOMIC_RELEASE);
-    if (rc) {
-        fprintf(stderr, "sluice: cannot start the admin API on %s:%d%s\n", c->admin_host, c->admin_port,
-                rc == SL_EINVAL && c->tls_cert[0] ? " (see the TLS error above)" : "");
-        goto out;
-    }
     sl_api_config ac = {.engine = e,
                         .acct = acct,
                         .skew_ms = (int64_t)c->auth_skew_s * 1000,
@@ -986,6 +966,33 @@ static int run(const config *c, int dev, int temp_dir) {
     }
     memcpy(routes + nn, er, ne * sizeof *er);
     memcpy(routes + nn + ne, sr, ns * sizeof *sr);
+    /* The dashboard calls the native and event-log routes on the admin
+     * port, behind the admin token. */
+    if ((rc = sl_api_admin_delegate(admin, routes, nn + ne)) != 0) {
+        fprintf(stderr, "sluice: cannot set up the admin API: %s\n", sl_strerror(rc));
+        goto out;
+    }
+    /* Both ports: the same TLS and timeouts; the admin API needs few
+     * threads and connections. */
+    sl_http_config ahc = {.host = c->admin_host,
+                          .port = c->admin_port,
+                          .threads = 1,
+                          .store_threads = 4,
+                          .max_conns = 256,
+                          .conn_timeout_s = c->http_idle_timeout_s,
+                          .request_timeout_s = c->http_request_timeout_s,
+                          .tls_cert = c->tls_cert,
+                          .tls_key = c->tls_key,
+                          .ctx = admin,
+                          .render_error = sl_api_render_error};
+    sl_api_admin_routes(admin, &ahc.routes, &ahc.nroutes);
+    rc = sl_http_start(&ahc, &admin_srv);
+    if (rc == 0) __atomic_store_n(&msrc.admin, admin_srv, __ATOMIC_RELEASE);
+    if (rc) {
+        fprintf(stderr, "sluice: cannot start the admin API on %s:%d%s\n", c->admin_host, c->admin_port,
+                rc == SL_EINVAL && c->tls_cert[0] ? " (see the TLS error above)" : "");
+        goto out;
+    }
     hc.routes = routes;
     hc.nroutes = nn + ne + ns;
     rc = sl_http_start(&hc, &srv);

@@ -33,15 +33,24 @@
 #include "req.h"
 
 #define BASE "/admin/api/v1/accounts"
-#define NROUTES 10
 #define BODY_MAX 16384
 #define TOKEN_MAX 1024
+
+/* A route of another API served here (sl_api_admin_delegate). */
+struct delegate {
+    sl_admin *a;
+    sl_http_fn fn;
+    void *ctx;
+    char pattern[256];
+};
 
 struct sl_admin {
     sl_admin_config cfg;
     unsigned char token_hash[32];
-    sl_http_route routes[NROUTES];
+    sl_http_route *routes;
     size_t nroutes;
+    void **dl; /* the blocks of delegates, one per sl_api_admin_delegate */
+    size_t ndl;
 };
 
 static void sha256(const char *s, size_t n, unsigned char out[32]) {
@@ -456,6 +465,75 @@ static int h_permissions(sl_http_req *r, void *ctx) {
     return sign_url(a, r, abuf, kbuf, levels, qbuf[0] ? qbuf : NULL, st, et, 201, "queryParam");
 }
 
+/* --- The dashboard ------------------------------------------------------ */
+
+/* GET /ui/ and /ui/{f}: the dashboard's files (web.c). They hold no secret
+ * (the page asks for the admin token and sends it with every API call it
+ * makes), so they are served without it. */
+static int h_ui(sl_http_req *r, void *ctx) {
+    (void)ctx;
+    const char *f = sl_http_param(r, "f"), *type, *path, *q;
+    size_t plen, qlen;
+    sl_http_raw_target(r, &path, &plen, &q, &qlen);
+    if (!f && path[plen - 1] != '/') {
+        /* The page names its files relative to /ui/. */
+        sl_http_add_header(r, "Location", "/ui/");
+        return sl_http_respond(r, 301, "text/plain", "/ui/\n", 5);
+    }
+    const void *data;
+    size_t len;
+    if (sl_web_file(f ? f : "index.html", &type, &data, &len))
+        return sl_http_error(r, 404, "NotFound", "the dashboard has no file '%s'", f);
+    sl_http_add_header(r, "Cache-Control", "no-cache");
+    sl_http_add_header(r, "X-Content-Type-Options", "nosniff");
+    sl_http_add_header(r, "Content-Security-Policy",
+                       "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'");
+    return sl_http_respond(r, 200, type, data, len);
+}
+
+/* A delegated route: the admin token, then the other API's handler, which
+ * sees the request marked as the operator's. A parked request runs this
+ * again when woken, and checks the token again: a hash, cheap. */
+static int h_delegate(sl_http_req *r, void *ctx) {
+    struct delegate *d = ctx;
+    if (!sl_http_admin(r)) {
+        if (admin_auth(d->a, r)) return SL_HTTP_DONE;
+        sl_http_set_admin(r);
+    }
+    return d->fn(r, d->ctx);
+}
+
+int sl_api_admin_delegate(sl_admin *a, const sl_http_route *routes, size_t n) {
+    size_t keep = 0;
+    for (size_t i = 0; i < n; i++)
+        keep += strncmp(routes[i].pattern, "/api/", 5) == 0;
+    if (!keep) return 0;
+    /* Each call's delegates are one block, which never moves: the routes
+     * point into it. */
+    struct delegate *dl = calloc(keep, sizeof *dl);
+    sl_http_route *rt = realloc(a->routes, (a->nroutes + keep) * sizeof *rt);
+    void **blocks = realloc(a->dl, (a->ndl + 1) * sizeof *blocks);
+    if (rt) a->routes = rt;
+    if (blocks) a->dl = blocks;
+    if (!dl || !rt || !blocks) {
+        free(dl);
+        return SL_ENOMEM;
+    }
+    a->dl[a->ndl++] = dl;
+    for (size_t i = 0; i < n; i++) {
+        if (strncmp(routes[i].pattern, "/api/", 5) != 0) continue;
+        dl->a = a;
+        dl->fn = routes[i].fn;
+        dl->ctx = routes[i].ctx;
+        snprintf(dl->pattern, sizeof dl->pattern, "/admin%s", routes[i].pattern);
+        rt[a->nroutes] = routes[i];
+        rt[a->nroutes].pattern = dl->pattern;
+        rt[a->nroutes].fn = h_delegate;
+        rt[a->nroutes++].ctx = dl++;
+    }
+    return 0;
+}
+
 /* --- Setup -------------------------------------------------------------- */
 
 int sl_api_admin_open(const sl_admin_config *cfg, sl_admin **out) {
@@ -479,8 +557,14 @@ int sl_api_admin_open(const sl_admin_config *cfg, sl_admin **out) {
         {"DELETE", BASE "/{a}/keys/{k}", h_key_delete, BODY_MAX, 1, NULL},
         {"POST", BASE "/{a}/signedUrls", h_signed_url, BODY_MAX, 1, NULL},
         {"POST", "/admin/api/v1/permissions", h_permissions, BODY_MAX, 1, NULL},
+        {"GET", "/ui", h_ui, 0, 0, NULL}, /* "/ui/" too */
+        {"GET", "/ui/{f}", h_ui, 0, 0, NULL},
     };
     a->nroutes = sizeof routes / sizeof routes[0];
+    if (!(a->routes = malloc(sizeof routes))) {
+        free(a);
+        return SL_ENOMEM;
+    }
     memcpy(a->routes, routes, sizeof routes);
     *out = a;
     return 0;
@@ -494,5 +578,9 @@ void sl_api_admin_routes(sl_admin *a, const sl_http_route **routes, size_t *n) {
 void sl_api_admin_close(sl_admin *a) {
     if (!a) return;
     OPENSSL_cleanse(a->token_hash, sizeof a->token_hash);
+    free(a->routes);
+    for (size_t i = 0; i < a->ndl; i++)
+        free(a->dl[i]);
+    free(a->dl);
     free(a);
 }

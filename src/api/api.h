@@ -52,6 +52,15 @@ typedef struct sl_admin sl_admin;
 int sl_api_admin_open(const sl_admin_config *cfg, sl_admin **out);
 /* The routing table; pass a itself as the server's ctx. */
 void sl_api_admin_routes(sl_admin *a, const sl_http_route **routes, size_t *n);
+/* Serves the routes of another API (the native queue API, the event log)
+ * on the admin port too, under "/admin" + their pattern, behind the admin
+ * token instead of account keys (sl_http_set_admin): the dashboard's view
+ * of every account. Routes outside /api/ (health, the OpenAPI document) are
+ * left out. Call before sl_api_admin_routes. 0 or SL_ENOMEM. */
+int sl_api_admin_delegate(sl_admin *a, const sl_http_route *routes, size_t n);
+/* The dashboard's embedded files (web.c): 0 and the file named name
+ * ("index.html", "app.js", ...), or -1. */
+int sl_web_file(const char *name, const char **type, const void **data, size_t *len);
 void sl_api_admin_close(sl_admin *a);
 
 /* The event log's routes of API.md ("Event log"), served on the queue port

@@ -132,6 +132,14 @@ static void decoy_init(void) {
  * error. */
 int sl_api_authenticate(sl_acct *acct, int64_t skew_ms, sl_http_req *r, const char *account,
                         struct sl_auth_cred *cred) {
+    if (sl_http_admin(r)) {
+        /* The admin server verified its token (admin.c, delegated routes). */
+        memset(cred, 0, sizeof *cred);
+        cred->scheme = SL_AUTH_ADMIN;
+        cred->levels = SL_LEVEL_ALL;
+        snprintf(cred->key_name, sizeof cred->key_name, "admin");
+        return 0;
+    }
     size_t nh = sl_http_headers(r, NULL, 0);
     if (nh > 256) return SL_EAUTH;
     sl_http_kv *kv = sl_http_alloc(r, (nh ? nh : 1) * sizeof *kv);

@@ -106,7 +106,16 @@ struct sl_auth_request {
     int64_t now_ms; /* the server's time, from sl_now_ms() */
 };
 
-enum sl_auth_scheme { SL_AUTH_NONE = 0, SL_AUTH_KEY, SL_AUTH_SIGNED, SL_AUTH_SIGV4, SL_AUTH_URL };
+/* SL_AUTH_ADMIN: the admin token, verified by the admin server for the
+ * dashboard's calls (sl_http_set_admin); never from sl_auth_verify. */
+enum sl_auth_scheme {
+    SL_AUTH_NONE = 0,
+    SL_AUTH_KEY,
+    SL_AUTH_SIGNED,
+    SL_AUTH_SIGV4,
+    SL_AUTH_URL,
+    SL_AUTH_ADMIN
+};
 
 /* A verified credential. */
 struct sl_auth_cred {

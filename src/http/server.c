@@ -200,6 +200,7 @@ struct sl_http_req {
     int answered; /* the store pool ran the handler to its answer */
     int on_pool;  /* the handler runs on the store pool now (or there is none) */
     int gone;     /* the client went away (atomic): answer now, do not wait */
+    int admin;    /* the admin token was verified (sl_http_set_admin) */
     sl_http_req *pnext, *pprev;
     sl_http_req *qnext; /* in the store pool's queue */
     int resumes;
@@ -468,6 +469,14 @@ void sl_http_set_user(sl_http_req *r, void *user, void (*destroy)(void *)) {
 
 void *sl_http_user(const sl_http_req *r) {
     return r->user;
+}
+
+void sl_http_set_admin(sl_http_req *r) {
+    r->admin = 1;
+}
+
+int sl_http_admin(const sl_http_req *r) {
+    return r->admin;
 }
 
 /* --- Responses ---------------------------------------------------------- */

@@ -155,6 +155,12 @@ void *sl_http_alloc(sl_http_req *r, size_t n);
  * when the request completes (also when the client went away). */
 void sl_http_set_user(sl_http_req *r, void *user, void (*destroy)(void *user));
 void *sl_http_user(const sl_http_req *r);
+/* Marks the request as made by the operator: the admin server sets it once
+ * the admin token is verified, before it runs a handler of another API
+ * (the dashboard's routes), and sl_api_authenticate then grants every
+ * level on every account instead of checking account keys. */
+void sl_http_set_admin(sl_http_req *r);
+int sl_http_admin(const sl_http_req *r);
 
 /* Responses. Each replaces a response set earlier. body is copied. */
 int sl_http_respond(sl_http_req *r, int status, const char *content_type, const void *body, size_t len);
