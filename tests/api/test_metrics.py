@@ -315,11 +315,20 @@ def test_a_real_prometheus_scrapes_sluice(server, client, prometheus):
     sel = f'{{account="dev",queue="{q}"}}'
     await_until(lambda: query(prometheus, "sluice_queue_puts_total" + sel) == [7.0], timeout=30, interval=0.5,
                 desc="7 puts seen through Prometheus")
+    # The queue's depth goes up to 7, to 7 in flight, and back to 0.
+    depth = f'sluice_queue_messages{{account="dev",queue="{q}",state="%s"}}'
+    await_until(lambda: query(prometheus, depth % "visible") == [7.0], timeout=30, interval=0.5,
+                desc="a depth of 7 seen through Prometheus")
     got = []
     await_until(lambda: got.extend(client.receive_list(q, max_messages=10)) or len(got) == 7, desc="7 received")
+    await_until(lambda: query(prometheus, depth % "in_flight") == [7.0] and
+                query(prometheus, depth % "visible") == [0.0], timeout=30, interval=0.5,
+                desc="7 in flight seen through Prometheus")
     assert client.ack_batch(q, [m["popReceipt"] for m in got]).status_code == 200
     await_until(lambda: query(prometheus, "sluice_queue_acks_total" + sel) == [7.0], timeout=30, interval=0.5,
                 desc="7 acks seen through Prometheus")
+    await_until(lambda: [query(prometheus, depth % s) for s in ("visible", "in_flight", "delayed")] ==
+                [[0.0], [0.0], [0.0]], timeout=30, interval=0.5, desc="the depth back to 0 through Prometheus")
     # The HTTP histogram is usable as Prometheus's own functions read it.
     p99 = query(prometheus, 'histogram_quantile(0.99, sum by (le) (sluice_http_request_duration_seconds_bucket'
                             '{server="queue",route="/api/v1/accounts/{account}/queues/{q}/messages"}))')
