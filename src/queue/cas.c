@@ -62,6 +62,7 @@ static int cas_resolve(sl_engine *e, sl_write *w, int nonce_col, int sent) {
             if (!holds) return SL_ENOTAPPLIED;
             sl_log(SL_DEBUG, "cas on %s: outcome unknown, condition holds, sending again", t->name);
         }
+        eng_cas_sent(e, 1);
         int rc = sl_store_apply(e->st, w, 1, NULL);
         if (rc == SL_EUNKNOWN || (rc == SL_ENOTAPPLIED && sent)) {
             if (!sent) sl_count(&e->cas_unknown, 1);
@@ -73,8 +74,19 @@ static int cas_resolve(sl_engine *e, sl_write *w, int nonce_col, int sent) {
     return SL_EUNAVAILABLE;
 }
 
+void eng_cas_sent(sl_engine *e, size_t n) {
+    (void)n;
+    sl_count(&e->cas_rounds, 1);
+}
+
+/* Counts a compare-and-set's outcome. */
+static int cas_counted(sl_engine *e, int rc) {
+    sl_count(&e->cas_outcome[rc == 0 ? 0 : rc == SL_ENOTAPPLIED ? 1 : 2], 1);
+    return rc;
+}
+
 int eng_cas(sl_engine *e, sl_write *w, int nonce_col) {
-    return cas_resolve(e, w, nonce_col, 0);
+    return cas_counted(e, cas_resolve(e, w, nonce_col, 0));
 }
 
 /* The outcome of compare-and-set w, sent in a conditional batch of n
@@ -82,9 +94,9 @@ int eng_cas(sl_engine *e, sl_write *w, int nonce_col) {
  * nonce; a batch of several that was not applied (one condition failed,
  * maybe not w's) is retried with w alone. */
 int eng_cas_settle(sl_engine *e, sl_write *w, int nonce_col, int rc, size_t n) {
-    if (rc == SL_EUNKNOWN) return cas_resolve(e, w, nonce_col, 1);
-    if (rc == SL_ENOTAPPLIED && n > 1) return cas_resolve(e, w, nonce_col, 0);
-    return rc;
+    if (rc == SL_EUNKNOWN) return cas_counted(e, cas_resolve(e, w, nonce_col, 1));
+    if (rc == SL_ENOTAPPLIED && n > 1) return cas_counted(e, cas_resolve(e, w, nonce_col, 0));
+    return cas_counted(e, rc);
 }
 
 /* --- Combined compare-and-sets -------------------------------------------- */
@@ -172,6 +184,7 @@ static void cas_round(sl_engine *e, cas_req *list) {
                 *in[0].rc = eng_cas(e, in[0].w, in[0].nonce_col);
                 continue;
             }
+            eng_cas_sent(e, nb);
             int brc = sl_store_apply(e->st, batch, nb, NULL);
             for (size_t x = 0; x < nb; x++)
                 *in[x].rc = eng_cas_settle(e, in[x].w, in[x].nonce_col, brc, nb);

@@ -301,6 +301,19 @@ void sl_engine_metrics(sl_engine *e, sl_text *t) {
         qs[i]->users--;
     pthread_mutex_unlock(&e->mu);
     free(qs);
+    sl_metric_head(
+        t, "sluice_engine_cas_total", "counter",
+        "Compare-and-sets (leases, acks, moves, pointers) by outcome: applied, not_applied (the row "
+        "changed first: another receiver, a stale receipt), error (the store failed).");
+    static const char *const outcomes[] = {"applied", "not_applied", "error"};
+    for (int k = 0; k < 3; k++)
+        sl_text_printf(t, "sluice_engine_cas_total{outcome=\"%s\"} %llu\n", outcomes[k],
+                       (unsigned long long)sl_counted(&e->cas_outcome[k]));
+    sl_metric_head(t, "sluice_engine_cas_rounds_total", "counter",
+                   "Conditional requests sent to the store for them: a combined batch counts once (one Paxos "
+                   "round on Cassandra).");
+    sl_text_printf(t, "sluice_engine_cas_rounds_total %llu\n",
+                   (unsigned long long)sl_counted(&e->cas_rounds));
     sl_metric_head(t, "sluice_engine_cas_unknown_total", "counter",
                    "Compare-and-sets whose outcome was unknown (a timeout), resolved by reading the row.");
     sl_text_printf(t, "sluice_engine_cas_unknown_total %llu\n",

@@ -283,6 +283,10 @@ struct sl_engine {
     int bg_started;
     int movers; /* message move tasks running on this node (movetask.c), under mu */
     uint64_t cas_unknown; /* compare-and-sets whose outcome was unknown, resolved by a read (atomic) */
+    /* Compare-and-sets by outcome (applied, not applied, error), and the
+     * conditional requests sent for them (a combined batch counts once: one
+     * Paxos round on Cassandra). Atomic. */
+    uint64_t cas_outcome[3], cas_rounds;
 };
 
 /* --- Between the engine's files (each group: where it is defined) ------- */
@@ -302,6 +306,9 @@ typedef struct {
 
 enum { SEAL_DONE = 1, SEAL_NOW };
 #define SEAL_GAPS (INT64_C(1) << 62) /* in msg_seal_run's b[]: the bucket was short of rows */
+
+/* cas.c: counts a conditional request of n writes sent to the store. */
+void eng_cas_sent(sl_engine *e, size_t n);
 
 /* queue.c */
 /* An edit of a live queue's options, given as the JSON object of its row

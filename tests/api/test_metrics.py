@@ -95,6 +95,12 @@ def test_counters_follow_what_clients_did(server, client):
     receives = queue_value(m, "sluice_queue_receives_total", q)
     empty = queue_value(m, "sluice_queue_empty_receives_total", q)
     assert empty >= 1 and receives >= 2 and receives - empty >= 1
+    # The engine's compare-and-sets: 8 leases and 6 acks at least, sent in
+    # conditional requests of one or more writes each.
+    applied = value(m, "sluice_engine_cas_total", outcome="applied") - value(
+        before, "sluice_engine_cas_total", outcome="applied")
+    rounds = value(m, "sluice_engine_cas_rounds_total") - value(before, "sluice_engine_cas_rounds_total")
+    assert applied >= 14 and 1 <= rounds <= applied + value(m, "sluice_engine_cas_total", outcome="not_applied")
     # The HTTP layer: five 201s on the put route, and their latencies.
     labels = dict(server="queue", method="POST", route=route)
     assert value(m, "sluice_http_requests_total", status="201", **labels) - value(
