@@ -23,9 +23,10 @@
  *
  * With several Sluice nodes on one Cassandra cluster, a node sees only its
  * own operations, so on a store that others share (sl_store_type.shared)
- * each node recounts the queues it serves every LG_SHARED_RECOUNT_MS: the
- * figures are exact when the queue is idle, and between recounts count
- * what this node did since. A recount reads only the buckets that still
+ * each node recounts the queues it serves every LG_SHARED_RECOUNT_MS, at
+ * the next quiet moment (or LG_FORCE_MS at most): the figures are exact
+ * when the queue is idle, and between recounts count what this node did
+ * since. A recount reads only the buckets that still
  * hold live messages (those not yet finalized), once per interval; a
  * scrape never reads the store. */
 #include <stdlib.h>
