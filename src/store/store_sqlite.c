@@ -85,6 +85,7 @@ typedef struct req {
     const sl_table *const *tables; /* ensure() when not NULL */
     size_t ntables;
     int rc;
+    int want_cur; /* the caller wants the current rows of a CAS not applied */
     sl_result cur;
     sem_t done;
     struct req *next, *wnext;
@@ -225,7 +226,16 @@ static void build_sql(sbuf *b, const sl_stmt_shape *k) {
     switch (k->op) {
     case SL_STMT_GET:
         sb_add(b, "SELECT ");
-        sb_cols(b, t, 0, t->ncol);
+        if (k->cols) { /* only these columns, in table order (cas_holds) */
+            for (int i = 0, first = 1; i < t->ncol; i++) {
+                if (!(k->cols >> i & 1)) continue;
+                if (!first) sb_add(b, ",");
+                sb_ident(b, t->cols[i].name);
+                first = 0;
+            }
+        } else {
+            sb_cols(b, t, 0, t->ncol);
+        }
         sb_add(b, " FROM ");
         sb_ident(b, t->name);
         sb_add(b, " WHERE ");
@@ -522,6 +532,49 @@ static int read_current(conn *c, const sl_write *w, int64_t now, sl_result *cur,
     return rc;
 }
 
+/* Whether CAS w's condition holds now (*holds), reading only the columns
+ * its conditions name, and nothing into memory: what a CAS costs when its
+ * caller does not want the current row (every write of the engine's). */
+static int cas_holds(conn *c, const sl_write *w, int64_t now, int *holds) {
+    const sl_table *t = w->t;
+    int nkey = t->npk + t->nck;
+    sl_stmt_shape k;
+    sl_stmt_shape_init(&k, t, SL_STMT_GET);
+    k.cols = 1u; /* the first key column: whether the row exists */
+    for (int i = 0; i < w->ncond; i++)
+        k.cols |= 1u << w->cond[i].col;
+    sqlite3_stmt *st;
+    int rc = stmt_get(c, &k, &st);
+    if (rc) return rc;
+    for (int i = 0; i < nkey; i++)
+        bind_val(st, i + 1, t->cols[i].type, &w->row.v[i]);
+    sqlite3_bind_int64(st, nkey + 1, now);
+    int src = step(st);
+    if (src != SQLITE_ROW) {
+        sqlite3_reset(st);
+        if (src != SQLITE_DONE) return map_err(src);
+        *holds = w->kind == SL_W_INSERT_IF_NOT_EXISTS;
+        return 0;
+    }
+    *holds = w->kind != SL_W_INSERT_IF_NOT_EXISTS;
+    for (int i = 0; *holds && i < w->ncond; i++) {
+        const sl_cond *cd = &w->cond[i];
+        int col = __builtin_popcount(k.cols & ((1u << cd->col) - 1)); /* its place in the select list */
+        int null = sqlite3_column_type(st, col) == SQLITE_NULL;
+        if (cd->v.null || null) {
+            *holds = cd->v.null && null;
+        } else if (t->cols[cd->col].type == SL_INT) {
+            *holds = sqlite3_column_int64(st, col) == cd->v.i;
+        } else {
+            const void *p = sqlite3_column_blob(st, col);
+            size_t n = (size_t)sqlite3_column_bytes(st, col);
+            *holds = n == cd->v.n && (n == 0 || (p && memcmp(p, cd->v.p, n) == 0));
+        }
+    }
+    sqlite3_reset(st);
+    return 0;
+}
+
 static int conds_hold(const sl_write *w, const sl_row *row) {
     for (int i = 0; i < w->ncond; i++) {
         const sl_cond *c = &w->cond[i];
@@ -570,6 +623,12 @@ static int do_writes(sq_store *s, req *r) {
         for (size_t k = 0; k < r->n; k++) {
             const sl_write *w = &r->w[k];
             if (w->kind != SL_W_INSERT_IF_NOT_EXISTS && w->kind != SL_W_UPDATE_IF) continue;
+            if (!r->want_cur) {
+                int holds = 0;
+                if ((rc = cas_holds(s->wc, w, now, &holds))) return rc;
+                ok &= holds;
+                continue;
+            }
             int found = 0;
             if ((rc = read_current(s->wc, w, now, &r->cur, &found))) return rc;
             if (w->kind == SL_W_INSERT_IF_NOT_EXISTS ? found
@@ -814,7 +873,7 @@ static int enqueue(sq_store *s, req *r) {
 
 static int submit(sq_store *s, const sl_write *w, size_t n, const sl_table *const *tables, size_t ntables,
                   sl_result *current) {
-    req r = {.w = w, .n = n, .tables = tables, .ntables = ntables};
+    req r = {.w = w, .n = n, .tables = tables, .ntables = ntables, .want_cur = current != NULL};
     sl_result_init(&r.cur);
     if (sem_init(&r.done, 0, 0)) return SL_ENOMEM;
     int rc = enqueue(s, &r);
