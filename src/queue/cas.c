@@ -62,7 +62,7 @@ static int cas_resolve(sl_engine *e, sl_write *w, int nonce_col, int sent) {
             if (!holds) return SL_ENOTAPPLIED;
             sl_log(SL_DEBUG, "cas on %s: outcome unknown, condition holds, sending again", t->name);
         }
-        eng_cas_sent(e, 1);
+        eng_cas_sent(e);
         int rc = sl_store_apply(e->st, w, 1, NULL);
         if (rc == SL_EUNKNOWN || (rc == SL_ENOTAPPLIED && sent)) {
             if (!sent) sl_count(&e->cas_unknown, 1);
@@ -74,8 +74,7 @@ static int cas_resolve(sl_engine *e, sl_write *w, int nonce_col, int sent) {
     return SL_EUNAVAILABLE;
 }
 
-void eng_cas_sent(sl_engine *e, size_t n) {
-    (void)n;
+void eng_cas_sent(sl_engine *e) {
     sl_count(&e->cas_rounds, 1);
 }
 
@@ -184,7 +183,7 @@ static void cas_round(sl_engine *e, cas_req *list) {
                 *in[0].rc = eng_cas(e, in[0].w, in[0].nonce_col);
                 continue;
             }
-            eng_cas_sent(e, nb);
+            eng_cas_sent(e);
             int brc = sl_store_apply(e->st, batch, nb, NULL);
             for (size_t x = 0; x < nb; x++)
                 *in[x].rc = eng_cas_settle(e, in[x].w, in[x].nonce_col, brc, nb);

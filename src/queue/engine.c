@@ -259,9 +259,9 @@ void sl_engine_metrics(sl_engine *e, sl_text *t) {
                     (unsigned long long)sl_counted((const uint64_t *)((const char *)q + fam[f].off)));
     }
     /* The depth, from memory (ledger.c), of the queues recounted since
-     * they were loaded. The figures take the queues' own locks, which are
-     * never taken before e->mu elsewhere: the queues are held, e->mu let
-     * go, and their figures read then. */
+     * they were loaded. Reading a queue's figures walks its table of
+     * invisible messages, which can be large: the queues are held and e->mu
+     * let go meanwhile, so that no request waits on it for a scrape. */
     size_t nq = 0, cap = 0;
     for (qstate *q = e->queues; q; q = q->next)
         cap += !q->dead;

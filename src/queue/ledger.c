@@ -146,7 +146,9 @@ void lg_suspect(qstate *q) {
     pthread_mutex_unlock(&q->lg.mu);
 }
 
-static void note_put(struct ledger *l, int64_t id, int64_t put_ms, int64_t vis_ms, int64_t exp_ms) {
+void lg_put(qstate *q, int64_t id, int64_t put_ms, int64_t vis_ms, int64_t exp_ms) {
+    struct ledger *l = &q->lg;
+    pthread_mutex_lock(&l->mu);
     l->seq++;
     if (l->size++ == 0) l->oldest_put = put_ms; /* else older ones are there (known or not) */
     if (exp_ms < l->min_exp || !l->min_exp) l->min_exp = exp_ms;
@@ -154,12 +156,7 @@ static void note_put(struct ledger *l, int64_t id, int64_t put_ms, int64_t vis_m
         lg_entry x = {id, vis_ms, put_ms, 1};
         if (put_entry(&l->inv, &x)) l->recount = 1;
     }
-}
-
-void lg_put(qstate *q, int64_t id, int64_t put_ms, int64_t vis_ms, int64_t exp_ms) {
-    pthread_mutex_lock(&q->lg.mu);
-    note_put(&q->lg, id, put_ms, vis_ms, exp_ms);
-    pthread_mutex_unlock(&q->lg.mu);
+    pthread_mutex_unlock(&l->mu);
 }
 
 void lg_leased(qstate *q, int64_t id, int64_t put_ms, int64_t vis_ms) {

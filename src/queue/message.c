@@ -145,13 +145,9 @@ int msg_put_rows(sl_engine *e, qstate *q, const sl_put *msgs, size_t n, char (*i
 /* What follows the write of a put's rows, which returned rc. */
 int msg_put_after(sl_engine *e, qstate *q, const sl_write *w, const put_pending *p, size_t n, int any_visible,
                   int rc) {
-    for (size_t i = 0; i < n; i++) {
-        const sl_row *m = &w[i].row;
-        if (rc == 0)
-            lg_put(q, m->v[M_ID].i, m->v[M_PUT].i, m->v[M_PUTVIS].i, m->v[M_EXP].i);
-        else
-            lg_suspect(q); /* the rows may land all the same */
-    }
+    if (rc) lg_suspect(q); /* the rows may land all the same */
+    for (size_t i = 0; i < n && rc == 0; i++)
+        lg_put(q, w[i].row.v[M_ID].i, w[i].row.v[M_PUT].i, w[i].row.v[M_PUTVIS].i, w[i].row.v[M_EXP].i);
     if (rc == 0) {
         msg_fresh_feed(q, w, n);
     } else {

@@ -113,9 +113,10 @@ static int retarget(sl_engine *e, qstate *src, const sl_row *m, const char *dqke
 
 /* dest format: "<dst qkey>|<id>|<bucket>|<reset>|<dead>|<claim ms>"; rows
  * written before the claim time was recorded lack the last field. */
-static int complete_move(sl_engine *e, qstate *src, const sl_row *m);
+static int complete_move(sl_engine *e, qstate *src, const sl_row *m, qstate *dq);
 
-/* The ledgers (ledger.c) of both queues see the move as it lands. */
+/* The ledgers (ledger.c) of both queues see the move as it lands; dq is
+ * NULL when the destination is gone. */
 int msg_complete_move(sl_engine *e, qstate *src, const sl_row *m) {
     char dqkey[QKEY_MAX];
     qstate *dq = NULL;
@@ -126,13 +127,13 @@ int msg_complete_move(sl_engine *e, qstate *src, const sl_row *m) {
     }
     lg_op_begin(src);
     if (dq) lg_op_begin(dq);
-    int rc = complete_move(e, src, m);
+    int rc = complete_move(e, src, m, dq);
     if (dq) lg_op_end(dq);
     lg_op_end(src);
     return rc;
 }
 
-static int complete_move(sl_engine *e, qstate *src, const sl_row *m) {
+static int complete_move(sl_engine *e, qstate *src, const sl_row *m, qstate *dq) {
     char dest[QKEY_MAX + 100], dqkey[QKEY_MAX];
     if (sl_val_str(&m->v[M_DEST], dest, sizeof dest) < 0) return SL_EINTERNAL;
     char *bar = strchr(dest, '|');
@@ -176,8 +177,7 @@ static int complete_move(sl_engine *e, qstate *src, const sl_row *m) {
     int rc = eng_cas(e, &w, M_NONCE);
     if (rc && rc != SL_ENOTAPPLIED) return rc;
     __atomic_add_fetch(&e->moves, 1, __ATOMIC_RELEASE); /* a READY row the pools lack */
-    qstate *dq;
-    if (queue_of_qkey(e, dqkey, &dq) == 0) {
+    if (dq) {
         if (rc == 0)
             lg_put(dq, did, w.row.v[M_PUT].i, now, exp);
         else

@@ -179,7 +179,7 @@ static void op_send(sl_op *op, size_t n) {
     op->left = (int)sent + 1;
     for (size_t g = 0; g < sent; g++) {
         op->slot[g] = (struct op_slot){op, g};
-        eng_cas_sent(op->e, op->gn[g]);
+        eng_cas_sent(op->e);
         sl_store_apply_cb(op->e->st, &op->w[op->gstart[g]], op->gn[g], op_answer, &op->slot[g]);
     }
     op_step(op);

@@ -307,8 +307,9 @@ typedef struct {
 enum { SEAL_DONE = 1, SEAL_NOW };
 #define SEAL_GAPS (INT64_C(1) << 62) /* in msg_seal_run's b[]: the bucket was short of rows */
 
-/* cas.c: counts a conditional request of n writes sent to the store. */
-void eng_cas_sent(sl_engine *e, size_t n);
+/* cas.c: counts a conditional request sent to the store (any number of
+ * writes: one Paxos round on Cassandra). */
+void eng_cas_sent(sl_engine *e);
 
 /* queue.c */
 /* An edit of a live queue's options, given as the JSON object of its row

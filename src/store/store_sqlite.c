@@ -533,8 +533,8 @@ static int read_current(conn *c, const sl_write *w, int64_t now, sl_result *cur,
 }
 
 /* Whether CAS w's condition holds now (*holds), reading only the columns
- * its conditions name, and nothing into memory: what a CAS costs when its
- * caller does not want the current row (every write of the engine's). */
+ * its conditions name, and nothing into memory (the engine never asks for
+ * the current rows; read_current reads them for a caller that does). */
 static int cas_holds(conn *c, const sl_write *w, int64_t now, int *holds) {
     const sl_table *t = w->t;
     int nkey = t->npk + t->nck;
@@ -573,15 +573,6 @@ static int cas_holds(conn *c, const sl_write *w, int64_t now, int *holds) {
     }
     sqlite3_reset(st);
     return 0;
-}
-
-static int conds_hold(const sl_write *w, const sl_row *row) {
-    for (int i = 0; i < w->ncond; i++) {
-        const sl_cond *c = &w->cond[i];
-        const sl_val *v = &row->v[c->col];
-        if (c->v.null ? v->set : !v->set || !sl_store_val_eq(w->t->cols[c->col].type, v, &c->v)) return 0;
-    }
-    return 1;
 }
 
 static int write_one(conn *c, const sl_write *w, int64_t now) {
@@ -623,20 +614,17 @@ static int do_writes(sq_store *s, req *r) {
         for (size_t k = 0; k < r->n; k++) {
             const sl_write *w = &r->w[k];
             if (w->kind != SL_W_INSERT_IF_NOT_EXISTS && w->kind != SL_W_UPDATE_IF) continue;
-            if (!r->want_cur) {
-                int holds = 0;
-                if ((rc = cas_holds(s->wc, w, now, &holds))) return rc;
-                ok &= holds;
-                continue;
-            }
-            int found = 0;
-            if ((rc = read_current(s->wc, w, now, &r->cur, &found))) return rc;
-            if (w->kind == SL_W_INSERT_IF_NOT_EXISTS ? found
-                                                     : !found || !conds_hold(w, &r->cur.rows[r->cur.n - 1]))
-                ok = 0;
+            int holds = 0;
+            if ((rc = cas_holds(s->wc, w, now, &holds))) return rc;
+            ok &= holds;
+        }
+        /* Not applied: the rows as they are, for a caller that wants them. */
+        for (size_t k = 0; !ok && r->want_cur && k < r->n; k++) {
+            int found;
+            if (r->w[k].kind != SL_W_INSERT_IF_NOT_EXISTS && r->w[k].kind != SL_W_UPDATE_IF) continue;
+            if ((rc = read_current(s->wc, &r->w[k], now, &r->cur, &found))) return rc;
         }
         if (!ok) return SL_ENOTAPPLIED;
-        sl_result_free(&r->cur);
     }
     for (size_t k = 0; k < r->n; k++)
         if ((rc = write_one(s->wc, &r->w[k], now))) return rc;
