@@ -108,6 +108,11 @@ for t in build/tests/test_*; do [ -x "$t" ] && run_cmocka "$t" unit; done
 echo "== C unit tests under ASan/UBSan"
 if make -s -j"$jobs" check >"$log/san-build.txt" 2>&1; then
     for t in build/san/tests/test_*; do [ -x "$t" ] && ASAN_OPTIONS=detect_leaks=1 run_cmocka "$t" san; done
+    # Every engine test again with its compare-and-sets through the
+    # combiner, as on Cassandra: the embedded store answers them on its
+    # writer thread, so the combiner's rounds start one another there.
+    echo "== the engine's tests through the compare-and-set combiner, under ASan/UBSan"
+    SLUICE_TEST_COMBINE=1 ASAN_OPTIONS=detect_leaks=1 run_cmocka build/san/tests/test_engine combined
 else
     cat "$log/san-build.txt"; failed=$((failed + 1))
 fi

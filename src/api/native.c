@@ -848,13 +848,15 @@ int sl_api_native_open(const sl_api_config *cfg, sl_api **out) {
     memcpy(a->routes, routes, sizeof routes);
     /* Which handlers wait on the store (sl_http_route.blocks): every one
      * that reads or writes it, except put, receive and ack where the engine
-     * defers their writes (the embedded store: a receive's reads are lookups
-     * in SQLite's page cache, and WAL readers never wait for the writer). */
-    int defers = sl_engine_defers(a->cfg.engine);
+     * waits for nothing (sl_engine_blocks: on the embedded store, whose
+     * reads are lookups in SQLite's page cache). On Cassandra those run on
+     * the store pool too, for their reads, but park while their writes are
+     * with the store, letting the pool's thread go. */
+    int blocks = sl_engine_blocks(a->cfg.engine);
     for (size_t i = 0; i < a->nroutes; i++) {
         sl_http_fn fn = a->routes[i].fn;
         int op = fn == h_put || fn == h_batch || fn == h_next || fn == h_receive || fn == h_ack || fn == h_ack_batch;
-        a->routes[i].blocks = fn != h_openapi && !(op && defers);
+        a->routes[i].blocks = fn != h_openapi && !(op && !blocks);
     }
     *out = a;
     return 0;

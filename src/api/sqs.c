@@ -1752,8 +1752,10 @@ static int query_request(call *c) {
 
 static int h_sqs(sl_http_req *r, void *ctx) {
     sl_api_sqs *a = ctx;
-    /* On Cassandra every action waits on the store: the store pool. */
-    if (!sl_http_on_pool(r) && !sl_engine_defers(a->cfg.engine)) return SL_HTTP_POOL;
+    /* On Cassandra every action may wait on the store: the store pool
+     * (sends, receives and deletes still park while their writes are with
+     * the store, and come back to the pool to finish). */
+    if (!sl_http_on_pool(r) && sl_engine_blocks(a->cfg.engine)) return SL_HTTP_POOL;
     void *user = sl_http_user(r);
     if (user) return (*(sl_api_resume_fn *)user)(r, user);
     /* "/api/v1" is no queue URL, but a route that does not exist. */

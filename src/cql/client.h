@@ -86,10 +86,28 @@ void sl_cql_res_free(sl_cql_res *r);
 typedef struct sl_cql_stmt sl_cql_stmt;
 
 int sl_cql_prepare(sl_cql_client *c, const char *query, sl_cql_stmt **out);
+/* The statement of a query text without a round trip: one prepared before,
+ * or one registered now and prepared by its first execution (on the node
+ * that runs it; other nodes prepare it when they answer UNPREPARED). For
+ * callers that must not block; such a statement routes by token once
+ * prepared. */
+int sl_cql_stmt_lazy(sl_cql_client *c, const char *query, sl_cql_stmt **out);
 /* Executes a prepared statement with values bound in order. *out receives
  * the result when the call returns 0 (out may be NULL). */
 int sl_cql_execute(sl_cql_client *c, sl_cql_stmt *st, const sl_cql_bytes *vals, size_t n,
                    const sl_cql_opts *o, sl_cql_res **out);
+/* The asynchronous forms of sl_cql_execute and sl_cql_batch_exec: they
+ * return at once and done(arg, rc, res) runs exactly once with what the
+ * blocking call would have returned (res on 0, owned by done, which frees it
+ * with sl_cql_res_free), on a connection's I/O thread or before the call
+ * returns. done must not block; it may start other requests. vals, items
+ * and the values they point to stay borrowed until done runs. A request in
+ * flight holds no thread: its retries on other nodes, re-prepares and
+ * timeout are steps taken by the connections' I/O threads. */
+typedef void (*sl_cql_done_fn)(void *arg, int rc, sl_cql_res *res);
+void sl_cql_execute_cb(sl_cql_client *c, sl_cql_stmt *st, const sl_cql_bytes *vals, size_t n,
+                       const sl_cql_opts *o, sl_cql_done_fn done, void *arg);
+
 /* A simple (unprepared) statement; used for schema changes and tests. */
 int sl_cql_query(sl_cql_client *c, const char *query, const sl_cql_bytes *vals, size_t n,
                  const sl_cql_opts *o, sl_cql_res **out);
@@ -104,6 +122,8 @@ typedef struct {
  * conditional batch returns its [applied] rows in *out. */
 int sl_cql_batch_exec(sl_cql_client *c, uint8_t type, const sl_cql_batch_item *items, size_t n,
                       const sl_cql_opts *o, sl_cql_res **out);
+void sl_cql_batch_cb(sl_cql_client *c, uint8_t type, const sl_cql_batch_item *items, size_t n,
+                     const sl_cql_opts *o, sl_cql_done_fn done, void *arg);
 
 /* Waits until every node up reports the same schema version (after DDL),
  * up to timeout_ms, as the control node sees them. Returns 0 or

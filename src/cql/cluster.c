@@ -172,7 +172,7 @@ void sl_cql_client_nodes(sl_cql_client *c, int *known, int *up) {
 void sl_cql_metrics(sl_cql_client *c, sl_text *t) {
     static const struct {
         const char *name, *type, *help;
-        size_t off; /* in node_stats; SIZE_MAX: up; SIZE_MAX - 1: connections */
+        size_t off; /* in node_stats; SIZE_MAX: up; SIZE_MAX - 1: connections; SIZE_MAX - 2: in flight */
     } fam[] = {
         {"sluice_cql_requests_total", "counter", "CQL requests sent to the node, retries included.",
          offsetof(node_stats, requests)},
@@ -186,6 +186,9 @@ void sl_cql_metrics(sl_cql_client *c, sl_text *t) {
          offsetof(node_stats, connects)},
         {"sluice_cql_node_up", "gauge", "1 while the client holds a live connection to the node.", SIZE_MAX},
         {"sluice_cql_connections", "gauge", "The node's pooled connections.", SIZE_MAX - 1},
+        {"sluice_cql_requests_in_flight", "gauge",
+         "CQL requests sent to the node and not answered yet (timed-out ones included until they are).",
+         SIZE_MAX - 2},
     };
     pthread_mutex_lock(&c->mu);
     for (size_t f = 0; f < sizeof fam / sizeof fam[0]; f++) {
@@ -200,6 +203,10 @@ void sl_cql_metrics(sl_cql_client *c, sl_text *t) {
                 v = 0;
                 for (int k = 0; k < MAX_POOL; k++)
                     v += n->pool[k] && !n->pool[k]->retired;
+            } else if (fam[f].off == SIZE_MAX - 2) {
+                v = 0;
+                for (int k = 0; k < MAX_POOL; k++)
+                    if (n->pool[k]) v += (unsigned long long)sl_cql_conn_inflight(n->pool[k]->c);
             } else {
                 v = sl_counted((const uint64_t *)((const char *)n->st + fam[f].off));
             }
@@ -360,6 +367,7 @@ void sl_cql_client_close(sl_cql_client *c) {
     pthread_cond_signal(&c->maint_cv);
     pthread_mutex_unlock(&c->mu);
     if (c->maint_started) pthread_join(c->maint, NULL);
+    cql_close_graveyard(c);
     if (c->control) sl_cql_conn_close(c->control);
     for (int i = 0; i < c->nnodes; i++) {
         for (int k = 0; k < MAX_POOL; k++)

@@ -23,6 +23,7 @@ typedef struct pconn {
     sl_cql_conn *c;
     int refs;
     int retired;
+    struct pconn *next; /* in the graveyard */
 } pconn;
 
 /* A node's figures for GET /metrics, apart from the node array (which may
@@ -92,6 +93,7 @@ struct sl_cql_client {
     char local_dc[64];
     uint64_t rr;
     sl_cql_stmt *stmts;
+    pconn *graveyard; /* retired connections no request uses, to close */
     uint64_t prepares;
     int version;
     int logged_nodes; /* the node count last logged */
@@ -128,6 +130,7 @@ int cql_conn_query(sl_cql_conn *cn, const char *q, int timeout_ms, sl_cql_res **
 /* pool.c */
 pconn *cql_pick_conn_locked(sl_cql_client *c, node *n);
 void cql_pconn_release(sl_cql_client *c, pconn *p);
+void cql_close_graveyard(sl_cql_client *c);
 void cql_maintain_pools(sl_cql_client *c);
 void *cql_maint_main(void *arg);
 

@@ -9,12 +9,16 @@
  *
  * A caller encodes its request, takes a free stream id under the connection
  * mutex, appends the frame to the output buffer and wakes the I/O thread
- * through an eventfd; then it sleeps on its own condition variable until the
- * I/O thread hands it the response frame, the connection fails, or its
- * deadline passes. A request that times out leaves its stream id reserved
- * (ABANDONED) so a late answer cannot be mistaken for the answer to a newer
- * request on that id; the late answer frees it, or closing the connection
- * does.
+ * through an eventfd, and goes on: the I/O thread calls the request's
+ * callback once with the response frame, the connection's failure, or the
+ * passing of its deadline (it looks for expired requests at most every
+ * SCAN_MS while any is pending). So a request in flight costs no thread;
+ * the blocking sl_cql_conn_request() is a callback that wakes its caller. A
+ * request that times out leaves its stream id reserved (ABANDONED) so a late
+ * answer cannot be mistaken for the answer to a newer request on that id;
+ * the late answer frees it, or closing the connection does. Callbacks run
+ * without the connection's mutex, so they may send again, on this
+ * connection or another; they must not block, nor close a connection.
  *
  * "Sent" is tracked by byte offsets: each request remembers where its frame
  * ends in the stream of bytes queued on this connection, and the I/O thread
@@ -60,17 +64,21 @@
 #define HB_BUSY_MS 5000
 #define HB_IDLE_MS 30000
 #define HB_TIMEOUT_MS 5000
+#define SCAN_MS 5 /* how often, at most, expired requests are looked for */
 
 enum { SLOT_FREE = 0, SLOT_ACTIVE, SLOT_ABANDONED };
 
-/* One request waiting for its answer; lives on the caller's stack. */
+/* One request in flight, from its send to its callback. */
 typedef struct creq {
-    pthread_cond_t cv;
-    int done;
-    int rc;
-    int sent;
-    uint64_t end_off; /* offset just past its frame in the output stream */
+    sl_cql_conn_cb cb;
+    void *arg;
+    int64_t deadline_ms;
+    uint64_t end_off;       /* offset just past its frame in the output stream */
+    uint64_t reads_at_send; /* c->nreads when it was queued */
+    /* Set when it completes, for the callback: */
+    int rc, sent;
     sl_cql_frame resp;
+    struct creq *next; /* in a list of completed requests */
 } creq;
 
 struct sl_cql_conn {
@@ -96,6 +104,8 @@ struct sl_cql_conn {
     uint64_t queued_total, written_total;
     int proto_error; /* the peer sent a frame of a version we do not speak */
     int64_t last_read_ms, hb_sent_ms;
+    int64_t next_deadline_ms; /* no pending request expires before it (0: none pending) */
+    int64_t last_scan_ms;
     int suspect;     /* a request timed out with nothing read since it was sent */
     uint64_t nreads; /* successful reads from the socket */
     int handshake_ms;
@@ -222,22 +232,67 @@ static ssize_t tr_write(sl_cql_conn *c, const void *buf, size_t n) {
 
 /* --- Failing and dispatching --------------------------------------------- */
 
-/* Completes every pending request with SL_EIO. Called with c->mu held. */
-static void fail_all_locked(sl_cql_conn *c) {
+/* Calls the callbacks of a list of completed requests (without c->mu) and
+ * frees them. */
+static void complete(creq *list) {
+    while (list) {
+        creq *r = list;
+        list = r->next;
+        r->cb(r->arg, r->rc, r->rc == 0 ? &r->resp : NULL, r->sent);
+        free(r);
+    }
+}
+
+/* Takes every pending request off the connection, to complete with
+ * SL_EIO. Called with c->mu held; the caller completes the list it returns
+ * after letting go of the mutex. */
+static creq *fail_all_locked(sl_cql_conn *c) {
+    creq *list = NULL;
     c->dead = 1;
     for (int i = 0; i < MAX_STREAMS; i++) {
         if (c->slot_state[i] == SLOT_ACTIVE) {
             creq *r = c->slot_req[i];
             r->rc = SL_EIO;
             r->sent = c->written_total >= r->end_off;
-            r->done = 1;
-            pthread_cond_signal(&r->cv);
+            r->next = list;
+            list = r;
         }
         c->slot_state[i] = SLOT_FREE;
         c->slot_req[i] = NULL;
     }
     c->inflight = 0;
     c->hb_stream = -1;
+    c->next_deadline_ms = 0;
+    return list;
+}
+
+/* Takes the requests whose deadline passed off the connection (their ids
+ * stay reserved), to complete with SL_ETIMEOUT; a timeout with nothing read
+ * since its request was sent makes the connection suspect. Called with
+ * c->mu held, at most every SCAN_MS. */
+static creq *expire_locked(sl_cql_conn *c, int64_t now) {
+    creq *list = NULL;
+    int64_t next = 0;
+    c->last_scan_ms = now;
+    for (int i = 0; i < MAX_STREAMS; i++) {
+        if (c->slot_state[i] != SLOT_ACTIVE) continue;
+        creq *r = c->slot_req[i];
+        if (r->deadline_ms > now) {
+            if (!next || r->deadline_ms < next) next = r->deadline_ms;
+            continue;
+        }
+        /* Keep the id reserved: a late answer must not reach a newer
+         * request that reuses it. */
+        c->slot_state[i] = SLOT_ABANDONED;
+        c->slot_req[i] = NULL;
+        if (c->nreads == r->reads_at_send) c->suspect = 1; /* heartbeat_locked sends one now */
+        r->rc = SL_ETIMEOUT;
+        r->sent = 1;
+        r->next = list;
+        list = r;
+    }
+    c->next_deadline_ms = next;
+    return list;
 }
 
 static void wake(sl_cql_conn *c) {
@@ -283,13 +338,14 @@ static void dispatch(sl_cql_conn *c, const sl_cql_header *h, const uint8_t *body
     }
     pthread_mutex_lock(&c->mu);
     int s = h->stream;
+    creq *r = NULL;
     if (s < MAX_STREAMS && c->slot_state[s] == SLOT_ACTIVE) {
-        creq *r = c->slot_req[s];
+        r = c->slot_req[s];
         r->resp = (sl_cql_frame){hh, plain, len};
         r->rc = 0;
-        r->done = 1;
+        r->sent = 1;
+        r->next = NULL;
         plain = NULL;
-        pthread_cond_signal(&r->cv);
     }
     if (s < MAX_STREAMS && c->slot_state[s] != SLOT_FREE) {
         c->slot_state[s] = SLOT_FREE;
@@ -299,6 +355,7 @@ static void dispatch(sl_cql_conn *c, const sl_cql_header *h, const uint8_t *body
     }
     pthread_mutex_unlock(&c->mu);
     free(plain);
+    complete(r);
 }
 
 /* Cuts and dispatches every whole frame in the input buffer. Returns -1 on
@@ -427,16 +484,24 @@ static void *io_main(void *arg) {
     for (;;) {
         pthread_mutex_lock(&c->mu);
         if (c->closing || c->dead) {
-            fail_all_locked(c);
+            creq *failed = fail_all_locked(c);
             pthread_mutex_unlock(&c->mu);
+            complete(failed);
             break;
         }
         int want_write = c->out_off < c->out_len;
+        /* Wake for the next deadline, but look at most every SCAN_MS. */
+        int wait_ms = 1000;
+        if (c->next_deadline_ms) {
+            int64_t at = c->next_deadline_ms, now = sl_mono_ms();
+            if (at < c->last_scan_ms + SCAN_MS) at = c->last_scan_ms + SCAN_MS;
+            wait_ms = at <= now ? 0 : at - now < 1000 ? (int)(at - now) : 1000;
+        }
         pthread_mutex_unlock(&c->mu);
         struct pollfd p[2] = {{.fd = c->fd, .events = POLLIN | (want_write ? POLLOUT : 0)},
                               {.fd = c->evfd, .events = POLLIN}};
         int pending = c->ssl && SSL_pending(c->ssl) > 0;
-        if (!pending && poll(p, 2, 1000) < 0 && errno != EINTR) break;
+        if (!pending && poll(p, 2, wait_ms) < 0 && errno != EINTR) break;
         if (p[1].revents & POLLIN) {
             uint64_t v;
             ssize_t r = read(c->evfd, &v, sizeof v);
@@ -444,25 +509,31 @@ static void *io_main(void *arg) {
         }
         int failed = 0;
         if (pending || (p[0].revents & (POLLIN | POLLERR | POLLHUP))) failed = read_some(c) < 0;
+        creq *expired = NULL;
         pthread_mutex_lock(&c->mu);
+        int64_t now = sl_mono_ms();
+        if (c->next_deadline_ms && now >= c->next_deadline_ms && now >= c->last_scan_ms + SCAN_MS)
+            expired = expire_locked(c, now);
         if (!failed) failed = heartbeat_locked(c) < 0;
         if (!failed && c->out_off < c->out_len) failed = flush_locked(c) < 0;
         if (failed) {
             if (!c->closing) sl_log(SL_DEBUG, "cql: connection to %s failed", c->peer);
-            fail_all_locked(c);
+            creq *f = fail_all_locked(c);
             pthread_mutex_unlock(&c->mu);
+            complete(expired);
+            complete(f);
             break;
         }
         pthread_mutex_unlock(&c->mu);
+        complete(expired);
     }
     return NULL;
 }
 
 /* --- Requests ------------------------------------------------------------ */
 
-int sl_cql_conn_request(sl_cql_conn *c, uint8_t opcode, const uint8_t *body, size_t len, int timeout_ms,
-                        sl_cql_frame *resp, int *sent) {
-    if (sent) *sent = 0;
+int sl_cql_conn_send(sl_cql_conn *c, uint8_t opcode, const uint8_t *body, size_t len, int timeout_ms,
+                     sl_cql_conn_cb cb, void *arg) {
     if (len > SL_CQL_MAX_BODY) return SL_ETOOBIG;
     uint8_t *z = NULL;
     uint8_t flags = 0;
@@ -478,22 +549,13 @@ int sl_cql_conn_request(sl_cql_conn *c, uint8_t opcode, const uint8_t *body, siz
         len = (size_t)n;
         flags = SL_CQL_FLAG_COMPRESSION;
     }
-    creq r;
-    memset(&r, 0, sizeof r);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&r.cv, &ca);
-    pthread_condattr_destroy(&ca);
-    struct timespec deadline;
-    deadline_after(&deadline, timeout_ms > 0 ? timeout_ms : 1);
-
-    int rc = 0;
+    creq *r = calloc(1, sizeof *r);
+    int rc = r ? 0 : SL_ENOMEM;
     pthread_mutex_lock(&c->mu);
     int s = -1;
-    if (c->dead || c->closing) {
+    if (rc == 0 && (c->dead || c->closing)) {
         rc = SL_EUNAVAILABLE;
-    } else {
+    } else if (rc == 0) {
         for (int i = 0; i < MAX_STREAMS; i++) {
             int cand = (c->next_stream + i) % MAX_STREAMS;
             if (c->slot_state[cand] == SLOT_FREE) {
@@ -515,13 +577,17 @@ int sl_cql_conn_request(sl_cql_conn *c, uint8_t opcode, const uint8_t *body, siz
     }
     if (rc) {
         pthread_mutex_unlock(&c->mu);
-        pthread_cond_destroy(&r.cv);
+        free(r);
         free(z);
         return rc;
     }
+    r->cb = cb;
+    r->arg = arg;
+    r->deadline_ms = sl_mono_ms() + (timeout_ms > 0 ? timeout_ms : 1);
+    if (!c->next_deadline_ms || r->deadline_ms < c->next_deadline_ms) c->next_deadline_ms = r->deadline_ms;
     c->next_stream = (s + 1) % MAX_STREAMS;
     c->slot_state[s] = SLOT_ACTIVE;
-    c->slot_req[s] = &r;
+    c->slot_req[s] = r;
     c->inflight++;
     sl_cql_header h = {.version = (uint8_t)c->version,
                        .flags = flags,
@@ -532,30 +598,50 @@ int sl_cql_conn_request(sl_cql_conn *c, uint8_t opcode, const uint8_t *body, siz
     if (len) memcpy(c->out + c->out_len + SL_CQL_HEADER_LEN, body, len);
     c->out_len += SL_CQL_HEADER_LEN + len;
     c->queued_total += SL_CQL_HEADER_LEN + len;
-    r.end_off = c->queued_total;
-    uint64_t reads_at_send = c->nreads;
-    wake(c);
-    while (!r.done) {
-        if (pthread_cond_timedwait(&r.cv, &c->mu, &deadline) == ETIMEDOUT && !r.done) {
-            /* Keep the id reserved: a late answer must not reach a newer
-             * request that reuses it. */
-            c->slot_state[s] = SLOT_ABANDONED;
-            if (c->nreads == reads_at_send && !c->suspect) {
-                c->suspect = 1;
-                wake(c); /* the heartbeat goes out now */
-            }
-            c->slot_req[s] = NULL;
-            r.rc = SL_ETIMEOUT;
-            r.sent = 1;
-            break;
-        }
-    }
+    r->end_off = c->queued_total;
+    r->reads_at_send = c->nreads;
     pthread_mutex_unlock(&c->mu);
-    pthread_cond_destroy(&r.cv);
+    wake(c);
     free(z);
-    if (sent) *sent = r.sent || r.rc == 0;
-    if (r.rc == 0) *resp = r.resp;
-    return r.rc;
+    return 0;
+}
+
+/* The blocking request: a callback that hands the answer to its waiter. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done, rc, sent;
+    sl_cql_frame resp;
+} waiter;
+
+static void wait_done(void *arg, int rc, sl_cql_frame *resp, int sent) {
+    waiter *w = arg;
+    pthread_mutex_lock(&w->mu);
+    w->rc = rc;
+    w->sent = sent;
+    if (resp) w->resp = *resp;
+    w->done = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+int sl_cql_conn_request(sl_cql_conn *c, uint8_t opcode, const uint8_t *body, size_t len, int timeout_ms,
+                        sl_cql_frame *resp, int *sent) {
+    if (sent) *sent = 0;
+    waiter w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    int rc = sl_cql_conn_send(c, opcode, body, len, timeout_ms, wait_done, &w);
+    if (rc == 0) {
+        pthread_mutex_lock(&w.mu);
+        while (!w.done)
+            pthread_cond_wait(&w.cv, &w.mu);
+        pthread_mutex_unlock(&w.mu);
+        rc = w.rc;
+        if (sent) *sent = w.sent || rc == 0;
+        if (rc == 0) *resp = w.resp;
+    }
+    pthread_cond_destroy(&w.cv);
+    pthread_mutex_destroy(&w.mu);
+    return rc;
 }
 
 /* A request during the handshake: decodes the answer into resp (views into
@@ -737,10 +823,12 @@ int sl_cql_conn_inflight(sl_cql_conn *c) {
 }
 
 void sl_cql_conn_kill(sl_cql_conn *c) {
+    creq *failed = NULL;
     pthread_mutex_lock(&c->mu);
     c->closing = 1;
-    if (!c->thr_started) fail_all_locked(c);
+    if (!c->thr_started) failed = fail_all_locked(c);
     pthread_mutex_unlock(&c->mu);
+    complete(failed);
     if (c->evfd >= 0) wake(c);
 }
 

@@ -2,9 +2,10 @@
  *
  * A connection owns a socket (optionally TLS), the handshake (OPTIONS,
  * STARTUP with lz4 when offered and wanted, SASL PLAIN), and an I/O thread
- * that writes queued request frames and dispatches response frames to the
- * callers waiting on them by stream id. Many requests are in flight at once;
- * each caller blocks on its own completion. */
+ * that writes queued request frames and hands each response frame to its
+ * request's callback by stream id. Many requests are in flight at once, and
+ * none holds a thread while it is (sl_cql_conn_send); sl_cql_conn_request
+ * is the blocking form. */
 #ifndef SL_CQL_CONN_H
 #define SL_CQL_CONN_H
 
@@ -46,6 +47,24 @@ typedef struct {
  * credentials, or the server wants authentication and none was given),
  * SL_EPROTO (no protocol version in common) or SL_ENOMEM. */
 int sl_cql_conn_open(const sl_cql_conn_opts *o, sl_cql_conn **out);
+
+/* What sl_cql_conn_send() calls once its request completes: rc 0 with the
+ * response (whose body the callback then owns and frees), SL_ETIMEOUT when
+ * no answer came within the timeout (its stream id stays reserved until the
+ * late answer arrives or the connection closes), or SL_EIO when the
+ * connection failed with the request pending (sent says whether every byte
+ * of it had been written). It runs on the connection's I/O thread (or on
+ * the thread that kills a connection whose thread never started), without
+ * the connection's lock: it may send again, but must not block or close a
+ * connection. */
+typedef void (*sl_cql_conn_cb)(void *arg, int rc, sl_cql_frame *resp, int sent);
+
+/* Queues one request (opcode, uncompressed body; the body is copied) and
+ * returns at once: 0, and cb runs later exactly once; or, with cb never
+ * called, SL_EUNAVAILABLE when the connection is dead (nothing was sent),
+ * SL_EBUSY when every stream id is in use, SL_ETOOBIG or SL_ENOMEM. */
+int sl_cql_conn_send(sl_cql_conn *c, uint8_t opcode, const uint8_t *body, size_t len, int timeout_ms,
+                     sl_cql_conn_cb cb, void *arg);
 
 /* Sends one request (opcode, uncompressed body) and waits up to timeout_ms
  * for its response. Returns 0 with *resp filled; SL_ETIMEOUT when no answer

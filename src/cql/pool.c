@@ -5,21 +5,30 @@
 
 /* --- Pools --------------------------------------------------------------- */
 
-static void pconn_release_locked(sl_cql_client *c, pconn *p, sl_cql_conn **to_close) {
-    (void)c;
-    *to_close = NULL;
+/* The last reference to a retired connection goes: the maintenance thread
+ * closes it, since the caller may be that connection's own I/O thread (a
+ * request's callback), which cannot join itself. */
+void cql_pconn_release(sl_cql_client *c, pconn *p) {
+    pthread_mutex_lock(&c->mu);
     if (--p->refs == 0 && p->retired) {
-        *to_close = p->c;
-        free(p);
+        p->next = c->graveyard;
+        c->graveyard = p;
+        pthread_cond_signal(&c->maint_cv);
     }
+    pthread_mutex_unlock(&c->mu);
 }
 
-void cql_pconn_release(sl_cql_client *c, pconn *p) {
-    sl_cql_conn *cl;
+void cql_close_graveyard(sl_cql_client *c) {
     pthread_mutex_lock(&c->mu);
-    pconn_release_locked(c, p, &cl);
+    pconn *p = c->graveyard;
+    c->graveyard = NULL;
     pthread_mutex_unlock(&c->mu);
-    if (cl) sl_cql_conn_close(cl);
+    while (p) {
+        pconn *next = p->next;
+        sl_cql_conn_close(p->c);
+        free(p);
+        p = next;
+    }
 }
 
 /* The live connection of a node with the fewest requests in flight, with a
@@ -166,6 +175,7 @@ void *cql_maint_main(void *arg) {
         int stop = c->stopping;
         pthread_mutex_unlock(&c->mu);
         if (stop) break;
+        cql_close_graveyard(c);
         cql_maintain_pools(c);
         maintain_control(c);
     }

@@ -94,21 +94,12 @@ static int encode(sl_cql_client *c, const rq *r, uint8_t **out, size_t *len) {
     return rc;
 }
 
-/* Prepares a statement on one connection and records its id. */
-static int prepare_on(sl_cql_client *c, sl_cql_conn *cn, sl_cql_stmt *st, int timeout_ms) {
-    rq r = {.opcode = SL_CQL_OP_PREPARE, .query = st->query};
-    uint8_t *body;
-    size_t len;
-    int rc = encode(c, &r, &body, &len);
-    if (rc) return rc;
-    sl_cql_frame f;
-    rc = sl_cql_conn_request(cn, SL_CQL_OP_PREPARE, body, len, timeout_ms, &f, NULL);
-    free(body);
-    if (rc) return rc == SL_EIO || rc == SL_EBUSY ? SL_EUNAVAILABLE : rc;
+/* Records the id and metadata of a PREPARE's answer in st; takes f. */
+static int prepared_record(sl_cql_client *c, sl_cql_stmt *st, sl_cql_frame *f) {
     sl_cql_res *res = NULL;
     sl_cql_error err;
     uint8_t *eb = NULL;
-    rc = cql_decode_frame(&f, &res, &err, &eb);
+    int rc = cql_decode_frame(f, &res, &err, &eb);
     if (rc == 1) {
         sl_log(SL_ERR, "cql: cannot prepare \"%s\": %.*s", st->query, (int)err.message.len, err.message.p);
         int code = err.code;
@@ -136,6 +127,25 @@ static int prepare_on(sl_cql_client *c, sl_cql_conn *cn, sl_cql_stmt *st, int ti
     pthread_mutex_unlock(&c->mu);
     sl_cql_res_free(res);
     return 0;
+}
+
+/* Encodes the PREPARE of st. */
+static int encode_prepare(sl_cql_client *c, sl_cql_stmt *st, uint8_t **body, size_t *len) {
+    rq r = {.opcode = SL_CQL_OP_PREPARE, .query = st->query};
+    return encode(c, &r, body, len);
+}
+
+/* Prepares a statement on one connection and records its id. */
+static int prepare_on(sl_cql_client *c, sl_cql_conn *cn, sl_cql_stmt *st, int timeout_ms) {
+    uint8_t *body;
+    size_t len;
+    int rc = encode_prepare(c, st, &body, &len);
+    if (rc) return rc;
+    sl_cql_frame f;
+    rc = sl_cql_conn_request(cn, SL_CQL_OP_PREPARE, body, len, timeout_ms, &f, NULL);
+    free(body);
+    if (rc) return rc == SL_EIO || rc == SL_EBUSY ? SL_EUNAVAILABLE : rc;
+    return prepared_record(c, st, &f);
 }
 
 static int is_write(const rq *r, int flags) {
@@ -191,108 +201,262 @@ static int map_error(sl_cql_client *c, const rq *r, int flags, const sl_cql_erro
     return write ? SL_EUNKNOWN : SL_EIO;
 }
 
-/* Runs one request with routing, re-preparing and retries. */
-static int run(sl_cql_client *c, rq *r, int flags, int has_token, int64_t token, int timeout_ms,
-               sl_cql_res **out) {
-    int plan[MAX_PLAN];
-    pthread_mutex_lock(&c->mu);
-    const sl_cql_stmt *rs = r->st ? r->st : r->nitems ? r->items[0].st : NULL;
-    int np = cql_make_plan(c, has_token, token, rs ? rs->ks : NULL, plan);
-    pthread_mutex_unlock(&c->mu);
-    int idem = (flags & (SL_CQL_READ | SL_CQL_IDEMPOTENT)) != 0 || r->opcode == SL_CQL_OP_PREPARE;
-    int write = is_write(r, flags);
-    /* Fixed here, before the first attempt: every retry carries the same
-     * timestamp (compare-and-sets take their ballot's; Cassandra ignores it
-     * for them). */
-    if (write && !r->qp.has_timestamp) {
-        r->qp.has_timestamp = 1;
-        r->qp.timestamp = sl_cql_next_timestamp();
+/* --- A request in flight ------------------------------------------------- */
+
+/* One request, from its first attempt to its answer, as a chain of
+ * callbacks: each step sends something (the request, or the PREPARE of one
+ * of its statements) on a connection and returns; the connection's I/O
+ * thread calls the next step with the answer. So a request holds no thread
+ * while it waits; the blocking calls wait on one (run). The steps follow
+ * the plan of nodes for the request's token: a request that was not sent,
+ * or an idempotent one that timed out once, goes on to the next node; an
+ * UNPREPARED answer (the node forgot the statement, or never had it: see
+ * sl_cql_stmt_lazy) sends the PREPARE, then the request again. */
+typedef struct areq {
+    sl_cql_client *c;
+    rq r;
+    int flags, timeout_ms, idem, write;
+    int plan[MAX_PLAN], np, k;
+    int rc, again, tried, timeouts, maybe_applied, reprepares, lazy;
+    pconn *p;       /* this attempt's connection (a reference held) */
+    node_stats *ns; /* and its node's figures */
+    sl_cql_stmt *prep; /* being prepared on p */
+    sl_cql_res *res;
+    sl_cql_done_fn done;
+    void *arg;
+} areq;
+
+static void a_next(areq *a);
+static void a_send(areq *a);
+
+static void a_finish(areq *a) {
+    if (a->rc == SL_EUNAVAILABLE) sl_log(SL_DEBUG, "cql: no host available");
+    /* A write that may have executed on an earlier node stays "unknown",
+     * whatever a later attempt says, unless one succeeded. */
+    if (a->rc != 0 && a->write && a->maybe_applied) a->rc = SL_EUNKNOWN;
+    sl_cql_res *res = a->rc == 0 ? a->res : NULL;
+    if (a->rc != 0) sl_cql_res_free(a->res);
+    a->done(a->arg, a->rc, res);
+    free(a);
+}
+
+/* The attempt on this node is over: answer, or try the next node. */
+static void a_node_done(areq *a) {
+    cql_pconn_release(a->c, a->p);
+    a->p = NULL;
+    if (a->rc != 0) sl_count(&a->ns->errors, 1);
+    if (a->rc == 0 || !a->again) {
+        a_finish(a);
+        return;
     }
-    int rc = SL_EUNAVAILABLE, timeouts = 0, maybe_applied = 0, tried = 0;
-    for (int k = 0; k < np; k++) {
+    pthread_mutex_lock(&a->c->mu);
+    pthread_cond_signal(&a->c->maint_cv); /* a connection may have died */
+    pthread_mutex_unlock(&a->c->mu);
+    a_next(a);
+}
+
+/* Sends on the next node of the plan that has a healthy connection. */
+static void a_next(areq *a) {
+    sl_cql_client *c = a->c;
+    while (++a->k < a->np) {
         pthread_mutex_lock(&c->mu);
-        pconn *p = cql_pick_conn_locked(c, &c->nodes[plan[k]]);
-        node_stats *ns = c->nodes[plan[k]].st;
+        pconn *p = c->stopping ? NULL : cql_pick_conn_locked(c, &c->nodes[a->plan[a->k]]);
+        node_stats *ns = c->nodes[a->plan[a->k]].st;
         pthread_mutex_unlock(&c->mu);
         if (!p) continue;
         sl_count(&ns->requests, 1);
-        if (tried) sl_count(&ns->retries, 1);
-        tried = 1;
-        int again = 0, reprepares = 0;
-        for (;;) {
-            uint8_t *body;
-            size_t len;
-            if ((rc = encode(c, r, &body, &len))) break;
-            sl_cql_frame f;
-            int sent = 0;
-            rc = sl_cql_conn_request(p->c, r->opcode, body, len, timeout_ms, &f, &sent);
-            free(body);
-            if (rc == SL_EBUSY || rc == SL_EUNAVAILABLE || (rc == SL_EIO && !sent)) {
-                rc = SL_EUNAVAILABLE;
-                again = 1;
-                break;
-            }
-            if (rc == SL_EIO || rc == SL_ETIMEOUT) {
-                if (rc == SL_ETIMEOUT) {
-                    sl_count(&ns->timeouts, 1);
-                    timeouts++;
-                    cql_node_outcome(c, plan[k], 1);
-                }
-                maybe_applied = 1;
-                again = idem && timeouts <= 1;
-                rc = write ? SL_EUNKNOWN : rc == SL_ETIMEOUT ? SL_ETIMEOUT : SL_EUNAVAILABLE;
-                break;
-            }
-            if (rc) break;
-            sl_cql_error err;
-            uint8_t *eb = NULL;
-            sl_cql_res *res = NULL;
-            rc = cql_decode_frame(&f, &res, &err, &eb);
-            if (rc == 0) {
-                if (out)
-                    *out = res;
-                else
-                    sl_cql_res_free(res);
-                cql_node_outcome(c, plan[k], 0);
-                break;
-            }
-            if (rc < 0) break;
-            if (err.code == SL_CQL_ERR_UNPREPARED && reprepares < 3) {
-                /* Which statement: the execute's, or the batch item whose id
-                 * the server names. */
-                sl_cql_stmt *st = r->st;
-                pthread_mutex_lock(&c->mu);
-                for (size_t i = 0; !st && i < r->nitems; i++) {
-                    sl_cql_stmt *s = r->items[i].st;
-                    if (s->idlen == err.unprepared_id.len &&
-                        memcmp(s->id, err.unprepared_id.p, (size_t)s->idlen) == 0)
-                        st = s;
-                }
-                if (!st && r->nitems) st = r->items[reprepares % r->nitems].st;
-                pthread_mutex_unlock(&c->mu);
-                free(eb);
-                reprepares++;
-                sl_log(SL_DEBUG, "cql: UNPREPARED, preparing \"%s\" again", st ? st->query : "?");
-                if (st && (rc = prepare_on(c, p->c, st, timeout_ms)) == 0) continue;
-                break;
-            }
-            rc = map_error(c, r, flags, &err);
-            again = (err.code == SL_CQL_ERR_OVERLOADED || err.code == SL_CQL_ERR_IS_BOOTSTRAPPING) && idem;
-            free(eb);
-            break;
-        }
-        cql_pconn_release(c, p);
-        if (rc != 0) sl_count(&ns->errors, 1);
-        if (rc == 0 || !again) break;
-        pthread_mutex_lock(&c->mu);
-        pthread_cond_signal(&c->maint_cv); /* a connection may have died */
-        pthread_mutex_unlock(&c->mu);
+        if (a->tried) sl_count(&ns->retries, 1);
+        a->tried = 1;
+        a->p = p;
+        a->ns = ns;
+        a->again = 0;
+        a->reprepares = 0;
+        a_send(a);
+        return;
     }
-    if (rc == SL_EUNAVAILABLE) sl_log(SL_DEBUG, "cql: no host available");
-    /* A write that may have executed on an earlier node stays "unknown",
-     * whatever a later attempt says, unless one succeeded. */
-    if (rc != 0 && write && maybe_applied) rc = SL_EUNKNOWN;
-    return rc;
+    a_finish(a);
+}
+
+static void a_prepared(void *arg, int rc, sl_cql_frame *f, int sent) {
+    areq *a = arg;
+    (void)sent;
+    if (rc == 0) rc = prepared_record(a->c, a->prep, f);
+    if (rc == 0) {
+        a_send(a);
+        return;
+    }
+    /* Nothing of the request itself ran: another node may take it. */
+    a->again = rc == SL_EIO || rc == SL_ETIMEOUT || rc == SL_EUNAVAILABLE;
+    a->rc = a->again ? SL_EUNAVAILABLE : rc;
+    a_node_done(a);
+}
+
+/* Prepares st on this attempt's connection, then sends the request again. */
+static void a_prepare(areq *a, sl_cql_stmt *st) {
+    a->prep = st;
+    uint8_t *body;
+    size_t len;
+    int rc = encode_prepare(a->c, st, &body, &len);
+    if (rc == 0) {
+        rc = sl_cql_conn_send(a->p->c, SL_CQL_OP_PREPARE, body, len, a->timeout_ms, a_prepared, a);
+        free(body);
+    }
+    if (rc == 0) return;
+    a->again = rc == SL_EBUSY || rc == SL_EUNAVAILABLE;
+    a->rc = a->again ? SL_EUNAVAILABLE : rc;
+    a_node_done(a);
+}
+
+/* The first of the request's statements that has no id yet, or NULL. */
+static sl_cql_stmt *unprepared(sl_cql_client *c, const rq *r) {
+    sl_cql_stmt *st = NULL;
+    pthread_mutex_lock(&c->mu);
+    if (r->st && r->st->idlen == 0) st = r->st;
+    for (size_t i = 0; !st && r->opcode == SL_CQL_OP_BATCH && i < r->nitems; i++)
+        if (r->items[i].st->idlen == 0) st = r->items[i].st;
+    pthread_mutex_unlock(&c->mu);
+    return st;
+}
+
+static void a_answer(void *arg, int rc, sl_cql_frame *f, int sent) {
+    areq *a = arg;
+    sl_cql_client *c = a->c;
+    if (rc == SL_EIO && !sent) {
+        a->rc = SL_EUNAVAILABLE;
+        a->again = 1;
+    } else if (rc == SL_EIO || rc == SL_ETIMEOUT) {
+        if (rc == SL_ETIMEOUT) {
+            sl_count(&a->ns->timeouts, 1);
+            a->timeouts++;
+            cql_node_outcome(c, a->plan[a->k], 1);
+        }
+        a->maybe_applied = 1;
+        a->again = a->idem && a->timeouts <= 1;
+        a->rc = a->write ? SL_EUNKNOWN : rc == SL_ETIMEOUT ? SL_ETIMEOUT : SL_EUNAVAILABLE;
+    } else if (rc) {
+        a->rc = rc;
+    } else {
+        sl_cql_error err;
+        uint8_t *eb = NULL;
+        rc = cql_decode_frame(f, &a->res, &err, &eb);
+        if (rc == 0) cql_node_outcome(c, a->plan[a->k], 0);
+        a->rc = rc;
+        if (rc == 1 && err.code == SL_CQL_ERR_UNPREPARED && a->reprepares < 3) {
+            /* Which statement: the execute's, or the batch item whose id
+             * the server names. */
+            sl_cql_stmt *st = a->r.st;
+            pthread_mutex_lock(&c->mu);
+            for (size_t i = 0; !st && i < a->r.nitems; i++) {
+                sl_cql_stmt *x = a->r.items[i].st;
+                if (x->idlen == err.unprepared_id.len && memcmp(x->id, err.unprepared_id.p, (size_t)x->idlen) == 0)
+                    st = x;
+            }
+            if (!st && a->r.nitems) st = a->r.items[a->reprepares % a->r.nitems].st;
+            pthread_mutex_unlock(&c->mu);
+            free(eb);
+            a->reprepares++;
+            sl_log(SL_DEBUG, "cql: UNPREPARED, preparing \"%s\" again", st ? st->query : "?");
+            if (st) {
+                a_prepare(a, st);
+                return;
+            }
+            a->rc = SL_EINTERNAL;
+        } else if (rc == 1) {
+            a->rc = map_error(c, &a->r, a->flags, &err);
+            a->again = (err.code == SL_CQL_ERR_OVERLOADED || err.code == SL_CQL_ERR_IS_BOOTSTRAPPING) && a->idem;
+            free(eb);
+        }
+    }
+    a_node_done(a);
+}
+
+/* Sends the request on this attempt's connection (preparing first a
+ * statement that was never prepared). */
+static void a_send(areq *a) {
+    sl_cql_stmt *st = unprepared(a->c, &a->r);
+    if (st && a->lazy++ <= (int)a->r.nitems) {
+        a_prepare(a, st);
+        return;
+    }
+    uint8_t *body;
+    size_t len;
+    int rc = encode(a->c, &a->r, &body, &len);
+    if (rc == 0) {
+        rc = sl_cql_conn_send(a->p->c, a->r.opcode, body, len, a->timeout_ms, a_answer, a);
+        free(body);
+    }
+    if (rc == 0) return;
+    a->again = rc == SL_EBUSY || rc == SL_EUNAVAILABLE;
+    a->rc = a->again ? SL_EUNAVAILABLE : rc;
+    a_node_done(a);
+}
+
+/* Starts one request with routing, re-preparing and retries; done runs
+ * once, maybe before this returns. r's pointers stay borrowed until then. */
+static void run_async(sl_cql_client *c, const rq *r, int flags, int has_token, int64_t token, int timeout_ms,
+                      sl_cql_done_fn done, void *arg) {
+    areq *a = calloc(1, sizeof *a);
+    if (!a) {
+        done(arg, SL_ENOMEM, NULL);
+        return;
+    }
+    a->c = c;
+    a->r = *r;
+    a->flags = flags;
+    a->timeout_ms = timeout_ms;
+    a->done = done;
+    a->arg = arg;
+    a->k = -1;
+    a->rc = SL_EUNAVAILABLE;
+    pthread_mutex_lock(&c->mu);
+    const sl_cql_stmt *rs = r->st ? r->st : r->nitems ? r->items[0].st : NULL;
+    a->np = cql_make_plan(c, has_token, token, rs ? rs->ks : NULL, a->plan);
+    pthread_mutex_unlock(&c->mu);
+    a->idem = (flags & (SL_CQL_READ | SL_CQL_IDEMPOTENT)) != 0 || r->opcode == SL_CQL_OP_PREPARE;
+    a->write = is_write(r, flags);
+    /* Fixed here, before the first attempt: every retry carries the same
+     * timestamp (compare-and-sets take their ballot's; Cassandra ignores it
+     * for them). */
+    if (a->write && !a->r.qp.has_timestamp) {
+        a->r.qp.has_timestamp = 1;
+        a->r.qp.timestamp = sl_cql_next_timestamp();
+    }
+    a_next(a);
+}
+
+/* The blocking form: run_async, and wait for its answer. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done, rc;
+    sl_cql_res *res;
+} waiter;
+
+static void wait_done(void *arg, int rc, sl_cql_res *res) {
+    waiter *w = arg;
+    pthread_mutex_lock(&w->mu);
+    w->rc = rc;
+    w->res = res;
+    w->done = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static int run(sl_cql_client *c, rq *r, int flags, int has_token, int64_t token, int timeout_ms,
+               sl_cql_res **out) {
+    waiter w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    run_async(c, r, flags, has_token, token, timeout_ms, wait_done, &w);
+    pthread_mutex_lock(&w.mu);
+    while (!w.done)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    pthread_mutex_destroy(&w.mu);
+    if (w.rc == 0 && out)
+        *out = w.res;
+    else
+        sl_cql_res_free(w.res);
+    return w.rc;
 }
 
 static void fill_qparams(sl_cql_client *c, const sl_cql_opts *o, const sl_cql_bytes *vals, size_t n,
@@ -309,7 +473,7 @@ static int timeout_of(sl_cql_client *c, const sl_cql_opts *o) {
     return o && o->timeout_ms > 0 ? o->timeout_ms : c->cfg.request_timeout_ms;
 }
 
-int sl_cql_prepare(sl_cql_client *c, const char *query, sl_cql_stmt **out) {
+int sl_cql_stmt_lazy(sl_cql_client *c, const char *query, sl_cql_stmt **out) {
     pthread_mutex_lock(&c->mu);
     for (sl_cql_stmt *s = c->stmts; s; s = s->next)
         if (strcmp(s->query, query) == 0) {
@@ -317,15 +481,27 @@ int sl_cql_prepare(sl_cql_client *c, const char *query, sl_cql_stmt **out) {
             pthread_mutex_unlock(&c->mu);
             return 0;
         }
-    pthread_mutex_unlock(&c->mu);
     sl_cql_stmt *st = calloc(1, sizeof *st);
     if (!st || !(st->query = strdup(query))) {
+        pthread_mutex_unlock(&c->mu);
         free(st);
         return SL_ENOMEM;
     }
-    int plan[MAX_PLAN], rc = SL_EUNAVAILABLE;
+    st->next = c->stmts;
+    c->stmts = st;
+    pthread_mutex_unlock(&c->mu);
+    *out = st;
+    return 0;
+}
+
+int sl_cql_prepare(sl_cql_client *c, const char *query, sl_cql_stmt **out) {
+    sl_cql_stmt *st;
+    int rc = sl_cql_stmt_lazy(c, query, &st);
+    if (rc) return rc;
     pthread_mutex_lock(&c->mu);
-    int np = cql_make_plan(c, 0, 0, NULL, plan);
+    int have = st->idlen > 0;
+    int plan[MAX_PLAN];
+    int np = have ? 0 : cql_make_plan(c, 0, 0, NULL, plan);
     pthread_mutex_unlock(&c->mu);
     /* On every node up, as drivers do: each node keeps its own cache, and a
      * statement it has not seen costs an UNPREPARED round trip on the
@@ -333,7 +509,8 @@ int sl_cql_prepare(sl_cql_client *c, const char *query, sl_cql_stmt **out) {
      * the same everywhere, so one node that has it is enough to go on; an
      * error that is not about availability (the statement is wrong) ends
      * the attempt unless a node took it. */
-    int ok = 0;
+    int ok = have;
+    rc = SL_EUNAVAILABLE;
     for (int k = 0; k < np; k++) {
         pthread_mutex_lock(&c->mu);
         pconn *p = cql_pick_conn_locked(c, &c->nodes[plan[k]]);
@@ -348,36 +525,52 @@ int sl_cql_prepare(sl_cql_client *c, const char *query, sl_cql_stmt **out) {
             if (prc != SL_EUNAVAILABLE && prc != SL_ETIMEOUT) break;
         }
     }
-    if (ok) rc = 0;
-    if (rc) {
-        free(st->query);
-        free(st);
-        return rc;
-    }
-    pthread_mutex_lock(&c->mu);
-    for (sl_cql_stmt *s = c->stmts; s; s = s->next)
-        if (strcmp(s->query, query) == 0) { /* another thread won the race */
-            pthread_mutex_unlock(&c->mu);
-            free(st->query);
-            free(st);
-            *out = s;
-            return 0;
-        }
-    st->next = c->stmts;
-    c->stmts = st;
-    pthread_mutex_unlock(&c->mu);
+    /* A statement that could not be prepared stays known, unprepared: its
+     * next use prepares it (sl_cql_stmt_lazy). */
+    if (!ok) return rc;
     *out = st;
+    return 0;
+}
+
+static int exec_setup(sl_cql_client *c, sl_cql_stmt *st, const sl_cql_bytes *vals, size_t n, const sl_cql_opts *o,
+                      rq *r, int *has, int64_t *token) {
+    if (!st || n > MAX_BIND * 4) return SL_EINVAL;
+    *r = (rq){.opcode = SL_CQL_OP_EXECUTE, .st = st, .vals = vals, .n = n};
+    fill_qparams(c, o, vals, n, &r->qp);
+    *token = 0;
+    *has = sl_cql_routing_token(st, vals, n, token);
+    return 0;
+}
+
+static int batch_setup(sl_cql_client *c, uint8_t type, const sl_cql_batch_item *items, size_t n,
+                       const sl_cql_opts *o, rq *r, int *has, int64_t *token) {
+    if (!items || n == 0 || n > 65535) return SL_EINVAL;
+    *r = (rq){.opcode = SL_CQL_OP_BATCH, .btype = type, .items = items, .nitems = n};
+    fill_qparams(c, o, NULL, 0, &r->qp);
+    *token = 0;
+    *has = sl_cql_routing_token(items[0].st, items[0].vals, items[0].n, token);
     return 0;
 }
 
 int sl_cql_execute(sl_cql_client *c, sl_cql_stmt *st, const sl_cql_bytes *vals, size_t n,
                    const sl_cql_opts *o, sl_cql_res **out) {
-    if (!st || n > MAX_BIND * 4) return SL_EINVAL;
-    rq r = {.opcode = SL_CQL_OP_EXECUTE, .st = st, .vals = vals, .n = n};
-    fill_qparams(c, o, vals, n, &r.qp);
-    int64_t token = 0;
-    int has = sl_cql_routing_token(st, vals, n, &token);
-    return run(c, &r, o ? o->flags : 0, has, token, timeout_of(c, o), out);
+    rq r;
+    int has;
+    int64_t token;
+    int rc = exec_setup(c, st, vals, n, o, &r, &has, &token);
+    return rc ? rc : run(c, &r, o ? o->flags : 0, has, token, timeout_of(c, o), out);
+}
+
+void sl_cql_execute_cb(sl_cql_client *c, sl_cql_stmt *st, const sl_cql_bytes *vals, size_t n,
+                       const sl_cql_opts *o, sl_cql_done_fn done, void *arg) {
+    rq r;
+    int has;
+    int64_t token;
+    int rc = exec_setup(c, st, vals, n, o, &r, &has, &token);
+    if (rc)
+        done(arg, rc, NULL);
+    else
+        run_async(c, &r, o ? o->flags : 0, has, token, timeout_of(c, o), done, arg);
 }
 
 int sl_cql_query(sl_cql_client *c, const char *query, const sl_cql_bytes *vals, size_t n,
@@ -389,12 +582,23 @@ int sl_cql_query(sl_cql_client *c, const char *query, const sl_cql_bytes *vals, 
 
 int sl_cql_batch_exec(sl_cql_client *c, uint8_t type, const sl_cql_batch_item *items, size_t n,
                       const sl_cql_opts *o, sl_cql_res **out) {
-    if (!items || n == 0 || n > 65535) return SL_EINVAL;
-    rq r = {.opcode = SL_CQL_OP_BATCH, .btype = type, .items = items, .nitems = n};
-    fill_qparams(c, o, NULL, 0, &r.qp);
-    int64_t token = 0;
-    int has = sl_cql_routing_token(items[0].st, items[0].vals, items[0].n, &token);
-    return run(c, &r, o ? o->flags : 0, has, token, timeout_of(c, o), out);
+    rq r;
+    int has;
+    int64_t token;
+    int rc = batch_setup(c, type, items, n, o, &r, &has, &token);
+    return rc ? rc : run(c, &r, o ? o->flags : 0, has, token, timeout_of(c, o), out);
+}
+
+void sl_cql_batch_cb(sl_cql_client *c, uint8_t type, const sl_cql_batch_item *items, size_t n,
+                     const sl_cql_opts *o, sl_cql_done_fn done, void *arg) {
+    rq r;
+    int has;
+    int64_t token;
+    int rc = batch_setup(c, type, items, n, o, &r, &has, &token);
+    if (rc)
+        done(arg, rc, NULL);
+    else
+        run_async(c, &r, o ? o->flags : 0, has, token, timeout_of(c, o), done, arg);
 }
 
 int sl_cql_schema_change(sl_cql_client *c, const char *query, int timeout_ms) {

@@ -107,6 +107,7 @@ struct sl_http_server {
     SSL_CTX *tls;
     int stopping; /* atomic */
     int nconns;   /* atomic: open connections */
+    int pool_busy; /* atomic: store-pool threads running a handler */
     int nreqs;    /* atomic: requests begun and not finished */
     route_stats unrouted;   /* answers with no route: 404, 405, the server's own refusals */
     uint64_t conns_refused; /* atomic: at the connection limit */
@@ -1172,7 +1173,9 @@ static void *pool_main(void *arg) {
         if (!s->pool_head) s->pool_tail = NULL;
         pthread_mutex_unlock(&s->pool_mu);
         r->on_pool = 1;
+        __atomic_add_fetch(&s->pool_busy, 1, __ATOMIC_RELAXED);
         int h = run_handler(r);
+        __atomic_sub_fetch(&s->pool_busy, 1, __ATOMIC_RELAXED);
         r->on_pool = 0;
         if (h == 0) {
             worker *w = r->c->w;
@@ -1774,9 +1777,14 @@ void sl_http_metrics_head(sl_text *t, int part) {
         {"sluice_http_connections", "gauge", "Open connections."},
         {"sluice_http_connections_refused_total", "counter",
          "Connections refused with a 503 at the connection limit."},
+        {"sluice_http_requests_parked", "gauge",
+         "Requests waiting with no thread: on the store's answer to their writes, or on a long poll."},
+        {"sluice_http_store_pool_busy", "gauge", "Threads of the store pool running a handler now."},
     };
     sl_metric_head(t, heads[part][0], heads[part][1], heads[part][2]);
 }
+
+static int parked_count(sl_http_server *s, int wake_all);
 
 void sl_http_metrics(sl_http_server *s, const char *server, int part, sl_text *t) {
     switch (part) {
@@ -1789,6 +1797,13 @@ void sl_http_metrics(sl_http_server *s, const char *server, int part, sl_text *t
     case SL_HTTP_M_CONNS:
         sl_text_printf(t, "sluice_http_connections{server=\"%s\"} %d\n", server,
                        __atomic_load_n(&s->nconns, __ATOMIC_RELAXED));
+        break;
+    case SL_HTTP_M_PARKED:
+        sl_text_printf(t, "sluice_http_requests_parked{server=\"%s\"} %d\n", server, parked_count(s, 0));
+        break;
+    case SL_HTTP_M_POOL_BUSY:
+        sl_text_printf(t, "sluice_http_store_pool_busy{server=\"%s\"} %d\n", server,
+                       __atomic_load_n(&s->pool_busy, __ATOMIC_RELAXED));
         break;
     default:
         sl_text_printf(t, "sluice_http_connections_refused_total{server=\"%s\"} %llu\n", server,

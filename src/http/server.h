@@ -102,7 +102,15 @@ void sl_http_stop(sl_http_server *s);
  * samples must be written together, so the caller writes part by part:
  * sl_http_metrics_head(t, part), then sl_http_metrics() of every server
  * with that part. server is the label ("queue", "admin"). */
-enum { SL_HTTP_M_REQUESTS, SL_HTTP_M_DURATION, SL_HTTP_M_CONNS, SL_HTTP_M_REFUSED, SL_HTTP_M_N };
+enum {
+    SL_HTTP_M_REQUESTS,
+    SL_HTTP_M_DURATION,
+    SL_HTTP_M_CONNS,
+    SL_HTTP_M_REFUSED,
+    SL_HTTP_M_PARKED,
+    SL_HTTP_M_POOL_BUSY,
+    SL_HTTP_M_N
+};
 void sl_http_metrics_head(sl_text *t, int part);
 void sl_http_metrics(sl_http_server *s, const char *server, int part, sl_text *t);
 

@@ -2,7 +2,8 @@
  * read back at SERIAL), the combiner that makes one batch of concurrent
  * requests' compare-and-sets, and the pointers and counters built on them. */
 #include <limits.h>
-#include <semaphore.h>
+#include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "queue_int.h"
@@ -100,32 +101,58 @@ int eng_cas_settle(sl_engine *e, sl_write *w, int nonce_col, int rc, size_t n) {
 
 /* --- Combined compare-and-sets -------------------------------------------- */
 
-/* Concurrent compare-and-sets of one queue's rows (leases, acks) are
- * combined, on stores that ask for it (combine_cas): while one round is with
- * the store, the next requests queue up, and the thread that leads the next
- * round sends each partition's writes as one conditional batch (one commit on the embedded store, one Paxos
- * round on Cassandra, where single-row rounds on one bucket would contend with each other). A batch is all or
- * nothing, so when one of its conditions fails (another node took a row, a receipt is stale) or its outcome
- * is unknown, each of its writes is settled on its own with eng_cas(). The same row twice in one round is
- * settled on its own too, after the batch that holds it once: a batch evaluates all its conditions before
- * applying any, and would apply both. */
-typedef struct cas_req {
-    sl_write *w;      /* the caller's writes, */
-    int *rcs;         /* and their results, */
-    const size_t *ix; /* of which this request holds w[ix[0..n)] */
-    size_t n;
-    int nonce_col;
-    int lead;  /* set by the previous leader before it posts sem: lead the next round */
-    int first; /* the combiner was idle when this request came: it leads at once */
-    sem_t sem;
-    struct cas_req *next, *wnext;
-} cas_req;
-
 /* Whether a and b (of one table) agree on their first ncols columns. */
 int eng_same_key(const sl_write *a, const sl_write *b, int ncols) {
     for (int i = 0; i < ncols; i++)
         if (!val_eq(&a->row.v[i], &b->row.v[i], a->t->cols[i].type)) return 0;
     return 1;
+}
+
+static int same_partition(const sl_write *a, const sl_write *b) {
+    return a->t == b->t && eng_same_key(a, b, a->t->npk);
+}
+
+static int same_row(const sl_write *a, const sl_write *b) {
+    return a->t == b->t && eng_same_key(a, b, a->t->npk + a->t->nck);
+}
+
+static void arrange_swap(sl_write *w, void (*swap)(void *ctx, size_t a, size_t b), void *ctx, size_t a,
+                         size_t b) {
+    if (a == b) return;
+    sl_write t = w[a];
+    w[a] = w[b];
+    w[b] = t;
+    if (swap) swap(ctx, a, b);
+}
+
+size_t eng_cas_arrange(sl_write *w, size_t n, void (*swap)(void *ctx, size_t a, size_t b), void *ctx,
+                       size_t *gstart, size_t *gn, size_t *nsent) {
+    /* The repeated rows go last, in their order. */
+    size_t end = n;
+    for (size_t i = n; i-- > 0;) {
+        int late = 0;
+        for (size_t j = 0; j < i && !late; j++)
+            late = same_row(&w[j], &w[i]);
+        if (!late) continue;
+        for (size_t x = i; x + 1 < end; x++)
+            arrange_swap(w, swap, ctx, x, x + 1);
+        end--;
+    }
+    size_t ng = 0;
+    for (size_t i = 0; i < end;) {
+        size_t last = i + 1;
+        for (size_t j = last; j < end; j++)
+            if (same_partition(&w[j], &w[i])) arrange_swap(w, swap, ctx, last++, j);
+        gstart[ng] = i;
+        gn[ng++] = last - i;
+        i = last;
+    }
+    *nsent = ng;
+    for (size_t i = end; i < n; i++) {
+        gstart[ng] = i;
+        gn[ng++] = 1;
+    }
+    return ng;
 }
 
 /* Which of a queue's combiners takes a write: by its partition, so that
@@ -144,88 +171,180 @@ static int cas_slot(const sl_write *w) {
     return (int)(h % CAS_SLOTS);
 }
 
-/* Settles every write of the round's requests. Until settled, a write's
- * result slot holds CAS_PENDING, or CAS_TAKEN once it is in the batch being
- * built; nothing is allocated, since every lease and ack comes this way. */
-enum { CAS_PENDING = INT_MIN, CAS_TAKEN };
+/* Concurrent compare-and-sets of one queue's rows (leases, acks) are
+ * combined, on stores that ask for it (combine_cas): while a round of a
+ * combiner is with the store, the groups submitted to it queue up, and when
+ * the round's last answer comes, the queued groups go out as the next
+ * round, each partition's as one conditional batch (one Paxos round on
+ * Cassandra, where single-row rounds on one bucket would contend with each
+ * other). A group that has a row in common with a group already in its
+ * partition's batch waits for the round after: a batch checks all its
+ * conditions before it writes any, and would apply both. Nothing waits
+ * here: the answer of a round starts the next one, on whichever thread the
+ * store answers on, so a compare-and-set with the store holds no thread.
+ * Batches are all or nothing, so the owner of a group settles each of its
+ * writes by the batch's answer with eng_cas_settle (by its nonce when the
+ * outcome is unknown, on its own when a batch of several was not
+ * applied). */
+typedef struct cas_batch {
+    sl_engine *e;
+    qstate *q;
+    int slot;
+    eng_casg *members;
+    size_t n;
+    sl_write w[SL_BATCH_MAX];
+} cas_batch;
 
-static void cas_round(sl_engine *e, cas_req *list) {
-    struct item {
-        sl_write *w;
-        int nonce_col, *rc;
-    } in[SL_BATCH_MAX];
-    sl_write batch[SL_BATCH_MAX];
-    for (cas_req *r = list; r; r = r->next)
-        for (size_t i = 0; i < r->n; i++)
-            r->rcs[r->ix[i]] = CAS_PENDING;
-    for (cas_req *r = list; r; r = r->next)
-        for (size_t i = 0; i < r->n; i++) {
-            const sl_write *first = &r->w[r->ix[i]];
-            if (r->rcs[r->ix[i]] != CAS_PENDING) continue;
-            const sl_table *t = first->t;
-            /* A batch: this pending write and every later one of the same
-             * partition, each row once. */
-            size_t nb = 0;
-            for (cas_req *o = r; o && nb < SL_BATCH_MAX; o = o->next)
-                for (size_t j = o == r ? i : 0; j < o->n && nb < SL_BATCH_MAX; j++) {
-                    sl_write *w = &o->w[o->ix[j]];
-                    int *rc = &o->rcs[o->ix[j]];
-                    if (*rc != CAS_PENDING || w->t != t || !eng_same_key(w, first, t->npk)) continue;
-                    int dup = 0;
-                    for (size_t x = 0; x < nb && !dup; x++)
-                        dup = eng_same_key(in[x].w, w, t->npk + t->nck);
-                    if (dup) continue;
-                    in[nb] = (struct item){w, o->nonce_col, rc};
-                    batch[nb++] = *w;
-                    *rc = CAS_TAKEN;
-                }
-            if (nb == 1) {
-                *in[0].rc = eng_cas(e, in[0].w, in[0].nonce_col);
-                continue;
-            }
-            eng_cas_sent(e);
-            int brc = sl_store_apply(e->st, batch, nb, NULL);
-            for (size_t x = 0; x < nb; x++)
-                *in[x].rc = eng_cas_settle(e, in[x].w, in[x].nonce_col, brc, nb);
-        }
+static void round_start(sl_engine *e, qstate *q, int slot, eng_casg *list);
+
+static void batch_answer(void *arg, int rc) {
+    cas_batch *b = arg;
+    sl_engine *e = b->e;
+    qstate *q = b->q;
+    int slot = b->slot;
+    struct cas_slot *s = &q->cas[slot];
+    /* The next round first: this batch's members hold q until told. */
+    eng_casg *next = NULL;
+    pthread_mutex_lock(&q->mu);
+    if (--s->inflight == 0) {
+        next = s->head;
+        s->head = s->tail = NULL;
+        if (!next) s->busy = 0;
+    }
+    pthread_mutex_unlock(&q->mu);
+    if (next) round_start(e, q, slot, next);
+    for (eng_casg *m = b->members, *nx; m; m = nx) {
+        nx = m->next;
+        m->rc = rc;
+        m->bn = b->n;
+        m->done(m->arg);
+    }
+    free(b);
 }
 
-/* Waits for the round that settles r, or leads it. */
-static void cas_settle(sl_engine *e, qstate *q, int slot, cas_req *r) {
-    struct cas_slot *c = &q->cas[slot];
-    if (!r->first) {
-        while (sem_wait(&r->sem) != 0) {
-        } /* EINTR */
+/* Answers a group that could not be sent. */
+static void group_fail(eng_casg *g, int rc) {
+    g->rc = rc;
+    g->bn = g->n;
+    g->done(g->arg);
+}
+
+/* Sends a round: the groups of list, by partition, each batch as large as
+ * SL_BATCH_MAX allows; a group that does not fit (a row twice, or too many
+ * writes) goes back to wait for the next round. */
+static void round_start(sl_engine *e, qstate *q, int slot, eng_casg *list) {
+    cas_batch *bs[CAS_ROUND_MAX];
+    int nb = 0;
+    eng_casg *back = NULL, *backtail = NULL, *failed = NULL;
+    while (list) {
+        eng_casg *g = list;
+        list = g->next;
+        g->next = NULL;
+        cas_batch *b = NULL;
+        for (int k = 0; k < nb && !b; k++)
+            if (same_partition(&bs[k]->w[0], &g->w[0])) b = bs[k];
+        int fits = 1;
+        if (b) {
+            fits = b->n + g->n <= SL_BATCH_MAX;
+            for (size_t x = 0; x < b->n && fits; x++)
+                for (size_t y = 0; y < g->n && fits; y++)
+                    fits = !same_row(&b->w[x], &g->w[y]);
+        } else if (nb < CAS_ROUND_MAX && (b = malloc(sizeof *b)) != NULL) {
+            *b = (cas_batch){.e = e, .q = q, .slot = slot};
+            bs[nb++] = b;
+        } else if (nb == 0) { /* out of memory, and nothing goes out to come back for it */
+            g->next = failed;
+            failed = g;
+            continue;
+        } else {
+            fits = 0;
+        }
+        if (!fits) {
+            if (backtail)
+                backtail->next = g;
+            else
+                back = g;
+            backtail = g;
+            continue;
+        }
+        memcpy(&b->w[b->n], g->w, g->n * sizeof *g->w);
+        b->n += g->n;
+        g->next = b->members;
+        b->members = g;
     }
-    if (!r->first && !r->lead) {
-        if (r->wnext) sem_post(&r->wnext->sem);
+    pthread_mutex_lock(&q->mu);
+    struct cas_slot *s = &q->cas[slot];
+    if (back) { /* ahead of what came meanwhile */
+        backtail->next = s->head;
+        if (!s->head) s->tail = backtail;
+        s->head = back;
+    }
+    s->inflight = nb;
+    if (nb == 0) s->busy = 0; /* only when list held failed groups alone */
+    pthread_mutex_unlock(&q->mu);
+    for (int k = 0; k < nb; k++) {
+        eng_cas_sent(e);
+        sl_store_apply_cb(e->st, bs[k]->w, bs[k]->n, batch_answer, bs[k]);
+    }
+    for (eng_casg *g = failed, *nx; g; g = nx) {
+        nx = g->next;
+        group_fail(g, SL_ENOMEM);
+    }
+}
+
+static void alone_answer(void *arg, int rc) {
+    eng_casg *g = arg;
+    g->rc = rc;
+    g->bn = g->n;
+    g->done(g->arg);
+}
+
+void eng_cas_submit(sl_engine *e, qstate *q, eng_casg *g) {
+    int combine = e->cfg.combine_cas ? e->cfg.combine_cas > 0 : e->st->type->combine_cas;
+    g->next = NULL;
+    if (!combine) { /* this group alone (see sl_store_type) */
+        eng_cas_sent(e);
+        sl_store_apply_cb(e->st, g->w, g->n, alone_answer, g);
         return;
     }
-    /* Lead one round: everything queued so far, r included. */
+    int slot = cas_slot(&g->w[0]);
+    struct cas_slot *s = &q->cas[slot];
     pthread_mutex_lock(&q->mu);
-    cas_req *list = c->head;
-    c->head = c->tail = NULL;
+    int lead = !s->busy;
+    if (lead) {
+        s->busy = 1;
+    } else {
+        if (s->tail)
+            s->tail->next = g;
+        else
+            s->head = g;
+        s->tail = g;
+    }
     pthread_mutex_unlock(&q->mu);
-    cas_round(e, list);
-    /* Hand the lead to the first request that came meanwhile, then wake
-     * this round's others, each waking the next. A request is not touched
-     * once its semaphore is posted. */
-    pthread_mutex_lock(&q->mu);
-    cas_req *next_lead = c->head;
-    if (next_lead)
-        next_lead->lead = 1;
-    else
-        c->busy = 0;
-    cas_req *done = NULL, **tail = &done;
-    for (cas_req *x = list; x; x = x->next)
-        if (x != r) {
-            *tail = x;
-            tail = &x->wnext;
-        }
-    *tail = NULL;
-    pthread_mutex_unlock(&q->mu);
-    if (next_lead) sem_post(&next_lead->sem);
-    if (done) sem_post(&done->sem);
+    if (lead) round_start(e, q, slot, g);
+}
+
+/* eng_cas_many: its writes arranged in groups (a copy, so that w keeps its
+ * order), submitted, waited for, and settled. */
+struct many {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int left;
+    size_t ix[SL_BATCH_MAX];
+};
+
+static void many_swap(void *ctx, size_t a, size_t b) {
+    struct many *m = ctx;
+    size_t t = m->ix[a];
+    m->ix[a] = m->ix[b];
+    m->ix[b] = t;
+}
+
+static void many_done(void *arg) {
+    struct many *m = arg;
+    pthread_mutex_lock(&m->mu);
+    if (--m->left == 0) pthread_cond_signal(&m->cv);
+    pthread_mutex_unlock(&m->mu);
 }
 
 void eng_cas_many(sl_engine *e, qstate *q, sl_write *w, size_t n, int nonce_col, int *rcs) {
@@ -234,49 +353,40 @@ void eng_cas_many(sl_engine *e, qstate *q, sl_write *w, size_t n, int nonce_col,
             rcs[i] = SL_EINVAL;
         return;
     }
-    size_t ix[SL_BATCH_MAX];
-    int combine = e->cfg.combine_cas ? e->cfg.combine_cas > 0 : e->st->type->combine_cas;
-    if (!combine) { /* this request's writes alone (see sl_store_type) */
+    sl_write *tmp = malloc(n * sizeof *tmp);
+    eng_casg *g = malloc(n * sizeof *g);
+    struct many *m = malloc(sizeof *m);
+    if (!tmp || !g || !m) {
         for (size_t i = 0; i < n; i++)
-            ix[i] = i;
-        cas_req r = {.w = w, .rcs = rcs, .ix = ix, .n = n, .nonce_col = nonce_col};
-        cas_round(e, &r);
+            rcs[i] = SL_ENOMEM;
+        free(tmp), free(g), free(m);
         return;
     }
-    /* One request per combiner the writes go to, in slot order: a thread
-     * waits only after leading its lower slots, so waits never form a
-     * cycle. */
-    size_t cnt[CAS_SLOTS] = {0}, off[CAS_SLOTS];
+    size_t gstart[SL_BATCH_MAX], gn[SL_BATCH_MAX], nsent;
     for (size_t i = 0; i < n; i++)
-        cnt[cas_slot(&w[i])]++;
-    for (size_t sl = 0, o = 0; sl < CAS_SLOTS; sl++) {
-        off[sl] = o;
-        o += cnt[sl];
+        m->ix[i] = i;
+    memcpy(tmp, w, n * sizeof *tmp);
+    size_t ng = eng_cas_arrange(tmp, n, many_swap, m, gstart, gn, &nsent);
+    pthread_mutex_init(&m->mu, NULL);
+    pthread_cond_init(&m->cv, NULL);
+    m->left = (int)nsent;
+    for (size_t x = 0; x < nsent; x++) {
+        g[x] = (eng_casg){.w = &tmp[gstart[x]], .n = gn[x], .done = many_done, .arg = m};
+        eng_cas_submit(e, q, &g[x]);
     }
-    for (size_t i = 0; i < n; i++)
-        ix[off[cas_slot(&w[i])]++] = i;
-    cas_req sub[CAS_SLOTS];
-    memset(sub, 0, sizeof sub);
-    pthread_mutex_lock(&q->mu);
-    for (size_t sl = 0, o = 0; sl < CAS_SLOTS; o += cnt[sl], sl++) {
-        if (!cnt[sl]) continue;
-        cas_req *r = &sub[sl];
-        *r = (cas_req){.w = w, .rcs = rcs, .ix = ix + o, .n = cnt[sl], .nonce_col = nonce_col};
-        sem_init(&r->sem, 0, 0); /* cannot fail for a process-private semaphore */
-        struct cas_slot *c = &q->cas[sl];
-        if (c->tail)
-            c->tail->next = r;
-        else
-            c->head = r;
-        c->tail = r;
-        if (!c->busy) c->busy = r->first = 1;
-    }
-    pthread_mutex_unlock(&q->mu);
-    for (int sl = 0; sl < CAS_SLOTS; sl++) {
-        if (!cnt[sl]) continue;
-        cas_settle(e, q, sl, &sub[sl]);
-        sem_destroy(&sub[sl].sem);
-    }
+    pthread_mutex_lock(&m->mu);
+    while (m->left > 0)
+        pthread_cond_wait(&m->cv, &m->mu);
+    pthread_mutex_unlock(&m->mu);
+    /* A repeated row's write is made now, after the others, so the first
+     * one wins. */
+    for (size_t x = 0; x < ng; x++)
+        for (size_t k = gstart[x]; k < gstart[x] + gn[x]; k++)
+            rcs[m->ix[k]] = x < nsent ? eng_cas_settle(e, &tmp[k], nonce_col, g[x].rc, g[x].bn)
+                                      : eng_cas(e, &tmp[k], nonce_col);
+    pthread_cond_destroy(&m->cv);
+    pthread_mutex_destroy(&m->mu);
+    free(tmp), free(g), free(m);
 }
 
 /* --- Pointers and counters ---------------------------------------------- */

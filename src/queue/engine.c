@@ -98,7 +98,8 @@ static void *poller_main(void *arg) {
     while (!e->stopping) {
         sl_cond_wait_ms(&e->wake, &e->mu, 200);
         if (e->stopping) break;
-        /* Collect the distinct queues with watchers (a few; bounded). */
+        /* Collect the distinct queues with watchers (a few; bounded), each
+         * held while it is looked at: its watch may be fired meanwhile. */
         qstate *qs[64];
         int nq = 0;
         for (sl_watch *w = e->watches; w && nq < 64; w = w->next) {
@@ -106,11 +107,14 @@ static void *poller_main(void *arg) {
             for (int i = 0; i < nq; i++) seen |= qs[i] == w->q;
             if (!seen) qs[nq++] = w->q;
         }
+        for (int i = 0; i < nq; i++)
+            qs[i]->users++;
         pthread_mutex_unlock(&e->mu);
         for (int i = 0; i < nq; i++) {
             qstate *q = qs[i];
             int wake = q->dead || msg_has_visible(e, q);
             if (wake) eng_notify(e, q);
+            eng_queue_release(e, q);
         }
         eng_fire(e, NULL, 1, sl_now_ms());
         flush_lease_entries(e, 0);
@@ -202,7 +206,17 @@ int sl_engine_open(sl_store *st, const sl_engine_config *cfg, sl_engine **out) {
     }
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->wake, NULL);
+    pthread_cond_init(&e->claim_cv, NULL);
     if (pthread_create(&e->poller, NULL, poller_main, e) != 0) {
+        free(e);
+        return SL_ENOMEM;
+    }
+    if (pthread_create(&e->claimer, NULL, msg_claimer_main, e) != 0) {
+        pthread_mutex_lock(&e->mu);
+        e->stopping = 1;
+        pthread_cond_broadcast(&e->wake);
+        pthread_mutex_unlock(&e->mu);
+        pthread_join(e->poller, NULL);
         free(e);
         return SL_ENOMEM;
     }
@@ -325,9 +339,11 @@ void sl_engine_close(sl_engine *e) {
     pthread_mutex_lock(&e->mu);
     __atomic_store_n(&e->stopping, 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&e->wake);
+    pthread_cond_signal(&e->claim_cv);
     pthread_mutex_unlock(&e->mu);
     pthread_join(e->poller, NULL);
     if (e->bg_started) pthread_join(e->bg, NULL);
+    pthread_join(e->claimer, NULL); /* after the puts waiting for ids are served */
     /* Move tasks see stopping at their next message and record that. */
     pthread_mutex_lock(&e->mu);
     while (e->movers > 0)
@@ -338,6 +354,7 @@ void sl_engine_close(sl_engine *e) {
     flush_lease_entries(e, 1);
     eng_queue_reap(e, 1);
     pthread_cond_destroy(&e->wake);
+    pthread_cond_destroy(&e->claim_cv);
     pthread_mutex_destroy(&e->mu);
     free(e);
 }

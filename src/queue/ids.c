@@ -20,29 +20,27 @@ int msg_head(sl_engine *e, qstate *q, int64_t *head) {
     return rc;
 }
 
-/* Claims an id for a new message. Ids come from a block of one whole bucket
- * that this node claimed with a CAS on monoton; a block older than half the
- * gap grace is abandoned, so that an id handed out here is always written
- * long before the reader gives up waiting for it. *block_ms receives the
- * time the id's block was claimed. */
-int msg_claim_block(sl_engine *e, qstate *q, int64_t *id, int64_t *block_ms) {
+/* Whether the node's block has an id to hand out: a block older than half
+ * the gap grace is abandoned, so that an id handed out here is always
+ * written long before the reader gives up waiting for it. Under q->mu. */
+static int block_usable(sl_engine *e, const qstate *q, int64_t now) {
+    return q->id_next < q->id_end && now - q->block_ms < e->cfg.lease_grace_ms / 2;
+}
+
+/* Makes sure the node's block has an id to hand out, claiming a new block
+ * (a SERIAL read and a compare-and-set on monoton: this waits on the store)
+ * when it has none. Called, and returns, with q->mu held. */
+static int block_ensure_locked(sl_engine *e, qstate *q) {
     int64_t S = q->opts.bucket_size;
     for (int attempt = 0; attempt < 16; attempt++) {
-        pthread_mutex_lock(&q->mu);
         /* One claim at a time per node: threads that find the block used up
          * while another claims wait for its block instead of claiming their
          * own, which would leave whole buckets of unused ids (gaps that the
          * reader must wait out). */
-        while (q->claiming &&
-               !(q->id_next < q->id_end && sl_now_ms() - q->block_ms < e->cfg.lease_grace_ms / 2))
+        while (q->claiming && !block_usable(e, q, sl_now_ms()))
             pthread_cond_wait(&q->claimed, &q->mu);
         int64_t now = sl_now_ms();
-        if (q->id_next < q->id_end && now - q->block_ms < e->cfg.lease_grace_ms / 2) {
-            *id = q->id_next++;
-            *block_ms = q->block_ms;
-            pthread_mutex_unlock(&q->mu);
-            return 0;
-        }
+        if (block_usable(e, q, now)) return 0;
         q->claiming = 1;
         /* Blocks grow while they are used up fast (each claim is a serial
          * read and a compare-and-set on the queue's one monoton row, which
@@ -99,11 +97,114 @@ int msg_claim_block(sl_engine *e, qstate *q, int64_t *id, int64_t *block_ms) {
             if (start + len > q->head) q->head = start + len;
         }
         pthread_cond_broadcast(&q->claimed);
-        pthread_mutex_unlock(&q->mu);
         if (rc == SL_ENOTAPPLIED) continue; /* another node claimed: try the next block */
         if (rc) return rc == SL_ENOTFOUND ? SL_EINTERNAL : rc;
     }
     return SL_EUNAVAILABLE;
+}
+
+/* Claims an id for a new message from this node's block, claiming a new
+ * block when it has none. *block_ms receives the time the id's block was
+ * claimed. */
+int msg_claim_block(sl_engine *e, qstate *q, int64_t *id, int64_t *block_ms) {
+    pthread_mutex_lock(&q->mu);
+    int rc = block_ensure_locked(e, q);
+    if (rc == 0) {
+        *id = q->id_next++;
+        *block_ms = q->block_ms;
+    }
+    pthread_mutex_unlock(&q->mu);
+    return rc;
+}
+
+/* Hands out ids to p[*have..n) while the block has them. Under q->mu. */
+static void ids_take_locked(sl_engine *e, qstate *q, put_pending *p, size_t n, size_t *have) {
+    while (*have < n && block_usable(e, q, sl_now_ms())) {
+        p[*have].id = q->id_next++;
+        p[*have].block_ms = q->block_ms;
+        (*have)++;
+    }
+}
+
+int msg_ids_try(sl_engine *e, qstate *q, put_pending *p, size_t n, size_t *have) {
+    pthread_mutex_lock(&q->mu);
+    if (!q->idwait && !q->claiming) ids_take_locked(e, q, p, n, have);
+    pthread_mutex_unlock(&q->mu);
+    return *have == n;
+}
+
+/* --- The claimer ------------------------------------------------------------ */
+
+/* A put whose ids the node's block cannot give at once (see op.c) waits on
+ * its queue's list without a thread; the claimer thread claims blocks for
+ * the waiting puts in order, hands each its ids, and sends it on
+ * (msg_ids_ready). One thread for the whole engine: it waits on the store
+ * for one claim at a time, so requests never do. */
+void msg_ids_wait(sl_engine *e, qstate *q, sl_op *op) {
+    pthread_mutex_lock(&q->mu);
+    op_idwait_link(op, NULL);
+    if (q->idwait_tail)
+        op_idwait_link(q->idwait_tail, op);
+    else
+        q->idwait = op;
+    q->idwait_tail = op;
+    pthread_mutex_unlock(&q->mu);
+    pthread_mutex_lock(&e->mu);
+    if (!q->claim_queued) {
+        q->claim_queued = 1;
+        q->users++; /* until the claimer is done with it */
+        q->claim_next = NULL;
+        if (e->claim_tail)
+            e->claim_tail->claim_next = q;
+        else
+            e->claim_head = q;
+        e->claim_tail = q;
+        pthread_cond_signal(&e->claim_cv);
+    }
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* Serves q's waiting puts, oldest first. */
+static void claim_for(sl_engine *e, qstate *q) {
+    pthread_mutex_lock(&q->mu);
+    while (q->idwait) {
+        sl_op *op = q->idwait;
+        int rc = block_ensure_locked(e, q);
+        if (rc == 0) {
+            size_t *have, n;
+            put_pending *p = op_idwait_need(op, &n, &have);
+            ids_take_locked(e, q, p, n, have);
+            if (*have < n) continue;
+        }
+        q->idwait = op_idwait_link(op, NULL);
+        if (!q->idwait) q->idwait_tail = NULL;
+        pthread_mutex_unlock(&q->mu);
+        msg_ids_ready(op, rc);
+        pthread_mutex_lock(&q->mu);
+    }
+    pthread_mutex_unlock(&q->mu);
+}
+
+void *msg_claimer_main(void *arg) {
+    sl_engine *e = arg;
+    pthread_mutex_lock(&e->mu);
+    for (;;) {
+        qstate *q = e->claim_head;
+        if (!q) {
+            if (e->stopping) break;
+            pthread_cond_wait(&e->claim_cv, &e->mu);
+            continue;
+        }
+        e->claim_head = q->claim_next;
+        if (!e->claim_head) e->claim_tail = NULL;
+        q->claim_queued = 0;
+        pthread_mutex_unlock(&e->mu);
+        claim_for(e, q);
+        pthread_mutex_lock(&e->mu);
+        q->users--;
+    }
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
 }
 
 int msg_claim(sl_engine *e, qstate *q, int64_t *id) {

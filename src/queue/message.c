@@ -99,18 +99,21 @@ int msg_put_check(sl_engine *e, const char *account, const char *queue, const sl
     return (*q)->opts.fifo ? SL_EINVAL : 0; /* FIFO queues take sl_fifo_put */
 }
 
-/* Claims ids for n messages and builds their rows in w[0..n); delayed
- * messages' lease entries (built in entries[0..n)) go to the store first,
- * here. The rows borrow msgs' bytes and ids. */
+/* Builds the rows of n messages in w[0..n), and the lease entries of the
+ * delayed ones in entries[0..*nentries), which must go to the store first
+ * (msg_put_entries). The ids are p[i].id when ids_given, or claimed here
+ * (waiting on the store when the node's block is used up). The rows
+ * borrow msgs' bytes and the message ids. */
 int msg_put_rows(sl_engine *e, qstate *q, const sl_put *msgs, size_t n, char (*ids)[SL_MSGID_LEN + 1],
-                 put_pending *p, sl_write *w, sl_write *entries, int *any_visible) {
+                 put_pending *p, int ids_given, sl_write *w, sl_write *entries, size_t *nentries,
+                 int *any_visible) {
     int64_t now = sl_now_ms(), exp = now + eng_queue_retention(q) * 1000;
-    size_t nentries = 0;
     int rc = 0;
     *any_visible = 0;
+    *nentries = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         const sl_put *m = &msgs[i];
-        if ((rc = msg_claim_block(e, q, &p[i].id, &p[i].block_ms)) != 0) break;
+        if (!ids_given && (rc = msg_claim_block(e, q, &p[i].id, &p[i].block_ms)) != 0) break;
         int64_t id = p[i].id, visible = now + (int64_t)m->delay_s * 1000;
         hex(ids[i], SL_MSGID_LEN / 2);
         hex(p[i].tag, 8);
@@ -132,13 +135,16 @@ int msg_put_rows(sl_engine *e, qstate *q, const sl_put *msgs, size_t n, char (*i
          * that it never holds up the bucket it lives in. Its entry is
          * written first: an entry without a message is skipped, a waiting
          * message without an entry would wait for the repair worker. */
-        if (m->delay_s > 0) msg_lease_entry_write(q, id, 0, visible, exp, now, &entries[nentries++]);
+        if (m->delay_s > 0) msg_lease_entry_write(q, id, 0, visible, exp, now, &entries[(*nentries)++]);
     }
-    if (rc == 0 && nentries > 0) {
-        msg_lease_dues_note(q, entries, nentries);
-        rc = eng_write(e, entries, nentries);
-        if (rc == SL_EUNKNOWN) rc = eng_write(e, entries, nentries); /* idempotent upserts */
-    }
+    if (rc == 0 && *nentries > 0) msg_lease_dues_note(q, entries, *nentries);
+    return rc;
+}
+
+int msg_put_entries(sl_engine *e, qstate *q, sl_write *entries, size_t n) {
+    (void)q;
+    int rc = eng_write(e, entries, n);
+    if (rc == SL_EUNKNOWN) rc = eng_write(e, entries, n); /* idempotent upserts */
     return rc;
 }
 

@@ -15,10 +15,6 @@
  * done and posts sem, which op_finish waits on in case it runs first (a
  * server that stops resumes its parked requests). */
 enum { OP_PUT = 1, OP_ACK, OP_RECV };
-struct op_slot {
-    struct sl_op *op;
-    size_t i;
-};
 struct sl_op {
     sl_engine *e;
     qstate *q;
@@ -30,14 +26,18 @@ struct sl_op {
     size_t n;  /* messages, receipts, or the receive's max */
     size_t nw; /* writes sent: acks, or leases */
     /* Sized for n, in the same allocation: */
-    sl_write *w;          /* put: 2n (rows, then lease entries); ack, receive: n */
-    int *krc;             /* ack, receive: each write's outcome */
-    struct op_slot *slot; /* ack, receive: one per group; put: one */
-    size_t *gstart, *gn;  /* ack, receive: groups of writes, sent together */
-    int *grc;             /* ack, receive: each group's answer */
-    size_t ngroups;
+    sl_write *w;         /* put: 2n (rows, then lease entries); ack, receive: n */
+    int *krc;            /* ack, receive: each write's outcome */
+    eng_casg *g;         /* ack, receive: groups of writes, sent together */
+    size_t *gstart, *gn; /* ack, receive: where each group's writes are */
+    size_t ngroups, nsent;
     put_pending *p;                /* put */
     char (*ids)[SL_MSGID_LEN + 1]; /* put */
+    sl_put *puts;                  /* put: a copy of the caller's (whose bytes stay borrowed) */
+    size_t nids;                   /* put: ids it has (msg_ids_try) */
+    sl_op *idnext;                 /* put: the next one waiting for ids on its queue */
+    size_t nentries;               /* put: lease entries of delayed messages, in w[n..) */
+    int built, entries_again;      /* put: its rows were sent; its entries were sent twice */
     int *rcs;                      /* ack: per receipt */
     size_t *idx;                   /* ack: the receipt of each write */
     sl_row **rows, **todo;         /* receive: rows popped, and those leased */
@@ -52,19 +52,20 @@ struct sl_op {
 
 static sl_op *op_new(sl_engine *e, qstate *q, int kind, size_t n, void (*done)(void *), void *arg) {
     size_t nw = kind == OP_PUT ? 2 * n : n;
-    size_t size = sizeof(sl_op) + nw * sizeof(sl_write) + n * (sizeof(int) + sizeof(struct op_slot));
-    if (kind == OP_PUT) size += n * (sizeof(put_pending) + SL_MSGID_LEN + 1);
+    size_t size = sizeof(sl_op) + nw * sizeof(sl_write) + n * sizeof(int);
+    if (kind == OP_PUT) size += n * (sizeof(put_pending) + sizeof(sl_put) + SL_MSGID_LEN + 1);
     if (kind == OP_ACK) size += n * (sizeof(int) + sizeof(size_t));
     if (kind == OP_RECV) size += n * 2 * sizeof(sl_row *);
-    if (kind != OP_PUT) size += n * (2 * sizeof(size_t) + sizeof(int));
+    if (kind != OP_PUT) size += n * (sizeof(eng_casg) + 2 * sizeof(size_t));
     sl_op *op = sl_calloc(1, size);
     if (!op) return NULL;
-    /* Largest alignment first: writes, slots and pointers, then ints and
+    /* Largest alignment first: writes, groups and pointers, then ints and
      * ids. */
     char *at = (char *)(op + 1);
     op->w = (sl_write *)at, at += nw * sizeof(sl_write);
-    op->slot = (struct op_slot *)at, at += n * sizeof(struct op_slot);
+    if (kind != OP_PUT) op->g = (eng_casg *)at, at += n * sizeof(eng_casg);
     if (kind == OP_PUT) op->p = (put_pending *)at, at += n * sizeof(put_pending);
+    if (kind == OP_PUT) op->puts = (sl_put *)at, at += n * sizeof(sl_put);
     if (kind == OP_ACK) op->idx = (size_t *)at, at += n * sizeof(size_t);
     if (kind == OP_RECV) {
         op->rows = (sl_row **)at, at += n * sizeof(sl_row *);
@@ -73,7 +74,6 @@ static sl_op *op_new(sl_engine *e, qstate *q, int kind, size_t n, void (*done)(v
     if (kind != OP_PUT) {
         op->gstart = (size_t *)at, at += n * sizeof(size_t);
         op->gn = (size_t *)at, at += n * sizeof(size_t);
-        op->grc = (int *)at, at += n * sizeof(int);
     }
     op->krc = (int *)at, at += n * sizeof(int);
     if (kind == OP_ACK) op->rcs = (int *)at, at += n * sizeof(int);
@@ -106,20 +106,79 @@ static void op_step(sl_op *op) {
     sem_post(&op->sem);
 }
 
-static void op_answer(void *arg, int rc) {
-    struct op_slot *s = arg;
-    if (s->op->kind == OP_PUT)
-        s->op->rc = rc;
-    else
-        s->op->grc[s->i] = rc;
-    op_step(s->op);
+static void put_answer(void *arg, int rc) {
+    sl_op *op = arg;
+    op->rc = rc;
+    op_step(op);
 }
 
-static void op_swap(sl_op *op, size_t a, size_t b) {
-    if (a == b) return;
-    sl_write w = op->w[a];
-    op->w[a] = op->w[b];
-    op->w[b] = w;
+static void put_rows_send(sl_op *op) {
+    op->built = 1;
+    sl_store_apply_cb(op->e->st, op->w, op->n, put_answer, op);
+}
+
+/* Delayed messages' lease entries go to the store before their rows
+ * (msg_put_rows); they are idempotent upserts, sent again once when their
+ * outcome is unknown. */
+static void put_entries_answer(void *arg, int rc) {
+    sl_op *op = arg;
+    if (rc == SL_EUNKNOWN && !op->entries_again) {
+        op->entries_again = 1;
+        sl_store_apply_cb(op->e->st, op->w + op->n, op->nentries, put_entries_answer, op);
+        return;
+    }
+    if (rc) {
+        op->rc = rc;
+        op_step(op);
+        return;
+    }
+    put_rows_send(op);
+}
+
+/* A put that has its ids: builds its rows and sends them, its entries
+ * first. */
+static void put_send(sl_op *op) {
+    int rc = msg_put_rows(op->e, op->q, op->puts, op->n, op->ids, op->p, 1, op->w, op->w + op->n,
+                          &op->nentries, &op->any_visible);
+    if (rc) {
+        op->rc = rc;
+        op_step(op);
+    } else if (op->nentries > 0) {
+        sl_store_apply_cb(op->e->st, op->w + op->n, op->nentries, put_entries_answer, op);
+    } else {
+        put_rows_send(op);
+    }
+}
+
+sl_op *op_idwait_link(sl_op *op, sl_op *next) {
+    sl_op *old = op->idnext;
+    op->idnext = next;
+    return old;
+}
+
+put_pending *op_idwait_need(sl_op *op, size_t *n, size_t **have) {
+    *n = op->n;
+    *have = &op->nids;
+    return op->p;
+}
+
+void msg_ids_ready(sl_op *op, int rc) {
+    if (rc) {
+        op->rc = rc;
+        op_step(op);
+        return;
+    }
+    put_send(op);
+}
+
+static void group_answer(void *arg) {
+    op_step(arg);
+}
+
+/* Moves a receive's and an ack's arrays that run parallel to its writes
+ * along with them (eng_cas_arrange). */
+static void op_swap(void *ctx, size_t a, size_t b) {
+    sl_op *op = ctx;
     if (op->idx) {
         size_t t = op->idx[a];
         op->idx[a] = op->idx[b];
@@ -132,84 +191,44 @@ static void op_swap(sl_op *op, size_t a, size_t b) {
     }
 }
 
-/* Sends a put's rows as one request. Sends an ack's or a receive's
- * compare-and-sets as one conditional batch per partition (bucket), as
- * eng_cas_many does, each row once per batch: a batch checks all its
- * conditions before it writes, and would apply both writes of one row. A
- * write of a row that an earlier write has too (a receipt given twice) is
- * not sent: op_settle makes it after the others, so the first one wins, as
- * with eng_cas_many. Then lets the start call's own step go. */
-enum { GROUP_LATE = INT_MIN };
+/* Sends an ack's or a receive's compare-and-sets as one group per partition (bucket) to the combiner
+ * (eng_cas_submit), each row once: a batch checks all its conditions
+ * before it writes, and would apply both writes of one row. A write of a
+ * row that an earlier write has too (a receipt given twice) is not sent:
+ * op_settle makes it after the others, so the first one wins, as with
+ * eng_cas_many. Then lets the start call's own step go. */
 static void op_send(sl_op *op, size_t n) {
-    if (op->kind == OP_PUT) {
-        op->left = 2;
-        op->slot[0] = (struct op_slot){op, 0};
-        sl_store_apply_cb(op->e->st, op->w, n, op_answer, &op->slot[0]);
-        op_step(op);
-        return;
-    }
-    /* The repeated rows go last, in their order. */
-    size_t end = n;
-    for (size_t i = n; i-- > 0;) {
-        const sl_table *t = op->w[i].t;
-        int late = 0;
-        for (size_t j = 0; j < i && !late; j++)
-            late = op->w[j].t == t && eng_same_key(&op->w[j], &op->w[i], t->npk + t->nck);
-        if (!late) continue;
-        for (size_t x = i; x + 1 < end; x++)
-            op_swap(op, x, x + 1);
-        end--;
-    }
-    op->ngroups = 0;
-    for (size_t i = 0; i < end;) {
-        size_t last = i + 1;
-        const sl_table *t = op->w[i].t;
-        for (size_t j = last; j < end; j++)
-            if (op->w[j].t == t && eng_same_key(&op->w[j], &op->w[i], t->npk)) op_swap(op, last++, j);
-        op->gstart[op->ngroups] = i;
-        op->gn[op->ngroups++] = last - i;
-        i = last;
-    }
-    size_t sent = op->ngroups;
-    for (size_t i = end; i < n; i++) {
-        op->gstart[op->ngroups] = i;
-        op->gn[op->ngroups] = 1;
-        op->grc[op->ngroups++] = GROUP_LATE;
-    }
-    op->left = (int)sent + 1;
-    for (size_t g = 0; g < sent; g++) {
-        op->slot[g] = (struct op_slot){op, g};
-        eng_cas_sent(op->e);
-        sl_store_apply_cb(op->e->st, &op->w[op->gstart[g]], op->gn[g], op_answer, &op->slot[g]);
+    op->ngroups = eng_cas_arrange(op->w, n, op_swap, op, op->gstart, op->gn, &op->nsent);
+    op->left = (int)op->nsent + 1;
+    for (size_t g = 0; g < op->nsent; g++) {
+        op->g[g] = (eng_casg){.w = &op->w[op->gstart[g]], .n = op->gn[g], .done = group_answer, .arg = op};
+        eng_cas_submit(op->e, op->q, &op->g[g]);
     }
     op_step(op);
 }
 
-/* Each compare-and-set's outcome from its batch's answer, as cas_round
- * settles them: a batch whose outcome is unknown is looked up by nonce, one
- * that was not applied is retried write by write (blocking; a stale receipt
- * or another node's lease, so rare), and a repeated row's write is made
- * now, after the others. */
+/* Each compare-and-set's outcome from its batch's answer (eng_cas_settle):
+ * a batch whose outcome is unknown is looked up by nonce, one of several
+ * writes that was not applied is retried write by write (blocking; a stale
+ * receipt or another node's lease, so rare), and a repeated row's write is
+ * made now, after the others. */
 static void op_settle(sl_op *op) {
     for (size_t g = 0; g < op->ngroups; g++)
         for (size_t x = op->gstart[g]; x < op->gstart[g] + op->gn[g]; x++) {
-            op->krc[x] = op->grc[g] == GROUP_LATE
-                             ? eng_cas(op->e, &op->w[x], M_NONCE)
-                             : eng_cas_settle(op->e, &op->w[x], M_NONCE, op->grc[g], op->gn[g]);
+            op->krc[x] = g >= op->nsent ? eng_cas(op->e, &op->w[x], M_NONCE)
+                                        : eng_cas_settle(op->e, &op->w[x], M_NONCE, op->g[g].rc, op->g[g].bn);
         }
 }
 
-/* Whether the store commits in the background and answers each write on
- * its own. A store that combines compare-and-sets (Cassandra) takes the
- * blocking path instead: its combiner makes one Paxos round of several
- * requests' writes, which single sends would lose. */
+/* Whether the store takes writes without waiting for them (both stores
+ * do): then a put's, an ack's or a receive's writes are with the store
+ * while the operation holds no thread, and the answers end it. */
 static int op_defers(sl_engine *e) {
-    int combine = e->cfg.combine_cas ? e->cfg.combine_cas > 0 : e->st->type->combine_cas;
-    return sl_store_defers(e->st) && !combine;
+    return sl_store_defers(e->st);
 }
 
-int sl_engine_defers(sl_engine *e) {
-    return op_defers(e);
+int sl_engine_blocks(sl_engine *e) {
+    return !op_defers(e) || e->st->type->shared;
 }
 
 int sl_msg_put_start(sl_engine *e, const char *account, const char *queue, const sl_put *msgs, size_t n,
@@ -220,19 +239,32 @@ int sl_msg_put_start(sl_engine *e, const char *account, const char *queue, const
     if (rc) return rc;
     sl_op *op = op_new(e, q, OP_PUT, n, done, arg);
     if (!op) return SL_ENOMEM;
-    if ((rc = msg_put_rows(e, q, msgs, n, op->ids, op->p, op->w, op->w + n, &op->any_visible)) != 0) {
-        op_free(op);
-        return rc;
-    }
     /* All n rows go to the store in one request (one commit; on Cassandra
      * one batch), so a batch is all or nothing. */
-    *out = op;
-    if (op_defers(e)) {
-        op_send(op, n);
-    } else {
+    if (!op_defers(e)) {
+        rc =
+            msg_put_rows(e, q, msgs, n, op->ids, op->p, 0, op->w, op->w + n, &op->nentries, &op->any_visible);
+        if (rc == 0 && op->nentries > 0) rc = msg_put_entries(e, q, op->w + n, op->nentries);
+        if (rc) {
+            op_free(op);
+            return rc;
+        }
+        *out = op;
+        op->built = 1;
         op->rc = eng_write(e, op->w, n);
         op_step(op);
+        return 0;
     }
+    /* Ids from the node's block if it has them; else the put waits for
+     * the claimer without a thread (msg_ids_wait), which sends it on. */
+    memcpy(op->puts, msgs, n * sizeof *msgs);
+    *out = op;
+    op->left = 2; /* this call's step, and the store's answer */
+    if (msg_ids_try(e, q, op->p, n, &op->nids))
+        put_send(op);
+    else
+        msg_ids_wait(e, q, op);
+    op_step(op);
     return 0;
 }
 
@@ -324,7 +356,9 @@ static int op_finish(sl_op *op, char (*ids)[SL_MSGID_LEN + 1], int *rcs, sl_mess
     int rc = 0;
     switch (op->kind) {
     case OP_PUT:
-        rc = msg_put_after(e, q, op->w, op->p, op->n, op->any_visible, op->rc);
+        /* Nothing was sent when the ids or the entries failed. */
+        rc = op->built ? msg_put_after(e, q, op->w, op->p, op->n, op->any_visible, op->rc) : op->rc;
+        if (rc == SL_EUNKNOWN) rc = SL_EUNAVAILABLE;
         if (rc == 0) sl_count(&q->m.puts, op->n);
         if (rc == 0 && ids) memcpy(ids, op->ids, op->n * sizeof *ids);
         break;

@@ -254,10 +254,13 @@ int sl_msg_receive_start(sl_engine *e, const char *account, const char *queue, i
 int sl_msg_receive_finish(sl_op *op, sl_message **out, size_t *n);
 int sl_op_ready(const sl_op *op);
 void sl_op_discard(sl_op *op);
-/* Whether the start calls above return without waiting on the store (their
- * writes commit in the background). When they do not (Cassandra), a caller
- * that must not block runs them on a thread that may. */
-int sl_engine_defers(sl_engine *e);
+/* Whether the start calls may still wait on the store: on a store reached
+ * over the network (Cassandra) their reads do (a receive refilling its
+ * rows, a queue loaded), so a caller that must not block runs them on a
+ * thread that may, and lets that thread go while the writes are with the
+ * store (it parks). On the embedded store they read SQLite's page cache
+ * and never wait for the writer. */
+int sl_engine_blocks(sl_engine *e);
 
 /* GET /metrics: what this node did with each queue it served since it
  * started (puts, deliveries and redeliveries, acks, dead letters, receive

@@ -116,7 +116,8 @@ extern const sl_table sl_t_accounts, sl_t_queues, sl_t_queue_index, sl_t_monoton
 #define FRESH_BYTES (4 << 20)     /* and their size at most */
 #define FRESH_TARGET 256          /* a refill reads on until it found this many */
 #define FRESH_IDLE_MS 50          /* see fresh_dirty */
-#define CAS_SLOTS 8               /* combiners per queue, by partition (eng_cas_many) */
+#define CAS_SLOTS 8               /* combiners per queue, by partition (eng_cas_submit) */
+#define CAS_ROUND_MAX 8           /* batches (partitions) in one round of a combiner */
 #define CLAIM_MAX_BUCKETS 16      /* an id block spans this many buckets at most */
 #define CLAIM_UNUSED (INT64_MIN / 4) /* claim_ms of a bucket whose ids were given up unused */
 #define CLAIM_FAST_MS 250         /* a block used up faster than this: the next one is twice as long */
@@ -187,6 +188,9 @@ typedef struct qstate {
     int claiming;             /* a thread is claiming a new block */
     int64_t claim_k;          /* buckets in the next block claimed */
     pthread_cond_t claimed;   /* signalled when that claim ends */
+    struct sl_op *idwait, *idwait_tail; /* puts waiting for ids, in order (the claimer serves them) */
+    int claim_queued;                   /* under e->mu: on the engine's claimer list */
+    struct qstate *claim_next;          /* under e->mu: on that list */
     int64_t reader;       /* cached reader pointer (bucket), -1 unknown */
     int64_t head;         /* monoton next as last seen: ids below it are claimed */
     int64_t gap_bucket[READ_SCAN_MAX], gap_since[READ_SCAN_MAX], gap_present[READ_SCAN_MAX];
@@ -250,9 +254,10 @@ typedef struct qstate {
         uint64_t puts, deliveries, redeliveries, acks, dead_letters, receives, empty_receives;
     } m;
     struct ledger lg;                    /* the depth (ledger.c) */
-    struct cas_slot {                    /* combiners of compare-and-sets (eng_cas_many) */
-        struct cas_req *head, *tail;     /* waiting for the next round */
-        int busy;                        /* a round is being led */
+    struct cas_slot {                    /* combiners of compare-and-sets (eng_cas_submit) */
+        struct eng_casg *head, *tail;    /* waiting for the next round */
+        int busy;                        /* a round is with the store */
+        int inflight;                    /* its batches not answered yet */
     } cas[CAS_SLOTS];
 } qstate;
 
@@ -279,7 +284,9 @@ struct sl_engine {
     } acct[64];
     int stopping;
     uint64_t moves; /* messages copied into a queue by a move (atomic) */
-    pthread_t bg, poller;
+    pthread_t bg, poller, claimer;
+    pthread_cond_t claim_cv;                /* under mu: the claimer has work, or the engine stops */
+    struct qstate *claim_head, *claim_tail; /* queues whose puts wait for ids */
     int bg_started;
     int movers; /* message move tasks running on this node (movetask.c), under mu */
     uint64_t cas_unknown; /* compare-and-sets whose outcome was unknown, resolved by a read (atomic) */
@@ -363,6 +370,30 @@ int fifo_sweep(sl_engine *e, qstate *q);
 int eng_cas(sl_engine *e, sl_write *w, int nonce_col);
 int eng_cas_settle(sl_engine *e, sl_write *w, int nonce_col, int rc, size_t n);
 int eng_same_key(const sl_write *a, const sl_write *b, int ncols);
+/* A group of compare-and-sets of one partition, each row once, sent in one
+ * batch (maybe with other groups: the combiner): done(arg) runs once with
+ * rc, the answer of the batch that carried it, and bn, that batch's size,
+ * from which the owner settles each write (eng_cas_settle). done runs on
+ * whichever thread the store answers on, or before eng_cas_submit returns;
+ * it must not block. w stays borrowed until then. */
+typedef struct eng_casg {
+    sl_write *w;
+    size_t n;
+    int rc;
+    size_t bn;
+    void (*done)(void *arg);
+    void *arg;
+    struct eng_casg *next; /* the combiner's */
+} eng_casg;
+void eng_cas_submit(sl_engine *e, qstate *q, eng_casg *g);
+/* Arranges n compare-and-sets for sending: the writes of one partition
+ * together, each row once, in groups [gstart[g], gstart[g] + gn[g]) for
+ * g < *nsent; a row written again comes after them, one per group, to be
+ * written after the others have settled (so the first one wins). swap (may
+ * be NULL) moves the caller's arrays that run parallel to w along with it.
+ * Returns the number of groups. */
+size_t eng_cas_arrange(sl_write *w, size_t n, void (*swap)(void *ctx, size_t a, size_t b), void *ctx,
+                       size_t *gstart, size_t *gn, size_t *nsent);
 /* n <= SL_BATCH_MAX compare-and-sets, each settled on its own: rcs[i] gets
  * what eng_cas() would return for w[i]. */
 void eng_cas_many(sl_engine *e, qstate *q, sl_write *w, size_t n, int nonce_col, int *rcs);
@@ -393,7 +424,10 @@ void eng_fire(sl_engine *e, qstate *q, int expired_only, int64_t now);
 void msg_norm(sl_row *m);
 int msg_has_visible(sl_engine *e, qstate *q);
 int msg_put_rows(sl_engine *e, qstate *q, const sl_put *msgs, size_t n, char (*ids)[SL_MSGID_LEN + 1],
-                 put_pending *p, sl_write *w, sl_write *entries, int *any_visible);
+                 put_pending *p, int ids_given, sl_write *w, sl_write *entries, size_t *nentries,
+                 int *any_visible);
+/* Writes the lease entries msg_put_rows built for delayed messages. */
+int msg_put_entries(sl_engine *e, qstate *q, sl_write *entries, size_t n);
 int msg_put_check(sl_engine *e, const char *account, const char *queue, const sl_put *msgs, size_t n,
                   qstate **q);
 int msg_put_after(sl_engine *e, qstate *q, const sl_write *w, const put_pending *p, size_t n, int any_visible,
@@ -423,6 +457,20 @@ int msg_purged(qstate *q, const sl_row *r);
 void msg_refresh_purge(sl_engine *e, qstate *q, int force);
 int msg_head(sl_engine *e, qstate *q, int64_t *head);
 int msg_claim_block(sl_engine *e, qstate *q, int64_t *id, int64_t *block_ms);
+/* Ids for a put that must not wait: hands out ids to p[*have..n) from the
+ * node's block as far as it has them (none while other puts wait for
+ * theirs) and returns whether the put has all n. One that has not waits
+ * with msg_ids_wait: the claimer thread claims blocks, fills in the rest,
+ * and calls msg_ids_ready(op, rc) (op.c), rc 0 or the claim's error. */
+int msg_ids_try(sl_engine *e, qstate *q, put_pending *p, size_t n, size_t *have);
+void msg_ids_wait(sl_engine *e, qstate *q, sl_op *op);
+void *msg_claimer_main(void *arg);
+/* op.c, for the claimer: the op's place on its queue's list of puts
+ * waiting for ids (sets the next one, returns the old), what it needs, and
+ * what follows once it has them. */
+sl_op *op_idwait_link(sl_op *op, sl_op *next);
+put_pending *op_idwait_need(sl_op *op, size_t *n, size_t **have);
+void msg_ids_ready(sl_op *op, int rc);
 
 /* lease.c */
 int msg_lease_entry(sl_engine *e, qstate *q, int64_t id, int64_t version, int64_t due, int64_t exp_ms,

@@ -201,8 +201,10 @@ static void build_cql(sbuf *b, const char *ks, const sl_stmt_shape *k) {
     }
 }
 
-/* The prepared statement of shape k, preparing it on first use. */
-static int stmt_get(cq_store *s, const sl_stmt_shape *k, sl_cql_stmt **out) {
+/* The prepared statement of shape k, preparing it on first use; lazy:
+ * without a round trip, its first execution prepares it (writes, which
+ * must not block: see cq_apply_cb). */
+static int stmt_get(cq_store *s, const sl_stmt_shape *k, int lazy, sl_cql_stmt **out) {
     pthread_mutex_lock(&s->mu);
     *out = sl_stmt_cache_get(&s->stmts, k);
     pthread_mutex_unlock(&s->mu);
@@ -214,7 +216,7 @@ static int stmt_get(cq_store *s, const sl_stmt_shape *k, sl_cql_stmt **out) {
         return SL_ENOMEM;
     }
     sl_cql_stmt *st;
-    int rc = sl_cql_prepare(s->cl, b.p, &st);
+    int rc = lazy ? sl_cql_stmt_lazy(s->cl, b.p, &st) : sl_cql_prepare(s->cl, b.p, &st);
     free(b.p);
     if (rc) return rc;
     pthread_mutex_lock(&s->mu);
@@ -230,7 +232,7 @@ static int stmt_get(cq_store *s, const sl_stmt_shape *k, sl_cql_stmt **out) {
 static int stmt_op(cq_store *s, const sl_table *t, int op, sl_cql_stmt **out) {
     sl_stmt_shape k;
     sl_stmt_shape_init(&k, t, op);
-    return stmt_get(s, &k, out);
+    return stmt_get(s, &k, 0, out);
 }
 
 /* --- Values -------------------------------------------------------------- */
@@ -345,7 +347,7 @@ static int prepare_write(cq_store *s, const sl_write *w, sl_cql_stmt **st, binde
         break;
     }
     }
-    return stmt_get(s, &k, st);
+    return stmt_get(s, &k, 1, st);
 }
 
 /* Reads the [applied] rows of a CAS result into current. For a single
@@ -399,8 +401,6 @@ static int read_cas(const sl_write *w, size_t n, sl_cql_res *res, sl_result *cur
     return applied ? 0 : SL_ENOTAPPLIED;
 }
 
-static int cq_apply(sl_store *st, const sl_write *w, size_t n, sl_result *current);
-
 static int same_partition(const sl_write *a, const sl_write *b) {
     if (a->t != b->t && strcmp(a->t->name, b->t->name) != 0) return 0;
     for (int i = 0; i < a->t->npk; i++)
@@ -408,74 +408,171 @@ static int same_partition(const sl_write *a, const sl_write *b) {
     return 1;
 }
 
-/* An unconditional batch over several partitions that is too large for one
- * logged batch: one unlogged batch per partition, in order of first
- * appearance. */
-static int apply_split(sl_store *st, const sl_write *w, size_t n) {
-    sl_write *part = malloc(n * sizeof *part);
-    unsigned char *done = calloc(n, 1);
-    int rc = part && done ? 0 : SL_ENOMEM;
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        if (done[i]) continue;
-        size_t k = 0;
-        for (size_t j = i; j < n; j++)
-            if (!done[j] && same_partition(&w[i], &w[j])) {
-                part[k++] = w[j];
-                done[j] = 1;
-            }
-        rc = cq_apply(st, part, k, NULL);
+/* One apply() with the cluster: its writes go out as one request (a
+ * statement or a batch), or, for an unconditional batch over several
+ * partitions that is too large for one logged batch, as one unlogged batch
+ * per partition in order of first appearance, each sent when the one
+ * before it succeeded. Nothing here waits: the client's callback takes
+ * each step (cq_apply_cb), and cq_apply waits for the last. */
+typedef struct capp {
+    cq_store *s;
+    const sl_write *w; /* borrowed until done runs */
+    size_t n;
+    int cas, one_part;
+    sl_result *cur; /* a failed compare-and-set's rows, or NULL */
+    void (*done)(void *arg, int rc);
+    void *arg;
+    /* the request in flight: */
+    const sl_write *sw;
+    size_t sn;
+    binder *bs;
+    sl_cql_batch_item *items;
+    /* split: the writes of the partition in flight, and those sent */
+    sl_write *part;
+    unsigned char *sent;
+    size_t next;
+} capp;
+
+static void capp_end(capp *a, int rc) {
+    free(a->bs);
+    free(a->items);
+    free(a->part);
+    free(a->sent);
+    void (*done)(void *, int) = a->done;
+    void *arg = a->arg;
+    free(a);
+    done(arg, rc);
+}
+
+static void capp_answer(void *arg, int rc, sl_cql_res *res);
+
+/* Sends sw[0..sn) as one request. */
+static void capp_send(capp *a, const sl_write *sw, size_t sn) {
+    sl_cql_opts o = {.flags = a->cas ? 0 : SL_CQL_IDEMPOTENT};
+    free(a->bs);
+    free(a->items);
+    a->items = NULL;
+    a->sw = sw;
+    a->sn = sn;
+    a->bs = malloc(sn * sizeof *a->bs);
+    if (sn > 1) a->items = malloc(sn * sizeof *a->items);
+    int rc = a->bs && (sn == 1 || a->items) ? 0 : SL_ENOMEM;
+    sl_cql_stmt *stmt = NULL;
+    for (size_t k = 0; rc == 0 && k < sn; k++) {
+        if ((rc = prepare_write(a->s, &sw[k], &stmt, &a->bs[k]))) break;
+        if (a->items) a->items[k] = (sl_cql_batch_item){stmt, a->bs[k].v, (size_t)a->bs[k].n};
     }
-    free(part);
-    free(done);
-    return rc;
+    if (rc) {
+        capp_end(a, rc);
+        return;
+    }
+    if (sn == 1) {
+        sl_cql_execute_cb(a->s->cl, stmt, a->bs[0].v, (size_t)a->bs[0].n, &o, capp_answer, a);
+        return;
+    }
+    /* Unlogged when one partition holds it all: a single mutation is atomic
+     * already. A conditional batch is logged (Cassandra's default for it). */
+    int one = a->part ? 1 : a->one_part;
+    uint8_t type = one && !a->cas ? SL_CQL_BATCH_UNLOGGED : SL_CQL_BATCH_LOGGED;
+    sl_cql_batch_cb(a->s->cl, type, a->items, sn, &o, capp_answer, a);
+}
+
+/* Sends the next partition's writes of a split batch, or ends it. */
+static void capp_next_part(capp *a) {
+    while (a->next < a->n && a->sent[a->next])
+        a->next++;
+    if (a->next == a->n) {
+        capp_end(a, 0);
+        return;
+    }
+    size_t k = 0;
+    for (size_t j = a->next; j < a->n; j++)
+        if (!a->sent[j] && same_partition(&a->w[a->next], &a->w[j])) {
+            a->part[k++] = a->w[j];
+            a->sent[j] = 1;
+        }
+    capp_send(a, a->part, k);
+}
+
+static void capp_answer(void *arg, int rc, sl_cql_res *res) {
+    capp *a = arg;
+    if (rc == 0 && a->cas) {
+        sl_result tmp;
+        sl_result_init(&tmp);
+        rc = read_cas(a->sw, a->sn, res, a->cur ? a->cur : &tmp);
+        sl_result_free(&tmp);
+        if (rc != SL_ENOTAPPLIED && a->cur) sl_result_free(a->cur);
+    }
+    sl_cql_res_free(res);
+    if (rc == 0 && a->part) {
+        capp_next_part(a);
+        return;
+    }
+    capp_end(a, rc);
+}
+
+static void capp_start(cq_store *s, const sl_write *w, size_t n, sl_result *current, void (*done)(void *, int),
+                       void *arg) {
+    if (current) sl_result_free(current);
+    if (n == 0) {
+        done(arg, 0);
+        return;
+    }
+    int cas, one_part;
+    int rc = sl_store_check_writes(w, n, &cas, &one_part);
+    capp *a = rc ? NULL : calloc(1, sizeof *a);
+    if (!a) {
+        done(arg, rc ? rc : SL_ENOMEM);
+        return;
+    }
+    *a = (capp){.s = s, .w = w, .n = n, .cas = cas, .one_part = one_part, .cur = current, .done = done, .arg = arg};
+    size_t bytes = 0;
+    for (size_t k = 0; !cas && !one_part && k < n; k++)
+        for (int i = 0; i < w[k].t->ncol; i++)
+            bytes += w[k].row.v[i].n + 8;
+    if (bytes <= SPLIT_BATCH_BYTES) {
+        capp_send(a, w, n);
+        return;
+    }
+    a->part = malloc(n * sizeof *a->part);
+    a->sent = calloc(n, 1);
+    if (!a->part || !a->sent) {
+        capp_end(a, SL_ENOMEM);
+        return;
+    }
+    capp_next_part(a);
+}
+
+static void cq_apply_cb(sl_store *st, const sl_write *w, size_t n, void (*done)(void *arg, int rc), void *arg) {
+    capp_start((cq_store *)st, w, n, NULL, done, arg);
+}
+
+/* The blocking apply(): cq_apply_cb, and wait for its answer. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done, rc;
+} waiter;
+
+static void wait_done(void *arg, int rc) {
+    waiter *wt = arg;
+    pthread_mutex_lock(&wt->mu);
+    wt->rc = rc;
+    wt->done = 1;
+    pthread_cond_signal(&wt->cv);
+    pthread_mutex_unlock(&wt->mu);
 }
 
 static int cq_apply(sl_store *st, const sl_write *w, size_t n, sl_result *current) {
-    cq_store *s = (cq_store *)st;
-    if (current) sl_result_free(current);
-    if (n == 0) return 0;
-    int cas, one_part;
-    int rc = sl_store_check_writes(w, n, &cas, &one_part);
-    if (rc) return rc;
-    if (!cas && !one_part) {
-        size_t bytes = 0;
-        for (size_t k = 0; k < n; k++)
-            for (int i = 0; i < w[k].t->ncol; i++) bytes += w[k].row.v[i].n + 8;
-        if (bytes > SPLIT_BATCH_BYTES) return apply_split(st, w, n);
-    }
-    sl_cql_opts o = {.flags = cas ? 0 : SL_CQL_IDEMPOTENT};
-    sl_cql_res *res = NULL;
-    if (n == 1) {
-        binder b;
-        sl_cql_stmt *stmt;
-        if ((rc = prepare_write(s, w, &stmt, &b))) return rc;
-        rc = sl_cql_execute(s->cl, stmt, b.v, (size_t)b.n, &o, &res);
-    } else {
-        binder *bs = malloc(n * sizeof *bs);
-        sl_cql_batch_item *items = malloc(n * sizeof *items);
-        rc = bs && items ? 0 : SL_ENOMEM;
-        for (size_t k = 0; rc == 0 && k < n; k++) {
-            sl_cql_stmt *stmt;
-            if ((rc = prepare_write(s, &w[k], &stmt, &bs[k]))) break;
-            items[k] = (sl_cql_batch_item){stmt, bs[k].v, (size_t)bs[k].n};
-        }
-        /* Unlogged when one partition holds it all: a single mutation is
-         * atomic already. A conditional batch is logged (Cassandra's
-         * default for it). */
-        uint8_t type = one_part && !cas ? SL_CQL_BATCH_UNLOGGED : SL_CQL_BATCH_LOGGED;
-        if (rc == 0) rc = sl_cql_batch_exec(s->cl, type, items, n, &o, &res);
-        free(bs);
-        free(items);
-    }
-    if (rc == 0 && cas) {
-        sl_result tmp;
-        sl_result_init(&tmp);
-        rc = read_cas(w, n, res, current ? current : &tmp);
-        sl_result_free(&tmp);
-        if (rc != SL_ENOTAPPLIED && current) sl_result_free(current);
-    }
-    sl_cql_res_free(res);
-    return rc;
+    waiter wt = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    capp_start((cq_store *)st, w, n, current, wait_done, &wt);
+    pthread_mutex_lock(&wt.mu);
+    while (!wt.done)
+        pthread_cond_wait(&wt.cv, &wt.mu);
+    pthread_mutex_unlock(&wt.mu);
+    pthread_cond_destroy(&wt.cv);
+    pthread_mutex_destroy(&wt.mu);
+    return wt.rc;
 }
 
 /* --- Reads --------------------------------------------------------------- */
@@ -517,7 +614,7 @@ static int cq_slice(sl_store *st, const sl_slice *q, sl_result *out) {
     sl_stmt_shape k;
     sl_stmt_shape_slice(&k, q);
     sl_cql_stmt *stmt;
-    int rc = stmt_get(s, &k, &stmt);
+    int rc = stmt_get(s, &k, 0, &stmt);
     if (rc) return rc;
     binder b = {.n = 0};
     for (int i = 0; i < t->npk; i++)
@@ -824,6 +921,7 @@ static const sl_store_type cq_type = {
     .get = cq_get,
     .slice = cq_slice,
     .apply = cq_apply,
+    .apply_cb = cq_apply_cb,
     .ping = cq_ping,
     .close = cq_close,
     .metrics = cq_metrics,

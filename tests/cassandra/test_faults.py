@@ -249,7 +249,8 @@ def test_outage_answers_503_and_recovers_without_loss(node, tmp_path, outage, re
 
 
 def _read_response(sock):
-    """One HTTP/1.1 response with a Content-Length from sock: (status, body)."""
+    """One HTTP/1.1 response from sock, its body framed by Content-Length
+    (none: no body): (status, body)."""
     buf = b""
     while b"\r\n\r\n" not in buf:
         chunk = sock.recv(65536)
@@ -258,8 +259,8 @@ def _read_response(sock):
         buf += chunk
     head, body = buf.split(b"\r\n\r\n", 1)
     lines = head.decode("latin-1").split("\r\n")
-    length = next(int(v) for k, _, v in (ln.partition(":") for ln in lines[1:]) if k.strip().lower()
-                  == "content-length")
+    length = next((int(v) for k, _, v in (ln.partition(":") for ln in lines[1:]) if k.strip().lower()
+                   == "content-length"), 0)  # a 204 has none
     while len(body) < length:
         chunk = sock.recv(65536)
         if not chunk:
@@ -324,5 +325,85 @@ def test_frozen_store_holds_only_the_requests_that_need_it(node, tmp_path):
     finally:
         node.thaw()
         for s in socks:
+            s.close()
+        srv.close()
+
+
+def _gauge(srv, name):
+    """The sum of a gauge's samples on the admin port's /metrics."""
+    r = requests.get(srv.admin_url + "/metrics", headers={"Authorization": "Bearer " + srv.admin_token},
+                     timeout=10, verify=False)
+    assert r.status_code == 200, r.text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in r.text.splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
+
+
+def test_commits_in_flight_hold_no_thread(node, tmp_path):
+    """A put or an ack waiting on Cassandra holds no thread (issue 12): with
+    a store pool of 2 threads and the node frozen, 48 puts and 16 acks are
+    all parked at once while their requests to the node are in flight (the
+    puts' rows, or the claim of the block of ids they wait for; the acks'
+    batch), and no thread of the pool is busy; after the thaw every one of
+    them is answered, and every put that got 201 is delivered."""
+    srv = SluiceServer(tmp_path / "data", name="faults-parked", keyspace=new_keyspace("sluice_f"),
+                       cassandra_port=node.port,
+                       env={"SLUICE_REQUEST_TIMEOUT_MS": "20000", "SLUICE_STORE_THREADS": "2"})
+    socks = []
+    try:
+        srv.start()
+        c = srv.client()
+        q = c.new_queue("parked")
+        for i in range(16):
+            assert_status(c.put(q, f"before-{i}"), 201)
+        receipts = []
+        await_until(lambda: receipts.extend(m["popReceipt"] for m in c.receive_list(q, 16, 600)) or
+                    len(receipts) >= 16, timeout=60, interval=0, desc="16 messages leased before the freeze")
+        host, port = srv.base_url.split("//")[1].rsplit(":", 1)
+
+        def send(method, path, body=b""):
+            s = socket.create_connection((host, int(port)), timeout=60)
+            auth = "".join(f"{k}: {v}\r\n" for k, v in c._auth_headers(method, path, None, body).items())
+            s.sendall(f"{method} {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: text/plain\r\n"
+                      f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            socks.append((method, s))
+
+        node.freeze()
+        try:
+            for i in range(48):
+                send("POST", c.qpath(q, "/messages"), f"frozen-{i}".encode())
+            for rc in receipts[:16]:
+                send("DELETE", c.qpath(q, "/messages") + "?popReceipt=" + requests.utils.quote(rc, safe=""))
+            seen = {}
+
+            def all_parked():
+                seen.update(parked=_gauge(srv, "sluice_http_requests_parked"),
+                            busy=_gauge(srv, "sluice_http_store_pool_busy"),
+                            cql=_gauge(srv, "sluice_cql_requests_in_flight"))
+                return seen["parked"] >= 64 and seen["busy"] == 0 and seen["cql"] >= 1
+
+            try:
+                await_until(all_parked, timeout=30, desc="64 requests parked with the pool idle")
+            except AssertionError as e:
+                raise AssertionError(f"{e}; last seen: {seen}") from None
+            ready = select.select([s for _, s in socks], [], [], 0)[0]
+            assert not ready, f"{len(ready)} requests were answered while the node was still frozen"
+        finally:
+            node.thaw()
+        ids = []
+        for method, s in socks:
+            status, resp = _read_response(s)
+            if method == "POST":
+                assert status in (201, 503), f"a put during the freeze: {status} {resp[:300]!r}"
+                if status == 201:
+                    ids.append(json.loads(resp)["messageId"])
+            else:
+                assert status in (204, 503), f"an ack during the freeze: {status} {resp[:300]!r}"
+        got = set()
+        await_until(lambda: got.update(m["messageId"] for m in c.receive_list(q, 32, 60, 1)) or set(ids) <= got,
+                    timeout=60, interval=0, desc=f"the {len(ids)} puts that got 201 to be delivered")
+        assert srv.alive(), srv.log_tail()
+    finally:
+        node.thaw()
+        for _, s in socks:
             s.close()
         srv.close()
