@@ -196,6 +196,21 @@ case " $backends " in
 
         echo "== black-box tests on Cassandra (pytest)"
         SLUICE_TEST_BACKEND=cassandra run_pytest cassandra "${bb[@]}"
+
+        # The paths that only Cassandra takes (requests parked on the CQL
+        # client's callbacks, the combiner's rounds started by its answers,
+        # puts waiting for the claimer) under ASan/UBSan: a memory error
+        # aborts the server, a leak at exit fails the shutdown tests.
+        echo "== Cassandra's asynchronous paths under ASan/UBSan (pytest)"
+        if make -s B=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
+            -fno-sanitize-recover=all" LDFLAGS="-fsanitize=address,undefined" build/asan/sluice \
+            >"$log/asan-build-cassandra.txt" 2>&1; then
+            ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 SLUICE_BIN=build/asan/sluice SLUICE_TEST_BACKEND=cassandra \
+                run_pytest asan-cassandra tests/api/test_messages.py tests/api/test_parallel.py \
+                tests/api/test_shutdown.py
+        else
+            cat "$log/asan-build-cassandra.txt"; failed=$((failed + 1))
+        fi
         if ! CASSANDRA_RUN_DIR="$cass_run" scripts/cassandra.sh status >/dev/null; then
             echo "the shared Cassandra node died during the run; log tail:"
             tail -n 40 "$cass_run/logs/system.log" 2>/dev/null | cut -c1-400

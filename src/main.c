@@ -189,7 +189,8 @@ static const option options[] = {
         "HTTP event-loop threads"),
     OPT("store_threads", "--store-threads", "SLUICE_STORE_THREADS", O_INT, store_threads, 1, 1024, NULL,
         "4 embedded, 64 on Cassandra",
-        "threads for the requests that wait on the store (at most this many are in flight there)"),
+        "threads for the handlers that wait on the store (a request parked while its writes are in flight "
+        "holds none)"),
     OPT("max_message_bytes", "--max-message-bytes", "SLUICE_MAX_MESSAGE_BYTES", O_LLONG, max_message_bytes, 1,
         1 << 20, "1048576", NULL, "the largest message (1 MiB at most, as in SQS)"),
     OPT("max_json_bytes", "--max-json-bytes", "SLUICE_MAX_JSON_BYTES", O_LLONG, max_json_bytes, 1024,

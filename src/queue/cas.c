@@ -250,7 +250,11 @@ static void round_start(sl_engine *e, qstate *q, int slot, eng_casg *list) {
                 for (size_t y = 0; y < g->n && fits; y++)
                     fits = !same_row(&b->w[x], &g->w[y]);
         } else if (nb < CAS_ROUND_MAX && (b = malloc(sizeof *b)) != NULL) {
-            *b = (cas_batch){.e = e, .q = q, .slot = slot};
+            b->e = e; /* not zeroed: w is large, and filled as it grows */
+            b->q = q;
+            b->slot = slot;
+            b->members = NULL;
+            b->n = 0;
             bs[nb++] = b;
         } else if (nb == 0) { /* out of memory, and nothing goes out to come back for it */
             g->next = failed;

@@ -907,6 +907,84 @@ static void t_live_concurrent(void **state) {
     sl_cql_client_close(c);
 }
 
+/* The asynchronous calls: one thread has N inserts, then N reads of them,
+ * in flight at once (statements registered lazily, so the first execution
+ * prepares them); every callback runs once, and each read finds its own
+ * row. */
+enum { ASYNC_N = 400 };
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int left, errors, wrong, peak, inflight;
+} async_wait;
+typedef struct {
+    async_wait *w;
+    int64_t want; /* reads: the value the row must hold; -1: an insert */
+    char key[32];
+    uint8_t n8[8];
+    sl_cql_bytes v[2];
+} async_req;
+
+static void async_done(void *arg, int rc, sl_cql_res *res) {
+    async_req *r = arg;
+    async_wait *w = r->w;
+    int wrong = 0;
+    if (rc == 0 && r->want >= 0) {
+        sl_cql_rd rows = res->r.rows;
+        sl_cql_bytes cell;
+        wrong = res->r.nrows != 1 || sl_cql_rows_next(&rows, &cell) != 1 || sl_cql_cell_i64(cell) != r->want;
+    }
+    sl_cql_res_free(res);
+    pthread_mutex_lock(&w->mu);
+    w->errors += rc != 0;
+    w->wrong += wrong;
+    w->inflight--;
+    if (--w->left == 0) pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void t_live_async(void **state) {
+    (void)state;
+    sl_cql_client *c = live_client(1, 0);
+    live_schema(c);
+    char q[512];
+    sl_cql_stmt *ins, *sel;
+    snprintf(q, sizeof q, "INSERT INTO %s.kv (k, v) VALUES (?, ?)", ks);
+    assert_int_equal(sl_cql_stmt_lazy(c, q, &ins), 0);
+    snprintf(q, sizeof q, "SELECT v FROM %s.kv WHERE k = ?", ks);
+    assert_int_equal(sl_cql_stmt_lazy(c, q, &sel), 0);
+    static async_req reqs[ASYNC_N];
+    for (int phase = 0; phase < 2; phase++) {
+        async_wait w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .left = ASYNC_N};
+        for (int i = 0; i < ASYNC_N; i++) {
+            async_req *r = &reqs[i];
+            r->w = &w;
+            r->want = phase ? 1000 + i : -1;
+            snprintf(r->key, sizeof r->key, "async-%d-%d", (int)getpid(), i);
+            r->v[0] = txt(r->key);
+            r->v[1] = be64(r->n8, 1000 + i);
+            sl_cql_opts o = {.flags = phase ? SL_CQL_READ : SL_CQL_IDEMPOTENT};
+            pthread_mutex_lock(&w.mu);
+            if (++w.inflight > w.peak) w.peak = w.inflight;
+            pthread_mutex_unlock(&w.mu);
+            if (phase)
+                sl_cql_execute_cb(c, sel, r->v, 1, &o, async_done, r);
+            else
+                sl_cql_execute_cb(c, ins, r->v, 2, &o, async_done, r);
+        }
+        pthread_mutex_lock(&w.mu);
+        while (w.left > 0)
+            pthread_cond_wait(&w.cv, &w.mu);
+        pthread_mutex_unlock(&w.mu);
+        print_message("%s: %d requests from one thread, %d in flight at most\n", phase ? "reads" : "inserts",
+                      ASYNC_N, w.peak);
+        assert_int_equal(w.errors, 0);
+        assert_int_equal(w.wrong, 0);
+        assert_true(w.peak > 1); /* the thread did not wait for each answer */
+    }
+    sl_cql_client_close(c);
+}
+
 /* A request timeout on a live node: a read far too slow for 1 ms. */
 static void t_live_timeout(void **state) {
     (void)state;
@@ -1009,6 +1087,7 @@ int main(void) {
         cmocka_unit_test(t_live_paging),  cmocka_unit_test(t_live_cas_batch),
         cmocka_unit_test(t_live_token),   cmocka_unit_test(t_live_concurrent),
         cmocka_unit_test(t_live_timeout), cmocka_unit_test(t_live_tls_auth),
+        cmocka_unit_test(t_live_async),
     };
     int failed = cmocka_run_group_tests_name("cql client (fake node)", fake_tests, NULL, NULL);
     failed +=
