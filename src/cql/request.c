@@ -561,16 +561,21 @@ int sl_cql_execute(sl_cql_client *c, sl_cql_stmt *st, const sl_cql_bytes *vals, 
     return rc ? rc : run(c, &r, o ? o->flags : 0, has, token, timeout_of(c, o), out);
 }
 
-void sl_cql_execute_cb(sl_cql_client *c, sl_cql_stmt *st, const sl_cql_bytes *vals, size_t n,
-                       const sl_cql_opts *o, sl_cql_done_fn done, void *arg) {
-    rq r;
-    int has;
-    int64_t token;
-    int rc = exec_setup(c, st, vals, n, o, &r, &has, &token);
+/* Starts r as set up (setup returned rc), or answers the setup's error. */
+static void start_cb(sl_cql_client *c, int rc, const rq *r, int has, int64_t token, const sl_cql_opts *o,
+                     sl_cql_done_fn done, void *arg) {
     if (rc)
         done(arg, rc, NULL);
     else
-        run_async(c, &r, o ? o->flags : 0, has, token, timeout_of(c, o), done, arg);
+        run_async(c, r, o ? o->flags : 0, has, token, timeout_of(c, o), done, arg);
+}
+
+void sl_cql_execute_cb(sl_cql_client *c, sl_cql_stmt *st, const sl_cql_bytes *vals, size_t n,
+                       const sl_cql_opts *o, sl_cql_done_fn done, void *arg) {
+    rq r;
+    int has = 0;
+    int64_t token = 0;
+    start_cb(c, exec_setup(c, st, vals, n, o, &r, &has, &token), &r, has, token, o, done, arg);
 }
 
 int sl_cql_query(sl_cql_client *c, const char *query, const sl_cql_bytes *vals, size_t n,
@@ -592,13 +597,9 @@ int sl_cql_batch_exec(sl_cql_client *c, uint8_t type, const sl_cql_batch_item *i
 void sl_cql_batch_cb(sl_cql_client *c, uint8_t type, const sl_cql_batch_item *items, size_t n,
                      const sl_cql_opts *o, sl_cql_done_fn done, void *arg) {
     rq r;
-    int has;
-    int64_t token;
-    int rc = batch_setup(c, type, items, n, o, &r, &has, &token);
-    if (rc)
-        done(arg, rc, NULL);
-    else
-        run_async(c, &r, o ? o->flags : 0, has, token, timeout_of(c, o), done, arg);
+    int has = 0;
+    int64_t token = 0;
+    start_cb(c, batch_setup(c, type, items, n, o, &r, &has, &token), &r, has, token, o, done, arg);
 }
 
 int sl_cql_schema_change(sl_cql_client *c, const char *query, int timeout_ms) {

@@ -269,6 +269,14 @@ def _read_response(sock):
     return int(lines[0].split()[1]), body[:length]
 
 
+def _await_delivered(srv, c, q, ids):
+    """Every one of ids is received from q, and the server is still up."""
+    got = set()
+    await_until(lambda: got.update(m["messageId"] for m in c.receive_list(q, 32, 60, 1)) or set(ids) <= got,
+                timeout=60, interval=0, desc=f"the {len(ids)} puts that got 201 to be delivered")
+    assert srv.alive(), srv.log_tail()
+
+
 def test_frozen_store_holds_only_the_requests_that_need_it(node, tmp_path):
     """Requests that wait on a frozen node hold store threads, never the
     event loop (issue 12): while 64 puts hang on it, /openapi.json, a 404
@@ -318,10 +326,7 @@ def test_frozen_store_holds_only_the_requests_that_need_it(node, tmp_path):
             assert status in (201, 503), f"a put during the freeze: {status} {resp[:300]!r}"
             if status == 201:
                 ids.append(json.loads(resp)["messageId"])
-        got = set()
-        await_until(lambda: got.update(m["messageId"] for m in c.receive_list(q, 32, 60, 1)) or set(ids) <= got,
-                    timeout=60, interval=0, desc=f"the {len(ids)} puts that got 201 to be delivered")
-        assert srv.alive(), srv.log_tail()
+        _await_delivered(srv, c, q, ids)
     finally:
         node.thaw()
         for s in socks:
@@ -398,10 +403,7 @@ def test_commits_in_flight_hold_no_thread(node, tmp_path):
                     ids.append(json.loads(resp)["messageId"])
             else:
                 assert status in (204, 503), f"an ack during the freeze: {status} {resp[:300]!r}"
-        got = set()
-        await_until(lambda: got.update(m["messageId"] for m in c.receive_list(q, 32, 60, 1)) or set(ids) <= got,
-                    timeout=60, interval=0, desc=f"the {len(ids)} puts that got 201 to be delivered")
-        assert srv.alive(), srv.log_tail()
+        _await_delivered(srv, c, q, ids)
     finally:
         node.thaw()
         for _, s in socks:
