@@ -164,7 +164,9 @@ void msg_ids_wait(sl_engine *e, qstate *q, sl_op *op) {
     pthread_mutex_unlock(&e->mu);
 }
 
-/* Serves q's waiting puts, oldest first. */
+/* Serves q's waiting puts, oldest first. A claim that fails fails every
+ * put waiting then (each would otherwise wait out a claim of its own on a
+ * node that does not answer); puts that come later try again. */
 static void claim_for(sl_engine *e, qstate *q) {
     pthread_mutex_lock(&q->mu);
     while (q->idwait) {
@@ -175,11 +177,20 @@ static void claim_for(sl_engine *e, qstate *q) {
             put_pending *p = op_idwait_need(op, &n, &have);
             ids_take_locked(e, q, p, n, have);
             if (*have < n) continue;
+            q->idwait = op_idwait_link(op, NULL);
+            if (!q->idwait) q->idwait_tail = NULL;
+            pthread_mutex_unlock(&q->mu);
+            msg_ids_ready(op, 0);
+            pthread_mutex_lock(&q->mu);
+            continue;
         }
-        q->idwait = op_idwait_link(op, NULL);
-        if (!q->idwait) q->idwait_tail = NULL;
+        q->idwait = q->idwait_tail = NULL;
         pthread_mutex_unlock(&q->mu);
-        msg_ids_ready(op, rc);
+        while (op) {
+            sl_op *next = op_idwait_link(op, NULL);
+            msg_ids_ready(op, rc);
+            op = next;
+        }
         pthread_mutex_lock(&q->mu);
     }
     pthread_mutex_unlock(&q->mu);
