@@ -70,6 +70,20 @@ void sl_mono_hook(int64_t (*fn)(void));
  * milliseconds of the real clock (a condition variable's default). */
 void sl_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int ms);
 
+/* A count of answers to wait for, given by other threads (the blocking
+ * forms of asynchronous calls): sl_latch_init(l, n); each answer calls
+ * sl_latch_done(l), after writing what it hands over; sl_latch_wait(l)
+ * returns once all n came, and destroys the latch (sl_latch_done touches
+ * nothing of it after letting go of its mutex). */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int left;
+} sl_latch;
+void sl_latch_init(sl_latch *l, int n);
+void sl_latch_done(sl_latch *l);
+void sl_latch_wait(sl_latch *l);
+
 /* Allocation in the engine and the embedded store goes through these, so
  * that a test can fail any allocation: sl_alloc_hook(fail) makes each call
  * return NULL when fail(bytes) returns nonzero; NULL removes the hook.

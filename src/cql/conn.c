@@ -608,39 +608,32 @@ int sl_cql_conn_send(sl_cql_conn *c, uint8_t opcode, const uint8_t *body, size_t
 
 /* The blocking request: a callback that hands the answer to its waiter. */
 typedef struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int done, rc, sent;
+    sl_latch l;
+    int rc, sent;
     sl_cql_frame resp;
 } waiter;
 
 static void wait_done(void *arg, int rc, sl_cql_frame *resp, int sent) {
     waiter *w = arg;
-    pthread_mutex_lock(&w->mu);
     w->rc = rc;
     w->sent = sent;
     if (resp) w->resp = *resp;
-    w->done = 1;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
+    sl_latch_done(&w->l);
 }
 
 int sl_cql_conn_request(sl_cql_conn *c, uint8_t opcode, const uint8_t *body, size_t len, int timeout_ms,
                         sl_cql_frame *resp, int *sent) {
     if (sent) *sent = 0;
-    waiter w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    waiter w;
+    sl_latch_init(&w.l, 1);
     int rc = sl_cql_conn_send(c, opcode, body, len, timeout_ms, wait_done, &w);
+    if (rc) sl_latch_done(&w.l); /* not queued: no callback comes */
+    sl_latch_wait(&w.l);
     if (rc == 0) {
-        pthread_mutex_lock(&w.mu);
-        while (!w.done)
-            pthread_cond_wait(&w.cv, &w.mu);
-        pthread_mutex_unlock(&w.mu);
         rc = w.rc;
         if (sent) *sent = w.sent || rc == 0;
         if (rc == 0) *resp = w.resp;
     }
-    pthread_cond_destroy(&w.cv);
-    pthread_mutex_destroy(&w.mu);
     return rc;
 }
 

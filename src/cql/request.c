@@ -426,32 +426,24 @@ static void run_async(sl_cql_client *c, const rq *r, int flags, int has_token, i
 
 /* The blocking form: run_async, and wait for its answer. */
 typedef struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int done, rc;
+    sl_latch l;
+    int rc;
     sl_cql_res *res;
 } waiter;
 
 static void wait_done(void *arg, int rc, sl_cql_res *res) {
     waiter *w = arg;
-    pthread_mutex_lock(&w->mu);
     w->rc = rc;
     w->res = res;
-    w->done = 1;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
+    sl_latch_done(&w->l);
 }
 
 static int run(sl_cql_client *c, rq *r, int flags, int has_token, int64_t token, int timeout_ms,
                sl_cql_res **out) {
-    waiter w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    waiter w;
+    sl_latch_init(&w.l, 1);
     run_async(c, r, flags, has_token, token, timeout_ms, wait_done, &w);
-    pthread_mutex_lock(&w.mu);
-    while (!w.done)
-        pthread_cond_wait(&w.cv, &w.mu);
-    pthread_mutex_unlock(&w.mu);
-    pthread_cond_destroy(&w.cv);
-    pthread_mutex_destroy(&w.mu);
+    sl_latch_wait(&w.l);
     if (w.rc == 0 && out)
         *out = w.res;
     else

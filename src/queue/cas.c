@@ -331,9 +331,7 @@ void eng_cas_submit(sl_engine *e, qstate *q, eng_casg *g) {
 /* eng_cas_many: its writes arranged in groups (a copy, so that w keeps its
  * order), submitted, waited for, and settled. */
 struct many {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int left;
+    sl_latch l;
     size_t ix[SL_BATCH_MAX];
 };
 
@@ -345,10 +343,7 @@ static void many_swap(void *ctx, size_t a, size_t b) {
 }
 
 static void many_done(void *arg) {
-    struct many *m = arg;
-    pthread_mutex_lock(&m->mu);
-    if (--m->left == 0) pthread_cond_signal(&m->cv);
-    pthread_mutex_unlock(&m->mu);
+    sl_latch_done(&((struct many *)arg)->l);
 }
 
 void eng_cas_many(sl_engine *e, qstate *q, sl_write *w, size_t n, int nonce_col, int *rcs) {
@@ -371,25 +366,18 @@ void eng_cas_many(sl_engine *e, qstate *q, sl_write *w, size_t n, int nonce_col,
         m->ix[i] = i;
     memcpy(tmp, w, n * sizeof *tmp);
     size_t ng = eng_cas_arrange(tmp, n, many_swap, m, gstart, gn, &nsent);
-    pthread_mutex_init(&m->mu, NULL);
-    pthread_cond_init(&m->cv, NULL);
-    m->left = (int)nsent;
+    sl_latch_init(&m->l, (int)nsent);
     for (size_t x = 0; x < nsent; x++) {
         g[x] = (eng_casg){.w = &tmp[gstart[x]], .n = gn[x], .done = many_done, .arg = m};
         eng_cas_submit(e, q, &g[x]);
     }
-    pthread_mutex_lock(&m->mu);
-    while (m->left > 0)
-        pthread_cond_wait(&m->cv, &m->mu);
-    pthread_mutex_unlock(&m->mu);
+    sl_latch_wait(&m->l);
     /* A repeated row's write is made now, after the others, so the first
      * one wins. */
     for (size_t x = 0; x < ng; x++)
         for (size_t k = gstart[x]; k < gstart[x] + gn[x]; k++)
             rcs[m->ix[k]] = x < nsent ? eng_cas_settle(e, &tmp[k], nonce_col, g[x].rc, g[x].bn)
                                       : eng_cas(e, &tmp[k], nonce_col);
-    pthread_cond_destroy(&m->cv);
-    pthread_mutex_destroy(&m->mu);
     free(tmp), free(g), free(m);
 }
 

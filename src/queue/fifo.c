@@ -270,7 +270,7 @@ static int release_put(sl_engine *e, qstate *q, const char *g, int64_t seq, cons
     memset(entries, 0, sizeof entries);
     lg_op_begin(q);
     int rc = msg_put_rows(e, q, &p, 1, ids, &pp, 0, w, entries, &nentries, &any_visible);
-    if (rc == 0 && nentries > 0) rc = msg_put_entries(e, q, entries, nentries);
+    if (rc == 0 && nentries > 0) rc = msg_put_entries(e, entries, nentries);
     if (rc == 0) {
         /* The message keeps the id SendMessage gave it; its send time
          * travels in "$fifo" (the row's put time is the release's, which

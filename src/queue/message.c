@@ -141,8 +141,7 @@ int msg_put_rows(sl_engine *e, qstate *q, const sl_put *msgs, size_t n, char (*i
     return rc;
 }
 
-int msg_put_entries(sl_engine *e, qstate *q, sl_write *entries, size_t n) {
-    (void)q;
+int msg_put_entries(sl_engine *e, sl_write *entries, size_t n) {
     int rc = eng_write(e, entries, n);
     if (rc == SL_EUNKNOWN) rc = eng_write(e, entries, n); /* idempotent upserts */
     return rc;

@@ -112,6 +112,13 @@ static void put_answer(void *arg, int rc) {
     op_step(op);
 }
 
+/* A put that ends before its rows were sent (its ids, or its entries,
+ * failed). */
+static void put_fail(sl_op *op, int rc) {
+    op->rc = rc;
+    op_step(op);
+}
+
 static void put_rows_send(sl_op *op) {
     op->built = 1;
     sl_store_apply_cb(op->e->st, op->w, op->n, put_answer, op);
@@ -127,12 +134,10 @@ static void put_entries_answer(void *arg, int rc) {
         sl_store_apply_cb(op->e->st, op->w + op->n, op->nentries, put_entries_answer, op);
         return;
     }
-    if (rc) {
-        op->rc = rc;
-        op_step(op);
-        return;
-    }
-    put_rows_send(op);
+    if (rc)
+        put_fail(op, rc);
+    else
+        put_rows_send(op);
 }
 
 /* A put that has its ids: builds its rows and sends them, its entries
@@ -140,14 +145,12 @@ static void put_entries_answer(void *arg, int rc) {
 static void put_send(sl_op *op) {
     int rc = msg_put_rows(op->e, op->q, op->puts, op->n, op->ids, op->p, 1, op->w, op->w + op->n,
                           &op->nentries, &op->any_visible);
-    if (rc) {
-        op->rc = rc;
-        op_step(op);
-    } else if (op->nentries > 0) {
+    if (rc)
+        put_fail(op, rc);
+    else if (op->nentries > 0)
         sl_store_apply_cb(op->e->st, op->w + op->n, op->nentries, put_entries_answer, op);
-    } else {
+    else
         put_rows_send(op);
-    }
 }
 
 sl_op *op_idwait_link(sl_op *op, sl_op *next) {
@@ -163,12 +166,10 @@ put_pending *op_idwait_need(sl_op *op, size_t *n, size_t **have) {
 }
 
 void msg_ids_ready(sl_op *op, int rc) {
-    if (rc) {
-        op->rc = rc;
-        op_step(op);
-        return;
-    }
-    put_send(op);
+    if (rc)
+        put_fail(op, rc);
+    else
+        put_send(op);
 }
 
 static void group_answer(void *arg) {
@@ -244,7 +245,7 @@ int sl_msg_put_start(sl_engine *e, const char *account, const char *queue, const
     if (!op_defers(e)) {
         rc =
             msg_put_rows(e, q, msgs, n, op->ids, op->p, 0, op->w, op->w + n, &op->nentries, &op->any_visible);
-        if (rc == 0 && op->nentries > 0) rc = msg_put_entries(e, q, op->w + n, op->nentries);
+        if (rc == 0 && op->nentries > 0) rc = msg_put_entries(e, op->w + n, op->nentries);
         if (rc) {
             op_free(op);
             return rc;

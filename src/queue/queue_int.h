@@ -427,7 +427,7 @@ int msg_put_rows(sl_engine *e, qstate *q, const sl_put *msgs, size_t n, char (*i
                  put_pending *p, int ids_given, sl_write *w, sl_write *entries, size_t *nentries,
                  int *any_visible);
 /* Writes the lease entries msg_put_rows built for delayed messages. */
-int msg_put_entries(sl_engine *e, qstate *q, sl_write *entries, size_t n);
+int msg_put_entries(sl_engine *e, sl_write *entries, size_t n);
 int msg_put_check(sl_engine *e, const char *account, const char *queue, const sl_put *msgs, size_t n,
                   qstate **q);
 int msg_put_after(sl_engine *e, qstate *q, const sl_write *w, const put_pending *p, size_t n, int any_visible,

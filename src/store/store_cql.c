@@ -549,29 +549,21 @@ static void cq_apply_cb(sl_store *st, const sl_write *w, size_t n, void (*done)(
 
 /* The blocking apply(): cq_apply_cb, and wait for its answer. */
 typedef struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int done, rc;
+    sl_latch l;
+    int rc;
 } waiter;
 
 static void wait_done(void *arg, int rc) {
     waiter *wt = arg;
-    pthread_mutex_lock(&wt->mu);
     wt->rc = rc;
-    wt->done = 1;
-    pthread_cond_signal(&wt->cv);
-    pthread_mutex_unlock(&wt->mu);
+    sl_latch_done(&wt->l);
 }
 
 static int cq_apply(sl_store *st, const sl_write *w, size_t n, sl_result *current) {
-    waiter wt = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    waiter wt;
+    sl_latch_init(&wt.l, 1);
     capp_start((cq_store *)st, w, n, current, wait_done, &wt);
-    pthread_mutex_lock(&wt.mu);
-    while (!wt.done)
-        pthread_cond_wait(&wt.cv, &wt.mu);
-    pthread_mutex_unlock(&wt.mu);
-    pthread_cond_destroy(&wt.cv);
-    pthread_mutex_destroy(&wt.mu);
+    sl_latch_wait(&wt.l);
     return wt.rc;
 }
 

@@ -74,6 +74,27 @@ void sl_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int ms) {
     pthread_cond_timedwait(cv, mu, &ts);
 }
 
+void sl_latch_init(sl_latch *l, int n) {
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->cv, NULL);
+    l->left = n;
+}
+
+void sl_latch_done(sl_latch *l) {
+    pthread_mutex_lock(&l->mu);
+    if (--l->left == 0) pthread_cond_signal(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+}
+
+void sl_latch_wait(sl_latch *l) {
+    pthread_mutex_lock(&l->mu);
+    while (l->left > 0)
+        pthread_cond_wait(&l->cv, &l->mu);
+    pthread_mutex_unlock(&l->mu);
+    pthread_cond_destroy(&l->cv);
+    pthread_mutex_destroy(&l->mu);
+}
+
 static int (*alloc_fail)(size_t);
 
 static int alloc_fails(size_t n) {
