@@ -68,6 +68,15 @@ run_cmocka() {
     fi
 }
 
+# Builds build/asan/sluice: the server under ASan/UBSan, with the lock check
+# of util/fiber.h (every mutex a thread takes is counted, and a store-pool
+# handler that parks holding one aborts the server).
+asan_build() {
+    make -s B=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
+        -fno-sanitize-recover=all -DSL_LOCK_CHECK" LDFLAGS="-fsanitize=address,undefined \
+        -Wl,--wrap=pthread_mutex_lock,--wrap=pthread_mutex_trylock,--wrap=pthread_mutex_unlock" build/asan/sluice
+}
+
 # Runs pytest on the given paths with the given label and adds its counts
 # from the junit report. No report means pytest itself broke: one failure.
 # Prints the skip reasons and what the tests recorded (record_property).
@@ -149,9 +158,7 @@ case " $backends " in
     # aborts the server and fails the tests; a leak at exit fails the tests
     # that check the exit status (shutdown, the connection limit).
     echo "== the HTTP front under ASan/UBSan (pytest, embedded store)"
-    if make -s B=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
-        -fno-sanitize-recover=all" LDFLAGS="-fsanitize=address,undefined" build/asan/sluice \
-        >"$log/asan-build.txt" 2>&1; then
+    if asan_build >"$log/asan-build.txt" 2>&1; then
         ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 SLUICE_BIN=build/asan/sluice SLUICE_TEST_BACKEND=sqlite \
             run_pytest asan tests/api/test_http_front.py tests/api/test_https.py tests/api/test_keepalive.py \
             tests/api/test_shutdown.py tests/api/test_sqs_query.py tests/api/test_sqs.py
@@ -202,9 +209,7 @@ case " $backends " in
         # puts waiting for the claimer) under ASan/UBSan: a memory error
         # aborts the server, a leak at exit fails the shutdown tests.
         echo "== Cassandra's asynchronous paths under ASan/UBSan (pytest)"
-        if make -s B=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
-            -fno-sanitize-recover=all" LDFLAGS="-fsanitize=address,undefined" build/asan/sluice \
-            >"$log/asan-build-cassandra.txt" 2>&1; then
+        if asan_build >"$log/asan-build-cassandra.txt" 2>&1; then
             ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 SLUICE_BIN=build/asan/sluice SLUICE_TEST_BACKEND=cassandra \
                 run_pytest asan-cassandra tests/api/test_messages.py tests/api/test_parallel.py \
                 tests/api/test_shutdown.py

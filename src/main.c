@@ -50,7 +50,10 @@
 #define DEFAULT_THREADS_EMBEDDED 8
 #define DEFAULT_THREADS_CQL 4
 #define DEFAULT_STORE_THREADS_EMBEDDED 4
-#define DEFAULT_STORE_THREADS_CQL 64
+/* On Cassandra the store pool's threads only carry handlers between waits
+ * (their fibers park while the node answers): twice the cores, and 8 at
+ * least (bench/results/fibers.md: 8 threads beat 64 on two cores). */
+#define DEFAULT_STORE_THREADS_CQL_MIN 8
 
 typedef struct {
     char data_dir[PATH_MAX];
@@ -188,9 +191,9 @@ static const option options[] = {
     OPT("threads", "--threads", "SLUICE_THREADS", O_INT, threads, 1, 1024, NULL, "8 embedded, 4 on Cassandra",
         "HTTP event-loop threads"),
     OPT("store_threads", "--store-threads", "SLUICE_STORE_THREADS", O_INT, store_threads, 1, 1024, NULL,
-        "4 embedded, 64 on Cassandra",
-        "threads for the handlers that wait on the store (a request parked while its writes are in flight "
-        "holds none)"),
+        "4 embedded; on Cassandra twice the cores, 8 at least",
+        "threads that carry the handlers that wait on the store (each on a fiber: one waiting on Cassandra "
+        "parks and holds none)"),
     OPT("max_message_bytes", "--max-message-bytes", "SLUICE_MAX_MESSAGE_BYTES", O_LLONG, max_message_bytes, 1,
         1 << 20, "1048576", NULL, "the largest message (1 MiB at most, as in SQS)"),
     OPT("max_json_bytes", "--max-json-bytes", "SLUICE_MAX_JSON_BYTES", O_LLONG, max_json_bytes, 1024,
@@ -932,14 +935,19 @@ static int run(const config *c, int dev, int temp_dir) {
     /* On the embedded store a put, receive or ack does not hold its thread
      * while its writes commit (see sl_msg_put_start), so the event loop runs
      * them and a few threads serve many connections; the other routes wait
-     * for the store on the store threads. On Cassandra every route that
-     * reads or writes waits for the node on a store thread, so their number
-     * bounds the requests in flight (and gives the engine's combiner
-     * concurrent compare-and-sets to put in one Paxos round). */
+     * for the store on the store pool. On Cassandra every route that reads
+     * or writes runs on the store pool, whose fibers park while the node
+     * answers (util/fiber.h): its threads only carry the handlers' own
+     * work, and the requests in flight are bounded by the pool's fibers,
+     * not by its threads. */
     int cql = c->contact_points[0] != 0;
     int threads = c->threads ? c->threads : cql ? DEFAULT_THREADS_CQL : DEFAULT_THREADS_EMBEDDED;
-    int store_threads =
-        c->store_threads ? c->store_threads : cql ? DEFAULT_STORE_THREADS_CQL : DEFAULT_STORE_THREADS_EMBEDDED;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int store_threads_cql = ncpu > DEFAULT_STORE_THREADS_CQL_MIN / 2 ? (int)(ncpu > 512 ? 1024 : 2 * ncpu)
+                                                                     : DEFAULT_STORE_THREADS_CQL_MIN;
+    int store_threads = c->store_threads ? c->store_threads
+                        : cql            ? store_threads_cql
+                                         : DEFAULT_STORE_THREADS_EMBEDDED;
     sl_http_config hc = {.host = c->host,
                          .port = c->port,
                          .threads = threads,

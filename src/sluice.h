@@ -79,6 +79,7 @@ typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int left;
+    struct sl_fiber *fiber; /* the waiter, when it runs on a fiber (util/fiber.h): it parks */
 } sl_latch;
 void sl_latch_init(sl_latch *l, int n);
 void sl_latch_done(sl_latch *l);
@@ -136,6 +137,7 @@ typedef struct {
     const char *request_id, *method, *route, *account, *queue;
 } sl_log_ctx;
 void sl_log_ctx_set(const sl_log_ctx *c);
+const sl_log_ctx *sl_log_ctx_get(void);
 /* A request's line at the end of its life (debug level): c's fields, the
  * status and the latency. */
 void sl_log_request(const sl_log_ctx *c, const char *path, int status, int64_t latency_us);

@@ -9,9 +9,9 @@
  * it a connection or a woken request, and a list of its connections for the
  * timeouts. Handlers run on the worker that owns the connection. On the
  * embedded store the message handlers park their request while its writes
- * commit, so a few workers serve many connections; on Cassandra they block
- * on the node, and the pool is sized well above the core count (main.c picks
- * the size).
+ * commit, so a few workers serve many connections; on Cassandra they run on
+ * the store pool, whose fibers park while the node answers (util/fiber.h),
+ * so a request in flight to the node holds no thread.
  *
  * Parking (SL_HTTP_WAIT): the connection stops being read and its request
  * waits, holding no thread, until someone calls sl_http_wake() from any
@@ -57,6 +57,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "../util/fiber.h"
 #include "../util/metrics.h"
 #include "parse.h"
 #include "server.h"
@@ -70,6 +71,19 @@
 #define LINGER_MAX (64 * 1024 * 1024)
 #define LINGER_MS 10000
 #define TICK_MS 250
+/* The store pool runs this many handlers at once at most (more wait in
+ * its queue, holding nothing but their request), each on a stack of
+ * POOL_STACK bytes: reserved address space, of which only the pages a
+ * handler touched take memory (util/fiber.c gives back what a deep one
+ * touched). The deepest handler parses and writes out JSON nested 2,048
+ * deep (jansson's limit), recursively: about 1 MiB, and several times that
+ * with AddressSanitizer's frames. */
+#define POOL_FIBERS 1024
+#if defined(__SANITIZE_ADDRESS__)
+#define POOL_STACK (16 * 1024 * 1024)
+#else
+#define POOL_STACK (4 * 1024 * 1024)
+#endif
 
 /* What GET /metrics says of a route: answers by status, and latencies
  * from a request's head being read whole to its answer being queued (a
@@ -107,18 +121,15 @@ struct sl_http_server {
     SSL_CTX *tls;
     int stopping; /* atomic */
     int nconns;   /* atomic: open connections */
-    int pool_busy; /* atomic: store-pool threads running a handler */
     int nreqs;    /* atomic: requests begun and not finished */
     route_stats unrouted;   /* answers with no route: 404, 405, the server's own refusals */
     uint64_t conns_refused; /* atomic: at the connection limit */
-    /* The store pool: threads that run the handlers of routes marked
-     * blocks, so that no event-loop thread waits on the store. */
-    pthread_t *pool;
-    int npool;
-    pthread_mutex_t pool_mu; /* the queue and pool_quit */
-    pthread_cond_t pool_cv;
-    sl_http_req *pool_head, *pool_tail;
-    int pool_quit;
+    /* The store pool: fibers on a few threads that run the handlers of
+     * routes marked blocks, so that no event-loop thread waits on the
+     * store, and a handler that waits on Cassandra parks its fiber
+     * instead of holding a thread (util/fiber.h). */
+    sl_fibers *pool;
+    int npool; /* its threads; 0: none */
 };
 
 struct worker {
@@ -199,11 +210,12 @@ struct sl_http_req {
     /* parking, under the worker's mu */
     int parked, woken, wake_pending, last_run;
     int answered; /* the store pool ran the handler to its answer */
+    int was_parked; /* it parked at least once */
     int on_pool;  /* the handler runs on the store pool now (or there is none) */
     int gone;     /* the client went away (atomic): answer now, do not wait */
     int admin;    /* the admin token was verified (sl_http_set_admin) */
     sl_http_req *pnext, *pprev;
-    sl_http_req *qnext; /* in the store pool's queue */
+    sl_fiber_task task; /* on the store pool */
     int resumes;
     void *user;
     void (*user_free)(void *);
@@ -1068,6 +1080,7 @@ static int park(sl_http_req *r) {
         rc = -1;
     } else {
         r->parked = 1;
+        r->was_parked = 1;
         r->pprev = NULL;
         r->pnext = w->parked;
         if (w->parked) w->parked->pprev = r;
@@ -1138,59 +1151,34 @@ static int run_handler(sl_http_req *r) {
     }
 }
 
+/* A handler on the store pool: an answer goes back to the connection's
+ * event-loop thread, which alone writes to the connection (a parked
+ * handler's wake sends it there too, and it comes back here). */
+static void pool_run(sl_fiber_task *t) {
+    sl_http_req *r = (sl_http_req *)((char *)t - offsetof(sl_http_req, task));
+    r->on_pool = 1;
+    int h = run_handler(r);
+    r->on_pool = 0;
+    if (h == 0) {
+        worker *w = r->c->w;
+        pthread_mutex_lock(&w->mu);
+        r->answered = 1;
+        r->woken = 1;
+        r->pnext = w->woken;
+        w->woken = r;
+        pthread_mutex_unlock(&w->mu);
+        kick(w);
+    }
+}
+
 /* Queues r for the store pool. Returns -1 when the pool is stopping (or
  * there is none): the caller runs the handler itself. */
 static int pool_push(sl_http_server *s, sl_http_req *r) {
     if (!s->npool) return -1;
-    pthread_mutex_lock(&s->pool_mu);
-    if (s->pool_quit) {
-        pthread_mutex_unlock(&s->pool_mu);
-        return -1;
-    }
-    r->qnext = NULL;
-    if (s->pool_tail)
-        s->pool_tail->qnext = r;
-    else
-        s->pool_head = r;
-    s->pool_tail = r;
-    pthread_cond_signal(&s->pool_cv);
-    pthread_mutex_unlock(&s->pool_mu);
-    return 0;
-}
-
-/* A store-pool thread: runs queued handlers; an answer goes back to the
- * connection's event-loop thread, which alone writes to the connection (a
- * parked handler's wake sends it there too, and it comes back here). */
-static void *pool_main(void *arg) {
-    sl_http_server *s = arg;
-    pthread_mutex_lock(&s->pool_mu);
-    for (;;) {
-        while (!s->pool_head && !s->pool_quit)
-            pthread_cond_wait(&s->pool_cv, &s->pool_mu);
-        sl_http_req *r = s->pool_head;
-        if (!r) break; /* quitting, and the queue is drained */
-        s->pool_head = r->qnext;
-        if (!s->pool_head) s->pool_tail = NULL;
-        pthread_mutex_unlock(&s->pool_mu);
-        r->on_pool = 1;
-        __atomic_add_fetch(&s->pool_busy, 1, __ATOMIC_RELAXED);
-        int h = run_handler(r);
-        __atomic_sub_fetch(&s->pool_busy, 1, __ATOMIC_RELAXED);
-        r->on_pool = 0;
-        if (h == 0) {
-            worker *w = r->c->w;
-            pthread_mutex_lock(&w->mu);
-            r->answered = 1;
-            r->woken = 1;
-            r->pnext = w->woken;
-            w->woken = r;
-            pthread_mutex_unlock(&w->mu);
-            kick(w);
-        }
-        pthread_mutex_lock(&s->pool_mu);
-    }
-    pthread_mutex_unlock(&s->pool_mu);
-    return NULL;
+    r->task.fn = pool_run;
+    /* A request that parked goes ahead of new ones: it has waited, and
+     * finishing it frees what it holds. */
+    return sl_fibers_submit(s->pool, &r->task, r->was_parked);
 }
 
 /* Runs the handler of c's request (again, after a wake) until it answers or
@@ -1595,9 +1583,6 @@ static void free_server(sl_http_server *s) {
         pthread_mutex_destroy(&w->mu);
     }
     free(s->workers);
-    free(s->pool);
-    pthread_mutex_destroy(&s->pool_mu);
-    pthread_cond_destroy(&s->pool_cv);
     if (s->tls) SSL_CTX_free(s->tls);
     if (s->lfd >= 0) close(s->lfd);
     if (s->spare >= 0) close(s->spare);
@@ -1660,21 +1645,16 @@ static void stop_workers(sl_http_server *s) {
 
 static int start_pool(sl_http_server *s, int n) {
     if (n <= 0) return 0;
-    s->pool = calloc((size_t)n, sizeof *s->pool);
-    if (!s->pool) return SL_ENOMEM;
-    for (; s->npool < n; s->npool++)
-        if (pthread_create(&s->pool[s->npool], NULL, pool_main, s) != 0) return SL_EIO;
-    return 0;
+    int rc = sl_fibers_start(n, POOL_FIBERS, POOL_STACK, &s->pool);
+    if (rc == 0) s->npool = n;
+    return rc;
 }
 
-/* Runs what is queued, then joins the store pool's threads. */
+/* Runs what is queued and every handler to its end, then joins the store
+ * pool's threads. */
 static void stop_pool(sl_http_server *s) {
-    pthread_mutex_lock(&s->pool_mu);
-    s->pool_quit = 1;
-    pthread_cond_broadcast(&s->pool_cv);
-    pthread_mutex_unlock(&s->pool_mu);
-    for (int i = 0; i < s->npool; i++)
-        pthread_join(s->pool[i], NULL);
+    if (s->pool) sl_fibers_stop(s->pool);
+    s->pool = NULL;
     s->npool = 0;
 }
 
@@ -1684,8 +1664,6 @@ int sl_http_start(const sl_http_config *cfg, sl_http_server **out) {
     if (!s) return SL_ENOMEM;
     s->cfg = *cfg;
     s->lfd = s->wake[0] = s->wake[1] = -1;
-    pthread_mutex_init(&s->pool_mu, NULL);
-    pthread_cond_init(&s->pool_cv, NULL);
     s->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
     s->max_conns = cfg->max_conns > 0 ? cfg->max_conns : connection_limit();
     s->idle_ms = (cfg->conn_timeout_s > 0 ? cfg->conn_timeout_s : 60) * 1000;
@@ -1780,6 +1758,10 @@ void sl_http_metrics_head(sl_text *t, int part) {
         {"sluice_http_requests_parked", "gauge",
          "Requests waiting with no thread: on the store's answer to their writes, or on a long poll."},
         {"sluice_http_store_pool_busy", "gauge", "Threads of the store pool running a handler now."},
+        {"sluice_http_store_pool_waiting", "gauge",
+         "Handlers of the store pool waiting on the store, holding no thread (their fibers are parked)."},
+        {"sluice_http_store_pool_queued", "gauge",
+         "Requests waiting for the store pool to start their handler (it runs that many at most at once)."},
     };
     sl_metric_head(t, heads[part][0], heads[part][1], heads[part][2]);
 }
@@ -1802,9 +1784,15 @@ void sl_http_metrics(sl_http_server *s, const char *server, int part, sl_text *t
         sl_text_printf(t, "sluice_http_requests_parked{server=\"%s\"} %d\n", server, parked_count(s, 0));
         break;
     case SL_HTTP_M_POOL_BUSY:
-        sl_text_printf(t, "sluice_http_store_pool_busy{server=\"%s\"} %d\n", server,
-                       __atomic_load_n(&s->pool_busy, __ATOMIC_RELAXED));
+    case SL_HTTP_M_POOL_WAITING:
+    case SL_HTTP_M_POOL_QUEUED: {
+        int fig[3] = {0, 0, 0}; /* busy, waiting, queued: in the order of the parts */
+        if (s->pool) sl_fibers_figures(s->pool, &fig[0], &fig[1], &fig[2]);
+        static const char *const names[] = {"busy", "waiting", "queued"};
+        int k = part - SL_HTTP_M_POOL_BUSY;
+        sl_text_printf(t, "sluice_http_store_pool_%s{server=\"%s\"} %d\n", names[k], server, fig[k]);
         break;
+    }
     default:
         sl_text_printf(t, "sluice_http_connections_refused_total{server=\"%s\"} %llu\n", server,
                        (unsigned long long)sl_counted(&s->conns_refused));

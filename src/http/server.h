@@ -11,10 +11,12 @@
  * Threads. The event-loop threads (sl_http_config.threads) read, parse and
  * write every connection and run the handlers of routes that never wait on
  * the store. A route marked blocks runs on the store pool
- * (sl_http_config.store_threads) instead, so a slow or frozen store delays
- * only the requests that need it: other connections, the server's own
- * errors and routes like /openapi.json answer meanwhile. Either kind of
- * handler may park (below), which holds no thread.
+ * (sl_http_config.store_threads threads) instead, so a slow or frozen store
+ * delays only the requests that need it: other connections, the server's
+ * own errors and routes like /openapi.json answer meanwhile. On the pool
+ * each handler runs on a fiber (util/fiber.h), which parks while it waits
+ * on Cassandra, so its waits hold no thread either. Either kind of handler
+ * may park its request (below), which holds no thread.
  *
  * A handler answers by setting a response (sl_http_respond, sl_http_error)
  * and returning SL_HTTP_DONE, or returns SL_HTTP_WAIT to park the request
@@ -72,7 +74,7 @@ typedef struct {
     const char *host;      /* address or name to bind; NULL or "" means 0.0.0.0 */
     int port;              /* 0 picks a free port; see sl_http_port() */
     int threads;           /* event-loop threads; 0 means 32 */
-    int store_threads;     /* the store pool for routes marked blocks; 0: none, they run on the event loop */
+    int store_threads;     /* the store pool's threads; 0: none (the event loop runs every route) */
     int conn_timeout_s;    /* idle keep-alive connections close after this; 0 means 60 */
     int request_timeout_s; /* a request must arrive within this from its first byte, else 408; 0 means 30 */
     int max_conns;         /* open connections; 0 means the file limit less 64, at most 10,000 */
@@ -109,6 +111,8 @@ enum {
     SL_HTTP_M_REFUSED,
     SL_HTTP_M_PARKED,
     SL_HTTP_M_POOL_BUSY,
+    SL_HTTP_M_POOL_WAITING,
+    SL_HTTP_M_POOL_QUEUED,
     SL_HTTP_M_N
 };
 void sl_http_metrics_head(sl_text *t, int part);

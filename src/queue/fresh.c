@@ -347,7 +347,7 @@ int msg_fresh_take(sl_engine *e, qstate *q, size_t want, int have, int *refills,
         if (q->fresh_scanning) {
             uint64_t gen = q->fresh_gen;
             while (q->fresh_scanning && q->fresh_gen == gen)
-                pthread_cond_wait(&q->fresh_cv, &q->mu);
+                sl_fcond_wait(&q->fresh_cv, &q->mu);
             int found = q->fresh_found;
             pthread_mutex_unlock(&q->mu);
             if (!found) return 0;
@@ -367,8 +367,8 @@ int msg_fresh_take(sl_engine *e, qstate *q, size_t want, int have, int *refills,
         q->fresh_mono_ms = sl_mono_ms();
         q->fresh_now_ms = sl_now_ms(); /* the engine's clock, which tests drive */
         q->fresh_gen++;
+        sl_fcond_broadcast(&q->fresh_cv);
         pthread_mutex_unlock(&q->mu);
-        pthread_cond_broadcast(&q->fresh_cv);
         if (nseal > 0) {
             int src = msg_seal_run(e, q, seal, nseal);
             if (!rc) rc = src;

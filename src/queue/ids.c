@@ -38,7 +38,7 @@ static int block_ensure_locked(sl_engine *e, qstate *q) {
          * own, which would leave whole buckets of unused ids (gaps that the
          * reader must wait out). */
         while (q->claiming && !block_usable(e, q, sl_now_ms()))
-            pthread_cond_wait(&q->claimed, &q->mu);
+            sl_fcond_wait(&q->claimed, &q->mu);
         int64_t now = sl_now_ms();
         if (block_usable(e, q, now)) return 0;
         q->claiming = 1;
@@ -96,7 +96,7 @@ static int block_ensure_locked(sl_engine *e, qstate *q) {
             }
             if (start + len > q->head) q->head = start + len;
         }
-        pthread_cond_broadcast(&q->claimed);
+        sl_fcond_broadcast(&q->claimed);
         if (rc == SL_ENOTAPPLIED) continue; /* another node claimed: try the next block */
         if (rc) return rc == SL_ENOTFOUND ? SL_EINTERNAL : rc;
     }

@@ -1,7 +1,6 @@
 /* op.c: puts, acks and receives that do not wait for the store (start and
  * finish), and the blocking calls made of them. */
 #include <limits.h>
-#include <semaphore.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,8 +11,9 @@
 /* A put, an ack or a receive whose writes are with the store
  * (sl_msg_put_start and the others). Every request sent (see op_send)
  * answers through op_answer; the last answer calls
- * done and posts sem, which op_finish waits on in case it runs first (a
- * server that stops resumes its parked requests). */
+ * done and opens the latch l, which op_finish waits on in case it runs
+ * first (a server that stops resumes its parked requests; a caller on a
+ * fiber parks there). */
 enum { OP_PUT = 1, OP_ACK, OP_RECV };
 struct sl_op {
     sl_engine *e;
@@ -21,7 +21,7 @@ struct sl_op {
     int kind, rc; /* rc: a put's answer */
     void (*done)(void *);
     void *arg;
-    sem_t sem;
+    sl_latch l; /* the last answer opens it */
     int left;  /* answers still to come, plus one until the start returns */
     size_t n;  /* messages, receipts, or the receive's max */
     size_t nw; /* writes sent: acks, or leases */
@@ -85,7 +85,7 @@ static sl_op *op_new(sl_engine *e, qstate *q, int kind, size_t n, void (*done)(v
     op->done = done;
     op->arg = arg;
     op->left = 1;
-    sem_init(&op->sem, 0, 0); /* cannot fail for a process-private semaphore */
+    sl_latch_init(&op->l, 1);
     eng_queue_hold(e, q);
     if (kind != OP_RECV) lg_op_begin(q);
     return op;
@@ -94,16 +94,15 @@ static sl_op *op_new(sl_engine *e, qstate *q, int kind, size_t n, void (*done)(v
 static void op_free(sl_op *op) {
     if (op->kind != OP_RECV) lg_op_end(op->q);
     eng_queue_release(op->e, op->q);
-    sem_destroy(&op->sem);
     free(op);
 }
 
 /* One answer fewer to wait for; the last one ends the operation. Nothing
- * touches op once its semaphore is posted. */
+ * touches op once its latch is open. */
 static void op_step(sl_op *op) {
     if (__atomic_sub_fetch(&op->left, 1, __ATOMIC_ACQ_REL) != 0) return;
     op->done(op->arg);
-    sem_post(&op->sem);
+    sl_latch_done(&op->l);
 }
 
 static void put_answer(void *arg, int rc) {
@@ -350,8 +349,7 @@ int sl_op_ready(const sl_op *op) {
 /* Waits for the store's answers, does what follows them, fills whichever
  * of the outputs the operation has and the caller wants, and frees op. */
 static int op_finish(sl_op *op, char (*ids)[SL_MSGID_LEN + 1], int *rcs, sl_message **msgs, size_t *nmsgs) {
-    while (sem_wait(&op->sem) != 0) {
-    } /* EINTR */
+    sl_latch_wait(&op->l);
     sl_engine *e = op->e;
     qstate *q = op->q;
     int rc = 0;

@@ -21,8 +21,8 @@ static qstate *qstate_new(const char *account, const char *name, int64_t version
     q->claim_k = 1;
     q->fresh_dirty = 1;
     pthread_mutex_init(&q->mu, NULL);
-    pthread_cond_init(&q->claimed, NULL);
-    pthread_cond_init(&q->fresh_cv, NULL);
+    sl_fcond_init(&q->claimed);
+    sl_fcond_init(&q->fresh_cv);
     lg_init(q);
     return q;
 }
@@ -181,8 +181,8 @@ static void qstate_free(qstate *q) {
     free(q->dues);
     pthread_mutex_destroy(&q->mu);
     lg_destroy(q);
-    pthread_cond_destroy(&q->claimed);
-    pthread_cond_destroy(&q->fresh_cv);
+    sl_fcond_destroy(&q->claimed);
+    sl_fcond_destroy(&q->fresh_cv);
     free(q);
 }
 

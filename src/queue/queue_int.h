@@ -42,6 +42,7 @@
 #include <jansson.h>
 #include <pthread.h>
 
+#include "../util/fiber.h"
 #include "queue.h"
 
 /* Message states. */
@@ -187,7 +188,7 @@ typedef struct qstate {
     int64_t id_next, id_end, block_ms; /* the id block this node writes to */
     int claiming;             /* a thread is claiming a new block */
     int64_t claim_k;          /* buckets in the next block claimed */
-    pthread_cond_t claimed;   /* signalled when that claim ends */
+    sl_fcond claimed;         /* broadcast when that claim ends */
     struct sl_op *idwait, *idwait_tail; /* puts waiting for ids, in order (the claimer serves them) */
     int claim_queued;                   /* under e->mu: on the engine's claimer list */
     struct qstate *claim_next;          /* under e->mu: on that list */
@@ -244,7 +245,7 @@ typedef struct qstate {
     uint64_t fresh_moves;       /* e->moves as of the last refill */
     int64_t fresh_mono_ms;      /* when the last refill ended (monotonic) */
     int64_t fresh_now_ms;       /* and by sl_now_ms() (gap grace, retention) */
-    pthread_cond_t fresh_cv;    /* broadcast when that refill ends */
+    sl_fcond fresh_cv;          /* broadcast when that refill ends */
     uint64_t fresh_gen;         /* refills so far */
 
     int seen_pos;

@@ -1,7 +1,6 @@
 /* reader.c: receive's first half: leasing a message, the scan of the lease
  * index for messages due again, and sealing buckets that ids have moved
  * past. The second half, READY rows, is fresh.c. */
-#include <semaphore.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -434,8 +433,8 @@ int msg_seal_take(qstate *q) {
 
 /* Waits for the seal markers of one seal_run, sent side by side. */
 struct seal_wait {
-    sem_t sem;
-    int left, rc[SEAL_BATCH];
+    sl_latch l;
+    int rc[SEAL_BATCH];
 };
 struct seal_slot {
     struct seal_wait *w;
@@ -445,7 +444,7 @@ struct seal_slot {
 static void seal_answer(void *arg, int rc) {
     struct seal_slot *s = arg;
     s->w->rc[s->i] = rc;
-    if (__atomic_sub_fetch(&s->w->left, 1, __ATOMIC_ACQ_REL) == 0) sem_post(&s->w->sem);
+    sl_latch_done(&s->w->l);
 }
 
 /* Seals the buckets b[0..n) (consecutive, from this node's reader on),
@@ -466,13 +465,13 @@ int msg_seal_run(sl_engine *e, qstate *q, const int64_t *bs, int n) {
     int gaps[SEAL_BATCH];
     sl_write w[SEAL_BATCH];
     struct seal_slot slot[SEAL_BATCH];
-    struct seal_wait sw = {.left = n};
-    if (n > SEAL_BATCH) n = sw.left = SEAL_BATCH;
+    struct seal_wait sw;
+    if (n > SEAL_BATCH) n = SEAL_BATCH;
     for (int i = 0; i < n; i++) {
         gaps[i] = (bs[i] & SEAL_GAPS) != 0;
         b[i] = bs[i] & ~SEAL_GAPS;
     }
-    sem_init(&sw.sem, 0, 0); /* cannot fail for a process-private semaphore */
+    sl_latch_init(&sw.l, n);
     int64_t retention = eng_queue_retention(q);
     for (int i = 0; i < n; i++) {
         memset(&w[i], 0, sizeof w[i]);
@@ -486,11 +485,7 @@ int msg_seal_run(sl_engine *e, qstate *q, const int64_t *bs, int n) {
     }
     for (int i = 0; i < n; i++)
         sl_store_apply_cb(e->st, &w[i], 1, seal_answer, &slot[i]);
-    if (n > 0) {
-        while (sem_wait(&sw.sem) != 0) {
-        } /* EINTR */
-    }
-    sem_destroy(&sw.sem);
+    sl_latch_wait(&sw.l);
     for (int i = 0; i < n; i++) {
         int rc = eng_cas_settle(e, &w[i], M_NONCE, sw.rc[i], 1);
         if (rc != 0 && rc != SL_ENOTAPPLIED) break;

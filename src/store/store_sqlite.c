@@ -36,7 +36,6 @@
  * commit that finished before it began. */
 #include <errno.h>
 #include <pthread.h>
-#include <semaphore.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,11 +69,12 @@ typedef struct conn {
 
 /* One apply() (or ensure()) waiting for the writer. It lives on the
  * caller's stack; the writer fills rc and cur and, once its group has
- * ended, links the group's waiters through wnext and posts the first one's
- * semaphore. Each waiter, woken, posts the next before it returns: the
+ * ended, links the group's waiters through wnext and opens the first one's
+ * latch. Each waiter, woken, opens the next one's before it returns: the
  * writer makes one wake-up call per group instead of one per request, and
  * nobody takes the queue mutex to learn that it is done. A request is not
- * touched by anyone after its semaphore was posted. An apply_async() request (owned
+ * touched by anyone after its latch was opened (a caller on a fiber of the
+ * store pool parks on it, holding no thread). An apply_async() request (owned
  * != NULL) lives on the heap instead, nobody waits for it, and the writer
  * frees it once it is committed. An apply_cb() request (cb != NULL) lives
  * on the heap too; the writer calls cb once the group is over, outside
@@ -87,7 +87,7 @@ typedef struct req {
     int rc;
     int want_cur; /* the caller wants the current rows of a CAS not applied */
     sl_result cur;
-    sem_t done;
+    sl_latch done; /* a blocking caller waits on it (a caller on a fiber parks) */
     struct req *next, *wnext;
     void *owned; /* apply_async(): the heap copy of the writes, freed with the req */
     void (*cb)(void *arg, int rc); /* apply_cb() */
@@ -824,7 +824,7 @@ static void *writer_main(void *arg) {
         *tailp = NULL;
         *ctail = NULL;
         pthread_mutex_unlock(&s->mu);
-        if (waiters) sem_post(&waiters->done);
+        if (waiters) sl_latch_done(&waiters->done);
         for (req *r = calls, *next; r; r = next) {
             next = r->wnext;
             sl_result_free(&r->cur);
@@ -863,17 +863,18 @@ static int submit(sq_store *s, const sl_write *w, size_t n, const sl_table *cons
                   sl_result *current) {
     req r = {.w = w, .n = n, .tables = tables, .ntables = ntables, .want_cur = current != NULL};
     sl_result_init(&r.cur);
-    if (sem_init(&r.done, 0, 0)) return SL_ENOMEM;
+    sl_latch_init(&r.done, 1);
     int rc = enqueue(s, &r);
     if (rc) {
-        sem_destroy(&r.done);
+        sl_latch_done(&r.done);
+        sl_latch_wait(&r.done); /* destroys it */
         return rc;
     }
-    while (sem_wait(&r.done) != 0) {
-    } /* EINTR */
+    sl_latch_wait(&r.done);
+    /* The writer woke the first caller of its group, and each wakes the
+     * next, so that the writer goes back to committing at once. */
     req *next = r.wnext;
-    if (next) sem_post(&next->done);
-    sem_destroy(&r.done);
+    if (next) sl_latch_done(&next->done);
     if (r.rc == SL_ENOTAPPLIED && current)
         *current = r.cur;
     else

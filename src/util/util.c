@@ -74,27 +74,6 @@ void sl_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int ms) {
     pthread_cond_timedwait(cv, mu, &ts);
 }
 
-void sl_latch_init(sl_latch *l, int n) {
-    pthread_mutex_init(&l->mu, NULL);
-    pthread_cond_init(&l->cv, NULL);
-    l->left = n;
-}
-
-void sl_latch_done(sl_latch *l) {
-    pthread_mutex_lock(&l->mu);
-    if (--l->left == 0) pthread_cond_signal(&l->cv);
-    pthread_mutex_unlock(&l->mu);
-}
-
-void sl_latch_wait(sl_latch *l) {
-    pthread_mutex_lock(&l->mu);
-    while (l->left > 0)
-        pthread_cond_wait(&l->cv, &l->mu);
-    pthread_mutex_unlock(&l->mu);
-    pthread_cond_destroy(&l->cv);
-    pthread_mutex_destroy(&l->mu);
-}
-
 static int (*alloc_fail)(size_t);
 
 static int alloc_fails(size_t n) {
@@ -317,6 +296,10 @@ void sl_log_json(const char *app) {
 
 void sl_log_ctx_set(const sl_log_ctx *c) {
     log_ctx = c;
+}
+
+const sl_log_ctx *sl_log_ctx_get(void) {
+    return log_ctx;
 }
 
 static const char *const level_words[] = {"error", "info", "debug"};

@@ -151,6 +151,29 @@ def test_malformed_bodies_and_oversized_data(client):
     assert_status(client.put_event(fits), 201)
 
 
+
+def test_data_nested_to_the_parsers_limit_is_kept(client):
+    """Data nested as deep as the JSON parser allows (2,048 levels, with the
+    event around it) is stored and read back whole: the handlers run on
+    the store pool's fibers, whose stacks must hold the parser's and the
+    writer's recursion (a 512 KiB stack did not, and the server died); one
+    level deeper is a 400."""
+    def nested(depth):
+        return '{"a":' * depth + "1" + "}" * depth
+
+    eid = uid()
+    body = '{"id": "%s", "type": "t", "data": %s}' % (eid, nested(2046))
+    r = client.request("POST", client.ebase() + "/events", data=body.encode(),
+                       headers={"Content-Type": "application/json"})
+    assert_status(r, 201)
+    got = assert_status(client.get_event(eid), 200)
+    assert nested(2046) in got.text.replace(" ", "")
+    deeper = '{"type": "t", "data": %s}' % nested(2048)
+    r = client.request("POST", client.ebase() + "/events", data=deeper.encode(),
+                       headers={"Content-Type": "application/json"})
+    assert assert_error(r, 400)["code"] == "MalformedJson"
+    assert_status(client.health(), 200)
+
 def test_batches(client):
     ids = [uid("b") for _ in range(3)]
     evs = [{"id": i, "type": "batch.t", "tags": ["batch"]} for i in ids]

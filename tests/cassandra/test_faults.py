@@ -343,16 +343,33 @@ def _gauge(srv, name):
                if line.startswith(name + "{") or line.startswith(name + " "))
 
 
+def _send_raw(srv, c, method, path, body=b"", ctype="text/plain"):
+    """Sends one signed request on a connection of its own, without waiting
+    for the answer; returns the socket."""
+    host, port = srv.base_url.split("//")[1].rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=60)
+    auth = "".join(f"{k}: {v}\r\n" for k, v in c._auth_headers(method, path, None, body).items())
+    s.sendall(f"{method} {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: {ctype}\r\n"
+              f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    return s
+
+
+def _small_pool_server(node, tmp_path, name):
+    """A server on node with a store pool of 2 threads, whose requests to
+    the node time out after 20 s."""
+    return SluiceServer(tmp_path / "data", name=name, keyspace=new_keyspace("sluice_f"), cassandra_port=node.port,
+                        env={"SLUICE_REQUEST_TIMEOUT_MS": "20000", "SLUICE_STORE_THREADS": "2"})
+
+
 def test_commits_in_flight_hold_no_thread(node, tmp_path):
     """A put or an ack waiting on Cassandra holds no thread (issue 12): with
     a store pool of 2 threads and the node frozen, 48 puts and 16 acks are
-    all parked at once while their requests to the node are in flight (the
-    puts' rows, or the claim of the block of ids they wait for; the acks'
-    batch), and no thread of the pool is busy; after the thaw every one of
-    them is answered, and every put that got 201 is delivered."""
-    srv = SluiceServer(tmp_path / "data", name="faults-parked", keyspace=new_keyspace("sluice_f"),
-                       cassandra_port=node.port,
-                       env={"SLUICE_REQUEST_TIMEOUT_MS": "20000", "SLUICE_STORE_THREADS": "2"})
+    all parked at once (the request, or its handler's fiber) while their
+    requests to the node are in flight (the puts' rows, or the claim of the
+    block of ids they wait for; the acks' batch), and no thread of the pool
+    is busy; after the thaw every one of them is answered, and every put
+    that got 201 is delivered."""
+    srv = _small_pool_server(node, tmp_path, "faults-parked")
     socks = []
     try:
         srv.start()
@@ -363,14 +380,8 @@ def test_commits_in_flight_hold_no_thread(node, tmp_path):
         receipts = []
         await_until(lambda: receipts.extend(m["popReceipt"] for m in c.receive_list(q, 16, 600)) or
                     len(receipts) >= 16, timeout=60, interval=0, desc="16 messages leased before the freeze")
-        host, port = srv.base_url.split("//")[1].rsplit(":", 1)
-
         def send(method, path, body=b""):
-            s = socket.create_connection((host, int(port)), timeout=60)
-            auth = "".join(f"{k}: {v}\r\n" for k, v in c._auth_headers(method, path, None, body).items())
-            s.sendall(f"{method} {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: text/plain\r\n"
-                      f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-            socks.append((method, s))
+            socks.append((method, _send_raw(srv, c, method, path, body)))
 
         node.freeze()
         try:
@@ -381,15 +392,20 @@ def test_commits_in_flight_hold_no_thread(node, tmp_path):
             seen = {}
 
             def all_parked():
-                seen.update(parked=_gauge(srv, "sluice_http_requests_parked"),
-                            busy=_gauge(srv, "sluice_http_store_pool_busy"),
-                            cql=_gauge(srv, "sluice_cql_requests_in_flight"))
-                return seen["parked"] >= 64 and seen["busy"] == 0 and seen["cql"] >= 1
+                now = dict(parked=_gauge(srv, "sluice_http_requests_parked"),
+                           waiting=_gauge(srv, "sluice_http_store_pool_waiting"),
+                           busy=_gauge(srv, "sluice_http_store_pool_busy"),
+                           cql=_gauge(srv, "sluice_cql_requests_in_flight"))
+                seen.setdefault("history", []).append(now)
+                # Parked, or (a write settled on its own after a combined
+                # batch failed) waiting on a fiber: either holds no thread.
+                return now["parked"] + now["waiting"] >= 64 and now["busy"] == 0 and now["cql"] >= 1
 
             try:
                 await_until(all_parked, timeout=30, desc="64 requests parked with the pool idle")
             except AssertionError as e:
-                raise AssertionError(f"{e}; last seen: {seen}") from None
+                h = seen.get("history", [])
+                raise AssertionError(f"{e}; seen first {h[:3]}, last {h[-3:]}") from None
             ready = select.select([s for _, s in socks], [], [], 0)[0]
             assert not ready, f"{len(ready)} requests were answered while the node was still frozen"
         finally:
@@ -404,6 +420,79 @@ def test_commits_in_flight_hold_no_thread(node, tmp_path):
             else:
                 assert status in (204, 503), f"an ack during the freeze: {status} {resp[:300]!r}"
         _await_delivered(srv, c, q, ids)
+    finally:
+        node.thaw()
+        for _, s in socks:
+            s.close()
+        srv.close()
+
+
+def test_reads_in_flight_hold_no_thread(node, tmp_path):
+    """A handler waiting on a read holds no thread either (issue 12): with a
+    store pool of 2 threads and the node frozen, 16 visibility updates
+    (each reads its message at SERIAL first), 16 peeks, 16 queue listings
+    and 16 receives from a queue the restarted server has not loaded yet
+    (they read the queue and its buckets) are all waiting at once, their
+    fibers parked and no thread of the pool busy; none is answered while
+    the node is frozen, and after the thaw every one is answered with what
+    its route answers (or a 503), and the server goes on serving."""
+    srv = _small_pool_server(node, tmp_path, "faults-reads")
+    socks = []
+    try:
+        srv.start()
+        c = srv.client()
+        q = c.new_queue("reads")
+        cold = c.new_queue("cold")
+        for i in range(16):
+            assert_status(c.put(q, f"before-{i}"), 201)
+            assert_status(c.put(cold, f"cold-{i}"), 201)
+        # Restarted, the server knows nothing of cold: a receive must read
+        # the queue and its buckets.
+        srv.stop()
+        srv.start()
+        c = srv.client()
+        receipts = []
+        await_until(lambda: receipts.extend(m["popReceipt"] for m in c.receive_list(q, 16, 600)) or
+                    len(receipts) >= 16, timeout=60, interval=0, desc="16 messages leased before the freeze")
+        node.freeze()
+        try:
+            for rc in receipts[:16]:
+                path = c.qpath(q, "/messages") + "?popReceipt=" + requests.utils.quote(rc, safe="")
+                socks.append(("update", _send_raw(srv, c, "PUT", path, b'{"newInvisibilitySeconds": 900}',
+                                                  "application/json")))
+            for _ in range(16):
+                socks.append(("peek", _send_raw(srv, c, "GET", c.qpath(q, "/messages/peek"))))
+                socks.append(("list", _send_raw(srv, c, "GET", c.qbase())))
+                socks.append(("receive", _send_raw(srv, c, "POST", c.qpath(cold, "/messages/receive"),
+                                                   b'{"maxMessages": 1}', "application/json")))
+            seen = {}
+
+            def all_waiting():
+                now = dict(waiting=_gauge(srv, "sluice_http_store_pool_waiting"),
+                           busy=_gauge(srv, "sluice_http_store_pool_busy"),
+                           parked=_gauge(srv, "sluice_http_requests_parked"),
+                           queued=_gauge(srv, "sluice_http_store_pool_queued"),
+                           cql=_gauge(srv, "sluice_cql_requests_in_flight"))
+                seen.setdefault("history", []).append(now)
+                return now["waiting"] >= 64 and now["busy"] == 0 and now["cql"] >= 1
+
+            try:
+                await_until(all_waiting, timeout=30, desc="64 handlers waiting on reads with the pool idle")
+            except AssertionError as e:
+                early = [(k, _read_response(s)) for k, s in socks if select.select([s], [], [], 0)[0]]
+                h = seen.get("history", [])
+                raise AssertionError(f"{e}; seen first {h[:3]}, last {h[-3:]}; answered early: {early[:4]}") from None
+            ready = select.select([s for _, s in socks], [], [], 0)[0]
+            assert not ready, f"{len(ready)} requests were answered while the node was still frozen"
+        finally:
+            node.thaw()
+        want = {"update": (200, 503), "peek": (200, 503), "list": (200, 503), "receive": (200, 503)}
+        for kind, s in socks:
+            status, resp = _read_response(s)
+            assert status in want[kind], f"a {kind} during the freeze: {status} {resp[:300]!r}"
+            assert json.loads(resp) is not None
+        await_until(lambda: c.list_queues().status_code == 200 and c.peek(q).status_code == 200, timeout=60,
+                    desc="the server serves reads again after the thaw")
     finally:
         node.thaw()
         for _, s in socks:

@@ -1,5 +1,6 @@
 /* test_util.c: the metrics helpers (src/util/metrics.c): the text buffer
- * that GET /metrics is written into, and the histograms' exposition. */
+ * that GET /metrics is written into, and the histograms' exposition; the
+ * fibers that the store pool runs handlers on (src/util/fiber.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,8 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <pthread.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "sluice.h"
+#include "util/fiber.h"
 #include "util/graphite.h"
 #include "util/metrics.h"
 
@@ -106,6 +111,228 @@ static void test_graphite_addresses(void **state) {
         assert_int_equal(sl_graphite_start(bad[i], "p", 1, NULL, NULL, &g), SL_EINVAL);
 }
 
+/* --- Fibers --------------------------------------------------------------- */
+
+/* Tasks that wait on latches the test opens, as a handler waits on a CQL
+ * answer that a connection's thread delivers. */
+#define FT_MAX 300
+struct ft {
+    sl_fiber_task task;
+    sl_latch l;
+    int ready; /* the latch is set up (atomic) */
+    int id, before, after, log_kept;
+    pthread_t t0, t1; /* the threads it started and ended on */
+    sl_log_ctx log;
+    int *ended; /* atomic */
+};
+
+static void ft_run(sl_fiber_task *t) {
+    struct ft *f = (struct ft *)((char *)t - offsetof(struct ft, task));
+    char pad[2048]; /* a frame with something on the stack that must survive */
+    memset(pad, f->id & 0xff, sizeof pad);
+    f->log.request_id = "r";
+    sl_log_ctx_set(&f->log);
+    f->t0 = pthread_self();
+    f->before = f->id * 7;
+    sl_latch_init(&f->l, 1);
+    __atomic_store_n(&f->ready, 1, __ATOMIC_RELEASE);
+    sl_latch_wait(&f->l);
+    int same = 1;
+    for (size_t i = 0; i < sizeof pad; i++)
+        same &= pad[i] == (char)(f->id & 0xff);
+    f->after = same ? f->before + 1 : -1;
+    f->log_kept = sl_log_ctx_get() == &f->log;
+    f->t1 = pthread_self();
+    __atomic_add_fetch(f->ended, 1, __ATOMIC_ACQ_REL);
+}
+
+/* Waits (at most 10 s) until fs shows these figures. */
+static int figures_reach(sl_fibers *fs, int running, int parked, int queued) {
+    for (int i = 0; i < 10000; i++) {
+        int r, p, q;
+        sl_fibers_figures(fs, &r, &p, &q);
+        if (r == running && p == parked && q == queued) return 1;
+        usleep(1000);
+    }
+    return 0;
+}
+
+static int count_reaches(int *n, int want) {
+    for (int i = 0; i < 10000 && __atomic_load_n(n, __ATOMIC_ACQUIRE) != want; i++)
+        usleep(1000);
+    return __atomic_load_n(n, __ATOMIC_ACQUIRE) == want;
+}
+
+static void test_fibers_park_without_holding_threads(void **state) {
+    (void)state;
+    static struct ft f[FT_MAX];
+    int ended = 0;
+    sl_fibers *fs;
+    assert_int_equal(sl_fibers_start(2, FT_MAX, 256 * 1024, &fs), 0);
+    for (int i = 0; i < FT_MAX; i++) {
+        memset(&f[i], 0, sizeof f[i]);
+        f[i].id = i;
+        f[i].ended = &ended;
+        f[i].task.fn = ft_run;
+        assert_int_equal(sl_fibers_submit(fs, &f[i].task, 0), 0);
+    }
+    /* Two threads, and every one of the 300 tasks waits at once. */
+    assert_true(figures_reach(fs, 0, FT_MAX, 0));
+    assert_int_equal(__atomic_load_n(&ended, __ATOMIC_ACQUIRE), 0);
+    /* Opened in reverse: each resumes with its stack and log context. */
+    for (int i = FT_MAX - 1; i >= 0; i--) {
+        assert_true(__atomic_load_n(&f[i].ready, __ATOMIC_ACQUIRE));
+        sl_latch_done(&f[i].l);
+    }
+    assert_true(count_reaches(&ended, FT_MAX));
+    assert_true(figures_reach(fs, 0, 0, 0));
+    pthread_t threads[2];
+    int nthreads = 0;
+    for (int i = 0; i < FT_MAX; i++) {
+        assert_int_equal(f[i].after, f[i].id * 7 + 1);
+        assert_true(f[i].log_kept);
+        pthread_t seen[2] = {f[i].t0, f[i].t1};
+        for (int k = 0; k < 2; k++) {
+            int known = 0;
+            for (int j = 0; j < nthreads; j++)
+                known |= pthread_equal(threads[j], seen[k]);
+            if (!known) {
+                assert_true(nthreads < 2); /* only the two carriers ran them */
+                threads[nthreads++] = seen[k];
+            }
+        }
+    }
+    sl_fibers_stop(fs);
+}
+
+static void test_fibers_queue_past_their_limit(void **state) {
+    (void)state;
+    static struct ft f[10];
+    int ended = 0;
+    sl_fibers *fs;
+    assert_int_equal(sl_fibers_start(2, 4, 64 * 1024, &fs), 0);
+    for (int i = 0; i < 10; i++) {
+        memset(&f[i], 0, sizeof f[i]);
+        f[i].id = i;
+        f[i].ended = &ended;
+        f[i].task.fn = ft_run;
+        assert_int_equal(sl_fibers_submit(fs, &f[i].task, 0), 0);
+    }
+    assert_true(figures_reach(fs, 0, 4, 6));
+    /* In order: each latch opened lets the next queued task start. */
+    for (int i = 0; i < 10; i++) {
+        for (int k = 0; k < 10000 && !__atomic_load_n(&f[i].ready, __ATOMIC_ACQUIRE); k++)
+            usleep(1000);
+        assert_true(__atomic_load_n(&f[i].ready, __ATOMIC_ACQUIRE));
+        sl_latch_done(&f[i].l);
+    }
+    assert_true(count_reaches(&ended, 10));
+    sl_fibers_stop(fs);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(f[i].after, f[i].id * 7 + 1);
+}
+
+/* Tasks queued first (requests resumed) start before the others. */
+static int order[3], norder;
+struct ot {
+    sl_fiber_task task;
+    int id;
+};
+static void ot_run(sl_fiber_task *t) {
+    order[__atomic_fetch_add(&norder, 1, __ATOMIC_ACQ_REL)] = ((struct ot *)t)->id;
+}
+
+static void test_fibers_start_resumed_work_first(void **state) {
+    (void)state;
+    static struct ft blocker;
+    int ended = 0;
+    sl_fibers *fs;
+    assert_int_equal(sl_fibers_start(1, 1, 64 * 1024, &fs), 0);
+    memset(&blocker, 0, sizeof blocker);
+    blocker.ended = &ended;
+    blocker.task.fn = ft_run;
+    assert_int_equal(sl_fibers_submit(fs, &blocker.task, 0), 0);
+    assert_true(figures_reach(fs, 0, 1, 0)); /* the one fiber there may be waits */
+    struct ot t[3] = {
+        {.task.fn = ot_run, .id = 1}, {.task.fn = ot_run, .id = 2}, {.task.fn = ot_run, .id = 3}};
+    assert_int_equal(sl_fibers_submit(fs, &t[0].task, 0), 0);
+    assert_int_equal(sl_fibers_submit(fs, &t[1].task, 1), 0);
+    assert_int_equal(sl_fibers_submit(fs, &t[2].task, 1), 0);
+    assert_true(figures_reach(fs, 0, 1, 3));
+    sl_latch_done(&blocker.l);
+    assert_true(count_reaches(&norder, 3));
+    assert_int_equal(order[0], 2);
+    assert_int_equal(order[1], 3);
+    assert_int_equal(order[2], 1);
+    sl_fibers_stop(fs);
+}
+
+/* Fibers waiting on a condition, woken by a broadcast from a plain thread;
+ * one more waiter is a plain thread. */
+struct fc {
+    pthread_mutex_t mu;
+    sl_fcond cv;
+    int go, waiting, woke;
+};
+struct fct {
+    sl_fiber_task task;
+    struct fc *c;
+};
+
+static void fc_wait(struct fc *c) {
+    pthread_mutex_lock(&c->mu);
+    c->waiting++;
+    while (!c->go)
+        sl_fcond_wait(&c->cv, &c->mu);
+    c->woke++;
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void fc_run(sl_fiber_task *t) {
+    fc_wait(((struct fct *)t)->c);
+}
+
+static void *fc_thread(void *arg) {
+    fc_wait(arg);
+    return NULL;
+}
+
+static int fc_count(struct fc *c, int *field, int want) {
+    for (int i = 0; i < 10000; i++) {
+        pthread_mutex_lock(&c->mu);
+        int n = *field;
+        pthread_mutex_unlock(&c->mu);
+        if (n == want) return 1;
+        usleep(1000);
+    }
+    return 0;
+}
+
+static void test_fiber_condition_wakes_fibers_and_threads(void **state) {
+    (void)state;
+    struct fc c = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    sl_fcond_init(&c.cv);
+    struct fct t[20];
+    sl_fibers *fs;
+    assert_int_equal(sl_fibers_start(1, 64, 64 * 1024, &fs), 0);
+    for (int i = 0; i < 20; i++) {
+        t[i] = (struct fct){.task.fn = fc_run, .c = &c};
+        assert_int_equal(sl_fibers_submit(fs, &t[i].task, 0), 0);
+    }
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, fc_thread, &c), 0);
+    assert_true(fc_count(&c, &c.waiting, 21));
+    assert_true(figures_reach(fs, 0, 20, 0)); /* one thread, 20 waiting */
+    pthread_mutex_lock(&c.mu);
+    c.go = 1;
+    sl_fcond_broadcast(&c.cv);
+    pthread_mutex_unlock(&c.mu);
+    assert_true(fc_count(&c, &c.woke, 21));
+    pthread_join(th, NULL);
+    sl_fibers_stop(fs);
+    sl_fcond_destroy(&c.cv);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_text_grows_past_its_first_block),
@@ -113,6 +340,10 @@ int main(void) {
         cmocka_unit_test(test_histogram_exposition),
         cmocka_unit_test(test_graphite_lines),
         cmocka_unit_test(test_graphite_addresses),
+        cmocka_unit_test(test_fibers_park_without_holding_threads),
+        cmocka_unit_test(test_fibers_queue_past_their_limit),
+        cmocka_unit_test(test_fibers_start_resumed_work_first),
+        cmocka_unit_test(test_fiber_condition_wakes_fibers_and_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
