@@ -144,12 +144,15 @@ __attribute__((noinline)) static int ctx_template(ucontext_t *u) {
     return getcontext(u);
 }
 
-/* A fiber for a task: a kept stack, or a new mapping. Under fs->mu. */
-static sl_fiber *fiber_get(sl_fibers *fs, sl_fiber_task *t) {
-    sl_fiber *f = fs->kept;
+static void fiber_free(sl_fiber *f) {
+    munmap(f->map, f->maplen);
+    free(f);
+}
+
+/* Makes f (a kept fiber, or NULL for a new mapping) ready to start t; NULL
+ * when no stack can be had. Outside fs->mu: it makes system calls. */
+static sl_fiber *fiber_prepare(sl_fibers *fs, sl_fiber *f, sl_fiber_task *t) {
     if (f) {
-        fs->kept = f->next;
-        fs->nkept--;
 #ifdef FIBER_ASAN
         /* The task before ended without returning from its first frame. */
         ASAN_UNPOISON_MEMORY_REGION(f->map + fs->page, fs->stack);
@@ -168,7 +171,7 @@ static sl_fiber *fiber_get(sl_fibers *fs, sl_fiber_task *t) {
         f->fs = fs;
     }
     if (ctx_template(&f->ctx) != 0) {
-        f->next = fs->kept, fs->kept = f, fs->nkept++;
+        fiber_free(f);
         return NULL;
     }
     f->ctx.uc_stack.ss_sp = f->map + fs->page;
@@ -198,11 +201,6 @@ static void stack_trim(sl_fibers *fs, sl_fiber *f) {
             madvise(base, (size_t)(mark + fs->page - base), MADV_DONTNEED);
             return;
         }
-}
-
-static void fiber_free(sl_fiber *f) {
-    munmap(f->map, f->maplen);
-    free(f);
 }
 
 /* Runs f on this carrier until it parks or ends. */
@@ -269,6 +267,11 @@ void sl_fiber_ready(sl_fiber *f) {
 
 /* --- Carriers ------------------------------------------------------------- */
 
+/* Each pass takes, under fs->mu, a fiber made ready again or a task (with
+ * a kept stack, if any, and a place among the max fibers counted at once);
+ * the system calls (a new mapping, the context) and the switch happen
+ * outside it. */
+
 static void *carrier_main(void *arg) {
     sl_fibers *fs = arg;
     struct carrier c = {0};
@@ -287,8 +290,11 @@ static void *carrier_main(void *arg) {
             fs->tq[k] = t->next;
             if (!fs->tq[k]) fs->tq_tail[k] = NULL;
             fs->queued--;
-            f = fiber_get(fs, t);
-            if (f) fs->nfibers++;
+            fs->nfibers++; /* its fiber's, counted now against max */
+            if ((f = fs->kept)) {
+                fs->kept = f->next;
+                fs->nkept--;
+            }
         } else if (fs->quit && !fs->tq[0] && !fs->tq[1] && fs->nfibers == 0) {
             break;
         } else {
@@ -297,12 +303,14 @@ static void *carrier_main(void *arg) {
         }
         fs->running++;
         pthread_mutex_unlock(&fs->mu);
-        if (!f) {
+        if (t && !(f = fiber_prepare(fs, f, t))) {
             /* No stack to be had: the task runs here, holding the thread
              * through its waits, as a thread pool's would. */
             t->fn(t);
             pthread_mutex_lock(&fs->mu);
             fs->running--;
+            fs->nfibers--;
+            if (fs->quit) pthread_cond_broadcast(&fs->cv);
             continue;
         }
         switch_in(&c, f);
@@ -313,16 +321,18 @@ static void *carrier_main(void *arg) {
             fs->parked++;
             /* Only now may the waker see it: it is off its stack. */
             pthread_mutex_unlock(f->unlock);
+            continue;
+        }
+        fs->nfibers--;
+        if (fs->quit) pthread_cond_broadcast(&fs->cv);
+        if (fs->nkept < STACKS_KEPT) {
+            f->next = fs->kept;
+            fs->kept = f;
+            fs->nkept++;
         } else {
-            fs->nfibers--;
-            if (fs->nkept < STACKS_KEPT) {
-                f->next = fs->kept;
-                fs->kept = f;
-                fs->nkept++;
-            } else {
-                fiber_free(f);
-            }
-            if (fs->quit) pthread_cond_broadcast(&fs->cv);
+            pthread_mutex_unlock(&fs->mu);
+            fiber_free(f);
+            pthread_mutex_lock(&fs->mu);
         }
     }
     pthread_mutex_unlock(&fs->mu);

@@ -232,6 +232,62 @@ static void test_fibers_queue_past_their_limit(void **state) {
         assert_int_equal(f[i].after, f[i].id * 7 + 1);
 }
 
+/* Churn: 64 fibers on 2 threads each wait 200 times on a latch that a
+ * plain thread opens as soon as it sees it, so wake-ups race with parks;
+ * none may be lost (the test would hang) or run a fiber twice (its count
+ * would be off). */
+#define CH_FIBERS 64
+#define CH_ROUNDS 200
+struct ch {
+    sl_fiber_task task;
+    sl_latch *slot; /* atomic: the latch it waits on now */
+    int rounds, *ended;
+};
+static void ch_run(sl_fiber_task *t) {
+    struct ch *c = (struct ch *)t;
+    for (int i = 0; i < CH_ROUNDS; i++) {
+        sl_latch l;
+        sl_latch_init(&l, 1);
+        __atomic_store_n(&c->slot, &l, __ATOMIC_RELEASE);
+        sl_latch_wait(&l);
+        c->rounds++;
+    }
+    __atomic_add_fetch(c->ended, 1, __ATOMIC_ACQ_REL);
+}
+struct ch_opener {
+    struct ch *c;
+    int *ended;
+};
+static void *ch_open(void *arg) {
+    struct ch_opener *o = arg;
+    while (__atomic_load_n(o->ended, __ATOMIC_ACQUIRE) < CH_FIBERS)
+        for (int i = 0; i < CH_FIBERS; i++) {
+            sl_latch *l = __atomic_exchange_n(&o->c[i].slot, NULL, __ATOMIC_ACQ_REL);
+            if (l) sl_latch_done(l);
+        }
+    return NULL;
+}
+
+static void test_fibers_lose_no_wakeup_under_churn(void **state) {
+    (void)state;
+    static struct ch c[CH_FIBERS];
+    int ended = 0;
+    sl_fibers *fs;
+    assert_int_equal(sl_fibers_start(2, CH_FIBERS, 64 * 1024, &fs), 0);
+    struct ch_opener o = {c, &ended};
+    pthread_t opener;
+    assert_int_equal(pthread_create(&opener, NULL, ch_open, &o), 0);
+    for (int i = 0; i < CH_FIBERS; i++) {
+        c[i] = (struct ch){.task.fn = ch_run, .ended = &ended};
+        assert_int_equal(sl_fibers_submit(fs, &c[i].task, i % 2), 0);
+    }
+    assert_true(count_reaches(&ended, CH_FIBERS));
+    pthread_join(opener, NULL);
+    sl_fibers_stop(fs);
+    for (int i = 0; i < CH_FIBERS; i++)
+        assert_int_equal(c[i].rounds, CH_ROUNDS);
+}
+
 /* Tasks queued first (requests resumed) start before the others. */
 static int order[3], norder;
 struct ot {
@@ -343,6 +399,7 @@ int main(void) {
         cmocka_unit_test(test_fibers_park_without_holding_threads),
         cmocka_unit_test(test_fibers_queue_past_their_limit),
         cmocka_unit_test(test_fibers_start_resumed_work_first),
+        cmocka_unit_test(test_fibers_lose_no_wakeup_under_churn),
         cmocka_unit_test(test_fiber_condition_wakes_fibers_and_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
