@@ -128,8 +128,7 @@ struct sl_http_server {
      * routes marked blocks, so that no event-loop thread waits on the
      * store, and a handler that waits on Cassandra parks its fiber
      * instead of holding a thread (util/fiber.h). */
-    sl_fibers *pool;
-    int npool; /* its threads; 0: none */
+    sl_fibers *pool; /* NULL: none; stopped before the event loops, freed with the server */
 };
 
 struct worker {
@@ -464,7 +463,7 @@ int sl_http_resumes(const sl_http_req *r) {
     return r->resumes;
 }
 int sl_http_on_pool(const sl_http_req *r) {
-    return r->on_pool || !r->srv->npool;
+    return r->on_pool || !r->srv->pool;
 }
 
 int sl_http_stopping(const sl_http_req *r) {
@@ -1174,7 +1173,7 @@ static void pool_run(sl_fiber_task *t) {
 /* Queues r for the store pool. Returns -1 when the pool is stopping (or
  * there is none): the caller runs the handler itself. */
 static int pool_push(sl_http_server *s, sl_http_req *r) {
-    if (!s->npool) return -1;
+    if (!s->pool) return -1;
     r->task.fn = pool_run;
     /* A request that parked goes ahead of new ones: it has waited, and
      * finishing it frees what it holds. */
@@ -1583,6 +1582,7 @@ static void free_server(sl_http_server *s) {
         pthread_mutex_destroy(&w->mu);
     }
     free(s->workers);
+    sl_fibers_free(s->pool);
     if (s->tls) SSL_CTX_free(s->tls);
     if (s->lfd >= 0) close(s->lfd);
     if (s->spare >= 0) close(s->spare);
@@ -1645,17 +1645,15 @@ static void stop_workers(sl_http_server *s) {
 
 static int start_pool(sl_http_server *s, int n) {
     if (n <= 0) return 0;
-    int rc = sl_fibers_start(n, POOL_FIBERS, POOL_STACK, &s->pool);
-    if (rc == 0) s->npool = n;
-    return rc;
+    return sl_fibers_start(n, POOL_FIBERS, POOL_STACK, &s->pool);
 }
 
 /* Runs what is queued and every handler to its end, then joins the store
- * pool's threads. */
+ * pool's threads. The event loops, still running, may go on handing it
+ * requests (their wakes): it refuses them, and they run the handlers
+ * themselves, so it is freed only with the server. */
 static void stop_pool(sl_http_server *s) {
     if (s->pool) sl_fibers_stop(s->pool);
-    s->pool = NULL;
-    s->npool = 0;
 }
 
 int sl_http_start(const sl_http_config *cfg, sl_http_server **out) {

@@ -350,12 +350,12 @@ int sl_fibers_start(int threads, int max, size_t stack, sl_fibers **out) {
     pthread_cond_init(&fs->cv, NULL);
     fs->threads = calloc((size_t)threads, sizeof *fs->threads);
     if (!fs->threads) {
-        sl_fibers_stop(fs);
+        sl_fibers_free(fs);
         return SL_ENOMEM;
     }
     for (; fs->nthreads < threads; fs->nthreads++)
         if (pthread_create(&fs->threads[fs->nthreads], NULL, carrier_main, fs) != 0) {
-            sl_fibers_stop(fs);
+            sl_fibers_free(fs);
             return SL_EIO;
         }
     *out = fs;
@@ -382,13 +382,18 @@ int sl_fibers_submit(sl_fibers *fs, sl_fiber_task *t, int first) {
 }
 
 void sl_fibers_stop(sl_fibers *fs) {
-    if (!fs) return;
     pthread_mutex_lock(&fs->mu);
     fs->quit = 1;
     pthread_cond_broadcast(&fs->cv);
     pthread_mutex_unlock(&fs->mu);
     for (int i = 0; i < fs->nthreads; i++)
         pthread_join(fs->threads[i], NULL);
+    fs->nthreads = 0;
+}
+
+void sl_fibers_free(sl_fibers *fs) {
+    if (!fs) return;
+    sl_fibers_stop(fs);
     while (fs->kept) {
         sl_fiber *f = fs->kept;
         fs->kept = f->next;

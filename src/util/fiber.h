@@ -45,9 +45,11 @@ int sl_fibers_start(int threads, int max, size_t stack, sl_fibers **out);
  * set (work already begun, such as a request resumed), then the others,
  * each in order. -1 once stopping (the caller runs t itself). */
 int sl_fibers_submit(sl_fibers *fs, sl_fiber_task *t, int first);
-/* Runs what was queued and every fiber to its end, joins the carriers and
- * frees fs. */
+/* Runs what was queued and every fiber to its end and joins the carriers;
+ * a submit from then on returns -1. Other threads may still submit until
+ * sl_fibers_free(fs), which stops fs if it was not stopped and frees it. */
 void sl_fibers_stop(sl_fibers *fs);
+void sl_fibers_free(sl_fibers *fs);
 /* Carriers running a fiber now, fibers parked, tasks waiting for one. */
 void sl_fibers_figures(sl_fibers *fs, int *running, int *parked, int *queued);
 

@@ -202,7 +202,7 @@ static void test_fibers_park_without_holding_threads(void **state) {
             }
         }
     }
-    sl_fibers_stop(fs);
+    sl_fibers_free(fs);
 }
 
 static void test_fibers_queue_past_their_limit(void **state) {
@@ -227,7 +227,7 @@ static void test_fibers_queue_past_their_limit(void **state) {
         sl_latch_done(&f[i].l);
     }
     assert_true(count_reaches(&ended, 10));
-    sl_fibers_stop(fs);
+    sl_fibers_free(fs);
     for (int i = 0; i < 10; i++)
         assert_int_equal(f[i].after, f[i].id * 7 + 1);
 }
@@ -283,7 +283,7 @@ static void test_fibers_lose_no_wakeup_under_churn(void **state) {
     }
     assert_true(count_reaches(&ended, CH_FIBERS));
     pthread_join(opener, NULL);
-    sl_fibers_stop(fs);
+    sl_fibers_free(fs);
     for (int i = 0; i < CH_FIBERS; i++)
         assert_int_equal(c[i].rounds, CH_ROUNDS);
 }
@@ -320,7 +320,7 @@ static void test_fibers_start_resumed_work_first(void **state) {
     assert_int_equal(order[0], 2);
     assert_int_equal(order[1], 3);
     assert_int_equal(order[2], 1);
-    sl_fibers_stop(fs);
+    sl_fibers_free(fs);
 }
 
 /* Fibers waiting on a condition, woken by a broadcast from a plain thread;
@@ -385,7 +385,7 @@ static void test_fiber_condition_wakes_fibers_and_threads(void **state) {
     pthread_mutex_unlock(&c.mu);
     assert_true(fc_count(&c, &c.woke, 21));
     pthread_join(th, NULL);
-    sl_fibers_stop(fs);
+    sl_fibers_free(fs);
     sl_fcond_destroy(&c.cv);
 }
 
