@@ -12,6 +12,8 @@
 #   bench/run.sh --quick    a smoke run of about two minutes (short runs, small W3)
 #   options: --no-peers  --no-profile  --no-install  --no-wait  --worktree
 #            --no-cassandra (no W4)  --only-w4 (W4 alone, for working on it)
+#            --scaling (only the scaling part: bench/scaling.sh, W1 on 1 and 16 queues beside
+#            Redis, per-thread CPU and the model; writes bench/results/scaling-latest.md)
 #   (Sluice is built from the committed HEAD unless --worktree says the work tree)
 #
 # W4 runs last, so that Cassandra's JVM disturbs no other measurement: a
@@ -25,7 +27,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 B=$ROOT/bench/build
 RES=$ROOT/bench/results
-QUICK=0 PEERS=1 PROFILE=1 INSTALL=1 WAITQ=1 WORKTREE=0 CASS=1 ONLYW4=0
+QUICK=0 PEERS=1 PROFILE=1 INSTALL=1 WAITQ=1 WORKTREE=0 CASS=1 ONLYW4=0 SCALING=0
 for a in "$@"; do
     case $a in
     --quick) QUICK=1 WAITQ=0 ;;
@@ -36,8 +38,9 @@ for a in "$@"; do
     --no-install) INSTALL=0 ;;
     --no-cassandra) CASS=0 ;;
     --only-w4) ONLYW4=1 PEERS=0 PROFILE=0 WAITQ=0 ;;
+    --scaling) SCALING=1 CASS=0 ;;
     *) echo "usage: bench/run.sh [--quick] [--no-peers] [--no-profile] [--no-install] [--no-wait] [--worktree]" \
-        "[--no-cassandra] [--only-w4]" >&2; exit 2 ;;
+        "[--no-cassandra] [--only-w4] [--scaling]" >&2; exit 2 ;;
     esac
 done
 ((ONLYW4 && !CASS)) && { echo "--only-w4 and --no-cassandra exclude each other" >&2; exit 2; }
@@ -59,6 +62,18 @@ log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 # --- Install -----------------------------------------------------------------
 install_deps() {
     local need=()
+    if ((SCALING)); then # bench/scaling.sh needs Redis and peerbench (which links every peer's client)
+        command -v redis-server >/dev/null || need+=(redis-server)
+        [ -e /usr/include/hiredis/hiredis.h ] || need+=(libhiredis-dev)
+        [ -e /usr/include/amqp.h ] || need+=(librabbitmq-dev)
+        [ -e /usr/include/nats/nats.h ] || need+=(libnats-dev)
+        if ((${#need[@]})); then
+            log "installing ${need[*]}"
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+        fi
+        return 0
+    fi
     command -v wrk >/dev/null || need+=(wrk)
     command -v redis-server >/dev/null || need+=(redis-server)
     command -v rabbitmq-server >/dev/null || need+=(rabbitmq-server)
@@ -89,7 +104,7 @@ install_deps() {
 
 # --- Build ---------------------------------------------------------------------
 mkdir -p "$B" "$RES"
-make -s -C bench tools
+if ((SCALING)); then make -s -C bench build/loadgen build/peerbench; else make -s -C bench tools; fi
 # Sluice itself: by default the committed HEAD (git archive into bench/build/head,
 # built there), so that a run measures an identified commit and never a file
 # someone is half-way through editing; --worktree builds the work tree instead
@@ -123,6 +138,13 @@ if [ -z "$SLUICE" ] && ! build_head; then
     SLUICE_TREE=$ROOT SLUICE_OBJ=bench/build/store-bench-obj
 fi
 [ -x "$SLUICE" ] || { echo "no Sluice binary" >&2; exit 1; }
+# --scaling: the scaling part alone (bench/scaling.sh), with what was built above. To run it
+# where many cores are but no build tools: bench/scaling.sh --pack DIR, carry DIR, run DIR/scaling.sh.
+if ((SCALING)); then
+    log "scaling: bench/scaling.sh with $SLUICE"
+    SLUICE=$SLUICE LOADGEN=$B/loadgen PEERBENCH=$B/peerbench REDIS=$(command -v redis-server) OUT=$RES \
+        DUR=$DUR WARM=$WARM exec bench/scaling.sh
+fi
 # W4's raw CQL rates: tests/live/store_bench.c of the work tree (a bench tool, like
 # loadgen), built against the CQL client and store of the tree Sluice was built from.
 STORE_BENCH=

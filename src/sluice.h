@@ -59,6 +59,11 @@ void sl_clock_manual(int on);
 void sl_clock_set_ms(int64_t ms);
 void sl_clock_advance_ms(int64_t ms);
 
+/* Names the calling thread (15 characters at most) as top -H, ps -L, perf
+ * and gdb show it: "sl-http" for the event loops, "sl-writer" for the
+ * embedded store's writer, and so on (README, "Threads and locks"). */
+void sl_thread_name(const char *name);
+
 /* The monotonic clock in milliseconds, for timeouts and intervals (never
  * for what is stored). One function, so that a test can replace it:
  * sl_mono_hook(fn) makes sl_mono_ms() return fn(); NULL restores

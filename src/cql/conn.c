@@ -480,6 +480,7 @@ static int heartbeat_locked(sl_cql_conn *c) {
 }
 
 static void *io_main(void *arg) {
+    sl_thread_name("sl-cql-io");
     sl_cql_conn *c = arg;
     for (;;) {
         pthread_mutex_lock(&c->mu);

@@ -160,6 +160,7 @@ static void maintain_control(sl_cql_client *c) {
 }
 
 void *cql_maint_main(void *arg) {
+    sl_thread_name("sl-cql-maint");
     sl_cql_client *c = arg;
     for (;;) {
         pthread_mutex_lock(&c->mu);

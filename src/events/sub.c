@@ -690,6 +690,7 @@ void sl_evsubs_metrics(sl_evsubs *w, sl_text *t) {
 }
 
 static void *run(void *arg) {
+    sl_thread_name("sl-subscribe");
     sl_evsubs *w = arg;
     pthread_mutex_lock(&w->mu);
     while (!w->stopping) {

@@ -1392,6 +1392,7 @@ static void take_inbox(worker *w, conn *list) {
 }
 
 static void *worker_main(void *arg) {
+    sl_thread_name("sl-http");
     worker *w = arg;
     struct epoll_event evs[64];
     int64_t last_tick = sl_mono_ms();
@@ -1490,6 +1491,7 @@ static void hand_over(sl_http_server *s, int fd) {
  * (as libev and nginx do). Other errors (a client that gave up) are the
  * client's. */
 static void *accept_main(void *arg) {
+    sl_thread_name("sl-accept");
     sl_http_server *s = arg;
     struct pollfd p[2] = {{.fd = s->lfd, .events = POLLIN}, {.fd = s->wake[0], .events = POLLIN}};
     for (;;) {

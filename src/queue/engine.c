@@ -93,6 +93,7 @@ static void flush_lease_entries(sl_engine *e, int all) {
  * watchers, every 200 ms, with a few bounded reads (msg_has_visible), and
  * wakes the waiters only when there is something to receive. */
 static void *poller_main(void *arg) {
+    sl_thread_name("sl-poller");
     sl_engine *e = arg;
     pthread_mutex_lock(&e->mu);
     while (!e->stopping) {
@@ -175,6 +176,7 @@ int sl_engine_tick(sl_engine *e) {
 }
 
 static void *bg_main(void *arg) {
+    sl_thread_name("sl-background");
     sl_engine *e = arg;
     while (!__atomic_load_n(&e->stopping, __ATOMIC_ACQUIRE)) {
         sl_engine_tick(e);

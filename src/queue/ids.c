@@ -197,6 +197,7 @@ static void claim_for(sl_engine *e, qstate *q) {
 }
 
 void *msg_claimer_main(void *arg) {
+    sl_thread_name("sl-claimer");
     sl_engine *e = arg;
     pthread_mutex_lock(&e->mu);
     for (;;) {

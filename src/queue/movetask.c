@@ -158,6 +158,7 @@ static int mover_step(void *arg, int64_t moved) {
 }
 
 static void *mover_main(void *arg) {
+    sl_thread_name("sl-mover");
     struct mover *m = arg;
     sl_engine *e = m->e;
     int64_t moved = 0;

@@ -774,6 +774,7 @@ static void run_group(sq_store *s, req *group) {
 }
 
 static void *writer_main(void *arg) {
+    sl_thread_name("sl-writer");
     sq_store *s = arg;
     for (;;) {
         pthread_mutex_lock(&s->mu);

@@ -273,6 +273,7 @@ void sl_fiber_ready(sl_fiber *f) {
  * outside it. */
 
 static void *carrier_main(void *arg) {
+    sl_thread_name("sl-pool");
     sl_fibers *fs = arg;
     struct carrier c = {0};
     __atomic_store(&carrier_tls, &(struct carrier *){&c}, __ATOMIC_RELAXED);

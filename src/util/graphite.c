@@ -147,6 +147,7 @@ static int push(sl_graphite *g, const sl_text *lines, char *err, size_t cap) {
 }
 
 static void *graphite_main(void *arg) {
+    sl_thread_name("sl-graphite");
     sl_graphite *g = arg;
     pthread_mutex_lock(&g->mu);
     while (!g->stop) {

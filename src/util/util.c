@@ -36,6 +36,10 @@ static pthread_mutex_t clock_mu = PTHREAD_MUTEX_INITIALIZER;
 static int clock_is_manual;
 static int64_t clock_manual_ms;
 
+void sl_thread_name(const char *name) {
+    pthread_setname_np(pthread_self(), name);
+}
+
 int64_t sl_now_ms(void) {
     if (__atomic_load_n(&clock_is_manual, __ATOMIC_ACQUIRE)) {
         pthread_mutex_lock(&clock_mu);

@@ -4,12 +4,14 @@ client can see of that: a burst of connections, many more than workers, is
 served in full; a port that is taken is a clear error at start-up; an IPv6
 address works like an IPv4 one."""
 
+import collections
+import os
 import socket
 import subprocess
 
 import pytest
 
-from sluice_client import BINARY, SluiceServer, assert_status
+from sluice_client import BACKEND, BINARY, SluiceServer, assert_status
 
 BURST = 96  # connections opened at once, against 2 workers
 
@@ -169,3 +171,30 @@ def test_ipv6_address(tmp_path):
         c.close()
     finally:
         srv.close()
+
+
+def test_threads_are_named_for_top_and_perf(tmp_path):
+    """`top -H`, `ps -L`, perf and gdb tell Sluice's threads apart by name
+    (README, "Threads and locks"): an operator sees which part is busy."""
+    srv = SluiceServer(tmp_path / "data", name="thread-names", env={"SLUICE_THREADS": "3", "SLUICE_STORE_THREADS": "2"})
+    srv.start()
+    try:
+        task = f"/proc/{srv.proc.pid}/task"
+        names = collections.Counter(open(f"{task}/{t}/comm").read().strip() for t in os.listdir(task))
+    finally:
+        srv.close()
+    assert names["sluice"] == 1, names  # the main thread, which waits for signals
+    assert names["sl-http"] == 3 + 1, names  # the queue API's event loops and the admin port's one
+    assert names["sl-pool"] == 2 + 4, names  # the store pools' carriers (the admin port has 4)
+    assert names["sl-accept"] == 2, names
+    for one in ("sl-poller", "sl-background", "sl-claimer", "sl-subscribe"):
+        assert names[one] == 1, (one, names)
+    if BACKEND == "sqlite":
+        assert names["sl-writer"] == 1, names
+    else:
+        assert names["sl-writer"] == 0 and names["sl-cql-io"] >= 1 and names["sl-cql-maint"] == 1, names
+    assert not [n for n in names if n not in KNOWN], names
+
+
+KNOWN = {"sluice", "sl-http", "sl-pool", "sl-accept", "sl-poller", "sl-background", "sl-claimer", "sl-subscribe",
+         "sl-writer", "sl-cql-io", "sl-cql-maint", "sl-graphite", "sl-mover"}
