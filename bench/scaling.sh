@@ -88,7 +88,8 @@ snapshot() { # FILE: thread ticks, machine ticks, store metrics, time
 
 TOKEN=scalingtoken0123456789
 log "sluice: $SLUICE"
-SLUICE_ADMIN_TOKEN=$TOKEN "$SLUICE" dev --port 0 --admin-port 0 --data "$TMP/data" >"$TMP/sluice.log" 2>&1 &
+# the embedded store, whatever this shell's environment says about Cassandra
+env -u CONTACT_POINTS SLUICE_ADMIN_TOKEN=$TOKEN "$SLUICE" dev --port 0 --admin-port 0 --data "$TMP/data" >"$TMP/sluice.log" 2>&1 &
 SPID=$!
 PIDS+=("$SPID")
 SP= AP=
@@ -195,7 +196,7 @@ for name, r in sl.items():
     c = r["cores_by_thread"]
     wr, ht, po = c.get("sl-writer", 0), c.get("sl-http", 0), c.get("sl-pool", 0)
     other = r["server_cores"] - wr - ht - po
-    wus, rus = wr / x * 1e6, (r["server_cores"] - wr) / x * 1e6
+    wus, rus = max(wr, 1e-9) / x * 1e6, (r["server_cores"] - wr) / x * 1e6
     gus = max(0.0, r["machine_cores"] - r["server_cores"]) / x * 1e6
     model[name] = (wus, rus, gus)
     label = f"{r['queues']} x {r['producers']}+{r['consumers']}"
