@@ -116,10 +116,10 @@ sluice_run() {
             --label "$name-$i" >"$TMP/$name-$i.json" &
         lgs+=($!)
     done
-    # the CPU window: from a second after the warm-up to a second before the end
-    sleep "$(python3 -c "print($WARM + 1)")"
+    # the CPU window: the middle 80% of the measured time, whatever DUR is
+    sleep "$(awk "BEGIN {print $WARM + $DUR / 10}")"
     snapshot "$TMP/$name.a"
-    sleep "$(python3 -c "print(max(1.0, $DUR - 2))")"
+    sleep "$(awk "BEGIN {print $DUR * 0.8}")"
     snapshot "$TMP/$name.b"
     for i in "${lgs[@]}"; do wait "$i" || true; done
     python3 - "$TMP" "$name" "$nq" "$p" "$c" "$(getconf CLK_TCK)" >>"$RAW" <<'EOF'

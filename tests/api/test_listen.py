@@ -173,6 +173,11 @@ def test_ipv6_address(tmp_path):
         srv.close()
 
 
+# Every thread name the server gives (README, "Threads and locks").
+KNOWN = {"sluice", "sl-http", "sl-pool", "sl-accept", "sl-poller", "sl-background", "sl-claimer", "sl-subscribe",
+         "sl-writer", "sl-cql-io", "sl-cql-maint", "sl-graphite", "sl-mover"}
+
+
 def test_threads_are_named_for_top_and_perf(tmp_path):
     """`top -H`, `ps -L`, perf and gdb tell Sluice's threads apart by name
     (README, "Threads and locks"): an operator sees which part is busy."""
@@ -195,6 +200,3 @@ def test_threads_are_named_for_top_and_perf(tmp_path):
         assert names["sl-writer"] == 0 and names["sl-cql-io"] >= 1 and names["sl-cql-maint"] == 1, names
     assert not [n for n in names if n not in KNOWN], names
 
-
-KNOWN = {"sluice", "sl-http", "sl-pool", "sl-accept", "sl-poller", "sl-background", "sl-claimer", "sl-subscribe",
-         "sl-writer", "sl-cql-io", "sl-cql-maint", "sl-graphite", "sl-mover"}
