@@ -56,7 +56,7 @@ TEST_DEPS_test_cql_token = $(UTIL_OBJ) $(CQL_OBJ)
 TEST_DEPS_test_http_parse = $(UTIL_OBJ) $(B)/obj/src/http/parse.o
 TEST_DEPS_test_events = $(UTIL_OBJ) $(call obj,$(EVENTS_PURE_SRC))
 TEST_DEPS_test_evlog = $(UTIL_OBJ) $(CQL_OBJ) $(STORE_OBJ) $(EVENTS_OBJ)
-TEST_DEPS_test_sqs = $(UTIL_OBJ) $(B)/obj/src/api/sqs_codec.o
+TEST_DEPS_test_sqs = $(UTIL_OBJ) $(B)/obj/src/api/sqs_codec.o $(B)/obj/src/api/json.o
 
 .PHONY: all test unit check dev fmt fmt-check clean deps fuzz-cql fuzz-cql-run cql-live fuzz-http fuzz-http-bin \
         fuzz-http-replay store-bench

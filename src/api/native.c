@@ -173,26 +173,45 @@ static json_t *queue_json(const sl_queue_info *qi) {
                      "version", (json_int_t)qi->version, "createdAt", created);
 }
 
-static json_t *message_json(const sl_message *m, int leased) {
+static void message_write(sl_jw *w, const sl_message *m, int leased) {
     char at[32];
     sl_api_iso_time(m->enqueued_ms, at);
-    json_t *attrs = m->attrs_json ? json_loads(m->attrs_json, 0, NULL) : NULL;
-    if (!json_is_object(attrs)) {
-        json_decref(attrs);
-        attrs = json_object();
+    sl_jw_open(w, '{');
+    sl_jw_key(w, "messageId");
+    sl_jw_cstr(w, m->id);
+    sl_jw_key(w, "message");
+    sl_jw_str(w, m->body, m->len);
+    sl_jw_key(w, "deliveryCount");
+    sl_jw_int(w, m->delivery_count);
+    sl_jw_key(w, "messageTag");
+    sl_jw_cstr(w, m->tag);
+    sl_jw_key(w, "enqueuedAt");
+    sl_jw_cstr(w, at);
+    sl_jw_key(w, "attributes");
+    /* Most messages have none: "{}" needs no parse. */
+    json_t *attrs =
+        m->attrs_json && strcmp(m->attrs_json, "{}") != 0 ? json_loads(m->attrs_json, 0, NULL) : NULL;
+    if (json_is_object(attrs)) {
+        sl_jw_json(w, attrs);
+    } else {
+        sl_jw_open(w, '{');
+        sl_jw_close(w, '}');
     }
-    json_t *j = json_pack("{s:s,s:o,s:I,s:s,s:s,s:o}", "messageId", m->id, "message",
-                          sl_api_json_text(m->body, m->len), "deliveryCount", (json_int_t)m->delivery_count,
-                          "messageTag", m->tag, "enqueuedAt", at, "attributes", attrs);
-    if (j && leased) json_object_set_new(j, "popReceipt", json_string(m->receipt));
-    return j;
+    json_decref(attrs);
+    if (leased) sl_jw_key(w, "popReceipt"), sl_jw_cstr(w, m->receipt);
+    sl_jw_close(w, '}');
 }
 
-static json_t *messages_json(const sl_message *m, size_t n, int leased) {
-    json_t *arr = json_array();
-    for (size_t i = 0; arr && i < n; i++)
-        json_array_append_new(arr, message_json(&m[i], leased));
-    return json_pack("{s:o}", "messages", arr);
+static int messages_answer(sl_http_req *r, const sl_message *m, size_t n, int leased) {
+    sl_jw w = {0};
+    sl_jw_open(&w, '{');
+    sl_jw_key(&w, "messages");
+    sl_jw_open(&w, '[');
+    for (size_t i = 0; i < n; i++)
+        message_write(&w, &m[i], leased);
+    sl_jw_close(&w, ']');
+    sl_jw_close(&w, '}');
+    return sl_api_jw(r, 200, &w);
 }
 
 /* --- Operations endpoints ----------------------------------------------- */
@@ -419,7 +438,12 @@ static int h_put(sl_http_req *r, void *ctx) {
         char id[1][SL_MSGID_LEN + 1];
         int rc = sl_msg_put_finish(op, id);
         if (rc) return sl_api_fail(r, rc, sl_http_param(r, "account"), sl_http_param(r, "q"));
-        return sl_api_json(r, 201, json_pack("{s:s}", "messageId", id[0]));
+        sl_jw w = {0};
+        sl_jw_open(&w, '{');
+        sl_jw_key(&w, "messageId");
+        sl_jw_cstr(&w, id[0]);
+        sl_jw_close(&w, '}');
+        return sl_api_jw(r, 201, &w);
     }
     long long delay;
     if (begin(a, r, 'p', &account, &q) ||
@@ -470,11 +494,16 @@ static int batch_answer(sl_http_req *r, batch_state *st) {
         free(ids);
         return sl_api_fail(r, rc, sl_http_param(r, "account"), sl_http_param(r, "q"));
     }
-    json_t *out = json_array();
-    for (size_t i = 0; out && i < st->n; i++)
-        json_array_append_new(out, json_string(ids[i]));
+    sl_jw w = {0};
+    sl_jw_open(&w, '{');
+    sl_jw_key(&w, "messageIds");
+    sl_jw_open(&w, '[');
+    for (size_t i = 0; i < st->n; i++)
+        sl_jw_cstr(&w, ids[i]);
+    sl_jw_close(&w, ']');
+    sl_jw_close(&w, '}');
     free(ids);
-    return sl_api_json(r, 201, json_pack("{s:o}", "messageIds", out));
+    return sl_api_jw(r, 201, &w);
 }
 
 static int h_batch(sl_http_req *r, void *ctx) {
@@ -575,9 +604,10 @@ static int h_next(sl_http_req *r, void *ctx) {
             sl_messages_free(m, n);
             return sl_http_respond(r, 204, NULL, NULL, 0);
         }
-        json_t *j = message_json(&m[0], 1);
+        sl_jw w = {0};
+        message_write(&w, &m[0], 1);
         sl_messages_free(m, n);
-        return sl_api_json(r, 200, j);
+        return sl_api_jw(r, 200, &w);
     }
     if (begin(a, r, 'r', &account, &q) ||
         sl_api_query_int(r, "invisibilityTimeSeconds", 0, SL_INVIS_MAX, 30, &invis) ||
@@ -603,9 +633,9 @@ static int h_peek(sl_http_req *r, void *ctx) {
     size_t n = 0;
     int rc = sl_msg_peek(a->cfg.engine, account, q, (int)count, &m, &n);
     if (rc) return sl_api_fail(r, rc, account, q);
-    json_t *j = messages_json(m, n, 0);
+    int done = messages_answer(r, m, n, 0);
     sl_messages_free(m, n);
-    return sl_api_json(r, 200, j);
+    return done;
 }
 
 static int h_update(sl_http_req *r, void *ctx) {
@@ -767,9 +797,9 @@ static int h_ack_batch(sl_http_req *r, void *ctx) {
  * receive_answer. */
 static int receive_answer(sl_http_req *r, void *arg, sl_message *m, size_t n) {
     (void)arg;
-    json_t *j = messages_json(m, n, 1);
+    int done = messages_answer(r, m, n, 1);
     sl_messages_free(m, n);
-    return sl_api_json(r, 200, j);
+    return done;
 }
 
 static int h_receive(sl_http_req *r, void *ctx) {

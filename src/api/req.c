@@ -32,9 +32,14 @@ int sl_api_json(sl_http_req *r, int status, json_t *j) {
     json_decref(j);
     if (!text) /* only running out of memory gets here */
         return sl_api_unavailable(r, 503, "ServiceUnavailable", "out of memory");
-    sl_http_respond(r, status, "application/json", text, strlen(text));
-    free(text);
-    return SL_HTTP_DONE;
+    return sl_http_respond_take(r, status, "application/json", text, strlen(text));
+}
+
+int sl_api_jw(sl_http_req *r, int status, sl_jw *w) {
+    size_t len;
+    char *text = sl_jw_take(w, &len);
+    if (!text) return sl_api_unavailable(r, 503, "ServiceUnavailable", "out of memory");
+    return sl_http_respond_take(r, status, "application/json", text, len);
 }
 
 /* Answers 400 with code and returns -1, for validation chains. */
@@ -236,70 +241,11 @@ int sl_api_name_ok(const char *s) {
     return sl_name_valid(s) && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
 }
 
-/* Length of the valid UTF-8 sequence at s, or 0: no overlong forms, no
- * surrogates, nothing above U+10FFFF. */
-static size_t utf8_char(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    if (c < 0x80) return 1;
-    size_t len;
-    unsigned min, cp;
-    if (c >= 0xC2 && c <= 0xDF)
-        len = 2, min = 0x80, cp = c & 0x1F;
-    else if (c >= 0xE0 && c <= 0xEF)
-        len = 3, min = 0x800, cp = c & 0x0F;
-    else if (c >= 0xF0 && c <= 0xF4)
-        len = 4, min = 0x10000, cp = c & 0x07;
-    else
-        return 0;
-    if (n < len) return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = cp << 6 | (s[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-    return len;
-}
-
 int sl_api_account_reserved(const char *s) {
     static const char *const names[] = {"api", "admin", "health", "metrics", "ui"};
     for (size_t i = 0; s && i < sizeof names / sizeof names[0]; i++)
         if (strcmp(s, names[i]) == 0) return 1;
     return 0;
-}
-
-int sl_api_utf8_valid(const void *p, size_t n) {
-    const unsigned char *s = p;
-    for (size_t i = 0; i < n;) {
-        size_t k = utf8_char(s + i, n - i);
-        if (!k) return 0;
-        i += k;
-    }
-    return 1;
-}
-
-/* A JSON string of bytes that should be UTF-8; invalid sequences (data that
- * did not come through this API) become U+FFFD rather than a failure. */
-json_t *sl_api_json_text(const void *p, size_t n) {
-    if (sl_api_utf8_valid(p, n)) return json_stringn_nocheck(p, n);
-    const unsigned char *s = p;
-    char *buf = malloc(n * 3 + 1);
-    if (!buf) return NULL;
-    size_t o = 0;
-    for (size_t i = 0; i < n;) {
-        size_t k = utf8_char(s + i, n - i);
-        if (k) {
-            memcpy(buf + o, s + i, k);
-            o += k;
-            i += k;
-        } else {
-            memcpy(buf + o, "\xEF\xBF\xBD", 3);
-            o += 3;
-            i++;
-        }
-    }
-    json_t *j = json_stringn_nocheck(buf, o);
-    free(buf);
-    return j;
 }
 
 /* Parses a decimal integer made of digits only (no sign, no spaces) in

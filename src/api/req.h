@@ -25,6 +25,7 @@
 #include "../auth/auth.h"
 #include "../http/server.h"
 #include "../queue/queue.h"
+#include "json.h"
 
 /* --- Errors and JSON ------------------------------------------------------ */
 
@@ -35,6 +36,8 @@ size_t sl_api_render_error(void *ctx, int status, const char *code, const char *
 /* Serializes j (compact) as application/json and releases the reference;
  * out of memory is a 503. Returns SL_HTTP_DONE. */
 int sl_api_json(sl_http_req *r, int status, json_t *j);
+/* The same for a text written with sl_jw (json.h). */
+int sl_api_jw(sl_http_req *r, int status, sl_jw *w);
 /* Answers 400 with code and returns -1, for validation chains. */
 int sl_api_invalid(sl_http_req *r, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -81,10 +84,6 @@ int sl_api_name_ok(const char *s);
  * api, admin, health, metrics, ui), so that no queue URL "/{account}/
  * {queue}" of SQS stands for one of them. */
 int sl_api_account_reserved(const char *s);
-int sl_api_utf8_valid(const void *p, size_t n);
-/* A JSON string of bytes that should be UTF-8; invalid sequences become
- * U+FFFD. NULL when out of memory. */
-json_t *sl_api_json_text(const void *p, size_t n);
 /* A decimal of digits only in [lo, hi]: 0, or -1 for anything else. */
 int sl_api_parse_uint(const char *s, long long lo, long long hi, long long *out);
 /* Query parameters, def when absent: 0, or -1 after answering 400. */

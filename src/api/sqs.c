@@ -162,9 +162,23 @@ static int sqs_ok(const sq *q, json_t *j) {
     if (!text) return sqs_fail(q, &E_UNAVAILABLE, "out of memory");
     if (!q->query) len = strlen(text);
     sl_http_add_header(q->r, "x-amzn-RequestId", sl_http_request_id(q->r));
-    sl_http_respond(q->r, 200, q->query ? "text/xml" : SQS_CTYPE, text, len);
-    free(text);
-    return SL_HTTP_DONE;
+    return sl_http_respond_take(q->r, 200, q->query ? "text/xml" : SQS_CTYPE, text, len);
+}
+
+/* The same for an answer written as it went (sl_jw): the JSON protocol's
+ * as it is; the query protocol's read back into a tree first, so that
+ * both protocols answer from one text. */
+static int sqs_ok_jw(const sq *q, sl_jw *w) {
+    size_t len;
+    char *text = sl_jw_take(w, &len);
+    if (!text) return sqs_fail(q, &E_UNAVAILABLE, "out of memory");
+    if (q->query) {
+        json_t *j = json_loadb(text, len, JSON_ALLOW_NUL, NULL);
+        free(text);
+        return sqs_ok(q, j);
+    }
+    sl_http_add_header(q->r, "x-amzn-RequestId", sl_http_request_id(q->r));
+    return sl_http_respond_take(q->r, 200, SQS_CTYPE, text, len);
 }
 
 /* --- A call ------------------------------------------------------------- */
@@ -973,15 +987,23 @@ static void send_state_free(void *p) {
     free(st);
 }
 
-static json_t *sent_json(const outgoing *o, const char *id, int64_t seq) {
-    json_t *j = json_pack("{s:s,s:s}", "MessageId", id, "MD5OfMessageBody", o->md5_body);
-    char sn[24];
-    snprintf(sn, sizeof sn, "%020lld", (long long)seq);
-    if (j && o->group) json_object_set_new(j, "SequenceNumber", json_string(sn));
-    if (j && o->md5_attrs[0]) json_object_set_new(j, "MD5OfMessageAttributes", json_string(o->md5_attrs));
-    if (j && o->md5_sys[0]) json_object_set_new(j, "MD5OfMessageSystemAttributes", json_string(o->md5_sys));
-    if (j && o->id) json_object_set_new(j, "Id", json_string(o->id));
-    return j;
+/* A message sent: SendMessage's answer, or an entry of SendMessageBatch's. */
+static void sent_write(sl_jw *w, const outgoing *o, const char *id, int64_t seq) {
+    sl_jw_open(w, '{');
+    sl_jw_key(w, "MessageId");
+    sl_jw_cstr(w, id);
+    sl_jw_key(w, "MD5OfMessageBody");
+    sl_jw_cstr(w, o->md5_body);
+    if (o->group) {
+        char sn[24];
+        snprintf(sn, sizeof sn, "%020lld", (long long)seq);
+        sl_jw_key(w, "SequenceNumber");
+        sl_jw_cstr(w, sn);
+    }
+    if (o->md5_attrs[0]) sl_jw_key(w, "MD5OfMessageAttributes"), sl_jw_cstr(w, o->md5_attrs);
+    if (o->md5_sys[0]) sl_jw_key(w, "MD5OfMessageSystemAttributes"), sl_jw_cstr(w, o->md5_sys);
+    if (o->id) sl_jw_key(w, "Id"), sl_jw_cstr(w, o->id);
+    sl_jw_close(w, '}');
 }
 
 static int send_resume(sl_http_req *r, void *state) {
@@ -991,22 +1013,30 @@ static int send_resume(sl_http_req *r, void *state) {
     char ids[SQS_BATCH_MAX][SL_MSGID_LEN + 1];
     int rc = sl_msg_put_finish(op, ids);
     if (rc) return sqs_engine(&st->p.q, rc, st->p.queue);
-    if (!st->p.batch) return sqs_ok(&st->p.q, sent_json(&st->out[0], ids[0], 0));
-    json_t *ok = json_array();
-    for (size_t i = 0; ok && i < st->n; i++)
-        json_array_append_new(ok, sent_json(&st->out[i], ids[i], 0));
-    json_t *j = json_pack("{s:o}", "Successful", ok);
-    if (j && json_array_size(st->failed) > 0) json_object_set(j, "Failed", st->failed);
-    return sqs_ok(&st->p.q, j);
+    sl_jw w = {0};
+    if (!st->p.batch) {
+        sent_write(&w, &st->out[0], ids[0], 0);
+        return sqs_ok_jw(&st->p.q, &w);
+    }
+    sl_jw_open(&w, '{');
+    sl_jw_key(&w, "Successful");
+    sl_jw_open(&w, '[');
+    for (size_t i = 0; i < st->n; i++)
+        sent_write(&w, &st->out[i], ids[i], 0);
+    sl_jw_close(&w, ']');
+    if (json_array_size(st->failed) > 0) sl_jw_key(&w, "Failed"), sl_jw_json(&w, st->failed);
+    sl_jw_close(&w, '}');
+    return sqs_ok_jw(&st->p.q, &w);
 }
 
 /* A FIFO queue's sends, one after the other in the batch's order (their
  * order in their groups), on this store thread. An entry that fails
  * stops those after it in its group, so none overtakes it. */
 static int send_fifo(call *c, send_state *st) {
-    json_t *ok = json_array();
+    sl_jw w = {0};
     int rc = 0;
-    for (size_t i = 0; i < st->n && ok; i++) {
+    if (st->p.batch) sl_jw_open(&w, '{'), sl_jw_key(&w, "Successful"), sl_jw_open(&w, '[');
+    for (size_t i = 0; i < st->n; i++) {
         outgoing *o = &st->out[i];
         int blocked = 0;
         for (size_t k = 0; k < json_array_size(st->failed) && !blocked; k++) {
@@ -1029,21 +1059,25 @@ static int send_fifo(call *c, send_state *st) {
             json_array_append_new(st->failed, f);
             continue;
         }
-        json_array_append_new(ok, sent_json(o, sent.id, sent.seq));
+        sent_write(&w, o, sent.id, sent.seq);
     }
     if (!st->p.batch) {
-        json_t *one = json_incref(json_array_get(ok, 0));
-        json_decref(ok);
         send_state_free(st);
-        return rc ? sqs_engine(&c->q, rc, c->queue) : sqs_ok(&c->q, one);
+        if (rc) {
+            size_t n;
+            free(sl_jw_take(&w, &n));
+            return sqs_engine(&c->q, rc, c->queue);
+        }
+        return sqs_ok_jw(&c->q, &w);
     }
     json_t *f;
     size_t i;
     json_array_foreach(st->failed, i, f) json_object_del(f, "Group");
-    json_t *j = json_pack("{s:o}", "Successful", ok);
-    if (j && json_array_size(st->failed) > 0) json_object_set(j, "Failed", st->failed);
+    sl_jw_close(&w, ']');
+    if (json_array_size(st->failed) > 0) sl_jw_key(&w, "Failed"), sl_jw_json(&w, st->failed);
+    sl_jw_close(&w, '}');
     send_state_free(st);
-    return sqs_ok(&c->q, j);
+    return sqs_ok_jw(&c->q, &w);
 }
 
 /* Starts the put of st's messages and parks on it, or answers. */
@@ -1171,13 +1205,25 @@ static int rx_wants(const rx *x, const char *k) {
     return 0;
 }
 
-static json_t *rx_message(const rx *x, const sl_message *m, const char *handle) {
+static void rx_message(sl_jw *w, const rx *x, const sl_message *m, const char *handle) {
     char md5[33], v[32];
     sl_sqs_md5_hex(m->body, m->len, md5);
-    json_t *j = json_pack("{s:s,s:s,s:s,s:o}", "MessageId", m->id, "ReceiptHandle", handle, "MD5OfBody", md5,
-                          "Body", sl_api_json_text(m->body, m->len));
-    /* Most messages have no attributes: "{}" needs no parse (NULL reads as empty). */
+    sl_jw_open(w, '{');
+    sl_jw_key(w, "MessageId");
+    sl_jw_cstr(w, m->id);
+    sl_jw_key(w, "ReceiptHandle");
+    sl_jw_cstr(w, handle);
+    sl_jw_key(w, "MD5OfBody");
+    sl_jw_cstr(w, md5);
+    sl_jw_key(w, "Body");
+    sl_jw_str(w, m->body, m->len);
+    /* Most messages have no attributes: "{}" needs no parse (NULL reads as
+     * empty), and most receives ask for no system attribute. */
     json_t *stored = m->attrs_json && strcmp(m->attrs_json, "{}") != 0 ? json_loads(m->attrs_json, 0, NULL) : NULL;
+    if (!stored && !x->sys) {
+        sl_jw_close(w, '}');
+        return;
+    }
     json_t *attrs = json_object(), *sys = json_object();
     const char *k;
     json_t *a;
@@ -1218,15 +1264,17 @@ static json_t *rx_message(const rx *x, const sl_message *m, const char *handle) 
     json_t *trace = json_object_get(json_object_get(json_object_get(stored, SYSTEM_KEY), "AWSTraceHeader"),
                                     "StringValue");
     if ((x->sys & SYS_TRACE) && json_is_string(trace)) json_object_set(sys, "AWSTraceHeader", trace);
-    if (j && json_object_size(sys) > 0) json_object_set(j, "Attributes", sys);
-    if (j && json_object_size(attrs) > 0 && sl_sqs_md5_attrs(attrs, md5) == 0) {
-        json_object_set(j, "MessageAttributes", attrs);
-        json_object_set_new(j, "MD5OfMessageAttributes", json_string(md5));
+    if (json_object_size(sys) > 0) sl_jw_key(w, "Attributes"), sl_jw_json(w, sys);
+    if (json_object_size(attrs) > 0 && sl_sqs_md5_attrs(attrs, md5) == 0) {
+        sl_jw_key(w, "MessageAttributes");
+        sl_jw_json(w, attrs);
+        sl_jw_key(w, "MD5OfMessageAttributes");
+        sl_jw_cstr(w, md5);
     }
+    sl_jw_close(w, '}');
     json_decref(stored);
     json_decref(attrs);
     json_decref(sys);
-    return j;
 }
 
 static int rx_fail(sl_http_req *r, void *arg, int rc) {
@@ -1238,22 +1286,23 @@ static int rx_fail(sl_http_req *r, void *arg, int rc) {
 static int rx_answer(sl_http_req *r, void *arg, sl_message *m, size_t n) {
     rx *x = arg;
     (void)r; /* x->q.r */
-    json_t *msgs = json_array();
+    sl_jw w = {0};
     int rc = 0;
-    for (size_t i = 0; i < n && msgs && rc == 0; i++) {
+    sl_jw_open(&w, '{');
+    if (n > 0) sl_jw_key(&w, "Messages"), sl_jw_open(&w, '[');
+    for (size_t i = 0; i < n && rc == 0; i++) {
         char handle[SL_RECEIPT_MAX];
         rc = sl_msg_receipt_sticky(x->s->cfg.engine, x->account, x->queue, &m[i], handle);
-        if (rc == 0) json_array_append_new(msgs, rx_message(x, &m[i], handle));
+        if (rc == 0) rx_message(&w, x, &m[i], handle);
     }
     sl_messages_free(m, n);
+    if (n > 0) sl_jw_close(&w, ']');
+    sl_jw_close(&w, '}');
     if (rc) {
-        json_decref(msgs);
+        free(sl_jw_take(&w, &n));
         return sqs_engine(&x->q, rc, x->queue);
     }
-    json_t *j = json_object();
-    if (j && json_array_size(msgs) > 0) json_object_set(j, "Messages", msgs);
-    json_decref(msgs);
-    return sqs_ok(&x->q, j);
+    return sqs_ok_jw(&x->q, &w);
 }
 
 /* The system attributes a receive asks for, from AttributeNames and
@@ -1365,22 +1414,28 @@ static int del_answer(del_state *st, const int *rcs) {
         if (rc && rc != SL_ECONFLICT) return sqs_engine(&st->p.q, rc, st->p.queue);
         return sqs_ok(&st->p.q, json_object());
     }
-    json_t *ok = json_array(), *failed = json_array();
-    for (size_t i = 0; i < st->n && ok && failed; i++) {
+    json_t *failed = json_array();
+    sl_jw w = {0};
+    sl_jw_open(&w, '{');
+    sl_jw_key(&w, "Successful");
+    sl_jw_open(&w, '[');
+    for (size_t i = 0; i < st->n && failed; i++) {
         const char *id = json_string_value(json_object_get(json_array_get(entries, i), "Id"));
         int rc = st->at[i] < 0 ? SL_EINVAL : rcs[st->at[i]];
         if (rc == 0 || rc == SL_ECONFLICT)
-            json_array_append_new(ok, json_pack("{s:s}", "Id", id));
+            sl_jw_open(&w, '{'), sl_jw_key(&w, "Id"), sl_jw_cstr(&w, id), sl_jw_close(&w, '}');
         else if (rc == SL_EINVAL)
             json_array_append_new(failed,
                                   entry_failed(id, &E_RECEIPT, "The input receipt handle is invalid."));
         else
             json_array_append_new(failed, entry_failed(id, &E_UNAVAILABLE, sl_strerror(rc)));
     }
-    json_t *j = json_pack("{s:o}", "Successful", ok);
-    if (j && json_array_size(failed) > 0) json_object_set(j, "Failed", failed);
+    sl_jw_close(&w, ']');
+    if (json_array_size(failed) > 0) sl_jw_key(&w, "Failed"), sl_jw_json(&w, failed);
+    sl_jw_close(&w, '}');
+    if (!failed) w.oom = 1;
     json_decref(failed);
-    return sqs_ok(&st->p.q, j);
+    return sqs_ok_jw(&st->p.q, &w);
 }
 
 static int del_resume(sl_http_req *r, void *state) {

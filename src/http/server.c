@@ -493,6 +493,17 @@ int sl_http_admin(const sl_http_req *r) {
 
 /* --- Responses ---------------------------------------------------------- */
 
+int sl_http_respond_take(sl_http_req *r, int status, const char *content_type, char *body, size_t len) {
+    free(r->resp);
+    r->resp = len > 0 ? body : NULL;
+    r->resp_len = len;
+    r->status = status;
+    r->ctype = content_type;
+    r->has_resp = 1;
+    if (len == 0) free(body);
+    return SL_HTTP_DONE;
+}
+
 int sl_http_respond(sl_http_req *r, int status, const char *content_type, const void *body, size_t len) {
     free(r->resp);
     r->resp = NULL;

@@ -176,6 +176,8 @@ int sl_http_admin(const sl_http_req *r);
 
 /* Responses. Each replaces a response set earlier. body is copied. */
 int sl_http_respond(sl_http_req *r, int status, const char *content_type, const void *body, size_t len);
+/* The same with a body from malloc, which the request now owns. */
+int sl_http_respond_take(sl_http_req *r, int status, const char *content_type, char *body, size_t len);
 /* An error: the message is formatted, then rendered by the server's
  * render_error hook (the API's envelope; see sl_http_config). */
 int sl_http_error(sl_http_req *r, int status, const char *code, const char *fmt, ...)

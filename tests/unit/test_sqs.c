@@ -11,6 +11,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "api/json.h"
 #include "api/sqs.h"
 
 static json_t *parse(const char *text) {
@@ -132,6 +133,75 @@ static void test_text(void **state) {
     assert_false(sl_sqs_text_ok("\xe0\x80\xaf", 3));     /* overlong */
     assert_false(sl_sqs_text_ok("\xf4\x90\x80\x80", 4)); /* past U+10FFFF */
     assert_false(sl_sqs_text_ok("\xe2\x98", 2));         /* cut short */
+}
+
+/* The answers written as they go (sl_jw) read back as the trees jansson
+ * would have written: the same values, escapes and U+FFFD included. */
+static void test_json_writer(void **state) {
+    (void)state;
+    static const struct {
+        const char *s;
+        size_t n;
+    } bodies[] = {{"plain", 5},
+                  {"", 0},
+                  {"q\"b\\s/\b\f\n\r\t\x01\x1f\x7f", 14},
+                  {"a\0b", 3},
+                  {"\xc3\xa9\xe2\x98\x82\xf0\x9f\x98\x80", 9},
+                  {"bad \xff\xc3 cut \xe2\x98", 13},
+                  {"\xed\xa0\x80 surrogate", 13}};
+    size_t nb = sizeof bodies / sizeof bodies[0];
+    sl_jw w = {0};
+    sl_jw_open(&w, '{');
+    sl_jw_key(&w, "Messages");
+    sl_jw_open(&w, '[');
+    json_t *want = json_array();
+    for (size_t i = 0; i < nb; i++) {
+        sl_jw_open(&w, '{');
+        sl_jw_key(&w, "Id");
+        sl_jw_cstr(&w, "m1");
+        sl_jw_key(&w, "Body");
+        sl_jw_str(&w, bodies[i].s, bodies[i].n);
+        json_t *a = json_pack("{s:[i,s]}", "x", (int)i, "y");
+        sl_jw_key(&w, "Attributes");
+        sl_jw_json(&w, a);
+        sl_jw_close(&w, '}');
+        json_array_append_new(want, json_pack("{s:s,s:o,s:o}", "Id", "m1", "Body",
+                                              sl_api_json_text(bodies[i].s, bodies[i].n), "Attributes", a));
+    }
+    sl_jw_close(&w, ']');
+    sl_jw_key(&w, "Ints");
+    sl_jw_open(&w, '[');
+    sl_jw_int(&w, 0);
+    sl_jw_int(&w, -1);
+    sl_jw_int(&w, INT64_MAX);
+    sl_jw_close(&w, ']');
+    sl_jw_key(&w, "Empty");
+    sl_jw_open(&w, '[');
+    sl_jw_close(&w, ']');
+    sl_jw_close(&w, '}');
+    size_t len;
+    char *text = sl_jw_take(&w, &len);
+    assert_non_null(text);
+    json_error_t err;
+    json_t *got = json_loadb(text, len, JSON_ALLOW_NUL, &err);
+    if (!got) fail_msg("not JSON (%s): %.*s", err.text, (int)len, text);
+    json_t *exp =
+        json_pack("{s:o,s:[i,i,I],s:[]}", "Messages", want, "Ints", 0, -1, (json_int_t)INT64_MAX, "Empty");
+    assert_true(json_equal(got, exp));
+    /* Escaped as jansson escapes: the same bytes for the body with escapes. */
+    json_t *one = sl_api_json_text(bodies[2].s, bodies[2].n);
+    char *jt = json_dumps(one, JSON_ENCODE_ANY);
+    sl_jw_str(&w, bodies[2].s, bodies[2].n);
+    free(text);
+    text = sl_jw_take(&w, &len);
+    assert_non_null(text);
+    assert_int_equal(len, strlen(jt));
+    assert_memory_equal(text, jt, len);
+    free(jt);
+    free(text);
+    json_decref(one);
+    json_decref(got);
+    json_decref(exp);
 }
 
 static void test_base64(void **state) {
@@ -348,13 +418,10 @@ static void test_query_answer(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_md5),
-        cmocka_unit_test(test_attrs_check),
-        cmocka_unit_test(test_text),
-        cmocka_unit_test(test_base64),
-        cmocka_unit_test(test_queue_urls_and_names),
-        cmocka_unit_test(test_query_decode),
-        cmocka_unit_test(test_query_answer),
+        cmocka_unit_test(test_md5),          cmocka_unit_test(test_attrs_check),
+        cmocka_unit_test(test_text),         cmocka_unit_test(test_json_writer),
+        cmocka_unit_test(test_base64),       cmocka_unit_test(test_queue_urls_and_names),
+        cmocka_unit_test(test_query_decode), cmocka_unit_test(test_query_answer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,41 @@
+/* json.h: JSON text the APIs write (json.c). */
+#ifndef SL_API_JSON_H
+#define SL_API_JSON_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Whether p[0, n) is UTF-8: no overlong forms, no surrogates, nothing
+ * above U+10FFFF. */
+int sl_api_utf8_valid(const void *p, size_t n);
+/* A JSON string of bytes that should be UTF-8; invalid sequences become
+ * U+FFFD. NULL when out of memory. */
+json_t *sl_api_json_text(const void *p, size_t n);
+/* A JSON text written as it goes, for the answers that carry many
+ * messages: building them as a jansson tree first cost an allocation for
+ * every value and most of the time of a batch's answer. Keys are plain
+ * ASCII names (written as given); string values are escaped as jansson
+ * escapes them, invalid UTF-8 becoming U+FFFD as in sl_api_json_text.
+ * After an allocation fails every write is dropped and sl_jw_take answers
+ * NULL. Nesting is at most 31 deep. */
+typedef struct {
+    char *p;
+    size_t n, cap;
+    int oom;
+    int depth;
+    int keyed;     /* a key was written: its value needs no comma */
+    uint32_t more; /* bit d: level d holds a value already */
+} sl_jw;
+void sl_jw_open(sl_jw *w, char c);  /* '{' or '[' */
+void sl_jw_close(sl_jw *w, char c); /* '}' or ']' */
+void sl_jw_key(sl_jw *w, const char *key);
+void sl_jw_str(sl_jw *w, const void *s, size_t n);
+void sl_jw_cstr(sl_jw *w, const char *s);
+void sl_jw_int(sl_jw *w, int64_t v);
+/* A value given as a jansson tree (the answers' rarer parts). */
+void sl_jw_json(sl_jw *w, const json_t *j);
+/* The text (the caller frees it) and its length; NULL when out of memory. */
+char *sl_jw_take(sl_jw *w, size_t *len);
+
+#endif
