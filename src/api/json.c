@@ -197,3 +197,252 @@ json_t *sl_api_json_text(const void *p, size_t n) {
     free(buf);
     return j;
 }
+
+/* --- Reading JSON fast ------------------------------------------------------- */
+
+/* A parser of the plain JSON that requests carry, into jansson's tree:
+ * jansson's own reads a byte at a time through a callback and cost more
+ * than anything else in a batch request. It is strict on purpose and
+ * gives up (NULL) on anything it does not read exactly as jansson would:
+ * a number with a fraction or an exponent, a \u0000, a duplicate key where
+ * those are refused, deep nesting, any error; sl_json_parse then asks
+ * jansson, whose answer (and error text) stands. */
+typedef struct {
+    const unsigned char *p, *end;
+    size_t flags;
+    int depth;
+} jr;
+
+#define JR_DEPTH 64
+
+static json_t *jr_value(jr *r);
+
+static void jr_ws(jr *r) {
+    while (r->p < r->end && (*r->p == ' ' || *r->p == '\n' || *r->p == '\r' || *r->p == '\t'))
+        r->p++;
+}
+
+static int jr_hex4(const unsigned char *s, unsigned *out) {
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned c = s[i], d;
+        if (c >= '0' && c <= '9')
+            d = c - '0';
+        else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+            d = (c | 0x20) - 'a' + 10;
+        else
+            return -1;
+        v = v << 4 | d;
+    }
+    *out = v;
+    return 0;
+}
+
+/* The string at r->p (past its opening quote) into a NUL-terminated copy:
+ * *out (malloc'd) and *len. -1 to give up. */
+static int jr_string(jr *r, char **out, size_t *len) {
+    const unsigned char *s = r->p, *q = s;
+    while (q < r->end && *q != '"' && *q != '\\' && *q >= 0x20) {
+        if (*q < 0x80) {
+            q++;
+            continue;
+        }
+        size_t k = utf8_char(q, (size_t)(r->end - q));
+        if (!k) return -1;
+        q += k;
+    }
+    if (q >= r->end || *q < 0x20) return -1;
+    size_t cap = (size_t)(q - s) + 16, n = (size_t)(q - s);
+    char *b = malloc(cap + 1);
+    if (!b) return -1;
+    memcpy(b, s, n);
+    while (q < r->end && *q != '"') { /* the rest, with its escapes */
+        if (cap - n < 4) {
+            char *nb = realloc(b, (cap *= 2) + 1);
+            if (!nb) goto fail;
+            b = nb;
+        }
+        if (*q == '\\') {
+            if (r->end - q < 2) goto fail;
+            unsigned c = q[1], cp;
+            q += 2;
+            switch (c) {
+            case '"':
+            case '\\':
+            case '/':
+                b[n++] = (char)c;
+                continue;
+            case 'b':
+                b[n++] = '\b';
+                continue;
+            case 'f':
+                b[n++] = '\f';
+                continue;
+            case 'n':
+                b[n++] = '\n';
+                continue;
+            case 'r':
+                b[n++] = '\r';
+                continue;
+            case 't':
+                b[n++] = '\t';
+                continue;
+            case 'u':
+                break;
+            default:
+                goto fail;
+            }
+            if (r->end - q < 4 || jr_hex4(q, &cp)) goto fail;
+            q += 4;
+            if (cp >= 0xDC00 && cp <= 0xDFFF) goto fail;
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                unsigned lo;
+                if (r->end - q < 6 || q[0] != '\\' || q[1] != 'u' || jr_hex4(q + 2, &lo) || lo < 0xDC00 ||
+                    lo > 0xDFFF)
+                    goto fail;
+                q += 6;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            }
+            if (cp == 0) goto fail; /* jansson decides, by JSON_ALLOW_NUL */
+            if (cp < 0x80) {
+                b[n++] = (char)cp;
+            } else if (cp < 0x800) {
+                b[n++] = (char)(0xC0 | cp >> 6);
+                b[n++] = (char)(0x80 | (cp & 0x3F));
+            } else if (cp < 0x10000) {
+                b[n++] = (char)(0xE0 | cp >> 12);
+                b[n++] = (char)(0x80 | (cp >> 6 & 0x3F));
+                b[n++] = (char)(0x80 | (cp & 0x3F));
+            } else {
+                b[n++] = (char)(0xF0 | cp >> 18);
+                b[n++] = (char)(0x80 | (cp >> 12 & 0x3F));
+                b[n++] = (char)(0x80 | (cp >> 6 & 0x3F));
+                b[n++] = (char)(0x80 | (cp & 0x3F));
+            }
+            continue;
+        }
+        if (*q < 0x20) goto fail;
+        size_t k = *q < 0x80 ? 1 : utf8_char(q, (size_t)(r->end - q));
+        if (!k) goto fail; /* k <= 4: room was made above */
+        memcpy(b + n, q, k);
+        n += k;
+        q += k;
+    }
+    if (q >= r->end) goto fail; /* no closing quote */
+    b[n] = '\0';
+    r->p = q + 1;
+    *out = b;
+    *len = n;
+    return 0;
+fail:
+    free(b);
+    return -1;
+}
+
+static json_t *jr_number(jr *r) {
+    const unsigned char *s = r->p;
+    int neg = s < r->end && *s == '-';
+    if (neg) s++;
+    if (s >= r->end || *s < '0' || *s > '9' || (*s == '0' && s + 1 < r->end && s[1] >= '0' && s[1] <= '9'))
+        return NULL;
+    uint64_t v = 0;
+    for (; s < r->end && *s >= '0' && *s <= '9'; s++) {
+        if (v > (UINT64_MAX - 9) / 10) return NULL;
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
+    if (s < r->end && (*s == '.' || *s == 'e' || *s == 'E')) return NULL; /* reals: jansson's */
+    if (v > (uint64_t)INT64_MAX + (uint64_t)neg) return NULL;
+    r->p = s;
+    return json_integer(neg ? (json_int_t)(0 - v) : (json_int_t)v);
+}
+
+static json_t *jr_value(jr *r) {
+    jr_ws(r);
+    if (r->p >= r->end) return NULL;
+    unsigned c = *r->p;
+    if (c == '{' || c == '[') {
+        if (++r->depth > JR_DEPTH) return NULL;
+        r->p++;
+        json_t *v = c == '{' ? json_object() : json_array();
+        jr_ws(r);
+        if (v && r->p < r->end && *r->p == (c == '{' ? '}' : ']')) {
+            r->p++;
+            r->depth--;
+            return v;
+        }
+        while (v) {
+            json_t *item;
+            if (c == '{') {
+                char *key;
+                size_t klen;
+                jr_ws(r);
+                if (r->p >= r->end || *r->p != '"') break;
+                r->p++;
+                if (jr_string(r, &key, &klen)) break;
+                jr_ws(r);
+                int ok = r->p < r->end && *r->p == ':' &&
+                         !((r->flags & JSON_REJECT_DUPLICATES) && json_object_get(v, key));
+                r->p++;
+                item = ok ? jr_value(r) : NULL;
+                ok = item && json_object_set_new_nocheck(v, key, item) == 0;
+                free(key);
+                if (!ok) break;
+            } else {
+                if (!(item = jr_value(r)) || json_array_append_new(v, item)) break;
+            }
+            jr_ws(r);
+            if (r->p >= r->end) break;
+            if (*r->p == ',') {
+                r->p++;
+                continue;
+            }
+            if (*r->p != (c == '{' ? '}' : ']')) break;
+            r->p++;
+            r->depth--;
+            return v;
+        }
+        json_decref(v);
+        return NULL;
+    }
+    if (c == '"') {
+        char *s;
+        size_t n;
+        r->p++;
+        if (jr_string(r, &s, &n)) return NULL;
+        json_t *v = json_stringn_nocheck(s, n);
+        free(s);
+        return v;
+    }
+    static const struct {
+        const char *word;
+        size_t n;
+    } words[] = {{"true", 4}, {"false", 5}, {"null", 4}};
+    for (int i = 0; i < 3; i++)
+        if ((size_t)(r->end - r->p) >= words[i].n && memcmp(r->p, words[i].word, words[i].n) == 0) {
+            r->p += words[i].n;
+            return i == 0 ? json_true() : i == 1 ? json_false() : json_null();
+        }
+    return jr_number(r);
+}
+
+json_t *sl_json_fast(const void *p, size_t n, size_t flags) {
+    jr r = {p, (const unsigned char *)p + n, flags, 0};
+    json_t *v = jr_value(&r);
+    jr_ws(&r);
+    if (v && (r.p != r.end || (!(flags & JSON_DECODE_ANY) && !json_is_object(v) && !json_is_array(v)))) {
+        json_decref(v);
+        v = NULL;
+    }
+    return v;
+}
+
+json_t *sl_json_parse(const void *p, size_t n, size_t flags, json_error_t *err) {
+    json_t *v = sl_json_fast(p, n, flags);
+    if (!v) return json_loadb(p, n, flags, err);
+    if (err) { /* as jansson leaves it after a success */
+        memset(err, 0, sizeof *err);
+        err->line = err->column = err->position = -1;
+        snprintf(err->source, sizeof err->source, "<buffer>");
+    }
+    return v;
+}

@@ -314,7 +314,7 @@ json_t *sl_api_body_object_code(sl_http_req *r, int empty_ok, const char *code) 
         return NULL;
     }
     json_error_t err;
-    json_t *j = json_loadb(b, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);
+    json_t *j = sl_json_parse(b, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);
     if (!j) {
         sl_http_error(r, 400, code, "malformed JSON at line %d column %d: %s", err.line, err.column,
                       err.text);

@@ -1845,7 +1845,7 @@ static int h_sqs(sl_http_req *r, void *ctx) {
             c.in = json_object();
         } else {
             json_error_t err;
-            c.in = json_loadb(body, len, JSON_REJECT_DUPLICATES, &err);
+            c.in = sl_json_parse(body, len, JSON_REJECT_DUPLICATES, &err);
             if (!json_is_object(c.in)) {
                 json_decref(c.in);
                 return sqs_fail(&c.q, &E_SERIAL, "The body is not a JSON object: %s", err.text);

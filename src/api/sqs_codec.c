@@ -6,14 +6,26 @@
 #include <strings.h>
 
 #include <openssl/evp.h>
+#include <pthread.h>
 
 #include "sqs.h"
+
+/* MD5, fetched from OpenSSL's provider once: EVP_md5() is looked up again
+ * on every use, which took as long as the hashing of a message (a send
+ * and a receive hash every body). */
+static EVP_MD *g_md5;
+static pthread_once_t g_md5_once = PTHREAD_ONCE_INIT;
+
+static void fetch_md5(void) {
+    g_md5 = EVP_MD_fetch(NULL, "MD5", NULL);
+}
 
 void sl_sqs_md5_hex(const void *p, size_t n, char out[33]) {
     static const char digit[] = "0123456789abcdef";
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
-    if (!EVP_Digest(p, n, md, &len, EVP_md5(), NULL)) len = 0;
+    pthread_once(&g_md5_once, fetch_md5);
+    if (!EVP_Digest(p, n, md, &len, g_md5 ? g_md5 : EVP_md5(), NULL)) len = 0;
     for (unsigned i = 0; i < 16; i++) {
         out[2 * i] = i < len ? digit[md[i] >> 4] : '0';
         out[2 * i + 1] = i < len ? digit[md[i] & 15] : '0';

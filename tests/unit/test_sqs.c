@@ -204,6 +204,153 @@ static void test_json_writer(void **state) {
     json_decref(exp);
 }
 
+/* The fast reader of request bodies: whatever it reads, jansson reads to
+ * the same tree with the same flags; what it gives up on, jansson decides.
+ * Hand-picked texts first, then random ones built from JSON's pieces. */
+static uint64_t jr_rand(uint64_t *s) {
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return *s >> 17;
+}
+
+/* Appends a random JSON value (mostly valid) to buf. */
+static void jr_gen(uint64_t *seed, char *buf, size_t cap, size_t *n, int depth) {
+    static const char *const scalars[] = {"1",
+                                          "-2",
+                                          "0",
+                                          "-0",
+                                          "123456789012",
+                                          "true",
+                                          "false",
+                                          "null",
+                                          "\"\"",
+                                          "\"k\"",
+                                          "\"v\\n\\t\\\"\\\\\\/\"",
+                                          "\"\\u00e9\\u20ac\"",
+                                          "\"\\ud83d\\ude00\"",
+                                          "\"\xc3\xa9\xe2\x98\x82\"",
+                                          "\"a b\x7f\"",
+                                          "9223372036854775807",
+                                          "2.5",
+                                          "\"\\u0000\""};
+    static const char *const ws[] = {"", "", "", " ", "\n", "\t ", "\r\n"};
+    uint64_t x = jr_rand(seed);
+    const char *w = ws[x % 7];
+    if (*n + strlen(w) < cap) memcpy(buf + *n, w, strlen(w)), *n += strlen(w);
+    int kind = depth > 4 ? 2 : (int)(x >> 8) % 3;
+    if (kind == 2) {
+        const char *sc = scalars[(x >> 16) % (sizeof scalars / sizeof scalars[0])];
+        if (*n + strlen(sc) < cap) memcpy(buf + *n, sc, strlen(sc)), *n += strlen(sc);
+        return;
+    }
+    int items = (int)((x >> 24) % 4);
+    if (*n + 1 < cap) buf[(*n)++] = kind ? '[' : '{';
+    for (int i = 0; i < items; i++) {
+        if (i && *n + 1 < cap) buf[(*n)++] = ',';
+        if (!kind) {
+            char key[8];
+            int kl = snprintf(key, sizeof key, "\"%c\":", 'a' + (int)(jr_rand(seed) % 3));
+            if (*n + (size_t)kl < cap) memcpy(buf + *n, key, (size_t)kl), *n += (size_t)kl;
+        }
+        jr_gen(seed, buf, cap, n, depth + 1);
+    }
+    if (*n + 1 < cap) buf[(*n)++] = kind ? ']' : '}';
+}
+
+static void json_fast_check(const char *t, size_t n, size_t flags, int must_read) {
+    json_error_t err;
+    json_t *fast = sl_json_fast(t, n, flags), *slow = json_loadb(t, n, flags, &err);
+    if (fast && !slow) fail_msg("read what jansson refuses (%s): %.*s", err.text, (int)n, t);
+    if (fast && !json_equal(fast, slow)) fail_msg("read differently: %.*s", (int)n, t);
+    if (must_read && !fast) fail_msg("gave up on: %.*s", (int)n, t);
+    json_t *both = sl_json_parse(t, n, flags, &err);
+    if (!both != !slow || (both && !json_equal(both, slow)))
+        fail_msg("sl_json_parse differs: %.*s", (int)n, t);
+    if (both && err.text[0]) fail_msg("an error text after a success: %s", err.text);
+    json_decref(fast);
+    json_decref(slow);
+    json_decref(both);
+}
+
+static void test_json_reader(void **state) {
+    (void)state;
+    static const char *const plain[] = {
+        "{}",
+        "[]",
+        " { \"a\" : 1 } ",
+        "{\"QueueUrl\":\"http://h/a/q\",\"Entries\":[{\"Id\":\"0\",\"MessageBody\":\"x\"}]}",
+        "[1,-1,0,-0,9223372036854775807,-9223372036854775808,true,false,null]",
+        "{\"s\":\"q\\\"b\\\\s\\/\\b\\f\\n\\r\\t\\u0041\\u00e9\\u20AC\\ud83d\\ude00\"}",
+        "{\"\xc3\xa9\":\"\xe2\x98\x82\xf0\x9f\x98\x80\x7f\"}",
+        "{\"a\":{\"b\":[[],{}]},\"a\":2}",
+        "\t\r\n[\"\"]\n"};
+    for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++)
+        json_fast_check(plain[i], strlen(plain[i]), 0, 1);
+    static const char *const odd[] = {
+        "",
+        " ",
+        "{",
+        "}",
+        "[1,]",
+        "{,}",
+        "{\"a\"}",
+        "{\"a\":}",
+        "{\"a\":1,}",
+        "{a:1}",
+        "[01]",
+        "[1.5]",
+        "[1e3]",
+        "[-]",
+        "[+1]",
+        "[9223372036854775808]",
+        "[-9223372036854775809]",
+        "[\"\\u0000\"]",
+        "[\"\\ud800\"]",
+        "[\"\\udc00\"]",
+        "[\"\\ud800\\u0041\"]",
+        "[\"\\x\"]",
+        "[\"\\u12\"]",
+        "[\"a",
+        "[\"a\\n",
+        "[\"\x01\"]",
+        "[\"\xff\"]",
+        "[\"\xc0\xaf\"]",
+        "[\"\xed\xa0\x80\"]",
+        "[\"\xe2\x98\"]",
+        "[truex]",
+        "[nul]",
+        "1",
+        "\"s\"",
+        "{} x",
+        "[]]",
+        "{\"a\":1}{",
+        "{\"a\":1,\"a\":2}",
+        "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+        "[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]"};
+    for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
+        json_fast_check(odd[i], strlen(odd[i]), 0, 0);
+        json_fast_check(odd[i], strlen(odd[i]), JSON_REJECT_DUPLICATES, 0);
+        json_fast_check(odd[i], strlen(odd[i]), JSON_DECODE_ANY | JSON_ALLOW_NUL, 0);
+    }
+    /* Random values, most of them whole, some cut or with a byte changed. */
+    uint64_t seed = 42;
+    char buf[512];
+    int read = 0;
+    for (int it = 0; it < 100000; it++) {
+        size_t n = 0;
+        jr_gen(&seed, buf, sizeof buf - 8, &n, 0);
+        uint64_t x = jr_rand(&seed);
+        if (n && x % 8 == 0) buf[(x >> 8) % n] = (char)(x >> 32);
+        if (n && x % 8 == 1) n = (size_t)((x >> 8) % n);
+        json_error_t err;
+        json_t *f = sl_json_fast(buf, n, 0);
+        read += f != NULL;
+        json_decref(f);
+        json_fast_check(buf, n, (x & 16) ? JSON_REJECT_DUPLICATES : 0, 0);
+        (void)err;
+    }
+    assert_true(read > 30000); /* most of them went the fast way: that is what was tested */
+}
+
 static void test_base64(void **state) {
     (void)state;
     unsigned char out[16];
@@ -418,10 +565,15 @@ static void test_query_answer(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_md5),          cmocka_unit_test(test_attrs_check),
-        cmocka_unit_test(test_text),         cmocka_unit_test(test_json_writer),
-        cmocka_unit_test(test_base64),       cmocka_unit_test(test_queue_urls_and_names),
-        cmocka_unit_test(test_query_decode), cmocka_unit_test(test_query_answer),
+        cmocka_unit_test(test_md5),
+        cmocka_unit_test(test_attrs_check),
+        cmocka_unit_test(test_text),
+        cmocka_unit_test(test_json_writer),
+        cmocka_unit_test(test_json_reader),
+        cmocka_unit_test(test_base64),
+        cmocka_unit_test(test_queue_urls_and_names),
+        cmocka_unit_test(test_query_decode),
+        cmocka_unit_test(test_query_answer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
