@@ -172,7 +172,7 @@ clean:
 FUZZ_SRC := fuzz/fuzz_auth.c fuzz/fuzz_ev_token.c fuzz/fuzz_sqs.c
 FUZZ_DEPS_fuzz_auth = $(UTIL_SRC) $(AUTH_SRC)
 FUZZ_DEPS_fuzz_ev_token = $(UTIL_SRC) $(EVENTS_PURE_SRC)
-FUZZ_DEPS_fuzz_sqs = $(UTIL_SRC) src/api/sqs_codec.c
+FUZZ_DEPS_fuzz_sqs = $(UTIL_SRC) src/api/sqs_codec.c src/api/json.c
 FUZZ_LIBS_fuzz_sqs = -ljansson
 .PHONY: fuzz
 fuzz: $(patsubst fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))

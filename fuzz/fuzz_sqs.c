@@ -10,17 +10,26 @@
  * from "/account/queue" to the same names. Last, as a query-protocol form
  * body: what decodes is answered in XML (an action's result is any JSON
  * object), which must be well-formed enough to hold no raw '<' or '&' of
- * the input's text.
+ * the input's text. And as a request body: what the fast JSON reader
+ * (src/api/json.c) reads, jansson must read to the same tree.
  *
  *     make fuzz && build/fuzz/fuzz_sqs fuzz/corpus/sqs */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/json.h"
 #include "api/sqs.h"
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     json_t *j = json_loadb((const char *)data, size, 0, NULL);
+    for (size_t flags = 0; flags <= JSON_REJECT_DUPLICATES; flags += JSON_REJECT_DUPLICATES) {
+        json_t *fast = sl_json_fast(data, size, flags),
+               *slow = flags ? json_loadb((const char *)data, size, flags, NULL) : json_incref(j);
+        if (fast && !json_equal(fast, slow)) abort();
+        json_decref(fast);
+        json_decref(slow);
+    }
     if (json_is_object(j)) {
         for (int system = 0; system < 2; system++) {
             char err[256], md5[33];

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Seeds for fuzz_sqs: message attribute maps as the JSON protocol carries
-them (good ones of each type, and each rule broken once), bodies, base64
-and queue URLs."""
+them (good ones of each type, and each rule broken once), bodies, base64,
+queue URLs, and JSON-protocol request bodies (for the fast JSON reader)."""
 import hashlib
 import json
 import os
@@ -43,6 +43,15 @@ RAW = [
     b"Action=ReceiveMessage&AttributeName.1=All&MessageAttributeName.1=All&Entries=",
     b"Action=X&AttributeName.2=a&Foo.1.Bar=b&%zz=1",
 ]
+
+BODIES = [
+    {"QueueUrl": "http://127.0.0.1:8080/dev/q",
+     "Entries": [{"Id": str(i), "MessageBody": "b\u00e9\n\"\U0001F600" * i} for i in range(3)]},
+    {"QueueUrl": "/dev/q", "MaxNumberOfMessages": 10, "WaitTimeSeconds": 0, "AttributeNames": ["All"],
+     "x": [True, False, None, -0, 9223372036854775807, 1.5, {"": []}]},
+]
+RAW += [json.dumps(b).encode() for b in BODIES] + [json.dumps(b, ensure_ascii=False, indent=1).encode() for b in BODIES]
+RAW += [b'{"a":1,"a":2}', b'["\\u0000", "\\ud800"]', b'[01, 1e5, -]', b'{"k":"v"} trailing']
 
 os.makedirs(OUT, exist_ok=True)
 for seed in [json.dumps(m).encode() for m in MAPS] + RAW:
