@@ -148,6 +148,16 @@ void sl_jw_cstr(sl_jw *w, const char *s) {
     sl_jw_str(w, s, strlen(s));
 }
 
+void sl_jw_kstr(sl_jw *w, const char *key, const char *s) {
+    sl_jw_key(w, key);
+    sl_jw_cstr(w, s);
+}
+
+void sl_jw_kjson(sl_jw *w, const char *key, const json_t *j) {
+    sl_jw_key(w, key);
+    sl_jw_json(w, j);
+}
+
 void sl_jw_int(sl_jw *w, int64_t v) {
     char tmp[24];
     int n = snprintf(tmp, sizeof tmp, "%lld", (long long)v);

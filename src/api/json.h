@@ -33,8 +33,12 @@ void sl_jw_key(sl_jw *w, const char *key);
 void sl_jw_str(sl_jw *w, const void *s, size_t n);
 void sl_jw_cstr(sl_jw *w, const char *s);
 void sl_jw_int(sl_jw *w, int64_t v);
+/* A key and its string value. */
+void sl_jw_kstr(sl_jw *w, const char *key, const char *s);
 /* A value given as a jansson tree (the answers' rarer parts). */
 void sl_jw_json(sl_jw *w, const json_t *j);
+/* A key and its value as a jansson tree. */
+void sl_jw_kjson(sl_jw *w, const char *key, const json_t *j);
 /* The text (the caller frees it) and its length; NULL when out of memory. */
 char *sl_jw_take(sl_jw *w, size_t *len);
 /* json_loadb's answer, faster for the plain JSON of requests: a parser

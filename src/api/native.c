@@ -177,16 +177,13 @@ static void message_write(sl_jw *w, const sl_message *m, int leased) {
     char at[32];
     sl_api_iso_time(m->enqueued_ms, at);
     sl_jw_open(w, '{');
-    sl_jw_key(w, "messageId");
-    sl_jw_cstr(w, m->id);
+    sl_jw_kstr(w, "messageId", m->id);
     sl_jw_key(w, "message");
     sl_jw_str(w, m->body, m->len);
     sl_jw_key(w, "deliveryCount");
     sl_jw_int(w, m->delivery_count);
-    sl_jw_key(w, "messageTag");
-    sl_jw_cstr(w, m->tag);
-    sl_jw_key(w, "enqueuedAt");
-    sl_jw_cstr(w, at);
+    sl_jw_kstr(w, "messageTag", m->tag);
+    sl_jw_kstr(w, "enqueuedAt", at);
     sl_jw_key(w, "attributes");
     /* Most messages have none: "{}" needs no parse. */
     json_t *attrs =
@@ -198,7 +195,7 @@ static void message_write(sl_jw *w, const sl_message *m, int leased) {
         sl_jw_close(w, '}');
     }
     json_decref(attrs);
-    if (leased) sl_jw_key(w, "popReceipt"), sl_jw_cstr(w, m->receipt);
+    if (leased) sl_jw_kstr(w, "popReceipt", m->receipt);
     sl_jw_close(w, '}');
 }
 
@@ -440,8 +437,7 @@ static int h_put(sl_http_req *r, void *ctx) {
         if (rc) return sl_api_fail(r, rc, sl_http_param(r, "account"), sl_http_param(r, "q"));
         sl_jw w = {0};
         sl_jw_open(&w, '{');
-        sl_jw_key(&w, "messageId");
-        sl_jw_cstr(&w, id[0]);
+        sl_jw_kstr(&w, "messageId", id[0]);
         sl_jw_close(&w, '}');
         return sl_api_jw(r, 201, &w);
     }

@@ -990,19 +990,16 @@ static void send_state_free(void *p) {
 /* A message sent: SendMessage's answer, or an entry of SendMessageBatch's. */
 static void sent_write(sl_jw *w, const outgoing *o, const char *id, int64_t seq) {
     sl_jw_open(w, '{');
-    sl_jw_key(w, "MessageId");
-    sl_jw_cstr(w, id);
-    sl_jw_key(w, "MD5OfMessageBody");
-    sl_jw_cstr(w, o->md5_body);
+    sl_jw_kstr(w, "MessageId", id);
+    sl_jw_kstr(w, "MD5OfMessageBody", o->md5_body);
     if (o->group) {
         char sn[24];
         snprintf(sn, sizeof sn, "%020lld", (long long)seq);
-        sl_jw_key(w, "SequenceNumber");
-        sl_jw_cstr(w, sn);
+        sl_jw_kstr(w, "SequenceNumber", sn);
     }
-    if (o->md5_attrs[0]) sl_jw_key(w, "MD5OfMessageAttributes"), sl_jw_cstr(w, o->md5_attrs);
-    if (o->md5_sys[0]) sl_jw_key(w, "MD5OfMessageSystemAttributes"), sl_jw_cstr(w, o->md5_sys);
-    if (o->id) sl_jw_key(w, "Id"), sl_jw_cstr(w, o->id);
+    if (o->md5_attrs[0]) sl_jw_kstr(w, "MD5OfMessageAttributes", o->md5_attrs);
+    if (o->md5_sys[0]) sl_jw_kstr(w, "MD5OfMessageSystemAttributes", o->md5_sys);
+    if (o->id) sl_jw_kstr(w, "Id", o->id);
     sl_jw_close(w, '}');
 }
 
@@ -1024,7 +1021,7 @@ static int send_resume(sl_http_req *r, void *state) {
     for (size_t i = 0; i < st->n; i++)
         sent_write(&w, &st->out[i], ids[i], 0);
     sl_jw_close(&w, ']');
-    if (json_array_size(st->failed) > 0) sl_jw_key(&w, "Failed"), sl_jw_json(&w, st->failed);
+    if (json_array_size(st->failed) > 0) sl_jw_kjson(&w, "Failed", st->failed);
     sl_jw_close(&w, '}');
     return sqs_ok_jw(&st->p.q, &w);
 }
@@ -1035,7 +1032,11 @@ static int send_resume(sl_http_req *r, void *state) {
 static int send_fifo(call *c, send_state *st) {
     sl_jw w = {0};
     int rc = 0;
-    if (st->p.batch) sl_jw_open(&w, '{'), sl_jw_key(&w, "Successful"), sl_jw_open(&w, '[');
+    if (st->p.batch) {
+        sl_jw_open(&w, '{');
+        sl_jw_key(&w, "Successful");
+        sl_jw_open(&w, '[');
+    }
     for (size_t i = 0; i < st->n; i++) {
         outgoing *o = &st->out[i];
         int blocked = 0;
@@ -1074,7 +1075,7 @@ static int send_fifo(call *c, send_state *st) {
     size_t i;
     json_array_foreach(st->failed, i, f) json_object_del(f, "Group");
     sl_jw_close(&w, ']');
-    if (json_array_size(st->failed) > 0) sl_jw_key(&w, "Failed"), sl_jw_json(&w, st->failed);
+    if (json_array_size(st->failed) > 0) sl_jw_kjson(&w, "Failed", st->failed);
     sl_jw_close(&w, '}');
     send_state_free(st);
     return sqs_ok_jw(&c->q, &w);
@@ -1209,12 +1210,9 @@ static void rx_message(sl_jw *w, const rx *x, const sl_message *m, const char *h
     char md5[33], v[32];
     sl_sqs_md5_hex(m->body, m->len, md5);
     sl_jw_open(w, '{');
-    sl_jw_key(w, "MessageId");
-    sl_jw_cstr(w, m->id);
-    sl_jw_key(w, "ReceiptHandle");
-    sl_jw_cstr(w, handle);
-    sl_jw_key(w, "MD5OfBody");
-    sl_jw_cstr(w, md5);
+    sl_jw_kstr(w, "MessageId", m->id);
+    sl_jw_kstr(w, "ReceiptHandle", handle);
+    sl_jw_kstr(w, "MD5OfBody", md5);
     sl_jw_key(w, "Body");
     sl_jw_str(w, m->body, m->len);
     /* Most messages have no attributes: "{}" needs no parse (NULL reads as
@@ -1264,12 +1262,10 @@ static void rx_message(sl_jw *w, const rx *x, const sl_message *m, const char *h
     json_t *trace = json_object_get(json_object_get(json_object_get(stored, SYSTEM_KEY), "AWSTraceHeader"),
                                     "StringValue");
     if ((x->sys & SYS_TRACE) && json_is_string(trace)) json_object_set(sys, "AWSTraceHeader", trace);
-    if (json_object_size(sys) > 0) sl_jw_key(w, "Attributes"), sl_jw_json(w, sys);
+    if (json_object_size(sys) > 0) sl_jw_kjson(w, "Attributes", sys);
     if (json_object_size(attrs) > 0 && sl_sqs_md5_attrs(attrs, md5) == 0) {
-        sl_jw_key(w, "MessageAttributes");
-        sl_jw_json(w, attrs);
-        sl_jw_key(w, "MD5OfMessageAttributes");
-        sl_jw_cstr(w, md5);
+        sl_jw_kjson(w, "MessageAttributes", attrs);
+        sl_jw_kstr(w, "MD5OfMessageAttributes", md5);
     }
     sl_jw_close(w, '}');
     json_decref(stored);
@@ -1289,7 +1285,10 @@ static int rx_answer(sl_http_req *r, void *arg, sl_message *m, size_t n) {
     sl_jw w = {0};
     int rc = 0;
     sl_jw_open(&w, '{');
-    if (n > 0) sl_jw_key(&w, "Messages"), sl_jw_open(&w, '[');
+    if (n > 0) {
+        sl_jw_key(&w, "Messages");
+        sl_jw_open(&w, '[');
+    }
     for (size_t i = 0; i < n && rc == 0; i++) {
         char handle[SL_RECEIPT_MAX];
         rc = sl_msg_receipt_sticky(x->s->cfg.engine, x->account, x->queue, &m[i], handle);
@@ -1422,16 +1421,19 @@ static int del_answer(del_state *st, const int *rcs) {
     for (size_t i = 0; i < st->n && failed; i++) {
         const char *id = json_string_value(json_object_get(json_array_get(entries, i), "Id"));
         int rc = st->at[i] < 0 ? SL_EINVAL : rcs[st->at[i]];
-        if (rc == 0 || rc == SL_ECONFLICT)
-            sl_jw_open(&w, '{'), sl_jw_key(&w, "Id"), sl_jw_cstr(&w, id), sl_jw_close(&w, '}');
-        else if (rc == SL_EINVAL)
+        if (rc == 0 || rc == SL_ECONFLICT) {
+            sl_jw_open(&w, '{');
+            sl_jw_kstr(&w, "Id", id);
+            sl_jw_close(&w, '}');
+        } else if (rc == SL_EINVAL) {
             json_array_append_new(failed,
                                   entry_failed(id, &E_RECEIPT, "The input receipt handle is invalid."));
-        else
+        } else {
             json_array_append_new(failed, entry_failed(id, &E_UNAVAILABLE, sl_strerror(rc)));
+        }
     }
     sl_jw_close(&w, ']');
-    if (json_array_size(failed) > 0) sl_jw_key(&w, "Failed"), sl_jw_json(&w, failed);
+    if (json_array_size(failed) > 0) sl_jw_kjson(&w, "Failed", failed);
     sl_jw_close(&w, '}');
     if (!failed) w.oom = 1;
     json_decref(failed);
