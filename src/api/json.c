@@ -183,31 +183,6 @@ char *sl_jw_take(sl_jw *w, size_t *len) {
     return p;
 }
 
-/* A JSON string of bytes that should be UTF-8; invalid sequences (data that
- * did not come through this API) become U+FFFD rather than a failure. */
-json_t *sl_api_json_text(const void *p, size_t n) {
-    if (sl_api_utf8_valid(p, n)) return json_stringn_nocheck(p, n);
-    const unsigned char *s = p;
-    char *buf = malloc(n * 3 + 1);
-    if (!buf) return NULL;
-    size_t o = 0;
-    for (size_t i = 0; i < n;) {
-        size_t k = utf8_char(s + i, n - i);
-        if (k) {
-            memcpy(buf + o, s + i, k);
-            o += k;
-            i += k;
-        } else {
-            memcpy(buf + o, "\xEF\xBF\xBD", 3);
-            o += 3;
-            i++;
-        }
-    }
-    json_t *j = json_stringn_nocheck(buf, o);
-    free(buf);
-    return j;
-}
-
 /* --- Reading JSON fast ------------------------------------------------------- */
 
 /* A parser of the plain JSON that requests carry, into jansson's tree:

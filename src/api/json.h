@@ -9,14 +9,12 @@
 /* Whether p[0, n) is UTF-8: no overlong forms, no surrogates, nothing
  * above U+10FFFF. */
 int sl_api_utf8_valid(const void *p, size_t n);
-/* A JSON string of bytes that should be UTF-8; invalid sequences become
- * U+FFFD. NULL when out of memory. */
-json_t *sl_api_json_text(const void *p, size_t n);
 /* A JSON text written as it goes, for the answers that carry many
  * messages: building them as a jansson tree first cost an allocation for
  * every value and most of the time of a batch's answer. Keys are plain
  * ASCII names (written as given); string values are escaped as jansson
- * escapes them, invalid UTF-8 becoming U+FFFD as in sl_api_json_text.
+ * escapes them; a byte of no valid UTF-8 sequence becomes U+FFFD (data
+ * that did not come through this API).
  * After an allocation fails every write is dropped and sl_jw_take answers
  * NULL. Nesting is at most 31 deep. */
 typedef struct {
