@@ -141,6 +141,7 @@ struct worker {
     sl_http_req *woken;  /* woken, to be run again */
     sl_http_req *parked; /* parked and not woken */
     int quit;
+    int kicked;   /* its eventfd was written since it last took its lists */
     conn *conns;  /* every connection it owns; the worker's thread only */
     conn *closed; /* closed during this round of events, freed after it */
     int64_t date_s;
@@ -1077,6 +1078,16 @@ static void kick(worker *w) {
     (void)k;
 }
 
+/* Under w->mu, after adding to w's lists: whether the caller must kick(w)
+ * once it lets go of the lock. One write of the eventfd covers every
+ * addition until the thread takes its lists, so a commit that wakes fifty
+ * requests writes it once per event-loop thread, not fifty times. */
+static int kick_due(worker *w) {
+    if (w->kicked) return 0;
+    w->kicked = 1;
+    return 1;
+}
+
 /* Parks r unless a wake already came; returns 1 if parked, 0 to run the
  * handler again now, -1 when the server is stopping. */
 static int park(sl_http_req *r) {
@@ -1115,8 +1126,9 @@ void sl_http_wake(sl_http_req *r) {
         r->pnext = w->woken;
         w->woken = r;
         r->woken = 1;
+        int k = kick_due(w);
         pthread_mutex_unlock(&w->mu);
-        kick(w);
+        if (k) kick(w);
         return;
     }
     if (!r->woken) r->wake_pending = 1;
@@ -1176,8 +1188,9 @@ static void pool_run(sl_fiber_task *t) {
         r->woken = 1;
         r->pnext = w->woken;
         w->woken = r;
+        int k = kick_due(w);
         pthread_mutex_unlock(&w->mu);
-        kick(w);
+        if (k) kick(w);
     }
 }
 
@@ -1420,6 +1433,7 @@ static void *worker_main(void *arg) {
                 int quit = w->quit;
                 w->inbox = NULL;
                 w->woken = NULL;
+                w->kicked = 0;
                 for (sl_http_req *r = woken; r; r = r->pnext)
                     r->woken = 0;
                 pthread_mutex_unlock(&w->mu);
@@ -1491,8 +1505,9 @@ static void hand_over(sl_http_server *s, int fd) {
     pthread_mutex_lock(&w->mu);
     c->next = w->inbox;
     w->inbox = c;
+    int k = kick_due(w);
     pthread_mutex_unlock(&w->mu);
-    kick(w);
+    if (k) kick(w);
 }
 
 /* Accepts until told to stop. Over the connection limit, a connection gets

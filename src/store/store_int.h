@@ -46,7 +46,8 @@ enum {
     SL_STMT_UPDATE_IF, /* cols set, if the conditions hold */
     SL_STMT_DEL_ROW,
     SL_STMT_DEL_PART,
-    SL_STMT_PURGE /* the embedded store's expired rows */
+    SL_STMT_PURGE,          /* the embedded store's expired rows */
+    SL_STMT_UPDATE_KEEP_EXP /* the embedded store's SL_STMT_UPDATE_IF that keeps a row's expiry */
 };
 typedef struct {
     const sl_table *t; /* static data (store.h): compared by address */

@@ -23,7 +23,10 @@
  * TTLs are kept per row, not per cell as Cassandra does: each write sets the
  * row's expiry from its own TTL (now + ttl, or never for ttl 0). The contract
  * asks callers that want a row to expire to pass its remaining TTL on every
- * write, and for such callers the two are the same.
+ * write, and for such callers the two are the same. A conditional update
+ * keeps the row's expiry when it lies within the second before the one
+ * asked (update_if): the row may expire up to a second early, as it may on
+ * Cassandra, which counts expiry in whole seconds, and never late.
  *
  * Threads. One writer thread owns the write connection. apply() enqueues a
  * request and sleeps until the writer answers it. The writer takes every
@@ -301,17 +304,25 @@ static void build_sql(sbuf *b, const sl_stmt_shape *k) {
         sb_add(b, "\"_exp\"=excluded.\"_exp\"");
         break;
     }
-    case SL_STMT_UPDATE_IF: {
+    case SL_STMT_UPDATE_IF:
+    case SL_STMT_UPDATE_KEEP_EXP: {
         /* Parameters: ?1 now, ?2 expiry, the set columns, the key, then the
-         * conditions' values (do_writes: one statement, no read first). */
-        int np = 2;
+         * conditions' values (do_writes: one statement, no read first).
+         * SL_STMT_UPDATE_KEEP_EXP leaves "_exp" alone and applies only to a
+         * row whose expiry is already the one asked, up to a second earlier
+         * (update_if); at least one column is set. */
+        int np = 2, keep = k->op == SL_STMT_UPDATE_KEEP_EXP;
         sb_add(b, "UPDATE ");
         sb_ident(b, t->name);
         sb_add(b, " SET ");
-        for (int i = nkey; i < t->ncol; i++)
-            if (k->cols >> i & 1)
-                sb_ident(b, t->cols[i].name), sb_add(b, "=?"), sb_num(b, ++np), sb_add(b, ",");
-        sb_add(b, "\"_exp\"=?2 WHERE ");
+        for (int i = nkey; i < t->ncol; i++) {
+            if (!(k->cols >> i & 1)) continue;
+            if (np > 2) sb_add(b, ",");
+            sb_ident(b, t->cols[i].name);
+            sb_add(b, "=?");
+            sb_num(b, ++np);
+        }
+        sb_add(b, keep ? " WHERE " : ",\"_exp\"=?2 WHERE ");
         for (int i = 0; i < nkey; i++) {
             if (i) sb_add(b, " AND ");
             sb_ident(b, t->cols[i].name);
@@ -319,6 +330,7 @@ static void build_sql(sbuf *b, const sl_stmt_shape *k) {
             sb_num(b, ++np);
         }
         sb_add(b, " AND (\"_exp\"=0 OR \"_exp\">?1)");
+        if (keep) sb_add(b, " AND \"_exp\" BETWEEN ?2-1000 AND ?2");
         for (int c = 0; c < k->ncond; c++) {
             sb_add(b, " AND ");
             sb_ident(b, t->cols[k->cond[c].col].name);
@@ -633,11 +645,11 @@ static int write_one(conn *c, const sl_write *w, int64_t now) {
 
 /* Update-if w as one conditional UPDATE: *applied says whether its
  * conditions held (a row that is missing or expired holds none). */
-static int update_if(conn *c, const sl_write *w, int64_t now, int *applied) {
+static int update_if_as(conn *c, const sl_write *w, int64_t now, int op, int *applied) {
     const sl_table *t = w->t;
     int nkey = t->npk + t->nck;
     sl_stmt_shape k;
-    sl_stmt_shape_init(&k, t, SL_STMT_UPDATE_IF);
+    sl_stmt_shape_init(&k, t, op);
     for (int i = nkey; i < t->ncol; i++)
         if (w->row.v[i].set) k.cols |= 1u << i;
     k.ncond = (uint8_t)w->ncond;
@@ -660,6 +672,24 @@ static int update_if(conn *c, const sl_write *w, int64_t now, int *applied) {
     if ((rc = run(st))) return rc;
     *applied = sqlite3_changes(c->db) > 0;
     return 0;
+}
+
+/* A conditional update. A caller that wants a row to expire passes its
+ * remaining TTL on every write (store.h), in whole seconds rounded up, so
+ * that most updates ask again for the expiry the row has, or up to a second
+ * later. Rewriting "_exp" all the same would move the row in the expiry
+ * index, for nothing: an update that sets columns first runs without it,
+ * for a row whose expiry lies within the second before the one asked (the
+ * row expires at most a second early, as Cassandra, which counts expiry in
+ * whole seconds, would make it). Only when that changes no row (a failed
+ * condition, or an expiry that moves) does the full update run. */
+static int update_if(conn *c, const sl_write *w, int64_t now, int *applied) {
+    int cols = 0;
+    for (int i = w->t->npk + w->t->nck; i < w->t->ncol; i++)
+        cols |= w->row.v[i].set;
+    int rc;
+    if (cols && ((rc = update_if_as(c, w, now, SL_STMT_UPDATE_KEEP_EXP, applied)) || *applied)) return rc;
+    return update_if_as(c, w, now, SL_STMT_UPDATE_IF, applied);
 }
 
 static int same_key(const sl_write *a, const sl_write *b, int ncols);

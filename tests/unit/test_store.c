@@ -472,6 +472,39 @@ static void t_ttl_cas(sl_store *s) {
     assert_text(&cur.rows[0].v[KV_S], "node2");
     assert_false(cur.rows[0].v[KV_I].set);
     sl_result_free(&cur);
+
+    /* A conditional update renews the expiry it asks for (taken over at
+     * 5 s with a TTL of 5: due at 10 s; renewed at 8 s for 5: due at 13 s). */
+    sl_clock_advance_ms(3000);
+    u.cond[0] = (sl_cond){KV_S, sl_vtext("node2")};
+    u.ttl = 5;
+    assert_int_equal(sl_store_apply(s, &u, 1, NULL), 0);
+    sl_clock_advance_ms(4999);
+    assert_int_equal(kv_i(s, "lease"), 1);
+    /* Asked again a moment later (at 12.999 s for 1 s: 13.999 s), the row
+     * may keep the expiry it has, at most a second before the one asked
+     * (as Cassandra, which counts expiry in whole seconds), never after. */
+    u.row.v[KV_I] = sl_vint(2);
+    u.ttl = 1;
+    assert_int_equal(sl_store_apply(s, &u, 1, NULL), 0);
+    assert_int_equal(kv_i(s, "lease"), 2);
+    sl_clock_advance_ms(1000);
+    assert_int_equal(kv_i(s, "lease"), -999);
+
+    /* An update without a TTL leaves a row that had one for good. */
+    assert_int_equal(kv_put(s, "p", 1, "node1", 5), 0);
+    sl_write keep = kv_w(SL_W_UPDATE_IF, "p");
+    keep.row.v[KV_I] = sl_vint(3);
+    keep.cond[0] = (sl_cond){KV_S, sl_vtext("node1")};
+    keep.ncond = 1;
+    assert_int_equal(sl_store_apply(s, &keep, 1, NULL), 0);
+    sl_clock_advance_ms(1000LL * 86400);
+    assert_int_equal(kv_i(s, "p"), 3);
+    /* And one with a TTL shorter than the row's shortens its life. */
+    keep.ttl = 2;
+    assert_int_equal(sl_store_apply(s, &keep, 1, NULL), 0);
+    sl_clock_advance_ms(2000);
+    assert_int_equal(kv_i(s, "p"), -999);
 }
 
 static void t_insert_if_not_exists(sl_store *s) {
