@@ -352,7 +352,8 @@ for s in SYSTEMS:
     e = (errs(r) if r else 0) + (errs(w2[s]["result"]) if w2[s] else 0)
     fs = run.get("fsync_per_s") if run else None
     a = fmt(acks(s)) + (f" ({rng[0]:,.0f}-{rng[1]:,.0f})" if rng and len(get(s, "w1")) > 1 else "")
-    vs_native = f"{ratio(acks(s), na_a)}, {ratio(w2rate(s), na_w2)}" if s == "sluice-sqs" else ""
+    vs_native = (f"{acks(s) / na_a:.3f}, {ratio(w2rate(s), na_w2)}" if acks(s) and na_a else "n/a") \
+        if s == "sluice-sqs" else ""
     vs_peer = f"{ratio(sq_a, acks(s))}, {ratio(sq_w2, w2rate(s))}" if s not in ("sluice-native", "sluice-sqs") else ""
     name = NAMES[s] + (" (its check **failed**, see below)" if chk[s] and not chk[s]["result"]["passed"] else "")
     w(f"| {name} | {DURABLE[s]} | {'n/a' if fs is None else f'{fs:,.0f}'} | {fmt(puts(s))} | {a} | "
@@ -367,8 +368,12 @@ w("## Targets")
 w("")
 if sq_a and na_a:
     ok = sq_a >= 0.8 * na_a
+    # three decimals where two would round a miss up to the target (0.795 is not 0.80)
+    r = f"{sq_a / na_a:.2f}"
+    if (float(r) >= 0.8) != ok:
+        r = f"{sq_a / na_a:.3f}"
     w(f"- Sluice through SQS >= 0.8 x its native W1 (acks/s): {sq_a:,.0f} vs {na_a:,.0f} = "
-      f"**{sq_a / na_a:.2f} x: {'met' if ok else 'NOT met'}** (puts/s: {ratio(puts('sluice-sqs'), puts('sluice-native'))} x; "
+      f"**{r} x: {'met' if ok else 'NOT met'}** (puts/s: {ratio(puts('sluice-sqs'), puts('sluice-native'))} x; "
       f"W2: {ratio(sq_w2, na_w2)} x).")
 peers = [s for s in SYSTEMS if s not in ("sluice-native", "sluice-sqs") and (w1[s][0] or w2[s])]
 for s in peers:
