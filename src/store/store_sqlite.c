@@ -322,7 +322,8 @@ static void build_sql(sbuf *b, const sl_stmt_shape *k) {
             sb_add(b, "=?");
             sb_num(b, ++np);
         }
-        sb_add(b, keep ? " WHERE " : ",\"_exp\"=?2 WHERE ");
+        if (!keep) sb_add(b, np > 2 ? ",\"_exp\"=?2" : "\"_exp\"=?2");
+        sb_add(b, " WHERE ");
         for (int i = 0; i < nkey; i++) {
             if (i) sb_add(b, " AND ");
             sb_ident(b, t->cols[i].name);

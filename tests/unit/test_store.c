@@ -505,6 +505,16 @@ static void t_ttl_cas(sl_store *s) {
     assert_int_equal(sl_store_apply(s, &keep, 1, NULL), 0);
     sl_clock_advance_ms(2000);
     assert_int_equal(kv_i(s, "p"), -999);
+
+    /* One that sets no column, only a TTL, renews the expiry all the same. */
+    assert_int_equal(kv_put(s, "t0", 1, "x", 5), 0);
+    sl_write only = kv_w(SL_W_UPDATE_IF, "t0");
+    only.cond[0] = (sl_cond){KV_S, sl_vtext("x")};
+    only.ncond = 1;
+    only.ttl = 60;
+    assert_int_equal(sl_store_apply(s, &only, 1, NULL), 0);
+    sl_clock_advance_ms(30000);
+    assert_int_equal(kv_i(s, "t0"), 1);
 }
 
 static void t_insert_if_not_exists(sl_store *s) {
