@@ -368,12 +368,9 @@ w("## Targets")
 w("")
 if sq_a and na_a:
     ok = sq_a >= 0.8 * na_a
-    # three decimals where two would round a miss up to the target (0.795 is not 0.80)
-    r = f"{sq_a / na_a:.2f}"
-    if (float(r) >= 0.8) != ok:
-        r = f"{sq_a / na_a:.3f}"
+    # three decimals: two would round a miss up to the target (0.795 is not 0.80)
     w(f"- Sluice through SQS >= 0.8 x its native W1 (acks/s): {sq_a:,.0f} vs {na_a:,.0f} = "
-      f"**{r} x: {'met' if ok else 'NOT met'}** (puts/s: {ratio(puts('sluice-sqs'), puts('sluice-native'))} x; "
+      f"**{sq_a / na_a:.3f} x: {'met' if ok else 'NOT met'}** (puts/s: {ratio(puts('sluice-sqs'), puts('sluice-native'))} x; "
       f"W2: {ratio(sq_w2, na_w2)} x).")
 peers = [s for s in SYSTEMS if s not in ("sluice-native", "sluice-sqs") and (w1[s][0] or w2[s])]
 for s in peers:

@@ -48,7 +48,7 @@ BODIES = [
     {"QueueUrl": "http://127.0.0.1:8080/dev/q",
      "Entries": [{"Id": str(i), "MessageBody": "b\u00e9\n\"\U0001F600" * i} for i in range(3)]},
     {"QueueUrl": "/dev/q", "MaxNumberOfMessages": 10, "WaitTimeSeconds": 0, "AttributeNames": ["All"],
-     "x": [True, False, None, -0, 9223372036854775807, 1.5, {"": []}]},
+     "x": [True, False, None, 0, 9223372036854775807, 1.5, {"": []}]},
 ]
 RAW += [json.dumps(b).encode() for b in BODIES] + [json.dumps(b, ensure_ascii=False, indent=1).encode() for b in BODIES]
 RAW += [b'{"a":1,"a":2}', b'["\\u0000", "\\ud800"]', b'[01, 1e5, -]', b'{"k":"v"} trailing']

@@ -141,7 +141,6 @@ struct worker {
     sl_http_req *woken;  /* woken, to be run again */
     sl_http_req *parked; /* parked and not woken */
     int quit;
-    int kicked;   /* its eventfd was written since it last took its lists */
     conn *conns;  /* every connection it owns; the worker's thread only */
     conn *closed; /* closed during this round of events, freed after it */
     int64_t date_s;
@@ -1078,14 +1077,13 @@ static void kick(worker *w) {
     (void)k;
 }
 
-/* Under w->mu, after adding to w's lists: whether the caller must kick(w)
- * once it lets go of the lock. One write of the eventfd covers every
- * addition until the thread takes its lists, so a commit that wakes fifty
- * requests writes it once per event-loop thread, not fifty times. */
-static int kick_due(worker *w) {
-    if (w->kicked) return 0;
-    w->kicked = 1;
-    return 1;
+/* Under w->mu, before adding to w's lists: whether the caller must
+ * kick(w) once it lets go of the lock. Whoever found them empty kicks, and
+ * the thread takes both lists whole, so one write of the eventfd covers
+ * every addition until then: a commit that wakes fifty requests writes it
+ * once per event-loop thread, not fifty times. */
+static int kick_due(const worker *w) {
+    return !w->woken && !w->inbox;
 }
 
 /* Parks r unless a wake already came; returns 1 if parked, 0 to run the
@@ -1123,10 +1121,10 @@ void sl_http_wake(sl_http_req *r) {
             w->parked = r->pnext;
         if (r->pnext) r->pnext->pprev = r->pprev;
         r->pprev = NULL;
+        int k = kick_due(w);
         r->pnext = w->woken;
         w->woken = r;
         r->woken = 1;
-        int k = kick_due(w);
         pthread_mutex_unlock(&w->mu);
         if (k) kick(w);
         return;
@@ -1186,9 +1184,9 @@ static void pool_run(sl_fiber_task *t) {
         pthread_mutex_lock(&w->mu);
         r->answered = 1;
         r->woken = 1;
+        int k = kick_due(w);
         r->pnext = w->woken;
         w->woken = r;
-        int k = kick_due(w);
         pthread_mutex_unlock(&w->mu);
         if (k) kick(w);
     }
@@ -1433,7 +1431,6 @@ static void *worker_main(void *arg) {
                 int quit = w->quit;
                 w->inbox = NULL;
                 w->woken = NULL;
-                w->kicked = 0;
                 for (sl_http_req *r = woken; r; r = r->pnext)
                     r->woken = 0;
                 pthread_mutex_unlock(&w->mu);
@@ -1503,9 +1500,9 @@ static void hand_over(sl_http_server *s, int fd) {
     worker *w = &s->workers[s->next++ % (unsigned)s->nworkers];
     c->w = w;
     pthread_mutex_lock(&w->mu);
+    int k = kick_due(w);
     c->next = w->inbox;
     w->inbox = c;
-    int k = kick_due(w);
     pthread_mutex_unlock(&w->mu);
     if (k) kick(w);
 }

@@ -505,6 +505,16 @@ static void t_ttl_cas(sl_store *s) {
     assert_int_equal(sl_store_apply(s, &keep, 1, NULL), 0);
     sl_clock_advance_ms(2000);
     assert_int_equal(kv_i(s, "p"), -999);
+    /* Even by less than a second: a row never outlives what was asked. */
+    assert_int_equal(kv_put(s, "q", 1, "node1", 5), 0);
+    sl_clock_advance_ms(500);
+    keep.row.v[KV_K] = sl_vtext("q");
+    keep.ttl = 4;
+    assert_int_equal(sl_store_apply(s, &keep, 1, NULL), 0);
+    sl_clock_advance_ms(3999);
+    assert_int_equal(kv_i(s, "q"), 3);
+    sl_clock_advance_ms(1);
+    assert_int_equal(kv_i(s, "q"), -999);
 
     /* One that sets no column, only a TTL, renews the expiry all the same. */
     assert_int_equal(kv_put(s, "t0", 1, "x", 5), 0);
