@@ -104,6 +104,15 @@ int sl_random_bytes(void *buf, size_t n);
 /* A fast non-cryptographic random 64-bit value for spreading contention. */
 uint64_t sl_random_u64(void);
 
+/* The digest (with md, an OpenSSL EVP_MD) of a then b, into out (*len
+ * bytes). On a context this thread keeps for md's next digest: OpenSSL 3
+ * sets one up (allocations, the provider's state) for every EVP_Digest(),
+ * which cost more than hashing a request's few blocks. 0, or -1 when
+ * OpenSSL fails. */
+struct evp_md_st;
+int sl_digest(const struct evp_md_st *md, const void *a, size_t an, const void *b, size_t bn,
+              unsigned char *out, unsigned *len);
+
 /* base64url without padding. sl_b64url_encode writes at most
  * SL_B64URL_LEN(n)+1 bytes including the terminating NUL and returns the
  * length written. sl_b64url_decode returns the decoded length, or SL_EINVAL

@@ -165,6 +165,14 @@ static int sqs_ok(const sq *q, json_t *j) {
     return sl_http_respond_take(q->r, 200, q->query ? "text/xml" : SQS_CTYPE, text, len);
 }
 
+/* The answer of an action that returns nothing: "{}" in the JSON
+ * protocol, the action's empty response element in the query protocol. */
+static int sqs_ok_empty(const sq *q) {
+    if (q->query) return sqs_ok(q, json_object());
+    sl_http_add_header(q->r, "x-amzn-RequestId", sl_http_request_id(q->r));
+    return sl_http_respond(q->r, 200, SQS_CTYPE, "{}", 2);
+}
+
 /* The same for an answer written as it went (sl_jw): the JSON protocol's
  * as it is; the query protocol's read back into a tree first, so that
  * both protocols answer from one text. */
@@ -638,7 +646,7 @@ static int a_set_queue_attributes(call *c) {
     char err[256] = "";
     int rc = sl_queue_update(c->s->cfg.engine, c->account, &o, err, sizeof err);
     if (rc == SL_EINVAL && o.dlq[0]) return bad_dlq(c, err);
-    return rc ? sqs_engine(&c->q, rc, c->queue) : sqs_ok(&c->q, json_object());
+    return rc ? sqs_engine(&c->q, rc, c->queue) : sqs_ok_empty(&c->q);
 }
 
 static int a_get_queue_url(call *c) {
@@ -706,13 +714,13 @@ static int a_list_dlq_sources(call *c) {
 static int a_delete_queue(call *c) {
     if (call_queue(c)) return SL_HTTP_DONE;
     int rc = sl_queue_delete(c->s->cfg.engine, c->account, c->queue);
-    return rc ? sqs_engine(&c->q, rc, c->queue) : sqs_ok(&c->q, json_object());
+    return rc ? sqs_engine(&c->q, rc, c->queue) : sqs_ok_empty(&c->q);
 }
 
 static int a_purge_queue(call *c) {
     if (call_queue(c)) return SL_HTTP_DONE;
     int rc = sl_queue_purge(c->s->cfg.engine, c->account, c->queue);
-    return rc ? sqs_engine(&c->q, rc, c->queue) : sqs_ok(&c->q, json_object());
+    return rc ? sqs_engine(&c->q, rc, c->queue) : sqs_ok_empty(&c->q);
 }
 
 static const char *const queue_attr_names[] = {"ApproximateNumberOfMessages",
@@ -950,6 +958,10 @@ static const sqs_err *outgoing_make(call *c, json_t *m, const sl_queue_info *qi,
     }
     sl_sqs_md5_hex(text, len, o->md5_body);
     o->md5_attrs[0] = o->md5_sys[0] = '\0';
+    if (json_object_size(ma) == 0 && json_object_size(sa) == 0) {
+        o->put = (sl_put){.body = text, .len = len, .delay_s = (int)delay};
+        return NULL;
+    }
     json_t *stored = json_object();
     const char *k;
     json_t *v;
@@ -1411,7 +1423,7 @@ static int del_answer(del_state *st, const int *rcs) {
         int rc = st->at[0] < 0 ? SL_EINVAL : rcs[st->at[0]];
         if (rc == SL_EINVAL) return sqs_fail(&st->p.q, &E_RECEIPT, "The input receipt handle is invalid.");
         if (rc && rc != SL_ECONFLICT) return sqs_engine(&st->p.q, rc, st->p.queue);
-        return sqs_ok(&st->p.q, json_object());
+        return sqs_ok_empty(&st->p.q);
     }
     json_t *failed = json_array();
     sl_jw w = {0};
@@ -1530,7 +1542,7 @@ static int a_change_visibility(call *c) {
     if (call_queue(c)) return SL_HTTP_DONE;
     char err[256];
     const sqs_err *e = change_one(c, c->in, err, sizeof err);
-    return e ? sqs_fail(&c->q, e, "%s", err) : sqs_ok(&c->q, json_object());
+    return e ? sqs_fail(&c->q, e, "%s", err) : sqs_ok_empty(&c->q);
 }
 
 static int a_change_visibility_batch(call *c) {
@@ -1560,7 +1572,7 @@ static int a_change_visibility_batch(call *c) {
 /* What the engine's tag calls answer: too many tags is the client's. */
 static int tags_answer(call *c, int rc, const char *err) {
     if (rc == SL_EINVAL) return sqs_fail(&c->q, &E_VALUE, "%s.", err);
-    return rc ? sqs_engine(&c->q, rc, c->queue) : sqs_ok(&c->q, json_object());
+    return rc ? sqs_engine(&c->q, rc, c->queue) : sqs_ok_empty(&c->q);
 }
 
 static int a_tag_queue(call *c) {

@@ -25,7 +25,7 @@ void sl_sqs_md5_hex(const void *p, size_t n, char out[33]) {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
     pthread_once(&g_md5_once, fetch_md5);
-    if (!EVP_Digest(p, n, md, &len, g_md5 ? g_md5 : EVP_md5(), NULL)) len = 0;
+    if (sl_digest(g_md5 ? g_md5 : EVP_md5(), p, n, "", 0, md, &len) != 0) len = 0;
     for (unsigned i = 0; i < 16; i++) {
         out[2 * i] = i < len ? digit[md[i] >> 4] : '0';
         out[2 * i + 1] = i < len ? digit[md[i] & 15] : '0';

@@ -23,6 +23,13 @@ static const EVP_MD *sha256_md(void) {
     return g_sha256 ? g_sha256 : EVP_sha256();
 }
 
+/* The digest of the concatenation of two parts (either may be empty). */
+static int digest2(const void *a, size_t an, const void *b, size_t bn, unsigned char out[SL_SHA256_LEN]) {
+    unsigned int len = 0;
+    return sl_digest(sha256_md(), a, an, b, bn, out, &len) == 0 && len == SL_SHA256_LEN ? SL_OK
+                                                                                        : SL_EINTERNAL;
+}
+
 /* HMAC-SHA256 (RFC 2104) over the fetched digest. */
 int sl__hmac(const void *key, size_t key_len, const void *msg, size_t n, unsigned char out[SL_SHA256_LEN]) {
     enum { BLOCK = 64 };
@@ -32,29 +39,20 @@ int sl__hmac(const void *key, size_t key_len, const void *msg, size_t n, unsigne
         rc = sl__sha256(key, key_len, k);
     else if (key_len)
         memcpy(k, key, key_len);
-    EVP_MD_CTX *c = rc == SL_OK ? EVP_MD_CTX_new() : NULL;
-    const EVP_MD *md = sha256_md();
-    unsigned int len = 0;
     for (int i = 0; i < BLOCK; i++)
         pad[i] = k[i] ^ 0x36;
-    int ok = c && EVP_DigestInit_ex(c, md, NULL) && EVP_DigestUpdate(c, pad, BLOCK) &&
-             EVP_DigestUpdate(c, msg, n) && EVP_DigestFinal_ex(c, inner, &len) && len == SL_SHA256_LEN;
+    if (rc == SL_OK) rc = digest2(pad, BLOCK, msg, n, inner);
     for (int i = 0; i < BLOCK; i++)
         pad[i] = k[i] ^ 0x5c;
-    ok = ok && EVP_DigestInit_ex(c, md, NULL) && EVP_DigestUpdate(c, pad, BLOCK) &&
-         EVP_DigestUpdate(c, inner, SL_SHA256_LEN) && EVP_DigestFinal_ex(c, out, &len) &&
-         len == SL_SHA256_LEN;
-    EVP_MD_CTX_free(c);
+    if (rc == SL_OK) rc = digest2(pad, BLOCK, inner, SL_SHA256_LEN, out);
     OPENSSL_cleanse(k, sizeof k);
     OPENSSL_cleanse(pad, sizeof pad);
     OPENSSL_cleanse(inner, sizeof inner);
-    return rc != SL_OK ? rc : ok ? SL_OK : SL_EINTERNAL;
+    return rc;
 }
 
 int sl__sha256(const void *msg, size_t n, unsigned char out[SL_SHA256_LEN]) {
-    unsigned int len = 0;
-    if (!EVP_Digest(msg, n, out, &len, sha256_md(), NULL) || len != SL_SHA256_LEN) return SL_EINTERNAL;
-    return SL_OK;
+    return digest2(msg, n, "", 0, out);
 }
 
 int sl__hmac_match(const struct sl_auth_keyring *ring, const void *msg, size_t n,

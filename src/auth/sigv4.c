@@ -85,9 +85,10 @@ struct authz {
 };
 
 static int unhex(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
+    unsigned d = (unsigned)(unsigned char)c - '0';
+    if (d < 10) return (int)d;
+    d = (unsigned)(unsigned char)c - 'a';
+    return d < 6 ? (int)d + 10 : -1;
 }
 
 static int copy_part(const char *s, size_t n, char *out, size_t cap) {
@@ -406,12 +407,16 @@ static int canonical_headers(struct sl__sb *b, const struct sl_auth_request *rq,
         int found = 0;
         for (size_t h = 0; h < rq->n_headers; h++) {
             const char *hn = rq->headers[h].name, *v = rq->headers[h].value;
-            if (!hn || !v || strlen(hn) != nn || strncasecmp(hn, name, nn) != 0) continue;
-            if (strlen(v) > SL_AUTH_MAX_HEADER) return -1;
+            /* the first letter, either case, rules most headers out */
+            if (!hn || !v || (hn[0] | 0x20) != (name[0] | 0x20) || strlen(hn) != nn ||
+                strncasecmp(hn, name, nn) != 0)
+                continue;
             if (found++) sl__sb_chr(b, ',');
             /* Trim, and collapse each run of blanks to one space. */
             int space = 0, any = 0;
+            const char *end = v + SL_AUTH_MAX_HEADER;
             for (; *v; v++) {
+                if (v == end) return -1;
                 if (*v == ' ' || *v == '\t') {
                     space = any;
                     continue;
@@ -653,13 +658,23 @@ int sl_auth_verify_sigv4(const struct sl_auth_request *rq, const struct sl_auth_
             }
             if ((rc = sl__sha256(cr.p, cr.len, crh)) != SL_OK) goto done;
             sl__hex(crh, sizeof crh, crhex);
-            int n = snprintf(sts[nsts], sizeof sts[nsts], "AWS4-HMAC-SHA256\n%s\n%s/%s/%s/aws4_request\n%s",
-                             amz, a.date, a.region, a.service, crhex);
-            if (n < 0 || (size_t)n >= sizeof sts[nsts]) {
+            /* region and service are at most SCOPE_PART_MAX each: it fits */
+            struct sl__sb st = {sts[nsts], 0, sizeof sts[nsts], 0};
+            sl__sb_put(&st, "AWS4-HMAC-SHA256\n", 17);
+            sl__sb_put(&st, amz, 16);
+            sl__sb_chr(&st, '\n');
+            sl__sb_put(&st, a.date, 8);
+            sl__sb_chr(&st, '/');
+            sl__sb_str(&st, a.region);
+            sl__sb_chr(&st, '/');
+            sl__sb_str(&st, a.service);
+            sl__sb_put(&st, "/aws4_request\n", 14);
+            sl__sb_put(&st, crhex, 2 * SL_SHA256_LEN);
+            if (st.err) {
                 rc = SL_EAUTH;
                 goto done;
             }
-            sts_len[nsts++] = (size_t)n;
+            sts_len[nsts++] = st.len;
         }
     }
 

@@ -1,5 +1,6 @@
 /* util.c: the clock, randomness, base64url, logging and name checks. */
 #include <errno.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -129,6 +130,56 @@ void sl_clock_advance_ms(int64_t ms) {
     pthread_mutex_lock(&clock_mu);
     clock_manual_ms += ms;
     pthread_mutex_unlock(&clock_mu);
+}
+
+/* This thread's digest contexts, one per algorithm, freed when it exits. */
+enum { MD_SLOTS = 4 };
+struct md_slots {
+    const EVP_MD *md[MD_SLOTS];
+    EVP_MD_CTX *ctx[MD_SLOTS];
+};
+static pthread_key_t md_key;
+static pthread_once_t md_once = PTHREAD_ONCE_INIT;
+static __thread struct md_slots *md_mine;
+
+static void md_slots_free(void *p) {
+    struct md_slots *m = p;
+    for (int i = 0; i < MD_SLOTS; i++)
+        EVP_MD_CTX_free(m->ctx[i]);
+    free(m);
+}
+
+static void md_key_make(void) {
+    if (pthread_key_create(&md_key, md_slots_free) != 0) abort();
+}
+
+static EVP_MD_CTX *md_ctx(const EVP_MD *md) {
+    struct md_slots *m = md_mine;
+    if (!m) {
+        pthread_once(&md_once, md_key_make);
+        if (!(m = calloc(1, sizeof *m))) return NULL;
+        if (pthread_setspecific(md_key, m) != 0) {
+            free(m);
+            return NULL;
+        }
+        md_mine = m;
+    }
+    int i = 0;
+    while (i < MD_SLOTS && m->md[i] && m->md[i] != md)
+        i++;
+    if (i == MD_SLOTS) i = 0; /* more algorithms than slots: take turns */
+    if (!m->ctx[i] && !(m->ctx[i] = EVP_MD_CTX_new())) return NULL;
+    m->md[i] = md;
+    return m->ctx[i];
+}
+
+int sl_digest(const struct evp_md_st *md, const void *a, size_t an, const void *b, size_t bn,
+              unsigned char *out, unsigned *len) {
+    EVP_MD_CTX *c = md_ctx(md);
+    return c && EVP_DigestInit_ex2(c, md, NULL) && EVP_DigestUpdate(c, a, an) && EVP_DigestUpdate(c, b, bn) &&
+                   EVP_DigestFinal_ex(c, out, len)
+               ? 0
+               : -1;
 }
 
 int sl_random_bytes(void *buf, size_t n) {
