@@ -350,12 +350,11 @@ static void sigv4_clock(void) {
     }
 }
 
-/* Appends NUL-terminated strings to buf at *n (the caller sizes buf). */
-static void cat(char *buf, size_t *n, int k, ...) {
+/* Appends the strings up to the NULL to buf at *n (the caller sizes buf). */
+__attribute__((sentinel)) static void cat(char *buf, size_t *n, ...) {
     va_list ap;
-    va_start(ap, k);
-    for (int i = 0; i < k; i++) {
-        const char *s = va_arg(ap, const char *);
+    va_start(ap, n);
+    for (const char *s; (s = va_arg(ap, const char *)) != NULL;) {
         size_t l = strlen(s);
         memcpy(buf + *n, s, l);
         *n += l;
@@ -375,22 +374,22 @@ static void sqs_request(conn *c, const char *action, const char *body, size_t bl
     sigv4_clock();
     hash256(body, bl, h);
     hexenc(h, 32, bodyhash);
-    cat(cr, &cl, 9, "POST\n/\n\ncontent-type:application/x-amz-json-1.0\nhost:", sqs_host,
+    cat(cr, &cl, "POST\n/\n\ncontent-type:application/x-amz-json-1.0\nhost:", sqs_host,
         "\nx-amz-date:", sigv4.amz, "\nx-amz-target:AmazonSQS.", action,
-        "\n\ncontent-type;host;x-amz-date;x-amz-target\n", bodyhash, "");
+        "\n\ncontent-type;host;x-amz-date;x-amz-target\n", bodyhash, NULL);
     hash256(cr, cl, h);
     hexenc(h, 32, crhash);
-    cat(sts, &sl, 9, "AWS4-HMAC-SHA256\n", sigv4.amz, "\n", sigv4.day, "/", opt.region, "/sqs/aws4_request\n",
-        crhash, "");
+    cat(sts, &sl, "AWS4-HMAC-SHA256\n", sigv4.amz, "\n", sigv4.day, "/", opt.region, "/sqs/aws4_request\n",
+        crhash, NULL);
     sigv4_mac(sts, sl, h);
     hexenc(h, 32, sig);
     snprintf(clen, sizeof clen, "%zu", bl);
-    cat(head, &hl, 19, "POST / HTTP/1.1\r\nHost: ", sqs_host,
+    cat(head, &hl, "POST / HTTP/1.1\r\nHost: ", sqs_host,
         "\r\nContent-Type: application/x-amz-json-1.0\r\nX-Amz-Target: AmazonSQS.", action,
         "\r\nX-Amz-Date: ", sigv4.amz, "\r\nAuthorization: AWS4-HMAC-SHA256 Credential=", opt.access_key, "/",
         sigv4.day, "/", opt.region,
         "/sqs/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=", sig,
-        "\r\nContent-Length: ", clen, "\r\n\r\n", "", "");
+        "\r\nContent-Length: ", clen, "\r\n\r\n", NULL);
     wreset(c);
     wput(c, head, hl);
     wput(c, body, bl);
