@@ -104,7 +104,7 @@ fuzz-cql: $(B)/fuzz/fuzz_cql_frame
 CQL_PURE_SRC := src/cql/codec.c src/cql/token.c
 $(B)/fuzz/fuzz_cql_frame: fuzz/fuzz_cql_frame.c $(CQL_PURE_SRC) $(UTIL_SRC) src/cql/codec.h src/cql/token.h
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/fuzz_cql_frame.c $(CQL_PURE_SRC) $(UTIL_SRC) -llz4 -pthread
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/fuzz_cql_frame.c $(CQL_PURE_SRC) $(UTIL_SRC) -llz4 -lcrypto -pthread
 
 fuzz-cql-run: $(B)/fuzz/fuzz_cql_frame
 	@mkdir -p $(B)/fuzz/cql_frame
