@@ -200,3 +200,24 @@ def test_threads_are_named_for_top_and_perf(tmp_path):
         assert names["sl-writer"] == 0 and names["sl-cql-io"] >= 1 and names["sl-cql-maint"] == 1, names
     assert not [n for n in names if n not in KNOWN], names
 
+
+def test_event_loops_follow_the_cores_it_may_use(tmp_path):
+    """Without --threads the embedded store runs one event loop per core the
+    process may run on (its affinity: taskset, a container's cpuset), and
+    Cassandra's setup 4 (README, Configuration): on a 2-core machine 8 loops
+    cost 12-15% more CPU than 2 (bench/results/threads.md)."""
+    cores = sorted(os.sched_getaffinity(0))
+    for allowed in ({cores[0]}, set(cores)):
+        srv = SluiceServer(tmp_path / f"data{len(allowed)}", name=f"loops-{len(allowed)}",
+                           preexec_fn=lambda a=allowed: os.sched_setaffinity(0, a))
+        srv.start()
+        try:
+            c = srv.client()
+            assert_status(c.put(c.new_queue(f"cores{len(allowed)}"), "x"), 201)
+            c.close()
+            task = f"/proc/{srv.proc.pid}/task"
+            loops = sum(open(f"{task}/{t}/comm").read().strip() == "sl-http" for t in os.listdir(task))
+        finally:
+            srv.close()
+        want = 4 if BACKEND != "sqlite" else min(len(allowed), 512)
+        assert loops == want + 1, (allowed, loops)  # and the admin port's one
