@@ -6,9 +6,11 @@
  * arena, a chain of malloc'd chunks holding the text and blob bytes that the
  * rows point into. Chunks never move once allocated, so row values stay
  * valid while the rows array is reallocated. */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../util/metrics.h"
 #include "store_int.h"
 
 sl_val sl_vtext(const char *s) {
@@ -87,6 +89,67 @@ long sl_val_str(const sl_val *v, char *buf, size_t cap) {
     if (v->n) memcpy(buf, v->p, v->n);
     buf[v->n] = '\0';
     return (long)v->n;
+}
+
+/* --- Statements by table and kind ------------------------------------------
+ *
+ * The tables are static definitions, so a table is known by its address: a
+ * slot is claimed for it the first time it is counted (open addressing,
+ * claimed with a compare-and-swap, never released), and each count is a
+ * relaxed atomic add. A table that finds no slot is not counted. */
+#define COUNT_SLOTS 128
+
+static struct {
+    const sl_table *_Atomic t;
+    uint64_t n[SL_STAT_N];
+} counts[COUNT_SLOTS];
+
+void sl_store_count(const sl_table *t, int kind) {
+    if (!t) return;
+    size_t i = (size_t)(((uintptr_t)t >> 4) * 0x9E3779B97F4A7C15ull >> 57);
+    for (int k = 0; k < COUNT_SLOTS; k++, i = (i + 1) % COUNT_SLOTS) {
+        const sl_table *cur = atomic_load_explicit(&counts[i].t, memory_order_acquire);
+        if (!cur && (atomic_compare_exchange_strong(&counts[i].t, &cur, t) || cur == t)) cur = t;
+        if (cur == t) {
+            __atomic_fetch_add(&counts[i].n[kind], 1, __ATOMIC_RELAXED);
+            return;
+        }
+    }
+}
+
+void sl_store_count_writes(const sl_write *w, size_t n) {
+    for (size_t k = 0; w && k < n; k++)
+        sl_store_count(w[k].t, w[k].kind == SL_W_INSERT_IF_NOT_EXISTS || w[k].kind == SL_W_UPDATE_IF
+                                   ? SL_STAT_CAS
+                                   : SL_STAT_WRITE);
+}
+
+void sl_store_count_metrics(sl_text *t) {
+    static const char *const kind[SL_STAT_N] = {"get", "slice", "write", "cas"};
+    sl_metric_head(
+        t, "sluice_store_statements_total", "counter",
+        "Statements sent to the store, by table and kind: get (one row by its key), slice (rows of one "
+        "partition), write (an upsert or a delete), cas (a conditional write; each row of a conditional "
+        "batch counts, sluice_engine_cas_rounds_total counts the batches).");
+    const sl_table *tb[COUNT_SLOTS];
+    for (size_t i = 0; i < COUNT_SLOTS; i++)
+        tb[i] = atomic_load_explicit(&counts[i].t, memory_order_acquire);
+    /* Two definitions of one table (by name) are one series. */
+    for (size_t i = 0; i < COUNT_SLOTS; i++) {
+        size_t first = 0;
+        while (first < i && !(tb[first] && tb[i] && strcmp(tb[first]->name, tb[i]->name) == 0))
+            first++;
+        if (!tb[i] || first < i) continue;
+        for (int k = 0; k < SL_STAT_N; k++) {
+            uint64_t v = 0;
+            for (size_t j = i; j < COUNT_SLOTS; j++)
+                if (tb[j] && strcmp(tb[j]->name, tb[i]->name) == 0)
+                    v += __atomic_load_n(&counts[j].n[k], __ATOMIC_RELAXED);
+            if (v)
+                sl_text_printf(t, "sluice_store_statements_total{table=\"%s\",kind=\"%s\"} %llu\n",
+                               tb[i]->name, kind[k], (unsigned long long)v);
+        }
+    }
 }
 
 int sl_write_is_cas(const sl_write *w, size_t n) {

@@ -231,14 +231,32 @@ struct sl_store {
     const sl_store_type *type;
 };
 
+/* Counts the statements each call sends, by table and kind, for GET
+ * /metrics (sluice_store_statements_total: store.c). */
+enum { SL_STAT_GET, SL_STAT_SLICE, SL_STAT_WRITE, SL_STAT_CAS, SL_STAT_N };
+void sl_store_count(const sl_table *t, int kind);
+void sl_store_count_writes(const sl_write *w, size_t n);
+void sl_store_count_metrics(struct sl_text *t);
+
 static inline int sl_store_ensure(sl_store *s, const sl_table *const *t, size_t n) { return s->type->ensure(s, t, n); }
-static inline int sl_store_get(sl_store *s, const sl_table *t, const sl_val *key, int cons, sl_result *out) { return s->type->get(s, t, key, cons, out); }
-static inline int sl_store_slice(sl_store *s, const sl_slice *q, sl_result *out) { return s->type->slice(s, q, out); }
-static inline int sl_store_apply(sl_store *s, const sl_write *w, size_t n, sl_result *cur) { return s->type->apply(s, w, n, cur); }
+static inline int sl_store_get(sl_store *s, const sl_table *t, const sl_val *key, int cons, sl_result *out) {
+    sl_store_count(t, SL_STAT_GET);
+    return s->type->get(s, t, key, cons, out);
+}
+static inline int sl_store_slice(sl_store *s, const sl_slice *q, sl_result *out) {
+    if (q) sl_store_count(q->t, SL_STAT_SLICE);
+    return s->type->slice(s, q, out);
+}
+static inline int sl_store_apply(sl_store *s, const sl_write *w, size_t n, sl_result *cur) {
+    sl_store_count_writes(w, n);
+    return s->type->apply(s, w, n, cur);
+}
 static inline int sl_store_apply_async(sl_store *s, const sl_write *w, size_t n) {
+    sl_store_count_writes(w, n);
     return s->type->apply_async ? s->type->apply_async(s, w, n) : s->type->apply(s, w, n, NULL);
 }
 static inline void sl_store_apply_cb(sl_store *s, const sl_write *w, size_t n, void (*done)(void *, int), void *arg) {
+    sl_store_count_writes(w, n);
     if (s->type->apply_cb)
         s->type->apply_cb(s, w, n, done, arg);
     else
@@ -249,6 +267,7 @@ static inline int sl_store_defers(const sl_store *s) { return s->type->apply_cb 
 static inline int sl_store_ping(sl_store *s) { return s->type->ping(s); }
 static inline void sl_store_close(sl_store *s) { if (s) s->type->close(s); }
 static inline void sl_store_metrics(sl_store *s, struct sl_text *t) {
+    sl_store_count_metrics(t);
     if (s->type->metrics) s->type->metrics(s, t);
 }
 

@@ -530,3 +530,40 @@ def test_counters_start_again_after_a_restart(server_factory):
     c = srv.client()
     await_depth(srv, c, q, visible=1, inFlight=4, delayed=1)
     c.close()
+
+
+def statements(m, table, kind):
+    return value(m, "sluice_store_statements_total", table=table, kind=kind)
+
+
+def test_store_statements_by_table_and_kind(server_factory):
+    """sluice_store_statements_total says what each operation costs the
+    store, table by table: a put is one plain write of a message row, a
+    lease and an ack one conditional write each, on both stores (the engine
+    is the same); the figures bench/paxos_rounds.sh reports per message."""
+    srv = server_factory("statements")
+    c = srv.client()
+    q = unique_name("st")
+    assert c.create_queue(q).status_code == 201
+    c.put_ok(q, "warm")  # the first put of a node claims a block of ids
+    got = c.receive_list(q, max_messages=1)
+    assert len(got) == 1 and c.ack(q, got[0]["popReceipt"]).status_code == 204
+    before = scrape(srv)
+    for i in range(5):
+        c.put_ok(q, f"s{i}")
+    assert c.put_batch(q, ["b1", "b2", "b3"]).status_code in (200, 201)
+    mid = scrape(srv)
+    assert statements(mid, "messages", "write") - statements(before, "messages", "write") == 8
+    assert statements(mid, "messages", "cas") == statements(before, "messages", "cas")
+    got = []
+    await_until(lambda: got.extend(c.receive_list(q, max_messages=10, invisibility=60)) or len(got) == 8,
+                desc="the 8 messages received")
+    assert c.ack_batch(q, [m["popReceipt"] for m in got]).status_code == 200
+    m = scrape(srv)
+    assert statements(m, "messages", "write") == statements(mid, "messages", "write")
+    assert statements(m, "messages", "cas") - statements(mid, "messages", "cas") == 16  # 8 leases, 8 acks
+    # Every sample names a table of the store and one of the four kinds.
+    kinds = {dict(k[1])["kind"] for k in m if k[0] == "sluice_store_statements_total"}
+    tables = {dict(k[1])["table"] for k in m if k[0] == "sluice_store_statements_total"}
+    assert kinds <= {"get", "slice", "write", "cas"} and {"messages", "queues", "accounts"} <= tables, (kinds, tables)
+    c.close()
