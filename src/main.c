@@ -46,10 +46,10 @@
 #define EXIT_USAGE 2
 /* HTTP event-loop threads by default: on the embedded store one per core
  * this process may run on (bench/results/threads.md: on 2 cores, 2 event
- * loops beat 8 by 3-10% in W1 and W2 with 12-15% less CPU, and 1 is slower),
- * 4 on Cassandra; and store threads: requests that wait on the store (on
- * Cassandra, every one that reads or writes it) are in flight on these at
- * once, at most. */
+ * loops serve W1 at the rate of 8 with 3-12% less CPU and W2 up to 13%
+ * faster, and 1 is slower), 4 on Cassandra; and store threads: requests
+ * that wait on the store (on Cassandra, every one that reads or writes it)
+ * are in flight on these at once, at most. */
 #define DEFAULT_THREADS_CQL 4
 #define DEFAULT_STORE_THREADS_EMBEDDED 4
 /* On Cassandra the store pool's threads only carry handlers between waits
