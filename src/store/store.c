@@ -93,8 +93,8 @@ long sl_val_str(const sl_val *v, char *buf, size_t cap) {
 
 /* --- Statements by table and kind ------------------------------------------
  *
- * The tables are static definitions, so a table is known by its address: a
- * slot is claimed for it the first time it is counted (open addressing,
+ * Each table is one static definition, so a table is known by its address:
+ * a slot is claimed for it the first time it is counted (open addressing,
  * claimed with a compare-and-swap, never released), and each count is a
  * relaxed atomic add. A table that finds no slot is not counted. */
 #define COUNT_SLOTS 128
@@ -131,23 +131,13 @@ void sl_store_count_metrics(sl_text *t) {
         "Statements sent to the store, by table and kind: get (one row by its key), slice (rows of one "
         "partition), write (an upsert or a delete), cas (a conditional write; each row of a conditional "
         "batch counts, sluice_engine_cas_rounds_total counts the batches).");
-    const sl_table *tb[COUNT_SLOTS];
-    for (size_t i = 0; i < COUNT_SLOTS; i++)
-        tb[i] = atomic_load_explicit(&counts[i].t, memory_order_acquire);
-    /* Two definitions of one table (by name) are one series. */
     for (size_t i = 0; i < COUNT_SLOTS; i++) {
-        size_t first = 0;
-        while (first < i && !(tb[first] && tb[i] && strcmp(tb[first]->name, tb[i]->name) == 0))
-            first++;
-        if (!tb[i] || first < i) continue;
-        for (int k = 0; k < SL_STAT_N; k++) {
-            uint64_t v = 0;
-            for (size_t j = i; j < COUNT_SLOTS; j++)
-                if (tb[j] && strcmp(tb[j]->name, tb[i]->name) == 0)
-                    v += __atomic_load_n(&counts[j].n[k], __ATOMIC_RELAXED);
+        const sl_table *tb = atomic_load_explicit(&counts[i].t, memory_order_acquire);
+        for (int k = 0; tb && k < SL_STAT_N; k++) {
+            uint64_t v = __atomic_load_n(&counts[i].n[k], __ATOMIC_RELAXED);
             if (v)
-                sl_text_printf(t, "sluice_store_statements_total{table=\"%s\",kind=\"%s\"} %llu\n",
-                               tb[i]->name, kind[k], (unsigned long long)v);
+                sl_text_printf(t, "sluice_store_statements_total{table=\"%s\",kind=\"%s\"} %llu\n", tb->name,
+                               kind[k], (unsigned long long)v);
         }
     }
 }
