@@ -308,7 +308,10 @@ void eng_cas_submit(sl_engine *e, qstate *q, eng_casg *g) {
     g->next = NULL;
     if (!combine) { /* this group alone (see sl_store_type) */
         eng_cas_sent(e);
-        sl_store_apply_cb(e->st, g->w, g->n, alone_answer, g);
+        if (g->early)
+            sl_store_apply_cb_early(e->st, g->w, g->n, alone_answer, g);
+        else
+            sl_store_apply_cb(e->st, g->w, g->n, alone_answer, g);
         return;
     }
     int slot = cas_slot(&g->w[0]);

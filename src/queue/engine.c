@@ -199,6 +199,7 @@ int sl_engine_open(sl_store *st, const sl_engine_config *cfg, sl_engine **out) {
     sl_engine *e = sl_calloc(1, sizeof *e);
     if (!e) return SL_ENOMEM;
     e->st = st;
+    e->epoch = sl_store_epoch(st);
     e->cfg = *cfg;
     if (e->cfg.lease_grace_ms <= 0) e->cfg.lease_grace_ms = 2000;
     if (!e->cfg.node_id[0]) {

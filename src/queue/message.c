@@ -339,7 +339,7 @@ int sl_msg_update(sl_engine *e, const char *account, const char *queue, const ch
     msg_key(&w, q->qkey, id / q->opts.bucket_size, id);
     w.kind = SL_W_UPDATE_IF;
     w.ttl = (int)ttl_left_s(exp, now);
-    w.row.v[M_VERSION] = sl_vint(version + 1);
+    w.row.v[M_VERSION] = sl_vint(msg_version_next(e, version));
     w.row.v[M_VISIBLE] = sl_vint(visible);
     w.row.v[M_NONCE] = sl_vint(eng_nonce());
     if (body) w.row.v[M_BODY] = sl_vbytes(body, len);
@@ -353,8 +353,8 @@ int sl_msg_update(sl_engine *e, const char *account, const char *queue, const ch
     msg_lease_entry_cancel(q, id, version);
     /* A message returned now (or soon) is found through its entry: write
      * it before answering, so that a receive right after finds it. */
-    msg_lease_entry(e, q, id, version + 1, visible, exp, invis_s > 1);
-    msg_receipt_make(q, new_receipt, id, version + 1, exp);
+    msg_lease_entry(e, q, id, msg_version_next(e, version), visible, exp, invis_s > 1);
+    msg_receipt_make(q, new_receipt, id, msg_version_next(e, version), exp);
     snprintf(tag, SL_TAG_MAX, "%s", newtag);
     if (invis_s == 0) eng_notify(e, q);
     return 0;

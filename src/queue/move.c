@@ -93,7 +93,7 @@ static int retarget(sl_engine *e, qstate *src, const sl_row *m, const char *dqke
     msg_key(&w, src->qkey, m->v[M_BUCKET].i, m->v[M_ID].i);
     w.kind = SL_W_UPDATE_IF;
     w.ttl = (int)ttl_left_s(m->v[M_EXP].i, sl_now_ms());
-    w.row.v[M_VERSION] = sl_vint(m->v[M_VERSION].i + 1);
+    w.row.v[M_VERSION] = sl_vint(msg_version_next(e, m->v[M_VERSION].i));
     w.row.v[M_DEST] = sl_vtext(dest);
     w.row.v[M_NONCE] = sl_vint(eng_nonce());
     w.cond[0] = msg_cond_of(m, M_VERSION);
@@ -104,7 +104,7 @@ static int retarget(sl_engine *e, qstate *src, const sl_row *m, const char *dqke
     sl_log(SL_ERR, "move of %s id %lld: its slot in %s was passed with no copy in it, moved to id %lld",
            src->qkey, (long long)m->v[M_ID].i, dq->qkey, (long long)did);
     sl_row again = *m;
-    again.v[M_VERSION] = sl_vint(m->v[M_VERSION].i + 1);
+    again.v[M_VERSION] = sl_vint(msg_version_next(e, m->v[M_VERSION].i));
     again.v[M_DEST] = sl_vtext(dest);
     rc = msg_complete_move(e, src, &again);
     if (rc == 0) eng_notify(e, dq);
@@ -192,7 +192,7 @@ static int complete_move(sl_engine *e, qstate *src, const sl_row *m, qstate *dq)
     f.kind = SL_W_UPDATE_IF;
     f.ttl = (int)ttl_left_s(exp, now);
     f.row.v[M_STATE] = sl_vint(dead ? MS_DEAD : MS_MOVED);
-    f.row.v[M_VERSION] = sl_vint(m->v[M_VERSION].i + 1);
+    f.row.v[M_VERSION] = sl_vint(msg_version_next(e, m->v[M_VERSION].i));
     f.row.v[M_NONCE] = sl_vint(eng_nonce());
     f.cond[0] = (sl_cond){M_VERSION, sl_vint(m->v[M_VERSION].i)};
     f.cond[1] = (sl_cond){M_STATE, sl_vint(MS_MOVING)};
@@ -221,7 +221,7 @@ int msg_move(sl_engine *e, qstate *src, const sl_row *row, qstate *dst, int rese
     w.kind = SL_W_UPDATE_IF;
     w.ttl = (int)ttl_left_s(row->v[M_EXP].i, now);
     w.row.v[M_STATE] = sl_vint(MS_MOVING);
-    w.row.v[M_VERSION] = sl_vint(row->v[M_VERSION].i + 1);
+    w.row.v[M_VERSION] = sl_vint(msg_version_next(e, row->v[M_VERSION].i));
     w.row.v[M_DEST] = sl_vtext(dest);
     w.row.v[M_NONCE] = sl_vint(eng_nonce());
     w.cond[0] = msg_cond_of(row, M_VERSION);
@@ -230,7 +230,7 @@ int msg_move(sl_engine *e, qstate *src, const sl_row *row, qstate *dst, int rese
     if ((rc = eng_cas(e, &w, M_NONCE)) != 0) return rc;
     sl_row moving = *row;
     moving.v[M_STATE] = sl_vint(MS_MOVING);
-    moving.v[M_VERSION] = sl_vint(row->v[M_VERSION].i + 1);
+    moving.v[M_VERSION] = sl_vint(msg_version_next(e, row->v[M_VERSION].i));
     moving.v[M_DEST] = sl_vtext(dest);
     rc = msg_complete_move(e, src, &moving);
     if (rc == 0) eng_notify(e, dst);

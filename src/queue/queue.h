@@ -249,8 +249,14 @@ int sl_msg_put_finish(sl_op *op, char (*ids)[SL_MSGID_LEN + 1]);
 int sl_msg_ack_start(sl_engine *e, const char *account, const char *queue, const char *const *receipts, size_t n,
                      void (*done)(void *), void *arg, sl_op **op);
 void sl_msg_ack_finish(sl_op *op, int *rcs);
+/* flags: SL_RECV_STICKY when the caller turns the receipts into sticky ones
+ * (sl_msg_receipt_sticky: SQS). Those are answered only once their leases
+ * are durable: a sticky receipt names a delivery count, which a lease lost
+ * in a crash would give again. Other leases may be answered as soon as the
+ * store applied them (sl_store_apply_cb_early). */
+#define SL_RECV_STICKY 1
 int sl_msg_receive_start(sl_engine *e, const char *account, const char *queue, int max, int invis_s,
-                         void (*done)(void *), void *arg, sl_op **op);
+                         int flags, void (*done)(void *), void *arg, sl_op **op);
 int sl_msg_receive_finish(sl_op *op, sl_message **out, size_t *n);
 int sl_op_ready(const sl_op *op);
 void sl_op_discard(sl_op *op);

@@ -89,8 +89,8 @@ enum { L_QKEY, L_MINUTE, L_DUE, L_ID, L_VERSION };
 enum { C_QKEY, C_NAME, C_VALUE, C_NONCE };
 enum { R_QKEY, R_OWNER, R_NONCE };
 
-extern const sl_table sl_t_accounts, sl_t_queues, sl_t_queue_index, sl_t_monoton, sl_t_pointers,
-    sl_t_messages, sl_t_leases, sl_t_counters, sl_t_repair_lease;
+extern const sl_table sl_t_queues, sl_t_queue_index, sl_t_monoton, sl_t_pointers, sl_t_messages, sl_t_leases,
+    sl_t_counters, sl_t_repair_lease;
 
 #define QKEY_MAX (2 * SL_NAME_MAX + 24)
 #define READ_WINDOW 8          /* non-empty buckets the reader looks ahead of its pointer */
@@ -273,6 +273,7 @@ struct sl_watch {
 
 struct sl_engine {
     sl_store *st;
+    int64_t epoch; /* the store's (sl_store_epoch), for msg_version_next */
     sl_engine_config cfg;
     pthread_mutex_t mu; /* guards the lists below */
     qstate *queues;
@@ -384,6 +385,7 @@ typedef struct eng_casg {
     size_t bn;
     void (*done)(void *arg);
     void *arg;
+    int early;             /* may be answered before durable (sl_store_apply_cb_early): a lease */
     struct eng_casg *next; /* the combiner's */
 } eng_casg;
 void eng_cas_submit(sl_engine *e, qstate *q, eng_casg *g);
@@ -399,6 +401,14 @@ size_t eng_cas_arrange(sl_write *w, size_t n, void (*swap)(void *ctx, size_t a, 
  * what eng_cas() would return for w[i]. */
 void eng_cas_many(sl_engine *e, qstate *q, sl_write *w, size_t n, int nonce_col, int *rcs);
 int64_t eng_nonce(void);
+/* The version a message row gets in place of v on a lease, an update, an
+ * ack or a move: v + 1, in the store's epoch (sl_store_epoch) when it has
+ * one (its high 32 bits). A lease answered before it was durable and lost
+ * in a crash gave a version of an earlier epoch, which is never written
+ * again, so its receipt never matches a later delivery (guarantee 4). */
+static inline int64_t msg_version_next(const sl_engine *e, int64_t v) {
+    return e->epoch > 0 ? e->epoch << 32 | ((v + 1) & 0xffffffff) : v + 1;
+}
 int eng_write(sl_engine *e, const sl_write *w, size_t n);
 int eng_pointer_get(sl_engine *e, const char *qkey, const char *name, int64_t *out);
 int eng_pointer_advance(sl_engine *e, const char *qkey, const char *name, int64_t from, int64_t to);

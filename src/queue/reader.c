@@ -67,13 +67,13 @@ static int dead_letter_due(sl_engine *e, qstate *q, const sl_row *m) {
 /* The CAS that leases message m (as read) until visible_ms. A first
  * delivery records its time, in the write and in m (leased_message reports
  * it from there). */
-static void lease_write(qstate *q, sl_row *m, int64_t now, int64_t visible, sl_write *w) {
+static void lease_write(const sl_engine *e, qstate *q, sl_row *m, int64_t now, int64_t visible, sl_write *w) {
     memset(w, 0, sizeof *w);
     msg_key(w, q->qkey, m->v[M_BUCKET].i, m->v[M_ID].i);
     w->kind = SL_W_UPDATE_IF;
     w->ttl = (int)ttl_left_s(m->v[M_EXP].i, now);
     w->row.v[M_STATE] = sl_vint(MS_WAITING);
-    w->row.v[M_VERSION] = sl_vint(m->v[M_VERSION].i + 1);
+    w->row.v[M_VERSION] = sl_vint(msg_version_next(e, m->v[M_VERSION].i));
     w->row.v[M_VISIBLE] = sl_vint(visible);
     w->row.v[M_DCOUNT] = sl_vint(m->v[M_DCOUNT].i + 1);
     if (m->v[M_DCOUNT].i == 0) w->row.v[M_FIRST] = m->v[M_FIRST] = sl_vint(now);
@@ -84,12 +84,12 @@ static void lease_write(qstate *q, sl_row *m, int64_t now, int64_t visible, sl_w
 }
 
 /* What a client gets for a message it leased with lease_write(). */
-static int leased_message(qstate *q, const sl_row *m, int64_t visible, sl_message *out) {
+static int leased_message(const sl_engine *e, qstate *q, const sl_row *m, int64_t visible, sl_message *out) {
     lg_leased(q, m->v[M_ID].i, m->v[M_PUT].i, visible);
     int rc = msg_fill_message(out, m);
     if (rc) return rc;
     out->delivery_count = m->v[M_DCOUNT].i + 1;
-    msg_receipt_make(q, out->receipt, m->v[M_ID].i, m->v[M_VERSION].i + 1, m->v[M_EXP].i);
+    msg_receipt_make(q, out->receipt, m->v[M_ID].i, msg_version_next(e, m->v[M_VERSION].i), m->v[M_EXP].i);
     out->lease_id = m->v[M_ID].i;
     out->lease_exp_ms = m->v[M_EXP].i;
     out->lease_set = 1;
@@ -104,11 +104,11 @@ static int lease_one(sl_engine *e, qstate *q, sl_row *m, int invis_s, sl_message
     if (rc) return rc > 0 ? SL_ENOTAPPLIED : rc;
     int64_t now = sl_now_ms(), visible = now + (int64_t)invis_s * 1000;
     sl_write w;
-    lease_write(q, m, now, visible, &w);
+    lease_write(e, q, m, now, visible, &w);
     eng_cas_many(e, q, &w, 1, M_NONCE, &rc);
     if (rc) return rc;
-    msg_lease_entry(e, q, m->v[M_ID].i, m->v[M_VERSION].i + 1, visible, m->v[M_EXP].i, 1);
-    return leased_message(q, m, visible, out);
+    msg_lease_entry(e, q, m->v[M_ID].i, msg_version_next(e, m->v[M_VERSION].i), visible, m->v[M_EXP].i, 1);
+    return leased_message(e, q, m, visible, out);
 }
 
 /* The leases of rows[0..k) (READY, or WAITING and due): rows that are due
@@ -122,7 +122,7 @@ int msg_lease_writes(sl_engine *e, qstate *q, sl_row **rows, size_t k, int invis
     for (size_t i = 0; i < k && n < SL_RECEIVE_MAX; i++) {
         if ((rc = dead_letter_due(e, q, rows[i])) < 0) return rc;
         if (rc == 0) {
-            lease_write(q, rows[i], now, *visible, &w[n]);
+            lease_write(e, q, rows[i], now, *visible, &w[n]);
             todo[n++] = rows[i];
         }
     }
@@ -145,9 +145,10 @@ int msg_lease_after(sl_engine *e, qstate *q, sl_row **todo, size_t n, const int 
             if (rcs[i] != SL_ENOTAPPLIED && !err) err = rcs[i];
             continue;
         }
-        if ((rc = leased_message(q, todo[i], visible, &out[*got])) != 0) return rc;
+        if ((rc = leased_message(e, q, todo[i], visible, &out[*got])) != 0) return rc;
         (*got)++;
-        int64_t id = todo[i]->v[M_ID].i, ver = todo[i]->v[M_VERSION].i + 1, exp = todo[i]->v[M_EXP].i;
+        int64_t id = todo[i]->v[M_ID].i, ver = msg_version_next(e, todo[i]->v[M_VERSION].i);
+        int64_t exp = todo[i]->v[M_EXP].i;
         if (!msg_lease_entry_defer(q, id, ver, visible, exp, now))
             msg_lease_entry_write(q, id, ver, visible, exp, now, &entries[ne++]);
     }

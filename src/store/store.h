@@ -211,6 +211,22 @@ typedef struct {
      * (an HTTP worker that can park its request meanwhile) uses it; NULL:
      * the wrapper below runs apply() and calls done itself. */
     void (*apply_cb)(sl_store *s, const sl_write *w, size_t n, void (*done)(void *arg, int rc), void *arg);
+    /* Optional: apply_cb() for writes whose loss in a crash the caller can
+     * afford (a lease: its message is delivered again). done may run once
+     * the writes are applied, before they are durable: every later write,
+     * condition and SERIAL read of this store sees them, but a crash may
+     * still undo them, as a Cassandra write acknowledged before its commit
+     * log was synced is undone when every replica loses power. Writes so
+     * answered that a failed commit undid are made again before anything
+     * else. NULL: the wrapper below uses apply_cb(). */
+    void (*apply_cb_early)(sl_store *s, const sl_write *w, size_t n, void (*done)(void *arg, int rc),
+                           void *arg);
+    /* Optional: this start of the store's life, larger than every earlier
+     * one (1, 2, ...), for values that must never be given twice although
+     * writes answered early were lost in a crash (message versions, so that
+     * a lost lease's pop receipt never matches a later one). NULL: 0, a
+     * store that answers nothing early. */
+    int64_t (*epoch)(sl_store *s);
     int (*ping)(sl_store *s); /* 0 when the store answers */
     void (*close)(sl_store *s);
     /* Optional: writes the store's figures for GET /metrics (Prometheus
@@ -262,6 +278,18 @@ static inline void sl_store_apply_cb(sl_store *s, const sl_write *w, size_t n, v
     else
         done(arg, s->type->apply(s, w, n, NULL));
 }
+static inline void sl_store_apply_cb_early(sl_store *s, const sl_write *w, size_t n,
+                                           void (*done)(void *, int), void *arg) {
+    if (!s->type->apply_cb_early) {
+        sl_store_apply_cb(s, w, n, done, arg);
+        return;
+    }
+    sl_store_count_writes(w, n);
+    s->type->apply_cb_early(s, w, n, done, arg);
+}
+static inline int64_t sl_store_epoch(sl_store *s) {
+    return s->type->epoch ? s->type->epoch(s) : 0;
+}
 /* Whether apply_cb() returns before the writes are done. */
 static inline int sl_store_defers(const sl_store *s) { return s->type->apply_cb != NULL; }
 static inline int sl_store_ping(sl_store *s) { return s->type->ping(s); }
@@ -275,8 +303,10 @@ static inline void sl_store_metrics(sl_store *s, struct sl_text *t) {
 
 /* Opens (creating) DIR/sluice.db in WAL mode with synchronous=FULL. One
  * writer thread commits the writes of many callers in one transaction and
- * answers each caller only after that transaction is on disk (group commit);
- * reads use a pool of read-only connections. A failed COMMIT is reported as
+ * answers each caller only after that transaction is on disk (group commit),
+ * except those of apply_cb_early(), answered as soon as their statements
+ * ran; reads use a pool of read-only connections. Each open counts one more
+ * epoch, on disk before it returns. A failed COMMIT is reported as
  * SL_EUNKNOWN (it may have reached the disk). Returns 0 and *out, or a
  * negative code. */
 int sl_store_sqlite_open(const char *dir, sl_store **out);
@@ -286,6 +316,9 @@ void sl_store_sqlite_set_max_pending(sl_store *s, int max);
 /* Waits until every write queued so far, apply_async() ones included, is
  * committed. For tests that need the effects of asynchronous writes. */
 int sl_store_sqlite_flush(sl_store *s);
+/* Tests: the next n groups fail before their COMMIT, as on a full disk
+ * (everything in them rolled back, their callers told SL_EIO). */
+void sl_store_sqlite_fail_commits(sl_store *s, int n);
 
 /* --- The Cassandra backend (store_cql.c) ------------------------------ */
 

@@ -36,7 +36,21 @@
  * (group commit), or calls back those who did not wait (apply_cb). Reads use
  * a pool of reader connections; WAL lets them run beside the writer, and
  * each read statement starts a fresh read transaction, so it sees every
- * commit that finished before it began. */
+ * commit that finished before it began.
+ *
+ * Early answers (apply_cb_early: a lease). Such a request is called back as
+ * soon as its statements ran, before the commit: every later write and
+ * condition runs on the writer's connection, after it, and sees it. A copy
+ * of its writes stays on the unsynced list until its group is committed:
+ *  - a SERIAL read of a row on that list waits for that commit, so that it
+ *    too sees what was answered (an update right after its receive);
+ *  - a failed commit (a full disk, an I/O error) undid writes that were
+ *    answered: the writer makes them again, first thing in every group
+ *    until one commits (redo), and answers nothing early meanwhile;
+ *  - a crash loses them. Each open counts one more epoch (sl_store_epoch),
+ *    on disk before the store is used, and the engine puts it in the
+ *    message versions it writes, so that a version answered in a lost
+ *    lease is never written again, and its pop receipt never matches. */
 #include <errno.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -57,6 +71,7 @@
 #define READERS_IDLE_MAX 32        /* idle reader connections kept open */
 #define BUSY_TIMEOUT_MS 5000
 #define BUSY_RETRIES 20
+#define REDO_RETRY_MS 100 /* a failed commit's early answers are tried again this often */
 
 /* The writer's transaction control, prepared once. */
 enum { TX_BEGIN, TX_COMMIT, TX_ROLLBACK, TX_SAVEPOINT, TX_RELEASE, TX_ROLLBACK_TO, TX_N };
@@ -95,6 +110,8 @@ typedef struct req {
     void *owned; /* apply_async(): the heap copy of the writes, freed with the req */
     void (*cb)(void *arg, int rc); /* apply_cb() */
     void *cb_arg;
+    int early;    /* apply_cb_early(): cb may run before the commit */
+    int answered; /* cb ran already (early) */
 } req;
 
 /* A delayed apply(): a deep copy of its writes in one allocation. While it
@@ -147,6 +164,15 @@ typedef struct {
     parked *phead, *ptail;
     int nparked;          /* atomic: items on it; the writer notes shadows only then */
     int late_stamps;      /* sl_store_sqlite_set_late_stamps */
+
+    int64_t epoch;         /* this open's (sl_store_epoch): set before the writer starts */
+    pthread_mutex_t emu;   /* guards the unsynced list */
+    pthread_cond_t ecv;    /* signals that the unsynced list emptied */
+    parked *uhead, *utail; /* copies of writes answered early, not yet committed */
+    int nunsynced;         /* atomic: entries on the list */
+    int redo;              /* the list's writes were undone by a failed commit: writer only */
+    int fail_commits;      /* sl_store_sqlite_fail_commits: writer only once set */
+    uint64_t m_early;      /* requests answered early (atomic adds) */
 } sq_store;
 
 static const sl_store_type sq_type;
@@ -709,6 +735,7 @@ static int updates_only(const sl_write *w, size_t n) {
 }
 
 static void note_shadows(sq_store *s, const sl_write *w, size_t n);
+static parked *copy_writes(const sl_write *w, size_t n);
 
 /* Executes one apply() inside the group's transaction. Conditions are all
  * checked before anything is written, so a batch that is not applied leaves
@@ -856,9 +883,70 @@ static void purge(sq_store *s) {
     exec(s->wc->db, "RELEASE purge");
 }
 
+/* Writes again what was answered early and then undone by a failed commit
+ * (see the top of the file), in the order it was first written. Their
+ * conditions held then, on the rows as the last commit left them, and
+ * nothing else has written those rows since, since these come first; a
+ * condition that fails now means that the failed COMMIT landed after all
+ * (its outcome was unknown), and the write is there already. */
+static int redo_unsynced(sq_store *s) {
+    int64_t now = sl_now_ms();
+    int rc = 0;
+    for (parked *p = s->uhead; p && rc == 0; p = p->next)
+        for (size_t k = 0; k < p->n && rc == 0; k++) {
+            int applied;
+            rc = p->w[k].kind == SL_W_UPDATE_IF ? update_if(s->wc, &p->w[k], now, &applied)
+                                                : write_one(s->wc, &p->w[k], now);
+        }
+    return rc;
+}
+
+/* After r's statements ran (r->rc): answers it now if it asked to be
+ * answered early and may be. Its writes go on the unsynced list first; a
+ * write that was not applied (a failed condition) wrote nothing to keep. */
+static void answer_early(sq_store *s, req *r) {
+    if (!r->early || s->redo || (r->rc != 0 && r->rc != SL_ENOTAPPLIED)) return;
+    if (r->rc == 0) {
+        parked *p = copy_writes(r->w, r->n);
+        if (!p) return; /* answered after the commit, as any other */
+        pthread_mutex_lock(&s->emu);
+        if (s->utail)
+            s->utail->next = p;
+        else
+            s->uhead = p;
+        s->utail = p;
+        __atomic_add_fetch(&s->nunsynced, 1, __ATOMIC_RELEASE);
+        pthread_mutex_unlock(&s->emu);
+    }
+    r->answered = 1;
+    sl_count(&s->m_early, 1);
+    sl_result_free(&r->cur);
+    r->cb(r->cb_arg, r->rc);
+}
+
+/* After the group's COMMIT: committed (ok), the unsynced list is on disk;
+ * else it must be written again. */
+static void unsynced_settle(sq_store *s, int ok) {
+    pthread_mutex_lock(&s->emu);
+    if (ok) {
+        for (parked *p = s->uhead, *next; p; p = next) {
+            next = p->next;
+            free(p);
+        }
+        s->uhead = s->utail = NULL;
+        __atomic_store_n(&s->nunsynced, 0, __ATOMIC_RELEASE);
+        pthread_cond_broadcast(&s->ecv);
+    } else if (s->uhead && !s->redo) {
+        sl_log(SL_ERR, "store: writes answered before a failed commit are made again with the next group");
+    }
+    s->redo = !ok && s->uhead;
+    pthread_mutex_unlock(&s->emu);
+}
+
 static void run_group(sq_store *s, req *group) {
     sqlite3 *db = s->wc->db;
     int rc = tx(s, TX_BEGIN);
+    if (rc == 0 && s->redo) rc = redo_unsynced(s);
     for (req *r = group; r && rc == 0; r = r->next) {
         /* A request of one write is one statement, which SQLite makes
          * atomic by itself; only longer ones need a savepoint to fail alone. */
@@ -876,6 +964,7 @@ static void run_group(sq_store *s, req *group) {
             if (sp && (rc = tx(s, TX_ROLLBACK_TO))) break;
         }
         if (sp) rc = tx(s, TX_RELEASE);
+        if (rc == 0) answer_early(s, r);
     }
     if (rc == 0 && ++s->groups % PURGE_EVERY == 0) purge(s);
     /* A COMMIT that fails (an fsync error, say) may still have reached the
@@ -884,6 +973,10 @@ static void run_group(sq_store *s, req *group) {
      * full disk at COMMIT: SQLite writes the WAL frame that marks the commit
      * last, and a frame that could not be written in full commits nothing. */
     int at_commit = 0;
+    if (rc == 0 && s->fail_commits > 0) { /* sl_store_sqlite_fail_commits */
+        s->fail_commits--;
+        rc = SL_EIO;
+    }
     if (rc == 0) at_commit = (rc = tx(s, TX_COMMIT)) != 0;
     if (rc) {
         if (rc != SL_ENOSPC)
@@ -892,12 +985,16 @@ static void run_group(sq_store *s, req *group) {
             sl_log(SL_ERR, "store: the disk of %s is full: writes are refused (507) until space is freed", s->path);
         s->full = rc == SL_ENOSPC;
         if (!sqlite3_get_autocommit(db)) tx(s, TX_ROLLBACK);
+        /* A COMMIT whose outcome is unknown may have landed: writing the
+         * answered writes again is harmless then (they are the newest). */
+        unsynced_settle(s, 0);
         for (req *r = group; r; r = r->next) {
             r->rc = rc == SL_ENOSPC ? SL_ENOSPC : at_commit ? SL_EUNKNOWN : SL_EIO;
             sl_result_free(&r->cur);
         }
         return;
     }
+    unsynced_settle(s, 1);
     if (s->full) sl_log(SL_INFO, "store: the disk has room again: writes succeed");
     s->full = 0;
     for (req *r = group; r; r = r->next)
@@ -909,19 +1006,36 @@ static void *writer_main(void *arg) {
     sq_store *s = arg;
     for (;;) {
         pthread_mutex_lock(&s->mu);
-        while (!s->head && !s->stopping)
-            pthread_cond_wait(&s->cv, &s->mu);
+        int idle = 0; /* nothing queued, and writes answered early to make again */
+        while (!s->head && !s->stopping && !idle) {
+            if (!s->redo) {
+                pthread_cond_wait(&s->cv, &s->mu);
+                continue;
+            }
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += REDO_RETRY_MS * 1000000L;
+            if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+            idle = pthread_cond_timedwait(&s->cv, &s->mu, &until) == ETIMEDOUT;
+        }
         req *group = s->head, *last = group;
-        if (!group) {
+        if (!group && !idle && !s->redo) {
             pthread_mutex_unlock(&s->mu);
             break; /* stopping, and nothing is left to do */
         }
-        for (int i = 1; i < GROUP_MAX && last->next; i++)
+        for (int i = 1; last && i < GROUP_MAX && last->next; i++)
             last = last->next;
-        s->head = last->next;
-        if (!s->head) s->tail = NULL;
-        last->next = NULL;
+        if (last) {
+            s->head = last->next;
+            if (!s->head) s->tail = NULL;
+            last->next = NULL;
+        }
+        int stopping = s->stopping;
         pthread_mutex_unlock(&s->mu);
+        if (!group && stopping) { /* a last try at them; a crash would lose them too */
+            run_group(s, NULL);
+            break;
+        }
 
         int64_t t0_us = sl_latency_us();
         run_group(s, group);
@@ -960,7 +1074,7 @@ static void *writer_main(void *arg) {
         for (req *r = calls, *next; r; r = next) {
             next = r->wnext;
             sl_result_free(&r->cur);
-            r->cb(r->cb_arg, r->rc);
+            if (!r->answered) r->cb(r->cb_arg, r->rc);
             free(r);
         }
     }
@@ -1226,6 +1340,13 @@ static int sq_apply(sl_store *st, const sl_write *w, size_t n, sl_result *curren
     return submit(s, w, n, NULL, 0, current);
 }
 
+void sl_store_sqlite_fail_commits(sl_store *st, int n) {
+    sq_store *s = (sq_store *)st;
+    pthread_mutex_lock(&s->mu);
+    s->fail_commits = n;
+    pthread_mutex_unlock(&s->mu);
+}
+
 void sl_store_sqlite_set_max_pending(sl_store *st, int max) {
     sq_store *s = (sq_store *)st;
     pthread_mutex_lock(&s->mu);
@@ -1270,7 +1391,8 @@ static int sq_apply_async(sl_store *st, const sl_write *w, size_t n) {
 /* apply() without waiting: the request goes on the writer's queue and done
  * runs from the writer once its group is committed. With a fault hook set
  * (tests only), or when the request cannot be queued, it runs here. */
-static void sq_apply_cb(sl_store *st, const sl_write *w, size_t n, void (*done)(void *, int), void *arg) {
+static void apply_cb(sl_store *st, const sl_write *w, size_t n, void (*done)(void *, int), void *arg,
+                     int early) {
     sq_store *s = (sq_store *)st;
     int cas, one_partition, rc;
     req *r = NULL;
@@ -1289,11 +1411,53 @@ static void sq_apply_cb(sl_store *st, const sl_write *w, size_t n, void (*done)(
     r->n = n;
     r->cb = done;
     r->cb_arg = arg;
+    r->early = early;
     sl_result_init(&r->cur);
     if ((rc = enqueue(s, r)) != 0) {
         free(r);
         done(arg, rc);
     }
+}
+
+static void sq_apply_cb(sl_store *st, const sl_write *w, size_t n, void (*done)(void *, int), void *arg) {
+    apply_cb(st, w, n, done, arg, 0);
+}
+
+static void sq_apply_cb_early(sl_store *st, const sl_write *w, size_t n, void (*done)(void *, int),
+                              void *arg) {
+    apply_cb(st, w, n, done, arg, 1);
+}
+
+static int64_t sq_epoch(sl_store *st) {
+    return ((sq_store *)st)->epoch;
+}
+
+/* A SERIAL read of a row that a write answered early has changed waits for
+ * that write's commit (see the top of the file); SL_EUNAVAILABLE if that
+ * takes longer than EARLY_WAIT_MS (commits failing: a full disk). */
+#define EARLY_WAIT_MS 5000
+static int unsynced_wait(sq_store *s, const sl_table *t, const sl_val *key) {
+    sl_write probe;
+    probe.t = t;
+    memcpy(probe.row.v, key, (size_t)(t->npk + t->nck) * sizeof *key);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += EARLY_WAIT_MS / 1000;
+    int rc = 0;
+    pthread_mutex_lock(&s->emu);
+    for (;;) {
+        int hit = 0;
+        for (parked *p = s->uhead; p && !hit; p = p->next)
+            for (size_t k = 0; k < p->n && !hit; k++)
+                hit = p->w[k].t == t && same_key(&probe, &p->w[k], t->npk + t->nck);
+        if (!hit) break;
+        if (pthread_cond_timedwait(&s->ecv, &s->emu, &until) == ETIMEDOUT) {
+            rc = SL_EUNAVAILABLE;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->emu);
+    return rc;
 }
 
 int sl_store_sqlite_flush(sl_store *st) {
@@ -1313,6 +1477,9 @@ static int sq_get(sl_store *st, const sl_table *t, const sl_val *key, int consis
     if (s->read_fault) frc = s->read_fault(s->read_fault_ctx, t, consistency);
     pthread_mutex_unlock(&s->fmu);
     if (frc) return frc;
+    if (consistency == SL_READ_SERIAL && __atomic_load_n(&s->nunsynced, __ATOMIC_ACQUIRE) > 0 &&
+        (frc = unsynced_wait(s, t, key)) != 0)
+        return frc;
     conn *c;
     sqlite3_stmt *q;
     int rc = reader_take(s, &c);
@@ -1396,6 +1563,10 @@ static void sq_close(sl_store *st) {
         next = p->next;
         free(p);
     }
+    for (parked *p = s->uhead, *next; p; p = next) {
+        next = p->next;
+        free(p);
+    }
     for (conn *c = s->readers, *next; c; c = next) {
         next = c->next;
         conn_free(c);
@@ -1408,6 +1579,8 @@ static void sq_close(sl_store *st) {
     pthread_mutex_destroy(&s->rmu);
     pthread_mutex_destroy(&s->fmu);
     pthread_mutex_destroy(&s->pmu);
+    pthread_mutex_destroy(&s->emu);
+    pthread_cond_destroy(&s->ecv);
     free(s->tables);
     free(s->path);
     free(s);
@@ -1425,6 +1598,9 @@ static void sq_metrics(sl_store *st, sl_text *t) {
     sl_metric_head(t, "sluice_store_commit_duration_seconds", "histogram",
                    "Embedded store: a group's time from its first statement to its commit's fsync.");
     sl_hist_print(t, "sluice_store_commit_duration_seconds", "", &s->m_commit);
+    sl_metric_head(t, "sluice_store_early_answers_total", "counter",
+                   "Embedded store: write requests (leases) answered once applied, before their commit.");
+    sl_text_printf(t, "sluice_store_early_answers_total %llu\n", (unsigned long long)sl_counted(&s->m_early));
     pthread_mutex_lock(&s->mu);
     int pending = s->npending;
     pthread_mutex_unlock(&s->mu);
@@ -1442,6 +1618,8 @@ static const sl_store_type sq_type = {
     .apply = sq_apply,
     .apply_async = sq_apply_async,
     .apply_cb = sq_apply_cb,
+    .apply_cb_early = sq_apply_cb_early,
+    .epoch = sq_epoch,
     .ping = sq_ping,
     .close = sq_close,
     .metrics = sq_metrics,
@@ -1467,6 +1645,29 @@ static int check_layout(sqlite3 *db) {
         return SL_EINVAL;
     }
     return 0;
+}
+
+/* Counts this open's epoch: one more than the last one on disk, committed
+ * (fsynced) before anything is answered early (see the top of the file). */
+static int epoch_next(sqlite3 *db, int64_t *out) {
+    int rc = exec(db, "BEGIN IMMEDIATE");
+    if (rc) return rc;
+    sqlite3_stmt *st = NULL;
+    rc = exec(db, "CREATE TABLE IF NOT EXISTS sluice_epoch(k INTEGER PRIMARY KEY, v INTEGER NOT NULL)");
+    if (rc == 0)
+        rc = map_err(sqlite3_prepare_v2(db, "SELECT v FROM sluice_epoch WHERE k = 0", -1, &st, NULL));
+    if (rc == 0) {
+        int src = step(st);
+        *out = (src == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0) + 1;
+        if (src != SQLITE_ROW && src != SQLITE_DONE) rc = map_err(src);
+    }
+    sqlite3_finalize(st);
+    char sql[96];
+    snprintf(sql, sizeof sql, "INSERT OR REPLACE INTO sluice_epoch(k, v) VALUES(0, %lld)", (long long)*out);
+    if (rc == 0) rc = exec(db, sql);
+    if (rc == 0) rc = exec(db, "COMMIT");
+    if (rc) exec(db, "ROLLBACK");
+    return rc;
 }
 
 /* Creates dir and its missing parents, like mkdir -p. */
@@ -1519,12 +1720,15 @@ int sl_store_sqlite_open(const char *dir, sl_store **out) {
     pthread_mutex_init(&s->rmu, NULL);
     pthread_mutex_init(&s->fmu, NULL);
     pthread_mutex_init(&s->pmu, NULL);
+    pthread_mutex_init(&s->emu, NULL);
+    pthread_cond_init(&s->ecv, NULL);
     rc = SL_ENOMEM;
     size_t len = strlen(dir) + sizeof "/sluice.db";
     if (!(s->path = sl_malloc(len))) goto fail;
     snprintf(s->path, len, "%s/sluice.db", dir);
     if ((rc = conn_open(s->path, 1, &s->wc))) goto fail;
     if ((rc = check_layout(s->wc->db))) goto fail;
+    if ((rc = epoch_next(s->wc->db, &s->epoch))) goto fail;
     if (pthread_create(&s->thr, NULL, writer_main, s)) {
         rc = SL_ENOMEM;
         goto fail;

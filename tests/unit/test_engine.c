@@ -69,7 +69,7 @@ static int t_msg_receive(sl_engine *e, const char *account, const char *queue, i
     sem_t s;
     sem_init(&s, 0, 0);
     sl_op *op;
-    int rc = sl_msg_receive_start(e, account, queue, max, invis_s, t_done, &s, &op);
+    int rc = sl_msg_receive_start(e, account, queue, max, invis_s, 0, t_done, &s, &op);
     if (rc == 0) {
         t_wait(op, &s);
         rc = sl_msg_receive_finish(op, out, n);

@@ -12,6 +12,7 @@
 #endif
 #include <ftw.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1624,6 +1625,89 @@ static void t_apply_cb(void **state) {
     assert_int_equal(log.rc[0], SL_EINVAL);
 }
 
+/* apply_cb_early(): a compare-and-set is answered once applied, and a
+ * SERIAL read made right after its answer sees it (the store waits for its
+ * commit), as an update of a message right after its receive must; each
+ * open of the store is a larger epoch. */
+typedef struct {
+    sem_t answered;
+    int rc;
+} early_arg;
+
+static void early_done(void *arg, int rc) {
+    early_arg *a = arg;
+    a->rc = rc;
+    sem_post(&a->answered);
+}
+
+static void t_apply_cb_early(void **state) {
+    fx *f = *state;
+    int64_t epoch = sl_store_epoch(f->s);
+    assert_true(epoch >= 1);
+    assert_int_equal(kv_put(f->s, "x", 0, NULL, 0), 0);
+    early_arg a;
+    sem_init(&a.answered, 0, 0);
+    int64_t cur = 0;
+    for (int i = 0; i < 200; i++) {
+        /* Odd rounds expect a value x does not have: not applied. */
+        int stale = i % 2;
+        sl_write w = kv_w(SL_W_UPDATE_IF, "x");
+        w.row.v[KV_I] = sl_vint(stale ? -1 : cur + 1);
+        w.cond[0] = (sl_cond){KV_I, sl_vint(stale ? cur + 1000 : cur)};
+        w.ncond = 1;
+        sl_store_apply_cb_early(f->s, &w, 1, early_done, &a);
+        while (sem_wait(&a.answered) != 0) {
+        }
+        assert_int_equal(a.rc, stale ? SL_ENOTAPPLIED : 0);
+        cur += !stale;
+        sl_result r;
+        sl_result_init(&r);
+        assert_int_equal(kv_get(f->s, "x", SL_READ_SERIAL, &r), 0);
+        assert_int_equal(r.rows[0].v[KV_I].i, cur);
+        sl_result_free(&r);
+    }
+    sem_destroy(&a.answered);
+    sl_store_close(f->s);
+    f->s = NULL;
+    assert_int_equal(open_store(f), 0);
+    assert_int_equal(kv_i(f->s, "x"), 100);
+    assert_int_equal(sl_store_epoch(f->s), epoch + 1);
+}
+
+/* A commit that fails after a write was answered early undoes it; the
+ * store writes it again first thing, with nothing else queued, and a
+ * SERIAL read made meanwhile waits for that and sees it. */
+static void t_apply_cb_early_redo(void **state) {
+    fx *f = *state;
+    assert_int_equal(kv_put(f->s, "x", 0, NULL, 0), 0);
+    sl_store_sqlite_fail_commits(f->s, 3);
+    early_arg a;
+    sem_init(&a.answered, 0, 0);
+    sl_write w = kv_w(SL_W_UPDATE_IF, "x");
+    w.row.v[KV_I] = sl_vint(1);
+    w.cond[0] = (sl_cond){KV_I, sl_vint(0)};
+    w.ncond = 1;
+    sl_store_apply_cb_early(f->s, &w, 1, early_done, &a);
+    while (sem_wait(&a.answered) != 0) {
+    }
+    assert_int_equal(a.rc, 0);
+    sem_destroy(&a.answered);
+    /* Its group and the next two fail (the redo's, or a put's); then the
+     * redo commits. */
+    sl_result r;
+    sl_result_init(&r);
+    assert_int_equal(kv_get(f->s, "x", SL_READ_SERIAL, &r), 0);
+    assert_int_equal(r.rows[0].v[KV_I].i, 1);
+    sl_result_free(&r);
+    /* The row stays as answered: a compare-and-set that expects 0 fails. */
+    w.row.v[KV_I] = sl_vint(2);
+    assert_int_equal(sl_store_apply(f->s, &w, 1, NULL), SL_ENOTAPPLIED);
+    sl_store_close(f->s);
+    f->s = NULL;
+    assert_int_equal(open_store(f), 0);
+    assert_int_equal(kv_i(f->s, "x"), 1);
+}
+
 int main(void) {
     struct CMUnitTest contract[NCASES];
     for (size_t i = 0; i < NCASES; i++)
@@ -1632,6 +1716,8 @@ int main(void) {
     const struct CMUnitTest sqlite_only[] = {
         cmocka_unit_test_setup_teardown(t_durable_reopen, sqlite_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(t_apply_cb, sqlite_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(t_apply_cb_early, sqlite_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(t_apply_cb_early_redo, sqlite_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(t_purge, sqlite_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(t_group_commit, sqlite_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(t_fault_actions, sqlite_setup, fx_teardown),
