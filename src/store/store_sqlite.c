@@ -43,7 +43,8 @@
  * condition runs on the writer's connection, after it, and sees it. A copy
  * of its writes stays on the unsynced list until its group is committed:
  *  - a SERIAL read of a row on that list waits for that commit, so that it
- *    too sees what was answered (an update right after its receive);
+ *    too sees what was answered (an update right after its receive), and
+ *    so does every read after sl_store_catch_up (a peek, the statistics);
  *  - a failed commit (a full disk, an I/O error) undid writes that were
  *    answered: the writer makes them again, first thing in every group
  *    until one commits (redo), and answers nothing early meanwhile;
@@ -170,6 +171,7 @@ typedef struct {
     pthread_cond_t ecv;    /* signals that the unsynced list emptied */
     parked *uhead, *utail; /* copies of writes answered early, not yet committed */
     int nunsynced;         /* atomic: entries on the list */
+    uint64_t usynced;      /* commits that emptied the list (under emu) */
     int redo;              /* the list's writes were undone by a failed commit: writer only */
     int fail_commits;      /* sl_store_sqlite_fail_commits: writer only once set */
     uint64_t m_early;      /* requests answered early (atomic adds) */
@@ -934,6 +936,7 @@ static void unsynced_settle(sq_store *s, int ok) {
             free(p);
         }
         s->uhead = s->utail = NULL;
+        s->usynced++;
         __atomic_store_n(&s->nunsynced, 0, __ATOMIC_RELEASE);
         pthread_cond_broadcast(&s->ecv);
     } else if (s->uhead && !s->redo) {
@@ -1433,21 +1436,23 @@ static int64_t sq_epoch(sl_store *st) {
 }
 
 /* A SERIAL read of a row that a write answered early has changed waits for
- * that write's commit (see the top of the file); SL_EUNAVAILABLE if that
- * takes longer than EARLY_WAIT_MS (commits failing: a full disk). */
+ * that write's commit (t != NULL: the row of t with key), and so does a
+ * read after sl_store_catch_up (t == NULL: every write answered so far,
+ * which the next commit that empties the list has made durable, however
+ * many were answered since); see the top of the file. SL_EUNAVAILABLE if
+ * that takes longer than EARLY_WAIT_MS (commits failing: a full disk). */
 #define EARLY_WAIT_MS 5000
 static int unsynced_wait(sq_store *s, const sl_table *t, const sl_val *key) {
-    sl_write probe;
-    probe.t = t;
-    memcpy(probe.row.v, key, (size_t)(t->npk + t->nck) * sizeof *key);
+    sl_write probe = {.t = t};
+    if (t) memcpy(probe.row.v, key, (size_t)(t->npk + t->nck) * sizeof *key);
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += EARLY_WAIT_MS / 1000;
     int rc = 0;
     pthread_mutex_lock(&s->emu);
-    for (;;) {
-        int hit = 0;
-        for (parked *p = s->uhead; p && !hit; p = p->next)
+    for (uint64_t synced = s->usynced; s->usynced == synced;) {
+        int hit = !t && s->uhead;
+        for (parked *p = t ? s->uhead : NULL; p && !hit; p = p->next)
             for (size_t k = 0; k < p->n && !hit; k++)
                 hit = p->w[k].t == t && same_key(&probe, &p->w[k], t->npk + t->nck);
         if (!hit) break;
@@ -1458,6 +1463,11 @@ static int unsynced_wait(sq_store *s, const sl_table *t, const sl_val *key) {
     }
     pthread_mutex_unlock(&s->emu);
     return rc;
+}
+
+static int sq_catch_up(sl_store *st) {
+    sq_store *s = (sq_store *)st;
+    return __atomic_load_n(&s->nunsynced, __ATOMIC_ACQUIRE) > 0 ? unsynced_wait(s, NULL, NULL) : 0;
 }
 
 int sl_store_sqlite_flush(sl_store *st) {
@@ -1620,6 +1630,7 @@ static const sl_store_type sq_type = {
     .apply_cb = sq_apply_cb,
     .apply_cb_early = sq_apply_cb_early,
     .epoch = sq_epoch,
+    .catch_up = sq_catch_up,
     .ping = sq_ping,
     .close = sq_close,
     .metrics = sq_metrics,

@@ -365,6 +365,21 @@ def test_peek_does_not_lease_or_count(client):
     assert all(m["deliveryCount"] == 1 for m in got), got
 
 
+def test_a_peek_right_after_a_receive_does_not_show_what_it_leased(client):
+    """The embedded store answers a lease before its commit is on disk; a
+    peek sent after that answer must still see the lease (read your own
+    writes), here 30 times in a row, each right after its receive."""
+    q = client.new_queue("peeklease")
+    assert_status(client.put_batch(q, [f"m{i}" for i in range(30)]), 201)
+    for i in range(30):
+        got = client.receive_list(q, 1, 60)
+        assert len(got) == 1, f"receive {i}: {got}"
+        r = assert_status(client.peek(q, 32), 200)
+        shown = {m["messageId"] for m in r.json()["messages"]}
+        assert got[0]["messageId"] not in shown, f"peek {i} shows the message receive {i} leased"
+        assert len(shown) == 29 - i, describe(r)
+
+
 def test_peek_count(client):
     q = client.new_queue("peekcount")
     assert_status(client.put_batch(q, [f"m{i}" for i in range(10)]), 201)
