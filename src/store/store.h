@@ -229,9 +229,10 @@ typedef struct {
     int64_t (*epoch)(sl_store *s);
     /* Optional: waits until every write answered early so far is seen by
      * every read, not only SERIAL ones (a peek right after a receive must
-     * not show the message it leased). 0, or SL_EUNAVAILABLE when that does
-     * not happen within seconds. NULL: nothing to wait for. */
-    int (*catch_up)(sl_store *s);
+     * not show the message it leased), or a few seconds at most (commits
+     * failing: a full disk), after which reads see what is on disk. NULL:
+     * nothing to wait for. */
+    void (*catch_up)(sl_store *s);
     int (*ping)(sl_store *s); /* 0 when the store answers */
     void (*close)(sl_store *s);
     /* Optional: writes the store's figures for GET /metrics (Prometheus
@@ -295,8 +296,8 @@ static inline void sl_store_apply_cb_early(sl_store *s, const sl_write *w, size_
 static inline int64_t sl_store_epoch(sl_store *s) {
     return s->type->epoch ? s->type->epoch(s) : 0;
 }
-static inline int sl_store_catch_up(sl_store *s) {
-    return s->type->catch_up ? s->type->catch_up(s) : 0;
+static inline void sl_store_catch_up(sl_store *s) {
+    if (s->type->catch_up) s->type->catch_up(s);
 }
 /* Whether apply_cb() returns before the writes are done. */
 static inline int sl_store_defers(const sl_store *s) { return s->type->apply_cb != NULL; }

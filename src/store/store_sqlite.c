@@ -47,7 +47,8 @@
  *    so does every read after sl_store_catch_up (a peek, the statistics);
  *  - a failed commit (a full disk, an I/O error) undid writes that were
  *    answered: the writer makes them again, first thing in every group
- *    until one commits (redo), and answers nothing early meanwhile;
+ *    until one commits (redo), and answers nothing early meanwhile, nor
+ *    while the disk is full;
  *  - a crash loses them. Each open counts one more epoch (sl_store_epoch),
  *    on disk before the store is used, and the engine puts it in the
  *    message versions it writes, so that a version answered in a lost
@@ -907,7 +908,7 @@ static int redo_unsynced(sq_store *s) {
  * answered early and may be. Its writes go on the unsynced list first; a
  * write that was not applied (a failed condition) wrote nothing to keep. */
 static void answer_early(sq_store *s, req *r) {
-    if (!r->early || s->redo || (r->rc != 0 && r->rc != SL_ENOTAPPLIED)) return;
+    if (!r->early || s->redo || s->full || (r->rc != 0 && r->rc != SL_ENOTAPPLIED)) return;
     if (r->rc == 0) {
         parked *p = copy_writes(r->w, r->n);
         if (!p) return; /* answered after the commit, as any other */
@@ -1440,7 +1441,8 @@ static int64_t sq_epoch(sl_store *st) {
  * read after sl_store_catch_up (t == NULL: every write answered so far,
  * which the next commit that empties the list has made durable, however
  * many were answered since); see the top of the file. SL_EUNAVAILABLE if
- * that takes longer than EARLY_WAIT_MS (commits failing: a full disk). */
+ * that takes longer than EARLY_WAIT_MS (commits failing: a full disk): a
+ * SERIAL read then fails, a read after catch_up reads what is on disk. */
 #define EARLY_WAIT_MS 5000
 static int unsynced_wait(sq_store *s, const sl_table *t, const sl_val *key) {
     sl_write probe = {.t = t};
@@ -1465,9 +1467,9 @@ static int unsynced_wait(sq_store *s, const sl_table *t, const sl_val *key) {
     return rc;
 }
 
-static int sq_catch_up(sl_store *st) {
+static void sq_catch_up(sl_store *st) {
     sq_store *s = (sq_store *)st;
-    return __atomic_load_n(&s->nunsynced, __ATOMIC_ACQUIRE) > 0 ? unsynced_wait(s, NULL, NULL) : 0;
+    if (__atomic_load_n(&s->nunsynced, __ATOMIC_ACQUIRE) > 0) unsynced_wait(s, NULL, NULL);
 }
 
 int sl_store_sqlite_flush(sl_store *st) {
