@@ -401,9 +401,10 @@ size_t eng_cas_arrange(sl_write *w, size_t n, void (*swap)(void *ctx, size_t a, 
  * what eng_cas() would return for w[i]. */
 void eng_cas_many(sl_engine *e, qstate *q, sl_write *w, size_t n, int nonce_col, int *rcs);
 int64_t eng_nonce(void);
-/* The version a message row gets in place of v on a lease, an update, an
- * ack or a move: v + 1, in the store's epoch (sl_store_epoch) when it has
- * one (its high 32 bits). A lease answered before it was durable and lost
+/* The version a message row gets in place of v on a lease, an update or a
+ * move: v + 1, in the store's epoch (sl_store_epoch) when it has one (its
+ * high 32 bits). An ack's stays v + 1: no compare-and-set applies to an
+ * acked row. A lease answered before it was durable and lost
  * in a crash gave a version of an earlier epoch, which is never written
  * again, so its receipt never matches a later delivery (guarantee 4). */
 static inline int64_t msg_version_next(const sl_engine *e, int64_t v) {
