@@ -12,7 +12,9 @@
 # and SLUICE_TLS_KEY the server speaks HTTPS, and so does loadgen). P and C are the
 # producers and consumers; the flags go to loadgen (W2: --batch 10
 # --recv-max 10; W3: FILL=100000 and P=0, C=16, --recv-max 10 --drain
-# 100000). DUR (seconds, 6) and WARM (2) set the run length. To build an
+# 100000). DUR (seconds, 6) and WARM (2) set the run length. PROTO=sqs
+# drives the same queue through the SQS protocol (SigV4, access key "dev",
+# the primary key as secret; SQS's W1 is --recv-max 10 --ack-each). To build an
 # older revision: git worktree add /tmp/old REV && make -C /tmp/old.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,10 +43,11 @@ one() { # BIN[:ENV] [loadgen flags] -> prints the run's line
         bench/build/loadgen --port "$port" --account dev --queue q --header "Authorization: Key $key" \
             --producers 4 --consumers 0 --batch 100 --put-count "$FILL" --duration 120 "${tls[@]}" >/dev/null 2>&1
     fi
-    local t0 c0 c1
+    local t0 c0 c1 auth=(--account dev --queue q --header "Authorization: Key $key")
+    [ "${PROTO:-}" = sqs ] && auth=(--proto sqs --access-key dev --secret "$key" --queue-url "$url/dev/q")
     t0=$(date +%s.%N)
     c0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-    bench/build/loadgen --port "$port" --account dev --queue q --header "Authorization: Key $key" \
+    bench/build/loadgen --port "$port" "${auth[@]}" \
         --producers "$p" --consumers "$c" --duration "${DUR:-6}" --warmup "${WARM:-2}" "${tls[@]}" "$@" 2>/dev/null |
         tail -1 >"$dir/result.json"
     c1=$(awk '{print $14 + $15}' "/proc/$pid/stat")

@@ -614,7 +614,7 @@ static int h_next(sl_http_req *r, void *ctx) {
         if (queue_opts(a, r, account, q, &qo)) return SL_HTTP_DONE;
         invis = qo.visibility_s;
     }
-    int rc = sl_msg_receive_start(a->cfg.engine, account, q, 1, (int)invis, 0, sl_api_op_wake, r, &op);
+    int rc = sl_msg_receive_start(a->cfg.engine, account, q, 1, (int)invis, sl_api_op_wake, r, &op);
     return rc ? sl_api_fail(r, rc, account, q) : sl_api_op_park(r, op);
 }
 

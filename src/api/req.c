@@ -465,7 +465,7 @@ static int recv_answer(sl_http_req *r, recv_state *st, sl_message *m, size_t n) 
 static int recv_start(sl_http_req *r, recv_state *st, int watched) {
     st->watched = watched;
     int rc = sl_msg_receive_start(st->args.engine, st->account, st->queue, st->args.max, st->args.invis,
-                                  st->args.sticky ? SL_RECV_STICKY : 0, sl_api_op_wake, r, &st->op);
+                                  sl_api_op_wake, r, &st->op);
     if (rc) {
         st->op = NULL;
         return recv_fail(r, st, rc);

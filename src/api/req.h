@@ -138,7 +138,6 @@ typedef struct {
     sl_engine *engine;
     const char *account, *queue; /* copied */
     int max, invis, wait_s;
-    int sticky; /* the answer makes the receipts sticky ones (SL_RECV_STICKY) */
     int (*answer)(sl_http_req *r, void *arg, sl_message *m, size_t n);
     int (*fail)(sl_http_req *r, void *arg, int rc);
     void *arg;

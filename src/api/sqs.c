@@ -1378,7 +1378,6 @@ static int a_receive_message(call *c) {
                              .max = (int)max,
                              .invis = (int)invis,
                              .wait_s = (int)wait,
-                             .sticky = 1,
                              .answer = rx_answer,
                              .fail = rx_fail,
                              .arg = x,

@@ -197,7 +197,7 @@ static int count_row(void *arg, const sl_row *m, int64_t now) {
     if (!a->oldest || m->v[M_PUT].i < a->oldest) a->oldest = m->v[M_PUT].i;
     if (!a->min_exp || m->v[M_EXP].i < a->min_exp) a->min_exp = m->v[M_EXP].i;
     if (m->v[M_STATE].i == MS_WAITING && m->v[M_VISIBLE].i > now) {
-        lg_entry x = {m->v[M_ID].i, m->v[M_VISIBLE].i, m->v[M_PUT].i, m->v[M_DCOUNT].i == 0};
+        lg_entry x = {m->v[M_ID].i, m->v[M_VISIBLE].i, m->v[M_PUT].i, msg_dcount(m->v[M_DCOUNT].i) == 0};
         if (put_entry(&a->inv, &x)) a->full = 1;
     }
     return 0;

@@ -258,14 +258,10 @@ int sl_msg_receipt_sticky(sl_engine *e, const char *account, const char *queue, 
     qstate *q;
     int rc = eng_queue(e, account, queue, &q);
     if (rc) return rc;
-    if (m->lease_set) { /* as this node's receive leased it: nothing to parse */
-        msg_receipt_make_sticky(q, out, m->lease_id, m->delivery_count, m->lease_exp_ms);
-        return 0;
-    }
-    int64_t id, version, exp;
-    int sticky;
-    if ((rc = msg_receipt_parse(q, m->receipt, &id, &version, &exp, &sticky)) != 0) return rc;
-    msg_receipt_make_sticky(q, out, id, sticky ? version : m->delivery_count, exp);
+    /* The delivery count as stored (its epoch included) is known only to
+     * the receive that leased m: a receipt alone does not carry it. */
+    if (!m->lease_set) return SL_EINVAL;
+    msg_receipt_make_sticky(q, out, m->lease_id, m->lease_dcount, m->lease_exp_ms);
     return 0;
 }
 

@@ -44,7 +44,7 @@ struct sl_op {
     /* put */
     int any_visible;
     /* receive */
-    int invis_s, early; /* early: its leases may be answered before they are durable */
+    int invis_s;
     size_t got, k;
     int64_t visible;
     sl_message *msgs;
@@ -205,7 +205,8 @@ static void op_send(sl_op *op, size_t n) {
                               .n = op->gn[g],
                               .done = group_answer,
                               .arg = op,
-                              .early = op->kind == OP_RECV && op->early};
+                              /* leases may be answered before they are durable */
+                              .early = op->kind == OP_RECV};
         eng_cas_submit(op->e, op->q, &op->g[g]);
     }
     op_step(op);
@@ -293,7 +294,7 @@ int sl_msg_ack_start(sl_engine *e, const char *account, const char *queue, const
 }
 
 int sl_msg_receive_start(sl_engine *e, const char *account, const char *queue, int max, int invis_s,
-                         int flags, void (*done)(void *), void *arg, sl_op **out) {
+                         void (*done)(void *), void *arg, sl_op **out) {
     *out = NULL;
     if (max < 1 || max > SL_RECEIVE_MAX || invis_s < 0 || invis_s > SL_INVIS_MAX) return SL_EINVAL;
     qstate *q;
@@ -306,7 +307,6 @@ int sl_msg_receive_start(sl_engine *e, const char *account, const char *queue, i
         return SL_ENOMEM;
     }
     op->invis_s = invis_s;
-    op->early = !(flags & SL_RECV_STICKY);
     /* Redeliveries first: they have waited longest. With strictFifo the
      * oldest message is wanted first, which is the same order. They are
      * rare, and are leased here, blocking; fresh rows are leased in the
@@ -443,7 +443,7 @@ int sl_msg_receive(sl_engine *e, const char *account, const char *queue, int max
     *out = NULL;
     *n = 0;
     sl_op *op;
-    int rc = sl_msg_receive_start(e, account, queue, max, invis_s, 0, no_wake, NULL, &op);
+    int rc = sl_msg_receive_start(e, account, queue, max, invis_s, no_wake, NULL, &op);
     return rc ? rc : sl_msg_receive_finish(op, out, n);
 }
 

@@ -533,7 +533,7 @@ static int stats_row(void *arg, const sl_row *m, int64_t now) {
     stats_acc *a = arg;
     if (m->v[M_STATE].i != MS_WAITING || m->v[M_VISIBLE].i <= now)
         a->out->visible++;
-    else if (m->v[M_DCOUNT].i == 0)
+    else if (msg_dcount(m->v[M_DCOUNT].i) == 0)
         a->out->delayed++;
     else
         a->out->in_flight++;

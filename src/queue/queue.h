@@ -204,9 +204,9 @@ typedef struct {
     int64_t enqueued_ms;
     int64_t first_receive_ms;     /* its first delivery's time, 0 before one */
     char *attrs_json;             /* malloc'ed JSON object text, never NULL */
-    /* A delivery's numeric id and expiry, for sl_msg_receipt_sticky (set
-     * by a receive, which need not parse its own receipt again). */
-    int64_t lease_id, lease_exp_ms;
+    /* A delivery's numeric id, expiry and delivery count as stored (its
+     * epoch in the high bits), for sl_msg_receipt_sticky: set by a receive. */
+    int64_t lease_id, lease_exp_ms, lease_dcount;
     int lease_set;
 } sl_message;
 
@@ -241,7 +241,10 @@ int sl_msg_ack_many(sl_engine *e, const char *account, const char *queue, const 
  * stay valid until the finish. On a store that
  * does not defer writes (Cassandra, whose combiner batches
  * compare-and-sets), the start calls do all the work and call done before
- * they return. */
+ * they return. A receive's done may run once the store applied its leases,
+ * before they are durable (sl_store_apply_cb_early): a lease lost in a crash
+ * leaves receipts, plain or sticky, that match no later delivery
+ * (msg_version_next). */
 typedef struct sl_op sl_op;
 int sl_msg_put_start(sl_engine *e, const char *account, const char *queue, const sl_put *msgs, size_t n,
                      void (*done)(void *), void *arg, sl_op **op);
@@ -249,14 +252,8 @@ int sl_msg_put_finish(sl_op *op, char (*ids)[SL_MSGID_LEN + 1]);
 int sl_msg_ack_start(sl_engine *e, const char *account, const char *queue, const char *const *receipts, size_t n,
                      void (*done)(void *), void *arg, sl_op **op);
 void sl_msg_ack_finish(sl_op *op, int *rcs);
-/* flags: SL_RECV_STICKY when the caller turns the receipts into sticky ones
- * (sl_msg_receipt_sticky: SQS). Those are answered only once their leases
- * are durable: a sticky receipt names a delivery count, which a lease lost
- * in a crash would give again. Other leases may be answered as soon as the
- * store applied them (sl_store_apply_cb_early). */
-#define SL_RECV_STICKY 1
 int sl_msg_receive_start(sl_engine *e, const char *account, const char *queue, int max, int invis_s,
-                         int flags, void (*done)(void *), void *arg, sl_op **op);
+                         void (*done)(void *), void *arg, sl_op **op);
 int sl_msg_receive_finish(sl_op *op, sl_message **out, size_t *n);
 int sl_op_ready(const sl_op *op);
 void sl_op_discard(sl_op *op);
@@ -282,8 +279,9 @@ void sl_queue_note_receive(sl_engine *e, const char *account, const char *queue,
 int sl_engine_ping(sl_engine *e);
 /* The sticky receipt of a delivery m (SQS's receipt handle): acks and
  * updates take it as they take m->receipt, and it stays valid through
- * updates until the message is delivered again. 0, SL_ENOTFOUND (the
- * queue is gone), SL_EINVAL (m->receipt is not one of the queue's). */
+ * updates until the message is delivered again. m must come from a
+ * receive (which records the delivery count as stored). 0, SL_ENOTFOUND
+ * (the queue is gone), SL_EINVAL (m was not received). */
 int sl_msg_receipt_sticky(sl_engine *e, const char *account, const char *queue, const sl_message *m,
                           char out[SL_RECEIPT_MAX]);
 /* Extends, shortens or ends (invis_s == 0) a lease, optionally replacing

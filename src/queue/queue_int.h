@@ -410,6 +410,16 @@ int64_t eng_nonce(void);
 static inline int64_t msg_version_next(const sl_engine *e, int64_t v) {
     return e->epoch > 0 ? e->epoch << 32 | ((v + 1) & 0xffffffff) : v + 1;
 }
+/* A delivery count as M_DCOUNT holds it: the count in the low 32 bits, and
+ * the epoch of the lease that set it in the high ones, as a version (a
+ * lease writes msg_version_next of it; a move copies it or writes 0). A
+ * sticky receipt (SQS's) names the whole value, so a lease answered before
+ * it was durable and lost in a crash never names the count of a later
+ * delivery either, whose epoch differs. Every reader of the count masks it
+ * with msg_dcount. */
+static inline int64_t msg_dcount(int64_t stored) {
+    return stored & 0xffffffff;
+}
 int eng_write(sl_engine *e, const sl_write *w, size_t n);
 int eng_pointer_get(sl_engine *e, const char *qkey, const char *name, int64_t *out);
 int eng_pointer_advance(sl_engine *e, const char *qkey, const char *name, int64_t from, int64_t to);

@@ -32,7 +32,7 @@ int msg_fill_message(sl_message *out, const sl_row *m) {
     } else {
         strcpy(out->attrs_json, "{}");
     }
-    out->delivery_count = m->v[M_DCOUNT].i;
+    out->delivery_count = msg_dcount(m->v[M_DCOUNT].i);
     out->enqueued_ms = m->v[M_PUT].i;
     out->first_receive_ms = m->v[M_FIRST].set && !m->v[M_FIRST].null ? m->v[M_FIRST].i : 0;
     return 0;
@@ -54,7 +54,7 @@ static int dead_letter_due(sl_engine *e, qstate *q, const sl_row *m) {
     pthread_mutex_lock(&q->mu);
     char name[SL_NAME_MAX + 1];
     memcpy(name, q->opts.dlq, sizeof name);
-    int due = name[0] && m->v[M_DCOUNT].i >= q->opts.max_delivery_count;
+    int due = name[0] && msg_dcount(m->v[M_DCOUNT].i) >= q->opts.max_delivery_count;
     pthread_mutex_unlock(&q->mu);
     if (!due) return 0;
     qstate *dlq;
@@ -75,8 +75,8 @@ static void lease_write(const sl_engine *e, qstate *q, sl_row *m, int64_t now, i
     w->row.v[M_STATE] = sl_vint(MS_WAITING);
     w->row.v[M_VERSION] = sl_vint(msg_version_next(e, m->v[M_VERSION].i));
     w->row.v[M_VISIBLE] = sl_vint(visible);
-    w->row.v[M_DCOUNT] = sl_vint(m->v[M_DCOUNT].i + 1);
-    if (m->v[M_DCOUNT].i == 0) w->row.v[M_FIRST] = m->v[M_FIRST] = sl_vint(now);
+    w->row.v[M_DCOUNT] = sl_vint(msg_version_next(e, m->v[M_DCOUNT].i));
+    if (msg_dcount(m->v[M_DCOUNT].i) == 0) w->row.v[M_FIRST] = m->v[M_FIRST] = sl_vint(now);
     w->row.v[M_NONCE] = sl_vint(eng_nonce());
     w->cond[0] = msg_cond_of(m, M_VERSION);
     w->cond[1] = msg_cond_of(m, M_STATE);
@@ -88,7 +88,8 @@ static int leased_message(const sl_engine *e, qstate *q, const sl_row *m, int64_
     lg_leased(q, m->v[M_ID].i, m->v[M_PUT].i, visible);
     int rc = msg_fill_message(out, m);
     if (rc) return rc;
-    out->delivery_count = m->v[M_DCOUNT].i + 1;
+    out->delivery_count = msg_dcount(m->v[M_DCOUNT].i) + 1;
+    out->lease_dcount = msg_version_next(e, m->v[M_DCOUNT].i);
     msg_receipt_make(q, out->receipt, m->v[M_ID].i, msg_version_next(e, m->v[M_VERSION].i), m->v[M_EXP].i);
     out->lease_id = m->v[M_ID].i;
     out->lease_exp_ms = m->v[M_EXP].i;

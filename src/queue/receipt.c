@@ -10,7 +10,8 @@
  * expiry lets ack keep the row's TTL without reading it first.
  *
  * Version 3, a sticky receipt (SQS's receipt handle): the same, with the
- * message's delivery count in place of its version. It names a delivery,
+ * message's delivery count as stored (with the epoch of its lease in the
+ * high bits, msg_dcount) in place of its version. It names a delivery,
  * not a version of the row, so it stays valid through updates (SQS's
  * ChangeMessageVisibility keeps the handle) until the message is delivered
  * again, which is the only thing that changes the delivery count. */

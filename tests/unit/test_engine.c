@@ -69,7 +69,7 @@ static int t_msg_receive(sl_engine *e, const char *account, const char *queue, i
     sem_t s;
     sem_init(&s, 0, 0);
     sl_op *op;
-    int rc = sl_msg_receive_start(e, account, queue, max, invis_s, 0, t_done, &s, &op);
+    int rc = sl_msg_receive_start(e, account, queue, max, invis_s, t_done, &s, &op);
     if (rc == 0) {
         t_wait(op, &s);
         rc = sl_msg_receive_finish(op, out, n);
@@ -443,6 +443,10 @@ static void test_sticky_receipt(void **state) {
     assert_int_equal(recv1(f, "q", 5, &c), 1);
     assert_string_equal(c.body, "y");
     assert_int_equal(sl_msg_receipt_sticky(f->e, "acct", "q", &c, sc), 0);
+    assert_int_equal(c.delivery_count, 2); /* the count, without the epoch the row keeps with it */
+    sl_message z = {0};                    /* not from a receive: its count as stored is unknown */
+    memcpy(z.receipt, c.receipt, sizeof z.receipt);
+    assert_int_equal(sl_msg_receipt_sticky(f->e, "acct", "q", &z, nr), SL_EINVAL);
     assert_int_equal(sl_msg_update(f->e, "acct", "q", sb, NULL, 0, 10, nr, tag), SL_ECONFLICT);
     assert_int_equal(sl_msg_ack(f->e, "acct", "q", sb), SL_ECONFLICT);
     /* A handle names one queue's incarnation, byte for byte. */

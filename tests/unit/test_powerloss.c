@@ -20,9 +20,10 @@
  * every message whose put was answered before the cut, except those whose
  * ack was attempted; none whose ack was answered before the cut; no message
  * twice; and every body as it was put. Then no pop receipt that a receive
- * answered before the cut acks anything: a lease is answered before it is
- * on disk (sl_store_apply_cb_early), and one lost in the cut must not have
- * given a receipt that matches the drain's lease of the same message.
+ * answered before the cut acks anything, plain or sticky (SQS's, which
+ * names a delivery count): a lease is answered before it is on disk
+ * (sl_store_apply_cb_early), and one lost in the cut must not have given a
+ * receipt that matches the drain's lease of the same message.
  *
  * A first run counts the fsyncs of the workload; then every one of them is
  * a cut point, in both modes. SLUICE_POWERLOSS_SEEDS=N runs N workload seeds
@@ -505,18 +506,21 @@ static void told_now(void *arg) {
     *(int *)arg = !cut_now();
 }
 
+/* Half the receives hold their messages by sticky receipts, as SQS does
+ * (a delivery count, not a version). */
 static void do_receive(run *r) {
     sl_message *ms = NULL;
     size_t n = 0;
     sl_op *op;
-    int before = 0;
-    if (sl_msg_receive_start(r->e, "acct", "q", 1 + (int)(rnd(&r->rng) % 4), 30, 0, told_now, &before, &op) !=
+    int before = 0, sticky = (int)(rnd(&r->rng) % 2);
+    if (sl_msg_receive_start(r->e, "acct", "q", 1 + (int)(rnd(&r->rng) % 4), 30, told_now, &before, &op) !=
             0 ||
         sl_msg_receive_finish(op, &ms, &n) != 0)
         return;
     for (size_t i = 0; i < n && r->nrc < MAXMSG; i++) {
         size_t k = find(r, ms[i].id);
         if (k == (size_t)-1) continue;
+        if (sticky && sl_msg_receipt_sticky(r->e, "acct", "q", &ms[i], ms[i].receipt) != 0) continue;
         snprintf(r->rc[r->nrc], SL_RECEIPT_MAX, "%s", ms[i].receipt);
         r->rc_msg[r->nrc++] = k;
         if (before && r->ntold < MAXMSG) {
