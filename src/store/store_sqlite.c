@@ -129,6 +129,23 @@ typedef struct parked {
     uint8_t *gone;
 } parked;
 
+/* Appends p to the list *head .. *tail (under the list's lock). */
+static void parked_push(parked **head, parked **tail, parked *p) {
+    if (*tail)
+        (*tail)->next = p;
+    else
+        *head = p;
+    *tail = p;
+}
+
+/* Frees a list from p on. */
+static void parked_free(parked *p) {
+    for (parked *next; p; p = next) {
+        next = p->next;
+        free(p);
+    }
+}
+
 typedef struct {
     sl_store base;
     char *path;
@@ -913,11 +930,7 @@ static void answer_early(sq_store *s, req *r) {
         parked *p = copy_writes(r->w, r->n);
         if (!p) return; /* answered after the commit, as any other */
         pthread_mutex_lock(&s->emu);
-        if (s->utail)
-            s->utail->next = p;
-        else
-            s->uhead = p;
-        s->utail = p;
+        parked_push(&s->uhead, &s->utail, p);
         __atomic_add_fetch(&s->nunsynced, 1, __ATOMIC_RELEASE);
         pthread_mutex_unlock(&s->emu);
     }
@@ -932,10 +945,7 @@ static void answer_early(sq_store *s, req *r) {
 static void unsynced_settle(sq_store *s, int ok) {
     pthread_mutex_lock(&s->emu);
     if (ok) {
-        for (parked *p = s->uhead, *next; p; p = next) {
-            next = p->next;
-            free(p);
-        }
+        parked_free(s->uhead);
         s->uhead = s->utail = NULL;
         s->usynced++;
         __atomic_store_n(&s->nunsynced, 0, __ATOMIC_RELEASE);
@@ -1181,11 +1191,7 @@ static int park(sq_store *s, const sl_write *w, size_t n) {
     parked *p = copy_writes(w, n);
     if (!p) return SL_ENOMEM;
     pthread_mutex_lock(&s->pmu);
-    if (s->ptail)
-        s->ptail->next = p;
-    else
-        s->phead = p;
-    s->ptail = p;
+    parked_push(&s->phead, &s->ptail, p);
     __atomic_add_fetch(&s->nparked, 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&s->pmu);
     return 0;
@@ -1571,14 +1577,8 @@ static void sq_close(sl_store *st) {
         pthread_mutex_unlock(&s->mu);
         pthread_join(s->thr, NULL);
     }
-    for (parked *p = s->phead, *next; p; p = next) {
-        next = p->next;
-        free(p);
-    }
-    for (parked *p = s->uhead, *next; p; p = next) {
-        next = p->next;
-        free(p);
-    }
+    parked_free(s->phead);
+    parked_free(s->uhead);
     for (conn *c = s->readers, *next; c; c = next) {
         next = c->next;
         conn_free(c);
