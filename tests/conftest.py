@@ -22,7 +22,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "api"))
 
-from sluice_client import BACKEND, CASSANDRA_HOST, CASSANDRA_PORT, LIVE_SERVERS, SluiceServer  # noqa: E402
+from sluice_client import BACKEND, CASSANDRA_HOST, CASSANDRA_PORT, CLOSED_SERVERS, LIVE_SERVERS, SluiceServer  # noqa: E402
 
 
 def pytest_configure(config):
@@ -79,14 +79,22 @@ def server_factory(tmp_path):
         s.close()
 
 
+def pytest_runtest_setup(item):
+    CLOSED_SERVERS.clear()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """Attaches the running servers' recent log to a failing test's report."""
+    """Attaches the recent log of the servers running, and of those the test
+    closed (a crash test closes its server in a finally clause, before this
+    runs), to a failing test's report."""
     outcome = yield
     rep = outcome.get_result()
-    if rep.failed and LIVE_SERVERS:
+    if rep.failed:
         for s in LIVE_SERVERS:
             rep.sections.append((f"sluice log ({s.name})", s.log_tail(40)))
+        for s in CLOSED_SERVERS:
+            rep.sections.append((f"sluice log ({s.name}, closed by the test)", s.log_tail(200)))
 
 
 def pytest_sessionfinish(session, exitstatus):

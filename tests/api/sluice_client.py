@@ -72,6 +72,10 @@ ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 # Servers currently running, so that a failing test's report can show their
 # log (see tests/conftest.py).
 LIVE_SERVERS = []
+# Servers closed during the current test (tests/conftest.py clears it as
+# each test begins): a test that closes its servers in a finally clause
+# still gets their log in its report when it fails.
+CLOSED_SERVERS = []
 
 _LISTEN_RE = re.compile(r"listening on (https?)://([^\s:/]+|\[[^\]]+\]):(\d+)")
 _KEY_RE = re.compile(r"^\s*primary key:\s*([A-Za-z0-9_-]{86})\s*$")
@@ -383,6 +387,7 @@ class SluiceServer:
         self.stop()
         if self in LIVE_SERVERS:
             LIVE_SERVERS.remove(self)
+            CLOSED_SERVERS.append(self)
         if BACKEND == "cassandra" and self.owns_keyspace and self.runs:
             self.owns_keyspace = False
             try:
