@@ -18,6 +18,9 @@ import time
 
 from sluice_client import BACKEND, REPO
 
+sys.path.insert(0, os.path.join(REPO, "tests", "cassandra"))
+import cql_mini  # noqa: E402 (found through the line above)
+
 COLS = "qkey, bucket, id, state, put_ms, put_vis, version, dcount, visible_ms, dest"
 LIVE = {0: "READY", 1: "WAITING", 3: "MOVING"}  # src/queue/queue_int.h
 MARKERS = {10: "sealed", 11: "finalized"}
@@ -25,9 +28,6 @@ MARKERS = {10: "sealed", 11: "finalized"}
 
 def _rows(srv):
     if BACKEND == "cassandra":
-        sys.path.insert(0, os.path.join(REPO, "tests", "cassandra"))
-        import cql_mini
-
         msgs = cql_mini.query(srv.cassandra_port, f'SELECT {COLS} FROM "{srv.keyspace}".messages', "QUORUM",
                               timeout=60.0)
         ptrs = cql_mini.query(srv.cassandra_port, f'SELECT qkey, name, value FROM "{srv.keyspace}".pointers',
@@ -68,3 +68,11 @@ def live_rows(srv, queue, account="dev"):
                    f"bucket {MARKERS.get(marker.get((m['qkey'], m['bucket'])), 'open')}; version {m['version']}, "
                    f"dcount {m['dcount']}, visible_ms {m['visible_ms']}, dest {m['dest']})")
     return out
+
+
+def assert_no_live_rows(srv, queue):
+    """Stops srv and asserts that its store holds no live row of queue (a
+    drained queue), naming the first ten it finds."""
+    srv.stop()
+    left = live_rows(srv, queue)
+    assert not left, f"{len(left)} live message rows left in the store of a drained queue:\n" + "\n".join(left[:10])

@@ -47,7 +47,7 @@ import botocore.config
 import botocore.exceptions
 
 from sluice_client import BACKEND, SluiceServer, await_until
-from store_rows import live_rows
+from store_rows import assert_no_live_rows
 from test_crash import ACKS_PER_ROUND, N_CONSUMERS, N_KILLS, N_PRODUCERS, PUTS_PER_ROUND, ROUND_DEADLINE_S, _token
 
 VIS = 5          # VisibilityTimeout of the load's receives, seconds
@@ -494,8 +494,6 @@ def test_sigkill_under_sqs_load_loses_nothing_and_redelivers_no_delete(tmp_path,
                     desc="GetQueueAttributes to count nothing after the last restart")
         sqs.close()
         # Nor in the buckets GetQueueAttributes does not read (store_rows.py).
-        srv.stop()
-        left = live_rows(srv, QUEUE)
-        assert not left, f"{len(left)} live message rows left in the store of a drained queue:\n" + "\n".join(left[:10])
+        assert_no_live_rows(srv, QUEUE)
     finally:
         srv.close()
