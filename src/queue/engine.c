@@ -69,8 +69,9 @@ const sl_table sl_t_repair_lease = {
     "repair_lease", 1, 0, 3, {{"qkey", SL_TEXT}, {"owner", SL_TEXT}, {"nonce", SL_INT}}};
 
 static const sl_table *const all_tables[] = {
-    &sl_t_queues,   &sl_t_queue_index,  &sl_t_monoton,     &sl_t_pointers, &sl_t_messages,   &sl_t_leases,
-    &sl_t_counters, &sl_t_repair_lease, &sl_t_fifo_groups, &sl_t_fifo_log, &sl_t_fifo_dedup, &sl_t_fifo_busy};
+    &sl_t_queues,     &sl_t_queue_index, &sl_t_monoton,      &sl_t_pointers,    &sl_t_messages,
+    &sl_t_leases,     &sl_t_counters,    &sl_t_repair_lease, &sl_t_fifo_groups, &sl_t_fifo_log,
+    &sl_t_fifo_dedup, &sl_t_fifo_busy,   &sl_t_tallies};
 
 const sl_table *const *sl_engine_tables(size_t *n) {
     *n = sizeof all_tables / sizeof all_tables[0];
@@ -136,6 +137,7 @@ int sl_engine_tick(sl_engine *e) {
     s.pk[0] = sl_vint(0);
     s.limit = 1000;
     int64_t now = sl_now_ms();
+    cs_tick(e, now); /* before the recounts: they look at the other nodes' beats */
     char last[QKEY_MAX] = "";
     for (;;) {
         sl_result r;
@@ -210,6 +212,7 @@ int sl_engine_open(sl_store *st, const sl_engine_config *cfg, sl_engine **out) {
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->wake, NULL);
     pthread_cond_init(&e->claim_cv, NULL);
+    cs_open(e);
     if (pthread_create(&e->poller, NULL, poller_main, e) != 0) {
         free(e);
         return SL_ENOMEM;
@@ -355,6 +358,7 @@ void sl_engine_close(sl_engine *e) {
     /* Wake whoever still waits, so no watch outlives the engine. */
     eng_fire(e, NULL, 0, 0);
     flush_lease_entries(e, 1);
+    cs_close(e); /* the last tallies, marked closed: no node recounts for this one */
     eng_queue_reap(e, 1);
     pthread_cond_destroy(&e->wake);
     pthread_cond_destroy(&e->claim_cv);

@@ -21,21 +21,20 @@
  *    whenever the queue is idle, and a recount under load waits for a
  *    quiet moment.
  *
- * With several Sluice nodes on one Cassandra cluster, a node sees only its
- * own operations, so on a store that others share (sl_store_type.shared)
- * each node recounts the queues it serves every LG_SHARED_RECOUNT_MS, at
- * the next quiet moment (or LG_FORCE_MS at most): the figures are exact
- * when the queue is idle, and between recounts count what this node did
- * since. A recount reads only the buckets that still
- * hold live messages (those not yet finalized), once per interval; a
- * scrape never reads the store. */
+ * With several Sluice nodes on one Cassandra cluster (a store others share,
+ * sl_store_type.shared), a node's own operations are not all there is:
+ * census.c adds what the other nodes' tallies say they did since the
+ * recount, and makes the recount itself wait until no node changes the
+ * queue while it is read. So neither GET /{q}/statistics nor a scrape
+ * reads the queue's messages; only a recount does, and only after an event
+ * that the counts cannot follow. A recount reads only the buckets that
+ * still hold live messages (those not yet finalized). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "queue_int.h"
 
 #define LG_MAX (1u << 20)                /* invisible messages one queue keeps by id */
-#define LG_SHARED_RECOUNT_MS (30 * 1000) /* see above */
 #define LG_FORCE_MS (5 * 60 * 1000)      /* a recount waits for a quiet moment this long at most */
 #define LG_SWEEP_MS 5000                 /* entries visible again are dropped this often */
 #define LG_EMPTY INT64_MIN
@@ -124,6 +123,8 @@ void lg_init(qstate *q) {
 
 void lg_destroy(qstate *q) {
     table_free(&q->lg.inv);
+    free(q->lg.peers);
+    cs_recount_free(q->lg.rc);
     pthread_mutex_destroy(&q->lg.mu);
 }
 
@@ -143,15 +144,34 @@ void lg_op_end(qstate *q) {
 void lg_suspect(qstate *q) {
     pthread_mutex_lock(&q->lg.mu);
     q->lg.recount = 1;
+    q->lg.sus++; /* the other nodes recount too (census.c) */
     pthread_mutex_unlock(&q->lg.mu);
+}
+
+void lg_purged(qstate *q) {
+    struct ledger *l = &q->lg;
+    pthread_mutex_lock(&l->mu);
+    /* Everything in the queue so far is gone, whoever put it; a put that
+     * raced the purge is found by the recount. */
+    l->size = 0;
+    l->oldest_put = 0;
+    table_free(&l->inv);
+    for (size_t i = 0; i < l->npeers; i++)
+        l->peers[i].net_cut = l->peers[i].net;
+    l->recount = 1;
+    l->sus++;
+    l->seq++;
+    pthread_mutex_unlock(&l->mu);
 }
 
 void lg_put(qstate *q, int64_t id, int64_t put_ms, int64_t vis_ms, int64_t exp_ms) {
     struct ledger *l = &q->lg;
     pthread_mutex_lock(&l->mu);
     l->seq++;
+    l->adds++;
     if (l->size++ == 0) l->oldest_put = put_ms; /* else older ones are there (known or not) */
     if (exp_ms < l->min_exp || !l->min_exp) l->min_exp = exp_ms;
+    if (exp_ms < l->min_exp_new || !l->min_exp_new) l->min_exp_new = exp_ms;
     if (vis_ms > put_ms) {
         lg_entry x = {id, vis_ms, put_ms, 1};
         if (put_entry(&l->inv, &x)) l->recount = 1;
@@ -172,6 +192,7 @@ void lg_gone(qstate *q, int64_t id, int64_t put_ms) {
     struct ledger *l = &q->lg;
     lg_entry old;
     l->seq++;
+    l->removes++;
     if (del_entry(&l->inv, id, &old) == 0 && old.put_ms) put_ms = old.put_ms;
     if (l->size > 0) l->size--;
     /* The oldest went (or may have): until a recount finds the next one,
@@ -185,14 +206,8 @@ void lg_gone(qstate *q, int64_t id, int64_t put_ms) {
 
 /* --- Recount --------------------------------------------------------------- */
 
-typedef struct {
-    int64_t size, oldest, min_exp;
-    lg_table inv;
-    int full;
-} scan_acc;
-
 static int count_row(void *arg, const sl_row *m, int64_t now) {
-    scan_acc *a = arg;
+    lg_count *a = arg;
     a->size++;
     if (!a->oldest || m->v[M_PUT].i < a->oldest) a->oldest = m->v[M_PUT].i;
     if (!a->min_exp || m->v[M_EXP].i < a->min_exp) a->min_exp = m->v[M_EXP].i;
@@ -232,6 +247,70 @@ int lg_scan(sl_engine *e, qstate *q, int64_t now, int (*fn)(void *, const sl_row
     return 0;
 }
 
+int lg_count_scan(sl_engine *e, qstate *q, int64_t now, lg_count *a) {
+    memset(a, 0, sizeof *a);
+    pthread_mutex_lock(&q->lg.mu);
+    q->lg.min_exp_new = 0;
+    a->sus_at = q->lg.sus;
+    pthread_mutex_unlock(&q->lg.mu);
+    return lg_scan(e, q, now, count_row, a);
+}
+
+void lg_count_free(lg_count *a) {
+    table_free(&a->inv);
+}
+
+static int later_first(const void *x, const void *y) {
+    const lg_entry *a = x, *b = y;
+    return (a->vis_ms < b->vis_ms) - (a->vis_ms > b->vis_ms);
+}
+
+/* Adds to l->inv the invisible messages of the recount that no live node
+ * counts: of those this node does not know, all but the `others` (of the
+ * same kind) that the live nodes publish, the latest first (a node that
+ * died had written its earlier leases to its tallies, and a closed node's
+ * are left to this one). */
+static void adopt(struct ledger *l, const lg_table *found, int delayed, int64_t others) {
+    size_t n = 0;
+    lg_entry *v = found->n ? malloc(found->n * sizeof *v) : NULL;
+    for (size_t i = 0; v && i < found->cap; i++) {
+        const lg_entry *x = &found->e[i];
+        if (x->id != LG_EMPTY && x->delayed == delayed && !find(&l->inv, x->id)) v[n++] = *x;
+    }
+    if (v && (int64_t)n > others) {
+        qsort(v, n, sizeof *v, later_first);
+        for (size_t i = 0; i < n - (size_t)others; i++)
+            if (put_entry(&l->inv, &v[i])) l->recount = 1;
+    }
+    free(v);
+}
+
+void lg_install_locked(sl_engine *e, struct ledger *l, lg_count *a, int64_t now, int64_t net_at,
+                       int consistent, int64_t others_inflight, int64_t others_delayed) {
+    l->recount = 0;
+    if (e->st->type->shared) {
+        /* This node's operations since the scan ended are on top of it;
+         * its invisible messages it knows by its own hooks, and the live
+         * nodes count theirs (census.c). */
+        l->size = a->size + (l->adds - l->removes - net_at);
+        if (l->size < 0) l->size = 0;
+        adopt(l, &a->inv, 0, others_inflight < 0 ? 0 : others_inflight);
+        adopt(l, &a->inv, 1, others_delayed < 0 ? 0 : others_delayed);
+        l->min_exp = a->min_exp;
+        if (l->min_exp_new && (!l->min_exp || l->min_exp_new < l->min_exp)) l->min_exp = l->min_exp_new;
+    } else {
+        l->size = a->size;
+        l->min_exp = a->min_exp;
+        table_free(&l->inv);
+        l->inv = a->inv;
+        a->inv = (lg_table){0};
+    }
+    l->recount |= a->full || !consistent || l->sus != a->sus_at;
+    l->oldest_put = a->oldest;
+    l->counted_ms = now;
+    l->counted = 1;
+}
+
 /* Recounts q if that is due; the background worker calls it for every
  * queue on every pass. */
 void lg_maintain(sl_engine *e, qstate *q, int64_t now) {
@@ -247,39 +326,37 @@ void lg_maintain(sl_engine *e, qstate *q, int64_t now) {
                 i++;
         }
     }
-    if (l->min_exp && now >= l->min_exp) l->recount = 1; /* messages reached their retention */
-    if (e->st->type->shared && now - l->counted_ms >= LG_SHARED_RECOUNT_MS) l->recount = 1;
+    if (l->min_exp && now >= l->min_exp && !l->recount) {
+        l->recount = 1; /* messages reached their retention */
+        l->sus++;       /* which the other nodes' counts do not see either */
+    }
     /* A recount waits for a pass with no change since the pass before, so
      * that a busy queue is not read over and over in vain; past
      * LG_FORCE_MS (or before the first count) it goes ahead, and is kept
      * even if the queue changed meanwhile (it is then due again). */
     int quiet = l->pending == 0 && l->seq == l->seq_seen;
     l->seq_seen = l->seq;
-    int due = l->recount && (quiet || now - l->counted_ms >= LG_FORCE_MS);
+    int force = !l->counted || now - l->counted_ms >= LG_FORCE_MS;
+    int due = l->recount;
     uint64_t seq = l->seq;
     pthread_mutex_unlock(&l->mu);
-    if (!due) return;
+    if (e->st->type->shared) {
+        cs_recount_step(e, q, now, due, quiet, force);
+        return;
+    }
+    if (!due || !(quiet || force)) return;
 
-    scan_acc a = {0};
-    int rc = lg_scan(e, q, now, count_row, &a);
+    lg_count a;
+    int rc = lg_count_scan(e, q, now, &a);
     pthread_mutex_lock(&l->mu);
     quiet = l->pending == 0 && l->seq == seq;
-    if (rc == 0 && (quiet || now - l->counted_ms >= LG_FORCE_MS)) {
-        l->size = a.size;
-        l->oldest_put = a.oldest;
-        l->min_exp = a.min_exp;
-        table_free(&l->inv);
-        l->inv = a.inv;
-        a.inv = (lg_table){0};
-        l->recount = a.full || !quiet;
-        l->counted_ms = now;
-        l->counted = 1;
-    }
+    if (rc == 0 && (quiet || force)) lg_install_locked(e, l, &a, now, 0, quiet, 0, 0);
     pthread_mutex_unlock(&l->mu);
-    table_free(&a.inv);
+    lg_count_free(&a);
 }
 
-/* The figures as of now, from memory only. */
+/* The figures as of now, from memory only: this node's ledger, and on a
+ * shared store what the other nodes' tallies add to it (census.c). */
 void lg_figures(qstate *q, int64_t now, lg_fig *out) {
     struct ledger *l = &q->lg;
     memset(out, 0, sizeof *out);
@@ -297,6 +374,16 @@ void lg_figures(qstate *q, int64_t now, lg_fig *out) {
     }
     out->counted = l->counted;
     int64_t size = l->size;
+    if (out->in_flight + out->delayed > size) size = out->in_flight + out->delayed;
+    int64_t others = 0, o_inflight = 0, o_delayed = 0;
+    for (size_t i = 0; i < l->npeers; i++) {
+        const cs_peer *p = &l->peers[i];
+        others += p->net - p->net_cut;
+        if (p->live && p->max_vis > now) {
+            o_inflight += p->inflight;
+            o_delayed += p->delayed;
+        }
+    }
     pthread_mutex_unlock(&l->mu);
     if (!oldest) {
         /* The oldest this node knows of: an invisible message, or the next
@@ -309,7 +396,15 @@ void lg_figures(qstate *q, int64_t now, lg_fig *out) {
         pthread_mutex_unlock(&q->mu);
         oldest = known;
     }
-    if (out->in_flight + out->delayed > size) size = out->in_flight + out->delayed;
+    /* The others' invisible messages, as far as the size leaves room for
+     * them: an ack on this node of a message another leased leaves it in
+     * that node's count until its lease would have ended. */
+    size += others;
+    if (size < out->in_flight + out->delayed) size = out->in_flight + out->delayed;
+    out->delayed +=
+        o_delayed < size - out->in_flight - out->delayed ? o_delayed : size - out->in_flight - out->delayed;
+    out->in_flight +=
+        o_inflight < size - out->in_flight - out->delayed ? o_inflight : size - out->in_flight - out->delayed;
     out->visible = size - out->in_flight - out->delayed;
     out->oldest_age_s = size > 0 && oldest ? (now - oldest) / 1000 : 0;
     if (out->oldest_age_s < 0) out->oldest_age_s = 0;

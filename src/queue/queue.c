@@ -520,10 +520,11 @@ int sl_queue_delete(sl_engine *e, const char *account, const char *name) {
     return 0;
 }
 
-/* Statistics are computed by reading the buckets that are not finalized yet
- * (from the repair pointer to the head, lg_scan): exact, and proportional to
- * the messages still in the queue rather than to its history. GET /metrics
- * has the same figures from memory (ledger.c). */
+/* Statistics come from memory (ledger.c, and census.c for what other nodes
+ * did): no request reads the queue's messages. Until the queue's first
+ * recount on this node they are counted by reading the buckets that are
+ * not finalized yet (lg_scan): exact, and proportional to the messages
+ * still in the queue rather than to its history. */
 typedef struct {
     sl_queue_statistics *out;
     int64_t oldest;
@@ -548,10 +549,19 @@ int sl_queue_stats(sl_engine *e, const char *account, const char *name, sl_queue
     qstate *q;
     if ((rc = eng_queue(e, account, name, &q)) != 0) return rc;
     int64_t now = sl_now_ms();
-    stats_acc a = {out, 0};
-    if ((rc = lg_scan(e, q, now, stats_row, &a)) != 0) return rc;
+    lg_fig f;
+    lg_figures(q, now, &f);
+    if (f.counted) {
+        out->visible = f.visible;
+        out->in_flight = f.in_flight;
+        out->delayed = f.delayed;
+        out->oldest_age_s = f.oldest_age_s;
+    } else {
+        stats_acc a = {out, 0};
+        if ((rc = lg_scan(e, q, now, stats_row, &a)) != 0) return rc;
+        out->oldest_age_s = a.oldest ? (now - a.oldest) / 1000 : 0;
+    }
     out->size = out->visible + out->in_flight + out->delayed;
-    out->oldest_age_s = a.oldest ? (now - a.oldest) / 1000 : 0;
     sl_val key[2] = {sl_vtext(q->qkey), sl_vtext("dead")};
     sl_result r;
     sl_result_init(&r);
@@ -575,7 +585,7 @@ int sl_queue_purge(sl_engine *e, const char *account, const char *name) {
     if (q->purge_ms < floor) q->purge_ms = floor;
     q->ncands = 0;
     pthread_mutex_unlock(&q->mu);
-    lg_suspect(q);
+    lg_purged(q);
     for (int i = 0; i < 20 && sl_now_ms() <= floor; i++) usleep(250);
     return 0;
 }

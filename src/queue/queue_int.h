@@ -29,6 +29,11 @@
  *               message becomes visible: leases, delays, returns]
  *   counters    (qkey) name            value nonce
  *   repair_lease(qkey)                 owner nonce    [TTL: repair ownership]
+ *   tallies     (qkey) node            adds removes pending sus inflight
+ *                                      delayed max_vis beat closed
+ *               [TTL; shared stores only: each node's own counts of a
+ *               queue, and in the partition "#nodes" each node's beat
+ *               (census.c)]
  *
  * A message's id is claimed from monoton in blocks of one bucket
  * (bucket_size ids, bucket-aligned), so a put is one plain write in steady
@@ -88,9 +93,22 @@ enum {
 enum { L_QKEY, L_MINUTE, L_DUE, L_ID, L_VERSION };
 enum { C_QKEY, C_NAME, C_VALUE, C_NONCE };
 enum { R_QKEY, R_OWNER, R_NONCE };
+enum {
+    T_QKEY,
+    T_NODE,
+    T_ADDS,
+    T_REMOVES,
+    T_PENDING,
+    T_SUS,
+    T_INFLIGHT,
+    T_DELAYED,
+    T_MAXVIS,
+    T_BEAT,
+    T_CLOSED
+};
 
 extern const sl_table sl_t_queues, sl_t_queue_index, sl_t_monoton, sl_t_pointers, sl_t_messages, sl_t_leases,
-    sl_t_counters, sl_t_repair_lease;
+    sl_t_counters, sl_t_repair_lease, sl_t_tallies;
 
 #define QKEY_MAX (2 * SL_NAME_MAX + 24)
 #define READ_WINDOW 8          /* non-empty buckets the reader looks ahead of its pointer */
@@ -141,6 +159,17 @@ typedef struct {
     lg_entry *e; /* open addressing by id, INT64_MIN: empty */
     size_t cap, n;
 } lg_table;
+#define CS_KEY_MAX 20
+/* census.c: another node's tally of a queue, as last read. */
+typedef struct {
+    char node[CS_KEY_MAX];
+    int64_t net, sus, pending;          /* adds - removes, suspicions, operations in flight */
+    int64_t inflight, delayed, max_vis; /* its invisible messages, visible again by max_vis */
+    int64_t net_cut, sus_cut;           /* net and sus at the last recount (the cut) */
+    int silent_cut;                     /* the node was silent at the cut */
+    int live, live_cut; /* beating, not closed (now, at the cut): its invisible messages count */
+} cs_peer;
+struct cs_recount; /* census.c: a recount in progress on a shared store */
 struct ledger {
     pthread_mutex_t mu; /* guards what follows */
     int64_t size;       /* live messages */
@@ -153,6 +182,15 @@ struct ledger {
     uint64_t seq;       /* changes so far: a recount that saw one is not kept */
     uint64_t seq_seen;  /* seq at the last background pass */
     int64_t counted_ms, swept_ms;
+    /* Shared stores (census.c). This node's own operations, cumulative:
+     * messages in, messages out, and times it lost count (lg_suspect, a
+     * retention end). */
+    int64_t adds, removes, sus;
+    int64_t min_exp_new;    /* min_exp of the puts since the recount's scan began */
+    int64_t pub[7], pub_ms; /* the tally last written, and when */
+    cs_peer *peers;         /* the other nodes' tallies of the queue */
+    size_t npeers;
+    struct cs_recount *rc; /* the background thread's only */
 };
 typedef struct {
     int64_t visible, in_flight, delayed, oldest_age_s;
@@ -296,6 +334,18 @@ struct sl_engine {
      * conditional requests sent for them (a combined batch counts once: one
      * Paxos round on Cassandra). Atomic. */
     uint64_t cas_outcome[3], cas_rounds;
+    /* census.c, on a shared store: this incarnation's key, its beats, and
+     * the other nodes' beats as last read. The background thread's only. */
+    struct {
+        char self[CS_KEY_MAX];
+        int64_t beat, flush_ms;
+        struct cs_node {
+            char node[CS_KEY_MAX];
+            int64_t beat, changed_ms; /* when this node last saw beat change */
+            int closed;
+        } * nodes;
+        size_t nnodes;
+    } cs;
 };
 
 /* --- Between the engine's files (each group: where it is defined) ------- */
@@ -355,12 +405,43 @@ void lg_leased(qstate *q, int64_t id, int64_t put_ms, int64_t vis_ms);
 void lg_gone(qstate *q, int64_t id, int64_t put_ms);
 /* Something happened that the hooks cannot count: recount. */
 void lg_suspect(qstate *q);
+/* The queue was purged: nothing is left, until a recount says otherwise. */
+void lg_purged(qstate *q);
 /* Calls fn for every live message of q (READY, MOVING or WAITING, not
  * purged), from the repair pointer to the head; fn's nonzero answer stops
  * the walk and is returned. */
 int lg_scan(sl_engine *e, qstate *q, int64_t now, int (*fn)(void *, const sl_row *, int64_t), void *arg);
 void lg_maintain(sl_engine *e, qstate *q, int64_t now);
 void lg_figures(qstate *q, int64_t now, lg_fig *out);
+/* A recount's reading of the store (lg_count_scan), and its installation
+ * as the ledger's figures (lg_install_locked): on a shared store, with this node's
+ * own changes since net_at (its adds - removes when the scan ended) added,
+ * and its table of invisible messages kept: the live nodes publish theirs,
+ * others_inflight and others_delayed at the cut. The invisible messages
+ * the recount found beyond those (leased or put by a node that died or
+ * closed) this node adopts, the latest first. consistent: nothing changed
+ * the queue while it was read; otherwise a recount stays due. The caller
+ * holds l->mu. */
+typedef struct {
+    int64_t size, oldest, min_exp;
+    lg_table inv;
+    int full;
+    int64_t sus_at; /* the ledger's sus when the scan began: a suspicion since keeps a recount due */
+} lg_count;
+int lg_count_scan(sl_engine *e, qstate *q, int64_t now, lg_count *a);
+void lg_count_free(lg_count *a);
+void lg_install_locked(sl_engine *e, struct ledger *l, lg_count *a, int64_t now, int64_t net_at,
+                       int consistent, int64_t others_inflight, int64_t others_delayed);
+
+/* census.c (shared stores; see there) */
+void cs_open(sl_engine *e);
+void cs_tick(sl_engine *e, int64_t now);
+void cs_close(sl_engine *e);
+/* The recount of q on a shared store, one step per background pass; due
+ * says the ledger wants one (quiet: q did not change since the last pass;
+ * force: take the count even if it is not consistent). */
+void cs_recount_step(sl_engine *e, qstate *q, int64_t now, int due, int quiet, int force);
+void cs_recount_free(struct cs_recount *rc);
 
 /* fifo.c */
 extern const sl_table sl_t_fifo_groups, sl_t_fifo_log, sl_t_fifo_dedup, sl_t_fifo_busy;

@@ -240,7 +240,8 @@ int repair_delete_queue(sl_engine *e, const char *qkey, int64_t bucket_size) {
         if ((rc = eng_write(e, &d, 1)) != 0) return rc;
     }
     if (e->stopping) return 0;
-    const sl_table *per_queue[] = {&sl_t_pointers, &sl_t_counters, &sl_t_monoton, &sl_t_repair_lease};
+    const sl_table *per_queue[] = {&sl_t_pointers, &sl_t_counters, &sl_t_monoton, &sl_t_repair_lease,
+                                   &sl_t_tallies};
     for (size_t i = 0; i < sizeof per_queue / sizeof per_queue[0]; i++) {
         sl_write w = {0};
         w.t = per_queue[i];

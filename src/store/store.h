@@ -345,7 +345,7 @@ int sl_store_cql_open(const struct sl_cql_config *cfg, sl_store **out);
  * every table of tables[], adds columns missing from existing tables, and
  * refuses a schema newer than this build's (SL_STORE_CQL_SCHEMA_VERSION).
  * Running it again is a no-op. */
-#define SL_STORE_CQL_SCHEMA_VERSION 5
+#define SL_STORE_CQL_SCHEMA_VERSION 6
 int sl_store_cql_schema(sl_store *s, const sl_table *const *tables, size_t n, int create_keyspace,
                         const char *replication);
 /* The same with each table's options (options[i], the text after WITH, or

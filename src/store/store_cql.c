@@ -1,11 +1,12 @@
 /* store_cql.c: the Cassandra backend of the table contract (store.h).
  *
- * Schema, version 5 (created by sl_store_cql_schema, i.e. `sluice schema`;
+ * Schema, version 6 (created by sl_store_cql_schema, i.e. `sluice schema`;
  * serve only checks it). Version 2 added the event log's tables, version 3
  * its subscriptions', version 4 FIFO queues', version 5 the messages'
- * first_ms column; running `sluice schema` on an older keyspace creates
- * what is missing (every statement is IF NOT EXISTS, and missing columns
- * are added) and records version 5. Every sl_table T becomes, in the keyspace
+ * first_ms column, version 6 the table tallies (queue/census.c); running
+ * `sluice schema` on an older keyspace creates what is missing (every
+ * statement is IF NOT EXISTS, and missing columns are added) and records
+ * version 6. Every sl_table T becomes, in the keyspace
  * K,
  *
  *   CREATE TABLE "K"."T" ("pk1" <ty>, .., "ck1" <ty>, .., "col" <ty>, ..,
@@ -14,7 +15,7 @@
  *
  * with <ty> bigint, text or blob for SL_INT, SL_TEXT, SL_BLOB, and
  * "K"."schema_version" (name text PRIMARY KEY, version int) holds the row
- * ('sluice', 5). A database with a newer version is refused.
+ * ('sluice', 6). A database with a newer version is refused.
  *
  * "_row" is written (true, with the write's TTL) by every upsert and
  * compare-and-set. Cassandra evaluates "IF c = null" as true for a row that

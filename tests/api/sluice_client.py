@@ -130,9 +130,22 @@ def queue_depth(srv, q, account="dev"):
     return out if len(out) == 4 else None
 
 
+def store_reads(srv, table="messages"):
+    """The reads (gets and slices) of table's rows that srv sent to its store
+    so far, from sluice_store_statements_total in GET /metrics."""
+    r = requests.get(srv.admin_url + "/metrics", headers={"Authorization": "Bearer " + srv.admin_token},
+                     timeout=10, verify=False)
+    assert r.status_code == 200, describe(r)
+    n = 0
+    for kind in ("get", "slice"):
+        line = f'sluice_store_statements_total{{table="{table}",kind="{kind}"}} '
+        n += sum(int(x[len(line):]) for x in r.text.splitlines() if x.startswith(line))
+    return n
+
+
 def await_depth(srv, c, q, timeout=20.0, account="dev", **expected):
     """Waits until the depth in GET /metrics equals the queue's statistics
-    (which count the store's rows) and, for each field given, expected.
+    and, for each field given, expected.
     Returns the depth."""
     last = {}
 

@@ -2,7 +2,7 @@
 
 import time
 
-from sluice_client import assert_status, describe
+from sluice_client import assert_status, await_depth, describe, store_reads
 
 FIELDS = ("size", "visible", "inFlight", "delayed", "deadLettered", "oldestMessageAgeSeconds")
 
@@ -64,3 +64,28 @@ def test_delayed_becomes_visible_in_statistics(client):
     q = client.new_queue("stdelay")
     client.put_ok(q, "x", initial_invisibility=1)
     client.await_stats(q, size=1, visible=1, delayed=0, inFlight=0, timeout=15)
+
+
+def test_statistics_read_none_of_the_messages(server, client):
+    """However deep the queue, GET /{q}/statistics answers from memory: the
+    node's own count of what it did, recounted from the store only after
+    something its count cannot follow (ledger.c; on Cassandra also what the
+    other nodes' tallies say, census.c). A request that read the queue
+    would read each of its 80 buckets."""
+    q = client.new_queue("stdeep", bucketSize=5)
+    for i in range(40):
+        assert_status(client.put_batch(q, [f"m{i}-{k}" for k in range(10)]), 201)
+    await_depth(server, client, q, visible=400, inFlight=0, delayed=0)  # the node counted the queue
+    before = store_reads(server)
+    for _ in range(20):
+        s = client.stats_json(q)
+        assert (s["size"], s["visible"]) == (400, 400), s
+    read = store_reads(server) - before
+    assert read < 80, f"20 statistics requests read {read} times from the messages table (one read of the queue: 80)"
+    # The figures still follow what happens.
+    got = client.receive_list(q, 10, 300)
+    assert len(got) >= 2, got
+    assert_status(client.ack(q, got[0]["popReceipt"]), 204)
+    s = client.stats_json(q)
+    n = len(got)
+    assert (s["size"], s["visible"], s["inFlight"]) == (399, 400 - n, n - 1), s

@@ -30,7 +30,7 @@ import pytest
 import cql_mini
 from cassnode import repair_lease, sub_lease
 from sluice_client import (CASSANDRA_PORT, SluiceServer, assert_status, await_depth, await_until, describe, new_keyspace,
-                           sleep_until)
+                           sleep_until, store_reads)
 
 pytestmark = pytest.mark.backend("cassandra", reason="several Sluice nodes share a queue only through Cassandra")
 
@@ -108,9 +108,9 @@ def test_message_put_on_one_node_is_received_on_the_other(pair):
 
 def test_both_nodes_depth_converges_once_idle(pair):
     """Each node keeps a queue's depth from its own operations; what the
-    other node does reaches its figures through the recount a shared store
-    gets every 30 s (ledger.c). Once the queue is idle both nodes' metrics
-    equal its statistics: puts on A, receives and acks on B."""
+    other node does reaches its figures through that node's tallies
+    (census.c). Once the queue is idle both nodes' metrics equal its
+    statistics: puts on A, receives and acks on B."""
     a, b = pair
     ca, cb = a.client(), b.client()
     q = ca.new_queue("mnd")
@@ -122,6 +122,48 @@ def test_both_nodes_depth_converges_once_idle(pair):
     assert_status(cb.ack_batch(q, [m["popReceipt"] for m in got[:5]]), 200)
     for srv, c in ((a, ca), (b, cb)):
         await_depth(srv, c, q, timeout=90, visible=0, inFlight=7, delayed=0)
+    ca.close()
+    cb.close()
+
+
+def test_statistics_count_what_other_nodes_did_without_reading_the_queue(server_factory):
+    """Each node writes its own counts of a queue (its tallies) once a
+    second, and the others add them to their figures: B's statistics follow
+    what A and C do without B reading the queue's messages (census.c). A
+    node that stops cleanly writes its last tallies; a node killed before
+    writing its last ones is noticed (it stops beating), and B recounts."""
+    ks = new_keyspace("sluice_cs")
+    a = server_factory("node-a", keyspace=ks)
+    b = server_factory("node-b", keyspace=ks)
+    ca, cb = a.client(), b.client()
+    q = ca.new_queue("mn-census", bucketSize=5)
+    await_depth(b, cb, q, visible=0, inFlight=0, delayed=0)  # B counted the empty queue
+    before = store_reads(b)
+    for i in range(30):
+        assert_status(ca.put_batch(q, [f"a{i}-{k}" for k in range(10)]), 201)
+    cb.await_stats(q, timeout=30, size=300, visible=300, inFlight=0)
+    got = []
+    await_until(lambda: got.extend(ca.receive_list(q, 10, 300)) or len(got) >= 5, desc="5 messages leased on A")
+    assert_status(ca.ack(q, got[0]["popReceipt"]), 204)
+    n = len(got)
+    cb.await_stats(q, timeout=30, size=299, visible=300 - n, inFlight=n - 1)
+
+    c = server_factory("node-c", keyspace=ks)
+    cc = c.client()
+    for i in range(5):
+        assert_status(cc.put_batch(q, [f"c{i}-{k}" for k in range(10)]), 201)
+    cc.close()
+    c.stop()  # cleanly: its last tallies are written, and it says it closed
+    cb.await_stats(q, timeout=30, size=349, visible=350 - n, inFlight=n - 1)
+    read = store_reads(b) - before
+    print(f"B read the messages table {read} times while following A and C")
+    # One read of the queue's 70 buckets would take 70 reads.
+    assert read < 70, f"B read the messages table {read} times while following A and C"
+
+    for i in range(20):
+        assert_status(ca.put_batch(q, [f"k{i}-{k}" for k in range(10)]), 201)
+    a.kill()  # within a second of the last puts: their tallies are most likely not written
+    cb.await_stats(q, timeout=60, size=549, visible=550 - n, inFlight=n - 1)
     ca.close()
     cb.close()
 
