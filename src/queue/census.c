@@ -315,6 +315,7 @@ static void peers_take(sl_engine *e, struct ledger *l, const cs_tally *t, size_t
     for (size_t i = 0; i < n; i++) {
         cs_peer *p = peer_get(l, t[i].node);
         if (!p) break;
+        if (p->net != t[i].net) l->peers_gen++;
         p->net = t[i].net;
         p->sus = t[i].sus;
         p->pending = t[i].pending;

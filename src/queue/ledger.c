@@ -34,9 +34,11 @@
 
 #include "queue_int.h"
 
-#define LG_MAX (1u << 20)                /* invisible messages one queue keeps by id */
-#define LG_FORCE_MS (5 * 60 * 1000)      /* a recount waits for a quiet moment this long at most */
-#define LG_SWEEP_MS 5000                 /* entries visible again are dropped this often */
+#define LG_MAX (1u << 20)           /* invisible messages one queue keeps by id */
+#define LG_FORCE_MS (5 * 60 * 1000) /* a recount waits for a quiet moment this long at most */
+#define LG_SWEEP_MS 5000            /* entries visible again are dropped this often */
+#define LG_SEEK_MS 2000             /* the oldest message is looked for this often at most */
+#define LG_SEEK_BUCKETS 16          /* buckets one look reads at most */
 #define LG_EMPTY INT64_MIN
 
 static size_t slot_of(int64_t id, size_t cap) {
@@ -114,6 +116,14 @@ static int del_entry(lg_table *t, int64_t id, lg_entry *out) {
     return 0;
 }
 
+/* What the other nodes' tallies add to this node's count (census.c). */
+static int64_t others_net(const struct ledger *l) {
+    int64_t n = 0;
+    for (size_t i = 0; i < l->npeers; i++)
+        n += l->peers[i].net - l->peers[i].net_cut;
+    return n;
+}
+
 /* --- Hooks (each under lg.mu) -------------------------------------------- */
 
 void lg_init(qstate *q) {
@@ -169,7 +179,7 @@ void lg_put(qstate *q, int64_t id, int64_t put_ms, int64_t vis_ms, int64_t exp_m
     pthread_mutex_lock(&l->mu);
     l->seq++;
     l->adds++;
-    if (l->size++ == 0) l->oldest_put = put_ms; /* else older ones are there (known or not) */
+    if (l->size++ + others_net(l) <= 0) l->oldest_put = put_ms; /* else older ones are there (known or not) */
     if (exp_ms < l->min_exp || !l->min_exp) l->min_exp = exp_ms;
     if (exp_ms < l->min_exp_new || !l->min_exp_new) l->min_exp_new = exp_ms;
     if (vis_ms > put_ms) {
@@ -194,13 +204,14 @@ void lg_gone(qstate *q, int64_t id, int64_t put_ms) {
     l->seq++;
     l->removes++;
     if (del_entry(&l->inv, id, &old) == 0 && old.put_ms) put_ms = old.put_ms;
-    if (l->size > 0) l->size--;
-    /* The oldest went (or may have): until a recount finds the next one,
-     * lg_figures looks for it in what this node knows. */
-    if (l->size == 0 || !put_ms || put_ms <= l->oldest_put) {
-        l->oldest_put = 0;
-        l->recount |= l->size > 0; /* once the queue is quiet (lg_maintain) */
-    }
+    /* Below 0 only on a shared store, where this node may take out what
+     * others put: their tallies make up for it. */
+    if (l->size > 0 || l->npeers) l->size--;
+    l->gone++;
+    /* The oldest went (or may have): until the background worker finds the
+     * next one (seek_oldest), lg_figures looks for it in what this node
+     * knows. */
+    if (!put_ms || put_ms <= l->oldest_put) l->oldest_put = 0;
     pthread_mutex_unlock(&q->lg.mu);
 }
 
@@ -293,7 +304,6 @@ void lg_install_locked(sl_engine *e, struct ledger *l, lg_count *a, int64_t now,
          * its invisible messages it knows by its own hooks, and the live
          * nodes count theirs (census.c). */
         l->size = a->size + (l->adds - l->removes - net_at);
-        if (l->size < 0) l->size = 0;
         adopt(l, &a->inv, 0, others_inflight < 0 ? 0 : others_inflight);
         adopt(l, &a->inv, 1, others_delayed < 0 ? 0 : others_delayed);
         l->min_exp = a->min_exp;
@@ -309,6 +319,48 @@ void lg_install_locked(sl_engine *e, struct ledger *l, lg_count *a, int64_t now,
     l->oldest_put = a->oldest;
     l->counted_ms = now;
     l->counted = 1;
+}
+
+/* Looks for the oldest live message, in LG_SEEK_BUCKETS buckets from
+ * where the last look stopped (at first the repair pointer), rather than
+ * recounting the queue: it is in the first bucket that holds a live
+ * message, or near it (ids are handed out in put order on each node).
+ * Done when the oldest this node knew of went, or another node's tallies
+ * moved, LG_SEEK_MS apart at most. */
+static void seek_oldest(sl_engine *e, qstate *q, int64_t now) {
+    struct ledger *l = &q->lg;
+    int64_t repair, head, found = 0;
+    pthread_mutex_lock(&l->mu);
+    uint64_t gone = l->gone;
+    int64_t from = l->seek_from;
+    l->seek_ms = now;
+    l->seek_gen = l->peers_gen;
+    pthread_mutex_unlock(&l->mu);
+    if (eng_pointer_get(e, q->qkey, "repair", &repair) != 0 || msg_head(e, q, &head) != 0) return;
+    int64_t last = head > 0 ? (head - 1) / q->opts.bucket_size : -1, b = from > repair ? from : repair;
+    for (int k = 0; k < LG_SEEK_BUCKETS && b <= last && !found; k++, b++) {
+        sl_result r;
+        sl_result_init(&r);
+        if (msg_scan_bucket(e, q, b, &r) != 0) {
+            sl_result_free(&r);
+            return;
+        }
+        for (size_t i = 0; i < r.n; i++) {
+            const sl_row *m = &r.rows[i];
+            int64_t st = m->v[M_STATE].i;
+            if (m->v[M_ID].i < 0 || msg_purged(q, m) || m->v[M_EXP].i <= now ||
+                (st != MS_READY && st != MS_MOVING && st != MS_WAITING))
+                continue;
+            if (!found || m->v[M_PUT].i < found) found = m->v[M_PUT].i;
+        }
+        sl_result_free(&r);
+    }
+    pthread_mutex_lock(&l->mu);
+    if (l->gone == gone) { /* else what it found may have gone meanwhile: look again */
+        if (found || b > last) l->oldest_put = found;
+        l->seek_from = found || b > last ? 0 : b;
+    }
+    pthread_mutex_unlock(&l->mu);
 }
 
 /* Recounts q if that is due; the background worker calls it for every
@@ -339,7 +391,11 @@ void lg_maintain(sl_engine *e, qstate *q, int64_t now) {
     int force = !l->counted || now - l->counted_ms >= LG_FORCE_MS;
     int due = l->recount;
     uint64_t seq = l->seq;
+    /* On a shared store another node may have taken the oldest out. */
+    int seek = l->counted && !l->recount && (!l->oldest_put || l->peers_gen != l->seek_gen) &&
+               l->size + others_net(l) > 0 && now - l->seek_ms >= LG_SEEK_MS;
     pthread_mutex_unlock(&l->mu);
+    if (seek) seek_oldest(e, q, now);
     if (e->st->type->shared) {
         cs_recount_step(e, q, now, due, quiet, force);
         return;
@@ -373,12 +429,10 @@ void lg_figures(qstate *q, int64_t now, lg_fig *out) {
             out->in_flight++;
     }
     out->counted = l->counted;
-    int64_t size = l->size;
-    if (out->in_flight + out->delayed > size) size = out->in_flight + out->delayed;
-    int64_t others = 0, o_inflight = 0, o_delayed = 0;
+    int64_t size = l->size, o_inflight = 0, o_delayed = 0;
     for (size_t i = 0; i < l->npeers; i++) {
         const cs_peer *p = &l->peers[i];
-        others += p->net - p->net_cut;
+        size += p->net - p->net_cut;
         if (p->live && p->max_vis > now) {
             o_inflight += p->inflight;
             o_delayed += p->delayed;
@@ -399,7 +453,6 @@ void lg_figures(qstate *q, int64_t now, lg_fig *out) {
     /* The others' invisible messages, as far as the size leaves room for
      * them: an ack on this node of a message another leased leaves it in
      * that node's count until its lease would have ended. */
-    size += others;
     if (size < out->in_flight + out->delayed) size = out->in_flight + out->delayed;
     out->delayed +=
         o_delayed < size - out->in_flight - out->delayed ? o_delayed : size - out->in_flight - out->delayed;

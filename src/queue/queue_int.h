@@ -186,6 +186,9 @@ struct ledger {
      * messages in, messages out, and times it lost count (lg_suspect, a
      * retention end). */
     int64_t adds, removes, sus;
+    uint64_t gone;                /* lg_gone calls: a look for the oldest that saw one is not kept */
+    int64_t seek_ms, seek_from;   /* the last look for the oldest message, and where to go on */
+    uint64_t peers_gen, seek_gen; /* changes seen in the others' tallies (census.c), and at that look */
     int64_t min_exp_new;    /* min_exp of the puts since the recount's scan began */
     int64_t pub[7], pub_ms; /* the tally last written, and when */
     cs_peer *peers;         /* the other nodes' tallies of the queue */

@@ -160,10 +160,41 @@ def test_statistics_count_what_other_nodes_did_without_reading_the_queue(server_
     # One read of the queue's 70 buckets would take 70 reads.
     assert read < 70, f"B read the messages table {read} times while following A and C"
 
+    # B takes out what A put, though B's own count of the queue was 0.
+    mine = []
+    await_until(lambda: mine.extend(cb.receive_list(q, 5, 300)) or len(mine) >= 3, desc="3 messages leased on B")
+    assert_status(cb.ack_batch(q, [m["popReceipt"] for m in mine[:3]]), 200)
+    held = len(mine) - 3  # still leased on B
+    for c_ in (ca, cb):
+        c_.await_stats(q, timeout=30, size=346, visible=347 - n - held, inFlight=n - 1 + held)
+
     for i in range(20):
-        assert_status(ca.put_batch(q, [f"k{i}-{k}" for k in range(10)]), 201)
+        assert_status(ca.put_batch(q, [f"k{i}-{j}" for j in range(10)]), 201)
     a.kill()  # within a second of the last puts: their tallies are most likely not written
-    cb.await_stats(q, timeout=60, size=549, visible=550 - n, inFlight=n - 1)
+    # B recounts, and counts A's leases as its own: no live node does.
+    cb.await_stats(q, timeout=60, size=546, visible=547 - n - held, inFlight=n - 1 + held)
+    ca.close()
+    cb.close()
+
+
+def test_oldest_message_age_follows_an_ack_on_the_other_node(pair):
+    """B finds the oldest message's age in the queue's first live bucket,
+    and looks again when the other nodes' tallies move: once A acks the
+    oldest message, B's oldestMessageAgeSeconds is the next one's."""
+    a, b = pair
+    ca, cb = a.client(), b.client()
+    q = ca.new_queue("mn-age")
+    t_old = time.monotonic()
+    old = ca.put_ok(q, "old")
+    sleep_until(t_old + 5)  # the ages to tell apart
+    ca.put_ok(q, "new")
+    s = cb.await_stats(q, timeout=30, size=2)
+    assert s["oldestMessageAgeSeconds"] >= 4, s
+    got = _receive_all(ca, q, 2, invisibility=300)
+    assert old in got, got
+    assert_status(ca.ack(q, got[old]["popReceipt"]), 204)
+    await_until(lambda: (lambda s: s["size"] == 1 and s["oldestMessageAgeSeconds"] < time.monotonic() - t_old - 3)(
+        cb.stats_json(q)), timeout=30, desc="B's age of the oldest message to be the newer one's")
     ca.close()
     cb.close()
 
