@@ -29,8 +29,10 @@
  * the cut beats again (what it writes now may repeat what the cut read); a
  * node closed (cleanly: it wrote its last tallies and said so in its beat
  * row), whose invisible messages this node then counts itself. A recount
- * adopts the invisible messages that no live node counts (lg_install_locked). A node's rows outlive it by
- * CS_TTL_S and its beat by CS_BEAT_TTL_S; the rows of a queue go with the queue. */
+ * adopts the invisible messages that no live node counts, and drops what
+ * this node knew of that the store shows visible or gone (reconcile in
+ * ledger.c). A node's rows outlive it by CS_TTL_S and its beat by
+ * CS_BEAT_TTL_S; the rows of a queue go with the queue. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -426,6 +428,7 @@ static int census_due(sl_engine *e, qstate *q, int64_t now) {
 static void drop(qstate *q) {
     cs_recount_free(q->lg.rc);
     q->lg.rc = NULL;
+    lg_count_abandon(q);
 }
 
 void cs_recount_step(sl_engine *e, qstate *q, int64_t now, int due, int quiet, int force) {

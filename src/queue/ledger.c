@@ -124,6 +124,18 @@ static int64_t others_net(const struct ledger *l) {
     return n;
 }
 
+/* Notes that this node changed id's state while a recount reads. */
+static void touch(struct ledger *l, int64_t id) {
+    if (!l->tracking) return;
+    lg_entry x = {id, 0, 0, 0};
+    if (put_entry(&l->touched, &x)) l->touched_full = 1;
+}
+
+static void track_stop(struct ledger *l) {
+    table_free(&l->touched);
+    l->tracking = l->touched_full = 0;
+}
+
 /* --- Hooks (each under lg.mu) -------------------------------------------- */
 
 void lg_init(qstate *q) {
@@ -133,6 +145,7 @@ void lg_init(qstate *q) {
 
 void lg_destroy(qstate *q) {
     table_free(&q->lg.inv);
+    table_free(&q->lg.touched);
     free(q->lg.peers);
     cs_recount_free(q->lg.rc);
     pthread_mutex_destroy(&q->lg.mu);
@@ -185,6 +198,7 @@ void lg_put(qstate *q, int64_t id, int64_t put_ms, int64_t vis_ms, int64_t exp_m
     if (vis_ms > put_ms) {
         lg_entry x = {id, vis_ms, put_ms, 1};
         if (put_entry(&l->inv, &x)) l->recount = 1;
+        touch(l, id);
     }
     pthread_mutex_unlock(&l->mu);
 }
@@ -194,6 +208,7 @@ void lg_leased(qstate *q, int64_t id, int64_t put_ms, int64_t vis_ms) {
     lg_entry x = {id, vis_ms, put_ms, 0};
     q->lg.seq++;
     if (put_entry(&q->lg.inv, &x)) q->lg.recount = 1;
+    touch(&q->lg, id);
     pthread_mutex_unlock(&q->lg.mu);
 }
 
@@ -203,6 +218,7 @@ void lg_gone(qstate *q, int64_t id, int64_t put_ms) {
     lg_entry old;
     l->seq++;
     l->removes++;
+    touch(l, id);
     if (del_entry(&l->inv, id, &old) == 0 && old.put_ms) put_ms = old.put_ms;
     /* Below 0 only on a shared store, where this node may take out what
      * others put: their tallies make up for it. */
@@ -263,8 +279,16 @@ int lg_count_scan(sl_engine *e, qstate *q, int64_t now, lg_count *a) {
     pthread_mutex_lock(&q->lg.mu);
     q->lg.min_exp_new = 0;
     a->sus_at = q->lg.sus;
+    track_stop(&q->lg);
+    q->lg.tracking = e->st->type->shared;
     pthread_mutex_unlock(&q->lg.mu);
     return lg_scan(e, q, now, count_row, a);
+}
+
+void lg_count_abandon(qstate *q) {
+    pthread_mutex_lock(&q->lg.mu);
+    track_stop(&q->lg);
+    pthread_mutex_unlock(&q->lg.mu);
 }
 
 void lg_count_free(lg_count *a) {
@@ -276,24 +300,40 @@ static int later_first(const void *x, const void *y) {
     return (a->vis_ms < b->vis_ms) - (a->vis_ms > b->vis_ms);
 }
 
-/* Adds to l->inv the invisible messages of the recount that no live node
- * counts: of those this node does not know, all but the `others` (of the
- * same kind) that the live nodes publish, the latest first (a node that
- * died had written its earlier leases to its tallies, and a closed node's
- * are left to this one). */
-static void adopt(struct ledger *l, const lg_table *found, int delayed, int64_t others) {
-    size_t n = 0;
-    lg_entry *v = found->n ? malloc(found->n * sizeof *v) : NULL;
-    for (size_t i = 0; v && i < found->cap; i++) {
-        const lg_entry *x = &found->e[i];
-        if (x->id != LG_EMPTY && x->delayed == delayed && !find(&l->inv, x->id)) v[n++] = *x;
+/* Brings l->inv in line with a recount's invisible messages (found), on a
+ * shared store, leaving alone the messages this node touched since the
+ * scan began: drops its entries of messages the scan saw visible or gone
+ * (another node took them out, or returned them), and adds those found
+ * that no live node counts: of those this node does not know, all but the
+ * `others` (of the same kind) that the live nodes publish, the latest
+ * first (a node that died had written its earlier leases to its tallies,
+ * and a closed node's are left to this one). */
+static void reconcile(struct ledger *l, const lg_table *found, int64_t others_inflight,
+                      int64_t others_delayed) {
+    for (size_t i = 0; i < l->inv.cap;) {
+        const lg_entry *x = &l->inv.e[i];
+        if (x->id != LG_EMPTY && !find((lg_table *)found, x->id) && !find(&l->touched, x->id))
+            del_entry(&l->inv, x->id, NULL); /* i again: another may have moved here */
+        else
+            i++;
     }
-    if (v && (int64_t)n > others) {
-        qsort(v, n, sizeof *v, later_first);
-        for (size_t i = 0; i < n - (size_t)others; i++)
-            if (put_entry(&l->inv, &v[i])) l->recount = 1;
+    for (int delayed = 0; delayed < 2; delayed++) {
+        int64_t others = delayed ? others_delayed : others_inflight;
+        size_t n = 0;
+        lg_entry *v = found->n ? malloc(found->n * sizeof *v) : NULL;
+        for (size_t i = 0; v && i < found->cap; i++) {
+            const lg_entry *x = &found->e[i];
+            if (x->id != LG_EMPTY && x->delayed == delayed && !find(&l->inv, x->id) &&
+                !find(&l->touched, x->id))
+                v[n++] = *x;
+        }
+        if (v && (int64_t)n > others) {
+            qsort(v, n, sizeof *v, later_first);
+            for (size_t i = 0; i < n - (size_t)(others < 0 ? 0 : others); i++)
+                if (put_entry(&l->inv, &v[i])) l->recount = 1;
+        }
+        free(v);
     }
-    free(v);
 }
 
 void lg_install_locked(sl_engine *e, struct ledger *l, lg_count *a, int64_t now, int64_t net_at,
@@ -304,8 +344,11 @@ void lg_install_locked(sl_engine *e, struct ledger *l, lg_count *a, int64_t now,
          * its invisible messages it knows by its own hooks, and the live
          * nodes count theirs (census.c). */
         l->size = a->size + (l->adds - l->removes - net_at);
-        adopt(l, &a->inv, 0, others_inflight < 0 ? 0 : others_inflight);
-        adopt(l, &a->inv, 1, others_delayed < 0 ? 0 : others_delayed);
+        if (a->full || l->touched_full)
+            l->recount = 1; /* the table cannot say which are whose */
+        else
+            reconcile(l, &a->inv, others_inflight, others_delayed);
+        track_stop(l);
         l->min_exp = a->min_exp;
         if (l->min_exp_new && (!l->min_exp || l->min_exp_new < l->min_exp)) l->min_exp = l->min_exp_new;
     } else {

@@ -189,6 +189,11 @@ struct ledger {
     uint64_t gone;                /* lg_gone calls: a look for the oldest that saw one is not kept */
     int64_t seek_ms, seek_from;   /* the last look for the oldest message, and where to go on */
     uint64_t peers_gen, seek_gen; /* changes seen in the others' tallies (census.c), and at that look */
+    /* While a recount is under way on a shared store: the messages this
+     * node leased, delayed or took out since its scan began, whose state
+     * the scan may not show (lg_install_locked leaves them as they are). */
+    lg_table touched;
+    int tracking, touched_full;
     int64_t min_exp_new;    /* min_exp of the puts since the recount's scan began */
     int64_t pub[7], pub_ms; /* the tally last written, and when */
     cs_peer *peers;         /* the other nodes' tallies of the queue */
@@ -417,14 +422,13 @@ int lg_scan(sl_engine *e, qstate *q, int64_t now, int (*fn)(void *, const sl_row
 void lg_maintain(sl_engine *e, qstate *q, int64_t now);
 void lg_figures(qstate *q, int64_t now, lg_fig *out);
 /* A recount's reading of the store (lg_count_scan), and its installation
- * as the ledger's figures (lg_install_locked): on a shared store, with this node's
- * own changes since net_at (its adds - removes when the scan ended) added,
- * and its table of invisible messages kept: the live nodes publish theirs,
- * others_inflight and others_delayed at the cut. The invisible messages
- * the recount found beyond those (leased or put by a node that died or
- * closed) this node adopts, the latest first. consistent: nothing changed
- * the queue while it was read; otherwise a recount stays due. The caller
- * holds l->mu. */
+ * as the ledger's figures (lg_install_locked, the caller holding l->mu). On
+ * a shared store this node's own changes since net_at (its adds - removes
+ * when the scan ended) are added, and its table of invisible messages is
+ * reconciled with what the scan found: the live nodes publish theirs
+ * (others_inflight and others_delayed at the cut), and the rest (leased or
+ * put by a node that died or closed) this node adopts. consistent: nothing
+ * changed the queue while it was read; otherwise a recount stays due. */
 typedef struct {
     int64_t size, oldest, min_exp;
     lg_table inv;
@@ -433,6 +437,8 @@ typedef struct {
 } lg_count;
 int lg_count_scan(sl_engine *e, qstate *q, int64_t now, lg_count *a);
 void lg_count_free(lg_count *a);
+/* A recount that lg_count_scan began ends without lg_install_locked. */
+void lg_count_abandon(qstate *q);
 void lg_install_locked(sl_engine *e, struct ledger *l, lg_count *a, int64_t now, int64_t net_at,
                        int consistent, int64_t others_inflight, int64_t others_delayed);
 
