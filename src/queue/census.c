@@ -213,18 +213,13 @@ static int write_beat(sl_engine *e, int closed) {
 /* Writes q's tally if it changed (or is due again); 0 or a store error. */
 static int flush_queue(sl_engine *e, qstate *q, int64_t now) {
     struct ledger *l = &q->lg;
-    int64_t v[7] = {0};
+    int64_t v[7] = {0}, known; /* adds, removes, pending, sus, inflight, delayed, max_vis: T_ADDS.. */
     pthread_mutex_lock(&l->mu);
     v[0] = l->adds;
     v[1] = l->removes;
     v[2] = l->pending;
     v[3] = l->sus;
-    for (size_t i = 0; i < l->inv.cap; i++) {
-        const lg_entry *x = &l->inv.e[i];
-        if (x->id == INT64_MIN || x->vis_ms <= now) continue;
-        v[x->delayed ? 5 : 4]++;
-        if (x->vis_ms > v[6]) v[6] = x->vis_ms;
-    }
+    lg_own_invisible(l, now, &v[4], &v[5], &v[6], &known);
     int same = memcmp(v, l->pub, sizeof v) == 0 && now - l->pub_ms < CS_REWRITE_MS;
     int never = l->pub_ms == 0 && !v[0] && !v[1] && !v[2] && !v[3] && !v[4] && !v[5];
     pthread_mutex_unlock(&l->mu);
@@ -320,7 +315,6 @@ static void peers_take(sl_engine *e, struct ledger *l, const cs_tally *t, size_t
         if (p->net != t[i].net) l->peers_gen++;
         p->net = t[i].net;
         p->sus = t[i].sus;
-        p->pending = t[i].pending;
         p->inflight = t[i].inflight;
         p->delayed = t[i].delayed;
         p->max_vis = t[i].max_vis;
@@ -354,36 +348,11 @@ void cs_open(sl_engine *e) {
         sl_log(SL_ERR, "census: the first beat was not written; other nodes see this one from its next");
 }
 
-/* The loaded queues, each held (users) until put back. */
-static qstate **hold_queues(sl_engine *e, size_t *n) {
-    *n = 0;
-    pthread_mutex_lock(&e->mu);
-    size_t cap = 0;
-    for (qstate *q = e->queues; q; q = q->next)
-        cap += !q->dead;
-    qstate **qs = cap ? malloc(cap * sizeof *qs) : NULL;
-    for (qstate *q = e->queues; q && qs && *n < cap; q = q->next)
-        if (!q->dead) {
-            q->users++;
-            qs[(*n)++] = q;
-        }
-    pthread_mutex_unlock(&e->mu);
-    return qs;
-}
-
-static void release_queues(sl_engine *e, qstate **qs, size_t n) {
-    pthread_mutex_lock(&e->mu);
-    for (size_t i = 0; i < n; i++)
-        qs[i]->users--;
-    pthread_mutex_unlock(&e->mu);
-    free(qs);
-}
-
 /* Every CS_FLUSH_MS: this node's tallies, then its beat (after them: a
  * beat seen means the tallies before it are there), then the others'. */
 static void flush_all(sl_engine *e, int64_t now, int closed, int refresh) {
     size_t n;
-    qstate **qs = hold_queues(e, &n);
+    qstate **qs = eng_hold_queues(e, &n, NULL);
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++)
         rc = flush_queue(e, qs[i], now);
@@ -392,7 +361,7 @@ static void flush_all(sl_engine *e, int64_t now, int closed, int refresh) {
     if (refresh && read_beats(e, now) == 0)
         for (size_t i = 0; i < n && !__atomic_load_n(&e->stopping, __ATOMIC_ACQUIRE); i++)
             refresh_queue(e, qs[i], now);
-    release_queues(e, qs, n);
+    eng_release_queues(e, qs, n);
 }
 
 void cs_tick(sl_engine *e, int64_t now) {

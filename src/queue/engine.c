@@ -233,6 +233,31 @@ int sl_engine_open(sl_store *st, const sl_engine_config *cfg, sl_engine **out) {
     return 0;
 }
 
+qstate **eng_hold_queues(sl_engine *e, size_t *n, int *oom) {
+    *n = 0;
+    pthread_mutex_lock(&e->mu);
+    size_t cap = 0;
+    for (qstate *q = e->queues; q; q = q->next)
+        cap += !q->dead;
+    qstate **qs = cap ? malloc(cap * sizeof *qs) : NULL;
+    if (cap && !qs && oom) *oom = 1;
+    for (qstate *q = e->queues; q && qs && *n < cap; q = q->next)
+        if (!q->dead) {
+            q->users++;
+            qs[(*n)++] = q;
+        }
+    pthread_mutex_unlock(&e->mu);
+    return qs;
+}
+
+void eng_release_queues(sl_engine *e, qstate **qs, size_t n) {
+    pthread_mutex_lock(&e->mu);
+    for (size_t i = 0; i < n; i++)
+        qs[i]->users--;
+    pthread_mutex_unlock(&e->mu);
+    free(qs);
+}
+
 int sl_engine_ping(sl_engine *e) {
     return sl_store_ping(e->st);
 }
@@ -282,16 +307,11 @@ void sl_engine_metrics(sl_engine *e, sl_text *t) {
      * they were loaded. Reading a queue's figures walks its table of
      * invisible messages, which can be large: the queues are held and e->mu
      * let go meanwhile, so that no request waits on it for a scrape. */
-    size_t nq = 0, cap = 0;
-    for (qstate *q = e->queues; q; q = q->next)
-        cap += !q->dead;
-    qstate **qs = cap ? malloc(cap * sizeof *qs) : NULL;
-    for (qstate *q = e->queues; q && qs && nq < cap; q = q->next)
-        if (!q->dead) {
-            q->users++;
-            qs[nq++] = q;
-        }
     pthread_mutex_unlock(&e->mu);
+    size_t nq;
+    int oom = 0;
+    qstate **qs = eng_hold_queues(e, &nq, &oom);
+    if (oom) t->oom = 1;
     lg_fig *fig = nq ? calloc(nq, sizeof *fig) : NULL;
     int64_t now = sl_now_ms();
     for (size_t i = 0; i < nq && fig; i++)
@@ -314,13 +334,8 @@ void sl_engine_metrics(sl_engine *e, sl_text *t) {
             sl_text_printf(t, "sluice_queue_oldest_message_age_seconds{account=\"%s\",queue=\"%s\"} %lld\n",
                            qs[i]->account, qs[i]->name, (long long)fig[i].oldest_age_s);
     if (nq && !fig) t->oom = 1;
-    if (cap && !qs) t->oom = 1;
     free(fig);
-    pthread_mutex_lock(&e->mu);
-    for (size_t i = 0; i < nq; i++)
-        qs[i]->users--;
-    pthread_mutex_unlock(&e->mu);
-    free(qs);
+    eng_release_queues(e, qs, nq);
     sl_metric_head(
         t, "sluice_engine_cas_total", "counter",
         "Compare-and-sets (leases, acks, moves, pointers) by outcome: applied, not_applied (the row "

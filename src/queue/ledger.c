@@ -454,28 +454,31 @@ void lg_maintain(sl_engine *e, qstate *q, int64_t now) {
     lg_count_free(&a);
 }
 
+void lg_own_invisible(const struct ledger *l, int64_t now, int64_t *inflight, int64_t *delayed,
+                      int64_t *max_vis, int64_t *oldest_put) {
+    *inflight = *delayed = *max_vis = *oldest_put = 0;
+    for (size_t i = 0; i < l->inv.cap; i++) {
+        const lg_entry *x = &l->inv.e[i];
+        if (x->id == LG_EMPTY) continue;
+        if (x->put_ms && (!*oldest_put || x->put_ms < *oldest_put)) *oldest_put = x->put_ms;
+        if (x->vis_ms <= now) continue;
+        ++*(x->delayed ? delayed : inflight);
+        if (x->vis_ms > *max_vis) *max_vis = x->vis_ms;
+    }
+}
+
 /* The figures as of now, from memory only: this node's ledger, and on a
  * shared store what the other nodes' tallies add to it (census.c). */
 void lg_figures(qstate *q, int64_t now, lg_fig *out) {
     struct ledger *l = &q->lg;
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&l->mu);
-    int64_t oldest = l->oldest_put, known = 0;
-    for (size_t i = 0; i < l->inv.cap; i++) {
-        const lg_entry *x = &l->inv.e[i];
-        if (x->id == LG_EMPTY) continue;
-        if (x->put_ms && (!known || x->put_ms < known)) known = x->put_ms;
-        if (x->vis_ms <= now) continue;
-        if (x->delayed)
-            out->delayed++;
-        else
-            out->in_flight++;
-    }
+    int64_t oldest = l->oldest_put, known, max_vis;
+    lg_own_invisible(l, now, &out->in_flight, &out->delayed, &max_vis, &known);
     out->counted = l->counted;
-    int64_t size = l->size, o_inflight = 0, o_delayed = 0;
+    int64_t size = l->size + others_net(l), o_inflight = 0, o_delayed = 0;
     for (size_t i = 0; i < l->npeers; i++) {
         const cs_peer *p = &l->peers[i];
-        size += p->net - p->net_cut;
         if (p->live && p->max_vis > now) {
             o_inflight += p->inflight;
             o_delayed += p->delayed;

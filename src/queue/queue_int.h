@@ -163,7 +163,7 @@ typedef struct {
 /* census.c: another node's tally of a queue, as last read. */
 typedef struct {
     char node[CS_KEY_MAX];
-    int64_t net, sus, pending;          /* adds - removes, suspicions, operations in flight */
+    int64_t net, sus;                   /* adds - removes, suspicions */
     int64_t inflight, delayed, max_vis; /* its invisible messages, visible again by max_vis */
     int64_t net_cut, sus_cut;           /* net and sus at the last recount (the cut) */
     int silent_cut;                     /* the node was silent at the cut */
@@ -421,6 +421,11 @@ void lg_purged(qstate *q);
 int lg_scan(sl_engine *e, qstate *q, int64_t now, int (*fn)(void *, const sl_row *, int64_t), void *arg);
 void lg_maintain(sl_engine *e, qstate *q, int64_t now);
 void lg_figures(qstate *q, int64_t now, lg_fig *out);
+/* This node's own messages invisible now, leased and delayed, when the
+ * last becomes visible, and the oldest put it knows of among its entries
+ * (under l->mu). */
+void lg_own_invisible(const struct ledger *l, int64_t now, int64_t *inflight, int64_t *delayed,
+                      int64_t *max_vis, int64_t *oldest_put);
 /* A recount's reading of the store (lg_count_scan), and its installation
  * as the ledger's figures (lg_install_locked, the caller holding l->mu). On
  * a shared store this node's own changes since net_at (its adds - removes
@@ -521,6 +526,11 @@ int eng_queue(sl_engine *e, const char *account, const char *name, qstate **out)
 void eng_queue_hold(sl_engine *e, qstate *q);
 void eng_queue_release(sl_engine *e, qstate *q);
 void eng_queue_reap(sl_engine *e, int all);
+/* The live qstates, each held (users) until eng_release_queues: e->mu is
+ * not held meanwhile. NULL with *n == 0 when there are none, or when out
+ * of memory (then *oom, if given, is set). */
+qstate **eng_hold_queues(sl_engine *e, size_t *n, int *oom);
+void eng_release_queues(sl_engine *e, qstate **qs, size_t n);
 void eng_queue_forget(sl_engine *e, qstate *q);
 /* A copy of q's options, taken under q->mu. */
 void eng_queue_opts(qstate *q, sl_queue_opts *out);
