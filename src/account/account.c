@@ -15,16 +15,17 @@ enum { A_NAME, A_CREATED };
 enum { K_ACCOUNT, K_NAME, K_KEY, K_CREATED };
 enum { I_SHARD, I_ACCOUNT, I_CREATED };
 
-static const sl_table t_accounts = {"accounts", 1, 0, 2, {{"name", SL_TEXT}, {"created", SL_INT}}};
+static const sl_table t_accounts = {"accounts", 1, 0, 2, {{"name", SL_TEXT}, {"created", SL_INT}}, 0};
 
 static const sl_table t_keys = {
     "account_keys",
     1,
     1,
     4,
-    {{"account", SL_TEXT}, {"name", SL_TEXT}, {"key", SL_TEXT}, {"created", SL_INT}}};
+    {{"account", SL_TEXT}, {"name", SL_TEXT}, {"key", SL_TEXT}, {"created", SL_INT}},
+    0};
 static const sl_table t_index = {
-    "account_index", 1, 1, 3, {{"shard", SL_INT}, {"account", SL_TEXT}, {"created", SL_INT}}};
+    "account_index", 1, 1, 3, {{"shard", SL_INT}, {"account", SL_TEXT}, {"created", SL_INT}}, 0};
 
 const sl_table *const sl_acct_tables[] = {&t_accounts, &t_keys, &t_index};
 const size_t sl_acct_ntables = sizeof sl_acct_tables / sizeof sl_acct_tables[0];

@@ -65,7 +65,8 @@ const sl_table sl_t_event = {"event",
                               {"tags", SL_TEXT},
                               {"metadata", SL_TEXT},
                               {"data", SL_TEXT},
-                              {"confirmed", SL_INT}}};
+                              {"confirmed", SL_INT}},
+                             0};
 const sl_table sl_t_event_index = {"event_index",
                                    3,
                                    2,
@@ -76,21 +77,24 @@ const sl_table sl_t_event_index = {"event_index",
                                     {"recorded_us", SL_INT},
                                     {"id", SL_TEXT},
                                     {"type", SL_TEXT},
-                                    {"tags", SL_TEXT}}};
+                                    {"tags", SL_TEXT}},
+                                   0};
 const sl_table sl_t_event_bucket = {
     "event_bucket",
     2,
     1,
     5,
-    {{"ikey", SL_TEXT}, {"month", SL_INT}, {"bucket", SL_INT}, {"width_us", SL_INT}, {"shards", SL_INT}}};
+    {{"ikey", SL_TEXT}, {"month", SL_INT}, {"bucket", SL_INT}, {"width_us", SL_INT}, {"shards", SL_INT}},
+    0};
 const sl_table sl_t_event_settings = {
-    "event_settings", 1, 0, 3, {{"account", SL_TEXT}, {"retention_s", SL_INT}, {"floor_us", SL_INT}}};
+    "event_settings", 1, 0, 3, {{"account", SL_TEXT}, {"retention_s", SL_INT}, {"floor_us", SL_INT}}, 0};
 const sl_table sl_t_event_meta = {
     "event_meta",
     1,
     0,
     4,
-    {{"name", SL_TEXT}, {"secret", SL_BLOB}, {"width_us", SL_INT}, {"shards", SL_INT}}};
+    {{"name", SL_TEXT}, {"secret", SL_BLOB}, {"width_us", SL_INT}, {"shards", SL_INT}},
+    0};
 
 static const sl_table *const tables[] = {&sl_t_event,          &sl_t_event_index,    &sl_t_event_bucket,
                                          &sl_t_event_settings, &sl_t_event_meta,     &sl_t_event_subscription,

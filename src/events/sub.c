@@ -71,17 +71,19 @@ const sl_table sl_t_event_subscription = {"event_subscription",
                                            {"cursor_id", SL_TEXT},
                                            {"delivered", SL_INT},
                                            {"state", SL_INT},
-                                           {"version", SL_INT}}};
+                                           {"version", SL_INT}},
+                                          0};
 enum { SD_PART, SD_ACCOUNT, SD_NAME, SD_CREATED };
 const sl_table sl_t_event_sub_dir = {
     "event_sub_dir",
     1,
     2,
     4,
-    {{"part", SL_INT}, {"account", SL_TEXT}, {"name", SL_TEXT}, {"created_us", SL_INT}}};
+    {{"part", SL_INT}, {"account", SL_TEXT}, {"name", SL_TEXT}, {"created_us", SL_INT}},
+    0};
 enum { SL_KEY, SL_OWNER, SL_NONCE };
 const sl_table sl_t_event_sub_lease = {
-    "event_sub_lease", 1, 0, 3, {{"skey", SL_TEXT}, {"owner", SL_TEXT}, {"nonce", SL_INT}}};
+    "event_sub_lease", 1, 0, 3, {{"skey", SL_TEXT}, {"owner", SL_TEXT}, {"nonce", SL_INT}}, 0};
 
 #define DIR_PARTS 8
 #define LEASE_TTL_S 15

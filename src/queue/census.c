@@ -62,7 +62,8 @@ const sl_table sl_t_tallies = {"tallies",
                                 {"delayed", SL_INT},
                                 {"max_vis", SL_INT},
                                 {"beat", SL_INT},
-                                {"closed", SL_INT}}};
+                                {"closed", SL_INT}},
+                               0};
 
 /* One node's tally of a queue, as a recount compares them. */
 typedef struct {

@@ -22,7 +22,8 @@ const sl_table sl_t_queues = {"queues",
                                {"opts", SL_TEXT},
                                {"created", SL_INT},
                                {"nonce", SL_INT},
-                               {"secret", SL_BLOB}}};
+                               {"secret", SL_BLOB}},
+                              0};
 const sl_table sl_t_queue_index = {"queue_index",
                                    1,
                                    1,
@@ -32,10 +33,12 @@ const sl_table sl_t_queue_index = {"queue_index",
                                     {"account", SL_TEXT},
                                     {"name", SL_TEXT},
                                     {"status", SL_INT},
-                                    {"bsize", SL_INT}}};
-const sl_table sl_t_monoton = {"monoton", 1, 0, 3, {{"qkey", SL_TEXT}, {"next", SL_INT}, {"nonce", SL_INT}}};
+                                    {"bsize", SL_INT}},
+                                   0};
+const sl_table sl_t_monoton = {"monoton", 1, 0, 3, {{"qkey", SL_TEXT}, {"next", SL_INT}, {"nonce", SL_INT}},
+                               0};
 const sl_table sl_t_pointers = {
-    "pointers", 1, 1, 4, {{"qkey", SL_TEXT}, {"name", SL_TEXT}, {"value", SL_INT}, {"nonce", SL_INT}}};
+    "pointers", 1, 1, 4, {{"qkey", SL_TEXT}, {"name", SL_TEXT}, {"value", SL_INT}, {"nonce", SL_INT}}, 0};
 const sl_table sl_t_messages = {"messages",
                                 2,
                                 1,
@@ -56,17 +59,19 @@ const sl_table sl_t_messages = {"messages",
                                  {"nonce", SL_INT},
                                  {"dest", SL_TEXT},
                                  {"put_vis", SL_INT},
-                                 {"first_ms", SL_INT}}};
+                                 {"first_ms", SL_INT}},
+                                SL_TABLE_EXPIRY_BY_PARTITION};
 const sl_table sl_t_leases = {
     "leases",
     2,
     2,
     5,
-    {{"qkey", SL_TEXT}, {"minute", SL_INT}, {"due", SL_INT}, {"id", SL_INT}, {"version", SL_INT}}};
+    {{"qkey", SL_TEXT}, {"minute", SL_INT}, {"due", SL_INT}, {"id", SL_INT}, {"version", SL_INT}},
+    0};
 const sl_table sl_t_counters = {
-    "counters", 1, 1, 4, {{"qkey", SL_TEXT}, {"name", SL_TEXT}, {"value", SL_INT}, {"nonce", SL_INT}}};
+    "counters", 1, 1, 4, {{"qkey", SL_TEXT}, {"name", SL_TEXT}, {"value", SL_INT}, {"nonce", SL_INT}}, 0};
 const sl_table sl_t_repair_lease = {
-    "repair_lease", 1, 0, 3, {{"qkey", SL_TEXT}, {"owner", SL_TEXT}, {"nonce", SL_INT}}};
+    "repair_lease", 1, 0, 3, {{"qkey", SL_TEXT}, {"owner", SL_TEXT}, {"nonce", SL_INT}}, 0};
 
 static const sl_table *const all_tables[] = {
     &sl_t_queues,     &sl_t_queue_index, &sl_t_monoton,      &sl_t_pointers,    &sl_t_messages,

@@ -74,7 +74,8 @@ const sl_table sl_t_fifo_groups = {"fifo_groups",
                                     {"last", SL_INT},
                                     {"hb", SL_INT},
                                     {"hid", SL_INT},
-                                    {"nonce", SL_INT}}};
+                                    {"nonce", SL_INT}},
+                                   0};
 const sl_table sl_t_fifo_log = {"fifo_log",
                                 3,
                                 1,
@@ -89,7 +90,8 @@ const sl_table sl_t_fifo_log = {"fifo_log",
                                  {"dedup", SL_TEXT},
                                  {"put_ms", SL_INT},
                                  {"dup", SL_INT},
-                                 {"nonce", SL_INT}}};
+                                 {"nonce", SL_INT}},
+                                0};
 const sl_table sl_t_fifo_dedup = {"fifo_dedup",
                                   2,
                                   0,
@@ -99,9 +101,10 @@ const sl_table sl_t_fifo_dedup = {"fifo_dedup",
                                    {"grp", SL_TEXT},
                                    {"seq", SL_INT},
                                    {"mid", SL_TEXT},
-                                   {"nonce", SL_INT}}};
+                                   {"nonce", SL_INT}},
+                                  0};
 const sl_table sl_t_fifo_busy = {
-    "fifo_busy", 2, 1, 4, {{"qkey", SL_TEXT}, {"shard", SL_INT}, {"grp", SL_TEXT}, {"since", SL_INT}}};
+    "fifo_busy", 2, 1, 4, {{"qkey", SL_TEXT}, {"shard", SL_INT}, {"grp", SL_TEXT}, {"since", SL_INT}}, 0};
 
 enum { FG_QKEY, FG_GRP, FG_NEXT, FG_HEAD, FG_LAST, FG_HB, FG_HID, FG_NONCE };
 enum { FL_QKEY, FL_GRP, FL_PAGE, FL_SEQ, FL_MID, FL_BODY, FL_ATTRS, FL_DEDUP, FL_PUT, FL_DUP, FL_NONCE };

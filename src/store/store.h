@@ -82,12 +82,21 @@ typedef struct {
 /* A table definition. cols[] lists the partition key columns first, then the
  * clustering key columns, then the regular columns. Definitions are static
  * data owned by the module that uses the table (queue/, auth/, events/); the
- * backends create their tables from them (sl_store_ensure). */
+ * backends create their tables from them (sl_store_ensure). flags are
+ * SL_TABLE_* hints about how the table is used; a backend may ignore them. */
 typedef struct {
     const char *name;
     int npk, nck, ncol; /* ncol counts every column */
     sl_col cols[SL_MAX_COLS];
+    unsigned flags;
 } sl_table;
+
+/* Each partition is written within a short time and deleted whole by its
+ * owner once done (a queue's bucket), so that a row's expiry is only a
+ * backstop: the embedded store then keeps one expiry per partition (the
+ * earliest of its rows') instead of indexing every row's. Reads and
+ * conditions see the rows' own expiry either way. */
+#define SL_TABLE_EXPIRY_BY_PARTITION 1u
 
 /* A value. set == 0 means "not set": absent on read, and on write either
  * "leave this column alone" (SL_W_UPSERT) or ignored (keys must be set).

@@ -46,8 +46,15 @@ enum {
     SL_STMT_UPDATE_IF, /* cols set, if the conditions hold */
     SL_STMT_DEL_ROW,
     SL_STMT_DEL_PART,
-    SL_STMT_PURGE,          /* the embedded store's expired rows */
-    SL_STMT_UPDATE_KEEP_EXP /* the embedded store's SL_STMT_UPDATE_IF that keeps a row's expiry */
+    SL_STMT_PURGE,           /* the embedded store's expired rows */
+    SL_STMT_UPDATE_KEEP_EXP, /* the embedded store's SL_STMT_UPDATE_IF that keeps a row's expiry */
+    /* The embedded store's expiry by partition (SL_TABLE_EXPIRY_BY_PARTITION) */
+    SL_STMT_PEXP_NOTE, /* a partition's expiry lowered to ? (or noted) */
+    SL_STMT_PEXP_DUE,  /* partitions whose expiry has passed */
+    SL_STMT_PEXP_DROP, /* a partition's expired rows */
+    SL_STMT_PEXP_MIN,  /* the earliest expiry of a partition's rows */
+    SL_STMT_PEXP_SET,  /* a partition's expiry set to ? */
+    SL_STMT_PEXP_DEL   /* a partition's expiry forgotten */
 };
 typedef struct {
     const sl_table *t; /* static data (store.h): compared by address */

@@ -20,6 +20,19 @@
  *   is deleted lazily by the writer. Regular columns added to a table
  *   definition later are added with ALTER TABLE by ensure().
  *
+ *   A table flagged SL_TABLE_EXPIRY_BY_PARTITION (the queues' messages) has
+ *   no "T__exp" index; instead
+ *
+ *     CREATE TABLE "T__parts" ("pk1" <ty>, .., "exp" INTEGER NOT NULL,
+ *                              PRIMARY KEY ("pk1", ..)) WITHOUT ROWID;
+ *     CREATE INDEX "T__parts_exp" ON "T__parts"("exp");
+ *
+ *   holds, for each partition with rows that expire, a time no later than
+ *   the earliest of their expiries (see "Expiry by partition" below). A
+ *   database made by a build before gets it from the rows' expiries, and
+ *   loses the index, when ensure() first meets the table; a build before
+ *   makes the index again and ignores "T__parts".
+ *
  * TTLs are kept per row, not per cell as Cassandra does: each write sets the
  * row's expiry from its own TTL (now + ttl, or never for ttl 0). The contract
  * asks callers that want a row to expire to pass its remaining TTL on every
@@ -67,18 +80,21 @@
 #include "store_int.h"
 
 #define LAYOUT_VERSION 1
-#define GROUP_MAX 512              /* requests in one transaction */
-#define PURGE_EVERY 16             /* groups between purges of expired rows */
-#define PURGE_ROWS 256             /* expired rows deleted per table per purge */
-#define READERS_IDLE_MAX 32        /* idle reader connections kept open */
+#define GROUP_MAX 512       /* requests in one transaction */
+#define PURGE_EVERY 16      /* groups between purges of expired rows */
+#define PURGE_ROWS 256      /* expired rows deleted per table per purge */
+#define READERS_IDLE_MAX 32 /* idle reader connections kept open */
 #define BUSY_TIMEOUT_MS 5000
 #define BUSY_RETRIES 20
 #define REDO_RETRY_MS 100 /* a failed commit's early answers are tried again this often */
+#define PEXP_SLOTS 1024   /* partitions whose expiry the writer remembers */
+#define PEXP_KEY_MAX 256  /* longer partition keys are not remembered */
+#define PURGE_PARTS 16    /* partitions purged per table per purge */
 
 /* The writer's transaction control, prepared once. */
 enum { TX_BEGIN, TX_COMMIT, TX_ROLLBACK, TX_SAVEPOINT, TX_RELEASE, TX_ROLLBACK_TO, TX_N };
-static const char *const tx_sql[TX_N] = {"BEGIN IMMEDIATE", "COMMIT", "ROLLBACK", "SAVEPOINT r", "RELEASE r",
-                                         "ROLLBACK TO r"};
+static const char *const tx_sql[TX_N] = {"BEGIN IMMEDIATE", "COMMIT",    "ROLLBACK",
+                                         "SAVEPOINT r",     "RELEASE r", "ROLLBACK TO r"};
 
 /* A connection and its prepared statements, by shape (store_int.h). */
 typedef struct conn {
@@ -109,7 +125,7 @@ typedef struct req {
     sl_result cur;
     sl_latch done; /* a blocking caller waits on it (a caller on a fiber parks) */
     struct req *next, *wnext;
-    void *owned; /* apply_async(): the heap copy of the writes, freed with the req */
+    void *owned;                   /* apply_async(): the heap copy of the writes, freed with the req */
     void (*cb)(void *arg, int rc); /* apply_cb() */
     void *cb_arg;
     int early;    /* apply_cb_early(): cb may run before the commit */
@@ -146,6 +162,17 @@ static void parked_free(parked *p) {
     }
 }
 
+/* A partition's noted expiry (SL_TABLE_EXPIRY_BY_PARTITION): the store's
+ * record of it is no later than exp. */
+typedef struct {
+    const sl_table *t;
+    uint64_t h;
+    int64_t exp;
+    size_t n;
+    unsigned char *key; /* the partition key's values, as pexp_key makes them */
+    uint64_t gen;
+} pexp_slot;
+
 typedef struct {
     sl_store base;
     char *path;
@@ -161,9 +188,9 @@ typedef struct {
     uint64_t m_commits, m_requests;
     sl_hist m_commit; /* a group's time, from its first statement to its commit's fsync */
 
-    pthread_mutex_t mu;      /* guards the queue below */
-    pthread_cond_t cv;       /* signals the writer */
-    sqlite3_stmt *tx[TX_N];  /* the writer's transaction statements */
+    pthread_mutex_t mu;     /* guards the queue below */
+    pthread_cond_t cv;      /* signals the writer */
+    sqlite3_stmt *tx[TX_N]; /* the writer's transaction statements */
     req *head, *tail;
     int stopping;
     int npending;    /* requests queued or being committed */
@@ -181,18 +208,20 @@ typedef struct {
 
     pthread_mutex_t pmu; /* guards the parked list */
     parked *phead, *ptail;
-    int nparked;          /* atomic: items on it; the writer notes shadows only then */
-    int late_stamps;      /* sl_store_sqlite_set_late_stamps */
+    int nparked;     /* atomic: items on it; the writer notes shadows only then */
+    int late_stamps; /* sl_store_sqlite_set_late_stamps */
 
-    int64_t epoch;         /* this open's (sl_store_epoch): set before the writer starts */
-    pthread_mutex_t emu;   /* guards the unsynced list */
-    pthread_cond_t ecv;    /* signals that the unsynced list emptied */
-    parked *uhead, *utail; /* copies of writes answered early, not yet committed */
-    int nunsynced;         /* atomic: entries on the list */
-    uint64_t usynced;      /* commits that emptied the list (under emu) */
-    int redo;              /* the list's writes were undone by a failed commit: writer only */
-    int fail_commits;      /* sl_store_sqlite_fail_commits: writer only once set */
-    uint64_t m_early;      /* requests answered early (atomic adds) */
+    int64_t epoch;              /* this open's (sl_store_epoch): set before the writer starts */
+    pthread_mutex_t emu;        /* guards the unsynced list */
+    pthread_cond_t ecv;         /* signals that the unsynced list emptied */
+    parked *uhead, *utail;      /* copies of writes answered early, not yet committed */
+    int nunsynced;              /* atomic: entries on the list */
+    uint64_t usynced;           /* commits that emptied the list (under emu) */
+    int redo;                   /* the list's writes were undone by a failed commit: writer only */
+    int fail_commits;           /* sl_store_sqlite_fail_commits: writer only once set */
+    uint64_t m_early;           /* requests answered early (atomic adds) */
+    pexp_slot pexp[PEXP_SLOTS]; /* expiry noted per partition: writer only */
+    uint64_t pexp_gen;          /* a slot of another generation is empty */
 } sq_store;
 
 static const sl_store_type sq_type;
@@ -408,6 +437,41 @@ static void build_sql(sbuf *b, const sl_stmt_shape *k) {
         sb_ident(b, t->name);
         sb_add(b, " WHERE \"_exp\"<>0 AND \"_exp\"<=?1 LIMIT ?2)");
         break;
+    case SL_STMT_PEXP_NOTE:
+        sb_add(b, "INSERT INTO ");
+        sb_ident2(b, t->name, "__parts");
+        sb_add(b, "(");
+        sb_cols(b, t, 0, t->npk);
+        sb_add(b, ",\"exp\") VALUES(");
+        for (int i = 0; i <= t->npk; i++)
+            sb_add(b, i ? ",?" : "?");
+        sb_add(b, ") ON CONFLICT(");
+        sb_cols(b, t, 0, t->npk);
+        sb_add(b, ") DO UPDATE SET \"exp\"=min(\"exp\",excluded.\"exp\")");
+        break;
+    case SL_STMT_PEXP_DUE:
+        sb_add(b, "SELECT ");
+        sb_cols(b, t, 0, t->npk);
+        sb_add(b, " FROM ");
+        sb_ident2(b, t->name, "__parts");
+        sb_add(b, " WHERE \"exp\"<=?1 LIMIT ?2");
+        break;
+    case SL_STMT_PEXP_DROP:
+    case SL_STMT_PEXP_MIN:
+        sb_add(b, k->op == SL_STMT_PEXP_DROP ? "DELETE FROM " : "SELECT min(\"_exp\") FROM ");
+        sb_ident(b, t->name);
+        sb_add(b, " WHERE ");
+        sb_eq(b, t, t->npk);
+        sb_add(b, k->op == SL_STMT_PEXP_DROP ? " AND \"_exp\"<>0 AND \"_exp\"<=?" : " AND \"_exp\"<>0");
+        break;
+    case SL_STMT_PEXP_SET:
+    case SL_STMT_PEXP_DEL:
+        sb_add(b, k->op == SL_STMT_PEXP_SET ? "UPDATE " : "DELETE FROM ");
+        sb_ident2(b, t->name, "__parts");
+        if (k->op == SL_STMT_PEXP_SET) sb_add(b, " SET \"exp\"=?");
+        sb_add(b, " WHERE "); /* the key after the new expiry, if any */
+        sb_eq(b, t, t->npk);
+        break;
     }
 }
 
@@ -469,8 +533,11 @@ static int exec(sqlite3 *db, const char *sql) {
 
 /* exec() for the writer's transaction statements, without parsing them
  * again for every group. */
+static void pexp_forget_all(sq_store *s);
+
 static int tx(sq_store *s, int which) {
     sqlite3 *db = s->wc->db;
+    if (which == TX_ROLLBACK || which == TX_ROLLBACK_TO) pexp_forget_all(s);
     if (!s->tx[which]) {
         int rc = sqlite3_prepare_v2(db, tx_sql[which], -1, &s->tx[which], NULL);
         if (rc != SQLITE_OK) return exec(db, tx_sql[which]);
@@ -671,7 +738,8 @@ static int write_one(conn *c, const sl_write *w, int64_t now) {
     int rc;
     if (w->kind == SL_W_DELETE_ROW || w->kind == SL_W_DELETE_PARTITION) {
         int nb = w->kind == SL_W_DELETE_ROW ? nkey : t->npk;
-        if ((rc = stmt_op(c, t, w->kind == SL_W_DELETE_ROW ? SL_STMT_DEL_ROW : SL_STMT_DEL_PART, &st))) return rc;
+        if ((rc = stmt_op(c, t, w->kind == SL_W_DELETE_ROW ? SL_STMT_DEL_ROW : SL_STMT_DEL_PART, &st)))
+            return rc;
         for (int i = 0; i < nb; i++)
             bind_val(st, i + 1, t->cols[i].type, &w->row.v[i]);
         return run(st);
@@ -739,6 +807,181 @@ static int update_if(conn *c, const sl_write *w, int64_t now, int *applied) {
     return update_if_as(c, w, now, SL_STMT_UPDATE_IF, applied);
 }
 
+/* --- Expiry by partition --------------------------------------------------
+ *
+ * A table flagged SL_TABLE_EXPIRY_BY_PARTITION has no index of its rows'
+ * expiry: "T__parts" holds one expiry per partition, no later than that of
+ * any of its rows that expire. Its rows are written within a short time (a
+ * queue's bucket), so the record is written about once a partition, not
+ * once a row, and the owner deletes the partition whole, record and all.
+ * The purge takes the partitions whose expiry has passed, deletes their
+ * expired rows and records the earliest expiry left. The writer remembers
+ * what it recorded (pexp, a cache: a slot may be overwritten): a write that
+ * expires no earlier than the remembered expiry writes no record. What is
+ * remembered is never earlier than what is on disk; a rollback could break
+ * that, so every rollback forgets everything (pexp_gen). */
+
+/* The partition key of row v as bytes; 0 when it is too long to keep. */
+static size_t pexp_key(const sl_table *t, const sl_val *v, unsigned char *buf) {
+    size_t n = 0;
+    for (int i = 0; i < t->npk; i++) {
+        if (t->cols[i].type == SL_INT) {
+            if (n + 9 > PEXP_KEY_MAX) return 0;
+            buf[n++] = 'i';
+            memcpy(buf + n, &v[i].i, 8);
+            n += 8;
+            continue;
+        }
+        uint32_t len = (uint32_t)v[i].n;
+        if (n + 5 + v[i].n > PEXP_KEY_MAX) return 0;
+        buf[n++] = 's';
+        memcpy(buf + n, &len, 4);
+        n += 4;
+        if (len) memcpy(buf + n, v[i].p, len);
+        n += len;
+    }
+    return n;
+}
+
+/* The slot of partition v of t, and whether it holds that partition. */
+static pexp_slot *pexp_find(sq_store *s, const sl_table *t, const sl_val *v, unsigned char *key, size_t *n,
+                            uint64_t *h, int *known) {
+    *known = 0;
+    if ((*n = pexp_key(t, v, key)) == 0) return NULL;
+    uint64_t x = 1469598103934665603ULL ^ (uint64_t)(uintptr_t)t;
+    for (size_t i = 0; i < *n; i++)
+        x = (x ^ key[i]) * 1099511628211ULL;
+    *h = x;
+    pexp_slot *e = &s->pexp[x % PEXP_SLOTS];
+    *known = e->gen == s->pexp_gen && e->t == t && e->h == x && e->n == *n && memcmp(e->key, key, *n) == 0;
+    return e;
+}
+
+static void pexp_forget_all(sq_store *s) {
+    s->pexp_gen++;
+}
+
+static void bind_key(sqlite3_stmt *st, int from, const sl_table *t, const sl_val *v) {
+    for (int i = 0; i < t->npk; i++)
+        bind_val(st, from + i, t->cols[i].type, &v[i]);
+}
+
+/* Makes the record of write w's partition no later than exp, the expiry
+ * that w gives its row. */
+static int pexp_note(sq_store *s, const sl_write *w, int64_t exp) {
+    const sl_table *t = w->t;
+    unsigned char key[PEXP_KEY_MAX];
+    size_t n;
+    uint64_t h = 0;
+    int known;
+    pexp_slot *e = pexp_find(s, t, w->row.v, key, &n, &h, &known);
+    if (known && e->exp <= exp) return 0;
+    sqlite3_stmt *st;
+    int rc = stmt_op(s->wc, t, SL_STMT_PEXP_NOTE, &st);
+    if (rc) return rc;
+    bind_key(st, 1, t, w->row.v);
+    sqlite3_bind_int64(st, t->npk + 1, exp);
+    if ((rc = run(st)) || !e) return rc;
+    if (!known) {
+        unsigned char *p = sl_realloc(e->key, n);
+        if (!p) { /* remembered no more: the next write records again */
+            e->gen = s->pexp_gen - 1;
+            return 0;
+        }
+        memcpy(p, key, n);
+        *e = (pexp_slot){t, h, exp, n, p, s->pexp_gen};
+    }
+    e->exp = exp;
+    return 0;
+}
+
+/* Sets partition v's record to exp, or deletes it (left 0). */
+static int pexp_set(sq_store *s, const sl_table *t, const sl_val *v, int left, int64_t exp) {
+    sqlite3_stmt *st;
+    int rc = stmt_op(s->wc, t, left ? SL_STMT_PEXP_SET : SL_STMT_PEXP_DEL, &st);
+    if (rc) return rc;
+    if (left) sqlite3_bind_int64(st, 1, exp);
+    bind_key(st, left ? 2 : 1, t, v);
+    if ((rc = run(st))) return rc;
+    unsigned char key[PEXP_KEY_MAX];
+    size_t n;
+    uint64_t h;
+    int known;
+    pexp_slot *e = pexp_find(s, t, v, key, &n, &h, &known);
+    if (known) e->gen = s->pexp_gen - 1; /* the record moved later: forgotten */
+    return 0;
+}
+
+/* Before write w: a write that gives its row an expiry first makes the
+ * partition's record no later (were the write not made after all, the
+ * record is only early); a failure leaves the write unmade. */
+static int pexp_before(sq_store *s, const sl_write *w, int64_t now) {
+    if (!(w->t->flags & SL_TABLE_EXPIRY_BY_PARTITION) || w->ttl <= 0) return 0;
+    if (w->kind == SL_W_DELETE_ROW || w->kind == SL_W_DELETE_PARTITION) return 0;
+    return pexp_note(s, w, now + (int64_t)w->ttl * 1000);
+}
+
+/* After write w: a partition deleted takes its record along. A record that
+ * could not be deleted is harmless (the purge finds the partition empty),
+ * unless the failure ended the transaction. */
+static int pexp_after(sq_store *s, const sl_write *w) {
+    if (!(w->t->flags & SL_TABLE_EXPIRY_BY_PARTITION) || w->kind != SL_W_DELETE_PARTITION) return 0;
+    int rc = pexp_set(s, w->t, w->row.v, 0, 0);
+    return rc && sqlite3_get_autocommit(s->wc->db) ? rc : 0;
+}
+
+/* Purges up to PURGE_PARTS partitions of t whose expiry has passed. */
+static int purge_parts(sq_store *s, const sl_table *t, int64_t now) {
+    for (int k = 0; k < PURGE_PARTS; k++) {
+        sqlite3_stmt *st;
+        int rc = stmt_op(s->wc, t, SL_STMT_PEXP_DUE, &st);
+        if (rc) return rc;
+        sqlite3_bind_int64(st, 1, now);
+        sqlite3_bind_int(st, 2, 1);
+        int src = step(st);
+        if (src != SQLITE_ROW) {
+            sqlite3_reset(st);
+            return src == SQLITE_DONE ? 0 : map_err(src);
+        }
+        sl_val v[SL_MAX_PK];
+        void *mem[SL_MAX_PK] = {0};
+        for (int i = 0; i < t->npk && rc == 0; i++) {
+            if (t->cols[i].type == SL_INT) {
+                v[i] = sl_vint(sqlite3_column_int64(st, i));
+                continue;
+            }
+            const void *p = sqlite3_column_blob(st, i);
+            size_t n = (size_t)sqlite3_column_bytes(st, i);
+            if ((mem[i] = sl_malloc(n ? n : 1)) == NULL) {
+                rc = SL_ENOMEM;
+                break;
+            }
+            if (n) memcpy(mem[i], p, n);
+            v[i] = sl_vbytes(mem[i], n);
+        }
+        sqlite3_reset(st);
+        if (rc == 0) rc = stmt_op(s->wc, t, SL_STMT_PEXP_DROP, &st);
+        if (rc == 0) {
+            bind_key(st, 1, t, v);
+            sqlite3_bind_int64(st, t->npk + 1, now);
+            rc = run(st);
+        }
+        if (rc == 0) rc = stmt_op(s->wc, t, SL_STMT_PEXP_MIN, &st);
+        if (rc == 0) {
+            bind_key(st, 1, t, v);
+            src = step(st);
+            int left = src == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL;
+            int64_t first = left ? sqlite3_column_int64(st, 0) : 0;
+            sqlite3_reset(st);
+            rc = src == SQLITE_ROW || src == SQLITE_DONE ? pexp_set(s, t, v, left, first) : map_err(src);
+        }
+        for (int i = 0; i < t->npk; i++)
+            free(mem[i]);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 static int same_key(const sl_write *a, const sl_write *b, int ncols);
 
 /* Whether conditional batch w[0..n) can run as it goes, each update-if one
@@ -772,10 +1015,12 @@ static int do_writes(sq_store *s, req *r) {
         for (size_t k = 0; k < r->n; k++) {
             const sl_write *w = &r->w[k];
             if (w->kind != SL_W_UPDATE_IF) {
-                if ((rc = write_one(s->wc, w, now))) return rc;
+                if ((rc = pexp_before(s, w, now)) || (rc = write_one(s->wc, w, now)) ||
+                    (rc = pexp_after(s, w)))
+                    return rc;
                 continue;
             }
-            if ((rc = update_if(s->wc, w, now, &ok))) return rc;
+            if ((rc = pexp_before(s, w, now)) || (rc = update_if(s->wc, w, now, &ok))) return rc;
             if (ok) continue;
             if (k > 0 && (rc = tx(s, TX_ROLLBACK_TO))) return rc;
             for (size_t j = 0; r->want_cur && j < r->n; j++) {
@@ -805,42 +1050,92 @@ static int do_writes(sq_store *s, req *r) {
         if (!ok) return SL_ENOTAPPLIED;
     }
     for (size_t k = 0; k < r->n; k++)
-        if ((rc = write_one(s->wc, &r->w[k], now))) return rc;
+        if ((rc = pexp_before(s, &r->w[k], now)) || (rc = write_one(s->wc, &r->w[k], now)) ||
+            (rc = pexp_after(s, &r->w[k])))
+            return rc;
     if (__atomic_load_n(&s->nparked, __ATOMIC_ACQUIRE) > 0) note_shadows(s, r->w, r->n);
     return 0;
 }
 
-static int has_column(sqlite3 *db, const char *table, const char *col, int *found) {
+/* Whether sql, with the texts a and b bound, returns a row. */
+static int has_row(sqlite3 *db, const char *sql, const char *a, const char *b, int *found) {
     sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_table_info(?1) WHERE name=?2", -1, &st, NULL);
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
     if (rc != SQLITE_OK) return map_err(rc);
-    sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, col, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 1, a, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, b, -1, SQLITE_STATIC);
     rc = step(st);
     *found = rc == SQLITE_ROW;
     sqlite3_finalize(st);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : map_err(rc);
 }
 
+static int has_column(sqlite3 *db, const char *table, const char *col, int *found) {
+    return has_row(db, "SELECT 1 FROM pragma_table_info(?1) WHERE name=?2", table, col, found);
+}
+
+/* Whether the index named table + suffix exists. */
+static int has_index(sqlite3 *db, const char *table, const char *suffix, int *found) {
+    return has_row(db, "SELECT 1 FROM sqlite_master WHERE type='index' AND name=?1||?2", table, suffix,
+                   found);
+}
+
+static const char *const tyname[] = {"", " INTEGER", " TEXT", " BLOB"};
+
+/* CREATE TABLE "<t><suffix>" of t's first ncol columns and then last, keyed
+ * by the first nkey. */
+static void sb_create(sbuf *b, const sl_table *t, const char *suffix, int ncol, const char *last, int nkey) {
+    sb_add(b, "CREATE TABLE IF NOT EXISTS ");
+    sb_ident2(b, t->name, suffix);
+    sb_add(b, "(");
+    for (int i = 0; i < ncol; i++) {
+        sb_ident(b, t->cols[i].name);
+        sb_add(b, tyname[t->cols[i].type]);
+        sb_add(b, ",");
+    }
+    sb_add(b, last);
+    sb_add(b, ",PRIMARY KEY(");
+    sb_cols(b, t, 0, nkey);
+    sb_add(b, ")) WITHOUT ROWID;");
+}
+
 static int ensure_one(sqlite3 *db, const sl_table *t) {
-    static const char *tyname[] = {"", " INTEGER", " TEXT", " BLOB"};
     sbuf b = {0};
     int rc;
-    sb_add(&b, "CREATE TABLE IF NOT EXISTS ");
-    sb_ident(&b, t->name);
-    sb_add(&b, "(");
-    for (int i = 0; i < t->ncol; i++) {
-        sb_ident(&b, t->cols[i].name);
-        sb_add(&b, tyname[t->cols[i].type]);
-        sb_add(&b, ",");
+    sb_create(&b, t, NULL, t->ncol, "\"_exp\" INTEGER NOT NULL DEFAULT 0", t->npk + t->nck);
+    if (t->flags & SL_TABLE_EXPIRY_BY_PARTITION) {
+        /* The partitions' expiry (see the top of the file), taken over
+         * from the rows' index when a build before made one. */
+        sb_create(&b, t, "__parts", t->npk, "\"exp\" INTEGER NOT NULL", t->npk);
+        sb_add(&b, "CREATE INDEX IF NOT EXISTS ");
+        sb_ident2(&b, t->name, "__parts_exp");
+        sb_add(&b, " ON ");
+        sb_ident2(&b, t->name, "__parts");
+        sb_add(&b, "(\"exp\");");
+        int found = 0;
+        if ((rc = has_index(db, t->name, "__exp", &found))) {
+            free(b.p);
+            return rc;
+        }
+        if (found) {
+            sb_add(&b, "INSERT INTO ");
+            sb_ident2(&b, t->name, "__parts");
+            sb_add(&b, " SELECT ");
+            sb_cols(&b, t, 0, t->npk);
+            sb_add(&b, ",min(\"_exp\") FROM ");
+            sb_ident(&b, t->name);
+            sb_add(&b, " WHERE \"_exp\"<>0 GROUP BY ");
+            sb_cols(&b, t, 0, t->npk);
+            sb_add(&b, " ON CONFLICT DO UPDATE SET \"exp\"=min(\"exp\",excluded.\"exp\");DROP INDEX ");
+            sb_ident2(&b, t->name, "__exp");
+        }
+    } else {
+        sb_add(&b, "CREATE INDEX IF NOT EXISTS ");
+        sb_ident2(&b, t->name, "__exp");
+        sb_add(&b, " ON ");
+        sb_ident(&b, t->name);
+        sb_add(&b, "(\"_exp\") WHERE \"_exp\"<>0");
     }
-    sb_add(&b, "\"_exp\" INTEGER NOT NULL DEFAULT 0,PRIMARY KEY(");
-    sb_cols(&b, t, 0, t->npk + t->nck);
-    sb_add(&b, ")) WITHOUT ROWID;CREATE INDEX IF NOT EXISTS ");
-    sb_ident2(&b, t->name, "__exp");
-    sb_add(&b, " ON ");
-    sb_ident(&b, t->name);
-    sb_add(&b, "(\"_exp\") WHERE \"_exp\"<>0");
     rc = b.oom ? SL_ENOMEM : exec(db, b.p);
     /* Columns added to the definition since the table was created. */
     for (int i = t->npk + t->nck; rc == 0 && i < t->ncol; i++) {
@@ -892,11 +1187,18 @@ static void purge(sq_store *s) {
     if (exec(s->wc->db, "SAVEPOINT purge")) return;
     for (size_t i = 0; i < s->ntables; i++) {
         sqlite3_stmt *st;
+        if (s->tables[i]->flags & SL_TABLE_EXPIRY_BY_PARTITION) {
+            if (purge_parts(s, s->tables[i], now) == 0) continue;
+            exec(s->wc->db, "ROLLBACK TO purge");
+            pexp_forget_all(s);
+            break;
+        }
         if (stmt_op(s->wc, s->tables[i], SL_STMT_PURGE, &st)) continue;
         sqlite3_bind_int64(st, 1, now);
         sqlite3_bind_int(st, 2, PURGE_ROWS);
         if (run(st)) {
             exec(s->wc->db, "ROLLBACK TO purge");
+            pexp_forget_all(s);
             break;
         }
     }
@@ -915,8 +1217,10 @@ static int redo_unsynced(sq_store *s) {
     for (parked *p = s->uhead; p && rc == 0; p = p->next)
         for (size_t k = 0; k < p->n && rc == 0; k++) {
             int applied;
+            if ((rc = pexp_before(s, &p->w[k], now))) break;
             rc = p->w[k].kind == SL_W_UPDATE_IF ? update_if(s->wc, &p->w[k], now, &applied)
                                                 : write_one(s->wc, &p->w[k], now);
+            if (rc == 0) rc = pexp_after(s, &p->w[k]);
         }
     return rc;
 }
@@ -993,10 +1297,12 @@ static void run_group(sq_store *s, req *group) {
     }
     if (rc == 0) at_commit = (rc = tx(s, TX_COMMIT)) != 0;
     if (rc) {
+        pexp_forget_all(s); /* what the group recorded may be undone */
         if (rc != SL_ENOSPC)
             sl_log(SL_ERR, "store: group commit failed: %s", sl_strerror(rc));
         else if (!s->full)
-            sl_log(SL_ERR, "store: the disk of %s is full: writes are refused (507) until space is freed", s->path);
+            sl_log(SL_ERR, "store: the disk of %s is full: writes are refused (507) until space is freed",
+                   s->path);
         s->full = rc == SL_ENOSPC;
         if (!sqlite3_get_autocommit(db)) tx(s, TX_ROLLBACK);
         /* A COMMIT whose outcome is unknown may have landed: writing the
@@ -1251,7 +1557,8 @@ static size_t land_stamped(parked *p) {
         } else if (w->kind == SL_W_DELETE_ROW && (sh || p->gone[k])) {
             keep = !p->gone[k];
             w->kind = SL_W_UPSERT; /* the columns it still removes, written as null */
-            for (int i = nkey; i < t->ncol; i++) w->row.v[i] = sh >> i & 1 ? (sl_val){0} : sl_vnull();
+            for (int i = nkey; i < t->ncol; i++)
+                w->row.v[i] = sh >> i & 1 ? (sl_val){0} : sl_vnull();
         } else if (w->kind == SL_W_DELETE_PARTITION) {
             keep = !sh && !p->gone[k];
         }
@@ -1377,7 +1684,8 @@ static int sq_apply_async(sl_store *st, const sl_write *w, size_t n) {
     pthread_mutex_lock(&s->fmu);
     if (s->fault) act = s->fault(s->fault_ctx, w, n);
     pthread_mutex_unlock(&s->fmu);
-    if (act == SL_FAULT_FAIL || act == SL_FAULT_UNKNOWN_DROPPED) return act == SL_FAULT_FAIL ? SL_EUNAVAILABLE : 0;
+    if (act == SL_FAULT_FAIL || act == SL_FAULT_UNKNOWN_DROPPED)
+        return act == SL_FAULT_FAIL ? SL_EUNAVAILABLE : 0;
     if (act == SL_FAULT_DELAY) return park(s, w, n);
     if (act == SL_FAULT_DUPLICATE && (rc = park(s, w, n)) != 0) return rc;
     parked *p = copy_writes(w, n);
@@ -1522,7 +1830,8 @@ static int sq_slice(sl_store *st, const sl_slice *q, sl_result *out) {
     if (!q || sl_store_check_table(q->t)) return SL_EINVAL;
     const sl_table *t = q->t;
     if (q->nfrom < 0 || q->nfrom > t->nck || q->nto < 0 || q->nto > t->nck || q->limit < 0 ||
-        sl_store_check_key(q->pk, t->npk) || sl_store_check_key(q->from, q->nfrom) || sl_store_check_key(q->to, q->nto))
+        sl_store_check_key(q->pk, t->npk) || sl_store_check_key(q->from, q->nfrom) ||
+        sl_store_check_key(q->to, q->nto))
         return SL_EINVAL;
     sl_stmt_shape k;
     sl_stmt_shape_slice(&k, q); /* its SQL has LIMIT ? either way (-1 for none) */
@@ -1594,6 +1903,8 @@ static void sq_close(sl_store *st) {
     pthread_mutex_destroy(&s->emu);
     pthread_cond_destroy(&s->ecv);
     free(s->tables);
+    for (size_t i = 0; i < PEXP_SLOTS; i++)
+        free(s->pexp[i].key);
     free(s->path);
     free(s);
 }

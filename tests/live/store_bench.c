@@ -31,7 +31,7 @@
 #include "store/store.h"
 
 static const sl_table T = {
-    "bench", 1, 0, 4, {{"k", SL_TEXT}, {"v", SL_INT}, {"body", SL_BLOB}, {"nonce", SL_INT}}};
+    "bench", 1, 0, 4, {{"k", SL_TEXT}, {"v", SL_INT}, {"body", SL_BLOB}, {"nonce", SL_INT}}, 0};
 
 enum { UPSERT, CAS, GET, NOPS };
 

@@ -32,17 +32,24 @@
 /* --- Tables -------------------------------------------------------------- */
 
 static const sl_table T_KV = {
-    "kv", 1, 0, 5, {{"k", SL_TEXT}, {"i", SL_INT}, {"s", SL_TEXT}, {"b", SL_BLOB}, {"j", SL_INT}}};
+    "kv", 1, 0, 5, {{"k", SL_TEXT}, {"i", SL_INT}, {"s", SL_TEXT}, {"b", SL_BLOB}, {"j", SL_INT}}, 0};
 enum { KV_K, KV_I, KV_S, KV_B, KV_J };
 
-/* Two partition key columns and two clustering columns. */
+/* Two partition key columns and two clustering columns. Its expiry is kept
+ * by partition on the embedded store (as the queues' messages' is), so the
+ * contract's TTL cases cover that too. */
 static const sl_table T_CK = {
-    "ck", 2, 2, 5, {{"p", SL_TEXT}, {"q", SL_INT}, {"c1", SL_INT}, {"c2", SL_TEXT}, {"v", SL_TEXT}}};
+    "ck",
+    2,
+    2,
+    5,
+    {{"p", SL_TEXT}, {"q", SL_INT}, {"c1", SL_INT}, {"c2", SL_TEXT}, {"v", SL_TEXT}},
+    SL_TABLE_EXPIRY_BY_PARTITION};
 enum { CK_P, CK_Q, CK_C1, CK_C2, CK_V };
 
 /* Names that only work when quoted. */
 static const sl_table T_ODD = {
-    "order", 1, 1, 3, {{"from", SL_TEXT}, {"group \"x\"", SL_INT}, {"select", SL_BLOB}}};
+    "order", 1, 1, 3, {{"from", SL_TEXT}, {"group \"x\"", SL_INT}, {"select", SL_BLOB}}, 0};
 
 static const sl_table *const test_tables[] = {&T_KV, &T_CK, &T_ODD};
 #define NTABLES (sizeof test_tables / sizeof test_tables[0])
@@ -1050,7 +1057,8 @@ static void t_cql_schema(void **state) {
         1,
         0,
         6,
-        {{"k", SL_TEXT}, {"i", SL_INT}, {"s", SL_TEXT}, {"b", SL_BLOB}, {"j", SL_INT}, {"new", SL_TEXT}}};
+        {{"k", SL_TEXT}, {"i", SL_INT}, {"s", SL_TEXT}, {"b", SL_BLOB}, {"j", SL_INT}, {"new", SL_TEXT}},
+        0};
     const sl_table *const t2[] = {&kv2};
     assert_int_equal(sl_store_ensure(s, t2, 1), SL_ENOTFOUND);
     assert_int_equal(sl_store_cql_schema(s, t2, 1, 0, NULL), 0);
@@ -1227,6 +1235,30 @@ static void t_durable_reopen(void **state) {
     assert_int_equal(access(path, F_OK), 0);
 }
 
+/* The first column of the first row of sql, run on the embedded store's
+ * file behind the store's back (-1 when there is no row). */
+static int64_t raw_int(const fx *f, const char *sql) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/sluice.db", f->dir);
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+/* Enough groups for the writer to purge (more than PURGE_EVERY). */
+static void some_groups(sl_store *s) {
+    for (int i = 0; i < 40; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "new%d", i);
+        assert_int_equal(kv_put(s, k, i, NULL, 0), 0);
+    }
+}
+
 /* Expired rows are deleted by the writer, a bounded number at a time. */
 static void t_purge(void **state) {
     fx *f = *state;
@@ -1237,21 +1269,121 @@ static void t_purge(void **state) {
         assert_int_equal(kv_put(f->s, k, i, NULL, 1), 0);
     }
     sl_clock_advance_ms(1000);
-    for (int i = 0; i < 40; i++) { /* one group each: more than PURGE_EVERY */
-        char k[16];
-        snprintf(k, sizeof k, "new%d", i);
-        assert_int_equal(kv_put(f->s, k, i, NULL, 0), 0);
+    some_groups(f->s);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM kv"), 40);
+}
+
+/* A table whose expiry is kept by partition has no index of its rows'
+ * expiry and one record a partition, the earliest expiry of its rows;
+ * deleting the partition deletes its record, and the writer purges the
+ * expired rows of the partitions whose record has passed. */
+static void t_purge_by_partition(void **state) {
+    fx *f = *state;
+    sl_clock_manual(1);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM sqlite_master WHERE name='ck__exp'"), 0);
+    int64_t t0 = sl_now_ms();
+    for (int c = 1; c <= 30; c++) /* bucket 1: all expire */
+        assert_int_equal(ck_put(f->s, "b", 1, c, "x", "v", 10), 0);
+    for (int c = 1; c <= 5; c++) /* bucket 2: one row outlives the rest */
+        assert_int_equal(ck_put(f->s, "b", 2, c, "x", "v", c == 5 ? 100 : 10), 0);
+    for (int c = 1; c <= 5; c++) /* bucket 3: deleted by its owner */
+        assert_int_equal(ck_put(f->s, "b", 3, c, "x", "v", 10), 0);
+    assert_int_equal(ck_put(f->s, "b", 4, 1, "x", "v", 0), 0); /* bucket 4: never expires */
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM ck__parts"), 3);
+    assert_int_equal(raw_int(f, "SELECT exp FROM ck__parts WHERE q=2"), t0 + 10000);
+
+    /* A later write records nothing; an earlier expiry lowers the record. */
+    sl_clock_advance_ms(1000);
+    assert_int_equal(ck_put(f->s, "b", 1, 31, "x", "v", 10), 0);
+    assert_int_equal(raw_int(f, "SELECT exp FROM ck__parts WHERE q=1"), t0 + 10000);
+    assert_int_equal(ck_put(f->s, "b", 1, 32, "x", "v", 2), 0);
+    assert_int_equal(raw_int(f, "SELECT exp FROM ck__parts WHERE q=1"), t0 + 3000);
+
+    sl_write del = ck_w(SL_W_DELETE_PARTITION, "b", 3, 0, NULL);
+    assert_int_equal(sl_store_apply(f->s, &del, 1, NULL), 0);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM ck__parts WHERE q=3"), 0);
+
+    /* Before anything expires, a purge deletes nothing. */
+    some_groups(f->s);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM ck"), 32 + 5 + 1);
+
+    sl_clock_advance_ms(11000);
+    some_groups(f->s);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM ck WHERE q=1"), 0);
+    assert_int_equal(raw_int(f, "SELECT c1 FROM ck WHERE q=2"), 5); /* the only one left */
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM ck WHERE q=2"), 1);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM ck WHERE q=4"), 1);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM ck__parts"), 1);
+    assert_int_equal(raw_int(f, "SELECT exp FROM ck__parts WHERE q=2"), t0 + 100000);
+
+    /* The writer forgot the partitions it purged: a new row is recorded. */
+    assert_int_equal(ck_put(f->s, "b", 1, 1, "x", "v", 10), 0);
+    assert_int_equal(raw_int(f, "SELECT exp FROM ck__parts WHERE q=1"), sl_now_ms() + 10000);
+    sl_clock_advance_ms(100000);
+    some_groups(f->s);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM ck WHERE q<>4"), 0);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM ck__parts"), 0);
+}
+
+/* A conditional batch that is not applied undoes the record its first
+ * write lowered, and the writer does not trust what it noted then. */
+static void t_purge_by_partition_rollback(void **state) {
+    fx *f = *state;
+    sl_clock_manual(1);
+    int64_t t0 = sl_now_ms();
+    assert_int_equal(ck_put(f->s, "r", 1, 1, "x", "v", 10), 0);
+    assert_int_equal(ck_put(f->s, "r", 1, 2, "x", "v", 10), 0);
+    sl_write w[2] = {ck_w(SL_W_UPDATE_IF, "r", 1, 1, "x"), ck_w(SL_W_UPDATE_IF, "r", 1, 2, "x")};
+    for (int i = 0; i < 2; i++) {
+        w[i].row.v[CK_V] = sl_vtext("w");
+        w[i].ncond = 1;
     }
-    char path[128];
-    snprintf(path, sizeof path, "%s/sluice.db", f->dir);
-    sqlite3 *db;
-    sqlite3_stmt *st;
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM kv", -1, &st, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(st, 0), 40);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    w[0].ttl = 2; /* holds, and would lower the record to t0 + 2 s */
+    w[0].cond[0] = (sl_cond){CK_V, sl_vtext("v")};
+    w[1].ttl = 10;
+    w[1].cond[0] = (sl_cond){CK_V, sl_vtext("no")}; /* fails */
+    assert_int_equal(sl_store_apply(f->s, w, 2, NULL), SL_ENOTAPPLIED);
+    assert_int_equal(raw_int(f, "SELECT exp FROM ck__parts WHERE q=1"), t0 + 10000);
+    assert_int_equal(ck_put(f->s, "r", 1, 3, "x", "v", 3), 0);
+    assert_int_equal(raw_int(f, "SELECT exp FROM ck__parts WHERE q=1"), t0 + 3000);
+}
+
+/* A database whose table indexed its rows' expiry (the builds before)
+ * takes its partitions' expiry from the rows, and drops the index. */
+static void t_purge_by_partition_migrates(void **state) {
+    fx *f = *state;
+    static const sl_table old_ck = {
+        "ck", 2, 2, 5, {{"p", SL_TEXT}, {"q", SL_INT}, {"c1", SL_INT}, {"c2", SL_TEXT}, {"v", SL_TEXT}}, 0};
+    static const sl_table *const old_tables[] = {&T_KV, &old_ck};
+    sl_clock_manual(1);
+    int64_t t0 = sl_now_ms();
+    sl_store_close(f->s);
+    rm_rf(f->dir);
+    assert_int_equal(mkdir(f->dir, 0700), 0);
+    assert_int_equal(sl_store_sqlite_open(f->dir, &f->s), 0);
+    assert_int_equal(sl_store_ensure(f->s, old_tables, 2), 0);
+    for (int c = 1; c <= 3; c++) {
+        sl_write w = wr(&old_ck, SL_W_UPSERT);
+        w.row.v[CK_P] = sl_vtext("m");
+        w.row.v[CK_Q] = sl_vint(c); /* partitions 1, 2, 3 */
+        w.row.v[CK_C1] = sl_vint(1);
+        w.row.v[CK_C2] = sl_vtext("x");
+        w.row.v[CK_V] = sl_vtext("v");
+        w.ttl = c * 10;
+        assert_int_equal(sl_store_apply(f->s, &w, 1, NULL), 0);
+    }
+    sl_store_close(f->s);
+    f->s = NULL;
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM sqlite_master WHERE name='ck__exp'"), 1);
+
+    assert_int_equal(open_store(f), 0);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM sqlite_master WHERE name='ck__exp'"), 0);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM ck__parts"), 3);
+    assert_int_equal(raw_int(f, "SELECT exp FROM ck__parts WHERE q=2"), t0 + 20000);
+    sl_clock_advance_ms(25000);
+    some_groups(f->s);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM ck"), 1);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM ck__parts"), 1);
 }
 
 typedef struct {
@@ -1518,7 +1650,7 @@ static void t_late_stamps(void **state) {
 /* A request that fails inside the writer fails alone. */
 static void t_request_isolated(void **state) {
     fx *f = *state;
-    static const sl_table missing = {"never_ensured", 1, 0, 2, {{"k", SL_TEXT}, {"v", SL_INT}}};
+    static const sl_table missing = {"never_ensured", 1, 0, 2, {{"k", SL_TEXT}, {"v", SL_INT}}, 0};
     sl_write w = wr(&missing, SL_W_UPSERT);
     w.row.v[0] = sl_vtext("a");
     assert_int_equal(sl_store_apply(f->s, &w, 1, NULL), SL_EINVAL);
@@ -1552,7 +1684,7 @@ static void t_apply_async(void **state) {
         snprintf(key, sizeof key, "k%d", i);
         assert_int_equal(kv_i(f->s, key), i);
     }
-    static const sl_table missing = {"never_ensured", 1, 0, 2, {{"k", SL_TEXT}, {"v", SL_INT}}};
+    static const sl_table missing = {"never_ensured", 1, 0, 2, {{"k", SL_TEXT}, {"v", SL_INT}}, 0};
     sl_write bad = wr(&missing, SL_W_UPSERT);
     bad.row.v[0] = sl_vtext("a");
     /* Fails in the writer; only the log hears of it, and nothing else in
@@ -1720,6 +1852,9 @@ int main(void) {
         cmocka_unit_test_setup_teardown(t_apply_cb_early, sqlite_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(t_apply_cb_early_redo, sqlite_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(t_purge, sqlite_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(t_purge_by_partition, sqlite_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(t_purge_by_partition_rollback, sqlite_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(t_purge_by_partition_migrates, sqlite_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(t_group_commit, sqlite_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(t_fault_actions, sqlite_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(t_late_stamps, sqlite_setup, fx_teardown),
