@@ -3,7 +3,8 @@
 # sitting (the machine's speed moves between sittings, so separate runs do not
 # compare). Each run starts `sluice dev` on a fresh data directory, creates
 # one queue, runs bench/build/loadgen against it and prints one line: the
-# rates, the server's CPU (cores, and µs per lifecycle) and the latencies.
+# rates, the server's CPU (cores, and µs per lifecycle; the embedded store's
+# writer thread's alone too) and the latencies.
 #
 #   bench/ab.sh ROUNDS P C A B [loadgen flags...]
 #
@@ -22,6 +23,13 @@ cd "$(dirname "$0")/.."
 rounds=$1 p=$2 c=$3 a=$4 b=$5
 shift 5
 [ -x bench/build/loadgen ] || make -s -C bench build/loadgen >/dev/null
+writer_ticks() { # PID -> CPU ticks of its thread sl-writer (0 without one: the Cassandra store)
+    local t n=0
+    for t in /proc/"$1"/task/*; do
+        [ "$(cat "$t/comm" 2>/dev/null)" = sl-writer ] && n=$(awk '{print $14 + $15}' "$t/stat")
+    done
+    echo "$n"
+}
 one() { # BIN[:ENV] [loadgen flags] -> prints the run's line
     local spec=$1 envs="" dir pid port key
     shift
@@ -47,13 +55,15 @@ one() { # BIN[:ENV] [loadgen flags] -> prints the run's line
     [ "${PROTO:-}" = sqs ] && auth=(--proto sqs --access-key dev --secret "$key" --queue-url "$url/dev/q")
     t0=$(date +%s.%N)
     c0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    w0=$(writer_ticks "$pid")
     bench/build/loadgen --port "$port" "${auth[@]}" \
         --producers "$p" --consumers "$c" --duration "${DUR:-6}" --warmup "${WARM:-2}" "${tls[@]}" "$@" 2>/dev/null |
         tail -1 >"$dir/result.json"
     c1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    w1=$(writer_ticks "$pid")
     # Server CPU (user + system, all threads) over the whole loadgen run,
     # warm-up included, per lifecycle at the measured rate.
-    python3 - "$dir/result.json" "$t0" "$(date +%s.%N)" "$c0" "$c1" "$(getconf CLK_TCK)" <<'EOF2'
+    python3 - "$dir/result.json" "$t0" "$(date +%s.%N)" "$c0" "$c1" "$(getconf CLK_TCK)" "$w0" "$w1" <<'EOF2'
 import json, sys
 d = json.load(open(sys.argv[1]))
 secs = float(sys.argv[3]) - float(sys.argv[2])
@@ -61,8 +71,11 @@ cores = (float(sys.argv[5]) - float(sys.argv[4])) / float(sys.argv[6]) / secs
 rate = d["lifecycles_per_s"]
 ops = " ".join("%s %.0f/s p50/p99 %.2f/%.2f ms" % (k, v["per_s"], v["p50_ms"], v["p99_ms"])
                for k, v in d["ops"].items() if v["n"])
-print("lifecycles/s %.0f  puts/s %.0f  server cores %.2f (%.0f us/lifecycle)  %s"
-      % (rate, d["put_msgs_per_s"], cores, cores * 1e6 / rate if rate else 0, ops))
+# The embedded store's writer thread (the serial part of bench/scaling.sh's model).
+wcores = (float(sys.argv[8]) - float(sys.argv[7])) / float(sys.argv[6]) / secs
+writer = "  writer %.1f us/lifecycle" % (wcores * 1e6 / rate) if rate and wcores > 0 else ""
+print("lifecycles/s %.0f  puts/s %.0f  server cores %.2f (%.0f us/lifecycle)%s  %s"
+      % (rate, d["put_msgs_per_s"], cores, cores * 1e6 / rate if rate else 0, writer, ops))
 EOF2
     kill "$pid"
     wait "$pid" 2>/dev/null || true

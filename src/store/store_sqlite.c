@@ -930,6 +930,19 @@ static int pexp_after(sq_store *s, const sl_write *w) {
     return rc && sqlite3_get_autocommit(s->wc->db) ? rc : 0;
 }
 
+/* write_one and update_if on the writer's connection, with the records of
+ * the partitions' expiry kept (pexp_before, pexp_after). */
+static int write_kept(sq_store *s, const sl_write *w, int64_t now) {
+    int rc;
+    if ((rc = pexp_before(s, w, now)) || (rc = write_one(s->wc, w, now))) return rc;
+    return pexp_after(s, w);
+}
+
+static int update_kept(sq_store *s, const sl_write *w, int64_t now, int *applied) {
+    int rc = pexp_before(s, w, now);
+    return rc ? rc : update_if(s->wc, w, now, applied);
+}
+
 /* Purges up to PURGE_PARTS partitions of t whose expiry has passed. */
 static int purge_parts(sq_store *s, const sl_table *t, int64_t now) {
     for (int k = 0; k < PURGE_PARTS; k++) {
@@ -1015,12 +1028,10 @@ static int do_writes(sq_store *s, req *r) {
         for (size_t k = 0; k < r->n; k++) {
             const sl_write *w = &r->w[k];
             if (w->kind != SL_W_UPDATE_IF) {
-                if ((rc = pexp_before(s, w, now)) || (rc = write_one(s->wc, w, now)) ||
-                    (rc = pexp_after(s, w)))
-                    return rc;
+                if ((rc = write_kept(s, w, now))) return rc;
                 continue;
             }
-            if ((rc = pexp_before(s, w, now)) || (rc = update_if(s->wc, w, now, &ok))) return rc;
+            if ((rc = update_kept(s, w, now, &ok))) return rc;
             if (ok) continue;
             if (k > 0 && (rc = tx(s, TX_ROLLBACK_TO))) return rc;
             for (size_t j = 0; r->want_cur && j < r->n; j++) {
@@ -1050,9 +1061,7 @@ static int do_writes(sq_store *s, req *r) {
         if (!ok) return SL_ENOTAPPLIED;
     }
     for (size_t k = 0; k < r->n; k++)
-        if ((rc = pexp_before(s, &r->w[k], now)) || (rc = write_one(s->wc, &r->w[k], now)) ||
-            (rc = pexp_after(s, &r->w[k])))
-            return rc;
+        if ((rc = write_kept(s, &r->w[k], now))) return rc;
     if (__atomic_load_n(&s->nparked, __ATOMIC_ACQUIRE) > 0) note_shadows(s, r->w, r->n);
     return 0;
 }
@@ -1186,19 +1195,20 @@ static void purge(sq_store *s) {
     int64_t now = sl_now_ms();
     if (exec(s->wc->db, "SAVEPOINT purge")) return;
     for (size_t i = 0; i < s->ntables; i++) {
+        const sl_table *t = s->tables[i];
         sqlite3_stmt *st;
-        if (s->tables[i]->flags & SL_TABLE_EXPIRY_BY_PARTITION) {
-            if (purge_parts(s, s->tables[i], now) == 0) continue;
-            exec(s->wc->db, "ROLLBACK TO purge");
-            pexp_forget_all(s);
-            break;
+        int rc;
+        if (t->flags & SL_TABLE_EXPIRY_BY_PARTITION) {
+            rc = purge_parts(s, t, now);
+        } else {
+            if (stmt_op(s->wc, t, SL_STMT_PURGE, &st)) continue;
+            sqlite3_bind_int64(st, 1, now);
+            sqlite3_bind_int(st, 2, PURGE_ROWS);
+            rc = run(st);
         }
-        if (stmt_op(s->wc, s->tables[i], SL_STMT_PURGE, &st)) continue;
-        sqlite3_bind_int64(st, 1, now);
-        sqlite3_bind_int(st, 2, PURGE_ROWS);
-        if (run(st)) {
+        if (rc) {
             exec(s->wc->db, "ROLLBACK TO purge");
-            pexp_forget_all(s);
+            pexp_forget_all(s); /* the records purge_parts set may be undone */
             break;
         }
     }
@@ -1217,10 +1227,8 @@ static int redo_unsynced(sq_store *s) {
     for (parked *p = s->uhead; p && rc == 0; p = p->next)
         for (size_t k = 0; k < p->n && rc == 0; k++) {
             int applied;
-            if ((rc = pexp_before(s, &p->w[k], now))) break;
-            rc = p->w[k].kind == SL_W_UPDATE_IF ? update_if(s->wc, &p->w[k], now, &applied)
-                                                : write_one(s->wc, &p->w[k], now);
-            if (rc == 0) rc = pexp_after(s, &p->w[k]);
+            rc = p->w[k].kind == SL_W_UPDATE_IF ? update_kept(s, &p->w[k], now, &applied)
+                                                : write_kept(s, &p->w[k], now);
         }
     return rc;
 }
