@@ -103,6 +103,8 @@ void sl_alloc_hook(int (*fail)(size_t bytes));
 int sl_random_bytes(void *buf, size_t n);
 /* A fast non-cryptographic random 64-bit value for spreading contention. */
 uint64_t sl_random_u64(void);
+/* Writes 2 * bytes lowercase hex digits of sl_random_u64() and a NUL. */
+void sl_random_hex(char *out, int bytes);
 
 /* The digest (with md, an OpenSSL EVP_MD) of a then b, into out (*len
  * bytes). On a context this thread keeps for md's next digest: OpenSSL 3

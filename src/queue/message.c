@@ -17,19 +17,6 @@
 
 #include "queue_int.h"
 
-/* Writes 2 * bytes random lowercase hex digits and a NUL. */
-static void hex(char *out, int bytes) {
-    static const char digit[] = "0123456789abcdef";
-    for (int i = 0; i < bytes; i += 8) {
-        uint64_t r = sl_random_u64();
-        for (int j = 0; j < 8 && i + j < bytes; j++, r >>= 8) {
-            out[2 * (i + j)] = digit[(r >> 4) & 15];
-            out[2 * (i + j) + 1] = digit[r & 15];
-        }
-    }
-    out[2 * bytes] = '\0';
-}
-
 void msg_key(sl_write *w, const char *qkey, int64_t bucket, int64_t id) {
     w->t = &sl_t_messages;
     w->row.v[M_QKEY] = sl_vtext(qkey);
@@ -115,8 +102,8 @@ int msg_put_rows(sl_engine *e, qstate *q, const sl_put *msgs, size_t n, char (*i
         const sl_put *m = &msgs[i];
         if (!ids_given && (rc = msg_claim_block(e, q, &p[i].id, &p[i].block_ms)) != 0) break;
         int64_t id = p[i].id, visible = now + (int64_t)m->delay_s * 1000;
-        hex(ids[i], SL_MSGID_LEN / 2);
-        hex(p[i].tag, 8);
+        sl_random_hex(ids[i], SL_MSGID_LEN / 2);
+        sl_random_hex(p[i].tag, 8);
         sl_write *x = &w[i];
         msg_key(x, q->qkey, id / q->opts.bucket_size, id);
         x->kind = SL_W_UPSERT;

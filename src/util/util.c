@@ -209,6 +209,18 @@ uint64_t sl_random_u64(void) {
     return s * 0x2545F4914F6CDD1Dull;
 }
 
+void sl_random_hex(char *out, int bytes) {
+    static const char digit[] = "0123456789abcdef";
+    for (int i = 0; i < bytes; i += 8) {
+        uint64_t r = sl_random_u64();
+        for (int j = 0; j < 8 && i + j < bytes; j++, r >>= 8) {
+            out[2 * (i + j)] = digit[(r >> 4) & 15];
+            out[2 * (i + j) + 1] = digit[r & 15];
+        }
+    }
+    out[2 * bytes] = '\0';
+}
+
 static const char b64url_chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 size_t sl_b64url_encode(const void *in, size_t n, char *out) {

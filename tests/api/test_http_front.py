@@ -804,6 +804,29 @@ def test_pipelined_requests_are_answered_in_order(server, client):
     assert client.ack(q, msgs[0]["popReceipt"]).status_code == 204
 
 
+def test_a_request_sent_while_the_one_before_waits_is_answered_after_it(server, client):
+    """A long poll waits on an empty queue; the same connection then sends
+    GET /health in a write of its own. Once a put wakes the poll, both are
+    answered, in order. The server reads a socket again only when it has
+    said it has more (it is edge-triggered, and a read that emptied it is
+    not repeated), so this fails if the bytes that came while the poll
+    waited are forgotten: the /health would never be answered."""
+    q = client.new_queue("behind")
+    host, port = addr_of(server)
+    with Conn((host, port), timeout=10) as conn:
+        mine = conn.sock.getsockname()[1]
+        conn.send(_poll_bytes(server, client, q, 5))
+        await_until(lambda: _unread_bytes(port, mine) == 0, timeout=10, desc="the server to read the long poll")
+        conn.send(request_bytes(server, client, "GET", "/health"))
+        r = client.put(q, "wakes the poll")
+        assert r.status_code == 201, r.text
+        got = [conn.read_response() for _ in range(2)]
+        assert None not in got, f"the connection closed before two answers: {got!r}"
+        assert [r.status for r in got] == [200, 200], f"answers: {got!r}"
+        assert [m["message"] for m in got[0].json()["messages"]] == ["wakes the poll"], got[0]
+        assert got[1].json().get("status") == "ok", got[1]
+
+
 def _unread_bytes(server_port, client_port):
     """The receive queue of the server's end of a loopback connection, from
     /proc/net/tcp: how many bytes the server has not read yet (None when
