@@ -432,7 +432,7 @@ def w4_section(w, rows, meta, w4):
     w(f"Target: lifecycles/s >= {W4_TARGET} x the raw INSERT/s at the same concurrency (see Targets). A lifecycle "
       "needs several CQL round trips (the put writes the message, the receive takes a lease by compare-and-set, "
       "the ack is another compare-and-set), so the LWT UPDATE rate is the nearer bound. Sluice runs the "
-      "handlers that wait on the node on fibers (twice the cores, 8 at least, carry them), and a fiber that "
+      "handlers that wait on the node on fibers (twice the cores, 4 at least, carry them), and a fiber that "
       "waits holds no thread, so all 128 requests of 64+64 can be in the store at once, as in the raw rates. "
       "Everything shares the "
       "machine's cores: the JVM, Sluice and loadgen in W1, the JVM and store_bench in the raw runs. "

@@ -53,9 +53,10 @@
 #define DEFAULT_THREADS_CQL 4
 #define DEFAULT_STORE_THREADS_EMBEDDED 4
 /* On Cassandra the store pool's threads only carry handlers between waits
- * (their fibers park while the node answers): twice the cores, and 8 at
- * least (bench/results/fibers.md: 8 threads beat 64 on two cores). */
-#define DEFAULT_STORE_THREADS_CQL_MIN 8
+ * (their fibers park while the node answers): twice the cores, and 4 at
+ * least. More only add switching: on two cores 8 threads beat 64
+ * (bench/results/fibers.md), and 4 beat 8 (bench/results/w4-carriers.md). */
+#define DEFAULT_STORE_THREADS_CQL_MIN 4
 
 typedef struct {
     char data_dir[PATH_MAX];
@@ -203,7 +204,7 @@ static const option options[] = {
     OPT("threads", "--threads", "SLUICE_THREADS", O_INT, threads, 1, 1024, NULL,
         "one per core embedded, 4 on Cassandra", "HTTP event-loop threads"),
     OPT("store_threads", "--store-threads", "SLUICE_STORE_THREADS", O_INT, store_threads, 1, 1024, NULL,
-        "4 embedded; on Cassandra twice the cores, 8 at least",
+        "4 embedded; on Cassandra twice the cores, 4 at least",
         "threads that carry the handlers that wait on the store (each on a fiber: one waiting on Cassandra "
         "parks and holds none)"),
     OPT("max_message_bytes", "--max-message-bytes", "SLUICE_MAX_MESSAGE_BYTES", O_LLONG, max_message_bytes, 1,
