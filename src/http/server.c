@@ -674,7 +674,7 @@ static int serialize(conn *c, sl_http_req *r) {
     char num[20];
     int st = r->status >= 100 && r->status <= 999 ? r->status : 500;
     char code[4] = {(char)('0' + st / 100), (char)('0' + st / 10 % 10), (char)('0' + st % 10), ' '};
-    const char *why = reason(r->status), *date = date_field(c->w);
+    const char *why = reason(st), *date = date_field(c->w);
     out_add(c, "HTTP/1.1 ", 9);
     out_add(c, code, 4);
     out_add(c, why, strlen(why));
