@@ -18,7 +18,8 @@
  * tells the engine's own work from the sync's; ENGINE_LEASE_IN_MEMORY=1 makes
  * a lease write nothing (the ack's condition is then the put's state), the
  * most that leases kept in memory could save the writer; ENGINE_SQLITE_PRAGMAS
- * runs SQL on SQLite's connection first. Prints one JSON object:
+ * runs SQL on SQLite's connection first; ENGINE_SQLITE_NO_EXPIRY_RECORD=1
+ * leaves out the record of each bucket's expiry, to weigh it. Prints one JSON object:
  * lifecycles/s, the process's CPU (all its threads, a background compaction
  * included) and the bytes it wrote a lifecycle.
  *
@@ -47,7 +48,8 @@
 #define BUCKET 20
 
 static int nosync; /* ENGINE_NOSYNC=1: commits not synced, to tell the engine's work from the disk's */
-static int lease_in_memory; /* ENGINE_LEASE_IN_MEMORY=1: a lease writes nothing (the most it could save) */
+static int lease_in_memory;   /* ENGINE_LEASE_IN_MEMORY=1: a lease writes nothing (the most it could save) */
+static int expiry_record = 1; /* ENGINE_SQLITE_NO_EXPIRY_RECORD=1: no "messages__parts" record a bucket */
 #define QKEY "acct-dev/q"
 #define BODY 100
 #define MID 22
@@ -152,7 +154,7 @@ static void sq_key(sqlite3_stmt *st, int at, int64_t id) {
 
 static int sq_put(engine *e, int64_t id, const row *r) {
     sq *s = e->h;
-    if (id / BUCKET != s->noted) { /* the bucket's first write records its expiry */
+    if (expiry_record && id / BUCKET != s->noted) { /* the bucket's first write records its expiry */
         sqlite3_bind_text(s->note, 1, QKEY, -1, SQLITE_STATIC);
         sqlite3_bind_int64(s->note, 2, id / BUCKET);
         sqlite3_bind_int64(s->note, 3, r->exp_ms);
@@ -205,6 +207,7 @@ static int sq_drop(engine *e, int64_t bucket) {
     sq *s = e->h;
     sqlite3_stmt *d[] = {s->drop, s->drop_note, s->drop_body};
     for (int i = 0; i < (s->split ? 3 : 2); i++) {
+        if (d[i] == s->drop_note && !expiry_record) continue;
         sqlite3_bind_text(d[i], 1, QKEY, -1, SQLITE_STATIC);
         sqlite3_bind_int64(d[i], 2, bucket);
         if (sq_step(s, d[i])) return -1;
@@ -627,6 +630,8 @@ int main(int argc, char **argv) {
     const char *name = argv[1], *dir = argv[2];
     nosync = getenv("ENGINE_NOSYNC") && strcmp(getenv("ENGINE_NOSYNC"), "1") == 0;
     lease_in_memory = getenv("ENGINE_LEASE_IN_MEMORY") && strcmp(getenv("ENGINE_LEASE_IN_MEMORY"), "1") == 0;
+    expiry_record = !(getenv("ENGINE_SQLITE_NO_EXPIRY_RECORD") &&
+                      strcmp(getenv("ENGINE_SQLITE_NO_EXPIRY_RECORD"), "1") == 0);
     long long n = argc > 3 ? atoll(argv[3]) : 100000;
     int per_commit = argc > 4 ? atoi(argv[4]) : 16, per_req = argc > 5 ? atoi(argv[5]) : 1;
     long long backlog = argc > 6 ? atoll(argv[6]) : 20000;
