@@ -106,6 +106,16 @@ uint64_t sl_random_u64(void);
 /* Writes 2 * bytes lowercase hex digits of sl_random_u64() and a NUL. */
 void sl_random_hex(char *out, int bytes);
 
+/* v in decimal at out, with no NUL; returns the length (at most 20). For
+ * the hot paths where snprintf's format parsing cost more than the digits. */
+int sl_fmt_i64(char *out, int64_t v);
+/* "YYYY-MM-DDTHH:MM:SSZ" (UTC) of ms since the epoch, NUL-terminated; the
+ * time is clamped to the years 0 to 9999. From the year 1000 on, what
+ * gmtime_r and strftime's "%Y-%m-%dT%H:%M:%SZ" write, without the time zone
+ * lock and the format's parse; earlier years get four digits, as ISO 8601
+ * asks. */
+void sl_iso_time(int64_t ms, char out[21]);
+
 /* The digest (with md, an OpenSSL EVP_MD) of a then b, into out (*len
  * bytes). On a context this thread keeps for md's next digest: OpenSSL 3
  * sets one up (allocations, the provider's state) for every EVP_Digest(),

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../sluice.h"
 #include "json.h"
 
 /* Length of the valid UTF-8 sequence at s, or 0: no overlong forms, no
@@ -159,8 +160,8 @@ void sl_jw_kjson(sl_jw *w, const char *key, const json_t *j) {
 }
 
 void sl_jw_int(sl_jw *w, int64_t v) {
-    char tmp[24];
-    int n = snprintf(tmp, sizeof tmp, "%lld", (long long)v);
+    char tmp[20];
+    int n = sl_fmt_i64(tmp, v);
     jw_sep(w);
     jw_add(w, tmp, (size_t)n);
 }

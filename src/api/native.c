@@ -62,14 +62,23 @@ static const char *query_receipt(sl_http_req *r) {
 }
 
 /* A message text: 1..max bytes (the JSON parser already checked UTF-8). */
-static int check_message(sl_api *a, sl_http_req *r, const char *what, size_t len) {
+/* What an error names: "the message", or "messages[i].message" of a batch
+ * (i >= 0), formatted only for an error. */
+static const char *what_of(char buf[48], long i) {
+    if (i < 0) return "the message";
+    snprintf(buf, 48, "messages[%ld].message", i);
+    return buf;
+}
+
+static int check_message(sl_api *a, sl_http_req *r, long i, size_t len) {
+    char buf[48];
     if (len == 0) {
-        sl_http_error(r, 400, "InvalidMessage", "%s must not be empty", what);
+        sl_http_error(r, 400, "InvalidMessage", "%s must not be empty", what_of(buf, i));
         return -1;
     }
     if (len > a->cfg.max_message_bytes) {
-        sl_http_error(r, 413, "MessageTooLarge", "%s is %zu bytes, over the limit of %zu", what, len,
-                      a->cfg.max_message_bytes);
+        sl_http_error(r, 413, "MessageTooLarge", "%s is %zu bytes, over the limit of %zu", what_of(buf, i),
+                      len, a->cfg.max_message_bytes);
         return -1;
     }
     return 0;
@@ -138,10 +147,11 @@ static int account_ok(sl_api *a, sl_http_req *r, const char *account) {
 
 /* A message within its queue's maximumMessageBytes (SQS's
  * MaximumMessageSize), when it has one: 0, or -1 after answering 413. */
-static int check_queue_size(sl_http_req *r, const sl_queue_opts *o, const char *what, size_t len) {
+static int check_queue_size(sl_http_req *r, const sl_queue_opts *o, long i, size_t len) {
     if (o->max_bytes <= 0 || len <= (size_t)o->max_bytes) return 0;
+    char buf[48];
     sl_http_error(r, 413, "MessageTooLarge", "%s is %zu bytes, over the queue's maximumMessageBytes of %d",
-                  what, len, o->max_bytes);
+                  what_of(buf, i), len, o->max_bytes);
     return -1;
 }
 
@@ -447,12 +457,11 @@ static int h_put(sl_http_req *r, void *ctx) {
         return SL_HTTP_DONE;
     size_t len;
     const char *body = sl_http_body(r, &len);
-    if (check_message(a, r, "the message", len)) return SL_HTTP_DONE;
+    if (check_message(a, r, -1, len)) return SL_HTTP_DONE;
     if (!sl_api_utf8_valid(body, len))
         return sl_http_error(r, 400, "InvalidMessage", "the message must be valid UTF-8");
     sl_queue_opts qo;
-    if (account_ok(a, r, account) || queue_opts(a, r, account, q, &qo) ||
-        check_queue_size(r, &qo, "the message", len))
+    if (account_ok(a, r, account) || queue_opts(a, r, account, q, &qo) || check_queue_size(r, &qo, -1, len))
         return SL_HTTP_DONE;
     if (!sl_http_query(r, "initialInvisibilitySeconds")) delay = qo.delay_s;
     sl_put p = {.body = body, .len = len, .delay_s = (int)delay, .attrs_json = NULL};
@@ -532,9 +541,7 @@ static int h_batch(sl_http_req *r, void *ctx) {
                           "messages[%zu].message is required and must be a string", n);
             goto out;
         }
-        char what[48];
-        snprintf(what, sizeof what, "messages[%zu].message", n);
-        if (check_message(a, r, what, json_string_length(text))) goto out;
+        if (check_message(a, r, (long)n, json_string_length(text))) goto out;
         long long delay;
         if (sl_api_field_int(r, m, "delaySeconds", 0, SL_INVIS_MAX, -1, 0, &delay)) goto out;
         json_t *at = json_object_get(m, "attributes");
@@ -558,9 +565,7 @@ static int h_batch(sl_http_req *r, void *ctx) {
     sl_queue_opts qo;
     if (queue_opts(a, r, account, q, &qo)) goto out;
     for (size_t i = 0; i < n; i++) {
-        char what[48];
-        snprintf(what, sizeof what, "messages[%zu].message", i);
-        if (check_queue_size(r, &qo, what, msgs[i].len)) goto out;
+        if (check_queue_size(r, &qo, (long)i, msgs[i].len)) goto out;
         if (msgs[i].delay_s < 0) msgs[i].delay_s = qo.delay_s;
     }
     if (!(st = calloc(1, sizeof *st))) {
@@ -651,7 +656,7 @@ static int h_update(sl_http_req *r, void *ctx) {
         } else {
             text = json_string_value(m);
             len = json_string_length(m);
-            bad = check_message(a, r, "the message", len);
+            bad = check_message(a, r, -1, len);
         }
     }
     if (bad || account_ok(a, r, account)) {
@@ -710,15 +715,23 @@ static void ackb_state_free(void *p) {
 /* The answer of a batch ack: rcs[at[i]] for receipt i (-1: too long to be
  * one of ours). */
 static int ackb_answer(sl_http_req *r, json_t *arr, size_t n, const int *at, const int *rcs) {
-    json_t *results = json_array();
-    for (size_t i = 0; results && i < n; i++) {
+    sl_jw w = {0};
+    sl_jw_open(&w, '{');
+    sl_jw_key(&w, "results");
+    sl_jw_open(&w, '[');
+    for (size_t i = 0; i < n; i++) {
         int one = at[i] < 0 ? SL_EINVAL : rcs[at[i]];
-        int status = one == 0 ? 204 : one == SL_EINTERNAL ? 500 : sl_api_status(one, 503);
-        json_array_append_new(results,
-                              json_pack("{s:s,s:i}", "popReceipt", json_string_value(json_array_get(arr, i)),
-                                        "status", status));
+        json_t *rcpt = json_array_get(arr, i);
+        sl_jw_open(&w, '{');
+        sl_jw_key(&w, "popReceipt");
+        sl_jw_str(&w, json_string_value(rcpt), json_string_length(rcpt));
+        sl_jw_key(&w, "status");
+        sl_jw_int(&w, one == 0 ? 204 : one == SL_EINTERNAL ? 500 : sl_api_status(one, 503));
+        sl_jw_close(&w, '}');
     }
-    return sl_api_json(r, 200, json_pack("{s:o}", "results", results));
+    sl_jw_close(&w, ']');
+    sl_jw_close(&w, '}');
+    return sl_api_jw(r, 200, &w);
 }
 
 static int h_ack_batch(sl_http_req *r, void *ctx) {

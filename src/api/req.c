@@ -378,10 +378,7 @@ int sl_api_field_str(sl_http_req *r, json_t *o, const char *key, const char **ou
 }
 
 void sl_api_iso_time(int64_t ms, char out[32]) {
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    sl_iso_time(ms, out);
 }
 
 /* --- Parking on engine operations --------------------------------------- */

@@ -76,9 +76,13 @@ static void receipt_make(const qstate *q, char out[SL_RECEIPT_MAX], int kind, in
                          int64_t exp_ms) {
     char raw[96];
     unsigned char mac[32];
-    int n = snprintf(raw, sizeof raw, "%d:%lld:%lld:%lld:%lld", kind, (long long)q->version, (long long)id,
-                     (long long)n2, (long long)(exp_ms / 1000));
-    receipt_mac(q, raw, (size_t)n, mac);
+    int64_t f[5] = {kind, q->version, id, n2, exp_ms / 1000};
+    size_t n = 0;
+    for (int i = 0; i < 5; i++) { /* "%d:%lld:%lld:%lld:%lld", without snprintf */
+        if (i) raw[n++] = ':';
+        n += (size_t)sl_fmt_i64(raw + n, f[i]);
+    }
+    receipt_mac(q, raw, n, mac);
     size_t o = sl_b64url_encode(raw, (size_t)n, out);
     out[o++] = '.';
     sl_b64url_encode(mac, RECEIPT_MAC, out + o);
@@ -92,6 +96,20 @@ void msg_receipt_make(const qstate *q, char out[SL_RECEIPT_MAX], int64_t id, int
 void msg_receipt_make_sticky(const qstate *q, char out[SL_RECEIPT_MAX], int64_t id, int64_t dcount,
                              int64_t exp_ms) {
     receipt_make(q, out, 3, id, dcount, exp_ms);
+}
+
+/* One decimal field of a receipt: an optional '-' and 1 to 19 digits, that
+ * fit an int64. The end of it, or NULL. */
+static const char *field(const char *p, const char *end, int64_t *out) {
+    int neg = p < end && *p == '-';
+    p += neg;
+    const char *start = p;
+    uint64_t v = 0;
+    while (p < end && *p >= '0' && *p <= '9' && p - start < 19)
+        v = v * 10 + (uint64_t)(*p++ - '0');
+    if (p == start || (p < end && *p >= '0' && *p <= '9') || v > (uint64_t)INT64_MAX) return NULL;
+    *out = neg ? -(int64_t)v : (int64_t)v;
+    return p;
 }
 
 /* Returns 0, or SL_EINVAL for anything that is not a receipt this queue
@@ -110,11 +128,13 @@ int msg_receipt_parse(const qstate *q, const char *s, int64_t *id, int64_t *vers
     if (sl_b64url_decode(dot + 1, strlen(dot + 1), mac, sizeof mac) != RECEIPT_MAC) return SL_EINVAL;
     receipt_mac(q, raw, (size_t)m, want);
     if (CRYPTO_memcmp(mac, want, RECEIPT_MAC) != 0) return SL_EINVAL;
-    long long a, b, c, d;
-    int used = 0, kind = 0;
-    if (sscanf(raw, "%d:%lld:%lld:%lld:%lld%n", &kind, &a, &b, &c, &d, &used) != 5 || used != m ||
-        (kind != 2 && kind != 3))
-        return SL_EINVAL;
+    int64_t f[5];
+    const char *p = raw, *end = raw + m;
+    for (int i = 0; i < 5; i++) /* the fields receipt_make wrote, and nothing else */
+        if ((i && (p == end || *p++ != ':')) || !(p = field(p, end, &f[i]))) return SL_EINVAL;
+    if (p != end || (f[0] != 2 && f[0] != 3)) return SL_EINVAL;
+    int64_t a = f[1], b = f[2], c = f[3], d = f[4];
+    int kind = (int)f[0];
     if (a != q->version || b < 0 || c < 0 || c == INT64_MAX || d < 0 || d > INT64_MAX / 1000)
         return SL_EINVAL;
     *id = b;

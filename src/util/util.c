@@ -221,6 +221,41 @@ void sl_random_hex(char *out, int bytes) {
     out[2 * bytes] = '\0';
 }
 
+int sl_fmt_i64(char *out, int64_t v) {
+    char tmp[20];
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v; /* INT64_MIN too */
+    int k = sizeof tmp, n = 0;
+    do
+        tmp[--k] = (char)('0' + u % 10);
+    while ((u /= 10) != 0);
+    if (v < 0) out[n++] = '-';
+    memcpy(out + n, tmp + k, sizeof tmp - (size_t)k);
+    return n + (int)sizeof tmp - k;
+}
+
+void sl_iso_time(int64_t ms, char out[21]) {
+    const int64_t lo = -62167219200LL, hi = 253402300799LL; /* 0000-01-01T00:00:00Z, 9999-12-31T23:59:59Z */
+    int64_t t = ms / 1000 - (ms % 1000 < 0);
+    t = t < lo ? lo : t > hi ? hi : t;
+    int64_t days = t / 86400 - (t % 86400 < 0), sec = t - days * 86400;
+    int y, m, d;
+    sl_civil_from_days(days, &y, &m, &d);
+    int v[6] = {y, m, d, (int)(sec / 3600), (int)(sec / 60 % 60), (int)(sec % 60)};
+    char *p = out;
+    for (int i = 0; i < 6; i++) {
+        if (i == 0) {
+            for (int k = 1000; k; k /= 10)
+                *p++ = (char)('0' + v[0] / k % 10);
+        } else {
+            *p++ = "--T::"[i - 1];
+            *p++ = (char)('0' + v[i] / 10);
+            *p++ = (char)('0' + v[i] % 10);
+        }
+    }
+    *p++ = 'Z';
+    *p = '\0';
+}
+
 static const char b64url_chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 size_t sl_b64url_encode(const void *in, size_t n, char *out) {

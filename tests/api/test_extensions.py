@@ -333,6 +333,24 @@ def test_batch_ack_twice_second_is_all_409(client):
     assert [x["status"] for x in r2] == [409, 409]
 
 
+def test_batch_ack_echoes_foreign_receipts_exactly(client):
+    """Receipts that are not ours come back as sent, in valid JSON, each with
+    400, beside a real one that is acked: quotes, backslashes, control
+    characters, non-ASCII text, one too long to be a receipt."""
+    q = client.new_queue("ackecho")
+    assert_status(client.put(q, "m"), 201)
+    got = []
+    await_until(lambda: got.extend(client.receive_list(q, 1, 60)) or got, timeout=10, desc="1 message")
+    odd = ['"quoted"', "back\\slash", "tab\tnew\nline\u0001", "caf\u00e9 \u65e5\u672c \U0001f600", "</script>",
+           "x" * 5000]
+    receipts = odd[:3] + [got[0]["popReceipt"]] + odd[3:]
+    r = assert_status(client.ack_batch(q, receipts), 200)
+    results = r.json()["results"]
+    assert [x["popReceipt"] for x in results] == receipts, describe(r)
+    assert [x["status"] for x in results] == [400, 400, 400, 204, 400, 400, 400], describe(r)
+    client.await_stats(q, size=0)
+
+
 @pytest.mark.parametrize("n", [0, 101])
 def test_batch_ack_size_out_of_range_is_400(client, n):
     q = client.new_queue("ackbad")

@@ -424,8 +424,95 @@ static void test_digest_contexts(void **state) {
     pthread_join(t, NULL);
 }
 
+/* sl_fmt_i64 writes what printf's "%lld" writes, the extremes included. */
+static void test_decimal_as_printf_writes_it(void **state) {
+    (void)state;
+    int64_t vs[] = {0,
+                    1,
+                    -1,
+                    9,
+                    10,
+                    -10,
+                    99,
+                    100,
+                    123456789,
+                    -987654321,
+                    INT32_MAX,
+                    INT32_MIN,
+                    1000000000000LL,
+                    INT64_MAX,
+                    INT64_MIN,
+                    INT64_MAX - 1,
+                    INT64_MIN + 1};
+    uint64_t x = 88172645463325252ULL;
+    for (size_t i = 0; i < sizeof vs / sizeof vs[0] + 10000; i++) {
+        int64_t v;
+        if (i < sizeof vs / sizeof vs[0]) {
+            v = vs[i];
+        } else { /* values of every length */
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            v = (int64_t)(x >> (x % 64));
+            if (x & 1) v = -v;
+        }
+        char want[32], got[32];
+        int n = snprintf(want, sizeof want, "%lld", (long long)v);
+        memset(got, 'x', sizeof got);
+        assert_int_equal(sl_fmt_i64(got, v), n);
+        assert_memory_equal(got, want, (size_t)n);
+        assert_int_equal(got[n], 'x'); /* no NUL, nothing past the digits */
+    }
+}
+
+/* sl_iso_time writes what gmtime_r and strftime write, from the year 1000
+ * to 9999, the leap days and the epoch's neighbours included, and clamps
+ * what lies outside the years 0 to 9999. */
+static void test_iso_time_as_strftime_writes_it(void **state) {
+    (void)state;
+    int64_t ms[] = {0,
+                    999,
+                    1000,
+                    -1,
+                    -1000,
+                    -1001,
+                    951782400000LL /* 2000-02-29 */,
+                    4107542400000LL /* 2100-03-01 */,
+                    1796601599999LL,
+                    -30610224000000LL /* 1000-01-01 */,
+                    253402300799999LL /* 9999-12-31T23:59:59.999 */};
+    uint64_t x = 0x9E3779B97F4A7C15ULL;
+    for (size_t i = 0; i < sizeof ms / sizeof ms[0] + 20000; i++) {
+        int64_t t;
+        if (i < sizeof ms / sizeof ms[0]) {
+            t = ms[i];
+        } else { /* any millisecond from 1000-01-01 to 9999-12-31 */
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            t = -30610224000000LL + (int64_t)(x % (253402300800000ULL + 30610224000000ULL));
+        }
+        time_t sec = (time_t)(t / 1000 - (t % 1000 < 0));
+        struct tm tm;
+        char want[32], got[32];
+        assert_non_null(gmtime_r(&sec, &tm));
+        strftime(want, sizeof want, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        sl_iso_time(t, got);
+        assert_string_equal(got, want);
+    }
+    char got[32];
+    sl_iso_time(253402300800000LL, got);
+    assert_string_equal(got, "9999-12-31T23:59:59Z");
+    sl_iso_time(INT64_MAX, got);
+    assert_string_equal(got, "9999-12-31T23:59:59Z");
+    sl_iso_time(-62167219200000LL, got);
+    assert_string_equal(got, "0000-01-01T00:00:00Z");
+    sl_iso_time(-59011459200000LL, got); /* 0100-01-01: four digits, where strftime writes 100 */
+    assert_string_equal(got, "0100-01-01T00:00:00Z");
+    sl_iso_time(INT64_MIN, got);
+    assert_string_equal(got, "0000-01-01T00:00:00Z");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_decimal_as_printf_writes_it),
+        cmocka_unit_test(test_iso_time_as_strftime_writes_it),
         cmocka_unit_test(test_text_grows_past_its_first_block),
         cmocka_unit_test(test_text_out_of_memory_keeps_what_it_had),
         cmocka_unit_test(test_histogram_exposition),
