@@ -61,7 +61,6 @@ static const char *query_receipt(sl_http_req *r) {
     return v;
 }
 
-/* A message text: 1..max bytes (the JSON parser already checked UTF-8). */
 /* What an error names: "the message", or "messages[i].message" of a batch
  * (i >= 0), formatted only for an error. */
 static const char *what_of(char buf[48], long i) {
@@ -70,6 +69,7 @@ static const char *what_of(char buf[48], long i) {
     return buf;
 }
 
+/* A message text: 1..max bytes (the JSON parser already checked UTF-8). */
 static int check_message(sl_api *a, sl_http_req *r, long i, size_t len) {
     char buf[48];
     if (len == 0) {
