@@ -24,7 +24,8 @@ engines=(${ENGINES:-sqlite sqlite-kv sqlite-split lmdb rocksdb rocksdb-range})
 if [ ! -e /usr/include/lmdb.h ] || [ ! -e /usr/include/rocksdb/c.h ]; then
     echo "engines.sh: installing liblmdb-dev and librocksdb-dev" >&2
     sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
-    $sudo apt-get install -y liblmdb-dev librocksdb-dev >/dev/null
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq liblmdb-dev librocksdb-dev >/dev/null
 fi
 make -s -C bench build/engine_cost build/fsync_rate >/dev/null
 base=${DIR:-$(mktemp -d)}
