@@ -46,13 +46,13 @@
 #include <time.h>
 
 #define BUCKET 20
+#define QKEY "acct-dev/q"
+#define BODY 100
+#define MID 22
 
 static int nosync; /* ENGINE_NOSYNC=1: commits not synced, to tell the engine's work from the disk's */
 static int lease_in_memory;   /* ENGINE_LEASE_IN_MEMORY=1: a lease writes nothing (the most it could save) */
 static int expiry_record = 1; /* ENGINE_SQLITE_NO_EXPIRY_RECORD=1: no "messages__parts" record a bucket */
-#define QKEY "acct-dev/q"
-#define BODY 100
-#define MID 22
 
 enum { READY = 0, WAITING = 1, ACKED = 2 };
 
@@ -101,11 +101,39 @@ static void fill_row(row *r, int64_t now) {
     r->state = READY, r->nonce = (int64_t)(rnd() >> 1), r->put_vis = now, r->first_ms = 0;
 }
 
+/* The compare-and-set of the engines that keep a row as one value: whether
+ * r still has version and state, and if so r with to's changes. */
+static int cas_apply(row *r, int64_t version, int64_t state, const row *to) {
+    if (r->version != version || r->state != state) return 0;
+    r->version = to->version, r->visible_ms = to->visible_ms, r->nonce = to->nonce, r->dcount = to->dcount;
+    r->state = to->state, r->first_ms = to->first_ms;
+    return 1;
+}
+
+/* --- A key that sorts as (queue, bucket, id) ---------------------------- */
+
+typedef struct {
+    char b[sizeof QKEY - 1 + 16];
+} kv_key;
+
+static void be64(char *p, uint64_t v) {
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (char)(v & 0xff);
+}
+
+static kv_key key_of(int64_t id) {
+    kv_key k;
+    memcpy(k.b, QKEY, sizeof QKEY - 1);
+    be64(k.b + sizeof QKEY - 1, (uint64_t)(id / BUCKET));
+    be64(k.b + sizeof QKEY - 1 + 8, (uint64_t)id);
+    return k;
+}
+
 /* --- SQLite, laid out as store_sqlite.c lays it out ---------------------- */
 
 typedef struct {
     sqlite3 *db;
-    int split, kv;
+    int split;
     sqlite3_stmt *kv_get, *kv_put, *kv_drop, *put, *body, *note, *cas, *drop, *drop_body, *drop_note, *sp,
         *rel, *begin, *commit;
     int64_t noted; /* the last bucket whose expiry is recorded */
@@ -216,22 +244,18 @@ static int sq_drop(engine *e, int64_t bucket) {
 }
 
 /* sqlite-kv: a row as one value under one key, as LMDB and RocksDB keep it */
-static void kv_key_of(int64_t bucket, int64_t id, char *b);
-
 static int kv_put(engine *e, int64_t id, const row *r) {
     sq *s = e->h;
-    char k[sizeof QKEY - 1 + 16];
-    kv_key_of(id / BUCKET, id, k);
-    sqlite3_bind_blob(s->kv_put, 1, k, sizeof k, SQLITE_STATIC);
+    kv_key k = key_of(id);
+    sqlite3_bind_blob(s->kv_put, 1, k.b, sizeof k.b, SQLITE_STATIC);
     sqlite3_bind_blob(s->kv_put, 2, r, sizeof *r, SQLITE_STATIC);
     return sq_step(s, s->kv_put);
 }
 
 static int kv_cas(engine *e, int64_t id, int64_t version, int64_t state, const row *to, int *held) {
     sq *s = e->h;
-    char k[sizeof QKEY - 1 + 16];
-    kv_key_of(id / BUCKET, id, k);
-    sqlite3_bind_blob(s->kv_get, 1, k, sizeof k, SQLITE_STATIC);
+    kv_key k = key_of(id);
+    sqlite3_bind_blob(s->kv_get, 1, k.b, sizeof k.b, SQLITE_STATIC);
     row r;
     int rc = sqlite3_step(s->kv_get);
     int ok = rc == SQLITE_ROW && sqlite3_column_bytes(s->kv_get, 0) == (int)sizeof r;
@@ -241,26 +265,19 @@ static int kv_cas(engine *e, int64_t id, int64_t version, int64_t state, const r
         fprintf(stderr, "sqlite-kv: row %lld missing\n", (long long)id);
         return -1;
     }
-    *held = r.version == version && r.state == state;
-    if (!*held) return 0;
-    r.version = to->version, r.visible_ms = to->visible_ms, r.nonce = to->nonce, r.dcount = to->dcount;
-    r.state = to->state, r.first_ms = to->first_ms;
-    return kv_put(e, id, &r);
+    return (*held = cas_apply(&r, version, state, to)) ? kv_put(e, id, &r) : 0;
 }
 
 static int kv_drop(engine *e, int64_t bucket) {
     sq *s = e->h;
-    char a[sizeof QKEY - 1 + 16], b[sizeof QKEY - 1 + 16];
-    kv_key_of(bucket, bucket * BUCKET, a);
-    kv_key_of(bucket + 1, (bucket + 1) * BUCKET, b);
-    sqlite3_bind_blob(s->kv_drop, 1, a, sizeof a, SQLITE_STATIC);
-    sqlite3_bind_blob(s->kv_drop, 2, b, sizeof b, SQLITE_STATIC);
+    kv_key a = key_of(bucket * BUCKET), b = key_of((bucket + 1) * BUCKET);
+    sqlite3_bind_blob(s->kv_drop, 1, a.b, sizeof a.b, SQLITE_STATIC);
+    sqlite3_bind_blob(s->kv_drop, 2, b.b, sizeof b.b, SQLITE_STATIC);
     return sq_step(s, s->kv_drop);
 }
 
-static int sq_open(engine *e, const char *dir, int split, int kv) {
+static int sq_open(engine *e, const char *dir, int split, int kv) { /* kv: sqlite-kv */
     sq *s = calloc(1, sizeof *s);
-    s->kv = kv;
     char path[4096];
     snprintf(path, sizeof path, "%s/sluice.db", dir);
     sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); /* as store_sqlite.c opens it */
@@ -331,29 +348,6 @@ static int sq_open(engine *e, const char *dir, int split, int kv) {
     return 0;
 }
 
-/* --- A key that sorts as (queue, bucket, id) ---------------------------- */
-
-typedef struct {
-    char b[sizeof QKEY - 1 + 16];
-} kv_key;
-
-static void be64(char *p, uint64_t v) {
-    for (int i = 7; i >= 0; i--, v >>= 8)
-        p[i] = (char)(v & 0xff);
-}
-
-static void kv_key_of(int64_t bucket, int64_t id, char *b) {
-    memcpy(b, QKEY, sizeof QKEY - 1);
-    be64(b + sizeof QKEY - 1, (uint64_t)bucket);
-    be64(b + sizeof QKEY - 1 + 8, (uint64_t)id);
-}
-
-static kv_key key_of(int64_t bucket, int64_t id) {
-    kv_key k;
-    kv_key_of(bucket, id, k.b);
-    return k;
-}
-
 static int none(engine *e) {
     (void)e;
     return 0;
@@ -385,28 +379,25 @@ static int lm_commit(engine *e) {
 }
 static int lm_put(engine *e, int64_t id, const row *r) {
     lm *l = e->h;
-    kv_key k = key_of(id / BUCKET, id);
+    kv_key k = key_of(id);
     MDB_val kv = {sizeof k.b, k.b}, vv = {sizeof *r, (void *)r};
     return lm_chk(mdb_put(l->txn, l->dbi, &kv, &vv, 0), "put");
 }
 static int lm_cas(engine *e, int64_t id, int64_t version, int64_t state, const row *to, int *held) {
     lm *l = e->h;
-    kv_key k = key_of(id / BUCKET, id);
+    kv_key k = key_of(id);
     MDB_val kv = {sizeof k.b, k.b}, vv;
     if (lm_chk(mdb_get(l->txn, l->dbi, &kv, &vv), "get")) return -1;
     row r;
     memcpy(&r, vv.mv_data, sizeof r);
-    *held = r.version == version && r.state == state;
-    if (!*held) return 0;
-    r.version = to->version, r.visible_ms = to->visible_ms, r.nonce = to->nonce, r.dcount = to->dcount;
-    r.state = to->state, r.first_ms = to->first_ms;
+    if (!(*held = cas_apply(&r, version, state, to))) return 0;
     vv = (MDB_val){sizeof r, &r};
     return lm_chk(mdb_put(l->txn, l->dbi, &kv, &vv, 0), "put");
 }
 static int lm_drop(engine *e, int64_t bucket) {
     lm *l = e->h;
     for (int64_t id = bucket * BUCKET; id < (bucket + 1) * BUCKET; id++) {
-        kv_key k = key_of(bucket, id);
+        kv_key k = key_of(id);
         MDB_val kv = {sizeof k.b, k.b};
         int rc = mdb_del(l->txn, l->dbi, &kv, NULL);
         if (rc && rc != MDB_NOTFOUND) return lm_chk(rc, "del");
@@ -454,7 +445,7 @@ static int rk_commit(engine *e) {
 }
 static int rk_put(engine *e, int64_t id, const row *x) {
     rk *r = e->h;
-    kv_key k = key_of(id / BUCKET, id);
+    kv_key k = key_of(id);
     rocksdb_writebatch_put(r->wb, k.b, sizeof k.b, (const char *)x, sizeof *x);
     return 0;
 }
@@ -463,35 +454,32 @@ static int rk_put(engine *e, int64_t id, const row *x) {
  * batch, which the store would use). */
 static int rk_cas(engine *e, int64_t id, int64_t version, int64_t state, const row *to, int *held) {
     rk *r = e->h;
-    kv_key k = key_of(id / BUCKET, id);
+    kv_key k = key_of(id);
     char *err = NULL;
     size_t n = 0;
     char *v = rocksdb_get(r->db, r->ro, k.b, sizeof k.b, &n, &err);
     if (rk_err(err, "get")) return -1;
     if (!v || n != sizeof(row)) {
         fprintf(stderr, "rocksdb: row %lld missing\n", (long long)id);
-        free(v);
+        rocksdb_free(v);
         return -1;
     }
     row x;
     memcpy(&x, v, sizeof x);
     rocksdb_free(v);
-    *held = x.version == version && x.state == state;
-    if (!*held) return 0;
-    x.version = to->version, x.visible_ms = to->visible_ms, x.nonce = to->nonce, x.dcount = to->dcount;
-    x.state = to->state, x.first_ms = to->first_ms;
+    if (!(*held = cas_apply(&x, version, state, to))) return 0;
     rocksdb_writebatch_put(r->wb, k.b, sizeof k.b, (const char *)&x, sizeof x);
     return 0;
 }
 static int rk_drop(engine *e, int64_t bucket) {
     rk *r = e->h;
     if (r->range) { /* one tombstone; every read of the memtable then walks them all (7.8) */
-        kv_key a = key_of(bucket, bucket * BUCKET), b = key_of(bucket + 1, (bucket + 1) * BUCKET);
+        kv_key a = key_of(bucket * BUCKET), b = key_of((bucket + 1) * BUCKET);
         rocksdb_writebatch_delete_range(r->wb, a.b, sizeof a.b, b.b, sizeof b.b);
         return 0;
     }
     for (int64_t id = bucket * BUCKET; id < (bucket + 1) * BUCKET; id++) {
-        kv_key k = key_of(bucket, id);
+        kv_key k = key_of(id);
         rocksdb_writebatch_delete(r->wb, k.b, sizeof k.b);
     }
     return 0;

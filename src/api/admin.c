@@ -194,7 +194,7 @@ static int h_list(sl_http_req *r, void *ctx) {
     json_t *arr = json_array();
     for (size_t i = 0; arr && i < n; i++) {
         char at[32];
-        sl_api_iso_time(created[i], at);
+        sl_iso_time(created[i], at);
         json_array_append_new(arr, json_pack("{s:s,s:s}", "accountName", names[i], "createdAt", at));
     }
     free(names);

@@ -170,7 +170,7 @@ static int queue_opts(sl_api *a, sl_http_req *r, const char *account, const char
 
 static json_t *queue_json(const sl_queue_info *qi) {
     char created[32];
-    sl_api_iso_time(qi->created_ms, created);
+    sl_iso_time(qi->created_ms, created);
     const sl_queue_opts *o = &qi->opts;
     return json_pack("{s:s,s:i,s:i,s:o,s:i,s:i,s:b,s:I,s:b,s:i,s:i,s:i,s:o,s:I,s:s}", "queueName", o->name,
                      "bucketSize", o->bucket_size, "maxDeliveryCount", o->max_delivery_count, "dlqName",
@@ -185,7 +185,7 @@ static json_t *queue_json(const sl_queue_info *qi) {
 
 static void message_write(sl_jw *w, const sl_message *m, int leased) {
     char at[32];
-    sl_api_iso_time(m->enqueued_ms, at);
+    sl_iso_time(m->enqueued_ms, at);
     sl_jw_open(w, '{');
     sl_jw_kstr(w, "messageId", m->id);
     sl_jw_key(w, "message");

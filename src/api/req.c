@@ -377,10 +377,6 @@ int sl_api_field_str(sl_http_req *r, json_t *o, const char *key, const char **ou
     return 1;
 }
 
-void sl_api_iso_time(int64_t ms, char out[32]) {
-    sl_iso_time(ms, out);
-}
-
 /* --- Parking on engine operations --------------------------------------- */
 
 void sl_api_op_wake(void *r) {

@@ -104,9 +104,6 @@ int sl_api_field_int(sl_http_req *r, json_t *o, const char *key, long long lo, l
                      int required, long long *out);
 int sl_api_field_bool(sl_http_req *r, json_t *o, const char *key, int def, int *out);
 int sl_api_field_str(sl_http_req *r, json_t *o, const char *key, const char **out);
-/* ISO-8601 UTC to the second with a Z. */
-void sl_api_iso_time(int64_t ms, char out[32]);
-
 /* --- Parking on engine operations --------------------------------------- */
 
 /* The done callback of the engine's *_start calls: wakes the request. */
