@@ -89,6 +89,7 @@ static struct {
     int port, proto, producers, consumers, conns, threads;
     double duration, warmup, max_seconds;
     int batch, recv_max, ack_batch, ack_each, wait_s, invis_s;
+    int size; /* --size: bytes a message (single puts), 0: MSG_LEN */
     long backoff_us;
     double rate;
     long put_count, drain;
@@ -499,6 +500,15 @@ static void build_put(conn *c, int n) {
     if (n == 1 && opt.batch == 1) {
         make_msg(c, m);
         snprintf(target, sizeof target, "%s/messages", qbase);
+        if (opt.size) { /* --size: the same text, padded with 'x' to opt.size bytes */
+            static __thread char *big;
+            if (!big && !(big = malloc((size_t)opt.size))) die("malloc");
+            memcpy(big, m, MSG_LEN);
+            memset(big + MSG_LEN, 'x', (size_t)(opt.size - MSG_LEN));
+            req_head(c, "POST", target, "text/plain", (size_t)opt.size);
+            wput(c, big, (size_t)opt.size);
+            return;
+        }
         req_head(c, "POST", target, "text/plain", MSG_LEN);
         wput(c, m, MSG_LEN);
         return;
@@ -1083,29 +1093,30 @@ static void *worker_main(void *arg) {
 /* --- Main ------------------------------------------------------------------------------- */
 
 static void usage(void) {
-    fprintf(stderr,
-            "usage: loadgen --port P [--host 127.0.0.1] [--proto sluice|sqs|azure|hello|events] [options]\n"
-            "  --producers P --consumers C   clients (sluice, azure; events: producers only, ingesting\n"
-            "                                 events of 4 types, 2 tags and 200 bytes of data)\n"
-            "  --conns N --path /health       clients and path (hello)\n"
-            "  --threads T                    epoll threads (2)\n"
-            "  --duration S --warmup S        measured seconds, after a warm-up (10, 0)\n"
-            "  --batch B                      messages per put (1: the single-put route)\n"
-            "  --recv-max N                   maxMessages per receive (1)\n"
-            "  --ack-batch                    use the batch ack route for one message too\n"
-            "  --ack-each                     one ack request per message (sluice, sqs)\n"
-            "  --wait S --invis S             waitSeconds, invisibilitySeconds (0, 30)\n"
-            "  --backoff-us U                 sleep after an empty receive (0)\n"
-            "  --rate R                       total puts/s of all producers (0: closed loop)\n"
-            "  --put-count N                  stop producers after N messages\n"
-            "  --drain N                      stop when N messages were acked\n"
-            "  --account A --queue Q --sas S  where (azure: account, queue and SAS query)\n"
-            "  --header 'Name: value'          an extra request header (up to 8), e.g. Authorization\n"
-            "  --queue-url URL                sqs: the QueueUrl (default http://HOST:PORT/ACCOUNT/QUEUE)\n"
-            "  --access-key K --secret S      sqs: SigV4 access key id (default: the account) and secret\n"
-            "  --region R                     sqs: the region signed (us-east-1); --batch and --recv-max <= 10\n"
-            "  --label L --max-seconds S\n"
-            "  --tls                          HTTPS (the certificate is not checked)\n");
+    fprintf(
+        stderr,
+        "usage: loadgen --port P [--host 127.0.0.1] [--proto sluice|sqs|azure|hello|events] [options]\n"
+        "  --producers P --consumers C   clients (sluice, azure; events: producers only, ingesting\n"
+        "                                 events of 4 types, 2 tags and 200 bytes of data)\n"
+        "  --conns N --path /health       clients and path (hello)\n"
+        "  --threads T                    epoll threads (2)\n"
+        "  --duration S --warmup S        measured seconds, after a warm-up (10, 0)\n"
+        "  --batch B                      messages per put (1: the single-put route)\n"
+        "  --recv-max N --size S          maxMessages per receive (1); bytes a single put's message (100)\n"
+        "  --ack-batch                    use the batch ack route for one message too\n"
+        "  --ack-each                     one ack request per message (sluice, sqs)\n"
+        "  --wait S --invis S             waitSeconds, invisibilitySeconds (0, 30)\n"
+        "  --backoff-us U                 sleep after an empty receive (0)\n"
+        "  --rate R                       total puts/s of all producers (0: closed loop)\n"
+        "  --put-count N                  stop producers after N messages\n"
+        "  --drain N                      stop when N messages were acked\n"
+        "  --account A --queue Q --sas S  where (azure: account, queue and SAS query)\n"
+        "  --header 'Name: value'          an extra request header (up to 8), e.g. Authorization\n"
+        "  --queue-url URL                sqs: the QueueUrl (default http://HOST:PORT/ACCOUNT/QUEUE)\n"
+        "  --access-key K --secret S      sqs: SigV4 access key id (default: the account) and secret\n"
+        "  --region R                     sqs: the region signed (us-east-1); --batch and --recv-max <= 10\n"
+        "  --label L --max-seconds S\n"
+        "  --tls                          HTTPS (the certificate is not checked)\n");
     exit(2);
 }
 
@@ -1120,14 +1131,17 @@ static void print_op(const char *name, const hist *h, double secs, int first) {
 
 int main(int argc, char **argv) {
     static struct option lo[] = {
-        {"host", 1, 0, 'h'},      {"port", 1, 0, 'p'},     {"proto", 1, 0, 'P'},     {"path", 1, 0, 'u'},
-        {"producers", 1, 0, 'r'}, {"consumers", 1, 0, 'c'}, {"conns", 1, 0, 'n'},     {"threads", 1, 0, 't'},
-        {"duration", 1, 0, 'd'},  {"warmup", 1, 0, 'W'},   {"batch", 1, 0, 'b'},     {"recv-max", 1, 0, 'm'},
-        {"ack-batch", 0, 0, 'A'}, {"wait", 1, 0, 'w'},     {"invis", 1, 0, 'i'},     {"backoff-us", 1, 0, 'B'},
-        {"rate", 1, 0, 'R'},      {"put-count", 1, 0, 'N'}, {"drain", 1, 0, 'D'},    {"account", 1, 0, 'a'},
-        {"queue", 1, 0, 'q'},     {"sas", 1, 0, 's'},      {"label", 1, 0, 'l'},     {"max-seconds", 1, 0, 'M'},
-        {"header", 1, 0, 'H'},    {"tls", 0, 0, 'T'},       {"ack-each", 0, 0, 'E'},  {"queue-url", 1, 0, 'U'},
-        {"access-key", 1, 0, 'K'}, {"secret", 1, 0, 'S'},   {"region", 1, 0, 'G'},    {0, 0, 0, 0}};
+        {"host", 1, 0, 'h'},       {"port", 1, 0, 'p'},       {"proto", 1, 0, 'P'},
+        {"path", 1, 0, 'u'},       {"producers", 1, 0, 'r'},  {"consumers", 1, 0, 'c'},
+        {"conns", 1, 0, 'n'},      {"threads", 1, 0, 't'},    {"duration", 1, 0, 'd'},
+        {"warmup", 1, 0, 'W'},     {"batch", 1, 0, 'b'},      {"recv-max", 1, 0, 'm'},
+        {"ack-batch", 0, 0, 'A'},  {"wait", 1, 0, 'w'},       {"invis", 1, 0, 'i'},
+        {"backoff-us", 1, 0, 'B'}, {"rate", 1, 0, 'R'},       {"put-count", 1, 0, 'N'},
+        {"drain", 1, 0, 'D'},      {"account", 1, 0, 'a'},    {"queue", 1, 0, 'q'},
+        {"sas", 1, 0, 's'},        {"label", 1, 0, 'l'},      {"max-seconds", 1, 0, 'M'},
+        {"header", 1, 0, 'H'},     {"tls", 0, 0, 'T'},        {"ack-each", 0, 0, 'E'},
+        {"queue-url", 1, 0, 'U'},  {"access-key", 1, 0, 'K'}, {"secret", 1, 0, 'S'},
+        {"region", 1, 0, 'G'},     {"size", 1, 0, 'z'},       {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (ch) {
@@ -1159,6 +1173,9 @@ int main(int argc, char **argv) {
         case 'K': opt.access_key = optarg; break;
         case 'S': opt.secret = optarg; break;
         case 'G': opt.region = optarg; break;
+        case 'z':
+            opt.size = atoi(optarg);
+            break;
         case 'w': opt.wait_s = atoi(optarg); break;
         case 'i': opt.invis_s = atoi(optarg); break;
         case 'B': opt.backoff_us = atol(optarg); break;
@@ -1179,6 +1196,9 @@ int main(int argc, char **argv) {
     }
     if (opt.port <= 0 || opt.threads < 1 || opt.batch < 1 || opt.batch > 100 || opt.recv_max < 1 ||
         opt.recv_max > MAX_RECV)
+        usage();
+    if (opt.size &&
+        (opt.size < MSG_LEN || opt.size > 1024 * 1024 || opt.proto != PROTO_SLUICE || opt.batch != 1))
         usage();
     if (opt.proto == PROTO_SQS && (opt.batch > SQS_BATCH_MAX || opt.recv_max > SQS_BATCH_MAX || opt.tls)) usage();
     if (opt.proto == PROTO_HELLO) {

@@ -54,7 +54,11 @@ enum {
     SL_STMT_PEXP_DROP, /* a partition's expired rows */
     SL_STMT_PEXP_MIN,  /* the earliest expiry of a partition's rows */
     SL_STMT_PEXP_SET,  /* a partition's expiry set to ? */
-    SL_STMT_PEXP_DEL   /* a partition's expiry forgotten */
+    SL_STMT_PEXP_DEL,  /* a partition's expiry forgotten */
+    /* The embedded store's large values, kept out of their rows */
+    SL_STMT_BIG_PUT, /* a value stored: its rowid is the reference */
+    SL_STMT_BIG_GET, /* a value by its reference */
+    SL_STMT_BIG_DEL  /* a value no row refers to */
 };
 typedef struct {
     const sl_table *t; /* static data (store.h): compared by address */

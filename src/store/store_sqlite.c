@@ -1,7 +1,8 @@
 /* store_sqlite.c: the embedded backend of the table contract (store.h).
  *
- * On-disk layout, version 1 (stored as PRAGMA user_version = 1; a database
- * with a larger version is refused, one with 0 is new and gets 1):
+ * On-disk layout, version 2 (stored as PRAGMA user_version = 2; a database
+ * with a larger version is refused, one with 0 is new and gets 2, one with
+ * 1 gets 2 and, from ensure(), what 2 adds: "T__v" and its triggers):
  *
  *   DIR/sluice.db   one SQLite database, journal_mode=WAL, synchronous=FULL
  *                   (with its -wal and -shm companions).
@@ -32,6 +33,18 @@
  *   database made by a build before gets it from the rows' expiries, and
  *   loses the index, when ensure() first meets the table; a build before
  *   makes the index again and ignores "T__parts".
+ *
+ *   A table with BLOB columns (besides its key) also has
+ *
+ *     CREATE TABLE "T__v" ("v");   -- a rowid table
+ *     CREATE TRIGGER "T__v_u_col" AFTER UPDATE OF "col" ON "T" ...
+ *     CREATE TRIGGER "T__v_d_col" AFTER DELETE ON "T" ...
+ *
+ *   A value of such a column longer than BIG_VALUE bytes is stored in
+ *   "T__v", and the row's column holds its rowid, an INTEGER, which a BLOB
+ *   column never holds otherwise (see "Large values" below). The triggers
+ *   delete a value once no row refers to it. A build of layout 1 would read
+ *   such an integer as the value: it refuses version 2.
  *
  * TTLs are kept per row, not per cell as Cassandra does: each write sets the
  * row's expiry from its own TTL (now + ttl, or never for ttl 0). The contract
@@ -79,7 +92,7 @@
 #include "../util/metrics.h"
 #include "store_int.h"
 
-#define LAYOUT_VERSION 1
+#define LAYOUT_VERSION 2
 #define GROUP_MAX 512       /* requests in one transaction */
 #define PURGE_EVERY 16      /* groups between purges of expired rows */
 #define PURGE_ROWS 256      /* expired rows deleted per table per purge */
@@ -408,8 +421,22 @@ static void build_sql(sbuf *b, const sl_stmt_shape *k) {
         sb_add(b, " AND (\"_exp\"=0 OR \"_exp\">?1)");
         if (keep) sb_add(b, " AND \"_exp\" BETWEEN ?2-1000 AND ?2");
         for (int c = 0; c < k->ncond; c++) {
+            const char *name = t->cols[k->cond[c].col].name;
             sb_add(b, " AND ");
-            sb_ident(b, t->cols[k->cond[c].col].name);
+            if (t->cols[k->cond[c].col].type == SL_BLOB && !k->cond[c].is_null) {
+                /* a large value is compared where it is kept */
+                sb_add(b, "(CASE WHEN typeof(");
+                sb_ident(b, name);
+                sb_add(b, ")='integer' THEN (SELECT \"v\" FROM ");
+                sb_ident2(b, t->name, "__v");
+                sb_add(b, " WHERE rowid=");
+                sb_ident(b, name);
+                sb_add(b, ") ELSE ");
+                sb_ident(b, name);
+                sb_add(b, " END)");
+            } else {
+                sb_ident(b, name);
+            }
             if (k->cond[c].is_null) {
                 sb_add(b, " IS NULL");
             } else {
@@ -463,6 +490,17 @@ static void build_sql(sbuf *b, const sl_stmt_shape *k) {
         sb_add(b, " WHERE ");
         sb_eq(b, t, t->npk);
         sb_add(b, k->op == SL_STMT_PEXP_DROP ? " AND \"_exp\"<>0 AND \"_exp\"<=?" : " AND \"_exp\"<>0");
+        break;
+    case SL_STMT_BIG_PUT:
+        sb_add(b, "INSERT INTO ");
+        sb_ident2(b, t->name, "__v");
+        sb_add(b, "(\"v\") VALUES(?)");
+        break;
+    case SL_STMT_BIG_GET:
+    case SL_STMT_BIG_DEL:
+        sb_add(b, k->op == SL_STMT_BIG_GET ? "SELECT \"v\" FROM " : "DELETE FROM ");
+        sb_ident2(b, t->name, "__v");
+        sb_add(b, " WHERE rowid=?");
         break;
     case SL_STMT_PEXP_SET:
     case SL_STMT_PEXP_DEL:
@@ -627,31 +665,6 @@ static int bind_val(sqlite3_stmt *st, int i, sl_type ty, const sl_val *v) {
     return SQLITE_MISUSE;
 }
 
-/* Appends the statement's current row to r, copying text and blobs into r's
- * arena. Text is also NUL-terminated there, for callers that print it. */
-static int read_row(sqlite3_stmt *st, const sl_table *t, sl_result *r) {
-    sl_row *row = sl_result_add_row(r);
-    if (!row) return SL_ENOMEM;
-    for (int i = 0; i < t->ncol; i++) {
-        sl_val *v = &row->v[i];
-        if (sqlite3_column_type(st, i) == SQLITE_NULL) continue;
-        if (t->cols[i].type == SL_INT) {
-            *v = sl_vint(sqlite3_column_int64(st, i));
-            continue;
-        }
-        const void *p = t->cols[i].type == SL_TEXT ? (const void *)sqlite3_column_text(st, i)
-                                                   : sqlite3_column_blob(st, i);
-        size_t n = (size_t)sqlite3_column_bytes(st, i);
-        if (!p && n == 0 && sqlite3_errcode(sqlite3_db_handle(st)) == SQLITE_NOMEM) return SL_ENOMEM;
-        char *copy = sl_result_alloc(r, n + 1);
-        if (!copy) return SL_ENOMEM;
-        if (n) memcpy(copy, p, n);
-        copy[n] = '\0';
-        *v = sl_vbytes(copy, n);
-    }
-    return 0;
-}
-
 static int step(sqlite3_stmt *st) {
     int rc;
     for (int i = 0; (rc = sqlite3_step(st)) == SQLITE_BUSY && i < BUSY_RETRIES; i++)
@@ -664,6 +677,114 @@ static int run(sqlite3_stmt *st) {
     int rc = step(st);
     sqlite3_reset(st);
     return rc == SQLITE_DONE ? 0 : map_err(rc);
+}
+
+/* --- Large values ----------------------------------------------------------
+ *
+ * A blob longer than BIG_VALUE bytes is not kept in its row. It goes in
+ * "T__v", a rowid table of values alone, and the row's column holds its
+ * rowid, an integer, which a blob column never holds otherwise. Each write
+ * to a row rewrites all of it, and a message's row is written three times
+ * (its put, its lease, its ack). SQLite keeps a row of a WITHOUT ROWID table
+ * that is longer than about 1,000 bytes (at 4 KiB pages) partly on overflow
+ * pages, and each rewrite writes those pages anew, and frees the old ones.
+ * Out of its row, a value is written once. Triggers (ensure_one) delete a
+ * value when its row is deleted, or its column rewritten, however that
+ * happens (a delete, an update, a purge, an upsert over an expired row). */
+#define BIG_VALUE 640
+
+/* Binds value v of column col of t as parameter i of st, a write. A large
+ * blob of a regular column (keys stay in their row) is stored first and its
+ * reference bound: *ref (else 0). */
+static int bind_w(conn *c, sqlite3_stmt *st, int i, const sl_table *t, int col, const sl_val *v,
+                  int64_t *ref) {
+    *ref = 0;
+    if (col < t->npk + t->nck || t->cols[col].type != SL_BLOB || !v->set || v->null || v->n <= BIG_VALUE) {
+        bind_val(st, i, t->cols[col].type, v);
+        return 0;
+    }
+    sqlite3_stmt *put;
+    int rc = stmt_op(c, t, SL_STMT_BIG_PUT, &put);
+    if (rc) return rc;
+    sqlite3_bind_blob64(put, 1, v->p, v->n, SQLITE_STATIC);
+    if ((rc = run(put))) return rc;
+    *ref = sqlite3_last_insert_rowid(c->db);
+    sqlite3_bind_int64(st, i, *ref);
+    return 0;
+}
+
+/* Deletes the values that refs[0..n) stand for, which no row took (a
+ * condition that failed). */
+static int big_drop(conn *c, const sl_table *t, const int64_t *refs, int n) {
+    for (int i = 0; i < n; i++) {
+        if (!refs[i]) continue;
+        sqlite3_stmt *del;
+        int rc = stmt_op(c, t, SL_STMT_BIG_DEL, &del);
+        if (rc == 0) {
+            sqlite3_bind_int64(del, 1, refs[i]);
+            rc = run(del);
+        }
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* Steps to the value that column i of t refers to, read as column sc of
+ * st's current row, when it holds a reference (a regular blob column
+ * holding an integer): *out is then that statement, on its row, the value
+ * in its column 0, which the caller resets. */
+static int big_get(conn *c, const sl_table *t, int i, sqlite3_stmt *st, int sc, sqlite3_stmt **out) {
+    *out = NULL;
+    if (i < t->npk + t->nck || t->cols[i].type != SL_BLOB || sqlite3_column_type(st, sc) != SQLITE_INTEGER)
+        return 0;
+    sqlite3_stmt *get;
+    int rc = stmt_op(c, t, SL_STMT_BIG_GET, &get);
+    if (rc) return rc;
+    sqlite3_bind_int64(get, 1, sqlite3_column_int64(st, sc));
+    int src = step(get);
+    if (src == SQLITE_ROW) {
+        *out = get;
+        return 0;
+    }
+    sqlite3_reset(get);
+    return src == SQLITE_DONE ? SL_EIO : map_err(src); /* a reference to nothing: damage */
+}
+
+/* Appends the statement's current row to r, copying text and blobs into r's
+ * arena (a large value from where it is kept, c's "T__v"). Text is also
+ * NUL-terminated there, for callers that print it. */
+static int read_row(conn *c, sqlite3_stmt *st, const sl_table *t, sl_result *r) {
+    sl_row *row = sl_result_add_row(r);
+    if (!row) return SL_ENOMEM;
+    for (int i = 0; i < t->ncol; i++) {
+        sl_val *v = &row->v[i];
+        if (sqlite3_column_type(st, i) == SQLITE_NULL) continue;
+        if (t->cols[i].type == SL_INT) {
+            *v = sl_vint(sqlite3_column_int64(st, i));
+            continue;
+        }
+        sqlite3_stmt *big, *src = st;
+        int rc = big_get(c, t, i, st, i, &big);
+        if (rc) return rc;
+        int col = i;
+        if (big) src = big, col = 0;
+        const void *p = t->cols[i].type == SL_TEXT ? (const void *)sqlite3_column_text(src, col)
+                                                   : sqlite3_column_blob(src, col);
+        size_t n = (size_t)sqlite3_column_bytes(src, col);
+        char *copy = NULL;
+        if (!p && n == 0 && sqlite3_errcode(sqlite3_db_handle(src)) == SQLITE_NOMEM)
+            rc = SL_ENOMEM;
+        else if (!(copy = sl_result_alloc(r, n + 1)))
+            rc = SL_ENOMEM;
+        if (copy) {
+            if (n) memcpy(copy, p, n);
+            copy[n] = '\0';
+            *v = sl_vbytes(copy, n);
+        }
+        if (big) sqlite3_reset(big);
+        if (rc) return rc;
+    }
+    return 0;
 }
 
 /* --- Input checks (in the caller's thread, before anything is queued) ----- */
@@ -683,7 +804,7 @@ static int read_current(conn *c, const sl_write *w, int64_t now, sl_result *cur,
     sqlite3_bind_int64(st, nkey + 1, now);
     int src = step(st);
     *found = src == SQLITE_ROW;
-    rc = src == SQLITE_ROW ? read_row(st, t, cur) : src == SQLITE_DONE ? 0 : map_err(src);
+    rc = src == SQLITE_ROW ? read_row(c, st, t, cur) : src == SQLITE_DONE ? 0 : map_err(src);
     sqlite3_reset(st);
     return rc;
 }
@@ -722,13 +843,17 @@ static int cas_holds(conn *c, const sl_write *w, int64_t now, int *holds) {
         } else if (t->cols[cd->col].type == SL_INT) {
             *holds = sqlite3_column_int64(st, col) == cd->v.i;
         } else {
-            const void *p = sqlite3_column_blob(st, col);
-            size_t n = (size_t)sqlite3_column_bytes(st, col);
+            sqlite3_stmt *big, *src = st;
+            if ((rc = big_get(c, t, cd->col, st, col, &big))) break;
+            if (big) src = big, col = 0;
+            const void *p = sqlite3_column_blob(src, col);
+            size_t n = (size_t)sqlite3_column_bytes(src, col);
             *holds = n == cd->v.n && (n == 0 || (p && memcmp(p, cd->v.p, n) == 0));
+            if (big) sqlite3_reset(big);
         }
     }
     sqlite3_reset(st);
-    return 0;
+    return rc;
 }
 
 static int write_one(conn *c, const sl_write *w, int64_t now) {
@@ -750,12 +875,15 @@ static int write_one(conn *c, const sl_write *w, int64_t now) {
         if (w->row.v[i].set) k.cols |= 1u << i;
     uint32_t mask = k.cols;
     if ((rc = stmt_get(c, &k, &st))) return rc;
-    int np = 2;
+    int np = 2, nref = 0;
+    int64_t refs[SL_MAX_COLS];
     sqlite3_bind_int64(st, 1, now);
     sqlite3_bind_int64(st, 2, w->ttl > 0 ? now + (int64_t)w->ttl * 1000 : 0);
-    for (int i = 0; i < t->ncol; i++)
-        if (i < nkey || (mask >> i & 1)) bind_val(st, ++np, t->cols[i].type, &w->row.v[i]);
-    return run(st);
+    for (int i = 0; rc == 0 && i < t->ncol; i++)
+        if (i < nkey || (mask >> i & 1)) rc = bind_w(c, st, ++np, t, i, &w->row.v[i], &refs[nref++]);
+    if (rc == 0) rc = run(st);
+    if (rc) big_drop(c, t, refs, nref); /* a request of one write has no savepoint to undo them */
+    return rc;
 }
 
 /* Update-if w as one conditional UPDATE: *applied says whether its
@@ -775,18 +903,22 @@ static int update_if_as(conn *c, const sl_write *w, int64_t now, int op, int *ap
     sqlite3_stmt *st;
     int rc = stmt_get(c, &k, &st);
     if (rc) return rc;
-    int np = 2;
+    int np = 2, nref = 0;
+    int64_t refs[SL_MAX_COLS];
+    *applied = 0;
     sqlite3_bind_int64(st, 1, now);
     sqlite3_bind_int64(st, 2, w->ttl > 0 ? now + (int64_t)w->ttl * 1000 : 0);
-    for (int i = nkey; i < t->ncol; i++)
-        if (k.cols >> i & 1) bind_val(st, ++np, t->cols[i].type, &w->row.v[i]);
+    for (int i = nkey; rc == 0 && i < t->ncol; i++)
+        if (k.cols >> i & 1) rc = bind_w(c, st, ++np, t, i, &w->row.v[i], &refs[nref++]);
     for (int i = 0; i < nkey; i++)
         bind_val(st, ++np, t->cols[i].type, &w->row.v[i]);
     for (int i = 0; i < w->ncond; i++)
         if (!w->cond[i].v.null) bind_val(st, ++np, t->cols[w->cond[i].col].type, &w->cond[i].v);
-    if ((rc = run(st))) return rc;
-    *applied = sqlite3_changes(c->db) > 0;
-    return 0;
+    if (rc == 0 && (rc = run(st)) == 0 && (*applied = sqlite3_changes(c->db) > 0)) return 0;
+    /* Not applied, or failed: the values stored for it are nobody's (a
+     * request of one write has no savepoint to undo them). */
+    int drc = big_drop(c, t, refs, nref);
+    return rc ? rc : drc;
 }
 
 /* A conditional update. A caller that wants a row to expire passes its
@@ -1158,6 +1290,49 @@ static int ensure_one(sqlite3 *db, const sl_table *t) {
         sb_add(&b, tyname[t->cols[i].type]);
         rc = b.oom ? SL_ENOMEM : exec(db, b.p);
     }
+    /* Where the blob columns' large values are kept (see "Large values"),
+     * and the triggers that delete a value with its row, or when its
+     * column is rewritten with anything else. */
+    b.n = 0;
+    for (int i = t->npk + t->nck; i < t->ncol; i++) {
+        if (t->cols[i].type != SL_BLOB) continue;
+        if (!b.n) {
+            sb_add(&b, "CREATE TABLE IF NOT EXISTS ");
+            sb_ident2(&b, t->name, "__v");
+            sb_add(&b, "(\"v\");");
+        }
+        for (int del = 0; del < 2; del++) {
+            sbuf name = {0};
+            sb_add(&name, t->name);
+            sb_add(&name, del ? "__v_d_" : "__v_u_");
+            sb_add(&name, t->cols[i].name);
+            sb_add(&b, "CREATE TRIGGER IF NOT EXISTS ");
+            sb_ident(&b, name.oom ? "" : name.p);
+            b.oom |= name.oom;
+            free(name.p);
+            sb_add(&b, del ? " AFTER DELETE ON " : " AFTER UPDATE OF ");
+            if (!del) {
+                sb_ident(&b, t->cols[i].name);
+                sb_add(&b, " ON ");
+            }
+            sb_ident(&b, t->name);
+            sb_add(&b, " WHEN typeof(OLD.");
+            sb_ident(&b, t->cols[i].name);
+            sb_add(&b, ")='integer'");
+            if (!del) {
+                sb_add(&b, " AND OLD.");
+                sb_ident(&b, t->cols[i].name);
+                sb_add(&b, " IS NOT NEW.");
+                sb_ident(&b, t->cols[i].name);
+            }
+            sb_add(&b, " BEGIN DELETE FROM ");
+            sb_ident2(&b, t->name, "__v");
+            sb_add(&b, " WHERE rowid=OLD.");
+            sb_ident(&b, t->cols[i].name);
+            sb_add(&b, "; END;");
+        }
+    }
+    if (rc == 0 && b.n) rc = b.oom ? SL_ENOMEM : exec(db, b.p);
     free(b.p);
     return rc;
 }
@@ -1824,7 +1999,7 @@ static int sq_get(sl_store *st, const sl_table *t, const sl_val *key, int consis
             bind_val(q, i + 1, t->cols[i].type, &key[i]);
         sqlite3_bind_int64(q, nkey + 1, sl_now_ms());
         int src = step(q);
-        rc = src == SQLITE_ROW ? read_row(q, t, out) : src == SQLITE_DONE ? SL_ENOTFOUND : map_err(src);
+        rc = src == SQLITE_ROW ? read_row(c, q, t, out) : src == SQLITE_DONE ? SL_ENOTFOUND : map_err(src);
         sqlite3_reset(q);
     }
     reader_put(s, c);
@@ -1863,7 +2038,7 @@ static int sq_slice(sl_store *st, const sl_slice *q, sl_result *out) {
                 out->more = 1;
                 break;
             }
-            if ((rc = read_row(qs, t, out))) break;
+            if ((rc = read_row(c, qs, t, out))) break;
         }
         if (rc == 0 && src != SQLITE_ROW && src != SQLITE_DONE) rc = map_err(src);
         sqlite3_reset(qs);
@@ -1967,7 +2142,7 @@ static int check_layout(sqlite3 *db) {
     int version = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : -1;
     sqlite3_finalize(st);
     if (version < 0) return map_err(rc);
-    if (version == 0) {
+    if (version < LAYOUT_VERSION) { /* new, or 1: ensure() adds what 2 has (see the top) */
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version=%d", LAYOUT_VERSION);
         return exec(db, sql);
