@@ -54,7 +54,9 @@ static const char *op_name[OP_N] = {"put", "receive", "ack"};
 enum { PEER_REDIS, PEER_BEANSTALK, PEER_RABBIT, PEER_NATS };
 static const char *peer_name[] = {"redis", "beanstalk", "rabbit", "nats"};
 
+#ifndef MSG_LEN /* bytes a message; -DMSG_LEN=1024 builds one for larger messages */
 #define MSG_LEN 100
+#endif
 #define MAXB 100
 
 static struct {

@@ -1192,6 +1192,17 @@ static int sqlite_setup(void **state) {
 
 /* --- SQLite-specific tests ----------------------------------------------- */
 
+/* Closes the store and opens its database file as SQLite alone. */
+static sqlite3 *closed_raw(fx *f) {
+    sl_store_close(f->s);
+    f->s = NULL;
+    char path[128];
+    snprintf(path, sizeof path, "%s/sluice.db", f->dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    return db;
+}
+
 static void t_durable_reopen(void **state) {
     fx *f = *state;
     assert_int_equal(kv_put(f->s, "kept", 42, "durable", 0), 0);
@@ -1209,12 +1220,8 @@ static void t_durable_reopen(void **state) {
     assert_slice(f->s, &q, "1a");
 
     /* The layout version is stamped, and a newer one is refused. */
-    sl_store_close(f->s);
-    f->s = NULL;
     char path[128];
-    snprintf(path, sizeof path, "%s/sluice.db", f->dir);
-    sqlite3 *db;
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3 *db = closed_raw(f);
     sqlite3_stmt *st;
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
@@ -1440,6 +1447,47 @@ static void t_large_values(void **state) {
     assert_int_equal(raw_int(f, "SELECT count(*) FROM kv WHERE k='x'"), 0);
     assert_int_equal(VALUES(), 0);
 #undef VALUES
+}
+
+/* A database of layout 1 (large values in their rows, no "T__v", no
+ * triggers) opens as layout 2: its rows read as they are, and a large value
+ * written to one of them, or to a new row, goes out of the row and its
+ * trigger takes the old row's value along when that row is rewritten. */
+static void t_large_values_upgrade(void **state) {
+    fx *f = *state;
+    static char big1[3000], big2[4000];
+    big_fill(big1, sizeof big1, 'd');
+    big_fill(big2, sizeof big2, 'e');
+    sqlite3 *db = closed_raw(f);
+    assert_int_equal(sqlite3_exec(db,
+                                  "DROP TRIGGER kv__v_u_b; DROP TRIGGER kv__v_d_b; DROP TABLE kv__v;"
+                                  "PRAGMA user_version=1",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, "INSERT INTO kv(k, i, b) VALUES('old', 1, ?)", -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_blob(st, 1, big1, sizeof big1, SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+
+    assert_int_equal(open_store(f), 0);
+    assert_int_equal(raw_int(f, "PRAGMA user_version"), 2);
+    assert_kv_b(f->s, "old", big1, sizeof big1);
+    sl_write w = kv_w(SL_W_UPDATE_IF, "old");
+    w.row.v[KV_I] = sl_vint(2);
+    w.cond[0] = (sl_cond){KV_B, sl_vbytes(big1, sizeof big1)};
+    w.ncond = 1;
+    assert_int_equal(sl_store_apply(f->s, &w, 1, NULL), 0);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM kv__v"), 0);
+    assert_int_equal(kv_put_b(f->s, "old", 3, big2, sizeof big2, 0), 0);
+    assert_int_equal(kv_put_b(f->s, "new", 1, big1, sizeof big1, 0), 0);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM kv__v"), 2);
+    assert_kv_b(f->s, "old", big2, sizeof big2);
+    assert_kv_b(f->s, "new", big1, sizeof big1);
+    assert_int_equal(kv_put_b(f->s, "old", 4, NULL, 0, 0), 0);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM kv__v"), 1);
 }
 
 /* A table whose expiry is kept by partition has no index of its rows'
@@ -2022,6 +2070,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(t_apply_cb_early_redo, sqlite_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(t_purge, sqlite_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(t_large_values, sqlite_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(t_large_values_upgrade, sqlite_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(t_purge_by_partition, sqlite_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(t_purge_by_partition_rollback, sqlite_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(t_purge_by_partition_migrates, sqlite_setup, fx_teardown),
