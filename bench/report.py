@@ -233,6 +233,34 @@ def main():
       "not counted in the rates or latencies.")
     w("")
 
+    # --- W1, 1 KiB messages
+    w1k = {}
+    for s in SYSTEMS:
+        results = sorted((r["result"] for r in find(rows, s, "w1-1k")), key=lambda x: x["lifecycles_per_s"])
+        if results:
+            w1k[s] = results
+    if w1k:
+        w("## W1 with 1 KiB messages, 64+64")
+        w("")
+        w("The same lifecycle with message bodies of 1,024 bytes (Sluice: `loadgen --size 1024`; the peers: "
+          "`peerbench` built with `-DMSG_LEN=1024`), each system run as often as its 100-byte 64+64, the median "
+          "run shown. Azurite is left out.")
+        w("")
+        w("| system | lifecycles/s | puts/s | put | receive | ack | errors | / Redis |")
+        w("|---|---|---|---|---|---|---|---|")
+        red = w1k.get("redis")
+        red_rate = red[len(red) // 2]["lifecycles_per_s"] if red else None
+        for s, results in w1k.items():
+            res = results[len(results) // 2]
+            spread = ""
+            if len(results) > 1:
+                spread = (f" (median of {len(results)}: {fmt(results[0]['lifecycles_per_s'])} to "
+                          f"{fmt(results[-1]['lifecycles_per_s'])})")
+            ratio = f"{res['lifecycles_per_s'] / red_rate:.2f} x" if red_rate else ""
+            w(f"| {NAMES[s]} | **{fmt(res['lifecycles_per_s'])}**{spread} | {fmt(res['put_msgs_per_s'])} | "
+              f"{lat(res, 'put')} | {lat(res, 'receive')} | {lat(res, 'ack')} | {fmt(errs(res))} | {ratio} |")
+        w("")
+
     # --- W2
     w("## W2 batched lifecycle: put 10, receive 10, ack 10 per request")
     w("")

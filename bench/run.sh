@@ -8,7 +8,7 @@
 # w3.png, w4.png, ceilings.png, profile-top.txt (perf, Sluice under W1 64+64),
 # and latest.raw (every measurement as JSON lines, not committed).
 #
-#   bench/run.sh            the full run (about 15 minutes; results worth committing)
+#   bench/run.sh            the full run (about 18 minutes; results worth committing)
 #   bench/run.sh --quick    a smoke run of about two minutes (short runs, small W3)
 #   options: --no-peers  --no-profile  --no-install  --no-wait  --worktree
 #            --no-cassandra (no W4)  --only-w4 (W4 alone, for working on it)
@@ -236,6 +236,7 @@ EOF
 
 LG() { timeout $((MAXS + 30)) "$B/loadgen" --max-seconds "$MAXS" "$@" || true; }
 PB() { timeout $((MAXS + 30)) "$B/peerbench" --max-seconds "$MAXS" "$@" || true; }
+PB1K() { timeout $((MAXS + 30)) "$B/peerbench-1k" --max-seconds "$MAXS" "$@" || true; } # 1 KiB messages
 
 # --- A quiet machine: a full run waits (up to 10 minutes) for a 1-minute load average below 0.7
 QUIET="not checked (--quick or --no-wait)"
@@ -348,7 +349,7 @@ mkq() { curl -sf -o /dev/null ${SKEY:+-H "Authorization: Key $SKEY"} -X POST "ht
 log "sluice: $SLUICE"
 if ((!ONLYW4)); then
 start_sluice "$TMP/sluice" || exit 1
-for q in w1-1 w1-16 w1-64 w1-64-2 w1-64-3 w1-64-lp w1-half w2 w3; do mkq "$q"; done
+for q in w1-1 w1-16 w1-64 w1-64-2 w1-64-3 w1-64-lp w1-1k-1 w1-1k-2 w1-1k-3 w1-half w2 w3; do mkq "$q"; done
 log "sluice: GET /health, loadgen vs wrk"
 record sluice-health loadgen 1 "$(LG --proto hello --port "$SP" --path /health --conns 64 --threads 2 --duration "$CEIL")"
 record sluice-health wrk 1 "$(wrk_json "http://127.0.0.1:$SP/health")"
@@ -363,6 +364,11 @@ done
 log "sluice W1 64+64, long-poll receive (waitSeconds 1)"
 record sluice-longpoll w1 64 "$(LG "${AUTH[@]}" --port "$SP" --queue w1-64-lp --producers 64 --consumers 64 --wait 1 --duration "$DUR" --warmup "$WARM" --label w1-64-lp)"
 rss_stop sluice "$SPID" "$TMP/rss.sluice"
+# W1 64+64 with 1 KiB messages (workload w1-1k: apart from W1, so that neither the peak below nor RSS counts it)
+for ((rep = 1; rep <= W1REPS; rep++)); do
+    log "sluice W1 64+64, 1 KiB messages (w1-1k-$rep)"
+    record sluice w1-1k 64 "$(LG "${AUTH[@]}" --port "$SP" --queue "w1-1k-$rep" --producers 64 --consumers 64 --size 1024 --duration "$DUR" --warmup "$WARM" --label "w1-1k-$rep")"
+done
 # p99 of receive at half the peak load: producers paced at half the best W1 rate
 PEAK=$(python3 - "$RAW" <<'EOF'
 import json, sys
@@ -397,6 +403,10 @@ peer_runs() { # SYSTEM PORT PID
         done
     done
     rss_stop "$sys" "$pid" "$TMP/rss.$sys"
+    for ((rep = 1; rep <= W1REPS; rep++)); do
+        log "$sys W1 64+64, 1 KiB messages (run $rep)"
+        record "$sys" w1-1k 64 "$(PB1K --peer "$sys" --port "$port" --queue "w1k-$rep" --producers 64 --consumers 64 --duration "$DUR" --warmup "$WARM")"
+    done
     log "$sys W2 $W2PC+$W2PC"
     record "$sys" w2 "$W2PC" "$(PB --peer "$sys" --port "$port" --queue w2 --producers "$W2PC" --consumers "$W2PC" --batch 10 --recv-max 10 --duration "$DUR" --warmup "$WARM")"
     log "$sys W3: fill $W3N, drain with $W3C consumers"
