@@ -113,7 +113,8 @@ static const char *const tx_sql[TX_N] = {"BEGIN IMMEDIATE", "COMMIT",    "ROLLBA
 typedef struct conn {
     sqlite3 *db;
     sl_stmt_cache stmts;
-    struct conn *next; /* in the idle reader list */
+    sqlite3_stmt *ping; /* "SELECT 1", prepared at the first ping */
+    struct conn *next;  /* in the idle reader list */
 } conn;
 
 /* One apply() (or ensure()) waiting for the writer. It lives on the
@@ -555,6 +556,7 @@ static void finalize(void *st) {
 static void conn_free(conn *c) {
     if (!c) return;
     sl_stmt_cache_free(&c->stmts, finalize);
+    sqlite3_finalize(c->ping);
     sqlite3_close(c->db);
     free(c);
 }
@@ -2053,7 +2055,13 @@ static int sq_ping(sl_store *st) {
     conn *c;
     int rc = reader_take(s, &c);
     if (rc) return rc;
-    rc = exec(c->db, "SELECT 1");
+    if (!c->ping)
+        rc = map_err(sqlite3_prepare_v3(c->db, "SELECT 1", -1, SQLITE_PREPARE_PERSISTENT, &c->ping, NULL));
+    if (rc == 0) {
+        int src = step(c->ping);
+        sqlite3_reset(c->ping);
+        rc = src == SQLITE_ROW ? 0 : map_err(src);
+    }
     reader_put(s, c);
     return rc;
 }

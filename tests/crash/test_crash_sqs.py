@@ -31,7 +31,8 @@ Guarantees 1 and 2: every message whose send got its MessageId and that no
 current or possibly-applied delete removed before a kill is delivered after
 that restart; at the end every message sent is removed by a delete that is
 current or may have applied (a stale one does not count). Message ids and
-bodies are stable across restarts. A send whose answer was lost may or may
+bodies are stable across restarts (one body in four is 700-1,500 bytes,
+which the embedded store keeps out of the message's row). A send whose answer was lost may or may
 not be delivered (counted, not failed). One consumer holds every tenth batch
 past its lease and deletes it late, so stale handles (and deletes of expired
 but still latest handles, which do delete) happen under load as well.
@@ -48,7 +49,8 @@ import botocore.exceptions
 
 from sluice_client import BACKEND, SluiceServer, await_until
 from store_rows import assert_no_live_rows
-from test_crash import ACKS_PER_ROUND, N_CONSUMERS, N_KILLS, N_PRODUCERS, PUTS_PER_ROUND, ROUND_DEADLINE_S, _token
+from test_crash import (ACKS_PER_ROUND, N_CONSUMERS, N_KILLS, N_PRODUCERS, PUTS_PER_ROUND, ROUND_DEADLINE_S, _token,
+                        message_body)
 
 VIS = 5          # VisibilityTimeout of the load's receives, seconds
 LEASE_MARGIN = 1.0  # a lease is taken as certainly held until VIS - this after its receive was sent
@@ -107,7 +109,7 @@ def _send(sqs, url, ledger, rnd, n):
     bodies = {}
     for _ in range(n):
         tok = f"tok-{uuid.uuid4().hex}"
-        bodies[tok] = f"{tok} round {rnd} " + "p" * 50
+        bodies[tok] = message_body(tok, rnd)
     toks = list(bodies)
     try:
         if n == 1:

@@ -1449,6 +1449,60 @@ static void t_large_values(void **state) {
 #undef VALUES
 }
 
+/* A statement that fails after its large values were stored (a trigger of
+ * the test's, standing for an I/O error or a full disk, refuses it) keeps
+ * none of them: a write of one statement has no savepoint, so the store
+ * deletes them itself; a batch's savepoint undoes them. The group goes on,
+ * and the other writes in it commit. */
+static void t_large_values_failed(void **state) {
+    fx *f = *state;
+    static char big1[3000], big2[5000];
+    big_fill(big1, sizeof big1, 'f');
+    big_fill(big2, sizeof big2, 'g');
+    assert_int_equal(kv_put_b(f->s, "x", 1, big1, sizeof big1, 0), 0);
+    sqlite3 *db = closed_raw(f);
+    assert_int_equal(sqlite3_exec(db,
+                                  "CREATE TRIGGER refuse_i BEFORE INSERT ON kv WHEN NEW.k = 'boom'"
+                                  " BEGIN SELECT RAISE(ABORT, 'refused'); END;"
+                                  "CREATE TRIGGER refuse_u BEFORE UPDATE ON kv WHEN NEW.i = 666"
+                                  " BEGIN SELECT RAISE(ABORT, 'refused'); END",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(open_store(f), 0);
+#define VALUES() raw_int(f, "SELECT count(*) FROM kv__v")
+    assert_int_equal(VALUES(), 1);
+
+    /* An upsert refused. */
+    assert_int_not_equal(kv_put_b(f->s, "boom", 1, big2, sizeof big2, 0), 0);
+    assert_int_equal(VALUES(), 1);
+    /* A conditional update refused: its condition holds, its statement fails. */
+    sl_write w = kv_w(SL_W_UPDATE_IF, "x");
+    w.row.v[KV_I] = sl_vint(666);
+    w.row.v[KV_B] = sl_vbytes(big2, sizeof big2);
+    w.cond[0] = (sl_cond){KV_I, sl_vint(1)};
+    w.ncond = 1;
+    assert_int_not_equal(sl_store_apply(f->s, &w, 1, NULL), 0);
+    assert_int_equal(VALUES(), 1);
+    /* A batch whose second write is refused. */
+    sl_write pair[2] = {kv_w(SL_W_UPSERT, "y"), kv_w(SL_W_UPSERT, "boom")};
+    for (int i = 0; i < 2; i++) {
+        pair[i].row.v[KV_I] = sl_vint(1);
+        pair[i].row.v[KV_B] = sl_vbytes(big2, sizeof big2);
+    }
+    assert_int_not_equal(sl_store_apply(f->s, pair, 2, NULL), 0);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM kv WHERE k = 'y'"), 0);
+    assert_int_equal(VALUES(), 1);
+
+    /* The row as it was, and the store still writes. */
+    assert_kv_b(f->s, "x", big1, sizeof big1);
+    assert_int_equal(kv_i(f->s, "x"), 1);
+    assert_int_equal(kv_put_b(f->s, "z", 1, big2, sizeof big2, 0), 0);
+    assert_kv_b(f->s, "z", big2, sizeof big2);
+    assert_int_equal(VALUES(), 2);
+#undef VALUES
+}
+
 /* A database of layout 1 (large values in their rows, no "T__v", no
  * triggers) opens as layout 2: its rows read as they are, and a large value
  * written to one of them, or to a new row, goes out of the row and its
@@ -2071,6 +2125,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(t_purge, sqlite_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(t_large_values, sqlite_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(t_large_values_upgrade, sqlite_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(t_large_values_failed, sqlite_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(t_purge_by_partition, sqlite_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(t_purge_by_partition_rollback, sqlite_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(t_purge_by_partition_migrates, sqlite_setup, fx_teardown),
