@@ -32,10 +32,11 @@ current or possibly-applied delete removed before a kill is delivered after
 that restart; at the end every message sent is removed by a delete that is
 current or may have applied (a stale one does not count). Message ids and
 bodies are stable across restarts (one body in four is 700-1,500 bytes,
-which the embedded store keeps out of the message's row). A send whose answer was lost may or may
-not be delivered (counted, not failed). One consumer holds every tenth batch
-past its lease and deletes it late, so stale handles (and deletes of expired
-but still latest handles, which do delete) happen under load as well.
+which the embedded store keeps out of the message's row). A send whose
+answer was lost may or may not be delivered (counted, not failed). One
+consumer holds every tenth batch past its lease and deletes it late, so
+stale handles (and deletes of expired but still latest handles, which do
+delete) happen under load as well.
 """
 
 import collections
